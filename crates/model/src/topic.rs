@@ -1,0 +1,320 @@
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::{ModelError, shown};
+use crate::message::limits::MAX_TOPIC_LEN;
+
+/// A validated topic name: dot-separated tokens of `[A-Za-z0-9_-]+`, at most
+/// [`MAX_TOPIC_LEN`] bytes. The first token may start with `$`; such names are
+/// reserved for the system (`$sys.*`, `$dlq.<topic>`). Cheap to clone.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Topic(Arc<str>);
+
+impl Topic {
+    /// The topic name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether this topic is reserved for the system (starts with `$`).
+    pub fn is_reserved(&self) -> bool {
+        self.0.starts_with('$')
+    }
+
+    /// The tokens of this topic.
+    pub fn tokens(&self) -> impl Iterator<Item = &str> {
+        self.0.split('.')
+    }
+}
+
+fn valid_token(t: &str) -> bool {
+    !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn check_len(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() {
+        return Err("is empty");
+    }
+    if s.len() > MAX_TOPIC_LEN {
+        return Err("is longer than 255 bytes");
+    }
+    Ok(())
+}
+
+impl FromStr for Topic {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        let bad = |reason| ModelError::InvalidTopic { name: shown(s), reason };
+        check_len(s).map_err(bad)?;
+        for (i, token) in s.split('.').enumerate() {
+            let token = if i == 0 { token.strip_prefix('$').unwrap_or(token) } else { token };
+            if !valid_token(token) {
+                return Err(bad(if token.is_empty() {
+                    "has an empty token"
+                } else {
+                    "tokens may hold only A-Z, a-z, 0-9, '_' and '-'"
+                }));
+            }
+        }
+        Ok(Topic(Arc::from(s)))
+    }
+}
+
+impl fmt::Display for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Topic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Topic({})", &self.0)
+    }
+}
+
+impl Serialize for Topic {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Topic {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+enum Token {
+    Literal(Box<str>),
+    /// `*`: exactly one token.
+    One,
+    /// `>`: one or more trailing tokens.
+    Rest,
+}
+
+/// A subscription or binding pattern: tokens where `*` matches exactly one
+/// token and a final `>` matches one or more trailing tokens. A wildcard in
+/// the first position does not match a reserved (`$`) first token, so
+/// `>` never delivers system topics by accident; subscribe to `$sys.>` to see
+/// them.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct TopicPattern {
+    text: Arc<str>,
+    tokens: Box<[Token]>,
+}
+
+impl TopicPattern {
+    /// The pattern as written.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The single topic this pattern matches, when it holds no wildcard.
+    pub fn exact(&self) -> Option<Topic> {
+        self.tokens
+            .iter()
+            .all(|t| matches!(t, Token::Literal(_)))
+            .then(|| Topic(self.text.clone()))
+    }
+
+    /// Whether `topic` matches this pattern.
+    pub fn matches(&self, topic: &Topic) -> bool {
+        let mut it = topic.tokens();
+        for (i, pat) in self.tokens.iter().enumerate() {
+            match pat {
+                Token::Literal(lit) => match it.next() {
+                    Some(t) if t == &**lit => {}
+                    _ => return false,
+                },
+                Token::One => match it.next() {
+                    Some(t) if !(i == 0 && t.starts_with('$')) => {}
+                    _ => return false,
+                },
+                Token::Rest => {
+                    return match it.next() {
+                        Some(t) => !(i == 0 && t.starts_with('$')),
+                        None => false,
+                    };
+                }
+            }
+        }
+        it.next().is_none()
+    }
+}
+
+impl FromStr for TopicPattern {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self, ModelError> {
+        let bad = |reason| ModelError::InvalidPattern { pattern: shown(s), reason };
+        check_len(s).map_err(bad)?;
+        let parts: Vec<&str> = s.split('.').collect();
+        let mut tokens = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            let token = match *part {
+                "*" => Token::One,
+                ">" if i + 1 == parts.len() => Token::Rest,
+                ">" => return Err(bad("'>' may only be the last token")),
+                lit => {
+                    let bare = if i == 0 { lit.strip_prefix('$').unwrap_or(lit) } else { lit };
+                    if !valid_token(bare) {
+                        return Err(bad(if bare.is_empty() {
+                            "has an empty token"
+                        } else {
+                            "tokens are '*', '>' or A-Z, a-z, 0-9, '_' and '-'"
+                        }));
+                    }
+                    Token::Literal(lit.into())
+                }
+            };
+            tokens.push(token);
+        }
+        Ok(TopicPattern { text: Arc::from(s), tokens: tokens.into() })
+    }
+}
+
+impl fmt::Display for TopicPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl fmt::Debug for TopicPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TopicPattern({})", &self.text)
+    }
+}
+
+impl Serialize for TopicPattern {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.text)
+    }
+}
+
+impl<'de> Deserialize<'de> for TopicPattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A set of patterns, as one subscription holds. Matches a topic when any of
+/// its patterns does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicSet {
+    patterns: Vec<TopicPattern>,
+}
+
+impl TopicSet {
+    /// Builds a set from patterns; duplicates are removed.
+    pub fn new(mut patterns: Vec<TopicPattern>) -> Self {
+        patterns.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        patterns.dedup();
+        TopicSet { patterns }
+    }
+
+    /// The patterns of this set.
+    pub fn patterns(&self) -> &[TopicPattern] {
+        &self.patterns
+    }
+
+    /// Whether any pattern matches `topic`.
+    pub fn matches(&self, topic: &Topic) -> bool {
+        self.patterns.iter().any(|p| p.matches(topic))
+    }
+
+    /// The topics this set names exactly, when no pattern holds a wildcard.
+    pub fn exact_topics(&self) -> Option<Vec<Topic>> {
+        self.patterns.iter().map(TopicPattern::exact).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> Topic {
+        s.parse().unwrap()
+    }
+    fn p(s: &str) -> TopicPattern {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn topic_validation() {
+        for ok in ["a", "orders.eu.created", "A-b_c.9", "$sys.cluster", "$dlq.orders.eu"] {
+            assert!(ok.parse::<Topic>().is_ok(), "{ok}");
+        }
+        let long = "a".repeat(256);
+        for bad in ["", ".", "a.", ".a", "a..b", "a b", "a/b", "a.*", "a.>", "$", "a.$b", "é", &long] {
+            assert!(bad.parse::<Topic>().is_err(), "{bad}");
+        }
+        assert!("a".repeat(255).parse::<Topic>().is_ok());
+    }
+
+    #[test]
+    fn pattern_validation() {
+        for ok in ["a", "*", ">", "a.*.c", "a.>", "*.>", "$sys.>"] {
+            assert!(ok.parse::<TopicPattern>().is_ok(), "{ok}");
+        }
+        for bad in ["", "a.>.b", ">.a", "a..b", "a*", "a.b*", "a.>>", "a. b"] {
+            assert!(bad.parse::<TopicPattern>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn star_matches_exactly_one_token() {
+        let pat = p("orders.*.created");
+        assert!(pat.matches(&t("orders.eu.created")));
+        assert!(!pat.matches(&t("orders.created")));
+        assert!(!pat.matches(&t("orders.eu.west.created")));
+        assert!(!pat.matches(&t("orders.eu.created.x")));
+        assert!(p("*").matches(&t("a")));
+        assert!(!p("*").matches(&t("a.b")));
+    }
+
+    #[test]
+    fn rest_matches_one_or_more_trailing_tokens() {
+        let pat = p("orders.>");
+        assert!(pat.matches(&t("orders.eu")));
+        assert!(pat.matches(&t("orders.eu.created.x")));
+        assert!(!pat.matches(&t("orders")));
+        assert!(!pat.matches(&t("ordersx.eu")));
+        assert!(p(">").matches(&t("a.b.c")));
+        assert!(p("*.b.>").matches(&t("a.b.c.d")));
+        assert!(!p("*.b.>").matches(&t("a.b")));
+    }
+
+    #[test]
+    fn literals_and_prefixes() {
+        assert!(p("a.b").matches(&t("a.b")));
+        assert!(!p("a.b").matches(&t("a.bc")));
+        assert!(!p("a.b").matches(&t("a")));
+        assert!(!p("a.b").matches(&t("a.b.c")));
+        assert_eq!(p("a.b").exact(), Some(t("a.b")));
+        assert_eq!(p("a.*").exact(), None);
+    }
+
+    #[test]
+    fn wildcards_do_not_match_reserved_first_token() {
+        assert!(!p(">").matches(&t("$sys.cluster")));
+        assert!(!p("*.cluster").matches(&t("$sys.cluster")));
+        assert!(p("$sys.>").matches(&t("$sys.cluster")));
+        assert!(p("$dlq.*").matches(&t("$dlq.orders")));
+    }
+
+    #[test]
+    fn topic_set() {
+        let set = TopicSet::new(vec![p("a.*"), p("b"), p("a.*")]);
+        assert_eq!(set.patterns().len(), 2);
+        assert!(set.matches(&t("a.x")) && set.matches(&t("b")) && !set.matches(&t("c")));
+        assert_eq!(set.exact_topics(), None);
+        assert_eq!(TopicSet::new(vec![p("b"), p("a")]).exact_topics(), Some(vec![t("a"), t("b")]));
+    }
+}
