@@ -68,11 +68,16 @@ impl FromStr for Cursor {
     type Err = ModelError;
 
     fn from_str(s: &str) -> Result<Self, ModelError> {
-        let bad = |reason| ModelError::InvalidCursor { cursor: shown(s), reason };
+        let bad = |reason| ModelError::InvalidCursor {
+            cursor: shown(s),
+            reason,
+        };
         if s.len() > MAX_CURSOR_ENTRIES * 28 {
             return Err(bad("too long"));
         }
-        let raw = URL_SAFE_NO_PAD.decode(s.trim()).map_err(|_| bad("not base64url"))?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(s.trim())
+            .map_err(|_| bad("not base64url"))?;
         let (&version, mut rest) = raw.split_first().ok_or(bad("empty"))?;
         if version != VERSION {
             return Err(bad("unknown cursor version"));
@@ -104,7 +109,9 @@ impl fmt::Display for Cursor {
 
 impl fmt::Debug for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.entries.iter().map(|(o, s)| (o, s))).finish()
+        f.debug_map()
+            .entries(self.entries.iter().map(|(o, s)| (o, s)))
+            .finish()
     }
 }
 

@@ -35,7 +35,11 @@ impl Timestamp {
             return Err(bad());
         }
         let ms = (nanos + 999_999) / 1_000_000;
-        u64::try_from(ms).ok().filter(|ms| *ms < (1 << 48)).map(Self::from_millis).ok_or_else(bad)
+        u64::try_from(ms)
+            .ok()
+            .filter(|ms| *ms < (1 << 48))
+            .map(Self::from_millis)
+            .ok_or_else(bad)
     }
 
     /// RFC 3339 with millisecond precision in UTC, e.g. `2026-01-31T12:00:00.123Z`.
@@ -44,7 +48,12 @@ impl Timestamp {
         match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
             Ok(t) => {
                 let (h, m, s, ms) = t.to_hms_milli();
-                format!("{:04}-{:02}-{:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z", t.year(), t.month() as u8, t.day())
+                format!(
+                    "{:04}-{:02}-{:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z",
+                    t.year(),
+                    t.month() as u8,
+                    t.day()
+                )
             }
             Err(_) => "invalid".to_owned(),
         }
@@ -81,7 +90,11 @@ impl Hlc {
     /// Strictly greater than every timestamp issued or observed before.
     pub fn now(&mut self, wall_ms: u64) -> Timestamp {
         let wall = Timestamp::from_millis(wall_ms);
-        self.last = if wall > self.last { wall } else { Timestamp(self.last.0 + 1) };
+        self.last = if wall > self.last {
+            wall
+        } else {
+            Timestamp(self.last.0 + 1)
+        };
         self.last
     }
 

@@ -51,7 +51,9 @@ impl FromStr for NodeId {
         if s.len() != 16 {
             return Err(ModelError::InvalidMessageId { id: shown(s) });
         }
-        u64::from_str_radix(s, 16).map(NodeId).map_err(|_| ModelError::InvalidMessageId { id: shown(s) })
+        u64::from_str_radix(s, 16)
+            .map(NodeId)
+            .map_err(|_| ModelError::InvalidMessageId { id: shown(s) })
     }
 }
 
@@ -117,13 +119,20 @@ pub struct Message {
 impl Message {
     /// The value of the first header called `name` (ASCII case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.as_str())
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_str())
     }
 
     /// Bytes this message accounts for in retention and topic statistics:
     /// payload, key and headers.
     pub fn size(&self) -> u64 {
-        let headers: usize = self.headers.iter().map(|h| h.name.len() + h.value.len()).sum();
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|h| h.name.len() + h.value.len())
+            .sum();
         (self.payload.len() + self.key.as_ref().map_or(0, |k| k.len()) + headers) as u64
     }
 }

@@ -31,7 +31,9 @@ impl Topic {
 }
 
 fn valid_token(t: &str) -> bool {
-    !t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !t.is_empty()
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn check_len(s: &str) -> Result<(), &'static str> {
@@ -48,10 +50,17 @@ impl FromStr for Topic {
     type Err = ModelError;
 
     fn from_str(s: &str) -> Result<Self, ModelError> {
-        let bad = |reason| ModelError::InvalidTopic { name: shown(s), reason };
+        let bad = |reason| ModelError::InvalidTopic {
+            name: shown(s),
+            reason,
+        };
         check_len(s).map_err(bad)?;
         for (i, token) in s.split('.').enumerate() {
-            let token = if i == 0 { token.strip_prefix('$').unwrap_or(token) } else { token };
+            let token = if i == 0 {
+                token.strip_prefix('$').unwrap_or(token)
+            } else {
+                token
+            };
             if !valid_token(token) {
                 return Err(bad(if token.is_empty() {
                     "has an empty token"
@@ -152,7 +161,10 @@ impl FromStr for TopicPattern {
     type Err = ModelError;
 
     fn from_str(s: &str) -> Result<Self, ModelError> {
-        let bad = |reason| ModelError::InvalidPattern { pattern: shown(s), reason };
+        let bad = |reason| ModelError::InvalidPattern {
+            pattern: shown(s),
+            reason,
+        };
         check_len(s).map_err(bad)?;
         let parts: Vec<&str> = s.split('.').collect();
         let mut tokens = Vec::with_capacity(parts.len());
@@ -162,7 +174,11 @@ impl FromStr for TopicPattern {
                 ">" if i + 1 == parts.len() => Token::Rest,
                 ">" => return Err(bad("'>' may only be the last token")),
                 lit => {
-                    let bare = if i == 0 { lit.strip_prefix('$').unwrap_or(lit) } else { lit };
+                    let bare = if i == 0 {
+                        lit.strip_prefix('$').unwrap_or(lit)
+                    } else {
+                        lit
+                    };
                     if !valid_token(bare) {
                         return Err(bad(if bare.is_empty() {
                             "has an empty token"
@@ -175,7 +191,10 @@ impl FromStr for TopicPattern {
             };
             tokens.push(token);
         }
-        Ok(TopicPattern { text: Arc::from(s), tokens: tokens.into() })
+        Ok(TopicPattern {
+            text: Arc::from(s),
+            tokens: tokens.into(),
+        })
     }
 }
 
@@ -248,11 +267,19 @@ mod tests {
 
     #[test]
     fn topic_validation() {
-        for ok in ["a", "orders.eu.created", "A-b_c.9", "$sys.cluster", "$dlq.orders.eu"] {
+        for ok in [
+            "a",
+            "orders.eu.created",
+            "A-b_c.9",
+            "$sys.cluster",
+            "$dlq.orders.eu",
+        ] {
             assert!(ok.parse::<Topic>().is_ok(), "{ok}");
         }
         let long = "a".repeat(256);
-        for bad in ["", ".", "a.", ".a", "a..b", "a b", "a/b", "a.*", "a.>", "$", "a.$b", "é", &long] {
+        for bad in [
+            "", ".", "a.", ".a", "a..b", "a b", "a/b", "a.*", "a.>", "$", "a.$b", "é", &long,
+        ] {
             assert!(bad.parse::<Topic>().is_err(), "{bad}");
         }
         assert!("a".repeat(255).parse::<Topic>().is_ok());
@@ -315,6 +342,9 @@ mod tests {
         assert_eq!(set.patterns().len(), 2);
         assert!(set.matches(&t("a.x")) && set.matches(&t("b")) && !set.matches(&t("c")));
         assert_eq!(set.exact_topics(), None);
-        assert_eq!(TopicSet::new(vec![p("b"), p("a")]).exact_topics(), Some(vec![t("a"), t("b")]));
+        assert_eq!(
+            TopicSet::new(vec![p("b"), p("a")]).exact_topics(),
+            Some(vec![t("a"), t("b")])
+        );
     }
 }

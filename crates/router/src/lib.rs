@@ -1,1 +1,25 @@
-//! placeholder
+//! Switchyard's engine: the message path without HTTP.
+//!
+//! The router validates what clients publish, appends it to the store, and
+//! delivers it: a [`Subscription`] follows a set of topic patterns from a
+//! cursor, reading from the store in bounded batches and waiting for new
+//! messages when it has caught up. It holds nothing per message, so a slow
+//! subscriber lags in the log instead of growing memory.
+//!
+//! What it does not do: parse HTTP, format Server-Sent Events, touch fjall
+//! directly (that is the store's job) or the network.
+#![warn(missing_docs)]
+
+mod error;
+mod router;
+mod subscription;
+mod validate;
+
+pub use error::{InvalidMessage, RouterError};
+pub use router::{PublishRequest, Router, RouterConfig, Start};
+pub use subscription::{Delivery, Subscription};
+pub use switchyard_store::{
+    Appended, FsyncMode, Gap, RetentionPolicy, RetentionRule, StoreConfig, StoreError, StreamInfo,
+    TopicInfo,
+};
+pub use validate::{MAX_IDEMPOTENCY_KEY, validate};

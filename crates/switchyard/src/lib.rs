@@ -1,1 +1,8 @@
-//! placeholder
+//! The `switchyard` binary's library half: configuration loading and the
+//! HTTP client behind the `publish`, `subscribe` and `topics` commands. The
+//! binary itself (`main.rs`) only parses flags and wires these together.
+#![warn(missing_docs)]
+
+pub mod client;
+pub mod config;
+pub mod sse;

@@ -1,1 +1,346 @@
-fn main() {}
+//! `switchyard`: serve a node, or talk to one.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt, Full};
+use switchyard::client::{Client, ClientError};
+use switchyard::config::{NodeConfig, Overrides};
+use switchyard::sse::SseParser;
+use switchyard_router::{FsyncMode, Router};
+
+const DEFAULT_URL: &str = "http://127.0.0.1:7070";
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A WebAssembly-extensible edge message router"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (defaults: 127.0.0.1:7070, data in ./switchyard-data, fsync=always).
+    Serve {
+        /// TOML config file (see docs/configuration.md).
+        #[arg(long, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+        /// HTTP listen address; port 0 picks a free port.
+        #[arg(long, env = "SWITCHYARD_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// Data directory.
+        #[arg(long, env = "SWITCHYARD_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Durability: always, interval or never.
+        #[arg(long, env = "SWITCHYARD_FSYNC")]
+        fsync: Option<FsyncMode>,
+        /// Log format: pretty or json.
+        #[arg(long, env = "SWITCHYARD_LOG_FORMAT")]
+        log_format: Option<String>,
+    },
+    /// Publish one message: DATA is text, @file, or - for standard input.
+    Publish {
+        /// Topic, e.g. orders.eu.
+        topic: String,
+        /// The payload: text, @path to read a file, - to read standard input (default: empty).
+        data: Option<String>,
+        /// Message key.
+        #[arg(long)]
+        key: Option<String>,
+        /// Message header as name=value (repeatable).
+        #[arg(long = "header", value_name = "NAME=VALUE")]
+        headers: Vec<String>,
+        /// Content type stored with the message.
+        #[arg(long)]
+        content_type: Option<String>,
+        /// Node URL.
+        #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
+        url: String,
+    },
+    /// Print messages of one or more topic patterns as they arrive, one per line.
+    Subscribe {
+        /// Topic patterns (`*` one token, `>` the rest).
+        #[arg(required = true)]
+        patterns: Vec<String>,
+        /// Start: earliest, latest, a cursor, or an RFC 3339 time.
+        #[arg(long, default_value = "latest")]
+        from: String,
+        /// Print the payload (raw) or the JSON envelope (json), one message per line.
+        #[arg(long, default_value = "raw")]
+        format: String,
+        /// Exit after this many messages.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Node URL.
+        #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
+        url: String,
+    },
+    /// List topics with their message counts and sizes.
+    Topics {
+        /// Node URL.
+        #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
+        url: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve {
+                config,
+                listen,
+                data_dir,
+                fsync,
+                log_format,
+            } => {
+                serve(
+                    config,
+                    Overrides {
+                        listen,
+                        data_dir,
+                        fsync,
+                        log_format,
+                    },
+                )
+                .await
+            }
+            Command::Publish {
+                topic,
+                data,
+                key,
+                headers,
+                content_type,
+                url,
+            } => publish(&url, &topic, data, key, headers, content_type).await,
+            Command::Subscribe {
+                patterns,
+                from,
+                format,
+                count,
+                url,
+            } => subscribe(&url, &patterns, &from, &format, count).await,
+            Command::Topics { url } => topics(&url).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config_file: Option<PathBuf>, over: Overrides) -> Result<()> {
+    let config = NodeConfig::load(config_file.as_deref(), over).map_err(anyhow::Error::msg)?;
+    init_logging(config.log_json);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let router_config = config.router.clone();
+    let data_dir = router_config.store.path.clone();
+    let router = tokio::task::spawn_blocking(move || Router::open(router_config))
+        .await?
+        .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
+    tracing::info!(node = %router.node_id(), %addr, fsync = %config.router.store.fsync, "switchyard node started");
+    // The first stdout line tells scripts and tests where the node listens.
+    println!("switchyard listening on http://{addr}");
+    std::io::stdout().flush()?;
+    let shutdown = async {
+        wait_for_signal().await;
+        tracing::info!("shutting down: draining connections");
+        tokio::spawn(async {
+            wait_for_signal().await;
+            eprintln!("second signal: exiting now");
+            std::process::exit(130);
+        });
+    };
+    switchyard_gateway::serve(listener, router.clone(), config.gateway, shutdown).await?;
+    tokio::task::spawn_blocking(move || router.close()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SWITCHYARD_LOG")
+        .unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn read_data(data: Option<String>) -> Result<Bytes> {
+    Ok(match data.as_deref() {
+        None => Bytes::new(),
+        Some("-") => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .context("cannot read standard input")?;
+            Bytes::from(buf)
+        }
+        Some(s) if s.starts_with('@') => {
+            Bytes::from(std::fs::read(&s[1..]).with_context(|| format!("cannot read {}", &s[1..]))?)
+        }
+        Some(s) => Bytes::from(s.to_owned()),
+    })
+}
+
+async fn publish(
+    url: &str,
+    topic: &str,
+    data: Option<String>,
+    key: Option<String>,
+    headers: Vec<String>,
+    content_type: Option<String>,
+) -> Result<()> {
+    let client = Client::new(url)?;
+    let payload = read_data(data)?;
+    let headers = headers
+        .iter()
+        .map(|h| match h.split_once('=') {
+            Some((n, v)) if !n.is_empty() => Ok((n.to_owned(), v.to_owned())),
+            _ => bail!("--header {h:?}: expected NAME=VALUE"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let answer = client
+        .publish(
+            topic,
+            payload,
+            key.as_deref(),
+            &headers,
+            content_type.as_deref(),
+        )
+        .await?;
+    println!("{answer}");
+    Ok(())
+}
+
+fn events_path(patterns: &[String], from: &str, format: &str) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for p in patterns {
+        q.append_pair("topic", p);
+    }
+    q.append_pair("from", from);
+    q.append_pair("format", format);
+    format!("/v1/events?{}", q.finish())
+}
+
+/// Follows the event stream, reconnecting with `Last-Event-ID` when it breaks
+/// (for up to 30 s), and prints one message per line.
+async fn subscribe(
+    url: &str,
+    patterns: &[String],
+    from: &str,
+    format: &str,
+    count: Option<u64>,
+) -> Result<()> {
+    let client = Client::new(url)?;
+    let mut parser = SseParser::new();
+    let mut printed = 0u64;
+    let mut connected_once = false;
+    let mut broken_since: Option<Instant> = None;
+    let stdout = std::io::stdout();
+    loop {
+        let mut req = client.request(http::Method::GET, &events_path(patterns, from, format));
+        if let Some(id) = parser.last_id() {
+            req = req.header("last-event-id", id);
+        }
+        let req = req
+            .header("accept", "text/event-stream")
+            .body(Full::new(Bytes::new()))?;
+        let resp = match client.send(req).await {
+            Ok(r) => r,
+            Err(e @ ClientError::Unreachable { .. }) if connected_once => {
+                let since = *broken_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(30) {
+                    return Err(e.into());
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        connected_once = true;
+        broken_since = None;
+        let mut body = resp.into_body();
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            for event in parser.push(&data) {
+                let mut out = stdout.lock();
+                match event.event.as_str() {
+                    "gap" => eprintln!("gap: {}", event.data),
+                    _ => {
+                        writeln!(out, "{}", event.data)?;
+                        out.flush()?;
+                        printed += 1;
+                        if count.is_some_and(|c| printed >= c) {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+        eprintln!("stream interrupted; reconnecting");
+    }
+}
+
+async fn topics(url: &str) -> Result<()> {
+    let client = Client::new(url)?;
+    let v = client.get_json("/v1/topics").await?;
+    println!("{}", serde_json::to_string_pretty(&v)?);
+    Ok(())
+}

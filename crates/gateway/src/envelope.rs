@@ -1,0 +1,72 @@
+//! JSON shapes of messages and publish results.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde_json::{Map, Value, json};
+use switchyard_model::Message;
+use switchyard_router::{Appended, Gap};
+
+/// The JSON envelope of a message (`format=json` events and pull results).
+/// The payload is text when it is valid UTF-8, else `payload_base64`; the
+/// key likewise. Headers become an object; repeated names are joined with
+/// ", " as HTTP does.
+pub(crate) fn envelope(m: &Message) -> Value {
+    let mut headers = Map::new();
+    for h in &m.headers {
+        match headers.get_mut(&h.name) {
+            Some(Value::String(v)) => {
+                v.push_str(", ");
+                v.push_str(&h.value);
+            }
+            _ => {
+                headers.insert(h.name.clone(), Value::String(h.value.clone()));
+            }
+        }
+    }
+    let mut obj = Map::new();
+    obj.insert("topic".into(), json!(m.topic.as_str()));
+    obj.insert("id".into(), json!(m.id.to_string()));
+    obj.insert("origin".into(), json!(m.id.origin.to_string()));
+    obj.insert("seq".into(), json!(m.stream_seq));
+    obj.insert("timestamp".into(), json!(m.timestamp.to_rfc3339()));
+    match m.key.as_deref().map(std::str::from_utf8) {
+        None => obj.insert("key".into(), Value::Null),
+        Some(Ok(k)) => obj.insert("key".into(), json!(k)),
+        Some(Err(_)) => obj.insert(
+            "key_base64".into(),
+            json!(STANDARD.encode(m.key.as_deref().unwrap_or(&[]))),
+        ),
+    };
+    obj.insert("headers".into(), Value::Object(headers));
+    match std::str::from_utf8(&m.payload) {
+        Ok(text) => obj.insert("payload".into(), json!(text)),
+        Err(_) => obj.insert("payload_base64".into(), json!(STANDARD.encode(&m.payload))),
+    };
+    Value::Object(obj)
+}
+
+/// The answer for one published message.
+pub(crate) fn published(a: &Appended) -> Value {
+    let mut v = json!({
+        "topic": a.topic.as_str(),
+        "id": a.id.to_string(),
+        "origin": a.id.origin.to_string(),
+        "seq": a.stream_seq,
+        "timestamp": a.timestamp.to_rfc3339(),
+    });
+    if a.duplicate {
+        v["duplicate"] = json!(true);
+    }
+    v
+}
+
+/// A removed range, as the `gap` event and pull results report it.
+pub(crate) fn gap(g: &Gap) -> Value {
+    json!({
+        "topic": g.topic.as_str(),
+        "origin": g.origin.to_string(),
+        "after_origin_seq": g.after_origin_seq,
+        "through_origin_seq": g.through_origin_seq,
+        "through_seq": g.through_stream_seq,
+    })
+}

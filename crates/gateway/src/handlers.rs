@@ -1,0 +1,439 @@
+//! Request routing and the endpoint handlers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use switchyard_model::{Cursor, Header, Topic};
+use switchyard_router::{InvalidMessage, PublishRequest, RouterError, Start};
+
+use crate::envelope::{envelope, gap, published};
+use crate::problem::Problem;
+use crate::query::{Query, parse_start};
+use crate::server::{App, Body, full};
+use crate::sse::{self, Format};
+
+/// Request header that carries the message key.
+const KEY_HEADER: &str = "switchyard-key";
+/// Prefix of request headers stored as message headers (the prefix is removed).
+const HEADER_PREFIX: &str = "switchyard-header-";
+
+pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let result = match (path.as_str(), path.strip_prefix("/v1/topics/")) {
+        (_, Some(topic)) if !topic.is_empty() => match method {
+            Method::POST => publish(&app, topic, req).await,
+            _ => Err(not_allowed("POST")),
+        },
+        ("/v1/batch", _) => match method {
+            Method::POST => publish_batch(&app, req).await,
+            _ => Err(not_allowed("POST")),
+        },
+        ("/v1/events", _) => match method {
+            Method::GET => events(&app, &req).await,
+            _ => Err(not_allowed("GET")),
+        },
+        ("/v1/messages", _) => match method {
+            Method::GET => pull(&app, &req).await,
+            _ => Err(not_allowed("GET")),
+        },
+        ("/v1/topics", _) => match method {
+            Method::GET => Ok(topics(&app)),
+            _ => Err(not_allowed("GET")),
+        },
+        ("/healthz", _) => Ok(json_response(
+            StatusCode::OK,
+            &json!({"status": "ok", "node": app.router.node_id().to_string()}),
+        )),
+        ("/readyz", _) => Ok(if app.router.is_ready() {
+            json_response(StatusCode::OK, &json!({"status": "ready"}))
+        } else {
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &json!({"status": "not ready", "detail": "the store refuses writes"}),
+            )
+        }),
+        _ => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no endpoint at {path}"),
+        )),
+    };
+    result.unwrap_or_else(Problem::into_response)
+}
+
+fn not_allowed(allow: &'static str) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("this endpoint takes {allow}"),
+    )
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+    let mut resp = Response::new(full(v.to_string()));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Reads a body up to `max` bytes; 413 beyond.
+async fn read_body(body: Incoming, headers: &HeaderMap, max: usize) -> Result<Bytes, Problem> {
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body exceeds the limit of {max} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(body, max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(e) => Err(Problem::bad_request(
+            "body_read_failed",
+            format!("could not read the request body: {e}"),
+        )),
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Problem> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v.to_str().map(Some).map_err(|_| {
+            Problem::bad_request(
+                "invalid_header",
+                format!("header {name} is not visible ASCII"),
+            )
+        }),
+    }
+}
+
+fn invalid(e: InvalidMessage) -> Problem {
+    RouterError::Invalid(e).into()
+}
+
+async fn publish(
+    app: &App,
+    topic: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Problem> {
+    let topic: Topic = topic.parse()?;
+    if topic.is_reserved() {
+        return Err(invalid(InvalidMessage::ReservedTopic(topic.to_string())));
+    }
+    let query = Query::parse(req.uri().query(), &["key"])?;
+    let (parts, body) = req.into_parts();
+    let mut headers = Vec::new();
+    if let Some(ct) = header_str(&parts.headers, "content-type")? {
+        headers.push(Header {
+            name: "content-type".into(),
+            value: ct.to_owned(),
+        });
+    }
+    for (name, value) in &parts.headers {
+        if let Some(user) = name.as_str().strip_prefix(HEADER_PREFIX) {
+            let value = value.to_str().map_err(|_| {
+                Problem::bad_request(
+                    "invalid_header",
+                    format!("header {name} is not visible ASCII"),
+                )
+            })?;
+            headers.push(Header {
+                name: user.to_owned(),
+                value: value.to_owned(),
+            });
+        }
+    }
+    let key = match (header_str(&parts.headers, KEY_HEADER)?, query.one("key")?) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::bad_request(
+                "invalid_key",
+                "give the key either as Switchyard-Key or as ?key=, not both",
+            ));
+        }
+        (h, q) => h.or(q).map(|k| Bytes::copy_from_slice(k.as_bytes())),
+    };
+    let idempotency_key = header_str(&parts.headers, "idempotency-key")?.map(str::to_owned);
+    let mut request = PublishRequest {
+        topic,
+        key,
+        headers,
+        payload: Bytes::new(),
+        idempotency_key,
+    };
+    // Refuse bad metadata before reading the body.
+    switchyard_router::validate(&request, usize::MAX).map_err(invalid)?;
+    request.payload = read_body(body, &parts.headers, app.router.config().max_payload).await?;
+    let results = app.router.publish(vec![request]).await?;
+    let result = &results[0];
+    let mut resp = json_response(StatusCode::CREATED, &published(result));
+    if result.duplicate {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+/// One entry of a batch publish.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchEntry {
+    topic: Option<String>,
+    payload: Option<String>,
+    payload_base64: Option<String>,
+    key: Option<String>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    idempotency_key: Option<String>,
+}
+
+fn entry_request(
+    e: BatchEntry,
+    default_topic: Option<&Topic>,
+) -> Result<PublishRequest, (&'static str, String)> {
+    let topic = match (e.topic, default_topic) {
+        (Some(t), _) => t
+            .parse::<Topic>()
+            .map_err(|err| ("invalid_topic", err.to_string()))?,
+        (None, Some(t)) => t.clone(),
+        (None, None) => {
+            return Err((
+                "missing_topic",
+                "the entry has no topic and the request no ?topic=".into(),
+            ));
+        }
+    };
+    let payload = match (e.payload, e.payload_base64) {
+        (Some(p), None) => Bytes::from(p),
+        (None, Some(b)) => Bytes::from(
+            STANDARD
+                .decode(b)
+                .map_err(|_| ("invalid_base64", "payload_base64 is not base64".to_owned()))?,
+        ),
+        (None, None) => Bytes::new(),
+        (Some(_), Some(_)) => {
+            return Err((
+                "invalid_entry",
+                "give payload or payload_base64, not both".into(),
+            ));
+        }
+    };
+    let headers = e
+        .headers
+        .into_iter()
+        .map(|(name, value)| Header {
+            name: name.to_ascii_lowercase(),
+            value,
+        })
+        .collect();
+    Ok(PublishRequest {
+        topic,
+        key: e.key.map(Bytes::from),
+        headers,
+        payload,
+        idempotency_key: e.idempotency_key,
+    })
+}
+
+async fn publish_batch(app: &App, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
+    let query = Query::parse(req.uri().query(), &["topic"])?;
+    let default_topic = query.one("topic")?.map(str::parse::<Topic>).transpose()?;
+    let ndjson = match header_str(req.headers(), "content-type")?
+        .map(|c| c.split(';').next().unwrap_or("").trim())
+    {
+        Some("application/x-ndjson" | "application/jsonl" | "application/jsonlines") => true,
+        Some("application/json") | None => false,
+        Some(other) => {
+            return Err(Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!(
+                    "batch bodies are application/json (an array) or application/x-ndjson, not {other}"
+                ),
+            ));
+        }
+    };
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, &parts.headers, app.config.max_batch_bytes).await?;
+    let raw: Vec<Result<BatchEntry, String>> = if ndjson {
+        std::str::from_utf8(&body)
+            .map_err(|_| Problem::bad_request("invalid_batch", "the body is not UTF-8"))?
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str::<BatchEntry>(l).map_err(|e| e.to_string()))
+            .collect()
+    } else {
+        let values: Vec<Value> = serde_json::from_slice(&body).map_err(|e| {
+            Problem::bad_request(
+                "invalid_batch",
+                format!("the body is not a JSON array: {e}"),
+            )
+        })?;
+        values
+            .into_iter()
+            .map(|v| serde_json::from_value::<BatchEntry>(v).map_err(|e| e.to_string()))
+            .collect()
+    };
+    if raw.is_empty() {
+        return Err(Problem::bad_request("invalid_batch", "the batch is empty"));
+    }
+    if raw.len() > app.config.max_batch_messages {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!(
+                "{} messages; a batch holds at most {}",
+                raw.len(),
+                app.config.max_batch_messages
+            ),
+        ));
+    }
+    let mut requests = Vec::with_capacity(raw.len());
+    let mut errors = Vec::new();
+    for (i, entry) in raw.into_iter().enumerate() {
+        match entry
+            .map_err(|e| ("invalid_entry", e))
+            .and_then(|e| entry_request(e, default_topic.as_ref()))
+        {
+            Ok(r) => requests.push(r),
+            Err((code, detail)) => errors.push(json!({"index": i, "code": code, "detail": detail})),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Problem {
+            extra: Some(("errors", Value::Array(errors.clone()))),
+            ..Problem::bad_request(
+                "invalid_batch",
+                format!(
+                    "{} batch entries are invalid; nothing was stored",
+                    errors.len()
+                ),
+            )
+        });
+    }
+    let results = match app.router.publish(requests).await {
+        // A batch of one reports its error like a batch.
+        Err(RouterError::Invalid(e)) => return Err(RouterError::InvalidBatch(vec![(0, e)]).into()),
+        other => other?,
+    };
+    let results: Vec<Value> = results.iter().map(published).collect();
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({ "results": results }),
+    ))
+}
+
+fn parse_format(query: &Query) -> Result<Format, Problem> {
+    match query.one("format")? {
+        None | Some("raw") => Ok(Format::Raw),
+        Some("json") => Ok(Format::Json),
+        Some(other) => Err(Problem::bad_request(
+            "invalid_parameter",
+            format!("format={other:?}; expected raw or json"),
+        )),
+    }
+}
+
+async fn events(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Problem> {
+    let query = Query::parse(
+        req.uri().query(),
+        &["topic", "from", "last_event_id", "format"],
+    )?;
+    let topics = query.topics()?;
+    let format = parse_format(&query)?;
+    // Precedence: the Last-Event-ID header (a reconnecting EventSource), then
+    // ?last_event_id= (a first EventSource request cannot set headers), then ?from=.
+    let start =
+        if let Some(id) = header_str(req.headers(), "last-event-id")?.filter(|s| !s.is_empty()) {
+            Start::After(id.parse::<Cursor>()?)
+        } else if let Some(id) = query.one("last_event_id")? {
+            Start::After(id.parse::<Cursor>()?)
+        } else {
+            query.one("from")?.map_or(Ok(Start::Latest), parse_start)?
+        };
+    let sub = app.router.subscribe(topics, &start).await?;
+    let body = sse::body(
+        sub,
+        format,
+        app.config.heartbeat,
+        app.config.retry,
+        app.shutdown.clone(),
+    );
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(resp)
+}
+
+async fn pull(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Problem> {
+    let query = Query::parse(req.uri().query(), &["topic", "from", "limit", "wait"])?;
+    let topics = query.topics()?;
+    let start = query
+        .one("from")?
+        .map_or(Ok(Start::Earliest), parse_start)?;
+    let limit = query.number("limit", 100, 1, app.config.max_pull_limit as u64)?;
+    let wait = query.number("wait", 0, 0, app.config.max_pull_wait.as_secs())?;
+    let batch = app
+        .router
+        .pull(topics, &start, limit as usize, Duration::from_secs(wait))
+        .await?;
+    let messages: Vec<Value> = batch.messages.iter().map(|m| envelope(m)).collect();
+    let gaps: Vec<Value> = batch.gaps.iter().map(gap).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"messages": messages, "cursor": batch.cursor.encode(), "gaps": gaps}),
+    ))
+}
+
+fn topics(app: &App) -> Response<Body> {
+    let topics: Vec<Value> = app
+        .router
+        .topics()
+        .iter()
+        .map(|t| {
+            json!({
+                "topic": t.topic.as_str(),
+                "messages": t.messages,
+                "bytes": t.bytes,
+                "first_timestamp": t.first_timestamp.map(|ts| ts.to_rfc3339()),
+                "last_timestamp": t.last_timestamp.map(|ts| ts.to_rfc3339()),
+                "streams": t.streams.iter().map(|s| json!({
+                    "origin": s.origin.to_string(),
+                    "first_seq": s.first_seq,
+                    "last_seq": s.last_seq,
+                    "messages": s.messages,
+                    "bytes": s.bytes,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &json!({ "topics": topics }))
+}

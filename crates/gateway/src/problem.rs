@@ -1,0 +1,135 @@
+//! The one place where errors become HTTP responses:
+//! `application/problem+json` (RFC 9457) with a stable `code`.
+
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::{Value, json};
+use switchyard_model::ModelError;
+use switchyard_router::StoreError;
+use switchyard_router::{InvalidMessage, RouterError};
+
+use crate::server::{Body, full};
+
+/// An error answer.
+#[derive(Debug)]
+pub(crate) struct Problem {
+    pub status: StatusCode,
+    /// Stable machine-readable code, e.g. `invalid_topic`.
+    pub code: &'static str,
+    pub detail: String,
+    /// Extra members, e.g. per-entry errors of a batch.
+    pub extra: Option<(&'static str, Value)>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        Problem {
+            status,
+            code,
+            detail: detail.into(),
+            extra: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let mut body = json!({
+            "type": format!("urn:switchyard:problem:{}", self.code),
+            "title": self.status.canonical_reason().unwrap_or("error"),
+            "status": self.status.as_u16(),
+            "code": self.code,
+            "detail": self.detail,
+        });
+        if let Some((k, v)) = self.extra {
+            body[k] = v;
+        }
+        let mut resp = Response::new(full(body.to_string()));
+        *resp.status_mut() = self.status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        resp
+    }
+}
+
+impl From<ModelError> for Problem {
+    fn from(e: ModelError) -> Self {
+        let code = match e {
+            ModelError::InvalidTopic { .. } => "invalid_topic",
+            ModelError::InvalidPattern { .. } => "invalid_pattern",
+            ModelError::InvalidCursor { .. } => "invalid_cursor",
+            ModelError::InvalidMessageId { .. } => "invalid_message_id",
+            ModelError::InvalidTime { .. } => "invalid_time",
+            _ => "invalid_input",
+        };
+        Problem::bad_request(code, e.to_string())
+    }
+}
+
+pub(crate) fn invalid_message(e: &InvalidMessage) -> (StatusCode, &'static str) {
+    match e {
+        InvalidMessage::PayloadTooLarge { .. } => {
+            (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large")
+        }
+        InvalidMessage::ReservedTopic(_) => (StatusCode::BAD_REQUEST, "reserved_topic"),
+        InvalidMessage::KeyTooLong { .. } => (StatusCode::BAD_REQUEST, "key_too_long"),
+        InvalidMessage::HeadersTooLarge(_) => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+        ),
+        InvalidMessage::InvalidHeader(_) => (StatusCode::BAD_REQUEST, "invalid_header"),
+        InvalidMessage::InvalidIdempotencyKey(_) => {
+            (StatusCode::BAD_REQUEST, "invalid_idempotency_key")
+        }
+        _ => (StatusCode::BAD_REQUEST, "invalid_message"),
+    }
+}
+
+impl From<RouterError> for Problem {
+    fn from(e: RouterError) -> Self {
+        match e {
+            RouterError::Invalid(m) => {
+                let (status, code) = invalid_message(&m);
+                Problem::new(status, code, m.to_string())
+            }
+            RouterError::InvalidBatch(entries) => {
+                let errors: Vec<Value> = entries
+                    .iter()
+                    .map(|(i, m)| json!({"index": i, "code": invalid_message(m).1, "detail": m.to_string()}))
+                    .collect();
+                Problem {
+                    extra: Some(("errors", Value::Array(errors))),
+                    ..Problem::bad_request(
+                        "invalid_batch",
+                        format!(
+                            "{} batch entries are invalid; nothing was stored",
+                            entries.len()
+                        ),
+                    )
+                }
+            }
+            RouterError::Store(StoreError::Poisoned | StoreError::Closed)
+            | RouterError::ShuttingDown => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
+            RouterError::Store(other) => {
+                tracing::error!(error = %other, "store error while serving a request");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "storage_error",
+                    other.to_string(),
+                )
+            }
+            other => Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                other.to_string(),
+            ),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! The accept loop: a connection permit before each accept, one task per
+//! connection, graceful drain on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use switchyard_router::Router;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::GatewayConfig;
+
+/// Response body type of every handler.
+pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// A complete body.
+pub(crate) fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed_unsync()
+}
+
+/// What every request handler can reach.
+pub(crate) struct App {
+    pub router: Router,
+    pub config: GatewayConfig,
+    /// Turns true when the node shuts down; SSE streams end on it.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// Serves the HTTP API on `listener` until `shutdown` resolves, then stops
+/// accepting, ends SSE streams, and gives in-flight requests
+/// [`GatewayConfig::shutdown_grace`] to finish.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    config: GatewayConfig,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let grace = config.shutdown_grace;
+    let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_headers(config.max_request_headers)
+        .max_buf_size(config.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(config.max_header_bytes as u32);
+    let app = Arc::new(App {
+        router,
+        config,
+        shutdown: stop_rx,
+    });
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off briefly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = service_fn(move |req: hyper::Request<Incoming>| {
+            let app = app.clone();
+            async move { Ok::<_, Infallible>(crate::handlers::handle(app, req).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the shutdown grace period; closing them");
+    }
+    Ok(())
+}

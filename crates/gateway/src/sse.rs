@@ -1,0 +1,161 @@
+//! Server-Sent Events: formatting deliveries as events, and the streaming
+//! body that follows a subscription.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::stream;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use switchyard_model::Message;
+use switchyard_router::{Delivery, Subscription};
+use tokio::sync::watch;
+
+use crate::envelope::{envelope, gap};
+use crate::server::Body;
+
+/// How `data:` carries a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// The payload as text; a payload that is not UTF-8 is sent as an event
+    /// of type `binary` with base64 data.
+    Raw,
+    /// The JSON envelope.
+    Json,
+}
+
+/// Writes `data:` lines, splitting on CR LF, CR and LF as the SSE grammar
+/// requires (a client joins them with LF).
+fn put_data(buf: &mut BytesMut, text: &str) {
+    let mut rest = text;
+    loop {
+        let cut = rest.find(['\r', '\n']);
+        let (line, next) = match cut {
+            Some(i) => {
+                let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
+                (&rest[..i], Some(&rest[i + skip..]))
+            }
+            None => (rest, None),
+        };
+        buf.put_slice(b"data: ");
+        buf.put_slice(line.as_bytes());
+        buf.put_u8(b'\n');
+        match next {
+            Some(n) => rest = n,
+            None => break,
+        }
+    }
+}
+
+fn put_message(buf: &mut BytesMut, m: &Message, id: &str, format: Format) {
+    buf.put_slice(b"id: ");
+    buf.put_slice(id.as_bytes());
+    buf.put_u8(b'\n');
+    match format {
+        Format::Json => {
+            buf.put_slice(b"event: message\n");
+            put_data(buf, &envelope(m).to_string());
+        }
+        Format::Raw => match std::str::from_utf8(&m.payload) {
+            Ok(text) => {
+                buf.put_slice(b"event: message\n");
+                put_data(buf, text);
+            }
+            Err(_) => {
+                buf.put_slice(b"event: binary\n");
+                put_data(buf, &STANDARD.encode(&m.payload));
+            }
+        },
+    }
+    buf.put_u8(b'\n');
+}
+
+/// One chunk holding every event of a delivery: gap events first, then one
+/// event per message with the cursor after it as `id:`.
+pub(crate) fn format_delivery(d: &Delivery, format: Format) -> Bytes {
+    let size: usize = d.messages.iter().map(|m| m.payload.len() + 96).sum();
+    let mut buf = BytesMut::with_capacity(size + d.gaps.len() * 160);
+    for g in &d.gaps {
+        buf.put_slice(b"event: gap\n");
+        put_data(&mut buf, &gap(g).to_string());
+        buf.put_u8(b'\n');
+    }
+    for (m, cursor) in d.with_cursors() {
+        put_message(&mut buf, m, &cursor.encode(), format);
+    }
+    buf.freeze()
+}
+
+struct State {
+    sub: Subscription,
+    format: Format,
+    heartbeat: Duration,
+    shutdown: watch::Receiver<bool>,
+    prelude: Option<Bytes>,
+}
+
+/// The body of an SSE response: a `retry:` hint, then events as they come,
+/// and a heartbeat comment whenever the stream was idle for `heartbeat`.
+/// It reads only when hyper asks for more, so a client that does not read
+/// holds one chunk at most.
+pub(crate) fn body(
+    sub: Subscription,
+    format: Format,
+    heartbeat: Duration,
+    retry: Duration,
+    shutdown: watch::Receiver<bool>,
+) -> Body {
+    let prelude = Bytes::from(format!("retry: {}\n: connected\n\n", retry.as_millis()));
+    let state = State {
+        sub,
+        format,
+        heartbeat,
+        shutdown,
+        prelude: Some(prelude),
+    };
+    let events = stream::unfold(state, |mut st| async move {
+        if let Some(p) = st.prelude.take() {
+            return Some((Ok::<_, Infallible>(Frame::data(p)), st));
+        }
+        if *st.shutdown.borrow() {
+            return None;
+        }
+        tokio::select! {
+            delivery = st.sub.next() => match delivery {
+                Ok(d) => {
+                    let chunk = format_delivery(&d, st.format);
+                    Some((Ok(Frame::data(chunk)), st))
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "subscription ended");
+                    None
+                }
+            },
+            () = tokio::time::sleep(st.heartbeat) => Some((Ok(Frame::data(Bytes::from_static(b": heartbeat\n\n"))), st)),
+            _ = st.shutdown.changed() => None,
+        }
+    });
+    StreamBody::new(events).boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(text: &str) -> String {
+        let mut b = BytesMut::new();
+        put_data(&mut b, text);
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    #[test]
+    fn multi_line_payloads_become_several_data_lines() {
+        assert_eq!(data("one"), "data: one\n");
+        assert_eq!(data("a\nb"), "data: a\ndata: b\n");
+        assert_eq!(data("a\r\nb\rc\n"), "data: a\ndata: b\ndata: c\ndata: \n");
+        assert_eq!(data(""), "data: \n");
+    }
+}

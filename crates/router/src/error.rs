@@ -1,0 +1,55 @@
+use switchyard_store::StoreError;
+use thiserror::Error;
+
+/// Why a message was refused at ingress. Nothing was stored.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum InvalidMessage {
+    /// The payload is larger than the configured limit.
+    #[error("payload of {size} bytes exceeds the limit of {max} bytes")]
+    PayloadTooLarge {
+        /// Payload size.
+        size: usize,
+        /// Configured limit.
+        max: usize,
+    },
+    /// Topics starting with `$` are written only by the node itself.
+    #[error("topic {0:?} is reserved for the system (names starting with '$')")]
+    ReservedTopic(String),
+    /// The key is longer than the limit.
+    #[error("message key of {size} bytes exceeds the limit of {max} bytes")]
+    KeyTooLong {
+        /// Key size.
+        size: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// Too many headers, or a header or all headers together too large.
+    #[error("headers too large: {0}")]
+    HeadersTooLarge(String),
+    /// A header name or value is not acceptable.
+    #[error("invalid header: {0}")]
+    InvalidHeader(String),
+    /// The idempotency key is empty, too long or not printable ASCII.
+    #[error("invalid idempotency key: {0}")]
+    InvalidIdempotencyKey(&'static str),
+}
+
+/// Errors of the router.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RouterError {
+    /// The input was refused; nothing changed.
+    #[error(transparent)]
+    Invalid(#[from] InvalidMessage),
+    /// A batch holds invalid entries; nothing was stored. Each entry is
+    /// (index in the batch, reason).
+    #[error("{} of the batch entries are invalid", .0.len())]
+    InvalidBatch(Vec<(usize, InvalidMessage)>),
+    /// The store failed or refuses writes; see the inner error.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A blocking read task failed to run (the runtime is shutting down).
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}

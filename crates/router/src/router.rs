@@ -1,0 +1,223 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use switchyard_model::{Cursor, Header, NodeId, Timestamp, Topic, TopicSet};
+use switchyard_store::{Append, Appended, ReadBatch, ReadQuery, Store, StoreConfig, TopicInfo};
+
+use crate::subscription::Subscription;
+use crate::{InvalidMessage, RouterError, validate};
+
+/// Default most messages one subscription read returns.
+pub const DEFAULT_READ_LIMIT: usize = 256;
+/// Default most payload bytes one subscription read returns.
+pub const DEFAULT_READ_BYTES: usize = 1024 * 1024;
+
+/// Router settings.
+#[derive(Clone, Debug)]
+pub struct RouterConfig {
+    /// The store's settings.
+    pub store: StoreConfig,
+    /// Largest payload accepted, in bytes.
+    pub max_payload: usize,
+    /// Most messages per subscription read.
+    pub read_limit: usize,
+    /// Most payload bytes per subscription read.
+    pub read_max_bytes: usize,
+}
+
+impl RouterConfig {
+    /// Defaults with the store in `path`.
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        RouterConfig {
+            store: StoreConfig::new(path),
+            max_payload: switchyard_model::limits::DEFAULT_MAX_PAYLOAD,
+            read_limit: DEFAULT_READ_LIMIT,
+            read_max_bytes: DEFAULT_READ_BYTES,
+        }
+    }
+}
+
+/// One message a client publishes.
+#[derive(Clone, Debug)]
+pub struct PublishRequest {
+    /// Destination topic.
+    pub topic: Topic,
+    /// Optional key.
+    pub key: Option<Bytes>,
+    /// Headers in order.
+    pub headers: Vec<Header>,
+    /// Payload.
+    pub payload: Bytes,
+    /// Optional idempotency key (scoped to the topic).
+    pub idempotency_key: Option<String>,
+}
+
+impl PublishRequest {
+    /// A message with only a payload.
+    pub fn new(topic: Topic, payload: Bytes) -> Self {
+        PublishRequest {
+            topic,
+            key: None,
+            headers: Vec::new(),
+            payload,
+            idempotency_key: None,
+        }
+    }
+}
+
+/// Where a subscription starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// The oldest message still held.
+    Earliest,
+    /// Only messages published from now on.
+    Latest,
+    /// Just after a cursor (an SSE `Last-Event-ID`).
+    After(Cursor),
+    /// The first message at or after a time.
+    Time(Timestamp),
+}
+
+/// The engine of one node. Cheap to clone.
+#[derive(Clone)]
+pub struct Router {
+    store: Arc<Store>,
+    config: Arc<RouterConfig>,
+}
+
+impl Router {
+    /// Opens the store and builds the router. Blocking (recovery reads the
+    /// journal).
+    pub fn open(config: RouterConfig) -> Result<Router, RouterError> {
+        let store = Store::open(config.store.clone())?;
+        Ok(Router {
+            store: Arc::new(store),
+            config: Arc::new(config),
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.store.node_id()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
+    /// Whether the node accepts publishes (the store is healthy and open).
+    pub fn is_ready(&self) -> bool {
+        self.store.is_writable()
+    }
+
+    /// Validates every message, then appends them atomically and in order.
+    /// A batch with any invalid entry is refused entirely
+    /// ([`RouterError::InvalidBatch`] names every bad entry); a single message
+    /// is refused with [`RouterError::Invalid`].
+    pub async fn publish(&self, batch: Vec<PublishRequest>) -> Result<Vec<Appended>, RouterError> {
+        let bad: Vec<(usize, InvalidMessage)> = batch
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| validate(r, self.config.max_payload).err().map(|e| (i, e)))
+            .collect();
+        if !bad.is_empty() {
+            return Err(if batch.len() == 1 {
+                RouterError::Invalid(bad.into_iter().next().map(|(_, e)| e).expect("one error"))
+            } else {
+                RouterError::InvalidBatch(bad)
+            });
+        }
+        let appends = batch
+            .into_iter()
+            .map(|r| Append {
+                topic: r.topic,
+                key: r.key,
+                headers: r.headers,
+                payload: r.payload,
+                idempotency_key: r.idempotency_key,
+            })
+            .collect();
+        Ok(self.store.append(appends).await?)
+    }
+
+    /// Resolves where a subscription starts into a cursor.
+    pub async fn resolve(&self, start: &Start) -> Result<Cursor, RouterError> {
+        match start {
+            Start::Earliest => Ok(Cursor::earliest()),
+            Start::Latest => Ok(self.store.latest()),
+            Start::After(c) => Ok(c.clone()),
+            Start::Time(ts) => {
+                let (store, ts) = (self.store.clone(), *ts);
+                tokio::task::spawn_blocking(move || store.cursor_at(ts))
+                    .await
+                    .map_err(|_| RouterError::ShuttingDown)?
+                    .map_err(Into::into)
+            }
+        }
+    }
+
+    /// Follows `topics` from `start`.
+    pub async fn subscribe(
+        &self,
+        topics: TopicSet,
+        start: &Start,
+    ) -> Result<Subscription, RouterError> {
+        let cursor = self.resolve(start).await?;
+        let query = ReadQuery {
+            topics,
+            limit: self.config.read_limit,
+            max_bytes: self.config.read_max_bytes,
+        };
+        Ok(Subscription::new(
+            self.store.clone(),
+            query,
+            cursor,
+            *start == Start::Earliest,
+        ))
+    }
+
+    /// One bounded read for the pull API: up to `limit` messages after the
+    /// start; when there are none, waits up to `wait` for some.
+    pub async fn pull(
+        &self,
+        topics: TopicSet,
+        start: &Start,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<ReadBatch, RouterError> {
+        let mut sub = self.subscribe(topics, start).await?;
+        sub.set_limit(limit);
+        match tokio::time::timeout(wait, sub.next()).await {
+            Ok(delivery) => {
+                let d = delivery?;
+                Ok(ReadBatch {
+                    messages: d.messages,
+                    cursor: d.cursor,
+                    gaps: d.gaps,
+                })
+            }
+            Err(_) => Ok(ReadBatch {
+                messages: Vec::new(),
+                cursor: sub.cursor().clone(),
+                gaps: Vec::new(),
+            }),
+        }
+    }
+
+    /// Every topic with its statistics.
+    pub fn topics(&self) -> Vec<TopicInfo> {
+        self.store.topics()
+    }
+
+    /// The cursor after every visible message.
+    pub fn latest(&self) -> Cursor {
+        self.store.latest()
+    }
+
+    /// Syncs and closes the store. Blocking.
+    pub fn close(&self) {
+        self.store.close();
+    }
+}

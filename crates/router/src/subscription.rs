@@ -1,0 +1,129 @@
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use switchyard_model::{Cursor, Message, NodeId, Topic};
+use switchyard_store::{Gap, ReadBatch, ReadQuery, Store};
+use tokio::sync::watch;
+
+use crate::RouterError;
+
+/// What a subscription delivers next: removed ranges first, then messages.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    /// Ranges that retention removed before they could be delivered.
+    pub gaps: Vec<Gap>,
+    /// Messages in delivery order.
+    pub messages: Vec<Arc<Message>>,
+    /// The position before this delivery.
+    pub start: Cursor,
+    /// The position after the whole delivery.
+    pub cursor: Cursor,
+}
+
+impl Delivery {
+    /// Each message with the cursor just after it, for SSE `id:` lines: the
+    /// start advanced message by message, and the delivery's end cursor for
+    /// the last one (it may be further ahead, past messages that did not match).
+    pub fn with_cursors(&self) -> impl Iterator<Item = (&Arc<Message>, Cursor)> + '_ {
+        let mut c = self.start.clone();
+        let n = self.messages.len();
+        self.messages.iter().enumerate().map(move |(i, m)| {
+            c.advance(m.id.origin, m.id.seq);
+            if i + 1 == n {
+                (m, self.cursor.clone())
+            } else {
+                (m, c.clone())
+            }
+        })
+    }
+}
+
+/// A position in the log that follows a set of patterns. It holds a cursor
+/// and a change receiver, nothing per message: memory does not grow with lag.
+pub struct Subscription {
+    store: Arc<Store>,
+    query: ReadQuery,
+    cursor: Cursor,
+    changes: watch::Receiver<u64>,
+    /// Gaps already reported, so that each is reported once.
+    reported: HashSet<(Topic, NodeId, u64)>,
+    /// Started from `earliest`: a removed range before anything was read
+    /// from an origin is not a gap.
+    from_earliest: bool,
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        query: ReadQuery,
+        cursor: Cursor,
+        from_earliest: bool,
+    ) -> Self {
+        let changes = store.changes();
+        Subscription {
+            store,
+            query,
+            cursor,
+            changes,
+            reported: HashSet::new(),
+            from_earliest,
+        }
+    }
+
+    /// The position after everything delivered (or passed over) so far.
+    pub fn cursor(&self) -> &Cursor {
+        &self.cursor
+    }
+
+    pub(crate) fn set_limit(&mut self, limit: usize) {
+        self.query.limit = limit.max(1);
+    }
+
+    async fn read(&self) -> Result<ReadBatch, RouterError> {
+        if let Some(b) = self.store.read_cached(&self.query, &self.cursor) {
+            return Ok(b);
+        }
+        let (store, query, cursor) = (self.store.clone(), self.query.clone(), self.cursor.clone());
+        tokio::task::spawn_blocking(move || store.read(&query, &cursor))
+            .await
+            .map_err(|_| RouterError::ShuttingDown)?
+            .map_err(Into::into)
+    }
+
+    /// Waits for the next messages (or gaps) and returns them. Cancel-safe:
+    /// if the future is dropped, nothing is lost and the position is unchanged.
+    pub async fn next(&mut self) -> Result<Delivery, RouterError> {
+        loop {
+            // Mark the current version seen before reading, so that anything
+            // that becomes visible during the read wakes the wait below.
+            self.changes.borrow_and_update();
+            let batch = self.read().await?;
+            let gaps: Vec<Gap> = batch
+                .gaps
+                .into_iter()
+                .filter(|g| !(self.from_earliest && g.after_origin_seq == 0))
+                .filter(|g| {
+                    self.reported
+                        .insert((g.topic.clone(), g.origin, g.through_origin_seq))
+                })
+                .collect();
+            let advanced = batch.cursor != self.cursor;
+            let start = std::mem::replace(&mut self.cursor, batch.cursor.clone());
+            if !batch.messages.is_empty() || !gaps.is_empty() {
+                return Ok(Delivery {
+                    gaps,
+                    messages: batch.messages,
+                    start,
+                    cursor: batch.cursor,
+                });
+            }
+            if advanced {
+                // Passed over messages that do not match; there may be more.
+                continue;
+            }
+            if self.changes.changed().await.is_err() {
+                return Err(RouterError::ShuttingDown);
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use switchyard_model::{Topic, TopicPattern};
+
+/// When appended messages are synced to disk, and therefore when a publish is
+/// acknowledged and when subscribers may see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FsyncMode {
+    /// Acknowledge and deliver only after `fdatasync`; concurrent appends share
+    /// one sync (group commit). Survives power loss. The default.
+    #[default]
+    Always,
+    /// Acknowledge after the write reaches the OS; sync every
+    /// [`StoreConfig::fsync_interval`] and deliver to subscribers after that
+    /// sync. Power loss may lose up to one interval of acknowledged messages,
+    /// but never a message a subscriber has seen.
+    Interval,
+    /// Acknowledge and deliver after the write reaches the OS; the OS decides
+    /// when to sync. Survives a crash of the process, not of the machine.
+    Never,
+}
+
+impl FromStr for FsyncMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(FsyncMode::Always),
+            "interval" => Ok(FsyncMode::Interval),
+            "never" => Ok(FsyncMode::Never),
+            other => Err(format!(
+                "unknown fsync mode {other:?}; expected always, interval or never"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for FsyncMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FsyncMode::Always => "always",
+            FsyncMode::Interval => "interval",
+            FsyncMode::Never => "never",
+        })
+    }
+}
+
+/// How long and how much of a topic is kept. `None` means unlimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RetentionPolicy {
+    /// Messages older than this are removed.
+    pub max_age: Option<Duration>,
+    /// The oldest messages are removed while a stream holds more than this many bytes.
+    pub max_bytes: Option<u64>,
+}
+
+/// A retention policy for the topics that match a pattern.
+#[derive(Clone, Debug)]
+pub struct RetentionRule {
+    /// Topics this rule applies to.
+    pub pattern: TopicPattern,
+    /// The policy for them.
+    pub policy: RetentionPolicy,
+}
+
+/// Default capacity of the writer's request queue (requests, not messages).
+/// Publishers wait for room when it is full: this is the store's backpressure.
+pub const DEFAULT_WRITE_QUEUE: usize = 1024;
+/// Default most messages committed in one group commit.
+pub const DEFAULT_MAX_COMMIT_MESSAGES: usize = 4096;
+/// Default most payload bytes committed in one group commit.
+pub const DEFAULT_MAX_COMMIT_BYTES: usize = 16 * 1024 * 1024;
+/// Default size of the in-memory tail of recent messages that serves
+/// subscribers that keep up without a disk read.
+pub const DEFAULT_TAIL_CACHE_BYTES: usize = 16 * 1024 * 1024;
+/// Default sync period for [`FsyncMode::Interval`].
+pub const DEFAULT_FSYNC_INTERVAL: Duration = Duration::from_millis(50);
+/// Default window in which a repeated `Idempotency-Key` returns the first result.
+pub const DEFAULT_IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(120);
+/// Default period of the background retention pass.
+pub const DEFAULT_RETENTION_INTERVAL: Duration = Duration::from_secs(5);
+/// Default fjall block cache size.
+pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Everything the store needs to open.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// The data directory (created if missing).
+    pub path: PathBuf,
+    /// Durability mode.
+    pub fsync: FsyncMode,
+    /// Sync period for [`FsyncMode::Interval`].
+    pub fsync_interval: Duration,
+    /// Capacity of the writer queue.
+    pub write_queue: usize,
+    /// Most messages per group commit.
+    pub max_commit_messages: usize,
+    /// Most payload bytes per group commit.
+    pub max_commit_bytes: usize,
+    /// Size of the in-memory tail of recent messages.
+    pub tail_cache_bytes: usize,
+    /// fjall block cache size.
+    pub cache_bytes: u64,
+    /// Retention for topics no rule matches.
+    pub retention_default: RetentionPolicy,
+    /// Per-topic retention; the first matching rule wins.
+    pub retention_rules: Vec<RetentionRule>,
+    /// Period of the background retention pass.
+    pub retention_interval: Duration,
+    /// Window of idempotency keys.
+    pub idempotency_window: Duration,
+}
+
+impl StoreConfig {
+    /// Defaults for a store at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            path: path.into(),
+            fsync: FsyncMode::default(),
+            fsync_interval: DEFAULT_FSYNC_INTERVAL,
+            write_queue: DEFAULT_WRITE_QUEUE,
+            max_commit_messages: DEFAULT_MAX_COMMIT_MESSAGES,
+            max_commit_bytes: DEFAULT_MAX_COMMIT_BYTES,
+            tail_cache_bytes: DEFAULT_TAIL_CACHE_BYTES,
+            cache_bytes: DEFAULT_CACHE_BYTES,
+            retention_default: RetentionPolicy::default(),
+            retention_rules: Vec::new(),
+            retention_interval: DEFAULT_RETENTION_INTERVAL,
+            idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
+        }
+    }
+
+    /// The retention policy for `topic`.
+    pub fn retention_for(&self, topic: &Topic) -> RetentionPolicy {
+        self.retention_rules
+            .iter()
+            .find(|r| r.pattern.matches(topic))
+            .map_or(self.retention_default, |r| r.policy)
+    }
+}

@@ -1,0 +1,67 @@
+//! Key layouts of the keyspaces. All integers are big-endian so that byte
+//! order is numeric order.
+
+use switchyard_model::{NodeId, Topic};
+
+/// `log`: origin ++ origin seq.
+pub fn log_key(origin: NodeId, seq: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&origin.0.to_be_bytes());
+    k[8..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Splits a `log` key.
+pub fn parse_log_key(k: &[u8]) -> Option<(NodeId, u64)> {
+    let k: &[u8; 16] = k.try_into().ok()?;
+    let origin = u64::from_be_bytes(k[..8].try_into().ok()?);
+    let seq = u64::from_be_bytes(k[8..].try_into().ok()?);
+    Some((NodeId(origin), seq))
+}
+
+/// `index`: topic ++ 0 ++ origin ++ origin seq. Topics never contain a zero
+/// byte, so one topic's keys never interleave with another's.
+pub fn index_key(topic: &Topic, origin: NodeId, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(topic.as_str().len() + 17);
+    k.extend_from_slice(topic.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(&origin.0.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The origin seq at the end of an `index` key.
+pub fn index_key_seq(k: &[u8]) -> Option<u64> {
+    let tail: [u8; 8] = k.get(k.len().checked_sub(8)?..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(tail))
+}
+
+/// `meta` key of a stream's statistics: `s` ++ topic ++ 0 ++ origin.
+pub fn stream_meta_key(topic: &Topic, origin: NodeId) -> Vec<u8> {
+    let mut k = Vec::with_capacity(topic.as_str().len() + 10);
+    k.push(b's');
+    k.extend_from_slice(topic.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(&origin.0.to_be_bytes());
+    k
+}
+
+/// `meta` key of an origin's high-water mark: `o` ++ origin.
+pub fn origin_meta_key(origin: NodeId) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'o';
+    k[1..].copy_from_slice(&origin.0.to_be_bytes());
+    k
+}
+
+/// `meta` key of this node's id.
+pub const NODE_ID_KEY: &[u8] = b"node_id";
+
+/// `idem`: topic ++ 0 ++ idempotency key.
+pub fn idem_key(topic: &Topic, key: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(topic.as_str().len() + 1 + key.len());
+    k.extend_from_slice(topic.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(key.as_bytes());
+    k
+}

@@ -1,0 +1,347 @@
+//! Batch reads from a cursor: from the in-memory tail when the cursor is
+//! recent, from fjall otherwise. Each call reads a bounded amount and holds
+//! nothing afterwards, so a slow reader costs disk reads, never memory.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use switchyard_model::{Cursor, Message, NodeId, Topic, TopicSet};
+
+use crate::catalog::Catalog;
+use crate::codec::{decode_message, record_topic};
+use crate::keys;
+use crate::{Store, StoreError};
+
+/// Default most messages returned by one read.
+pub const DEFAULT_READ_LIMIT: usize = 256;
+/// Default most payload bytes returned by one read (at least one message is
+/// always returned when one is due).
+pub const DEFAULT_READ_BYTES: usize = 1024 * 1024;
+/// Most log entries one read examines before it returns, so that a sparse
+/// pattern over a busy log answers promptly and advances its cursor.
+const SCAN_CAP: usize = 8192;
+/// Up to this many matching topics are read through the per-topic index and
+/// merged; beyond it the origin log is scanned and filtered.
+const INDEX_MERGE_MAX_TOPICS: usize = 64;
+
+/// What to read.
+#[derive(Clone, Debug)]
+pub struct ReadQuery {
+    /// Topics (patterns) to read.
+    pub topics: TopicSet,
+    /// Most messages per read.
+    pub limit: usize,
+    /// Most payload bytes per read.
+    pub max_bytes: usize,
+}
+
+impl ReadQuery {
+    /// A query with the default limits.
+    pub fn new(topics: TopicSet) -> Self {
+        ReadQuery {
+            topics,
+            limit: DEFAULT_READ_LIMIT,
+            max_bytes: DEFAULT_READ_BYTES,
+        }
+    }
+}
+
+/// Messages of a stream that a cursor asked for but retention removed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Gap {
+    /// The stream's topic.
+    pub topic: Topic,
+    /// The stream's origin.
+    pub origin: NodeId,
+    /// The reader's position in that origin when the gap was found: messages
+    /// of the stream with an origin sequence above it and at or below
+    /// `through_origin_seq` are gone.
+    pub after_origin_seq: u64,
+    /// Origin sequence of the last removed message of the stream.
+    pub through_origin_seq: u64,
+    /// Stream sequence of the last removed message (stream sequences up to it are gone).
+    pub through_stream_seq: u64,
+}
+
+/// The result of one read.
+#[derive(Clone, Debug, Default)]
+pub struct ReadBatch {
+    /// Messages in delivery order (per-origin order kept; origins merged by timestamp).
+    pub messages: Vec<Arc<Message>>,
+    /// The position after this batch: continue from here.
+    pub cursor: Cursor,
+    /// Removed ranges between the starting cursor and the data, to report
+    /// before the messages.
+    pub gaps: Vec<Gap>,
+}
+
+/// What one origin contributed to a read.
+struct OriginRead {
+    origin: NodeId,
+    messages: Vec<Arc<Message>>,
+    /// Position when every returned message is delivered.
+    end: u64,
+}
+
+impl Store {
+    /// Reads from the in-memory tail. `None` when the tail does not cover the
+    /// cursor (call [`Store::read`] on a blocking thread instead). Never blocks
+    /// on I/O.
+    pub fn read_cached(&self, q: &ReadQuery, from: &Cursor) -> Option<ReadBatch> {
+        let sh = &*self.shared;
+        let local = sh.node_id;
+        let c = from.get(local);
+        let mut messages = Vec::new();
+        let mut end = c;
+        {
+            let tail = sh.tail.read().expect("tail lock");
+            if !tail.covers(c) {
+                return None;
+            }
+            let mut bytes = 0;
+            for (scanned, m) in tail.after(c).enumerate() {
+                if scanned == SCAN_CAP || messages.len() == q.limit || bytes >= q.max_bytes {
+                    break;
+                }
+                end = m.id.seq;
+                if q.topics.matches(&m.topic) {
+                    bytes += m.payload.len();
+                    messages.push(m.clone());
+                }
+            }
+        }
+        let catalog = sh.catalog.read().expect("catalog lock");
+        // Other origins' messages live only on disk.
+        if catalog
+            .visible
+            .iter()
+            .any(|(&o, &v)| o != local && v > from.get(o))
+        {
+            return None;
+        }
+        let gaps = gaps(&catalog, q, from);
+        drop(catalog);
+        let mut cursor = from.clone();
+        cursor.advance(local, end);
+        Some(ReadBatch {
+            messages,
+            cursor,
+            gaps,
+        })
+    }
+
+    /// Reads from fjall. Blocking: call it from a blocking thread.
+    pub fn read(&self, q: &ReadQuery, from: &Cursor) -> Result<ReadBatch, StoreError> {
+        let sh = &*self.shared;
+        // Watermarks first, then the catalog: every message at or below a
+        // watermark is already in the catalog.
+        let plans: Vec<(NodeId, u64, u64, Option<Vec<Topic>>)> = {
+            let catalog = sh.catalog.read().expect("catalog lock");
+            catalog
+                .visible
+                .iter()
+                .filter(|&(&o, &v)| v > from.get(o))
+                .map(|(&o, &v)| {
+                    let c = from.get(o);
+                    (o, c, v, index_topics(&catalog, q, o, c))
+                })
+                .collect()
+        };
+        let mut reads = Vec::with_capacity(plans.len());
+        for (origin, after, visible, topics) in plans {
+            let read = match topics {
+                Some(topics) => self.read_by_index(q, origin, after, visible, &topics)?,
+                None => self.read_by_scan(q, origin, after, visible)?,
+            };
+            reads.push(read);
+        }
+        let mut batch = merge(q, from, reads);
+        let catalog = sh.catalog.read().expect("catalog lock");
+        batch.gaps = gaps(&catalog, q, from);
+        Ok(batch)
+    }
+
+    fn read_by_scan(
+        &self,
+        q: &ReadQuery,
+        origin: NodeId,
+        after: u64,
+        visible: u64,
+    ) -> Result<OriginRead, StoreError> {
+        let sh = &*self.shared;
+        let mut messages = Vec::new();
+        let mut bytes = 0;
+        let mut end = visible;
+        let range = keys::log_key(origin, after + 1)..=keys::log_key(origin, visible);
+        for (scanned, item) in sh.log.range(range).enumerate() {
+            let (k, v) = item.into_inner()?;
+            let (_, seq) = keys::parse_log_key(&k).ok_or(StoreError::Corrupt("log key"))?;
+            if scanned == SCAN_CAP || messages.len() == q.limit || bytes >= q.max_bytes {
+                end = seq - 1;
+                break;
+            }
+            let topic: Topic = record_topic(&v)?
+                .parse()
+                .map_err(|_| StoreError::Corrupt("topic"))?;
+            if q.topics.matches(&topic) {
+                let m = decode_message(origin, seq, &v)?;
+                bytes += m.payload.len();
+                messages.push(Arc::new(m));
+            }
+        }
+        Ok(OriginRead {
+            origin,
+            messages,
+            end,
+        })
+    }
+
+    fn read_by_index(
+        &self,
+        q: &ReadQuery,
+        origin: NodeId,
+        after: u64,
+        visible: u64,
+        topics: &[Topic],
+    ) -> Result<OriginRead, StoreError> {
+        let sh = &*self.shared;
+        let mut seqs = Vec::new();
+        // A topic that yields `limit` entries may hold more: then only the
+        // smallest `limit` sequences overall are known to be complete.
+        let mut truncated = false;
+        for topic in topics {
+            let range =
+                keys::index_key(topic, origin, after + 1)..=keys::index_key(topic, origin, visible);
+            let before = seqs.len();
+            for item in sh.index.range(range).take(q.limit) {
+                let k = item.key()?;
+                seqs.push(keys::index_key_seq(&k).ok_or(StoreError::Corrupt("index key"))?);
+            }
+            truncated |= seqs.len() - before == q.limit;
+        }
+        seqs.sort_unstable();
+        seqs.dedup();
+        truncated |= seqs.len() > q.limit;
+        seqs.truncate(q.limit);
+        let mut messages = Vec::with_capacity(seqs.len());
+        let mut bytes = 0;
+        let mut end = if truncated {
+            seqs.last().copied().unwrap_or(after)
+        } else {
+            visible
+        };
+        for &seq in &seqs {
+            if bytes >= q.max_bytes {
+                end = seq - 1;
+                break;
+            }
+            // Retention may have removed it since the index was read; the gap
+            // check after the read reports that.
+            if let Some(v) = sh.log.get(keys::log_key(origin, seq))? {
+                let m = decode_message(origin, seq, &v)?;
+                bytes += m.payload.len();
+                messages.push(Arc::new(m));
+            }
+        }
+        Ok(OriginRead {
+            origin,
+            messages,
+            end,
+        })
+    }
+}
+
+/// The topics to read through the index for origin `o` after `c`, or `None`
+/// to scan the log. Only topics with messages after `c` are named.
+fn index_topics(catalog: &Catalog, q: &ReadQuery, o: NodeId, c: u64) -> Option<Vec<Topic>> {
+    let has_new = |t: &Topic| {
+        catalog
+            .streams
+            .get(t)
+            .and_then(|s| s.get(&o))
+            .is_some_and(|s| s.last_origin_seq > c)
+    };
+    if let Some(exact) = q.topics.exact_topics() {
+        return Some(exact.into_iter().filter(has_new).collect());
+    }
+    let mut out = Vec::new();
+    for t in catalog.streams.keys() {
+        if q.topics.matches(t) && has_new(t) {
+            if out.len() == INDEX_MERGE_MAX_TOPICS {
+                return None;
+            }
+            out.push(t.clone());
+        }
+    }
+    Some(out)
+}
+
+/// Merges per-origin reads by timestamp, keeping each origin's order, and
+/// computes the cursor after the merged batch.
+fn merge(q: &ReadQuery, from: &Cursor, reads: Vec<OriginRead>) -> ReadBatch {
+    let mut cursor = from.clone();
+    if reads.len() <= 1 {
+        let mut batch = ReadBatch {
+            cursor,
+            ..Default::default()
+        };
+        if let Some(r) = reads.into_iter().next() {
+            batch.cursor.advance(r.origin, r.end);
+            batch.messages = r.messages;
+        }
+        return batch;
+    }
+    let mut all: Vec<Arc<Message>> = Vec::new();
+    let mut ends: BTreeMap<NodeId, (u64, usize)> = BTreeMap::new();
+    for r in reads {
+        ends.insert(r.origin, (r.end, r.messages.len()));
+        all.extend(r.messages);
+    }
+    all.sort_by_key(|m| (m.timestamp, m.id));
+    all.truncate(q.limit);
+    let mut kept: BTreeMap<NodeId, (usize, u64)> = BTreeMap::new();
+    for m in &all {
+        let e = kept.entry(m.id.origin).or_default();
+        e.0 += 1;
+        e.1 = m.id.seq;
+    }
+    for (origin, (end, total)) in ends {
+        match kept.get(&origin) {
+            Some(&(n, _)) if n == total => cursor.advance(origin, end),
+            Some(&(_, last)) => cursor.advance(origin, last),
+            None if total == 0 => cursor.advance(origin, end),
+            None => {}
+        }
+    }
+    ReadBatch {
+        messages: all,
+        cursor,
+        gaps: Vec::new(),
+    }
+}
+
+/// Streams of the query whose removed range reaches past the cursor.
+fn gaps(catalog: &Catalog, q: &ReadQuery, from: &Cursor) -> Vec<Gap> {
+    let mut out = Vec::new();
+    for (&o, om) in &catalog.origins {
+        let c = from.get(o);
+        if om.max_trimmed_seq <= c {
+            continue;
+        }
+        for (topic, streams) in &catalog.streams {
+            if let Some(s) = streams.get(&o)
+                && s.trimmed_origin_seq > c
+                && q.topics.matches(topic)
+            {
+                out.push(Gap {
+                    topic: topic.clone(),
+                    origin: o,
+                    after_origin_seq: c,
+                    through_origin_seq: s.trimmed_origin_seq,
+                    through_stream_seq: s.trimmed_seq,
+                });
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,126 @@
+//! The retention thread: finds what the policies remove and hands it to the
+//! writer in bounded chunks, so that publishes interleave with trimming and
+//! never wait for a whole pass.
+
+use std::sync::Arc;
+
+use switchyard_model::{NodeId, Timestamp, Topic};
+use tokio::sync::mpsc;
+
+use crate::codec::{decode_index, decode_u64s};
+use crate::keys;
+use crate::store::{Shared, Stopper};
+use crate::writer::{Command, TrimEntry, now_ms};
+use crate::{RetentionPolicy, StoreError};
+
+/// Most messages removed by one trim command.
+const TRIM_CHUNK: usize = 1024;
+/// Most expired idempotency records removed per pass.
+const IDEM_CHUNK: usize = 4096;
+
+pub(crate) fn run(sh: &Arc<Shared>, tx: &mpsc::Sender<Command>, stopper: &Stopper) {
+    while !stopper.wait(sh.config.retention_interval) {
+        if let Err(e) = pass(sh, tx, stopper) {
+            tracing::warn!(error = %e, "retention pass failed");
+        }
+    }
+}
+
+fn pass(sh: &Arc<Shared>, tx: &mpsc::Sender<Command>, stopper: &Stopper) -> Result<(), StoreError> {
+    let streams: Vec<(Topic, NodeId, u64, u64)> = {
+        let catalog = sh.catalog.read().expect("catalog lock");
+        catalog
+            .streams
+            .iter()
+            .flat_map(|(t, s)| {
+                let visible = |o: &NodeId| catalog.visible.get(o).copied().unwrap_or(0);
+                s.iter()
+                    .filter(|(_, m)| m.count > 0)
+                    .map(move |(o, m)| (t.clone(), *o, m.bytes, visible(o)))
+            })
+            .collect()
+    };
+    for (topic, origin, bytes, visible) in streams {
+        let policy = sh.config.retention_for(&topic);
+        if policy == RetentionPolicy::default() {
+            continue;
+        }
+        let mut bytes = bytes;
+        loop {
+            if stopper.wait(std::time::Duration::ZERO) {
+                return Ok(());
+            }
+            let (entries, next_first_ts) = plan(sh, &topic, origin, visible, bytes, policy)?;
+            if entries.is_empty() {
+                break;
+            }
+            let full = entries.len() == TRIM_CHUNK;
+            bytes -= entries.iter().map(|e| e.size).sum::<u64>();
+            let cmd = Command::Trim {
+                topic: topic.clone(),
+                origin,
+                entries,
+                next_first_ts,
+            };
+            if tx.blocking_send(cmd).is_err() || !full {
+                break;
+            }
+        }
+    }
+    expire_idempotency(sh, tx)
+}
+
+/// The oldest messages of a stream that the policy removes (at most one chunk).
+fn plan(
+    sh: &Shared,
+    topic: &Topic,
+    origin: NodeId,
+    visible: u64,
+    mut bytes: u64,
+    policy: RetentionPolicy,
+) -> Result<(Vec<TrimEntry>, Option<Timestamp>), StoreError> {
+    let oldest_kept = policy
+        .max_age
+        .map(|a| Timestamp::from_millis(now_ms().saturating_sub(a.as_millis() as u64)));
+    let mut out = Vec::new();
+    let range = keys::index_key(topic, origin, 0)..=keys::index_key(topic, origin, visible);
+    for item in sh.index.range(range) {
+        let (k, v) = item.into_inner()?;
+        let seq = keys::index_key_seq(&k).ok_or(StoreError::Corrupt("index key"))?;
+        let iv = decode_index(&v)?;
+        let too_old = oldest_kept.is_some_and(|t| iv.timestamp < t);
+        let too_big = policy.max_bytes.is_some_and(|max| bytes > max);
+        if !(too_old || too_big) {
+            return Ok((out, Some(iv.timestamp)));
+        }
+        if out.len() == TRIM_CHUNK {
+            return Ok((out, None));
+        }
+        bytes = bytes.saturating_sub(iv.size);
+        out.push(TrimEntry {
+            origin_seq: seq,
+            stream_seq: iv.stream_seq,
+            size: iv.size,
+        });
+    }
+    Ok((out, None))
+}
+
+fn expire_idempotency(sh: &Shared, tx: &mpsc::Sender<Command>) -> Result<(), StoreError> {
+    let now = now_ms();
+    let mut expired = Vec::new();
+    for item in sh.idem.iter() {
+        let (k, v) = item.into_inner()?;
+        let [.., expires] = decode_u64s::<5>(&v, "idempotency record")?;
+        if expires <= now {
+            expired.push(k.to_vec());
+            if expired.len() == IDEM_CHUNK {
+                break;
+            }
+        }
+    }
+    if !expired.is_empty() {
+        let _ = tx.blocking_send(Command::ExpireIdem { keys: expired });
+    }
+    Ok(())
+}

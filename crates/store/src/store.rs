@@ -1,0 +1,340 @@
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use switchyard_model::{Cursor, NodeId, Timestamp, Topic};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::catalog::{Catalog, OriginMeta, StreamMeta, TopicInfo};
+use crate::tail::Tail;
+use crate::writer::{Command, Writer};
+use crate::{Append, Appended, FsyncMode, StoreConfig, StoreError, keys};
+
+/// State shared by the store handle, the writer thread, the retention thread
+/// and readers.
+pub(crate) struct Shared {
+    pub db: Database,
+    /// `log`: (origin, origin seq) -> message record.
+    pub log: Keyspace,
+    /// `index`: (topic, origin, origin seq) -> stream seq, size, timestamp.
+    pub index: Keyspace,
+    /// `meta`: node id, stream statistics, origin high-water marks.
+    pub meta: Keyspace,
+    /// `idem`: (topic, idempotency key) -> first result and expiry.
+    pub idem: Keyspace,
+    pub node_id: NodeId,
+    pub config: StoreConfig,
+    /// Streams, origins and visible watermarks. Written only by the writer thread.
+    pub catalog: RwLock<Catalog>,
+    /// Recent visible messages of the local origin. Written only by the writer thread.
+    pub tail: RwLock<Tail>,
+    /// Bumped whenever new messages become visible.
+    pub changes: watch::Sender<u64>,
+    /// Set after a failed write or sync: no further writes are accepted.
+    pub poisoned: AtomicBool,
+}
+
+/// Wakes background threads early when the store closes.
+pub(crate) struct Stopper {
+    stopped: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Stopper {
+    /// Waits up to `d`; returns true when the store is closing.
+    pub fn wait(&self, d: Duration) -> bool {
+        let guard = self.stopped.lock().expect("stopper lock");
+        let (guard, _) = self
+            .cv
+            .wait_timeout_while(guard, d, |s| !*s)
+            .expect("stopper lock");
+        *guard
+    }
+
+    fn stop(&self) {
+        *self.stopped.lock().expect("stopper lock") = true;
+        self.cv.notify_all();
+    }
+}
+
+/// A handle to an open store. Share it behind an `Arc`; [`Store::close`]
+/// (or dropping the last handle) syncs and stops the background threads.
+pub struct Store {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) tx: mpsc::Sender<Command>,
+    stopper: Arc<Stopper>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    closed: AtomicBool,
+}
+
+fn open_keyspace(db: &Database, name: &str) -> Result<Keyspace, StoreError> {
+    Ok(db.keyspace(name, KeyspaceCreateOptions::default)?)
+}
+
+fn load_catalog(meta: &Keyspace) -> Result<Catalog, StoreError> {
+    let mut catalog = Catalog::default();
+    for item in meta.prefix(b"s") {
+        let (k, v) = item.into_inner()?;
+        let bad = || StoreError::Corrupt("stream meta key");
+        let body = k
+            .get(1..k.len().checked_sub(9).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
+        let topic: Topic = std::str::from_utf8(body)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(bad)?;
+        let origin = NodeId(u64::from_be_bytes(
+            k[k.len() - 8..].try_into().map_err(|_| bad())?,
+        ));
+        catalog
+            .streams
+            .entry(topic)
+            .or_default()
+            .insert(origin, StreamMeta::decode(&v)?);
+    }
+    for item in meta.prefix(b"o") {
+        let (k, v) = item.into_inner()?;
+        let origin: [u8; 8] = k
+            .get(1..)
+            .and_then(|b| b.try_into().ok())
+            .ok_or(StoreError::Corrupt("origin key"))?;
+        let om = OriginMeta::decode(&v)?;
+        catalog
+            .visible
+            .insert(NodeId(u64::from_be_bytes(origin)), om.last_seq);
+        catalog
+            .origins
+            .insert(NodeId(u64::from_be_bytes(origin)), om);
+    }
+    Ok(catalog)
+}
+
+fn load_node_id(db: &Database, meta: &Keyspace) -> Result<NodeId, StoreError> {
+    if let Some(v) = meta.get(keys::NODE_ID_KEY)? {
+        let b: [u8; 8] = (*v)
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("node id"))?;
+        return Ok(NodeId(u64::from_be_bytes(b)));
+    }
+    let id = loop {
+        let id = getrandom::u64()
+            .map_err(|e| StoreError::DataDir(format!("no randomness for a node id: {e}")))?;
+        if id != 0 {
+            break id;
+        }
+    };
+    meta.insert(keys::NODE_ID_KEY, id.to_be_bytes())?;
+    db.persist(PersistMode::SyncAll)?;
+    Ok(NodeId(id))
+}
+
+impl Store {
+    /// Opens (or creates) the store in `config.path`, recovering after a crash,
+    /// and starts the writer and retention threads. Blocking.
+    pub fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(&config.path).map_err(|e| {
+            StoreError::DataDir(format!("cannot create {}: {e}", config.path.display()))
+        })?;
+        let db = Database::builder(&config.path)
+            .cache_size(config.cache_bytes)
+            .open()?;
+        let log = open_keyspace(&db, "log")?;
+        let index = open_keyspace(&db, "index")?;
+        let meta = open_keyspace(&db, "meta")?;
+        let idem = open_keyspace(&db, "idem")?;
+        let node_id = load_node_id(&db, &meta)?;
+        let catalog = load_catalog(&meta)?;
+        let next_seq = catalog.origins.get(&node_id).map_or(0, |o| o.last_seq) + 1;
+        tracing::info!(node = %node_id, path = %config.path.display(), next_seq, topics = catalog.streams.len(), "store opened");
+        let (changes, _) = watch::channel(0);
+        let shared = Arc::new(Shared {
+            tail: RwLock::new(Tail::new(next_seq, config.tail_cache_bytes)),
+            catalog: RwLock::new(catalog),
+            db,
+            log,
+            index,
+            meta,
+            idem,
+            node_id,
+            changes,
+            poisoned: AtomicBool::new(false),
+            config,
+        });
+        let (tx, rx) = mpsc::channel(shared.config.write_queue.max(1));
+        let stopper = Arc::new(Stopper {
+            stopped: Mutex::new(false),
+            cv: Condvar::new(),
+        });
+        let mut threads = Vec::new();
+        let writer = Writer::new(shared.clone(), rx);
+        threads.push(spawn("switchyard-writer", move || writer.run())?);
+        if shared.config.fsync == FsyncMode::Interval {
+            let (tx, stopper, every) = (tx.clone(), stopper.clone(), shared.config.fsync_interval);
+            threads.push(spawn("switchyard-sync", move || {
+                while !stopper.wait(every) {
+                    if tx.blocking_send(Command::Sync).is_err() {
+                        break;
+                    }
+                }
+            })?);
+        }
+        {
+            let (tx, stopper, sh) = (tx.clone(), stopper.clone(), shared.clone());
+            threads.push(spawn("switchyard-retention", move || {
+                crate::retention::run(&sh, &tx, &stopper)
+            })?);
+        }
+        Ok(Store {
+            shared,
+            tx,
+            stopper,
+            threads: Mutex::new(threads),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// This node's id (created on first open, kept in the data directory).
+    pub fn node_id(&self) -> NodeId {
+        self.shared.node_id
+    }
+
+    /// The configuration the store was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.shared.config
+    }
+
+    /// Whether the store still accepts writes (false after a failed write or
+    /// sync, or once closed).
+    pub fn is_writable(&self) -> bool {
+        !self.shared.poisoned.load(Ordering::SeqCst) && !self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Appends messages atomically: all of them are stored or none. Resolves
+    /// once they are as durable as the fsync mode promises. Waits for room in
+    /// the writer queue (backpressure).
+    pub async fn append(&self, batch: Vec<Append>) -> Result<Vec<Appended>, StoreError> {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            return Err(StoreError::Poisoned);
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Append { batch, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// A receiver that changes whenever new messages become visible.
+    pub fn changes(&self) -> watch::Receiver<u64> {
+        self.shared.changes.subscribe()
+    }
+
+    /// The cursor just after every visible message (`from=latest`).
+    pub fn latest(&self) -> Cursor {
+        let catalog = self.shared.catalog.read().expect("catalog lock");
+        let mut c = Cursor::earliest();
+        for (&o, &seq) in &catalog.visible {
+            c.advance(o, seq);
+        }
+        c
+    }
+
+    /// The cursor just before the first message at or after `ts` in every
+    /// origin (`from=<time>`). Blocking: binary search over the log.
+    pub fn cursor_at(&self, ts: Timestamp) -> Result<Cursor, StoreError> {
+        let visible = self
+            .shared
+            .catalog
+            .read()
+            .expect("catalog lock")
+            .visible
+            .clone();
+        let mut c = Cursor::earliest();
+        for (o, v) in visible {
+            let (mut lo, mut hi) = (1u64, v + 1);
+            while lo < hi {
+                let mid = lo + (hi - lo) / 2;
+                let first = self
+                    .shared
+                    .log
+                    .range(keys::log_key(o, mid)..=keys::log_key(o, v))
+                    .next();
+                match first {
+                    None => hi = mid,
+                    Some(g) => {
+                        let (k, val) = g.into_inner()?;
+                        let (_, seq) =
+                            keys::parse_log_key(&k).ok_or(StoreError::Corrupt("log key"))?;
+                        if crate::codec::record_timestamp(&val)? >= ts {
+                            hi = mid;
+                        } else {
+                            lo = seq + 1;
+                        }
+                    }
+                }
+            }
+            c.advance(o, lo - 1);
+        }
+        Ok(c)
+    }
+
+    /// Every topic with its message count, bytes and first/last timestamps.
+    pub fn topics(&self) -> Vec<TopicInfo> {
+        self.shared
+            .catalog
+            .read()
+            .expect("catalog lock")
+            .topic_infos()
+    }
+
+    /// Per origin, the last visible origin sequence.
+    pub fn visible(&self) -> BTreeMap<NodeId, u64> {
+        self.shared
+            .catalog
+            .read()
+            .expect("catalog lock")
+            .visible
+            .clone()
+    }
+
+    /// Stops taking writes, syncs everything written, and joins the
+    /// background threads. Blocking; idempotent.
+    pub fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.stopper.stop();
+        let handles = std::mem::take(&mut *self.threads.lock().expect("threads lock"));
+        let tx = self.tx.clone();
+        // A plain thread, so that close may be called from async code too.
+        let closer = std::thread::spawn(move || {
+            let _ = tx.blocking_send(Command::Shutdown);
+            for h in handles {
+                let _ = h.join();
+            }
+        });
+        let _ = closer.join();
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StoreError> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| StoreError::DataDir(format!("cannot start thread {name}: {e}")))
+}

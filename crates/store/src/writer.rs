@@ -1,0 +1,499 @@
+//! The writer thread: the single writer of the store. It owns sequence
+//! assignment and the HLC, commits waiting appends as one fjall batch with one
+//! sync (group commit), applies retention trims, and makes messages visible.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use fjall::PersistMode;
+use switchyard_model::{Header, Hlc, Message, MessageId, NodeId, Timestamp, Topic};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::catalog::StreamMeta;
+use crate::codec::{IndexValue, decode_u64s, encode_index, encode_message, encode_u64s};
+use crate::keys;
+use crate::store::Shared;
+use crate::{FsyncMode, StoreError};
+
+/// One message to append.
+#[derive(Clone, Debug)]
+pub struct Append {
+    /// Destination topic.
+    pub topic: Topic,
+    /// Optional message key.
+    pub key: Option<Bytes>,
+    /// Headers, in order.
+    pub headers: Vec<Header>,
+    /// Payload.
+    pub payload: Bytes,
+    /// When set, an append with the same topic and key within the idempotency
+    /// window returns the first result instead of storing a duplicate.
+    pub idempotency_key: Option<String>,
+}
+
+impl Append {
+    /// A message with a payload and nothing else.
+    pub fn new(topic: Topic, payload: Bytes) -> Self {
+        Append {
+            topic,
+            key: None,
+            headers: Vec::new(),
+            payload,
+            idempotency_key: None,
+        }
+    }
+}
+
+/// The result of one append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Appended {
+    /// The message id (origin, origin sequence).
+    pub id: MessageId,
+    /// The topic.
+    pub topic: Topic,
+    /// Sequence within the stream (topic, origin).
+    pub stream_seq: u64,
+    /// HLC timestamp.
+    pub timestamp: Timestamp,
+    /// True when an earlier append with the same idempotency key answered.
+    pub duplicate: bool,
+}
+
+/// One message removed by retention.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TrimEntry {
+    pub origin_seq: u64,
+    pub stream_seq: u64,
+    pub size: u64,
+}
+
+pub(crate) enum Command {
+    Append {
+        batch: Vec<Append>,
+        reply: oneshot::Sender<Result<Vec<Appended>, StoreError>>,
+    },
+    /// Sync and make pending messages visible ([`FsyncMode::Interval`]).
+    Sync,
+    /// Remove the oldest messages of a stream. `next_first_ts` is the timestamp
+    /// of the first message that stays (if any).
+    Trim {
+        topic: Topic,
+        origin: NodeId,
+        entries: Vec<TrimEntry>,
+        next_first_ts: Option<Timestamp>,
+    },
+    /// Remove idempotency records if they are still expired.
+    ExpireIdem {
+        keys: Vec<Vec<u8>>,
+    },
+    Shutdown,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn idem_record(a: &Appended, expires_ms: u64) -> Vec<u8> {
+    encode_u64s(&[
+        a.id.origin.0,
+        a.id.seq,
+        a.stream_seq,
+        a.timestamp.0,
+        expires_ms,
+    ])
+}
+
+/// Decodes an idempotency record into its result and expiry.
+pub(crate) fn decode_idem(topic: &Topic, b: &[u8]) -> Result<(Appended, u64), StoreError> {
+    let [origin, seq, stream_seq, ts, expires] = decode_u64s::<5>(b, "idempotency record")?;
+    let appended = Appended {
+        id: MessageId {
+            origin: NodeId(origin),
+            seq,
+        },
+        topic: topic.clone(),
+        stream_seq,
+        timestamp: Timestamp(ts),
+        duplicate: true,
+    };
+    Ok((appended, expires))
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<Command>,
+    hlc: Hlc,
+    next_seq: u64,
+    /// Written but not yet synced ([`FsyncMode::Interval`]).
+    pending_visible: Vec<Arc<Message>>,
+}
+
+type Pending = (
+    Vec<Append>,
+    oneshot::Sender<Result<Vec<Appended>, StoreError>>,
+);
+
+impl Writer {
+    pub fn new(shared: Arc<Shared>, rx: mpsc::Receiver<Command>) -> Self {
+        let origin = shared
+            .catalog
+            .read()
+            .expect("catalog lock")
+            .origins
+            .get(&shared.node_id)
+            .copied();
+        let origin = origin.unwrap_or_default();
+        Writer {
+            hlc: Hlc::resume(origin.last_ts),
+            next_seq: origin.last_seq + 1,
+            shared,
+            rx,
+            pending_visible: Vec::new(),
+        }
+    }
+
+    pub fn run(mut self) {
+        let mut carried: Option<Command> = None;
+        loop {
+            let cmd = match carried.take() {
+                Some(c) => c,
+                None => match self.rx.blocking_recv() {
+                    Some(c) => c,
+                    None => break,
+                },
+            };
+            match cmd {
+                Command::Append { batch, reply } => {
+                    let mut group: Vec<Pending> = Vec::new();
+                    let mut messages = batch.len();
+                    let mut bytes: usize = batch.iter().map(|a| a.payload.len()).sum();
+                    group.push((batch, reply));
+                    // Group commit: take whatever else is already waiting, up to the caps.
+                    while messages < self.shared.config.max_commit_messages
+                        && bytes < self.shared.config.max_commit_bytes
+                    {
+                        match self.rx.try_recv() {
+                            Ok(Command::Append { batch, reply }) => {
+                                messages += batch.len();
+                                bytes += batch.iter().map(|a| a.payload.len()).sum::<usize>();
+                                group.push((batch, reply));
+                            }
+                            Ok(other) => {
+                                carried = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit_appends(group);
+                }
+                Command::Sync => self.sync_pending(),
+                Command::Trim {
+                    topic,
+                    origin,
+                    entries,
+                    next_first_ts,
+                } => {
+                    if let Err(e) = self.trim(&topic, origin, &entries, next_first_ts) {
+                        tracing::error!(error = %e, %topic, "retention trim failed");
+                    }
+                }
+                Command::ExpireIdem { keys } => {
+                    if let Err(e) = self.expire_idem(keys) {
+                        tracing::warn!(error = %e, "expiring idempotency records failed");
+                    }
+                }
+                Command::Shutdown => break,
+            }
+        }
+        self.sync_pending();
+        if let Err(e) = self.shared.db.persist(PersistMode::SyncAll) {
+            tracing::error!(error = %e, "final sync failed");
+        }
+    }
+
+    fn poison(&self, e: &fjall::Error) {
+        tracing::error!(error = %e, "write or sync failed: the store refuses further writes");
+        self.shared.poisoned.store(true, Ordering::SeqCst);
+    }
+
+    fn commit_appends(&mut self, group: Vec<Pending>) {
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            for (_, reply) in group {
+                let _ = reply.send(Err(StoreError::Poisoned));
+            }
+            return;
+        }
+        match self.write_group(&group) {
+            Ok(results) => {
+                for ((_, reply), result) in group.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            Err(e) => {
+                if let StoreError::Storage(fe) = &e {
+                    self.poison(fe);
+                }
+                for (_, reply) in group {
+                    let _ = reply.send(Err(StoreError::Poisoned));
+                }
+            }
+        }
+    }
+
+    /// Writes a group of requests as one batch; returns per-request results.
+    fn write_group(&mut self, group: &[Pending]) -> Result<Vec<Vec<Appended>>, StoreError> {
+        let sh = &*self.shared;
+        let local = sh.node_id;
+        let now = now_ms();
+        let window = sh.config.idempotency_window.as_millis() as u64;
+        let mut fj = sh.db.batch();
+        let mut staged: HashMap<Topic, StreamMeta> = HashMap::new();
+        let mut seen_idem: HashMap<Vec<u8>, Appended> = HashMap::new();
+        let mut results = Vec::with_capacity(group.len());
+        let mut fresh: Vec<Arc<Message>> = Vec::new();
+        let start_seq = self.next_seq;
+        let start_hlc = self.hlc.clone();
+        {
+            let catalog = sh.catalog.read().expect("catalog lock");
+            for (batch, _) in group {
+                let mut out = Vec::with_capacity(batch.len());
+                for a in batch {
+                    let idem = a
+                        .idempotency_key
+                        .as_ref()
+                        .map(|k| keys::idem_key(&a.topic, k));
+                    if let Some(ik) = &idem {
+                        if let Some(prev) = seen_idem.get(ik) {
+                            out.push(prev.clone());
+                            continue;
+                        }
+                        if let Some(v) = sh.idem.get(ik)? {
+                            let (prev, expires) = decode_idem(&a.topic, &v)?;
+                            if expires > now {
+                                out.push(prev);
+                                continue;
+                            }
+                        }
+                    }
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    let timestamp = self.hlc.now(now);
+                    let meta = staged
+                        .entry(a.topic.clone())
+                        .or_insert_with(|| catalog.stream(&a.topic, local));
+                    meta.last_seq += 1;
+                    meta.last_origin_seq = seq;
+                    meta.count += 1;
+                    let msg = Message {
+                        id: MessageId { origin: local, seq },
+                        topic: a.topic.clone(),
+                        stream_seq: meta.last_seq,
+                        timestamp,
+                        key: a.key.clone(),
+                        headers: a.headers.clone(),
+                        payload: a.payload.clone(),
+                    };
+                    let size = msg.size();
+                    meta.bytes += size;
+                    if meta.count == 1 {
+                        meta.first_ts = timestamp;
+                    }
+                    meta.last_ts = timestamp;
+                    fj.insert(&sh.log, keys::log_key(local, seq), encode_message(&msg));
+                    let iv = IndexValue {
+                        stream_seq: msg.stream_seq,
+                        size,
+                        timestamp,
+                    };
+                    fj.insert(
+                        &sh.index,
+                        keys::index_key(&a.topic, local, seq),
+                        encode_index(&iv),
+                    );
+                    let appended = Appended {
+                        id: msg.id,
+                        topic: a.topic.clone(),
+                        stream_seq: msg.stream_seq,
+                        timestamp,
+                        duplicate: false,
+                    };
+                    if let Some(ik) = idem {
+                        fj.insert(&sh.idem, ik.clone(), idem_record(&appended, now + window));
+                        seen_idem.insert(
+                            ik,
+                            Appended {
+                                duplicate: true,
+                                ..appended.clone()
+                            },
+                        );
+                    }
+                    out.push(appended);
+                    fresh.push(Arc::new(msg));
+                }
+                results.push(out);
+            }
+        }
+        if fresh.is_empty() {
+            return Ok(results);
+        }
+        let mut origin = sh
+            .catalog
+            .read()
+            .expect("catalog lock")
+            .origins
+            .get(&local)
+            .copied()
+            .unwrap_or_default();
+        origin.last_seq = self.next_seq - 1;
+        origin.last_ts = fresh.last().map_or(origin.last_ts, |m| m.timestamp);
+        for (topic, meta) in &staged {
+            fj.insert(&sh.meta, keys::stream_meta_key(topic, local), meta.encode());
+        }
+        fj.insert(&sh.meta, keys::origin_meta_key(local), origin.encode());
+        let written = fj.commit().and_then(|()| match sh.config.fsync {
+            FsyncMode::Always => sh.db.persist(PersistMode::SyncData),
+            FsyncMode::Interval | FsyncMode::Never => Ok(()),
+        });
+        if let Err(e) = written {
+            // Nothing of this group is acknowledged; sequence numbers are not
+            // reused because the store refuses all further writes.
+            self.next_seq = start_seq;
+            self.hlc = start_hlc;
+            return Err(e.into());
+        }
+        {
+            let mut catalog = sh.catalog.write().expect("catalog lock");
+            for (topic, meta) in staged {
+                catalog
+                    .streams
+                    .entry(topic)
+                    .or_default()
+                    .insert(local, meta);
+            }
+            catalog.origins.insert(local, origin);
+        }
+        match sh.config.fsync {
+            FsyncMode::Interval => self.pending_visible.extend(fresh),
+            FsyncMode::Always | FsyncMode::Never => self.make_visible(fresh),
+        }
+        Ok(results)
+    }
+
+    /// Makes messages visible: tail first, then the watermark, then wake readers.
+    fn make_visible(&self, fresh: Vec<Arc<Message>>) {
+        let Some(last) = fresh.last().map(|m| m.id.seq) else {
+            return;
+        };
+        let sh = &*self.shared;
+        sh.tail.write().expect("tail lock").push(fresh);
+        sh.catalog
+            .write()
+            .expect("catalog lock")
+            .visible
+            .insert(sh.node_id, last);
+        sh.changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    fn sync_pending(&mut self) {
+        if self.pending_visible.is_empty() {
+            return;
+        }
+        match self.shared.db.persist(PersistMode::SyncData) {
+            Ok(()) => {
+                let fresh = std::mem::take(&mut self.pending_visible);
+                self.make_visible(fresh);
+            }
+            Err(e) => self.poison(&e),
+        }
+    }
+
+    fn trim(
+        &mut self,
+        topic: &Topic,
+        origin: NodeId,
+        entries: &[TrimEntry],
+        next_first_ts: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let sh = &*self.shared;
+        let mut meta = sh
+            .catalog
+            .read()
+            .expect("catalog lock")
+            .stream(topic, origin);
+        let entries: Vec<&TrimEntry> = entries
+            .iter()
+            .filter(|e| e.stream_seq > meta.trimmed_seq)
+            .collect();
+        let Some(last) = entries.last() else {
+            return Ok(());
+        };
+        let mut fj = sh.db.batch();
+        for e in &entries {
+            fj.remove(&sh.log, keys::log_key(origin, e.origin_seq));
+            fj.remove(&sh.index, keys::index_key(topic, origin, e.origin_seq));
+            meta.count = meta.count.saturating_sub(1);
+            meta.bytes = meta.bytes.saturating_sub(e.size);
+        }
+        meta.trimmed_seq = last.stream_seq;
+        meta.trimmed_origin_seq = last.origin_seq;
+        if let Some(ts) = next_first_ts {
+            meta.first_ts = ts;
+        }
+        let mut om = sh
+            .catalog
+            .read()
+            .expect("catalog lock")
+            .origins
+            .get(&origin)
+            .copied()
+            .unwrap_or_default();
+        om.max_trimmed_seq = om.max_trimmed_seq.max(last.origin_seq);
+        fj.insert(
+            &sh.meta,
+            keys::stream_meta_key(topic, origin),
+            meta.encode(),
+        );
+        fj.insert(&sh.meta, keys::origin_meta_key(origin), om.encode());
+        if let Err(e) = fj.commit() {
+            self.poison(&e);
+            return Err(e.into());
+        }
+        if origin == sh.node_id {
+            sh.tail
+                .write()
+                .expect("tail lock")
+                .evict_through(last.origin_seq);
+        }
+        let mut catalog = sh.catalog.write().expect("catalog lock");
+        catalog
+            .streams
+            .entry(topic.clone())
+            .or_default()
+            .insert(origin, meta);
+        catalog.origins.insert(origin, om);
+        tracing::debug!(%topic, %origin, removed = entries.len(), through = last.stream_seq, "retention trimmed stream");
+        Ok(())
+    }
+
+    fn expire_idem(&mut self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        let sh = &*self.shared;
+        let now = now_ms();
+        let mut fj = sh.db.batch();
+        for k in keys {
+            if let Some(v) = sh.idem.get(&k)? {
+                let [.., expires] = decode_u64s::<5>(&v, "idempotency record")?;
+                if expires <= now {
+                    fj.remove(&sh.idem, k);
+                }
+            }
+        }
+        fj.commit()?;
+        Ok(())
+    }
+}

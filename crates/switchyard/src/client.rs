@@ -1,0 +1,170 @@
+//! A small HTTP client for the node's API, used by the command-line client
+//! commands. Errors say whether the node was unreachable or answered an error.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The URL is not an `http://host:port` URL.
+    #[error("invalid node URL {0:?}: expected http://host:port")]
+    BadUrl(String),
+    /// No connection could be made, or it broke.
+    #[error("cannot reach the node at {url}: {detail}")]
+    Unreachable {
+        /// The node URL.
+        url: String,
+        /// The underlying error.
+        detail: String,
+    },
+    /// The node answered with an error status.
+    #[error("the node answered {status}: {detail}")]
+    Api {
+        /// HTTP status.
+        status: StatusCode,
+        /// The problem's `detail` (or the raw body).
+        detail: String,
+    },
+}
+
+/// A client for one node.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+}
+
+impl Client {
+    /// A client for the node at `url` (for example `http://127.0.0.1:7070`).
+    pub fn new(url: &str) -> Result<Client, ClientError> {
+        let base = url.trim_end_matches('/').to_owned();
+        if !base.starts_with("http://") || base.parse::<http::Uri>().is_err() {
+            return Err(ClientError::BadUrl(url.to_owned()));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let http = HyperClient::builder(TokioExecutor::new()).build(connector);
+        Ok(Client { base, http })
+    }
+
+    /// The node URL.
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// Sends a request and returns the response if its status is a success.
+    pub async fn send(
+        &self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let resp = self
+            .http
+            .request(req)
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: self.base.clone(),
+                detail: error_chain(&e),
+            })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        let detail = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("detail").and_then(|d| d.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        Err(ClientError::Api { status, detail })
+    }
+
+    /// A request builder for `path` (which starts with `/`).
+    pub fn request(&self, method: http::Method, path: &str) -> http::request::Builder {
+        Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path))
+    }
+
+    /// GETs `path` and parses the JSON answer.
+    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
+        let req = self
+            .request(http::Method::GET, path)
+            .body(Full::new(Bytes::new()))
+            .expect("valid request");
+        let resp = self.send(req).await?;
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: self.base.clone(),
+                detail: e.to_string(),
+            })?;
+        serde_json::from_slice(&body.to_bytes()).map_err(|e| ClientError::Api {
+            status: StatusCode::OK,
+            detail: format!("the answer is not JSON: {e}"),
+        })
+    }
+
+    /// Publishes one message; returns the node's JSON answer.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: Bytes,
+        key: Option<&str>,
+        headers: &[(String, String)],
+        content_type: Option<&str>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut req = self.request(http::Method::POST, &format!("/v1/topics/{topic}"));
+        if let Some(k) = key {
+            req = req.header("switchyard-key", k);
+        }
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        for (name, value) in headers {
+            req = req.header(format!("switchyard-header-{name}"), value);
+        }
+        let req = req.body(Full::new(payload)).map_err(|e| ClientError::Api {
+            status: StatusCode::BAD_REQUEST,
+            detail: format!("cannot build the request: {e}"),
+        })?;
+        let resp = self.send(req).await?;
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                url: self.base.clone(),
+                detail: e.to_string(),
+            })?;
+        serde_json::from_slice(&body.to_bytes()).map_err(|e| ClientError::Api {
+            status: StatusCode::CREATED,
+            detail: format!("the answer is not JSON: {e}"),
+        })
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}

@@ -1,0 +1,352 @@
+//! The node configuration: a TOML file, then environment variables, then
+//! flags (flags win). Everything is validated before any socket opens.
+//! `docs/configuration.md` documents every option.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchyard_gateway::GatewayConfig;
+use switchyard_model::TopicPattern;
+use switchyard_router::{FsyncMode, RetentionPolicy, RetentionRule, RouterConfig};
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./switchyard-data";
+
+/// The config file. Every section and field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// HTTP listen address.
+    pub listen: Option<SocketAddr>,
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// `pretty` or `json`.
+    pub log_format: Option<String>,
+    /// Storage settings.
+    #[serde(default)]
+    pub storage: StorageSection,
+    /// Request and connection limits.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// Server-Sent Events settings.
+    #[serde(default)]
+    pub sse: SseSection,
+    /// Publish settings.
+    #[serde(default)]
+    pub publish: PublishSection,
+    /// Retention settings.
+    #[serde(default)]
+    pub retention: RetentionSection,
+}
+
+/// `[storage]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// `always`, `interval` or `never`.
+    pub fsync: Option<String>,
+    /// Sync period for `interval`, in milliseconds.
+    pub fsync_interval_ms: Option<u64>,
+    /// Size of the in-memory tail of recent messages.
+    pub tail_cache_bytes: Option<usize>,
+    /// fjall block cache size.
+    pub cache_bytes: Option<u64>,
+    /// Writer queue capacity (requests).
+    pub write_queue: Option<usize>,
+    /// Most messages per group commit.
+    pub max_commit_messages: Option<usize>,
+}
+
+/// `[limits]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest message payload.
+    pub max_payload_bytes: Option<usize>,
+    /// Largest batch publish body.
+    pub max_batch_bytes: Option<usize>,
+    /// Most messages per batch publish.
+    pub max_batch_messages: Option<usize>,
+    /// Most concurrent connections.
+    pub max_connections: Option<usize>,
+    /// Time to send request headers, in seconds.
+    pub header_read_timeout_secs: Option<u64>,
+    /// Most request headers.
+    pub max_request_headers: Option<usize>,
+    /// Most messages per pull.
+    pub max_pull_limit: Option<usize>,
+    /// Longest pull wait, in seconds.
+    pub max_pull_wait_secs: Option<u64>,
+}
+
+/// `[sse]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SseSection {
+    /// Heartbeat comment interval on idle streams, in seconds.
+    pub heartbeat_secs: Option<u64>,
+    /// `retry:` hint, in milliseconds.
+    pub retry_ms: Option<u64>,
+}
+
+/// `[publish]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSection {
+    /// Idempotency-Key window, in seconds.
+    pub idempotency_window_secs: Option<u64>,
+}
+
+/// `[retention]` and its `[[retention.topics]]` rules.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    /// Default maximum age, in seconds.
+    pub max_age_secs: Option<u64>,
+    /// Default maximum bytes per stream.
+    pub max_bytes: Option<u64>,
+    /// Period of the background pass, in milliseconds.
+    pub interval_ms: Option<u64>,
+    /// Per-topic rules; the first match wins.
+    #[serde(default)]
+    pub topics: Vec<RetentionTopic>,
+}
+
+/// One `[[retention.topics]]` rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionTopic {
+    /// Topic pattern.
+    pub pattern: String,
+    /// Maximum age, in seconds.
+    pub max_age_secs: Option<u64>,
+    /// Maximum bytes per stream.
+    pub max_bytes: Option<u64>,
+}
+
+/// Values given on the command line or in the environment; they override the file.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    /// `--listen` / `SWITCHYARD_LISTEN`.
+    pub listen: Option<SocketAddr>,
+    /// `--data-dir` / `SWITCHYARD_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--fsync` / `SWITCHYARD_FSYNC`.
+    pub fsync: Option<FsyncMode>,
+    /// `--log-format` / `SWITCHYARD_LOG_FORMAT`.
+    pub log_format: Option<String>,
+}
+
+/// Everything a node needs, validated.
+#[derive(Debug)]
+pub struct NodeConfig {
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Log output format.
+    pub log_json: bool,
+    /// Engine and store settings.
+    pub router: RouterConfig,
+    /// HTTP settings.
+    pub gateway: GatewayConfig,
+}
+
+fn positive(name: &str, v: Option<u64>) -> Result<Option<u64>, String> {
+    match v {
+        Some(0) => Err(format!("{name} must be greater than 0")),
+        other => Ok(other),
+    }
+}
+
+impl NodeConfig {
+    /// Reads the file (if any) and applies the overrides.
+    pub fn load(file: Option<&Path>, over: Overrides) -> Result<NodeConfig, String> {
+        let fc: FileConfig = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
+                toml::from_str(&text).map_err(|e| format!("config file {}: {e}", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        NodeConfig::build(fc, over)
+    }
+
+    /// Builds and validates a config from a parsed file and overrides.
+    pub fn build(fc: FileConfig, over: Overrides) -> Result<NodeConfig, String> {
+        let listen = over
+            .listen
+            .or(fc.listen)
+            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
+        let data_dir = over
+            .data_dir
+            .or(fc.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let log_format = over
+            .log_format
+            .or(fc.log_format)
+            .unwrap_or_else(|| "pretty".into());
+        let log_json = match log_format.as_str() {
+            "pretty" => false,
+            "json" => true,
+            other => return Err(format!("log_format {other:?}: expected pretty or json")),
+        };
+        let mut router = RouterConfig::new(data_dir);
+        let s = &mut router.store;
+        s.fsync = match (over.fsync, fc.storage.fsync) {
+            (Some(m), _) => m,
+            (None, Some(text)) => text.parse()?,
+            (None, None) => FsyncMode::Always,
+        };
+        if let Some(ms) = positive("storage.fsync_interval_ms", fc.storage.fsync_interval_ms)? {
+            s.fsync_interval = Duration::from_millis(ms);
+        }
+        if let Some(v) = fc.storage.tail_cache_bytes {
+            s.tail_cache_bytes = v;
+        }
+        if let Some(v) = fc.storage.cache_bytes {
+            s.cache_bytes = v;
+        }
+        if let Some(v) = positive(
+            "storage.write_queue",
+            fc.storage.write_queue.map(|v| v as u64),
+        )? {
+            s.write_queue = v as usize;
+        }
+        if let Some(v) = positive(
+            "storage.max_commit_messages",
+            fc.storage.max_commit_messages.map(|v| v as u64),
+        )? {
+            s.max_commit_messages = v as usize;
+        }
+        if let Some(secs) = positive(
+            "publish.idempotency_window_secs",
+            fc.publish.idempotency_window_secs,
+        )? {
+            s.idempotency_window = Duration::from_secs(secs);
+        }
+        let r = &fc.retention;
+        s.retention_default = RetentionPolicy {
+            max_age: positive("retention.max_age_secs", r.max_age_secs)?.map(Duration::from_secs),
+            max_bytes: positive("retention.max_bytes", r.max_bytes)?,
+        };
+        if let Some(ms) = positive("retention.interval_ms", r.interval_ms)? {
+            s.retention_interval = Duration::from_millis(ms);
+        }
+        for rule in &r.topics {
+            let pattern: TopicPattern = rule
+                .pattern
+                .parse()
+                .map_err(|e| format!("retention.topics: {e}"))?;
+            s.retention_rules.push(RetentionRule {
+                pattern,
+                policy: RetentionPolicy {
+                    max_age: positive("retention.topics.max_age_secs", rule.max_age_secs)?
+                        .map(Duration::from_secs),
+                    max_bytes: positive("retention.topics.max_bytes", rule.max_bytes)?,
+                },
+            });
+        }
+        let l = &fc.limits;
+        if let Some(v) = positive(
+            "limits.max_payload_bytes",
+            l.max_payload_bytes.map(|v| v as u64),
+        )? {
+            router.max_payload = v as usize;
+        }
+        let mut gateway = GatewayConfig::default();
+        if let Some(v) = positive(
+            "limits.max_batch_bytes",
+            l.max_batch_bytes.map(|v| v as u64),
+        )? {
+            gateway.max_batch_bytes = v as usize;
+        }
+        if let Some(v) = positive(
+            "limits.max_batch_messages",
+            l.max_batch_messages.map(|v| v as u64),
+        )? {
+            gateway.max_batch_messages = v as usize;
+        }
+        if let Some(v) = positive(
+            "limits.max_connections",
+            l.max_connections.map(|v| v as u64),
+        )? {
+            gateway.max_connections = v as usize;
+        }
+        if let Some(v) = positive(
+            "limits.header_read_timeout_secs",
+            l.header_read_timeout_secs,
+        )? {
+            gateway.header_read_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = positive(
+            "limits.max_request_headers",
+            l.max_request_headers.map(|v| v as u64),
+        )? {
+            gateway.max_request_headers = v as usize;
+        }
+        if let Some(v) = positive("limits.max_pull_limit", l.max_pull_limit.map(|v| v as u64))? {
+            gateway.max_pull_limit = v as usize;
+        }
+        if let Some(v) = l.max_pull_wait_secs {
+            gateway.max_pull_wait = Duration::from_secs(v);
+        }
+        if let Some(v) = positive("sse.heartbeat_secs", fc.sse.heartbeat_secs)? {
+            gateway.heartbeat = Duration::from_secs(v);
+        }
+        if let Some(v) = fc.sse.retry_ms {
+            gateway.retry = Duration::from_millis(v);
+        }
+        if gateway.max_batch_bytes < router.max_payload {
+            return Err("limits.max_batch_bytes must be at least limits.max_payload_bytes".into());
+        }
+        Ok(NodeConfig {
+            listen,
+            log_json,
+            router,
+            gateway,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_precedence() {
+        let c = NodeConfig::build(FileConfig::default(), Overrides::default()).unwrap();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.router.store.fsync, FsyncMode::Always);
+        let fc: FileConfig = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\n[storage]\nfsync = \"never\"\n[[retention.topics]]\npattern = \"logs.>\"\nmax_age_secs = 60\n",
+        )
+        .unwrap();
+        let over = Overrides {
+            fsync: Some(FsyncMode::Interval),
+            ..Default::default()
+        };
+        let c = NodeConfig::build(fc, over).unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.router.store.fsync, FsyncMode::Interval);
+        assert_eq!(c.router.store.retention_rules.len(), 1);
+    }
+
+    #[test]
+    fn refuses_bad_values() {
+        assert!(toml::from_str::<FileConfig>("nonsense = 1").is_err());
+        let fc: FileConfig = toml::from_str("[storage]\nfsync = \"sometimes\"").unwrap();
+        assert!(
+            NodeConfig::build(fc, Overrides::default())
+                .unwrap_err()
+                .contains("sometimes")
+        );
+        let fc: FileConfig = toml::from_str("[retention]\nmax_bytes = 0").unwrap();
+        assert!(NodeConfig::build(fc, Overrides::default()).is_err());
+        let fc: FileConfig = toml::from_str("[[retention.topics]]\npattern = \"a..b\"").unwrap();
+        assert!(NodeConfig::build(fc, Overrides::default()).is_err());
+    }
+}
