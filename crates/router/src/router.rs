@@ -189,21 +189,17 @@ impl Router {
     ) -> Result<ReadBatch, RouterError> {
         let mut sub = self.subscribe(topics, start).await?;
         sub.set_limit(limit);
-        match tokio::time::timeout(wait, sub.next()).await {
-            Ok(delivery) => {
-                let d = delivery?;
-                Ok(ReadBatch {
-                    messages: d.messages,
-                    cursor: d.cursor,
-                    gaps: d.gaps,
-                })
+        let mut d = sub.next_available().await?;
+        if d.messages.is_empty() && d.gaps.is_empty() && !wait.is_zero() {
+            if let Ok(waited) = tokio::time::timeout(wait, sub.next()).await {
+                d = waited?;
             }
-            Err(_) => Ok(ReadBatch {
-                messages: Vec::new(),
-                cursor: sub.cursor().clone(),
-                gaps: Vec::new(),
-            }),
         }
+        Ok(ReadBatch {
+            messages: d.messages,
+            cursor: sub.cursor().clone(),
+            gaps: d.gaps,
+        })
     }
 
     /// Every topic with its statistics.

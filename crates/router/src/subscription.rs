@@ -90,12 +90,12 @@ impl Subscription {
             .map_err(Into::into)
     }
 
-    /// Waits for the next messages (or gaps) and returns them. Cancel-safe:
-    /// if the future is dropped, nothing is lost and the position is unchanged.
-    pub async fn next(&mut self) -> Result<Delivery, RouterError> {
+    /// Reads what is available now without waiting: messages, gaps, or an
+    /// empty delivery when the subscription has caught up.
+    pub async fn next_available(&mut self) -> Result<Delivery, RouterError> {
         loop {
             // Mark the current version seen before reading, so that anything
-            // that becomes visible during the read wakes the wait below.
+            // that becomes visible during the read wakes a later wait.
             self.changes.borrow_and_update();
             let batch = self.read().await?;
             let gaps: Vec<Gap> = batch
@@ -109,7 +109,7 @@ impl Subscription {
                 .collect();
             let advanced = batch.cursor != self.cursor;
             let start = std::mem::replace(&mut self.cursor, batch.cursor.clone());
-            if !batch.messages.is_empty() || !gaps.is_empty() {
+            if !batch.messages.is_empty() || !gaps.is_empty() || !advanced {
                 return Ok(Delivery {
                     gaps,
                     messages: batch.messages,
@@ -117,9 +117,17 @@ impl Subscription {
                     cursor: batch.cursor,
                 });
             }
-            if advanced {
-                // Passed over messages that do not match; there may be more.
-                continue;
+            // Passed over messages that do not match; there may be more.
+        }
+    }
+
+    /// Waits for the next messages (or gaps) and returns them. Cancel-safe:
+    /// if the future is dropped, nothing is lost and the position is unchanged.
+    pub async fn next(&mut self) -> Result<Delivery, RouterError> {
+        loop {
+            let d = self.next_available().await?;
+            if !d.messages.is_empty() || !d.gaps.is_empty() {
+                return Ok(d);
             }
             if self.changes.changed().await.is_err() {
                 return Err(RouterError::ShuttingDown);

@@ -100,7 +100,10 @@ impl Store {
             }
             let mut bytes = 0;
             for (scanned, m) in tail.after(c).enumerate() {
-                if scanned == SCAN_CAP || messages.len() == q.limit || bytes >= q.max_bytes {
+                if scanned == SCAN_CAP
+                    || messages.len() >= q.limit.max(1)
+                    || (!messages.is_empty() && bytes >= q.max_bytes)
+                {
                     break;
                 }
                 end = m.id.seq;
@@ -176,7 +179,10 @@ impl Store {
         for (scanned, item) in sh.log.range(range).enumerate() {
             let (k, v) = item.into_inner()?;
             let (_, seq) = keys::parse_log_key(&k).ok_or(StoreError::Corrupt("log key"))?;
-            if scanned == SCAN_CAP || messages.len() == q.limit || bytes >= q.max_bytes {
+            if scanned == SCAN_CAP
+                || messages.len() >= q.limit.max(1)
+                || (!messages.is_empty() && bytes >= q.max_bytes)
+            {
                 end = seq - 1;
                 break;
             }
@@ -213,16 +219,16 @@ impl Store {
             let range =
                 keys::index_key(topic, origin, after + 1)..=keys::index_key(topic, origin, visible);
             let before = seqs.len();
-            for item in sh.index.range(range).take(q.limit) {
+            for item in sh.index.range(range).take(q.limit.max(1)) {
                 let k = item.key()?;
                 seqs.push(keys::index_key_seq(&k).ok_or(StoreError::Corrupt("index key"))?);
             }
-            truncated |= seqs.len() - before == q.limit;
+            truncated |= seqs.len() - before == q.limit.max(1);
         }
         seqs.sort_unstable();
         seqs.dedup();
-        truncated |= seqs.len() > q.limit;
-        seqs.truncate(q.limit);
+        truncated |= seqs.len() > q.limit.max(1);
+        seqs.truncate(q.limit.max(1));
         let mut messages = Vec::with_capacity(seqs.len());
         let mut bytes = 0;
         let mut end = if truncated {
@@ -231,7 +237,7 @@ impl Store {
             visible
         };
         for &seq in &seqs {
-            if bytes >= q.max_bytes {
+            if !messages.is_empty() && bytes >= q.max_bytes {
                 end = seq - 1;
                 break;
             }

@@ -46,16 +46,18 @@ fn pass(sh: &Arc<Shared>, tx: &mpsc::Sender<Command>, stopper: &Stopper) -> Resu
             continue;
         }
         let mut bytes = bytes;
+        // Chunks are planned back to back before the writer applies them, so
+        // each chunk starts after the previous one.
+        let mut after = 0;
         loop {
             if stopper.wait(std::time::Duration::ZERO) {
                 return Ok(());
             }
-            let (entries, next_first_ts) = plan(sh, &topic, origin, visible, bytes, policy)?;
-            if entries.is_empty() {
-                break;
-            }
+            let (entries, next_first_ts) = plan(sh, &topic, origin, after, visible, bytes, policy)?;
+            let Some(last) = entries.last() else { break };
+            after = last.origin_seq;
             let full = entries.len() == TRIM_CHUNK;
-            bytes -= entries.iter().map(|e| e.size).sum::<u64>();
+            bytes = bytes.saturating_sub(entries.iter().map(|e| e.size).sum::<u64>());
             let cmd = Command::Trim {
                 topic: topic.clone(),
                 origin,
@@ -75,6 +77,7 @@ fn plan(
     sh: &Shared,
     topic: &Topic,
     origin: NodeId,
+    after: u64,
     visible: u64,
     mut bytes: u64,
     policy: RetentionPolicy,
@@ -83,7 +86,7 @@ fn plan(
         .max_age
         .map(|a| Timestamp::from_millis(now_ms().saturating_sub(a.as_millis() as u64)));
     let mut out = Vec::new();
-    let range = keys::index_key(topic, origin, 0)..=keys::index_key(topic, origin, visible);
+    let range = keys::index_key(topic, origin, after + 1)..=keys::index_key(topic, origin, visible);
     for item in sh.index.range(range) {
         let (k, v) = item.into_inner()?;
         let seq = keys::index_key_seq(&k).ok_or(StoreError::Corrupt("index key"))?;
@@ -94,7 +97,7 @@ fn plan(
             return Ok((out, Some(iv.timestamp)));
         }
         if out.len() == TRIM_CHUNK {
-            return Ok((out, None));
+            return Ok((out, Some(iv.timestamp)));
         }
         bytes = bytes.saturating_sub(iv.size);
         out.push(TrimEntry {

@@ -652,7 +652,6 @@ async fn byte_limit_returns_at_least_one_message() {
 /// due", but a byte limit of zero returns nothing and does not move the
 /// cursor, so a reader with that limit never progresses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "store bug: max_bytes == 0 stalls every read path (see the report)"]
 async fn zero_byte_limit_still_returns_a_message() {
     let dir = tempdir();
     let store = open(config(&dir));
@@ -974,6 +973,9 @@ async fn retention_by_age_removes_old_messages() {
         fresh.stream_seq, 6,
         "stream sequences are not reused after a trim"
     );
+    let info = topic_info(&store, "age.a").unwrap();
+    assert_eq!(info.first_timestamp, Some(fresh.timestamp));
+    assert_eq!(info.streams[0].first_seq, 6);
 
     // It too is removed once old enough.
     eventually("the fresh message to expire", || {
@@ -1041,6 +1043,39 @@ async fn retention_rules_apply_only_to_matching_topics() {
     assert_eq!(got.first_gaps.len(), 1);
     assert_eq!(got.first_gaps[0].topic, topic("small.a"));
     assert_eq!(got.messages.len(), 25);
+    shut(store);
+}
+
+/// A stream with more expired messages than one trim chunk (1024) is emptied
+/// in one retention pass. It currently is not: the retention thread plans
+/// the next chunk from the index before the writer has applied the previous
+/// one, so it plans the same messages again, subtracts their bytes twice and
+/// overflows `bytes` in `retention::pass`, which kills the retention thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_by_age_trims_streams_larger_than_one_chunk() {
+    let dir = tempdir();
+    let store = open(StoreConfig {
+        retention_default: RetentionPolicy {
+            max_age: Some(Duration::from_millis(300)),
+            max_bytes: None,
+        },
+        retention_interval: Duration::from_millis(50),
+        ..config(&dir)
+    });
+    let batch: Vec<Append> = (0..20_000)
+        .map(|i| plain("many.a", format!("payload {i}")))
+        .collect();
+    store.append(batch).await.unwrap();
+    eventually("every message to expire", || {
+        topic_info(&store, "many.a").filter(|i| i.messages == 0)
+    })
+    .await;
+    // Retention still works afterwards.
+    append_one(&store, plain("many.a", "later")).await;
+    eventually("the later message to expire", || {
+        topic_info(&store, "many.a").filter(|i| i.messages == 0)
+    })
+    .await;
     shut(store);
 }
 
@@ -1215,28 +1250,4 @@ async fn changes_wake_a_waiting_reader() {
     }
     assert_eq!(within("the waiting reader", waiter).await.unwrap(), sent);
     store.close();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scratch_retention_many_chunks() {
-    let dir = tempdir();
-    let store = open(StoreConfig {
-        retention_default: RetentionPolicy {
-            max_age: Some(Duration::from_millis(300)),
-            max_bytes: None,
-        },
-        retention_interval: Duration::from_millis(50),
-        ..config(&dir)
-    });
-    let batch: Vec<Append> = (0..20_000)
-        .map(|i| plain("many.a", format!("payload {i}")))
-        .collect();
-    store.append(batch).await.unwrap();
-    let t0 = Instant::now();
-    eventually("everything to expire", || {
-        topic_info(&store, "many.a").filter(|i| i.messages == 0)
-    })
-    .await;
-    eprintln!("expired after {:?}", t0.elapsed());
-    shut(store);
 }

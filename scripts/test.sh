@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: checks the toolchain, then
+# builds and runs every test of the workspace (unit, store integration and
+# end-to-end tests that start the real binary).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo is not installed; install Rust 1.95 (https://rustup.rs)" >&2
+    exit 1
+fi
+# The end-to-end tests open many sockets and files.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+cargo test --workspace --locked "$@"

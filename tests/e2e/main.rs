@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `switchyard` binary, real HTTP on 127.0.0.1,
+//! real fjall in temporary directories.
+
+mod support;
+
+mod bad_input;
+mod crash;
+mod memory;
+mod patterns;
+mod publish;
+mod resume;

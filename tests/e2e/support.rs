@@ -1,0 +1,263 @@
+//! Shared helpers of the end-to-end tests: start the real binary on a free
+//! port with its own data directory, talk HTTP to it, read SSE streams, and
+//! poll for conditions with a deadline.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde_json::Value;
+use switchyard::client::{Client, ClientError};
+use switchyard::sse::{Event, SseParser};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+/// A running node: a child process with its own data directory.
+pub struct Node {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+    pub client: Client,
+}
+
+impl Node {
+    /// Starts `switchyard serve` on 127.0.0.1:0 with `dir/data`, plus `args`.
+    pub fn start(dir: &Path, args: &[&str]) -> Node {
+        let data_dir = dir.join("data");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.log"))
+            .expect("log file");
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .args(args)
+            .env("SWITCHYARD_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start switchyard");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("node did not report its address in time");
+        let url = line
+            .trim()
+            .strip_prefix("switchyard listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        let client = Client::new(&url).expect("client");
+        Node {
+            child,
+            url,
+            data_dir,
+            client,
+        }
+    }
+
+    /// Starts a node with a config file written from `toml`.
+    pub fn start_with_config(dir: &Path, toml: &str, args: &[&str]) -> Node {
+        let path = dir.join("switchyard.toml");
+        std::fs::write(&path, toml).expect("write config");
+        let mut all = vec!["--config", path.to_str().expect("utf-8 path")];
+        all.extend_from_slice(args);
+        Node::start(dir, &all)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL, as `kill -9` does.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Resident memory of the node process in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// Publishes one text message; panics unless it answers 201.
+    pub async fn publish(&self, topic: &str, payload: impl Into<Bytes>) -> Value {
+        self.client
+            .publish(topic, payload.into(), None, &[], None)
+            .await
+            .expect("publish")
+    }
+
+    /// Sends a request and returns status, headers and body.
+    pub async fn raw(
+        &self,
+        req: http::request::Builder,
+        body: impl Into<Bytes>,
+    ) -> (u16, http::HeaderMap, Bytes) {
+        let req = req.body(Full::new(body.into())).expect("request");
+        let resp = self.client_raw(req).await;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, headers, body)
+    }
+
+    async fn client_raw(&self, req: http::Request<Full<Bytes>>) -> hyper::Response<Incoming> {
+        // Use a fresh hyper client that does not turn error statuses into errors.
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(hyper_util::client::legacy::connect::HttpConnector::new());
+        client.request(req).await.expect("request reaches the node")
+    }
+
+    pub fn request(&self, method: &str, path: &str) -> http::request::Builder {
+        http::Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.url, path))
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.client.get_json(path).await.expect("GET")
+    }
+
+    /// Every message of `pattern` from the start, through the pull API.
+    pub async fn pull_all(&self, pattern: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut from = "earliest".to_owned();
+        loop {
+            let v = self
+                .get_json(&format!(
+                    "/v1/messages?topic={}&from={from}&limit=1000",
+                    enc(pattern)
+                ))
+                .await;
+            let msgs = v["messages"].as_array().expect("messages").clone();
+            from = v["cursor"].as_str().expect("cursor").to_owned();
+            if msgs.is_empty() {
+                return out;
+            }
+            out.extend(msgs);
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn enc(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// An open SSE stream.
+pub struct Sse {
+    body: Incoming,
+    parser: SseParser,
+    pending: VecDeque<Event>,
+    /// Comments seen (heartbeats).
+    pub raw: Vec<u8>,
+}
+
+impl Sse {
+    /// GETs `path` with an optional Last-Event-ID.
+    pub async fn connect(
+        node: &Node,
+        path: &str,
+        last_id: Option<&str>,
+    ) -> Result<Sse, ClientError> {
+        let mut req = node
+            .client
+            .request(http::Method::GET, path)
+            .header("accept", "text/event-stream");
+        if let Some(id) = last_id {
+            req = req.header("last-event-id", id);
+        }
+        let resp = node
+            .client
+            .send(req.body(Full::new(Bytes::new())).expect("request"))
+            .await?;
+        Ok(Sse {
+            body: resp.into_body(),
+            parser: SseParser::new(),
+            pending: VecDeque::new(),
+            raw: Vec::new(),
+        })
+    }
+
+    /// The next event, or `None` when the stream ends or `timeout` passes.
+    pub async fn next(&mut self, timeout: Duration) -> Option<Event> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.pending.pop_front() {
+                return Some(e);
+            }
+            let frame = tokio::time::timeout_at(deadline, self.body.frame())
+                .await
+                .ok()??
+                .ok()?;
+            if let Ok(data) = frame.into_data() {
+                self.raw.extend_from_slice(&data);
+                self.pending.extend(self.parser.push(&data));
+            }
+        }
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !cond().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A small deterministic generator (xorshift64*), so that "random" cut
+/// points are reproducible from the seed printed by a failing test.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
+
+/// The origin sequence of a message id `<origin>-<seq>`.
+pub fn seq_of(id: &str) -> u64 {
+    id.rsplit_once('-')
+        .and_then(|(_, s)| s.parse().ok())
+        .expect("message id")
+}
