@@ -105,7 +105,10 @@ async fn read_body(body: Incoming, headers: &HeaderMap, max: usize) -> Result<By
         return Err(too_large());
     }
     match Limited::new(body, max).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
+        // Copy into an allocation of exactly the body's size: a chunk of
+        // hyper's read buffer would pin the whole buffer for as long as the
+        // message stays in the store's in-memory tail.
+        Ok(c) => Ok(Bytes::copy_from_slice(&c.to_bytes())),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>

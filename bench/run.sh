@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Side-by-side HTTP/SSE benchmark: nginx + nchan, then Switchyard with
+# fsync=never and fsync=always, using the shared workload suite
+# (../shared/bench: wrk for publish, a tokio load generator for SSE).
+#
+#   bench/run.sh                 # everything, 3 runs per case
+#   RUNS=1 ONLY=pub bench/run.sh # a quick subset
+#
+# Results: bench/results/<name>-http.md (copied from the suite's folder).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+SUITE_SRC=${SUITE_SRC:-$ROOT/../shared/bench}
+RUNS=${RUNS:-3}
+ONLY=${ONLY:-pub,latency,fanout,idle,resume}
+PORT=${PORT:-7070}
+
+if ! command -v wrk >/dev/null || ! dpkg -s libnginx-mod-nchan >/dev/null 2>&1; then
+    apt-get install -y nginx libnginx-mod-nchan wrk >/dev/null
+fi
+cargo build --release -p switchyard
+
+WORK=$(mktemp -d)
+cp -r "$SUITE_SRC" "$WORK/"
+SUITE=$WORK/bench
+mkdir -p "$ROOT/bench/results"
+COMMON=(--runs "$RUNS" --sizes 256 --conns 1,16,64 --latency-cases 1:100,100:100,1:1000,100:1000
+        --fanout-subs 1000 --idle 1000,5000 --wrk-duration 10 --duration 10)
+
+echo "== nginx + nchan"
+(cd "$SUITE" && python3 http_suite.py --only "$ONLY" "${COMMON[@]}")
+cp "$SUITE/results/nchan-http.md" "$ROOT/bench/results/"
+
+for fsync in never always; do
+    echo "== switchyard fsync=$fsync"
+    DATA=$(mktemp -d)
+    "$ROOT/target/release/switchyard" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" --fsync "$fsync" \
+        >"$DATA.out" 2>"$DATA.log" &
+    PID=$!
+    trap 'kill $PID 2>/dev/null || true' EXIT
+    until grep -q listening "$DATA.out" 2>/dev/null; do sleep 0.1; done
+    (cd "$SUITE" && python3 http_suite.py --name "switchyard-$fsync" --only "$ONLY" "${COMMON[@]}" \
+        --pub-url "http://127.0.0.1:$PORT/v1/topics/bench.{ch}" \
+        --sub-url "http://127.0.0.1:$PORT/v1/events?topic=bench.{ch}" \
+        --server-pids "$PID")
+    kill "$PID"; wait "$PID" 2>/dev/null || true
+    trap - EXIT
+    rm -rf "$DATA" "$DATA.out" "$DATA.log"
+    cp "$SUITE/results/switchyard-$fsync-http.md" "$ROOT/bench/results/"
+done
+echo "results in bench/results/"
