@@ -20,6 +20,7 @@ if ! command -v wrk >/dev/null || ! dpkg -s libnginx-mod-nchan >/dev/null 2>&1; 
 fi
 cargo build --release -p switchyard
 
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 WORK=$(mktemp -d)
 cp -r "$SUITE_SRC" "$WORK/"
 SUITE=$WORK/bench

@@ -140,6 +140,19 @@ async fn batches_and_idempotency() {
         .map(|r| r["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs, [1, 2, 3]);
+    // Without a JSON content type (curl's default form type), the body's
+    // first character decides between an array and NDJSON.
+    for (body, ct) in [
+        ("[{\"payload\":\"x\"}]", "application/x-www-form-urlencoded"),
+        ("{\"payload\":\"y\"}\n", ""),
+    ] {
+        let mut req = node.request("POST", "/v1/batch?topic=b.sniff");
+        if !ct.is_empty() {
+            req = req.header("content-type", ct);
+        }
+        let (status, _, answer) = node.raw(req, body).await;
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
+    }
 
     // Idempotency: the retry returns the first answer and stores nothing new.
     let req = || {

@@ -261,3 +261,27 @@ pub fn seq_of(id: &str) -> u64 {
         .and_then(|(_, s)| s.parse().ok())
         .expect("message id")
 }
+
+/// Sends raw HTTP/1.1 bytes and returns the status and the body of the
+/// answer. The request is written from a separate task whose write errors
+/// are ignored: a server may answer (413) and close before reading a large
+/// body, which a request-then-response client would see as a broken pipe.
+pub async fn raw_tcp(node: &Node, request: Vec<u8>) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = node.url.trim_start_matches("http://").to_owned();
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&request).await;
+        wr
+    });
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), rd.read_to_end(&mut answer)).await;
+    drop(writer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_ascii_lowercase(), body.to_owned())
+}

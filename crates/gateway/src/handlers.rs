@@ -15,7 +15,7 @@ use switchyard_model::{Cursor, Header, Topic};
 use switchyard_router::{InvalidMessage, PublishRequest, RouterError, Start};
 
 use crate::envelope::{envelope, gap, published};
-use crate::problem::Problem;
+use crate::problem::{Problem, invalid_message};
 use crate::query::{Query, parse_start};
 use crate::server::{App, Body, full};
 use crate::sse::{self, Format};
@@ -46,9 +46,12 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
             _ => Err(not_allowed("GET")),
         },
         ("/v1/topics", _) => match method {
-            Method::GET => Ok(topics(&app)),
+            Method::GET => topics(&app, &req),
             _ => Err(not_allowed("GET")),
         },
+        ("/healthz" | "/readyz", _) if method != Method::GET && method != Method::HEAD => {
+            Err(not_allowed("GET"))
+        }
         ("/healthz", _) => Ok(json_response(
             StatusCode::OK,
             &json!({"status": "ok", "node": app.router.node_id().to_string()}),
@@ -71,15 +74,22 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
 }
 
 fn not_allowed(allow: &'static str) -> Problem {
-    Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        format!("this endpoint takes {allow}"),
-    )
+    Problem {
+        allow: Some(allow),
+        ..Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("this endpoint takes {allow}"),
+        )
+    }
 }
 
 fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
-    let mut resp = Response::new(full(v.to_string()));
+    json_text(status, v.to_string())
+}
+
+fn json_text(status: StatusCode, text: String) -> Response<Body> {
+    let mut resp = Response::new(full(text));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -192,7 +202,7 @@ async fn publish(
     request.payload = read_body(body, &parts.headers, app.router.config().max_payload).await?;
     let results = app.router.publish(vec![request]).await?;
     let result = &results[0];
-    let mut resp = json_response(StatusCode::CREATED, &published(result));
+    let mut resp = json_text(StatusCode::CREATED, published(result));
     if result.duplicate {
         resp.headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -264,11 +274,14 @@ fn entry_request(
 async fn publish_batch(app: &App, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
     let query = Query::parse(req.uri().query(), &["topic"])?;
     let default_topic = query.one("topic")?.map(str::parse::<Topic>).transpose()?;
+    // `None` means: decide by the body's first character. That also covers
+    // curl's default form type, which no one sends on purpose here.
     let ndjson = match header_str(req.headers(), "content-type")?
         .map(|c| c.split(';').next().unwrap_or("").trim())
     {
-        Some("application/x-ndjson" | "application/jsonl" | "application/jsonlines") => true,
-        Some("application/json") | None => false,
+        Some("application/x-ndjson" | "application/jsonl" | "application/jsonlines") => Some(true),
+        Some("application/json") => Some(false),
+        None | Some("application/x-www-form-urlencoded") => None,
         Some(other) => {
             return Err(Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -281,6 +294,8 @@ async fn publish_batch(app: &App, req: Request<Incoming>) -> Result<Response<Bod
     };
     let (parts, body) = req.into_parts();
     let body = read_body(body, &parts.headers, app.config.max_batch_bytes).await?;
+    let ndjson =
+        ndjson.unwrap_or_else(|| body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'['));
     let raw: Vec<Result<BatchEntry, String>> = if ndjson {
         std::str::from_utf8(&body)
             .map_err(|_| Problem::bad_request("invalid_batch", "the body is not UTF-8"))?
@@ -320,7 +335,12 @@ async fn publish_batch(app: &App, req: Request<Incoming>) -> Result<Response<Bod
         match entry
             .map_err(|e| ("invalid_entry", e))
             .and_then(|e| entry_request(e, default_topic.as_ref()))
-        {
+            .and_then(
+                |r| match switchyard_router::validate(&r, app.router.config().max_payload) {
+                    Ok(()) => Ok(r),
+                    Err(e) => Err((invalid_message(&e).1, e.to_string())),
+                },
+            ) {
             Ok(r) => requests.push(r),
             Err((code, detail)) => errors.push(json!({"index": i, "code": code, "detail": detail})),
         }
@@ -342,10 +362,10 @@ async fn publish_batch(app: &App, req: Request<Incoming>) -> Result<Response<Bod
         Err(RouterError::Invalid(e)) => return Err(RouterError::InvalidBatch(vec![(0, e)]).into()),
         other => other?,
     };
-    let results: Vec<Value> = results.iter().map(published).collect();
-    Ok(json_response(
+    let results: Vec<String> = results.iter().map(published).collect();
+    Ok(json_text(
         StatusCode::CREATED,
-        &json!({ "results": results }),
+        format!(r#"{{"results":[{}]}}"#, results.join(",")),
     ))
 }
 
@@ -404,10 +424,14 @@ async fn pull(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Prob
         .map_or(Ok(Start::Earliest), parse_start)?;
     let limit = query.number("limit", 100, 1, app.config.max_pull_limit as u64)?;
     let wait = query.number("wait", 0, 0, app.config.max_pull_wait.as_secs())?;
-    let batch = app
-        .router
-        .pull(topics, &start, limit as usize, Duration::from_secs(wait))
-        .await?;
+    // A long-poll ends when the node shuts down, so that it does not hold the drain.
+    let mut shutdown = app.shutdown.clone();
+    let batch = tokio::select! {
+        batch = app.router.pull(topics, &start, limit as usize, Duration::from_secs(wait)) => batch?,
+        _ = shutdown.wait_for(|stopping| *stopping) => {
+            return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the node is shutting down"));
+        }
+    };
     let messages: Vec<Value> = batch.messages.iter().map(|m| envelope(m)).collect();
     let gaps: Vec<Value> = batch.gaps.iter().map(gap).collect();
     Ok(json_response(
@@ -416,7 +440,8 @@ async fn pull(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Prob
     ))
 }
 
-fn topics(app: &App) -> Response<Body> {
+fn topics(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Problem> {
+    Query::parse(req.uri().query(), &[])?;
     let topics: Vec<Value> = app
         .router
         .topics()
@@ -438,5 +463,5 @@ fn topics(app: &App) -> Response<Body> {
             })
         })
         .collect();
-    json_response(StatusCode::OK, &json!({ "topics": topics }))
+    Ok(json_response(StatusCode::OK, &json!({ "topics": topics })))
 }

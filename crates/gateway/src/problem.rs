@@ -18,6 +18,8 @@ pub(crate) struct Problem {
     pub detail: String,
     /// Extra members, e.g. per-entry errors of a batch.
     pub extra: Option<(&'static str, Value)>,
+    /// Methods for the `Allow` header of a 405.
+    pub allow: Option<&'static str>,
 }
 
 impl Problem {
@@ -27,6 +29,7 @@ impl Problem {
             code,
             detail: detail.into(),
             extra: None,
+            allow: None,
         }
     }
 
@@ -51,6 +54,10 @@ impl Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(allow) = self.allow {
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
         resp
     }
 }

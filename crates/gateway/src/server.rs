@@ -82,8 +82,7 @@ pub async fn serve(
             let app = app.clone();
             async move { Ok::<_, Infallible>(crate::handlers::handle(app, req).await) }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service);
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -44,20 +44,32 @@ impl Timestamp {
 
     /// RFC 3339 with millisecond precision in UTC, e.g. `2026-01-31T12:00:00.123Z`.
     pub fn to_rfc3339(self) -> String {
-        let nanos = i128::from(self.millis()) * 1_000_000;
-        match OffsetDateTime::from_unix_timestamp_nanos(nanos) {
-            Ok(t) => {
-                let (h, m, s, ms) = t.to_hms_milli();
-                format!(
-                    "{:04}-{:02}-{:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z",
-                    t.year(),
-                    t.month() as u8,
-                    t.day()
-                )
-            }
-            Err(_) => "invalid".to_owned(),
-        }
+        let ms = self.millis();
+        let (secs, ms) = (ms / 1000, ms % 1000);
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        let (y, m, d) = civil_from_days(days as i64);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
     }
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day), after
+/// Howard Hinnant's `civil_from_days`.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
 }
 
 impl fmt::Display for Timestamp {
@@ -127,6 +139,14 @@ mod tests {
     fn rfc3339_round_trip() {
         let t = Timestamp::parse_rfc3339("2026-01-31T12:00:00.123Z").unwrap();
         assert_eq!(t.to_rfc3339(), "2026-01-31T12:00:00.123Z");
+        for text in [
+            "1970-01-01T00:00:00.000Z",
+            "2000-02-29T23:59:59.999Z",
+            "2026-12-31T00:00:00.000Z",
+            "2100-03-01T01:02:03.004Z",
+        ] {
+            assert_eq!(Timestamp::parse_rfc3339(text).unwrap().to_rfc3339(), text);
+        }
         let t2 = Timestamp::parse_rfc3339("2026-01-31T13:00:00.1234+01:00").unwrap();
         assert_eq!(t2.to_rfc3339(), "2026-01-31T12:00:00.124Z");
         assert!(Timestamp::parse_rfc3339("yesterday").is_err());

@@ -190,10 +190,12 @@ impl Router {
         let mut sub = self.subscribe(topics, start).await?;
         sub.set_limit(limit);
         let mut d = sub.next_available().await?;
-        if d.messages.is_empty() && d.gaps.is_empty() && !wait.is_zero() {
-            if let Ok(waited) = tokio::time::timeout(wait, sub.next()).await {
-                d = waited?;
-            }
+        if d.messages.is_empty()
+            && d.gaps.is_empty()
+            && !wait.is_zero()
+            && let Ok(waited) = tokio::time::timeout(wait, sub.next()).await
+        {
+            d = waited?;
         }
         Ok(ReadBatch {
             messages: d.messages,

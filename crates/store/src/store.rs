@@ -181,6 +181,12 @@ impl Store {
                 }
             })?);
         }
+        if shared.config.fsync != FsyncMode::Always {
+            let (stopper, dir) = (stopper.clone(), shared.config.path.clone());
+            threads.push(spawn("switchyard-writeback", move || {
+                journal_writeback(&dir, &stopper)
+            })?);
+        }
         {
             let (tx, stopper, sh) = (tx.clone(), stopper.clone(), shared.clone());
             threads.push(spawn("switchyard-retention", move || {
@@ -329,6 +335,39 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// How often the active journal's dirty pages are written back when
+/// publishes do not sync themselves.
+const WRITEBACK_PERIOD: Duration = Duration::from_millis(250);
+
+/// Writes the active fjall journal back to disk in the background, without
+/// holding fjall's journal lock. fjall syncs a journal when it rotates it (at
+/// every memtable flush); with `fsync = never` or `interval` tens of MiB of
+/// dirty journal would pile up by then and that sync stalled every publish
+/// for ~300 ms. Kept small by this thread, the rotation sync is short. This
+/// relies on fjall 3 keeping journals as `<data dir>/<id>.jnl`; if it does
+/// not, the thread finds nothing and does nothing.
+fn journal_writeback(dir: &std::path::Path, stopper: &Stopper) {
+    let mut current: Option<(std::path::PathBuf, std::fs::File)> = None;
+    while !stopper.wait(WRITEBACK_PERIOD) {
+        let newest = std::fs::read_dir(dir).ok().and_then(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "jnl"))
+                .filter_map(|p| Some((p.file_stem()?.to_str()?.parse::<u64>().ok()?, p)))
+                .max_by_key(|(id, _)| *id)
+                .map(|(_, p)| p)
+        });
+        let Some(path) = newest else { continue };
+        if current.as_ref().is_none_or(|(p, _)| *p != path) {
+            current = std::fs::File::open(&path).ok().map(|f| (path, f));
+        }
+        if let Some((_, file)) = &current {
+            let _ = file.sync_data();
+        }
     }
 }
 

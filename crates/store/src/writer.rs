@@ -92,6 +92,9 @@ pub(crate) enum Command {
     Shutdown,
 }
 
+/// A commit slower than this is logged: it delays every publisher waiting in it.
+const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(50);
+
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -356,10 +359,19 @@ impl Writer {
             fj.insert(&sh.meta, keys::stream_meta_key(topic, local), meta.encode());
         }
         fj.insert(&sh.meta, keys::origin_meta_key(local), origin.encode());
+        let started = std::time::Instant::now();
         let written = fj.commit().and_then(|()| match sh.config.fsync {
             FsyncMode::Always => sh.db.persist(PersistMode::SyncData),
             FsyncMode::Interval | FsyncMode::Never => Ok(()),
         });
+        let took = started.elapsed();
+        if took > SLOW_COMMIT {
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                messages = fresh.len(),
+                "slow commit"
+            );
+        }
         if let Err(e) = written {
             // Nothing of this group is acknowledged; sequence numbers are not
             // reused because the store refuses all further writes.

@@ -17,6 +17,21 @@ use switchyard_router::{FsyncMode, Router};
 
 const DEFAULT_URL: &str = "http://127.0.0.1:7070";
 
+/// Tunes glibc malloc for a server whose threads allocate and free many
+/// small message buffers: without padding, every thread arena grows and
+/// shrinks its heap a few pages at a time (an `mprotect` per step), which
+/// showed as 3-4 % of CPU under publish load.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator parameters; it is called once,
+    // before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_TOP_PAD, 16 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 4);
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "switchyard",
@@ -94,6 +109,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -286,6 +302,24 @@ async fn subscribe(
     count: Option<u64>,
 ) -> Result<()> {
     let client = Client::new(url)?;
+    // `latest` is pinned to a cursor first, so that a reconnect before the
+    // first event still misses nothing published in between.
+    let from = if from == "latest" {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for p in patterns {
+            q.append_pair("topic", p);
+        }
+        let v = client
+            .get_json(&format!("/v1/messages?{}&from=latest&limit=1", q.finish()))
+            .await?;
+        v["cursor"]
+            .as_str()
+            .context("the node answered without a cursor")?
+            .to_owned()
+    } else {
+        from.to_owned()
+    };
+    let from = from.as_str();
     let mut parser = SseParser::new();
     let mut printed = 0u64;
     let mut connected_once = false;
