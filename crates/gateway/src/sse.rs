@@ -30,22 +30,22 @@ pub(crate) enum Format {
 /// Writes `data:` lines, splitting on CR LF, CR and LF as the SSE grammar
 /// requires (a client joins them with LF).
 fn put_data(buf: &mut BytesMut, text: &str) {
-    let mut rest = text;
+    let mut rest = text.as_bytes();
     loop {
-        let cut = rest.find(['\r', '\n']);
-        let (line, next) = match cut {
-            Some(i) => {
-                let skip = if rest[i..].starts_with("\r\n") { 2 } else { 1 };
-                (&rest[..i], Some(&rest[i + skip..]))
-            }
-            None => (rest, None),
-        };
+        let cut = rest.iter().position(|&b| b == b'\n' || b == b'\r');
         buf.put_slice(b"data: ");
-        buf.put_slice(line.as_bytes());
-        buf.put_u8(b'\n');
-        match next {
-            Some(n) => rest = n,
-            None => break,
+        match cut {
+            None => {
+                buf.put_slice(rest);
+                buf.put_u8(b'\n');
+                return;
+            }
+            Some(i) => {
+                buf.put_slice(&rest[..i]);
+                buf.put_u8(b'\n');
+                let skip = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+                rest = &rest[i + skip..];
+            }
         }
     }
 }

@@ -237,6 +237,10 @@ impl Writer {
                 for ((_, reply), result) in group.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));
                 }
+                // Subscribers are woken after the publishers: the messages are
+                // already visible to any new read, and the publishers' tasks
+                // enter the runtime's queue ahead of a crowd of subscribers.
+                self.notify();
             }
             Err(e) => {
                 if let StoreError::Storage(fe) = &e {
@@ -397,7 +401,13 @@ impl Writer {
         Ok(results)
     }
 
-    /// Makes messages visible: tail first, then the watermark, then wake readers.
+    /// Wakes readers waiting for new messages.
+    fn notify(&self) {
+        self.shared.changes.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Makes messages visible: tail first, then the watermark. Readers that
+    /// wait are woken separately ([`Writer::notify`]).
     fn make_visible(&self, fresh: Vec<Arc<Message>>) {
         let Some(last) = fresh.last().map(|m| m.id.seq) else {
             return;
@@ -409,7 +419,6 @@ impl Writer {
             .expect("catalog lock")
             .visible
             .insert(sh.node_id, last);
-        sh.changes.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     fn sync_pending(&mut self) {
@@ -420,6 +429,7 @@ impl Writer {
             Ok(()) => {
                 let fresh = std::mem::take(&mut self.pending_visible);
                 self.make_visible(fresh);
+                self.notify();
             }
             Err(e) => self.poison(&e),
         }
