@@ -32,21 +32,33 @@ echo "== nginx + nchan"
 (cd "$SUITE" && python3 http_suite.py --only "$ONLY" "${COMMON[@]}")
 cp "$SUITE/results/nchan-http.md" "$ROOT/bench/results/"
 
-for fsync in never always; do
-    echo "== switchyard fsync=$fsync"
+# The last variant turns group commit off (one sync per message) to show
+# what group commit is worth; it runs the publish workload only.
+printf '[storage]\nmax_commit_messages = 1\n' > "$WORK/nogroup.toml"
+for variant in never always always-nogroup; do
+    fsync=${variant%%-*}
+    name=switchyard-$variant
+    extra=()
+    only=$ONLY
+    if [ "$variant" = always-nogroup ]; then
+        extra=(--config "$WORK/nogroup.toml")
+        only=pub
+        case ",$ONLY," in *,pub,*) ;; *) continue ;; esac
+    fi
+    echo "== $name"
     DATA=$(mktemp -d)
     "$ROOT/target/release/switchyard" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" --fsync "$fsync" \
-        >"$DATA.out" 2>"$DATA.log" &
+        "${extra[@]}" >"$DATA.out" 2>"$DATA.log" &
     PID=$!
     trap 'kill $PID 2>/dev/null || true' EXIT
     until grep -q listening "$DATA.out" 2>/dev/null; do sleep 0.1; done
-    (cd "$SUITE" && python3 http_suite.py --name "switchyard-$fsync" --only "$ONLY" "${COMMON[@]}" \
+    (cd "$SUITE" && python3 http_suite.py --name "$name" --only "$only" "${COMMON[@]}" \
         --pub-url "http://127.0.0.1:$PORT/v1/topics/bench.{ch}" \
         --sub-url "http://127.0.0.1:$PORT/v1/events?topic=bench.{ch}" \
         --server-pids "$PID")
     kill "$PID"; wait "$PID" 2>/dev/null || true
     trap - EXIT
     rm -rf "$DATA" "$DATA.out" "$DATA.log"
-    cp "$SUITE/results/switchyard-$fsync-http.md" "$ROOT/bench/results/"
+    cp "$SUITE/results/$name-http.md" "$ROOT/bench/results/"
 done
 echo "results in bench/results/"
