@@ -302,3 +302,63 @@ async fn command_line_client() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_for_allowed_browser_origins() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with_config(
+        dir.path(),
+        "[cors]\nallow_origins = [\"https://app.example\"]\n",
+        &["--fsync", "never"],
+    );
+    let (status, headers, _) = node
+        .raw(
+            node.request("POST", "/v1/topics/c.t")
+                .header("origin", "https://app.example"),
+            "x",
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let (_, headers, _) = node
+        .raw(
+            node.request("GET", "/v1/topics")
+                .header("origin", "https://evil.example"),
+            "",
+        )
+        .await;
+    assert!(headers.get("access-control-allow-origin").is_none());
+    let preflight = node
+        .request("OPTIONS", "/v1/topics/c.t")
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type,idempotency-key",
+        );
+    let (status, headers, _) = node.raw(preflight, "").await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        headers["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert_eq!(
+        headers["access-control-allow-headers"],
+        "content-type,idempotency-key"
+    );
+    // A bad origin in the config is refused before the node starts.
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg({
+            let p = dir.path().join("bad.toml");
+            std::fs::write(&p, "[cors]\nallow_origins = [\"app.example/\"]\n").unwrap();
+            p
+        })
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cors.allow_origins"));
+}

@@ -49,6 +49,9 @@ pub struct GatewayConfig {
     pub max_pull_wait: Duration,
     /// Time in-flight requests get to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// Browser origins allowed to call the API from other origins (CORS),
+    /// e.g. `https://app.example.com`; `*` allows any. Empty: no CORS headers.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -65,6 +68,7 @@ impl Default for GatewayConfig {
             max_pull_limit: DEFAULT_MAX_PULL_LIMIT,
             max_pull_wait: DEFAULT_MAX_PULL_WAIT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            cors_origins: Vec::new(),
         }
     }
 }

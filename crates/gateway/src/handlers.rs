@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use switchyard_model::{Cursor, Header, Topic};
 use switchyard_router::{InvalidMessage, PublishRequest, RouterError, Start};
 
+use crate::cors;
 use crate::envelope::{envelope, gap, published};
 use crate::problem::{Problem, invalid_message};
 use crate::query::{Query, parse_start};
@@ -26,6 +27,19 @@ const KEY_HEADER: &str = "switchyard-key";
 const HEADER_PREFIX: &str = "switchyard-header-";
 
 pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    let origin = cors::allowed_origin(&app.config.cors_origins, req.headers());
+    if req.method() == Method::OPTIONS {
+        return cors::preflight(origin, req.headers());
+    }
+    let mut resp = route(&app, req).await;
+    if let Some(origin) = origin {
+        cors::decorate(&mut resp, origin);
+    }
+    resp
+}
+
+async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    let app = app.clone();
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let result = match (path.as_str(), path.strip_prefix("/v1/topics/")) {

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod cors;
 mod envelope;
 mod handlers;
 mod problem;

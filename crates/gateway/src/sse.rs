@@ -43,7 +43,11 @@ fn put_data(buf: &mut BytesMut, text: &str) {
             Some(i) => {
                 buf.put_slice(&rest[..i]);
                 buf.put_u8(b'\n');
-                let skip = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') { 2 } else { 1 };
+                let skip = if rest[i] == b'\r' && rest.get(i + 1) == Some(&b'\n') {
+                    2
+                } else {
+                    1
+                };
                 rest = &rest[i + skip..];
             }
         }

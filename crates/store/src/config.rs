@@ -110,6 +110,11 @@ pub struct StoreConfig {
     pub retention_interval: Duration,
     /// Window of idempotency keys.
     pub idempotency_window: Duration,
+    /// Identifies the machine's current boot, to tell a crash of the process
+    /// (the OS still holds every write) from a crash of the machine. `None`
+    /// reads `/proc/sys/kernel/random/boot_id`; tests set it to simulate a
+    /// machine restart.
+    pub boot_id: Option<String>,
 }
 
 impl StoreConfig {
@@ -128,6 +133,7 @@ impl StoreConfig {
             retention_rules: Vec::new(),
             retention_interval: DEFAULT_RETENTION_INTERVAL,
             idempotency_window: DEFAULT_IDEMPOTENCY_WINDOW,
+            boot_id: None,
         }
     }
 

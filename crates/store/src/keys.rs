@@ -54,6 +54,10 @@ pub fn origin_meta_key(origin: NodeId) -> [u8; 9] {
     k
 }
 
+/// `meta` key of the run marker: `running <fsync mode> <boot id>` while a
+/// process has the store open, `clean` after it closed.
+pub const RUN_KEY: &[u8] = b"run";
+
 /// `meta` key of this node's id.
 pub const NODE_ID_KEY: &[u8] = b"node_id";
 

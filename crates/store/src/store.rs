@@ -119,6 +119,35 @@ fn load_node_id(db: &Database, meta: &Keyspace) -> Result<NodeId, StoreError> {
             .map_err(|_| StoreError::Corrupt("node id"))?;
         return Ok(NodeId(u64::from_be_bytes(b)));
     }
+    new_node_id(db, meta)
+}
+
+/// The machine's current boot, from the kernel (or the configured override).
+fn current_boot_id(config: &StoreConfig) -> String {
+    config.boot_id.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    })
+}
+
+/// Whether the previous run may have lost acknowledged messages: it did not
+/// close cleanly, did not sync every publish, and the machine restarted since
+/// (a crash of the process alone loses nothing the OS already holds).
+fn previous_run_may_have_lost(marker: Option<&[u8]>, boot: &str) -> bool {
+    let Some(marker) = marker else { return false };
+    let text = String::from_utf8_lossy(marker);
+    let mut parts = text.split(' ');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("running"), Some(mode), previous_boot) => {
+            mode != "always" && (boot.is_empty() || previous_boot != Some(boot))
+        }
+        _ => false,
+    }
+}
+
+/// Creates and stores a fresh random node id.
+fn new_node_id(db: &Database, meta: &Keyspace) -> Result<NodeId, StoreError> {
     let id = loop {
         let id = getrandom::u64()
             .map_err(|e| StoreError::DataDir(format!("no randomness for a node id: {e}")))?;
@@ -145,7 +174,24 @@ impl Store {
         let index = open_keyspace(&db, "index")?;
         let meta = open_keyspace(&db, "meta")?;
         let idem = open_keyspace(&db, "idem")?;
-        let node_id = load_node_id(&db, &meta)?;
+        let boot = current_boot_id(&config);
+        let marker = meta.get(keys::RUN_KEY)?;
+        let node_id = if previous_run_may_have_lost(marker.as_deref(), &boot) {
+            // Messages acknowledged after the last sync may be gone, and their
+            // sequence numbers would be handed out again. Continuing as a new
+            // origin keeps every id and cursor unambiguous; what survived stays
+            // readable under the old origin.
+            let old = load_node_id(&db, &meta)?;
+            let new = new_node_id(&db, &meta)?;
+            tracing::warn!(old_origin = %old, new_origin = %new,
+                "the previous run did not sync every publish and ended with the machine; recent \
+                 acknowledged messages may be lost, so this node continues as a new origin");
+            new
+        } else {
+            load_node_id(&db, &meta)?
+        };
+        meta.insert(keys::RUN_KEY, format!("running {} {boot}", config.fsync))?;
+        db.persist(PersistMode::SyncAll)?;
         let catalog = load_catalog(&meta)?;
         let next_seq = catalog.origins.get(&node_id).map_or(0, |o| o.last_seq) + 1;
         tracing::info!(node = %node_id, path = %config.path.display(), next_seq, topics = catalog.streams.len(), "store opened");

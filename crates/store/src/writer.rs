@@ -143,16 +143,23 @@ type Pending = (
 
 impl Writer {
     pub fn new(shared: Arc<Shared>, rx: mpsc::Receiver<Command>) -> Self {
-        let origin = shared
-            .catalog
-            .read()
-            .expect("catalog lock")
+        let catalog = shared.catalog.read().expect("catalog lock");
+        let origin = catalog
             .origins
             .get(&shared.node_id)
-            .copied();
-        let origin = origin.unwrap_or_default();
+            .copied()
+            .unwrap_or_default();
+        // Timestamps continue above every origin held, not only this one, so
+        // that a node that starts a new origin never goes back in time.
+        let last_ts = catalog
+            .origins
+            .values()
+            .map(|o| o.last_ts)
+            .max()
+            .unwrap_or_default();
+        drop(catalog);
         Writer {
-            hlc: Hlc::resume(origin.last_ts),
+            hlc: Hlc::resume(last_ts),
             next_seq: origin.last_seq + 1,
             shared,
             rx,
@@ -160,6 +167,8 @@ impl Writer {
         }
     }
 
+    /// The writer's loop, on its own thread (a sync must never block an async
+    /// worker).
     pub fn run(mut self) {
         let mut carried: Option<Command> = None;
         loop {
@@ -170,52 +179,72 @@ impl Writer {
                     None => break,
                 },
             };
-            match cmd {
-                Command::Append { batch, reply } => {
-                    let mut group: Vec<Pending> = Vec::new();
-                    let mut messages = batch.len();
-                    let mut bytes: usize = batch.iter().map(|a| a.payload.len()).sum();
-                    group.push((batch, reply));
-                    // Group commit: take whatever else is already waiting, up to the caps.
-                    while messages < self.shared.config.max_commit_messages
-                        && bytes < self.shared.config.max_commit_bytes
-                    {
-                        match self.rx.try_recv() {
-                            Ok(Command::Append { batch, reply }) => {
-                                messages += batch.len();
-                                bytes += batch.iter().map(|a| a.payload.len()).sum::<usize>();
-                                group.push((batch, reply));
-                            }
-                            Ok(other) => {
-                                carried = Some(other);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    self.commit_appends(group);
-                }
-                Command::Sync => self.sync_pending(),
-                Command::Trim {
-                    topic,
-                    origin,
-                    entries,
-                    next_first_ts,
-                } => {
-                    if let Err(e) = self.trim(&topic, origin, &entries, next_first_ts) {
-                        tracing::error!(error = %e, %topic, "retention trim failed");
-                    }
-                }
-                Command::ExpireIdem { keys } => {
-                    if let Err(e) = self.expire_idem(keys) {
-                        tracing::warn!(error = %e, "expiring idempotency records failed");
-                    }
-                }
-                Command::Shutdown => break,
+            if !self.step(cmd, &mut carried) {
+                break;
             }
         }
+        self.finish();
+    }
+
+    /// Handles one command; returns false on shutdown. An append takes every
+    /// append already waiting (group commit); another kind of command found
+    /// while gathering is handed back in `carried`.
+    fn step(&mut self, cmd: Command, carried: &mut Option<Command>) -> bool {
+        match cmd {
+            Command::Append { batch, reply } => {
+                let mut group: Vec<Pending> = Vec::new();
+                let mut messages = batch.len();
+                let mut bytes: usize = batch.iter().map(|a| a.payload.len()).sum();
+                group.push((batch, reply));
+                // Group commit: take whatever else is already waiting, up to the caps.
+                while messages < self.shared.config.max_commit_messages
+                    && bytes < self.shared.config.max_commit_bytes
+                {
+                    match self.rx.try_recv() {
+                        Ok(Command::Append { batch, reply }) => {
+                            messages += batch.len();
+                            bytes += batch.iter().map(|a| a.payload.len()).sum::<usize>();
+                            group.push((batch, reply));
+                        }
+                        Ok(other) => {
+                            *carried = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                self.commit_appends(group);
+            }
+            Command::Sync => self.sync_pending(),
+            Command::Trim {
+                topic,
+                origin,
+                entries,
+                next_first_ts,
+            } => {
+                if let Err(e) = self.trim(&topic, origin, &entries, next_first_ts) {
+                    tracing::error!(error = %e, %topic, "retention trim failed");
+                }
+            }
+            Command::ExpireIdem { keys } => {
+                if let Err(e) = self.expire_idem(keys) {
+                    tracing::warn!(error = %e, "expiring idempotency records failed");
+                }
+            }
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    /// Makes everything written visible and durable, and marks the close clean.
+    fn finish(&mut self) {
         self.sync_pending();
-        if let Err(e) = self.shared.db.persist(PersistMode::SyncAll) {
+        let closed = self
+            .shared
+            .meta
+            .insert(keys::RUN_KEY, "clean")
+            .and_then(|()| self.shared.db.persist(PersistMode::SyncAll));
+        if let Err(e) = closed {
             tracing::error!(error = %e, "final sync failed");
         }
     }
@@ -225,14 +254,14 @@ impl Writer {
         self.shared.poisoned.store(true, Ordering::SeqCst);
     }
 
-    fn commit_appends(&mut self, group: Vec<Pending>) {
+    fn commit_appends(&mut self, mut group: Vec<Pending>) {
         if self.shared.poisoned.load(Ordering::SeqCst) {
             for (_, reply) in group {
                 let _ = reply.send(Err(StoreError::Poisoned));
             }
             return;
         }
-        match self.write_group(&group) {
+        match self.write_group(&mut group) {
             Ok(results) => {
                 for ((_, reply), result) in group.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));
@@ -254,7 +283,8 @@ impl Writer {
     }
 
     /// Writes a group of requests as one batch; returns per-request results.
-    fn write_group(&mut self, group: &[Pending]) -> Result<Vec<Vec<Appended>>, StoreError> {
+    /// Takes the messages' contents out of the requests instead of copying them.
+    fn write_group(&mut self, group: &mut [Pending]) -> Result<Vec<Vec<Appended>>, StoreError> {
         let sh = &*self.shared;
         let local = sh.node_id;
         let now = now_ms();
@@ -268,9 +298,9 @@ impl Writer {
         let start_hlc = self.hlc.clone();
         {
             let catalog = sh.catalog.read().expect("catalog lock");
-            for (batch, _) in group {
+            for (batch, _) in group.iter_mut() {
                 let mut out = Vec::with_capacity(batch.len());
-                for a in batch {
+                for a in batch.iter_mut() {
                     let idem = a
                         .idempotency_key
                         .as_ref()
@@ -302,9 +332,9 @@ impl Writer {
                         topic: a.topic.clone(),
                         stream_seq: meta.last_seq,
                         timestamp,
-                        key: a.key.clone(),
-                        headers: a.headers.clone(),
-                        payload: a.payload.clone(),
+                        key: a.key.take(),
+                        headers: std::mem::take(&mut a.headers),
+                        payload: std::mem::take(&mut a.payload),
                     };
                     let size = msg.size();
                     meta.bytes += size;

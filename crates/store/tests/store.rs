@@ -1251,3 +1251,93 @@ async fn changes_wake_a_waiting_reader() {
     assert_eq!(within("the waiting reader", waiter).await.unwrap(), sent);
     store.close();
 }
+
+// ---------------------------------------------------------------------------
+// Unclean stops: a machine restart without a sync starts a new origin.
+// ---------------------------------------------------------------------------
+
+/// Rewrites the run marker of a closed store, as a process that was still
+/// running when the machine went down would have left it.
+fn leave_run_marker(dir: &TempDir, marker: &str) {
+    let db = fjall::Database::builder(dir.path())
+        .open()
+        .expect("raw open");
+    let meta = db
+        .keyspace("meta", fjall::KeyspaceCreateOptions::default)
+        .expect("meta keyspace");
+    meta.insert("run", marker).expect("write marker");
+    db.persist(fjall::PersistMode::SyncAll).expect("sync");
+}
+
+fn with_boot(dir: &TempDir, fsync: FsyncMode, boot: &str) -> StoreConfig {
+    StoreConfig {
+        fsync,
+        boot_id: Some(boot.to_owned()),
+        ..config(dir)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsynced_run_ended_by_a_machine_restart_continues_as_a_new_origin() {
+    let dir = tempdir();
+    let store = open(with_boot(&dir, FsyncMode::Never, "boot-1"));
+    let first = store.node_id();
+    let old = append_n(&store, "t", "old", 3).await;
+    let before = store.latest();
+    shut(store);
+
+    // A clean close, or a process crash within the same boot, keeps the origin.
+    let store = open(with_boot(&dir, FsyncMode::Never, "boot-2"));
+    assert_eq!(store.node_id(), first, "a clean close keeps the node id");
+    shut(store);
+    leave_run_marker(&dir, "running never boot-2");
+    let store = open(with_boot(&dir, FsyncMode::Never, "boot-2"));
+    assert_eq!(
+        store.node_id(),
+        first,
+        "a process crash loses nothing the OS holds"
+    );
+    shut(store);
+    leave_run_marker(&dir, "running always boot-2");
+    let store = open(with_boot(&dir, FsyncMode::Never, "boot-3"));
+    assert_eq!(
+        store.node_id(),
+        first,
+        "with fsync=always nothing acknowledged can be lost"
+    );
+    shut(store);
+
+    // An unsynced run that ended with the machine: a new origin, no id reused.
+    leave_run_marker(&dir, "running never boot-3");
+    let store = open(with_boot(&dir, FsyncMode::Never, "boot-4"));
+    let second = store.node_id();
+    assert_ne!(second, first, "a new origin after a possible loss");
+    let new = append_n(&store, "t", "new", 2).await;
+    assert_eq!(
+        new[0].id,
+        MessageId {
+            origin: second,
+            seq: 1
+        }
+    );
+    assert!(
+        new[0].timestamp > old[2].timestamp,
+        "time never goes back across origins"
+    );
+
+    // Both origins read back in order, and an old cursor continues exactly.
+    let all = drain(&store, &query(&["t"]), &Cursor::earliest());
+    let payloads: Vec<&[u8]> = all.messages.iter().map(|m| &m.payload[..]).collect();
+    assert_eq!(
+        payloads,
+        [&b"old-0"[..], b"old-1", b"old-2", b"new-0", b"new-1"]
+    );
+    let rest = drain(&store, &query(&["t"]), &before);
+    assert_eq!(
+        rest.messages.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![new[0].id, new[1].id]
+    );
+    assert_eq!(rest.cursor.get(first), 3);
+    assert_eq!(rest.cursor.get(second), 2);
+    shut(store);
+}

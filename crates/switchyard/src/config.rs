@@ -41,6 +41,18 @@ pub struct FileConfig {
     /// Retention settings.
     #[serde(default)]
     pub retention: RetentionSection,
+    /// Cross-origin settings for browser clients.
+    #[serde(default)]
+    pub cors: CorsSection,
+}
+
+/// `[cors]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSection {
+    /// Origins allowed to call the API from a browser (`"*"` for any).
+    #[serde(default)]
+    pub allow_origins: Vec<String>,
 }
 
 /// `[storage]`
@@ -300,6 +312,18 @@ impl NodeConfig {
         if let Some(v) = fc.sse.retry_ms {
             gateway.retry = Duration::from_millis(v);
         }
+        for origin in &fc.cors.allow_origins {
+            let ok = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && !origin.ends_with('/')
+                    && http::HeaderValue::from_str(origin).is_ok());
+            if !ok {
+                return Err(format!(
+                    "cors.allow_origins: {origin:?} is not an origin such as https://app.example.com (no path, no trailing slash) or \"*\""
+                ));
+            }
+        }
+        gateway.cors_origins = fc.cors.allow_origins;
         if gateway.max_batch_bytes < router.max_payload {
             return Err("limits.max_batch_bytes must be at least limits.max_payload_bytes".into());
         }
