@@ -1,5 +1,5 @@
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::catalog::{Catalog, OriginMeta, StreamMeta, TopicInfo};
 use crate::tail::Tail;
-use crate::writer::{Command, Writer};
+use crate::writer::{Command, Writer, WriterLoop};
 use crate::{Append, Appended, FsyncMode, StoreConfig, StoreError, keys};
 
 /// State shared by the store handle, the writer thread, the retention thread
@@ -68,6 +68,33 @@ pub struct Store {
     stopper: Arc<Stopper>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     closed: AtomicBool,
+    /// The write side, shared by the writer thread and inline publishers.
+    writer: Arc<Mutex<Writer>>,
+    /// Appends in progress.
+    in_flight: AtomicUsize,
+}
+
+/// Counts an append in progress for as long as it lives.
+struct InFlight<'a> {
+    counter: &'a AtomicUsize,
+    /// No other append was in progress when this one started.
+    alone: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicUsize) -> Self {
+        let before = counter.fetch_add(1, Ordering::SeqCst);
+        InFlight {
+            counter,
+            alone: before == 0,
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.counter.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn open_keyspace(db: &Database, name: &str) -> Result<Keyspace, StoreError> {
@@ -215,8 +242,12 @@ impl Store {
             cv: Condvar::new(),
         });
         let mut threads = Vec::new();
-        let writer = Writer::new(shared.clone(), rx);
-        threads.push(spawn("switchyard-writer", move || writer.run())?);
+        let writer = Arc::new(Mutex::new(Writer::new(shared.clone())));
+        let writer_loop = WriterLoop {
+            writer: writer.clone(),
+            rx,
+        };
+        threads.push(spawn("switchyard-writer", move || writer_loop.run())?);
         if shared.config.fsync == FsyncMode::Interval {
             let (tx, stopper, every) = (tx.clone(), stopper.clone(), shared.config.fsync_interval);
             threads.push(spawn("switchyard-sync", move || {
@@ -245,6 +276,8 @@ impl Store {
             stopper,
             threads: Mutex::new(threads),
             closed: AtomicBool::new(false),
+            writer,
+            in_flight: AtomicUsize::new(0),
         })
     }
 
@@ -278,10 +311,25 @@ impl Store {
             return Ok(Vec::new());
         }
         let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Append { batch, reply })
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        // With `fsync = never` a commit is memory work plus one buffered
+        // write. When no other append is in flight and the writer is free,
+        // the publisher commits itself instead of handing off to the writer
+        // thread and waiting for its answer (two thread wake-ups): a lone
+        // publisher's round trip is about a third shorter. Under concurrency
+        // requests go through the thread, whose group commits are larger
+        // and cheaper per message than many small inline ones (measured).
+        let in_flight = InFlight::enter(&self.in_flight);
+        if self.shared.config.fsync == FsyncMode::Never
+            && in_flight.alone
+            && let Ok(mut writer) = self.writer.try_lock()
+        {
+            writer.commit_appends(vec![(batch, reply)]);
+        } else {
+            self.tx
+                .send(Command::Append { batch, reply })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+        }
         rx.await.map_err(|_| StoreError::Closed)?
     }
 

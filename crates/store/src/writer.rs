@@ -3,8 +3,8 @@
 //! sync (group commit), applies retention trims, and makes messages visible.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -92,6 +92,65 @@ pub(crate) enum Command {
     Shutdown,
 }
 
+/// The writer thread: takes commands from the bounded channel and applies
+/// them under the writer's lock. Appends that are waiting together are
+/// committed together (group commit).
+pub(crate) struct WriterLoop {
+    pub writer: Arc<Mutex<Writer>>,
+    pub rx: mpsc::Receiver<Command>,
+}
+
+impl WriterLoop {
+    pub fn run(mut self) {
+        let config = self
+            .writer
+            .lock()
+            .expect("writer lock")
+            .shared
+            .config
+            .clone();
+        let mut carried: Option<Command> = None;
+        loop {
+            let cmd = match carried.take() {
+                Some(c) => c,
+                None => match self.rx.blocking_recv() {
+                    Some(c) => c,
+                    None => break,
+                },
+            };
+            match cmd {
+                Command::Append { batch, reply } => {
+                    let mut messages = batch.len();
+                    let mut bytes: usize = batch.iter().map(|a| a.payload.len()).sum();
+                    let mut group: Vec<Pending> = vec![(batch, reply)];
+                    // Group commit: take whatever else is already waiting, up to the caps.
+                    while messages < config.max_commit_messages && bytes < config.max_commit_bytes {
+                        match self.rx.try_recv() {
+                            Ok(Command::Append { batch, reply }) => {
+                                messages += batch.len();
+                                bytes += batch.iter().map(|a| a.payload.len()).sum::<usize>();
+                                group.push((batch, reply));
+                            }
+                            Ok(other) => {
+                                carried = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.writer
+                        .lock()
+                        .expect("writer lock")
+                        .commit_appends(group);
+                }
+                Command::Shutdown => break,
+                other => self.writer.lock().expect("writer lock").handle(other),
+            }
+        }
+        self.writer.lock().expect("writer lock").finish();
+    }
+}
+
 /// A commit slower than this is logged: it delays every publisher waiting in it.
 const SLOW_COMMIT: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -127,9 +186,11 @@ pub(crate) fn decode_idem(topic: &Topic, b: &[u8]) -> Result<(Appended, u64), St
     Ok((appended, expires))
 }
 
+/// The write side of the store: sequence assignment, the HLC, commits,
+/// trims. Exactly one holder of its mutex writes at a time: the writer
+/// thread, or with `fsync = never` also a publisher committing inline.
 pub(crate) struct Writer {
     shared: Arc<Shared>,
-    rx: mpsc::Receiver<Command>,
     hlc: Hlc,
     next_seq: u64,
     /// Written but not yet synced ([`FsyncMode::Interval`]).
@@ -142,7 +203,7 @@ type Pending = (
 );
 
 impl Writer {
-    pub fn new(shared: Arc<Shared>, rx: mpsc::Receiver<Command>) -> Self {
+    pub fn new(shared: Arc<Shared>) -> Self {
         let catalog = shared.catalog.read().expect("catalog lock");
         let origin = catalog
             .origins
@@ -162,59 +223,14 @@ impl Writer {
             hlc: Hlc::resume(last_ts),
             next_seq: origin.last_seq + 1,
             shared,
-            rx,
             pending_visible: Vec::new(),
         }
     }
 
-    /// The writer's loop, on its own thread (a sync must never block an async
-    /// worker).
-    pub fn run(mut self) {
-        let mut carried: Option<Command> = None;
-        loop {
-            let cmd = match carried.take() {
-                Some(c) => c,
-                None => match self.rx.blocking_recv() {
-                    Some(c) => c,
-                    None => break,
-                },
-            };
-            if !self.step(cmd, &mut carried) {
-                break;
-            }
-        }
-        self.finish();
-    }
-
-    /// Handles one command; returns false on shutdown. An append takes every
-    /// append already waiting (group commit); another kind of command found
-    /// while gathering is handed back in `carried`.
-    fn step(&mut self, cmd: Command, carried: &mut Option<Command>) -> bool {
+    /// Handles a command other than an append.
+    fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Append { batch, reply } => {
-                let mut group: Vec<Pending> = Vec::new();
-                let mut messages = batch.len();
-                let mut bytes: usize = batch.iter().map(|a| a.payload.len()).sum();
-                group.push((batch, reply));
-                // Group commit: take whatever else is already waiting, up to the caps.
-                while messages < self.shared.config.max_commit_messages
-                    && bytes < self.shared.config.max_commit_bytes
-                {
-                    match self.rx.try_recv() {
-                        Ok(Command::Append { batch, reply }) => {
-                            messages += batch.len();
-                            bytes += batch.iter().map(|a| a.payload.len()).sum::<usize>();
-                            group.push((batch, reply));
-                        }
-                        Ok(other) => {
-                            *carried = Some(other);
-                            break;
-                        }
-                        Err(_) => break,
-                    }
-                }
-                self.commit_appends(group);
-            }
+            Command::Append { batch, reply } => self.commit_appends(vec![(batch, reply)]),
             Command::Sync => self.sync_pending(),
             Command::Trim {
                 topic,
@@ -231,9 +247,8 @@ impl Writer {
                     tracing::warn!(error = %e, "expiring idempotency records failed");
                 }
             }
-            Command::Shutdown => return false,
+            Command::Shutdown => {}
         }
-        true
     }
 
     /// Makes everything written visible and durable, and marks the close clean.
@@ -254,7 +269,8 @@ impl Writer {
         self.shared.poisoned.store(true, Ordering::SeqCst);
     }
 
-    fn commit_appends(&mut self, mut group: Vec<Pending>) {
+    /// Commits a group of append requests as one batch and answers each.
+    pub(crate) fn commit_appends(&mut self, mut group: Vec<Pending>) {
         if self.shared.poisoned.load(Ordering::SeqCst) {
             for (_, reply) in group {
                 let _ = reply.send(Err(StoreError::Poisoned));

@@ -1341,3 +1341,56 @@ async fn unsynced_run_ended_by_a_machine_restart_continues_as_a_new_origin() {
     assert_eq!(rest.cursor.get(second), 2);
     shut(store);
 }
+
+/// With `fsync = never`, a lone publisher commits on its own task and
+/// concurrent ones go through the writer thread; mixed, sequences stay dense
+/// and each publisher's messages keep their order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_mode_inline_and_queued_commits_mix_correctly() {
+    let dir = tempdir();
+    let store = Arc::new(open(StoreConfig {
+        fsync: FsyncMode::Never,
+        ..config(&dir)
+    }));
+    // Alone first: the inline path.
+    let lone = append_n(&store, "mix.t", "lone", 20).await;
+    assert_eq!(
+        lone.iter().map(|a| a.id.seq).collect::<Vec<_>>(),
+        (1..=20).collect::<Vec<_>>()
+    );
+    // Then concurrently.
+    let mut tasks = Vec::new();
+    for p in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..200 {
+                seqs.push(
+                    append_one(&store, plain("mix.t", format!("p{p}-{i}")))
+                        .await
+                        .id
+                        .seq,
+                );
+            }
+            seqs
+        }));
+    }
+    let mut all: Vec<u64> = lone.iter().map(|a| a.id.seq).collect();
+    for t in tasks {
+        let seqs = t.await.unwrap();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "a publisher's messages keep their order"
+        );
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (1..=20 + 8 * 200).collect::<Vec<_>>(),
+        "dense, no duplicates"
+    );
+    let read = drain(&store, &query(&["mix.t"]), &Cursor::earliest());
+    assert_eq!(read.messages.len(), 20 + 8 * 200);
+    store.close();
+}
