@@ -134,7 +134,14 @@ impl TopicPattern {
 
     /// Whether `topic` matches this pattern.
     pub fn matches(&self, topic: &Topic) -> bool {
-        let mut it = topic.tokens();
+        self.matches_name(topic.as_str())
+    }
+
+    /// Whether a topic name matches this pattern, without building a
+    /// [`Topic`]. The name is assumed valid (for example read back from the
+    /// store); an invalid name simply does not match as a valid one would.
+    pub fn matches_name(&self, name: &str) -> bool {
+        let mut it = name.split('.');
         for (i, pat) in self.tokens.iter().enumerate() {
             match pat {
                 Token::Literal(lit) => match it.next() {
@@ -245,7 +252,12 @@ impl TopicSet {
 
     /// Whether any pattern matches `topic`.
     pub fn matches(&self, topic: &Topic) -> bool {
-        self.patterns.iter().any(|p| p.matches(topic))
+        self.matches_name(topic.as_str())
+    }
+
+    /// Whether any pattern matches a topic name (see [`TopicPattern::matches_name`]).
+    pub fn matches_name(&self, name: &str) -> bool {
+        self.patterns.iter().any(|p| p.matches_name(name))
     }
 
     /// The topics this set names exactly, when no pattern holds a wildcard.

@@ -1,8 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use switchyard_model::{Cursor, Header, NodeId, Timestamp, Topic, TopicSet};
+use switchyard_model::{Cursor, NodeId, Timestamp, TopicSet};
 use switchyard_store::{Append, Appended, ReadBatch, ReadQuery, Store, StoreConfig, TopicInfo};
 
 use crate::subscription::Subscription;
@@ -38,33 +37,9 @@ impl RouterConfig {
     }
 }
 
-/// One message a client publishes.
-#[derive(Clone, Debug)]
-pub struct PublishRequest {
-    /// Destination topic.
-    pub topic: Topic,
-    /// Optional key.
-    pub key: Option<Bytes>,
-    /// Headers in order.
-    pub headers: Vec<Header>,
-    /// Payload.
-    pub payload: Bytes,
-    /// Optional idempotency key (scoped to the topic).
-    pub idempotency_key: Option<String>,
-}
-
-impl PublishRequest {
-    /// A message with only a payload.
-    pub fn new(topic: Topic, payload: Bytes) -> Self {
-        PublishRequest {
-            topic,
-            key: None,
-            headers: Vec::new(),
-            payload,
-            idempotency_key: None,
-        }
-    }
-}
+/// One message a client publishes: the store's [`Append`], validated by the
+/// router before it reaches the store.
+pub type PublishRequest = Append;
 
 /// Where a subscription starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,17 +104,7 @@ impl Router {
                 RouterError::InvalidBatch(bad)
             });
         }
-        let appends = batch
-            .into_iter()
-            .map(|r| Append {
-                topic: r.topic,
-                key: r.key,
-                headers: r.headers,
-                payload: r.payload,
-                idempotency_key: r.idempotency_key,
-            })
-            .collect();
-        Ok(self.store.append(appends).await?)
+        Ok(self.store.append(batch).await?)
     }
 
     /// Resolves where a subscription starts into a cursor.

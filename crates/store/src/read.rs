@@ -186,10 +186,7 @@ impl Store {
                 end = seq - 1;
                 break;
             }
-            let topic: Topic = record_topic(&v)?
-                .parse()
-                .map_err(|_| StoreError::Corrupt("topic"))?;
-            if q.topics.matches(&topic) {
+            if q.topics.matches_name(record_topic(&v)?) {
                 let m = decode_message(origin, seq, &v)?;
                 bytes += m.payload.len();
                 messages.push(Arc::new(m));

@@ -105,6 +105,15 @@ impl Client {
             .body(Full::new(Bytes::new()))
             .expect("valid request");
         let resp = self.send(req).await?;
+        self.json_body(resp).await
+    }
+
+    /// Reads a successful answer's JSON body.
+    async fn json_body(
+        &self,
+        resp: hyper::Response<Incoming>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let status = resp.status();
         let body = resp
             .into_body()
             .collect()
@@ -114,7 +123,7 @@ impl Client {
                 detail: e.to_string(),
             })?;
         serde_json::from_slice(&body.to_bytes()).map_err(|e| ClientError::Api {
-            status: StatusCode::OK,
+            status,
             detail: format!("the answer is not JSON: {e}"),
         })
     }
@@ -143,18 +152,7 @@ impl Client {
             detail: format!("cannot build the request: {e}"),
         })?;
         let resp = self.send(req).await?;
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| ClientError::Unreachable {
-                url: self.base.clone(),
-                detail: e.to_string(),
-            })?;
-        serde_json::from_slice(&body.to_bytes()).map_err(|e| ClientError::Api {
-            status: StatusCode::CREATED,
-            detail: format!("the answer is not JSON: {e}"),
-        })
+        self.json_body(resp).await
     }
 }
 
