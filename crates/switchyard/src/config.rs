@@ -71,6 +71,8 @@ pub struct StorageSection {
     pub write_queue: Option<usize>,
     /// Most messages per group commit.
     pub max_commit_messages: Option<usize>,
+    /// Most payload bytes per group commit.
+    pub max_commit_bytes: Option<usize>,
 }
 
 /// `[limits]`
@@ -93,6 +95,10 @@ pub struct LimitsSection {
     pub max_pull_limit: Option<usize>,
     /// Longest pull wait, in seconds.
     pub max_pull_wait_secs: Option<u64>,
+    /// Most bytes of request line and headers.
+    pub max_header_bytes: Option<usize>,
+    /// Time in-flight requests get to finish at shutdown, in seconds.
+    pub shutdown_grace_secs: Option<u64>,
 }
 
 /// `[sse]`
@@ -103,6 +109,10 @@ pub struct SseSection {
     pub heartbeat_secs: Option<u64>,
     /// `retry:` hint, in milliseconds.
     pub retry_ms: Option<u64>,
+    /// Most messages one subscription read (one SSE chunk) holds.
+    pub read_limit: Option<usize>,
+    /// Most payload bytes one subscription read holds.
+    pub read_max_bytes: Option<usize>,
 }
 
 /// `[publish]`
@@ -228,6 +238,9 @@ impl NodeConfig {
         )? {
             s.write_queue = v as usize;
         }
+        if let Some(v) = positive("storage.max_commit_bytes", fc.storage.max_commit_bytes.map(|v| v as u64))? {
+            s.max_commit_bytes = v as usize;
+        }
         if let Some(v) = positive(
             "storage.max_commit_messages",
             fc.storage.max_commit_messages.map(|v| v as u64),
@@ -305,6 +318,22 @@ impl NodeConfig {
         }
         if let Some(v) = l.max_pull_wait_secs {
             gateway.max_pull_wait = Duration::from_secs(v);
+        }
+        if let Some(v) = l.max_header_bytes {
+            // hyper's connection buffer cannot be smaller than 8 KiB.
+            if v < 8192 {
+                return Err("limits.max_header_bytes must be at least 8192".into());
+            }
+            gateway.max_header_bytes = v;
+        }
+        if let Some(v) = l.shutdown_grace_secs {
+            gateway.shutdown_grace = Duration::from_secs(v);
+        }
+        if let Some(v) = positive("sse.read_limit", fc.sse.read_limit.map(|v| v as u64))? {
+            router.read_limit = v as usize;
+        }
+        if let Some(v) = positive("sse.read_max_bytes", fc.sse.read_max_bytes.map(|v| v as u64))? {
+            router.read_max_bytes = v as usize;
         }
         if let Some(v) = positive("sse.heartbeat_secs", fc.sse.heartbeat_secs)? {
             gateway.heartbeat = Duration::from_secs(v);
