@@ -238,7 +238,10 @@ impl NodeConfig {
         )? {
             s.write_queue = v as usize;
         }
-        if let Some(v) = positive("storage.max_commit_bytes", fc.storage.max_commit_bytes.map(|v| v as u64))? {
+        if let Some(v) = positive(
+            "storage.max_commit_bytes",
+            fc.storage.max_commit_bytes.map(|v| v as u64),
+        )? {
             s.max_commit_bytes = v as usize;
         }
         if let Some(v) = positive(
@@ -332,7 +335,10 @@ impl NodeConfig {
         if let Some(v) = positive("sse.read_limit", fc.sse.read_limit.map(|v| v as u64))? {
             router.read_limit = v as usize;
         }
-        if let Some(v) = positive("sse.read_max_bytes", fc.sse.read_max_bytes.map(|v| v as u64))? {
+        if let Some(v) = positive(
+            "sse.read_max_bytes",
+            fc.sse.read_max_bytes.map(|v| v as u64),
+        )? {
             router.read_max_bytes = v as usize;
         }
         if let Some(v) = positive("sse.heartbeat_secs", fc.sse.heartbeat_secs)? {
