@@ -79,8 +79,35 @@ pub struct ReadBatch {
 struct OriginRead {
     origin: NodeId,
     messages: Vec<Arc<Message>>,
+    /// Payload bytes of `messages`.
+    bytes: usize,
     /// Position when every returned message is delivered.
     end: u64,
+}
+
+impl OriginRead {
+    fn new(origin: NodeId, end: u64) -> Self {
+        OriginRead {
+            origin,
+            messages: Vec::new(),
+            bytes: 0,
+            end,
+        }
+    }
+
+    /// Whether the read holds its limit of messages or bytes (it always
+    /// takes at least one message).
+    fn is_full(&self, q: &ReadQuery) -> bool {
+        !self.messages.is_empty() && (self.messages.len() >= q.limit || self.bytes >= q.max_bytes)
+    }
+
+    /// Decodes the `log` record of `seq` and adds it.
+    fn push(&mut self, seq: u64, record: &[u8]) -> Result<(), StoreError> {
+        let m = decode_message(self.origin, seq, record)?;
+        self.bytes += m.payload.len();
+        self.messages.push(Arc::new(m));
+        Ok(())
+    }
 }
 
 impl Store {
@@ -172,31 +199,20 @@ impl Store {
         visible: u64,
     ) -> Result<OriginRead, StoreError> {
         let sh = &*self.shared;
-        let mut messages = Vec::new();
-        let mut bytes = 0;
-        let mut end = visible;
+        let mut read = OriginRead::new(origin, visible);
         let range = keys::log_key(origin, after + 1)..=keys::log_key(origin, visible);
         for (scanned, item) in sh.log.range(range).enumerate() {
             let (k, v) = item.into_inner()?;
             let (_, seq) = keys::parse_log_key(&k).ok_or(StoreError::Corrupt("log key"))?;
-            if scanned == SCAN_CAP
-                || messages.len() >= q.limit.max(1)
-                || (!messages.is_empty() && bytes >= q.max_bytes)
-            {
-                end = seq - 1;
+            if scanned == SCAN_CAP || read.is_full(q) {
+                read.end = seq - 1;
                 break;
             }
             if q.topics.matches_name(record_topic(&v)?) {
-                let m = decode_message(origin, seq, &v)?;
-                bytes += m.payload.len();
-                messages.push(Arc::new(m));
+                read.push(seq, &v)?;
             }
         }
-        Ok(OriginRead {
-            origin,
-            messages,
-            end,
-        })
+        Ok(read)
     }
 
     fn read_by_index(
@@ -208,6 +224,7 @@ impl Store {
         topics: &[Topic],
     ) -> Result<OriginRead, StoreError> {
         let sh = &*self.shared;
+        let limit = q.limit.max(1);
         let mut seqs = Vec::new();
         // A topic that yields `limit` entries may hold more: then only the
         // smallest `limit` sequences overall are known to be complete.
@@ -216,41 +233,34 @@ impl Store {
             let range =
                 keys::index_key(topic, origin, after + 1)..=keys::index_key(topic, origin, visible);
             let before = seqs.len();
-            for item in sh.index.range(range).take(q.limit.max(1)) {
+            for item in sh.index.range(range).take(limit) {
                 let k = item.key()?;
                 seqs.push(keys::index_key_seq(&k).ok_or(StoreError::Corrupt("index key"))?);
             }
-            truncated |= seqs.len() - before == q.limit.max(1);
+            truncated |= seqs.len() - before == limit;
         }
         seqs.sort_unstable();
         seqs.dedup();
-        truncated |= seqs.len() > q.limit.max(1);
-        seqs.truncate(q.limit.max(1));
-        let mut messages = Vec::with_capacity(seqs.len());
-        let mut bytes = 0;
-        let mut end = if truncated {
+        truncated |= seqs.len() > limit;
+        seqs.truncate(limit);
+        let end = if truncated {
             seqs.last().copied().unwrap_or(after)
         } else {
             visible
         };
+        let mut read = OriginRead::new(origin, end);
         for &seq in &seqs {
-            if !messages.is_empty() && bytes >= q.max_bytes {
-                end = seq - 1;
+            if read.is_full(q) {
+                read.end = seq - 1;
                 break;
             }
             // Retention may have removed it since the index was read; the gap
             // check after the read reports that.
             if let Some(v) = sh.log.get(keys::log_key(origin, seq))? {
-                let m = decode_message(origin, seq, &v)?;
-                bytes += m.payload.len();
-                messages.push(Arc::new(m));
+                read.push(seq, &v)?;
             }
         }
-        Ok(OriginRead {
-            origin,
-            messages,
-            end,
-        })
+        Ok(read)
     }
 }
 
