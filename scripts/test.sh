@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: checks the toolchain, then
-# builds and runs every test of the workspace (unit, store integration and
-# end-to-end tests that start the real binary).
+# builds and runs every test of the workspace (unit, store integration,
+# plugin host tests on real components, and end-to-end tests that start the
+# real binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,7 +10,14 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "error: cargo is not installed; install Rust 1.95 (https://rustup.rs)" >&2
     exit 1
 fi
+# The plugin tests build real components from plugins/ for wasm32-wasip2.
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+    rustup target add wasm32-wasip2
+fi
 # The end-to-end tests open many sockets and files.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 cargo test --workspace --locked "$@"
+# The example plugins' own unit tests, run natively with the SDK's
+# in-process host functions.
+cargo test --manifest-path plugins/Cargo.toml --locked

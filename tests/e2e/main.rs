@@ -7,5 +7,6 @@ mod bad_input;
 mod crash;
 mod memory;
 mod patterns;
+mod plugins;
 mod publish;
 mod resume;

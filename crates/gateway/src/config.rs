@@ -23,6 +23,8 @@ pub const DEFAULT_MAX_PULL_LIMIT: usize = 1000;
 pub const DEFAULT_MAX_PULL_WAIT: Duration = Duration::from_secs(60);
 /// Default time in-flight requests get to finish on shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Default largest plugin component upload.
+pub const DEFAULT_MAX_PLUGIN_BYTES: usize = 16 * 1024 * 1024;
 
 /// HTTP API settings. Every limit is documented in `docs/api.md`.
 #[derive(Clone, Debug)]
@@ -52,6 +54,8 @@ pub struct GatewayConfig {
     /// Browser origins allowed to call the API from other origins (CORS),
     /// e.g. `https://app.example.com`; `*` allows any. Empty: no CORS headers.
     pub cors_origins: Vec<String>,
+    /// Largest plugin component accepted by `PUT /v1/plugins/{name}`.
+    pub max_plugin_bytes: usize,
 }
 
 impl Default for GatewayConfig {
@@ -69,6 +73,7 @@ impl Default for GatewayConfig {
             max_pull_wait: DEFAULT_MAX_PULL_WAIT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             cors_origins: Vec::new(),
+            max_plugin_bytes: DEFAULT_MAX_PLUGIN_BYTES,
         }
     }
 }

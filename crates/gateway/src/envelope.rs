@@ -4,7 +4,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 use switchyard_model::Message;
-use switchyard_router::{Appended, Gap};
+use switchyard_router::{Appended, Gap, Published};
 
 /// The JSON envelope of a message (`format=json` events and pull results).
 /// The payload is text when it is valid UTF-8, else `payload_base64`; the
@@ -45,10 +45,48 @@ pub(crate) fn envelope(m: &Message) -> Value {
     Value::Object(obj)
 }
 
-/// The answer for one published message, as JSON text. Written by hand
-/// because it is on the publish hot path; every field is a topic name (no
-/// characters that need escaping), a number or a fixed-format string.
-pub(crate) fn published(a: &Appended) -> String {
+/// The answer for one published message, as JSON text: the stored
+/// message's fields; when a route plugin rerouted it, also `routed_from`
+/// and `routed` (every stored copy); when it was dropped, `dropped`,
+/// `plugin` and `reason`; when a plugin failed on it, `plugin_error`.
+pub(crate) fn published(p: &Published) -> String {
+    match (&p.results[..], &p.routed_from, &p.dropped, &p.plugin_error) {
+        ([a], None, None, None) => appended(a),
+        _ => {
+            let mut obj = match p.results.first() {
+                Some(a) => serde_json::from_str::<Map<String, Value>>(&appended(a))
+                    .expect("appended() writes a JSON object"),
+                None => Map::new(),
+            };
+            if let Some(from) = &p.routed_from {
+                obj.insert("routed_from".into(), json!(from.as_str()));
+                let all: Vec<Value> = p
+                    .results
+                    .iter()
+                    .map(|a| serde_json::from_str(&appended(a)).expect("JSON object"))
+                    .collect();
+                obj.insert("routed".into(), Value::Array(all));
+            }
+            if let Some((plugin, reason)) = &p.dropped {
+                obj.insert("dropped".into(), json!(true));
+                obj.insert("plugin".into(), json!(plugin));
+                obj.insert("reason".into(), json!(reason));
+            }
+            if let Some((plugin, error)) = &p.plugin_error {
+                obj.insert(
+                    "plugin_error".into(),
+                    json!({"plugin": plugin, "error": error}),
+                );
+            }
+            Value::Object(obj).to_string()
+        }
+    }
+}
+
+/// One stored message, as JSON text. Written by hand because it is on the
+/// publish hot path; every field is a topic name (no characters that need
+/// escaping), a number or a fixed-format string.
+fn appended(a: &Appended) -> String {
     format!(
         r#"{{"topic":"{}","id":"{}","origin":"{}","seq":{},"timestamp":"{}"{}}}"#,
         a.topic,

@@ -59,6 +59,11 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
             Method::GET => pull(&app, &req).await,
             _ => Err(not_allowed("GET")),
         },
+        ("/v1/plugins", _) => crate::plugins::handle(&app, None, req).await,
+        (p, _) if p.starts_with("/v1/plugins/") => {
+            let name = &p["/v1/plugins/".len()..];
+            crate::plugins::handle(&app, Some(name), req).await
+        }
         ("/v1/topics", _) => match method {
             Method::GET => topics(&app, &req),
             _ => Err(not_allowed("GET")),
@@ -87,7 +92,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
     result.unwrap_or_else(Problem::into_response)
 }
 
-fn not_allowed(allow: &'static str) -> Problem {
+pub(crate) fn not_allowed(allow: &'static str) -> Problem {
     Problem {
         allow: Some(allow),
         ..Problem::new(
@@ -98,7 +103,7 @@ fn not_allowed(allow: &'static str) -> Problem {
     }
 }
 
-fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
+pub(crate) fn json_response(status: StatusCode, v: &Value) -> Response<Body> {
     json_text(status, v.to_string())
 }
 
@@ -113,7 +118,11 @@ fn json_text(status: StatusCode, text: String) -> Response<Body> {
 }
 
 /// Reads a body up to `max` bytes; 413 beyond.
-async fn read_body(body: Incoming, headers: &HeaderMap, max: usize) -> Result<Bytes, Problem> {
+pub(crate) async fn read_body(
+    body: Incoming,
+    headers: &HeaderMap,
+    max: usize,
+) -> Result<Bytes, Problem> {
     let too_large = || {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -216,8 +225,13 @@ async fn publish(
     request.payload = read_body(body, &parts.headers, app.router.config().max_payload).await?;
     let results = app.router.publish(vec![request]).await?;
     let result = &results[0];
-    let mut resp = json_text(StatusCode::CREATED, published(result));
-    if result.duplicate {
+    let status = if result.results.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let mut resp = json_text(status, published(result));
+    if result.results.first().is_some_and(|a| a.duplicate) {
         resp.headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
@@ -383,6 +397,19 @@ async fn publish_batch(app: &App, req: Request<Incoming>) -> Result<Response<Bod
     ))
 }
 
+/// The subscription's filter plugin from `filter=` and `filter_config=`.
+fn filter_of(app: &App, query: &Query) -> Result<Option<switchyard_router::Filter>, Problem> {
+    let config = query.one("filter_config")?.map(str::to_owned);
+    match query.one("filter")? {
+        Some(name) => Ok(Some(app.router.plugins().filter(name, config)?)),
+        None if config.is_some() => Err(Problem::bad_request(
+            "invalid_parameter",
+            "filter_config= needs filter=",
+        )),
+        None => Ok(None),
+    }
+}
+
 fn parse_format(query: &Query) -> Result<Format, Problem> {
     match query.one("format")? {
         None | Some("raw") => Ok(Format::Raw),
@@ -397,10 +424,18 @@ fn parse_format(query: &Query) -> Result<Format, Problem> {
 async fn events(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Problem> {
     let query = Query::parse(
         req.uri().query(),
-        &["topic", "from", "last_event_id", "format"],
+        &[
+            "topic",
+            "from",
+            "last_event_id",
+            "format",
+            "filter",
+            "filter_config",
+        ],
     )?;
     let topics = query.topics()?;
     let format = parse_format(&query)?;
+    let filter = filter_of(app, &query)?;
     // Precedence: the Last-Event-ID header (a reconnecting EventSource), then
     // ?last_event_id= (a first EventSource request cannot set headers), then ?from=.
     let start =
@@ -411,7 +446,10 @@ async fn events(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Pr
         } else {
             query.one("from")?.map_or(Ok(Start::Latest), parse_start)?
         };
-    let sub = app.router.subscribe(topics, &start).await?;
+    let mut sub = app.router.subscribe(topics, &start).await?;
+    if let Some(f) = filter {
+        sub.set_filter(f);
+    }
     let body = sse::body(
         sub,
         format,
@@ -431,8 +469,12 @@ async fn events(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Pr
 }
 
 async fn pull(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Problem> {
-    let query = Query::parse(req.uri().query(), &["topic", "from", "limit", "wait"])?;
+    let query = Query::parse(
+        req.uri().query(),
+        &["topic", "from", "limit", "wait", "filter", "filter_config"],
+    )?;
     let topics = query.topics()?;
+    let filter = filter_of(app, &query)?;
     let start = query
         .one("from")?
         .map_or(Ok(Start::Earliest), parse_start)?;
@@ -441,7 +483,7 @@ async fn pull(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Prob
     // A long-poll ends when the node shuts down, so that it does not hold the drain.
     let mut shutdown = app.shutdown.clone();
     let batch = tokio::select! {
-        batch = app.router.pull(topics, &start, limit as usize, Duration::from_secs(wait)) => batch?,
+        batch = app.router.pull(topics, &start, limit as usize, Duration::from_secs(wait), filter) => batch?,
         _ = shutdown.wait_for(|stopping| *stopping) => {
             return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the node is shutting down"));
         }

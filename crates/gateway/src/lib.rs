@@ -15,6 +15,7 @@ mod config;
 mod cors;
 mod envelope;
 mod handlers;
+mod plugins;
 mod problem;
 mod query;
 mod server;

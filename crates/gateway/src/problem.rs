@@ -5,7 +5,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::{Value, json};
 use switchyard_model::ModelError;
 use switchyard_router::StoreError;
-use switchyard_router::{InvalidMessage, RouterError};
+use switchyard_router::{InvalidMessage, PluginError, RouterError};
 
 use crate::server::{Body, full};
 
@@ -131,6 +131,39 @@ impl From<RouterError> for Problem {
                     "storage_error",
                     other.to_string(),
                 )
+            }
+            RouterError::PluginNotFound(_) => {
+                Problem::new(StatusCode::NOT_FOUND, "plugin_not_found", e.to_string())
+            }
+            RouterError::PluginSetting(_) => {
+                Problem::bad_request("invalid_plugin_setting", e.to_string())
+            }
+            RouterError::PluginConflict(_) => {
+                Problem::new(StatusCode::CONFLICT, "plugin_conflict", e.to_string())
+            }
+            RouterError::Plugin(p) => {
+                let code = match &p {
+                    PluginError::InvalidComponent(_) => "invalid_component",
+                    PluginError::NoKnownWorld(_) => "unknown_world",
+                    PluginError::WrongHook { .. } => "wrong_hook",
+                    PluginError::ConfigRejected(_) => "config_rejected",
+                    PluginError::InvalidSetting(_) => "invalid_plugin_setting",
+                    PluginError::Call { .. } => "plugin_failed",
+                    PluginError::Engine(_) => {
+                        tracing::error!(error = %p, "plugin engine error");
+                        return Problem::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "plugin_engine",
+                            p.to_string(),
+                        );
+                    }
+                };
+                let status = if code == "invalid_plugin_setting" {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                };
+                Problem::new(status, code, p.to_string())
             }
             other => Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,

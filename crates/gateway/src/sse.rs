@@ -90,6 +90,14 @@ pub(crate) fn format_delivery(d: &Delivery, format: Format) -> Bytes {
     for (m, cursor) in d.with_cursors() {
         put_message(&mut buf, m, &cursor.encode(), format);
     }
+    if d.messages.is_empty() && d.skipped > 0 {
+        // Everything read was filtered out: an event with only an `id:`
+        // moves the client's Last-Event-ID past it without dispatching
+        // anything (EventSource ignores events without data).
+        buf.put_slice(b"id: ");
+        buf.put_slice(d.cursor.encode().as_bytes());
+        buf.put_slice(b"\n\n");
+    }
     buf.freeze()
 }
 

@@ -49,6 +49,19 @@ pub enum RouterError {
     /// The store failed or refuses writes; see the inner error.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// No plugin binding has this name.
+    #[error("no plugin named {0:?}")]
+    PluginNotFound(String),
+    /// A plugin binding setting is not acceptable.
+    #[error("{0}")]
+    PluginSetting(String),
+    /// The change conflicts with how the binding was made.
+    #[error("{0}")]
+    PluginConflict(String),
+    /// The plugin was refused (not a component, wrong world, rejected
+    /// configuration) or the engine failed.
+    #[error(transparent)]
+    Plugin(#[from] switchyard_plugin_host::PluginError),
     /// A blocking read task failed to run (the runtime is shutting down).
     #[error("the node is shutting down")]
     ShuttingDown,

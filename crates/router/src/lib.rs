@@ -11,13 +11,21 @@
 #![warn(missing_docs)]
 
 mod error;
+mod plugins;
 mod router;
 mod subscription;
 mod validate;
 
 pub use error::{InvalidMessage, RouterError};
-pub use router::{PublishRequest, Router, RouterConfig, Start};
+pub use plugins::{
+    BindingSettings, ConfiguredBinding, ERROR_HEADER, Filter, MAX_BINDINGS, MAX_CONFIG,
+    PLUGIN_HEADER, PluginInfo, Plugins, PluginsConfig, Source, validate_name,
+};
+pub use router::{PublishRequest, Published, Router, RouterConfig, Start};
 pub use subscription::{Delivery, Subscription};
+pub use switchyard_plugin_host::{
+    EngineConfig, ErrorPolicy, Hook, Limits, PluginEngine, PluginError, StatsSnapshot,
+};
 pub use switchyard_store::{
     Appended, FsyncMode, Gap, RetentionPolicy, RetentionRule, StoreConfig, StoreError, StreamInfo,
     TopicInfo,

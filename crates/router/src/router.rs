@@ -1,9 +1,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_model::{Cursor, NodeId, Timestamp, TopicSet};
+use switchyard_model::{Cursor, NodeId, Timestamp, Topic, TopicSet};
 use switchyard_store::{Append, Appended, ReadBatch, ReadQuery, Store, StoreConfig, TopicInfo};
 
+use crate::plugins::{Filter, Plugins, PluginsConfig, Routed};
 use crate::subscription::Subscription;
 use crate::{InvalidMessage, RouterError, validate};
 
@@ -23,6 +24,8 @@ pub struct RouterConfig {
     pub read_limit: usize,
     /// Most payload bytes per subscription read.
     pub read_max_bytes: usize,
+    /// Plugin engine settings and configured bindings.
+    pub plugins: PluginsConfig,
 }
 
 impl RouterConfig {
@@ -33,6 +36,7 @@ impl RouterConfig {
             max_payload: switchyard_model::limits::DEFAULT_MAX_PAYLOAD,
             read_limit: DEFAULT_READ_LIMIT,
             read_max_bytes: DEFAULT_READ_BYTES,
+            plugins: PluginsConfig::default(),
         }
     }
 }
@@ -40,6 +44,33 @@ impl RouterConfig {
 /// One message a client publishes: the store's [`Append`], validated by the
 /// router before it reaches the store.
 pub type PublishRequest = Append;
+
+/// What became of one published message.
+#[derive(Clone, Debug)]
+pub struct Published {
+    /// The stored messages: one, several when a route plugin rerouted it to
+    /// several topics, none when it was dropped.
+    pub results: Vec<Appended>,
+    /// The topic it was published to, when a route plugin rerouted it.
+    pub routed_from: Option<Topic>,
+    /// (plugin, reason) when a route plugin dropped it, or a failing
+    /// plugin's `drop` policy did.
+    pub dropped: Option<(String, String)>,
+    /// (plugin, error) when a route plugin failed on it and the binding's
+    /// error policy decided what happened.
+    pub plugin_error: Option<(String, String)>,
+}
+
+impl Published {
+    fn stored(a: Appended) -> Self {
+        Published {
+            results: vec![a],
+            routed_from: None,
+            dropped: None,
+            plugin_error: None,
+        }
+    }
+}
 
 /// Where a subscription starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,17 +90,29 @@ pub enum Start {
 pub struct Router {
     store: Arc<Store>,
     config: Arc<RouterConfig>,
+    plugins: Arc<Plugins>,
 }
 
 impl Router {
     /// Opens the store and builds the router. Blocking (recovery reads the
     /// journal).
     pub fn open(config: RouterConfig) -> Result<Router, RouterError> {
-        let store = Store::open(config.store.clone())?;
+        let store = Arc::new(Store::open(config.store.clone())?);
+        let plugins = Arc::new(Plugins::open(
+            store.clone(),
+            &config.plugins,
+            config.max_payload,
+        )?);
         Ok(Router {
-            store: Arc::new(store),
+            store,
             config: Arc::new(config),
+            plugins,
         })
+    }
+
+    /// The plugin bindings.
+    pub fn plugins(&self) -> &Arc<Plugins> {
+        &self.plugins
     }
 
     /// This node's id.
@@ -87,11 +130,12 @@ impl Router {
         self.store.is_writable()
     }
 
-    /// Validates every message, then appends them atomically and in order.
-    /// A batch with any invalid entry is refused entirely
-    /// ([`RouterError::InvalidBatch`] names every bad entry); a single message
-    /// is refused with [`RouterError::Invalid`].
-    pub async fn publish(&self, batch: Vec<PublishRequest>) -> Result<Vec<Appended>, RouterError> {
+    /// Validates every message, runs the route plugins that apply, then
+    /// appends what they decided atomically and in order. A batch with any
+    /// invalid entry is refused entirely ([`RouterError::InvalidBatch`] names
+    /// every bad entry); a single message is refused with
+    /// [`RouterError::Invalid`]. One [`Published`] per request, in order.
+    pub async fn publish(&self, batch: Vec<PublishRequest>) -> Result<Vec<Published>, RouterError> {
         let bad: Vec<(usize, InvalidMessage)> = batch
             .iter()
             .enumerate()
@@ -104,7 +148,30 @@ impl Router {
                 RouterError::InvalidBatch(bad)
             });
         }
-        Ok(self.store.append(batch).await?)
+        if !self.plugins.has_routes() {
+            let appended = self.store.append(batch).await?;
+            return Ok(appended.into_iter().map(Published::stored).collect());
+        }
+        let routed: Vec<Routed> = batch.into_iter().map(|r| self.plugins.route(r)).collect();
+        let appends: Vec<Append> = routed
+            .iter()
+            .flat_map(|r| r.stored.iter().cloned())
+            .collect();
+        let mut appended = if appends.is_empty() {
+            Vec::new()
+        } else {
+            self.store.append(appends).await?
+        }
+        .into_iter();
+        Ok(routed
+            .into_iter()
+            .map(|r| Published {
+                results: appended.by_ref().take(r.stored.len()).collect(),
+                routed_from: r.routed_from,
+                dropped: r.dropped,
+                plugin_error: r.failure,
+            })
+            .collect())
     }
 
     /// Resolves where a subscription starts into a cursor.
@@ -144,16 +211,21 @@ impl Router {
     }
 
     /// One bounded read for the pull API: up to `limit` messages after the
-    /// start; when there are none, waits up to `wait` for some.
+    /// start; when there are none, waits up to `wait` for some. A filter
+    /// drops or transforms messages as it would for a subscription.
     pub async fn pull(
         &self,
         topics: TopicSet,
         start: &Start,
         limit: usize,
         wait: Duration,
+        filter: Option<Filter>,
     ) -> Result<ReadBatch, RouterError> {
         let mut sub = self.subscribe(topics, start).await?;
         sub.set_limit(limit);
+        if let Some(f) = filter {
+            sub.set_filter(f);
+        }
         let mut d = sub.next_available().await?;
         if d.messages.is_empty()
             && d.gaps.is_empty()

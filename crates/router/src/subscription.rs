@@ -6,6 +6,7 @@ use switchyard_store::{Gap, ReadBatch, ReadQuery, Store};
 use tokio::sync::watch;
 
 use crate::RouterError;
+use crate::plugins::{Filter, Filtered};
 
 /// What a subscription delivers next: removed ranges first, then messages.
 #[derive(Debug, Default)]
@@ -18,6 +19,9 @@ pub struct Delivery {
     pub start: Cursor,
     /// The position after the whole delivery.
     pub cursor: Cursor,
+    /// Messages the subscription's filter skipped in this delivery. A
+    /// delivery may hold only skipped messages: the position still moved.
+    pub skipped: usize,
 }
 
 impl Delivery {
@@ -50,6 +54,8 @@ pub struct Subscription {
     /// Started from `earliest`: a removed range before anything was read
     /// from an origin is not a gap.
     from_earliest: bool,
+    /// The egress filter plugin, if any.
+    filter: Option<Filter>,
 }
 
 impl Subscription {
@@ -67,7 +73,43 @@ impl Subscription {
             changes,
             reported: HashSet::new(),
             from_earliest,
+            filter: None,
         }
+    }
+
+    /// Passes every message through `filter` before it is delivered.
+    pub fn set_filter(&mut self, filter: Filter) {
+        self.filter = Some(filter);
+    }
+
+    /// Runs the filter over a read batch: kept and transformed messages
+    /// stay, skipped ones are counted, dead-letter copies are stored.
+    async fn filter(
+        &mut self,
+        messages: Vec<Arc<Message>>,
+    ) -> Result<(Vec<Arc<Message>>, usize), RouterError> {
+        let Some(filter) = self.filter.as_mut() else {
+            return Ok((messages, 0));
+        };
+        let mut kept = Vec::with_capacity(messages.len());
+        let mut skipped = 0;
+        let mut dead = Vec::new();
+        for m in messages {
+            match filter.apply(m)? {
+                Filtered::Keep(m) => kept.push(m),
+                Filtered::Skip => skipped += 1,
+                Filtered::DeadLetter(a) => {
+                    skipped += 1;
+                    dead.push(a);
+                }
+            }
+        }
+        if !dead.is_empty()
+            && let Err(e) = self.store.append(dead).await
+        {
+            tracing::error!(error = %e, "storing dead-lettered messages failed");
+        }
+        Ok((kept, skipped))
     }
 
     /// The position after everything delivered (or passed over) so far.
@@ -108,13 +150,15 @@ impl Subscription {
                 })
                 .collect();
             let advanced = batch.cursor != self.cursor;
+            let (messages, skipped) = self.filter(batch.messages).await?;
             let start = std::mem::replace(&mut self.cursor, batch.cursor.clone());
-            if !batch.messages.is_empty() || !gaps.is_empty() || !advanced {
+            if !messages.is_empty() || !gaps.is_empty() || !advanced || skipped > 0 {
                 return Ok(Delivery {
                     gaps,
-                    messages: batch.messages,
+                    messages,
                     start,
                     cursor: batch.cursor,
+                    skipped,
                 });
             }
             // Passed over messages that do not match; there may be more.
@@ -126,7 +170,7 @@ impl Subscription {
     pub async fn next(&mut self) -> Result<Delivery, RouterError> {
         loop {
             let d = self.next_available().await?;
-            if !d.messages.is_empty() || !d.gaps.is_empty() {
+            if !d.messages.is_empty() || !d.gaps.is_empty() || d.skipped > 0 {
                 return Ok(d);
             }
             if self.changes.changed().await.is_err() {

@@ -25,6 +25,10 @@ pub(crate) struct Shared {
     pub meta: Keyspace,
     /// `idem`: (topic, idempotency key) -> first result and expiry.
     pub idem: Keyspace,
+    /// `plugins`: plugin binding records and components.
+    pub plugins: Keyspace,
+    /// `plugin_kv`: plugin key-value data.
+    pub plugin_kv: Keyspace,
     pub node_id: NodeId,
     pub config: StoreConfig,
     /// Streams, origins and visible watermarks. Written only by the writer thread.
@@ -201,6 +205,8 @@ impl Store {
         let index = open_keyspace(&db, "index")?;
         let meta = open_keyspace(&db, "meta")?;
         let idem = open_keyspace(&db, "idem")?;
+        let plugins = open_keyspace(&db, "plugins")?;
+        let plugin_kv = open_keyspace(&db, "plugin_kv")?;
         let boot = current_boot_id(&config);
         let marker = meta.get(keys::RUN_KEY)?;
         let node_id = if previous_run_may_have_lost(marker.as_deref(), &boot) {
@@ -231,6 +237,8 @@ impl Store {
             index,
             meta,
             idem,
+            plugins,
+            plugin_kv,
             node_id,
             changes,
             poisoned: AtomicBool::new(false),

@@ -108,6 +108,26 @@ impl Client {
         self.json_body(resp).await
     }
 
+    /// Sends `body` with `method` to `path` and parses the JSON answer.
+    pub async fn send_json(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Bytes,
+        content_type: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        let req = self
+            .request(method, path)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Full::new(body))
+            .map_err(|e| ClientError::Api {
+                status: StatusCode::BAD_REQUEST,
+                detail: format!("cannot build the request: {e}"),
+            })?;
+        let resp = self.send(req).await?;
+        self.json_body(resp).await
+    }
+
     /// Reads a successful answer's JSON body.
     async fn json_body(
         &self,

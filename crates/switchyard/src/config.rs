@@ -9,7 +9,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use switchyard_gateway::GatewayConfig;
 use switchyard_model::TopicPattern;
-use switchyard_router::{FsyncMode, RetentionPolicy, RetentionRule, RouterConfig};
+use switchyard_router::{
+    BindingSettings, ConfiguredBinding, ErrorPolicy, FsyncMode, Limits, RetentionPolicy,
+    RetentionRule, RouterConfig,
+};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -44,6 +47,63 @@ pub struct FileConfig {
     /// Cross-origin settings for browser clients.
     #[serde(default)]
     pub cors: CorsSection,
+    /// Plugin engine settings and defaults.
+    #[serde(default)]
+    pub plugins: PluginsSection,
+    /// Plugin bindings (`[[plugin]]`), loaded at every start.
+    #[serde(default)]
+    pub plugin: Vec<PluginBindingSection>,
+}
+
+/// `[plugins]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsSection {
+    /// Keep compiled plugins in `<data_dir>/plugin-cache` (default true).
+    pub compile_cache: Option<bool>,
+    /// Instances the pooling allocator has room for (0: allocate on demand).
+    pub pooled_instances: Option<u32>,
+    /// Largest memory cap a binding may ask for, in MiB.
+    pub max_memory_mb: Option<usize>,
+    /// Largest component upload, in bytes.
+    pub max_upload_bytes: Option<usize>,
+    /// Default fuel per hook call.
+    pub fuel: Option<u64>,
+    /// Default memory cap per instance, in MiB.
+    pub memory_mb: Option<usize>,
+    /// Default most instances per binding.
+    pub max_instances: Option<usize>,
+    /// Default most host calls per hook call.
+    pub max_host_calls: Option<u32>,
+}
+
+/// One `[[plugin]]` binding.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginBindingSection {
+    /// Binding name.
+    pub name: String,
+    /// Component file (relative paths are taken from the config file's
+    /// directory).
+    pub file: PathBuf,
+    /// `route`, `filter` or `pick`.
+    pub hook: String,
+    /// Topic patterns (default `[">"]`).
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Configuration string for the plugin's `init`.
+    #[serde(default)]
+    pub config: String,
+    /// `drop` (default), `pass` or `dead-letter`.
+    pub on_error: Option<String>,
+    /// Fuel per hook call.
+    pub fuel: Option<u64>,
+    /// Memory cap per instance, in MiB.
+    pub memory_mb: Option<usize>,
+    /// Most instances.
+    pub max_instances: Option<usize>,
+    /// Most host calls per hook call.
+    pub max_host_calls: Option<u32>,
 }
 
 /// `[cors]`
@@ -186,7 +246,7 @@ fn positive(name: &str, v: Option<u64>) -> Result<Option<u64>, String> {
 impl NodeConfig {
     /// Reads the file (if any) and applies the overrides.
     pub fn load(file: Option<&Path>, over: Overrides) -> Result<NodeConfig, String> {
-        let fc: FileConfig = match file {
+        let mut fc: FileConfig = match file {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
@@ -194,6 +254,13 @@ impl NodeConfig {
             }
             None => FileConfig::default(),
         };
+        if let Some(dir) = file.and_then(Path::parent) {
+            for b in &mut fc.plugin {
+                if b.file.is_relative() {
+                    b.file = dir.join(&b.file);
+                }
+            }
+        }
         NodeConfig::build(fc, over)
     }
 
@@ -359,6 +426,7 @@ impl NodeConfig {
             }
         }
         gateway.cors_origins = fc.cors.allow_origins;
+        plugins(&mut router, &mut gateway, fc.plugins, fc.plugin)?;
         if gateway.max_batch_bytes < router.max_payload {
             return Err("limits.max_batch_bytes must be at least limits.max_payload_bytes".into());
         }
@@ -369,6 +437,99 @@ impl NodeConfig {
             gateway,
         })
     }
+}
+
+/// The `[plugins]` section and the `[[plugin]]` bindings.
+fn plugins(
+    router: &mut RouterConfig,
+    gateway: &mut GatewayConfig,
+    section: PluginsSection,
+    bindings: Vec<PluginBindingSection>,
+) -> Result<(), String> {
+    let p = &mut router.plugins;
+    if section.compile_cache == Some(false) {
+        p.engine.cache_dir = None;
+    } else {
+        p.engine.cache_dir = Some(router.store.path.join("plugin-cache"));
+    }
+    if let Some(v) = section.pooled_instances {
+        p.engine.pooled_instances = v;
+    }
+    if let Some(v) = positive(
+        "plugins.max_memory_mb",
+        section.max_memory_mb.map(|v| v as u64),
+    )? {
+        p.engine.max_memory_bytes = (v as usize) << 20;
+    }
+    if let Some(v) = positive(
+        "plugins.max_upload_bytes",
+        section.max_upload_bytes.map(|v| v as u64),
+    )? {
+        gateway.max_plugin_bytes = v as usize;
+    }
+    let d = &mut p.limits;
+    d.max_output_bytes = router.max_payload;
+    if let Some(v) = positive("plugins.fuel", section.fuel)? {
+        d.fuel = v;
+    }
+    if let Some(v) = positive("plugins.memory_mb", section.memory_mb.map(|v| v as u64))? {
+        d.memory_bytes = (v as usize) << 20;
+    }
+    if let Some(v) = positive(
+        "plugins.max_instances",
+        section.max_instances.map(|v| v as u64),
+    )? {
+        d.max_instances = v as usize;
+    }
+    if let Some(v) = positive(
+        "plugins.max_host_calls",
+        section.max_host_calls.map(u64::from),
+    )? {
+        d.max_host_calls = v as u32;
+    }
+    let defaults = *d;
+    for b in bindings {
+        let what = format!("[[plugin]] {:?}", b.name);
+        switchyard_router::validate_name(&b.name).map_err(|e| format!("{what}: {e}"))?;
+        let topics = if b.topics.is_empty() {
+            vec![">".to_owned()]
+        } else {
+            b.topics
+        };
+        let settings = BindingSettings {
+            name: b.name.clone(),
+            hook: b.hook.parse().map_err(|e| format!("{what}: {e}"))?,
+            topics: topics
+                .iter()
+                .map(|t| t.parse::<TopicPattern>())
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{what}: {e}"))?,
+            config: b.config,
+            on_error: b
+                .on_error
+                .as_deref()
+                .map_or(Ok(ErrorPolicy::default()), str::parse)
+                .map_err(|e| format!("{what}: {e}"))?,
+            limits: Limits {
+                fuel: positive("plugin.fuel", b.fuel)?.unwrap_or(defaults.fuel),
+                memory_bytes: positive("plugin.memory_mb", b.memory_mb.map(|v| v as u64))?
+                    .map_or(defaults.memory_bytes, |v| (v as usize) << 20),
+                max_instances: positive("plugin.max_instances", b.max_instances.map(|v| v as u64))?
+                    .map_or(defaults.max_instances, |v| v as usize),
+                max_host_calls: positive("plugin.max_host_calls", b.max_host_calls.map(u64::from))?
+                    .map_or(defaults.max_host_calls, |v| v as u32),
+                ..defaults
+            },
+        };
+        if p.bindings.iter().any(|c| c.settings.name == b.name) {
+            return Err(format!("{what} is bound twice"));
+        }
+        p.bindings.push(ConfiguredBinding {
+            file: b.file,
+            settings,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

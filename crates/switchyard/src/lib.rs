@@ -5,4 +5,5 @@
 
 pub mod client;
 pub mod config;
+pub mod plugin_cli;
 pub mod sse;

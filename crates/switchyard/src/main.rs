@@ -100,12 +100,175 @@ enum Command {
         #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
         url: String,
     },
+    /// Manage WebAssembly plugins on a node, or test one locally.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// List topics with their message counts and sizes.
     Topics {
         /// Node URL.
         #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
         url: String,
     },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Upload a component and bind it (replaces a binding of the same name atomically).
+    Push {
+        /// The component (.wasm, built for wasm32-wasip2).
+        file: PathBuf,
+        /// Binding name.
+        #[arg(long)]
+        name: String,
+        /// route, filter or pick.
+        #[arg(long)]
+        hook: String,
+        /// Topic pattern it applies to (repeatable; default `>`).
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+        /// Configuration string passed to the plugin's init.
+        #[arg(long)]
+        config: Option<String>,
+        /// drop, pass or dead-letter.
+        #[arg(long)]
+        on_error: Option<String>,
+        /// Fuel per hook call.
+        #[arg(long)]
+        fuel: Option<u64>,
+        /// Memory cap per instance, in MiB.
+        #[arg(long)]
+        memory_mb: Option<u64>,
+        /// Node URL.
+        #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
+        url: String,
+    },
+    /// List bindings with their counters.
+    List {
+        /// Print the node's JSON answer.
+        #[arg(long)]
+        json: bool,
+        /// Node URL.
+        #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
+        url: String,
+    },
+    /// Unbind a plugin and delete its key-value data.
+    Rm {
+        /// Binding name.
+        name: String,
+        /// Node URL.
+        #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
+        url: String,
+    },
+    /// Run a hook locally, without a node, and print each decision as JSON.
+    Test {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// route, filter or pick.
+        #[arg(long)]
+        hook: String,
+        /// Configuration string passed to init.
+        #[arg(long, default_value = "")]
+        config: String,
+        /// A JSON message {"topic", "payload", "key", "headers", ...}, several as JSON lines, or @file.
+        #[arg(long)]
+        message: String,
+        /// For pick: a JSON array of candidates [{"id", "inflight", "weight", "labels"}], or @file.
+        #[arg(long)]
+        candidates: Option<String>,
+        /// Fuel per hook call.
+        #[arg(long)]
+        fuel: Option<u64>,
+        /// Memory cap per instance, in MiB.
+        #[arg(long)]
+        memory_mb: Option<u64>,
+    },
+}
+
+async fn plugin(cmd: PluginCommand) -> Result<()> {
+    match cmd {
+        PluginCommand::Push {
+            file,
+            name,
+            hook,
+            topics,
+            config,
+            on_error,
+            fuel,
+            memory_mb,
+            url,
+        } => {
+            let client = Client::new(&url)?;
+            let v = switchyard::plugin_cli::push(
+                &client,
+                &switchyard::plugin_cli::Push {
+                    file: &file,
+                    name: &name,
+                    hook: &hook,
+                    topics: &topics,
+                    config: config.as_deref(),
+                    on_error: on_error.as_deref(),
+                    fuel,
+                    memory_mb,
+                },
+            )
+            .await?;
+            println!(
+                "bound {} ({} hook, version {}, sha256 {})",
+                name,
+                v["hook"].as_str().unwrap_or("?"),
+                v["version"],
+                v["sha256"].as_str().unwrap_or("?")
+            );
+            Ok(())
+        }
+        PluginCommand::List { json, url } => {
+            let v = Client::new(&url)?.get_json("/v1/plugins").await?;
+            if json {
+                println!("{v}");
+            } else {
+                print!("{}", switchyard::plugin_cli::format_list(&v));
+            }
+            Ok(())
+        }
+        PluginCommand::Rm { name, url } => {
+            let client = Client::new(&url)?;
+            let req = client
+                .request(http::Method::DELETE, &format!("/v1/plugins/{name}"))
+                .body(Full::new(Bytes::new()))?;
+            client.send(req).await?;
+            println!("removed {name}");
+            Ok(())
+        }
+        PluginCommand::Test {
+            file,
+            hook,
+            config,
+            message,
+            candidates,
+            fuel,
+            memory_mb,
+        } => {
+            init_logging(false);
+            let t = switchyard::plugin_cli::Test {
+                file: &file,
+                hook: &hook,
+                config: &config,
+                message: &message,
+                candidates: candidates.as_deref(),
+                fuel,
+                memory_mb,
+            };
+            let (lines, failed) = tokio::task::block_in_place(|| switchyard::plugin_cli::test(&t))?;
+            let mut out = std::io::stdout().lock();
+            for l in lines {
+                writeln!(out, "{l}")?;
+            }
+            if failed {
+                bail!("the plugin failed on at least one message");
+            }
+            Ok(())
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -157,6 +320,7 @@ fn main() -> ExitCode {
                 url,
             } => subscribe(&url, &patterns, &from, &format, count).await,
             Command::Topics { url } => topics(&url).await,
+            Command::Plugin(cmd) => plugin(cmd).await,
         }
     });
     match result {

@@ -1,0 +1,172 @@
+//! `/v1/plugins`: bind, list and unbind WebAssembly plugins.
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+use switchyard_model::TopicPattern;
+use switchyard_router::{BindingSettings, ErrorPolicy, Hook, Limits, PluginInfo, Source};
+
+use crate::handlers::{json_response, not_allowed, read_body};
+use crate::problem::Problem;
+use crate::query::Query;
+use crate::server::{App, Body};
+
+/// Query parameters of `PUT /v1/plugins/{name}`.
+const PUT_PARAMS: &[&str] = &[
+    "hook",
+    "topic",
+    "config",
+    "on_error",
+    "fuel",
+    "memory_mb",
+    "max_instances",
+    "max_host_calls",
+];
+
+pub(crate) async fn handle(
+    app: &App,
+    name: Option<&str>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Problem> {
+    match (name, req.method().clone()) {
+        (None, Method::GET) => {
+            Query::parse(req.uri().query(), &[])?;
+            let list: Vec<Value> = app.router.plugins().list().iter().map(info_json).collect();
+            Ok(json_response(StatusCode::OK, &json!({ "plugins": list })))
+        }
+        (None, _) => Err(not_allowed("GET")),
+        (Some(name), Method::GET) => {
+            Query::parse(req.uri().query(), &[])?;
+            let info =
+                app.router.plugins().info(name).ok_or_else(|| {
+                    switchyard_router::RouterError::PluginNotFound(name.to_owned())
+                })?;
+            Ok(json_response(StatusCode::OK, &info_json(&info)))
+        }
+        (Some(name), Method::PUT) => put(app, name, req).await,
+        (Some(name), Method::DELETE) => {
+            Query::parse(req.uri().query(), &[])?;
+            let (plugins, n) = (app.router.plugins().clone(), name.to_owned());
+            tokio::task::spawn_blocking(move || plugins.remove(&n))
+                .await
+                .map_err(|_| switchyard_router::RouterError::ShuttingDown)??;
+            Ok(json_response(StatusCode::OK, &json!({ "deleted": name })))
+        }
+        (Some(_), _) => Err(not_allowed("GET, PUT, DELETE")),
+    }
+}
+
+fn parse<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, Problem>
+where
+    T::Err: std::fmt::Display,
+{
+    raw.parse::<T>()
+        .map_err(|e| Problem::bad_request("invalid_parameter", format!("{what}={raw:?}: {e}")))
+}
+
+async fn put(app: &App, name: &str, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
+    switchyard_router::validate_name(name)?;
+    let query = Query::parse(req.uri().query(), PUT_PARAMS)?;
+    let plugins = app.router.plugins().clone();
+    let existing = plugins.info(name);
+    let hook: Hook = match (query.one("hook")?, &existing) {
+        (Some(h), _) => parse(h, "hook")?,
+        (None, Some(e)) => e.hook,
+        (None, None) => {
+            return Err(Problem::bad_request(
+                "missing_parameter",
+                "hook= is required: route, filter or pick",
+            ));
+        }
+    };
+    let mut topics: Vec<TopicPattern> = Vec::new();
+    for t in query.all("topic") {
+        topics.push(t.parse()?);
+    }
+    if topics.is_empty() {
+        topics = match &existing {
+            Some(e) => e.topics.iter().filter_map(|t| t.parse().ok()).collect(),
+            None => vec![">".parse().expect("valid pattern")],
+        };
+    }
+    let config = match (query.one("config")?, &existing) {
+        (Some(c), _) => c.to_owned(),
+        (None, Some(e)) => e.config.clone(),
+        (None, None) => String::new(),
+    };
+    let on_error: ErrorPolicy = match (query.one("on_error")?, &existing) {
+        (Some(p), _) => parse(p, "on_error")?,
+        (None, Some(e)) => e.on_error,
+        (None, None) => ErrorPolicy::default(),
+    };
+    let base = existing
+        .as_ref()
+        .map_or_else(|| plugins.default_limits(), |e| e.limits);
+    let limits = Limits {
+        fuel: query.number("fuel", base.fuel, 1, 10_000_000_000)?,
+        memory_bytes: query.number("memory_mb", (base.memory_bytes >> 20) as u64, 1, 4096)?
+            as usize
+            * 1024
+            * 1024,
+        max_instances: query.number("max_instances", base.max_instances as u64, 1, 64)? as usize,
+        max_host_calls: query.number("max_host_calls", base.max_host_calls as u64, 1, 1_000_000)?
+            as u32,
+        ..base
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(body, &parts.headers, app.config.max_plugin_bytes).await?;
+    let component = (!bytes.is_empty()).then_some(bytes);
+    let settings = BindingSettings {
+        name: name.to_owned(),
+        hook,
+        topics,
+        config,
+        on_error,
+        limits,
+    };
+    let created = existing.is_none();
+    let info = tokio::task::spawn_blocking(move || {
+        plugins.bind(settings, component.as_deref(), Source::Api)
+    })
+    .await
+    .map_err(|_| switchyard_router::RouterError::ShuttingDown)??;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(json_response(status, &info_json(&info)))
+}
+
+/// The JSON of one binding, as `GET /v1/plugins` lists it.
+pub(crate) fn info_json(p: &PluginInfo) -> Value {
+    let s = &p.stats;
+    json!({
+        "name": p.name,
+        "hook": p.hook.as_str(),
+        "topics": p.topics,
+        "config": p.config,
+        "on_error": p.on_error.as_str(),
+        "sha256": p.sha256,
+        "size": p.size,
+        "version": p.version,
+        "updated_ms": p.updated_ms,
+        "source": match p.source { Source::Api => "api", Source::Config => "config" },
+        "limits": {
+            "fuel": p.limits.fuel,
+            "memory_bytes": p.limits.memory_bytes,
+            "max_instances": p.limits.max_instances,
+            "max_host_calls": p.limits.max_host_calls,
+            "max_output_bytes": p.limits.max_output_bytes,
+        },
+        "counters": {
+            "calls": s.calls,
+            "errors": s.errors,
+            "time_ns": s.time_ns,
+            "mean_ns": s.time_ns.checked_div(s.calls).unwrap_or(0),
+            "instances_created": s.instances_created,
+            "failures": s.failures,
+            "custom": s.custom,
+        },
+    })
+}

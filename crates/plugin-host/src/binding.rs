@@ -1,0 +1,454 @@
+//! A plugin bound to a hook: a pool of reusable instances and the calls.
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Instant;
+
+use switchyard_model::{Header, Topic};
+use wasmtime::{Engine, Store, Trap};
+
+use crate::bindings::route::switchyard::plugin::types as wit;
+use crate::bindings::{filter, pick, route};
+use crate::engine::{Plugin, PluginEngine};
+use crate::host::{HostState, Shared};
+use crate::kv::KvBackend;
+use crate::stats::Stats;
+use crate::{
+    BindingSpec, Candidate, FailureKind, FilterDecision, Hook, MAX_REROUTE_TOPICS, PluginError,
+    PluginMessage, RouteDecision,
+};
+
+/// Fuel for `init`: generous, since it runs once per instance (at least
+/// this much, or four times the per-call budget).
+const INIT_FUEL: u64 = 200_000_000;
+
+enum Inst {
+    Route(route::RoutePlugin),
+    Filter(filter::FilterPlugin),
+    Pick(pick::PickPlugin),
+}
+
+struct Slot {
+    store: Store<HostState>,
+    inst: Inst,
+}
+
+struct Pool {
+    idle: Vec<Slot>,
+    live: usize,
+}
+
+/// A plugin bound to a hook with its settings. Immutable once built: a new
+/// version of a plugin is a new `Binding`, and calls that started on the old
+/// one finish on it. Calls are synchronous and short; they may run on any
+/// thread.
+pub struct Binding {
+    spec: BindingSpec,
+    plugin: Arc<Plugin>,
+    engine: Engine,
+    shared: Arc<Shared>,
+    pool: Mutex<Pool>,
+    freed: Condvar,
+}
+
+impl Binding {
+    /// Binds `plugin` as `spec` describes, using `kv` for its key-value
+    /// store and `stats` for its counters (pass the old binding's to keep
+    /// counting across a reload). Creates the first instance and runs
+    /// `init`, so that a rejected configuration is reported here.
+    pub fn new(
+        engine: &PluginEngine,
+        plugin: Arc<Plugin>,
+        spec: BindingSpec,
+        kv: Arc<dyn KvBackend>,
+        stats: Arc<Stats>,
+    ) -> Result<Arc<Binding>, PluginError> {
+        let hooks = plugin.hooks();
+        if !hooks.contains(&spec.hook) {
+            return Err(PluginError::WrongHook {
+                wanted: spec.hook.as_str(),
+                found: hooks
+                    .iter()
+                    .map(|h| h.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        let l = &spec.limits;
+        if l.memory_bytes < 1024 * 1024 || l.memory_bytes > engine.config.max_memory_bytes {
+            return Err(PluginError::InvalidSetting(format!(
+                "memory limit of {} bytes; allowed are 1 MiB to {} bytes",
+                l.memory_bytes, engine.config.max_memory_bytes
+            )));
+        }
+        if l.fuel == 0 || l.fuel > 10_000_000_000 {
+            return Err(PluginError::InvalidSetting(format!(
+                "fuel {}; allowed are 1 to 10000000000",
+                l.fuel
+            )));
+        }
+        if l.max_instances == 0 || l.max_instances > 64 {
+            return Err(PluginError::InvalidSetting(format!(
+                "max_instances {}; allowed are 1 to 64",
+                l.max_instances
+            )));
+        }
+        if spec.topics.is_empty() {
+            return Err(PluginError::InvalidSetting(
+                "a binding needs at least one topic pattern".into(),
+            ));
+        }
+        let kv_keys = kv.count(&spec.name).map_err(PluginError::Engine)?;
+        let shared = Arc::new(Shared {
+            name: spec.name.as_str().into(),
+            kv,
+            kv_keys: AtomicUsize::new(kv_keys),
+            stats,
+        });
+        let binding = Binding {
+            spec,
+            plugin,
+            engine: engine.engine.clone(),
+            shared,
+            pool: Mutex::new(Pool {
+                idle: Vec::new(),
+                live: 0,
+            }),
+            freed: Condvar::new(),
+        };
+        let first = binding.instantiate().map_err(|e| match e {
+            PluginError::Call { detail, .. } => PluginError::ConfigRejected(detail),
+            other => other,
+        })?;
+        {
+            let mut pool = binding.lock();
+            pool.live = 1;
+            pool.idle.push(first);
+        }
+        Ok(Arc::new(binding))
+    }
+
+    /// The binding's settings.
+    pub fn spec(&self) -> &BindingSpec {
+        &self.spec
+    }
+
+    /// The bound plugin.
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    /// The counters (shared with earlier versions of the binding).
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.shared.stats
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new instance with `init` run. An `init` error is a
+    /// `PluginError::ConfigRejected`; a trap in it a `Call` failure.
+    fn instantiate(&self) -> Result<Slot, PluginError> {
+        let state = HostState::new(
+            self.shared.clone(),
+            self.spec.limits.memory_bytes,
+            self.spec.limits.max_host_calls,
+        );
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        store
+            .set_fuel(self.spec.limits.fuel.saturating_mul(4).max(INIT_FUEL))
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        self.shared.stats.instance_created();
+        let fail = |store: &Store<HostState>, e: wasmtime::Error| classify(store, e);
+        let (inst, init) = match self.spec.hook {
+            Hook::Route => {
+                let pre = self.plugin.route.as_ref().expect("hook checked");
+                let i = pre.instantiate(&mut store).map_err(|e| fail(&store, e))?;
+                let r = i
+                    .switchyard_plugin_lifecycle()
+                    .call_init(&mut store, &self.spec.config);
+                (Inst::Route(i), r)
+            }
+            Hook::Filter => {
+                let pre = self.plugin.filter.as_ref().expect("hook checked");
+                let i = pre.instantiate(&mut store).map_err(|e| fail(&store, e))?;
+                let r = i
+                    .switchyard_plugin_lifecycle()
+                    .call_init(&mut store, &self.spec.config);
+                (Inst::Filter(i), r)
+            }
+            Hook::Pick => {
+                let pre = self.plugin.pick.as_ref().expect("hook checked");
+                let i = pre.instantiate(&mut store).map_err(|e| fail(&store, e))?;
+                let r = i
+                    .switchyard_plugin_lifecycle()
+                    .call_init(&mut store, &self.spec.config);
+                (Inst::Pick(i), r)
+            }
+        };
+        match init {
+            Ok(Ok(())) => Ok(Slot { store, inst }),
+            Ok(Err(msg)) => Err(PluginError::ConfigRejected(msg)),
+            Err(e) => Err(fail(&store, e)),
+        }
+    }
+
+    fn acquire(&self) -> Result<Slot, PluginError> {
+        let mut pool = self.lock();
+        loop {
+            if let Some(slot) = pool.idle.pop() {
+                return Ok(slot);
+            }
+            if pool.live < self.spec.limits.max_instances {
+                pool.live += 1;
+                drop(pool);
+                return self.instantiate().inspect_err(|e| {
+                    self.shared
+                        .stats
+                        .failure(e.kind().unwrap_or(FailureKind::Instantiate));
+                    self.lock().live -= 1;
+                    self.freed.notify_one();
+                });
+            }
+            pool = self.freed.wait(pool).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn release(&self, slot: Slot, healthy: bool) {
+        let mut pool = self.lock();
+        if healthy {
+            pool.idle.push(slot);
+        } else {
+            pool.live -= 1;
+            drop(pool);
+            drop(slot);
+        }
+        self.freed.notify_one();
+    }
+
+    /// Runs one hook call on a pooled instance with fresh budgets; a failed
+    /// instance is discarded.
+    fn call<R>(
+        &self,
+        f: impl FnOnce(&mut Store<HostState>, &Inst) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        let mut slot = self.acquire()?;
+        let start = Instant::now();
+        let fuel = slot.store.set_fuel(self.spec.limits.fuel);
+        let data = slot.store.data_mut();
+        data.host_calls = 0;
+        data.last_error = None;
+        let result = match fuel {
+            Ok(()) => f(&mut slot.store, &slot.inst),
+            Err(e) => Err(e),
+        };
+        self.shared.stats.call(start.elapsed().as_nanos() as u64);
+        match result {
+            Ok(v) => {
+                self.release(slot, true);
+                Ok(v)
+            }
+            Err(e) => {
+                let err = classify(&slot.store, e);
+                self.fail(&err);
+                self.release(slot, false);
+                Err(err)
+            }
+        }
+    }
+
+    fn fail(&self, err: &PluginError) {
+        let kind = err.kind().unwrap_or(FailureKind::Trap);
+        self.shared.stats.failure(kind);
+        tracing::warn!(plugin = %self.spec.name, kind = kind.as_str(), error = %err, "plugin call failed");
+    }
+
+    fn invalid(&self, detail: String) -> PluginError {
+        self.invalid_result(detail)
+    }
+
+    /// Records that a caller found the plugin's answer unacceptable (for
+    /// checks only the caller can make) and returns the error to report.
+    pub fn invalid_result(&self, detail: String) -> PluginError {
+        let err = PluginError::call(FailureKind::InvalidResult, detail);
+        self.fail(&err);
+        err
+    }
+
+    /// Calls `route`. The answer is validated: reroute targets are 1 to
+    /// [`MAX_REROUTE_TOPICS`] distinct valid topics outside the `$`
+    /// namespace; a replaced payload is within the output limit.
+    pub fn route(&self, msg: &PluginMessage<'_>) -> Result<RouteDecision, PluginError> {
+        let m = wit_message(msg);
+        let decision = self.call(|store, inst| match inst {
+            Inst::Route(i) => i.switchyard_plugin_route().call_route(store, &m),
+            _ => unreachable!("a route binding holds route instances"),
+        })?;
+        match decision {
+            wit::RouteDecision::Deliver => Ok(RouteDecision::Deliver),
+            wit::RouteDecision::Drop(reason) => Ok(RouteDecision::Drop(reason)),
+            wit::RouteDecision::Reroute(topics) => {
+                if topics.is_empty() || topics.len() > MAX_REROUTE_TOPICS {
+                    return Err(self.invalid(format!(
+                        "reroute to {} topics; allowed are 1 to {MAX_REROUTE_TOPICS}",
+                        topics.len()
+                    )));
+                }
+                for (i, t) in topics.iter().enumerate() {
+                    match t.parse::<Topic>() {
+                        Ok(topic) if topic.is_reserved() => {
+                            return Err(
+                                self.invalid(format!("reroute to the reserved topic {t:?}"))
+                            );
+                        }
+                        Ok(_) if topics[..i].contains(t) => {
+                            return Err(self.invalid(format!("reroute names {t:?} twice")));
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            return Err(self.invalid(format!("reroute to {:?}: {e}", truncated(t))));
+                        }
+                    }
+                }
+                Ok(RouteDecision::Reroute(topics))
+            }
+            wit::RouteDecision::Replace(r) => {
+                if let Some(p) = &r.payload
+                    && p.len() > self.spec.limits.max_output_bytes
+                {
+                    return Err(self.invalid(format!(
+                        "replacement payload of {} bytes; the limit is {}",
+                        p.len(),
+                        self.spec.limits.max_output_bytes
+                    )));
+                }
+                Ok(RouteDecision::Replace {
+                    headers: r.headers.map(model_headers),
+                    payload: r.payload,
+                })
+            }
+        }
+    }
+
+    /// Calls `filter`. A transformed payload is checked against the output
+    /// limit.
+    pub fn filter(&self, msg: &PluginMessage<'_>) -> Result<FilterDecision, PluginError> {
+        let m = wit_message(msg);
+        let decision = self.call(|store, inst| match inst {
+            Inst::Filter(i) => i.switchyard_plugin_filter().call_filter(store, &m),
+            _ => unreachable!("a filter binding holds filter instances"),
+        })?;
+        match decision {
+            wit::FilterDecision::Keep => Ok(FilterDecision::Keep),
+            wit::FilterDecision::Skip => Ok(FilterDecision::Skip),
+            wit::FilterDecision::Transform(p) if p.len() > self.spec.limits.max_output_bytes => {
+                Err(self.invalid(format!(
+                    "transformed payload of {} bytes; the limit is {}",
+                    p.len(),
+                    self.spec.limits.max_output_bytes
+                )))
+            }
+            wit::FilterDecision::Transform(p) => Ok(FilterDecision::Transform(p)),
+        }
+    }
+
+    /// Calls `pick`: the index of the chosen candidate, or `None` to leave
+    /// the choice to the group's default strategy. An index out of range is
+    /// an [`FailureKind::InvalidResult`] failure.
+    pub fn pick(
+        &self,
+        msg: &PluginMessage<'_>,
+        candidates: &[Candidate],
+    ) -> Result<Option<usize>, PluginError> {
+        let m = wit_message(msg);
+        let cands: Vec<wit::Candidate> = candidates
+            .iter()
+            .map(|c| wit::Candidate {
+                id: c.id.clone(),
+                inflight: c.inflight,
+                weight: c.weight,
+                labels: wit_headers(&c.labels),
+            })
+            .collect();
+        let chosen = self.call(|store, inst| match inst {
+            Inst::Pick(i) => i.switchyard_plugin_pick().call_pick(store, &m, &cands),
+            _ => unreachable!("a pick binding holds pick instances"),
+        })?;
+        match chosen {
+            None => Ok(None),
+            Some(i) if (i as usize) < candidates.len() => Ok(Some(i as usize)),
+            Some(i) => Err(self.invalid(format!(
+                "picked index {i} of {} candidates",
+                candidates.len()
+            ))),
+        }
+    }
+}
+
+fn truncated(s: &str) -> &str {
+    let mut end = s.len().min(80);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn wit_headers(headers: &[Header]) -> Vec<wit::Header> {
+    headers
+        .iter()
+        .map(|h| wit::Header {
+            name: h.name.clone(),
+            value: h.value.clone(),
+        })
+        .collect()
+}
+
+fn wit_message(msg: &PluginMessage<'_>) -> wit::Message {
+    wit::Message {
+        topic: msg.topic.to_owned(),
+        key: msg.key.map(|k| String::from_utf8_lossy(k).into_owned()),
+        headers: wit_headers(msg.headers),
+        payload: msg.payload.to_vec(),
+        timestamp_ms: msg.timestamp_ms,
+    }
+}
+
+fn model_headers(headers: Vec<wit::Header>) -> Vec<Header> {
+    headers
+        .into_iter()
+        .map(|h| Header {
+            name: h.name,
+            value: h.value,
+        })
+        .collect()
+}
+
+/// Collapses whitespace runs (including newlines) into single spaces.
+pub(crate) fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Names a failed call's cause from the store's flags and the error.
+fn classify(store: &Store<HostState>, e: wasmtime::Error) -> PluginError {
+    let state = store.data();
+    // The root cause names the trap (or the host's reason); the wasm
+    // backtrace above it is noise for operators.
+    let mut detail = one_line(&e.root_cause().to_string());
+    if let Some(last) = &state.last_error {
+        detail.push_str("; last error log: ");
+        detail.push_str(&one_line(last));
+    }
+    let kind = if state.limiter.exceeded {
+        FailureKind::MemoryLimit
+    } else if state.host_calls_exceeded {
+        FailureKind::HostCallLimit
+    } else if e.downcast_ref::<Trap>() == Some(&Trap::OutOfFuel) {
+        detail = "the call used up its fuel (time budget)".into();
+        FailureKind::OutOfFuel
+    } else {
+        FailureKind::Trap
+    };
+    PluginError::call(kind, detail)
+}

@@ -1,0 +1,47 @@
+//! Builds the plugins of the repository's `plugins/` workspace, for tests
+//! and benchmarks that need real components.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Builds every crate of `<repo>/plugins` for `wasm32-wasip2` in release
+/// mode (once per process; cargo skips what is up to date) and returns the
+/// directory holding the `.wasm` files. `repo` is the repository root.
+pub fn build_guest_plugins(repo: &Path) -> Result<PathBuf, String> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let workspace = repo.join("plugins");
+            let target = workspace.join("target");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let out = Command::new(cargo)
+                .args([
+                    "build",
+                    "--release",
+                    "--locked",
+                    "--target",
+                    "wasm32-wasip2",
+                ])
+                .arg("--manifest-path")
+                .arg(workspace.join("Cargo.toml"))
+                .arg("--target-dir")
+                .arg(&target)
+                // Settings of an enclosing cargo run do not apply to guests.
+                .env_remove("CARGO_TARGET_DIR")
+                .env_remove("CARGO_BUILD_TARGET")
+                .env_remove("RUSTFLAGS")
+                .env_remove("CARGO_ENCODED_RUSTFLAGS")
+                .output()
+                .map_err(|e| format!("cannot run cargo: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "building the guest plugins failed (is the wasm32-wasip2 target installed? \
+                     `rustup target add wasm32-wasip2`):\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(target.join("wasm32-wasip2").join("release"))
+        })
+        .clone()
+}

@@ -1,0 +1,221 @@
+//! What a plugin instance's store holds, and the host side of the imports.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use wasmtime::{ResourceLimiter, Result};
+
+use crate::bindings::route::switchyard::plugin::{clock, kv, log, metrics, types};
+use crate::kv::{KvBackend, MAX_KV_KEY, MAX_KV_KEYS, MAX_KV_VALUE};
+use crate::stats::Stats;
+
+/// Longest error log line kept for a failure report.
+const LAST_ERROR: usize = 1024;
+/// Longest log line taken from a plugin.
+const MAX_LOG: usize = 4 * 1024;
+
+/// What the host knows about the binding an instance serves, shared by all
+/// of its instances.
+pub(crate) struct Shared {
+    pub name: Arc<str>,
+    pub kv: Arc<dyn KvBackend>,
+    /// Keys the binding holds (checked against [`MAX_KV_KEYS`]).
+    pub kv_keys: AtomicUsize,
+    pub stats: Arc<Stats>,
+}
+
+/// Caps an instance's memories and tables, and remembers whether it asked
+/// for more than allowed (so the failure is reported as a memory limit, not
+/// as a plain trap).
+pub(crate) struct Limiter {
+    pub memory_bytes: usize,
+    pub exceeded: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> Result<bool> {
+        if desired > self.memory_bytes {
+            self.exceeded = true;
+            return Err(wasmtime::format_err!(
+                "memory limit: the plugin asked for {desired} bytes; the cap is {}",
+                self.memory_bytes
+            ));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// The data of one instance's store.
+pub(crate) struct HostState {
+    pub shared: Arc<Shared>,
+    pub limiter: Limiter,
+    /// Host calls made during the current hook call.
+    pub host_calls: u32,
+    pub max_host_calls: u32,
+    pub host_calls_exceeded: bool,
+    /// The last error-level log line of the current call (the SDK logs a
+    /// panic's message this way before the guest traps).
+    pub last_error: Option<String>,
+}
+
+impl HostState {
+    pub fn new(shared: Arc<Shared>, memory_bytes: usize, max_host_calls: u32) -> Self {
+        HostState {
+            shared,
+            limiter: Limiter {
+                memory_bytes,
+                exceeded: false,
+            },
+            host_calls: 0,
+            max_host_calls,
+            host_calls_exceeded: false,
+            last_error: None,
+        }
+    }
+
+    /// Counts one host call; fails (trapping the guest) past the limit.
+    fn host_call(&mut self) -> Result<()> {
+        self.host_calls += 1;
+        if self.host_calls > self.max_host_calls {
+            self.host_calls_exceeded = true;
+            return Err(wasmtime::format_err!(
+                "more than {} host calls in one hook call",
+                self.max_host_calls
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl types::Host for HostState {}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) -> Result<()> {
+        self.host_call()?;
+        let message = truncate(message, MAX_LOG);
+        let plugin = &*self.shared.name;
+        match level {
+            log::Level::Trace => tracing::trace!(target: "switchyard::plugin", plugin, "{message}"),
+            log::Level::Debug => tracing::debug!(target: "switchyard::plugin", plugin, "{message}"),
+            log::Level::Info => tracing::info!(target: "switchyard::plugin", plugin, "{message}"),
+            log::Level::Warn => tracing::warn!(target: "switchyard::plugin", plugin, "{message}"),
+            log::Level::Error => {
+                tracing::error!(target: "switchyard::plugin", plugin, "{message}");
+                self.last_error = Some(truncate(message, LAST_ERROR));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn monotonic_origin() -> Instant {
+    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *ORIGIN.get_or_init(Instant::now)
+}
+
+impl clock::Host for HostState {
+    fn now_ms(&mut self) -> Result<u64> {
+        self.host_call()?;
+        Ok(SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64))
+    }
+
+    fn monotonic_ns(&mut self) -> Result<u64> {
+        self.host_call()?;
+        Ok(monotonic_origin().elapsed().as_nanos() as u64)
+    }
+}
+
+impl kv::Host for HostState {
+    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>> {
+        self.host_call()?;
+        if key.len() > MAX_KV_KEY {
+            return Ok(None);
+        }
+        match self.shared.kv.get(&self.shared.name, &key) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                tracing::warn!(plugin = &*self.shared.name, error = %e, "plugin kv read failed");
+                Ok(None)
+            }
+        }
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<Result<(), String>> {
+        self.host_call()?;
+        if key.len() > MAX_KV_KEY {
+            return Ok(Err(format!(
+                "key of {} bytes; at most {MAX_KV_KEY}",
+                key.len()
+            )));
+        }
+        if value.len() > MAX_KV_VALUE {
+            return Ok(Err(format!(
+                "value of {} bytes; at most {MAX_KV_VALUE}",
+                value.len()
+            )));
+        }
+        let shared = &self.shared;
+        let exists = match shared.kv.get(&shared.name, &key) {
+            Ok(v) => v.is_some(),
+            Err(e) => return Ok(Err(e)),
+        };
+        if !exists {
+            if shared.kv_keys.fetch_add(1, Ordering::Relaxed) >= MAX_KV_KEYS {
+                shared.kv_keys.fetch_sub(1, Ordering::Relaxed);
+                return Ok(Err(format!("the binding holds {MAX_KV_KEYS} keys already")));
+            }
+        }
+        let r = shared.kv.set(&shared.name, &key, &value);
+        if r.is_err() && !exists {
+            shared.kv_keys.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(r)
+    }
+
+    fn delete(&mut self, key: String) -> Result<()> {
+        self.host_call()?;
+        let shared = &self.shared;
+        if let Ok(Some(_)) = shared.kv.get(&shared.name, &key)
+            && shared.kv.delete(&shared.name, &key).is_ok()
+        {
+            shared.kv_keys.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+impl metrics::Host for HostState {
+    fn add(&mut self, name: String, delta: u64) -> Result<()> {
+        self.host_call()?;
+        self.shared.stats.add_custom(&name, delta);
+        Ok(())
+    }
+}

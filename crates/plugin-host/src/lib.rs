@@ -1,0 +1,45 @@
+//! The sandboxed host for Switchyard's WebAssembly plugins.
+//!
+//! A plugin is a WebAssembly component implementing one world of the
+//! `switchyard:plugin` WIT package (`sdk/wit/plugin.wit`): `route-plugin`,
+//! `filter-plugin` or `pick-plugin`. The [`PluginEngine`] validates and
+//! compiles components (once per node: compiled artifacts are cached by the
+//! sha256 of the component and the engine settings), and a [`Binding`] ties
+//! a compiled [`Plugin`] to a hook, topic patterns, a configuration string,
+//! an [`ErrorPolicy`] and [`Limits`].
+//!
+//! A binding keeps a small pool of ready instances and reuses them across
+//! calls: nothing is instantiated per message. Each call runs with a fuel
+//! budget (the time limit; fuel counts executed instructions, so the limit
+//! does not depend on how busy the machine is), a memory cap and a cap on
+//! host calls. A call that traps or exceeds a limit returns a
+//! [`PluginError::Call`]; its instance and store are discarded (a trapped
+//! store cannot be entered again) and the next call gets a fresh instance.
+//! Plugins get no filesystem, network, environment or stdio: of WASI they
+//! get random numbers and clocks, and every other WASI function traps.
+//!
+//! What it does not do: decide what a failure means for a message (the
+//! router applies the binding's error policy) or persist bindings.
+#![warn(missing_docs)]
+
+mod binding;
+mod bindings;
+mod engine;
+mod error;
+mod guests;
+mod host;
+mod kv;
+mod stats;
+mod types;
+mod wasi;
+
+pub use binding::Binding;
+pub use engine::{EngineConfig, Plugin, PluginEngine};
+pub use error::{FailureKind, PluginError};
+pub use guests::build_guest_plugins;
+pub use kv::{KvBackend, MAX_KV_KEY, MAX_KV_KEYS, MAX_KV_VALUE, MemoryKv};
+pub use stats::{Stats, StatsSnapshot};
+pub use types::{
+    BindingSpec, Candidate, ErrorPolicy, FilterDecision, Hook, Limits, MAX_REROUTE_TOPICS,
+    PluginMessage, RouteDecision,
+};

@@ -1,0 +1,99 @@
+//! Per-binding counters.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::FailureKind;
+
+/// Most custom counter names per binding.
+pub const MAX_CUSTOM_COUNTERS: usize = 64;
+/// Longest custom counter name.
+pub const MAX_COUNTER_NAME: usize = 64;
+
+const KINDS: [FailureKind; 6] = [
+    FailureKind::Trap,
+    FailureKind::OutOfFuel,
+    FailureKind::MemoryLimit,
+    FailureKind::HostCallLimit,
+    FailureKind::InvalidResult,
+    FailureKind::Instantiate,
+];
+
+/// Counters of one binding. Updated lock-free on the hot path (custom
+/// counters take a short lock).
+#[derive(Default)]
+pub struct Stats {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    time_ns: AtomicU64,
+    instances_created: AtomicU64,
+    by_kind: [AtomicU64; 6],
+    custom: Mutex<BTreeMap<String, u64>>,
+}
+
+/// A copy of a binding's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Hook calls made.
+    pub calls: u64,
+    /// Calls that failed, of every kind.
+    pub errors: u64,
+    /// Time spent in hook calls, in nanoseconds.
+    pub time_ns: u64,
+    /// Instances created (the first ones and every rebuild after a failure).
+    pub instances_created: u64,
+    /// Failures by kind ([`FailureKind::as_str`] names).
+    pub failures: BTreeMap<&'static str, u64>,
+    /// Counters the plugin keeps through the `metrics` import.
+    pub custom: BTreeMap<String, u64>,
+}
+
+impl Stats {
+    pub(crate) fn call(&self, ns: u64) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        self.time_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    pub(crate) fn failure(&self, kind: FailureKind) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let i = KINDS.iter().position(|k| *k == kind).unwrap_or(0);
+        self.by_kind[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn instance_created(&self) {
+        self.instances_created.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_custom(&self, name: &str, delta: u64) {
+        if name.is_empty() || name.len() > MAX_COUNTER_NAME {
+            return;
+        }
+        let mut custom = self.custom.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(v) = custom.get_mut(name) {
+            *v = v.saturating_add(delta);
+        } else if custom.len() < MAX_CUSTOM_COUNTERS {
+            custom.insert(name.to_owned(), delta);
+        }
+    }
+
+    /// A consistent-enough copy for listing.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            calls: self.calls.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            time_ns: self.time_ns.load(Ordering::Relaxed),
+            instances_created: self.instances_created.load(Ordering::Relaxed),
+            failures: KINDS
+                .iter()
+                .zip(&self.by_kind)
+                .map(|(k, v)| (k.as_str(), v.load(Ordering::Relaxed)))
+                .collect(),
+            custom: self
+                .custom
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+}

@@ -1,0 +1,833 @@
+//! Plugin bindings of a node: which plugins run where, persisted in the
+//! store, swapped atomically on change, and applied to messages with each
+//! binding's error policy.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use switchyard_model::{Header, Message, Topic, TopicPattern};
+use switchyard_plugin_host::{
+    Binding, BindingSpec, EngineConfig, ErrorPolicy, FilterDecision, Hook, KvBackend, Limits,
+    PluginEngine, PluginError, PluginMessage, RouteDecision, Stats, StatsSnapshot,
+};
+use switchyard_store::{Append, Store};
+
+use crate::{RouterError, validate};
+
+/// Header that carries a plugin failure on a dead-lettered message.
+pub const ERROR_HEADER: &str = "switchyard-error";
+/// Header that names the plugin on a dead-lettered message.
+pub const PLUGIN_HEADER: &str = "switchyard-plugin";
+/// Most bindings per node.
+pub const MAX_BINDINGS: usize = 64;
+/// Longest binding configuration string.
+pub const MAX_CONFIG: usize = 64 * 1024;
+
+/// Node-wide plugin settings.
+#[derive(Clone, Debug, Default)]
+pub struct PluginsConfig {
+    /// Engine settings (the compile cache directory defaults to
+    /// `<data>/plugin-cache`).
+    pub engine: EngineConfig,
+    /// Defaults for bindings that do not set their own limits.
+    pub limits: Limits,
+    /// Bindings from the configuration file.
+    pub bindings: Vec<ConfiguredBinding>,
+}
+
+/// A binding from the configuration file. It is loaded at every start and
+/// not persisted: the file stays the source of truth.
+#[derive(Clone, Debug)]
+pub struct ConfiguredBinding {
+    /// The component file.
+    pub file: PathBuf,
+    /// Everything else.
+    pub settings: BindingSettings,
+}
+
+/// What an operator chooses for a binding.
+#[derive(Clone, Debug)]
+pub struct BindingSettings {
+    /// Binding name: 1 to 64 of `A-Z a-z 0-9 - _`.
+    pub name: String,
+    /// The hook.
+    pub hook: Hook,
+    /// Topic patterns it applies to (for `filter`, the topics whose messages
+    /// it filters; others pass through).
+    pub topics: Vec<TopicPattern>,
+    /// Passed to the plugin's `init`.
+    pub config: String,
+    /// What a failed call means for the message.
+    pub on_error: ErrorPolicy,
+    /// Sandbox limits.
+    pub limits: Limits,
+}
+
+/// Where a binding came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The HTTP API (persisted in the store).
+    Api,
+    /// The configuration file.
+    Config,
+}
+
+/// The persisted form of a binding.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Record {
+    name: String,
+    hook: String,
+    topics: Vec<String>,
+    config: String,
+    on_error: String,
+    fuel: u64,
+    memory_bytes: usize,
+    max_instances: usize,
+    max_host_calls: u32,
+    sha256: String,
+    version: u64,
+    updated_ms: u64,
+}
+
+/// A binding as the API lists it.
+#[derive(Clone, Debug)]
+pub struct PluginInfo {
+    /// Binding name.
+    pub name: String,
+    /// Hook.
+    pub hook: Hook,
+    /// Topic patterns.
+    pub topics: Vec<String>,
+    /// Configuration string.
+    pub config: String,
+    /// Error policy.
+    pub on_error: ErrorPolicy,
+    /// Limits.
+    pub limits: Limits,
+    /// sha256 of the component, in hex.
+    pub sha256: String,
+    /// Component size in bytes.
+    pub size: usize,
+    /// Counts the binding's versions (1 for the first push).
+    pub version: u64,
+    /// When this version was bound, in ms since the Unix epoch.
+    pub updated_ms: u64,
+    /// API or configuration file.
+    pub source: Source,
+    /// Counters since the node started (kept across versions).
+    pub stats: StatsSnapshot,
+}
+
+struct Entry {
+    binding: Arc<Binding>,
+    source: Source,
+    version: u64,
+    updated_ms: u64,
+}
+
+/// An immutable set of bindings; replaced as a whole on every change.
+#[derive(Default)]
+struct Snapshot {
+    generation: u64,
+    bindings: BTreeMap<String, Arc<Entry>>,
+    /// The route bindings, in name order.
+    routes: Vec<Arc<Binding>>,
+}
+
+/// The key-value backend on the node's store.
+struct StoreKv(Arc<Store>);
+
+impl KvBackend for StoreKv {
+    fn get(&self, scope: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.0.kv_get(scope, key).map_err(|e| e.to_string())
+    }
+    fn set(&self, scope: &str, key: &str, value: &[u8]) -> Result<(), String> {
+        self.0.kv_set(scope, key, value).map_err(|e| e.to_string())
+    }
+    fn delete(&self, scope: &str, key: &str) -> Result<(), String> {
+        self.0.kv_delete(scope, key).map_err(|e| e.to_string())
+    }
+    fn count(&self, scope: &str) -> Result<usize, String> {
+        self.0.kv_count(scope).map_err(|e| e.to_string())
+    }
+    fn clear(&self, scope: &str) -> Result<(), String> {
+        self.0.kv_clear(scope).map_err(|e| e.to_string())
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Checks a binding name.
+pub fn validate_name(name: &str) -> Result<(), RouterError> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(RouterError::PluginSetting(format!(
+            "plugin name {name:?}: use 1 to 64 of A-Z, a-z, 0-9, '-' and '_'"
+        )));
+    }
+    Ok(())
+}
+
+/// The plugin bindings of a node.
+pub struct Plugins {
+    engine: PluginEngine,
+    store: Arc<Store>,
+    kv: Arc<dyn KvBackend>,
+    defaults: Limits,
+    current: RwLock<Arc<Snapshot>>,
+    /// Serialises changes (compile, persist, swap).
+    changing: Mutex<()>,
+    /// Filter bindings with a per-subscription configuration, by
+    /// (name, generation-independent binding identity, config).
+    variants: Mutex<BTreeMap<(String, usize, String), std::sync::Weak<Binding>>>,
+    max_payload: usize,
+}
+
+impl Plugins {
+    pub(crate) fn open(
+        store: Arc<Store>,
+        config: &PluginsConfig,
+        max_payload: usize,
+    ) -> Result<Plugins, RouterError> {
+        let mut engine_config = config.engine.clone();
+        if engine_config.cache_dir.is_none() {
+            engine_config.cache_dir = Some(store.config().path.join("plugin-cache"));
+        }
+        let engine = PluginEngine::new(engine_config).map_err(RouterError::Plugin)?;
+        let plugins = Plugins {
+            engine,
+            kv: Arc::new(StoreKv(store.clone())),
+            store,
+            defaults: config.limits,
+            current: RwLock::new(Arc::new(Snapshot::default())),
+            changing: Mutex::new(()),
+            variants: Mutex::new(BTreeMap::new()),
+            max_payload,
+        };
+        plugins.load_persisted()?;
+        for c in &config.bindings {
+            let bytes = std::fs::read(&c.file).map_err(|e| {
+                RouterError::PluginSetting(format!(
+                    "plugin {}: cannot read {}: {e}",
+                    c.settings.name,
+                    c.file.display()
+                ))
+            })?;
+            plugins
+                .bind(c.settings.clone(), Some(&bytes), Source::Config)
+                .map_err(|e| match e {
+                    RouterError::Plugin(p) => RouterError::PluginSetting(format!(
+                        "plugin {} ({}): {p}",
+                        c.settings.name,
+                        c.file.display()
+                    )),
+                    other => other,
+                })?;
+        }
+        Ok(plugins)
+    }
+
+    fn load_persisted(&self) -> Result<(), RouterError> {
+        for (name, raw) in self.store.plugins()? {
+            let loaded = serde_json::from_slice::<Record>(&raw)
+                .map_err(|e| format!("unreadable record: {e}"))
+                .and_then(|r| {
+                    let settings = settings_of(&r)?;
+                    let bytes = self
+                        .store
+                        .plugin_component(&r.sha256)
+                        .map_err(|e| e.to_string())?
+                        .ok_or("its component is missing")?;
+                    let plugin = self.engine.load(&bytes).map_err(|e| e.to_string())?;
+                    let binding = Binding::new(
+                        &self.engine,
+                        plugin,
+                        spec(settings),
+                        self.kv.clone(),
+                        Arc::new(Stats::default()),
+                    )
+                    .map_err(|e| e.to_string())?;
+                    Ok((r, binding))
+                });
+            match loaded {
+                Ok((r, binding)) => self.install(
+                    name,
+                    Some(Entry {
+                        binding,
+                        source: Source::Api,
+                        version: r.version,
+                        updated_ms: r.updated_ms,
+                    }),
+                ),
+                // A binding that no longer loads must not keep the node down.
+                Err(e) => {
+                    tracing::error!(plugin = %name, error = %e, "stored plugin binding not loaded")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces (or with `None` removes) one binding in a new snapshot.
+    fn install(&self, name: String, entry: Option<Entry>) {
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let mut bindings = cur.bindings.clone();
+        match entry {
+            Some(e) => bindings.insert(name, Arc::new(e)),
+            None => bindings.remove(&name),
+        };
+        let routes = bindings
+            .values()
+            .filter(|e| e.binding.spec().hook == Hook::Route)
+            .map(|e| e.binding.clone())
+            .collect();
+        *cur = Arc::new(Snapshot {
+            generation: cur.generation + 1,
+            bindings,
+            routes,
+        });
+    }
+
+    fn snapshot(&self) -> Arc<Snapshot> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Binds (or re-binds) a plugin: validates and compiles the component
+    /// (`None` keeps the binding's current component), runs `init` with the
+    /// configuration, persists an API binding durably, then swaps it in.
+    /// Calls that started on an earlier version finish on it. Blocking.
+    pub fn bind(
+        &self,
+        settings: BindingSettings,
+        component: Option<&[u8]>,
+        source: Source,
+    ) -> Result<PluginInfo, RouterError> {
+        validate_name(&settings.name)?;
+        if settings.config.len() > MAX_CONFIG {
+            return Err(RouterError::PluginSetting(format!(
+                "config of {} bytes; at most {MAX_CONFIG}",
+                settings.config.len()
+            )));
+        }
+        let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.snapshot().bindings.get(&settings.name).cloned();
+        if let Some(o) = &old
+            && o.source == Source::Config
+            && source == Source::Api
+        {
+            return Err(RouterError::PluginConflict(format!(
+                "plugin {} is bound by the configuration file; change it there",
+                settings.name
+            )));
+        }
+        if old.is_none() && self.snapshot().bindings.len() >= MAX_BINDINGS {
+            return Err(RouterError::PluginSetting(format!(
+                "the node holds {MAX_BINDINGS} plugin bindings already"
+            )));
+        }
+        let plugin = match (component, &old) {
+            (Some(bytes), _) => self.engine.load(bytes).map_err(RouterError::Plugin)?,
+            (None, Some(o)) => o.binding.plugin().clone(),
+            (None, None) => {
+                return Err(RouterError::PluginSetting(format!(
+                    "plugin {} does not exist yet; upload its component",
+                    settings.name
+                )));
+            }
+        };
+        let stats = old
+            .as_ref()
+            .map_or_else(|| Arc::new(Stats::default()), |o| o.binding.stats().clone());
+        let binding = Binding::new(
+            &self.engine,
+            plugin.clone(),
+            spec(settings.clone()),
+            self.kv.clone(),
+            stats,
+        )
+        .map_err(RouterError::Plugin)?;
+        let version = old.as_ref().map_or(1, |o| o.version + 1);
+        let updated_ms = now_ms();
+        if source == Source::Api {
+            let record = record_of(&settings, &plugin.sha256(), version, updated_ms);
+            let bytes = match component {
+                Some(b) => b.to_vec(),
+                None => self
+                    .store
+                    .plugin_component(&plugin.sha256())?
+                    .ok_or_else(|| RouterError::PluginSetting("stored component missing".into()))?,
+            };
+            let raw = serde_json::to_vec(&record).expect("records serialise");
+            self.store
+                .put_plugin(&settings.name, &raw, &plugin.sha256(), &bytes)?;
+        }
+        let old_sha = old.as_ref().map(|o| o.binding.plugin().sha256());
+        self.install(
+            settings.name.clone(),
+            Some(Entry {
+                binding,
+                source,
+                version,
+                updated_ms,
+            }),
+        );
+        if let Some(sha) = old_sha
+            && sha != plugin.sha256()
+            && source == Source::Api
+            && !self.uses_component(&sha)
+        {
+            // The old component is no longer referenced.
+            let _ = self.store.remove_component(&sha);
+        }
+        tracing::info!(plugin = %settings.name, hook = %settings.hook, sha256 = %plugin.sha256(), version, "plugin bound");
+        Ok(self.info(&settings.name).expect("just installed"))
+    }
+
+    fn uses_component(&self, sha: &str) -> bool {
+        self.snapshot()
+            .bindings
+            .values()
+            .any(|e| e.source == Source::Api && e.binding.plugin().sha256() == sha)
+    }
+
+    /// Unbinds a plugin and deletes its key-value data. Blocking.
+    pub fn remove(&self, name: &str) -> Result<(), RouterError> {
+        let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(old) = self.snapshot().bindings.get(name).cloned() else {
+            return Err(RouterError::PluginNotFound(name.to_owned()));
+        };
+        if old.source == Source::Config {
+            return Err(RouterError::PluginConflict(format!(
+                "plugin {name} is bound by the configuration file; remove it there"
+            )));
+        }
+        self.install(name.to_owned(), None);
+        let sha = old.binding.plugin().sha256();
+        let drop_component = (!self.uses_component(&sha)).then_some(sha.as_str());
+        self.store.remove_plugin(name, drop_component)?;
+        tracing::info!(plugin = %name, "plugin unbound");
+        Ok(())
+    }
+
+    /// Every binding, by name.
+    pub fn list(&self) -> Vec<PluginInfo> {
+        let snap = self.snapshot();
+        snap.bindings.iter().map(|(n, e)| info_of(n, e)).collect()
+    }
+
+    /// One binding.
+    pub fn info(&self, name: &str) -> Option<PluginInfo> {
+        self.snapshot().bindings.get(name).map(|e| info_of(name, e))
+    }
+
+    /// Limits of a binding that sets none.
+    pub fn default_limits(&self) -> Limits {
+        self.defaults
+    }
+
+    /// The plugin engine (for local tools).
+    pub fn engine(&self) -> &PluginEngine {
+        &self.engine
+    }
+
+    /// Whether any route binding exists (checked before doing any work).
+    pub(crate) fn has_routes(&self) -> bool {
+        !self.snapshot().routes.is_empty()
+    }
+
+    /// Runs the route bindings that apply to `req`, in name order, on one
+    /// snapshot (so a concurrent reload never splits a message between
+    /// versions). Returns what to store (possibly nothing).
+    pub(crate) fn route(&self, req: Append) -> Routed {
+        let snap = self.snapshot();
+        let mut current = req;
+        let mut routed_from = None;
+        let mut failure = None;
+        let ts = now_ms();
+        for b in &snap.routes {
+            let spec = b.spec();
+            if !spec.applies_to(current.topic.as_str()) {
+                continue;
+            }
+            let msg = PluginMessage {
+                topic: current.topic.as_str(),
+                key: current.key.as_deref(),
+                headers: &current.headers,
+                payload: &current.payload,
+                timestamp_ms: ts,
+            };
+            let result = b.route(&msg).and_then(|d| self.apply(b, &current, d));
+            match result {
+                Ok(Applied::Continue(next)) => current = next,
+                Ok(Applied::Drop(reason)) => {
+                    return Routed {
+                        stored: Vec::new(),
+                        routed_from: None,
+                        dropped: Some((spec.name.clone(), reason)),
+                        failure,
+                    };
+                }
+                Ok(Applied::Reroute(copies)) => {
+                    routed_from = Some(current.topic.clone());
+                    return Routed {
+                        stored: copies,
+                        routed_from,
+                        dropped: None,
+                        failure,
+                    };
+                }
+                Err(e) => {
+                    let error = e.to_string();
+                    match spec.on_error {
+                        ErrorPolicy::Pass => {
+                            failure = Some((spec.name.clone(), error));
+                        }
+                        ErrorPolicy::Drop => {
+                            return Routed {
+                                stored: Vec::new(),
+                                routed_from: None,
+                                dropped: Some((spec.name.clone(), error.clone())),
+                                failure: Some((spec.name.clone(), error)),
+                            };
+                        }
+                        ErrorPolicy::DeadLetter => {
+                            let stored = dead_letter(&current, &spec.name, &error)
+                                .map(|d| vec![d])
+                                .unwrap_or_default();
+                            let dropped = stored.is_empty().then(|| {
+                                (
+                                    spec.name.clone(),
+                                    format!("{error} (and no dead-letter topic)"),
+                                )
+                            });
+                            return Routed {
+                                stored,
+                                routed_from: None,
+                                dropped,
+                                failure: Some((spec.name.clone(), error)),
+                            };
+                        }
+                    }
+                }
+            }
+        }
+        Routed {
+            stored: vec![current],
+            routed_from,
+            dropped: None,
+            failure,
+        }
+    }
+
+    /// Turns a plugin's decision into the next message(s), validating what
+    /// the plugin produced as strictly as client input.
+    fn apply(&self, b: &Binding, cur: &Append, d: RouteDecision) -> Result<Applied, PluginError> {
+        let check = |a: &Append| {
+            validate(a, self.max_payload).map_err(|e| {
+                b.invalid_result(format!("the plugin produced an invalid message: {e}"))
+            })
+        };
+        match d {
+            RouteDecision::Deliver => Ok(Applied::Continue(cur.clone())),
+            RouteDecision::Drop(reason) => Ok(Applied::Drop(reason)),
+            RouteDecision::Replace { headers, payload } => {
+                let mut next = cur.clone();
+                if let Some(h) = headers {
+                    next.headers = h;
+                }
+                if let Some(p) = payload {
+                    next.payload = Bytes::from(p);
+                }
+                check(&next)?;
+                Ok(Applied::Continue(next))
+            }
+            RouteDecision::Reroute(topics) => {
+                let mut copies = Vec::with_capacity(topics.len());
+                for t in topics {
+                    let mut c = cur.clone();
+                    // The host checked the names already.
+                    c.topic = t
+                        .parse::<Topic>()
+                        .map_err(|e| b.invalid_result(e.to_string()))?;
+                    check(&c)?;
+                    copies.push(c);
+                }
+                Ok(Applied::Reroute(copies))
+            }
+        }
+    }
+
+    /// A filter for one subscription: the binding `name` with the
+    /// subscription's own configuration, if given.
+    pub fn filter(
+        self: &Arc<Self>,
+        name: &str,
+        config: Option<String>,
+    ) -> Result<Filter, RouterError> {
+        let mut f = Filter {
+            plugins: self.clone(),
+            name: name.to_owned(),
+            config,
+            generation: 0,
+            binding: None,
+        };
+        f.refresh()?;
+        Ok(f)
+    }
+
+    fn filter_binding(
+        &self,
+        name: &str,
+        config: Option<&str>,
+    ) -> Result<(u64, Arc<Binding>), RouterError> {
+        let snap = self.snapshot();
+        let entry = snap
+            .bindings
+            .get(name)
+            .ok_or_else(|| RouterError::PluginNotFound(name.to_owned()))?;
+        let base = &entry.binding;
+        if base.spec().hook != Hook::Filter {
+            return Err(RouterError::PluginSetting(format!(
+                "plugin {name} is a {} plugin, not a filter",
+                base.spec().hook
+            )));
+        }
+        let Some(config) = config.filter(|c| *c != base.spec().config) else {
+            return Ok((snap.generation, base.clone()));
+        };
+        if config.len() > MAX_CONFIG {
+            return Err(RouterError::PluginSetting(format!(
+                "filter_config of {} bytes; at most {MAX_CONFIG}",
+                config.len()
+            )));
+        }
+        let key = (
+            name.to_owned(),
+            Arc::as_ptr(base) as usize,
+            config.to_owned(),
+        );
+        let mut variants = self.variants.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = variants.get(&key).and_then(std::sync::Weak::upgrade) {
+            return Ok((snap.generation, b));
+        }
+        let mut spec = base.spec().clone();
+        spec.config = config.to_owned();
+        let b = Binding::new(
+            &self.engine,
+            base.plugin().clone(),
+            spec,
+            self.kv.clone(),
+            base.stats().clone(),
+        )
+        .map_err(RouterError::Plugin)?;
+        variants.retain(|_, w| w.strong_count() > 0);
+        variants.insert(key, Arc::downgrade(&b));
+        Ok((snap.generation, b))
+    }
+}
+
+enum Applied {
+    Continue(Append),
+    Drop(String),
+    Reroute(Vec<Append>),
+}
+
+/// What the route bindings made of one published message.
+#[derive(Debug)]
+pub(crate) struct Routed {
+    pub stored: Vec<Append>,
+    pub routed_from: Option<Topic>,
+    pub dropped: Option<(String, String)>,
+    pub failure: Option<(String, String)>,
+}
+
+/// The dead-letter copy of a message: on `$dlq.<topic>` with the error.
+fn dead_letter(m: &Append, plugin: &str, error: &str) -> Option<Append> {
+    let topic: Topic = format!("$dlq.{}", m.topic).parse().ok()?;
+    let mut headers = m.headers.clone();
+    let mut error = error.replace(['\r', '\n'], " ");
+    if error.len() > 1024 {
+        let mut end = 1024;
+        while !error.is_char_boundary(end) {
+            end -= 1;
+        }
+        error.truncate(end);
+    }
+    headers.push(Header {
+        name: ERROR_HEADER.into(),
+        value: error,
+    });
+    headers.push(Header {
+        name: PLUGIN_HEADER.into(),
+        value: plugin.into(),
+    });
+    Some(Append {
+        topic,
+        key: m.key.clone(),
+        headers,
+        payload: m.payload.clone(),
+        idempotency_key: None,
+    })
+}
+
+/// The egress filter of one subscription. It follows reloads: after a new
+/// version of the binding is swapped in, the next message uses it.
+pub struct Filter {
+    plugins: Arc<Plugins>,
+    name: String,
+    config: Option<String>,
+    generation: u64,
+    binding: Option<Arc<Binding>>,
+}
+
+/// A filter's verdict on one message.
+pub(crate) enum Filtered {
+    Keep(Arc<Message>),
+    Skip,
+    /// Skipped, and a copy belongs on the dead-letter topic.
+    DeadLetter(Append),
+}
+
+impl Filter {
+    fn refresh(&mut self) -> Result<&Arc<Binding>, RouterError> {
+        let generation = self
+            .plugins
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .generation;
+        if self.binding.is_none() || generation != self.generation {
+            let (g, b) = self
+                .plugins
+                .filter_binding(&self.name, self.config.as_deref())?;
+            self.generation = g;
+            self.binding = Some(b);
+        }
+        Ok(self.binding.as_ref().expect("just set"))
+    }
+
+    /// Applies the filter to one message.
+    pub(crate) fn apply(&mut self, m: Arc<Message>) -> Result<Filtered, RouterError> {
+        let b = self.refresh()?.clone();
+        let spec = b.spec();
+        if !spec.applies_to(m.topic.as_str()) {
+            return Ok(Filtered::Keep(m));
+        }
+        let msg = PluginMessage {
+            topic: m.topic.as_str(),
+            key: m.key.as_deref(),
+            headers: &m.headers,
+            payload: &m.payload,
+            timestamp_ms: m.timestamp.millis(),
+        };
+        match b.filter(&msg) {
+            Ok(FilterDecision::Keep) => Ok(Filtered::Keep(m)),
+            Ok(FilterDecision::Skip) => Ok(Filtered::Skip),
+            Ok(FilterDecision::Transform(p)) => {
+                let mut t = (*m).clone();
+                t.payload = Bytes::from(p);
+                Ok(Filtered::Keep(Arc::new(t)))
+            }
+            Err(e) => Ok(match spec.on_error {
+                ErrorPolicy::Drop => Filtered::Skip,
+                ErrorPolicy::Pass => Filtered::Keep(m),
+                ErrorPolicy::DeadLetter => {
+                    let a = Append {
+                        topic: m.topic.clone(),
+                        key: m.key.clone(),
+                        headers: m.headers.clone(),
+                        payload: m.payload.clone(),
+                        idempotency_key: None,
+                    };
+                    match dead_letter(&a, &spec.name, &e.to_string()) {
+                        Some(d) => Filtered::DeadLetter(d),
+                        None => Filtered::Skip,
+                    }
+                }
+            }),
+        }
+    }
+}
+
+fn spec(s: BindingSettings) -> BindingSpec {
+    BindingSpec {
+        name: s.name,
+        hook: s.hook,
+        topics: s.topics,
+        config: s.config,
+        on_error: s.on_error,
+        limits: s.limits,
+    }
+}
+
+fn record_of(s: &BindingSettings, sha256: &str, version: u64, updated_ms: u64) -> Record {
+    Record {
+        name: s.name.clone(),
+        hook: s.hook.to_string(),
+        topics: s.topics.iter().map(|t| t.to_string()).collect(),
+        config: s.config.clone(),
+        on_error: s.on_error.to_string(),
+        fuel: s.limits.fuel,
+        memory_bytes: s.limits.memory_bytes,
+        max_instances: s.limits.max_instances,
+        max_host_calls: s.limits.max_host_calls,
+        sha256: sha256.to_owned(),
+        version,
+        updated_ms,
+    }
+}
+
+fn settings_of(r: &Record) -> Result<BindingSettings, String> {
+    Ok(BindingSettings {
+        name: r.name.clone(),
+        hook: r.hook.parse().map_err(|e: PluginError| e.to_string())?,
+        topics: r
+            .topics
+            .iter()
+            .map(|t| t.parse().map_err(|e| format!("{e}")))
+            .collect::<Result<_, _>>()?,
+        config: r.config.clone(),
+        on_error: r.on_error.parse().map_err(|e: PluginError| e.to_string())?,
+        limits: Limits {
+            fuel: r.fuel,
+            memory_bytes: r.memory_bytes,
+            max_instances: r.max_instances,
+            max_host_calls: r.max_host_calls,
+            ..Limits::default()
+        },
+    })
+}
+
+fn info_of(name: &str, e: &Entry) -> PluginInfo {
+    let spec = e.binding.spec();
+    PluginInfo {
+        name: name.to_owned(),
+        hook: spec.hook,
+        topics: spec.topics.iter().map(|t| t.to_string()).collect(),
+        config: spec.config.clone(),
+        on_error: spec.on_error,
+        limits: spec.limits,
+        sha256: e.binding.plugin().sha256(),
+        size: e.binding.plugin().size(),
+        version: e.version,
+        updated_ms: e.updated_ms,
+        source: e.source,
+        stats: e.binding.stats().snapshot(),
+    }
+}

@@ -1,0 +1,745 @@
+//! WebAssembly plugins end to end: real components built from `plugins/`,
+//! bound over HTTP, the CLI and the config file, changing what the real
+//! binary stores and delivers.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use crate::support::{BIN, Node, Sse, enc};
+
+fn wasm_dir() -> PathBuf {
+    let repo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    switchyard_plugin_host::build_guest_plugins(repo).expect("guest plugins build")
+}
+
+fn wasm(name: &str) -> Vec<u8> {
+    std::fs::read(wasm_dir().join(format!("{name}.wasm"))).expect("plugin file")
+}
+
+/// PUT /v1/plugins/{name}?{query} with the component; returns status and JSON.
+async fn bind(node: &Node, name: &str, component: &str, query: &str) -> (u16, Value) {
+    let body = if component.is_empty() {
+        Vec::new()
+    } else {
+        wasm(component)
+    };
+    let (status, _, body) = node
+        .raw(
+            node.request("PUT", &format!("/v1/plugins/{name}?{query}"))
+                .header("content-type", "application/wasm"),
+            body,
+        )
+        .await;
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+async fn bind_ok(node: &Node, name: &str, component: &str, query: &str) -> Value {
+    let (status, v) = bind(node, name, component, query).await;
+    assert!(status == 201 || status == 200, "bind {name}: {status} {v}");
+    v
+}
+
+/// POST one message; returns status and the JSON answer.
+async fn post(node: &Node, topic: &str, payload: &str, key: Option<&str>) -> (u16, Value) {
+    let mut req = node.request("POST", &format!("/v1/topics/{topic}"));
+    if let Some(k) = key {
+        req = req.header("switchyard-key", k);
+    }
+    let (status, _, body) = node.raw(req, payload.to_owned()).await;
+    (status, serde_json::from_slice(&body).expect("JSON answer"))
+}
+
+fn payloads(msgs: &[Value]) -> Vec<String> {
+    msgs.iter()
+        .map(|m| m["payload"].as_str().expect("text payload").to_owned())
+        .collect()
+}
+
+async fn counters(node: &Node, name: &str) -> Value {
+    node.get_json(&format!("/v1/plugins/{name}")).await["counters"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_plugins_change_what_subscribers_receive() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--fsync", "never"]);
+
+    // field-router: orders -> orders.<region>
+    bind_ok(
+        &node,
+        "region",
+        "field_router",
+        &format!(
+            "hook=route&topic=orders&config={}",
+            enc(r#"{"field": "/region"}"#)
+        ),
+    )
+    .await;
+    let (status, v) = post(&node, "orders", r#"{"region":"eu","n":1}"#, None).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["topic"], "orders.eu");
+    assert_eq!(v["routed_from"], "orders");
+    post(&node, "orders", r#"{"region":"us","n":2}"#, None).await;
+    post(&node, "orders", r#"{"n":3}"#, None).await;
+    assert_eq!(
+        payloads(&node.pull_all("orders.eu").await),
+        [r#"{"region":"eu","n":1}"#]
+    );
+    assert_eq!(
+        payloads(&node.pull_all("orders.us").await),
+        [r#"{"region":"us","n":2}"#]
+    );
+    // Without a region the default fallback stores it where it was sent.
+    assert_eq!(payloads(&node.pull_all("orders").await), [r#"{"n":3}"#]);
+
+    // redactor: masked before it is stored, so no subscriber ever sees it.
+    bind_ok(
+        &node,
+        "redact",
+        "redactor",
+        &format!(
+            "hook=route&topic=payments.%3E&config={}",
+            enc(r#"{"fields": ["/card"], "keep_last": 4}"#)
+        ),
+    )
+    .await;
+    post(
+        &node,
+        "payments.eu",
+        r#"{"card":"4111111111111111","amount":5}"#,
+        None,
+    )
+    .await;
+    let stored = payloads(&node.pull_all("payments.>").await);
+    assert_eq!(stored.len(), 1);
+    let v: Value = serde_json::from_str(&stored[0]).unwrap();
+    assert_eq!(v, json!({"card": "***1111", "amount": 5}));
+
+    // rate-limiter: 3 per key, then dropped with a reason; state in the kv store.
+    bind_ok(
+        &node,
+        "limit",
+        "rate_limiter",
+        &format!(
+            "hook=route&topic=api&config={}",
+            enc(r#"{"rate": 0.001, "burst": 3}"#)
+        ),
+    )
+    .await;
+    for i in 0..3 {
+        let (status, _) = post(&node, "api", &format!("a{i}"), Some("alice")).await;
+        assert_eq!(status, 201);
+    }
+    let (status, v) = post(&node, "api", "a3", Some("alice")).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["dropped"], true);
+    assert_eq!(v["plugin"], "limit");
+    assert!(v["reason"].as_str().unwrap().contains("rate limit"), "{v}");
+    let (status, _) = post(&node, "api", "b0", Some("bob")).await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        payloads(&node.pull_all("api").await),
+        ["a0", "a1", "a2", "b0"]
+    );
+    assert_eq!(counters(&node, "limit").await["custom"]["limited"], 1);
+
+    // json-filter: per subscription, over SSE and pull, with the binding's
+    // config or the subscription's own.
+    bind_ok(
+        &node,
+        "big",
+        "json_filter",
+        &format!(
+            "hook=filter&config={}",
+            enc(r#"{"field": "/amount", "op": "gt", "value": 100}"#)
+        ),
+    )
+    .await;
+    let mut sse = Sse::connect(
+        &node,
+        &format!("/v1/events?topic=sales&from=earliest&filter=big"),
+        None,
+    )
+    .await
+    .expect("subscribe");
+    let mut plain = Sse::connect(&node, "/v1/events?topic=sales&from=earliest", None)
+        .await
+        .expect("subscribe");
+    for a in [50, 150, 20, 300, 99] {
+        post(&node, "sales", &format!(r#"{{"amount":{a}}}"#), None).await;
+    }
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let e = sse
+            .next(Duration::from_secs(10))
+            .await
+            .expect("filtered event");
+        got.push(e.data);
+    }
+    assert_eq!(got, [r#"{"amount":150}"#, r#"{"amount":300}"#]);
+    let mut all = Vec::new();
+    while all.len() < 5 {
+        all.push(
+            plain
+                .next(Duration::from_secs(10))
+                .await
+                .expect("event")
+                .data,
+        );
+    }
+    assert_eq!(all.len(), 5, "an unfiltered subscriber gets everything");
+    let small = node
+        .get_json(&format!(
+            "/v1/messages?topic=sales&filter=big&filter_config={}",
+            enc(r#"{"field": "/amount", "op": "lt", "value": 100}"#)
+        ))
+        .await;
+    assert_eq!(
+        payloads(small["messages"].as_array().unwrap()),
+        [r#"{"amount":50}"#, r#"{"amount":20}"#, r#"{"amount":99}"#]
+    );
+
+    // The listing shows every binding with its hook, patterns, version and counters.
+    let list = node.get_json("/v1/plugins").await;
+    let names: Vec<&str> = list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["big", "limit", "redact", "region"]);
+    let region = &list["plugins"][3];
+    assert_eq!(region["hook"], "route");
+    assert_eq!(region["topics"], json!(["orders"]));
+    assert_eq!(region["counters"]["calls"], 3);
+    assert_eq!(region["sha256"].as_str().unwrap().len(), 64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_policies_drop_pass_and_dead_letter() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--fsync", "never"]);
+    bind_ok(
+        &node,
+        "t-drop",
+        "trap",
+        "hook=route&topic=p.drop&on_error=drop",
+    )
+    .await;
+    bind_ok(
+        &node,
+        "t-pass",
+        "trap",
+        "hook=route&topic=p.pass&on_error=pass",
+    )
+    .await;
+    bind_ok(
+        &node,
+        "t-dlq",
+        "trap",
+        "hook=route&topic=p.dlq&on_error=dead-letter",
+    )
+    .await;
+
+    let (status, v) = post(&node, "p.drop", "one", None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["dropped"], true);
+    assert!(
+        v["plugin_error"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("trap"),
+        "{v}"
+    );
+    assert!(node.pull_all("p.drop").await.is_empty());
+
+    let (status, v) = post(&node, "p.pass", "two", None).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["topic"], "p.pass");
+    assert_eq!(v["plugin_error"]["plugin"], "t-pass");
+    assert_eq!(payloads(&node.pull_all("p.pass").await), ["two"]);
+
+    let (status, v) = post(&node, "p.dlq", "three", None).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["topic"], "$dlq.p.dlq");
+    assert!(node.pull_all("p.dlq").await.is_empty());
+    let dlq = node.pull_all("$dlq.>").await;
+    assert_eq!(payloads(&dlq), ["three"]);
+    assert_eq!(dlq[0]["headers"]["switchyard-plugin"], "t-dlq");
+    assert!(
+        dlq[0]["headers"]["switchyard-error"]
+            .as_str()
+            .unwrap()
+            .contains("panicked"),
+        "{}",
+        dlq[0]
+    );
+
+    // A filter that runs out of fuel on every call, under each policy.
+    for (name, policy) in [
+        ("f-drop", "drop"),
+        ("f-pass", "pass"),
+        ("f-dlq", "dead-letter"),
+    ] {
+        bind_ok(
+            &node,
+            name,
+            "json_filter",
+            &format!(
+                "hook=filter&fuel=50&on_error={policy}&config={}",
+                enc(r#"{"field": "/a", "op": "exists"}"#)
+            ),
+        )
+        .await;
+    }
+    post(&node, "events", r#"{"a":1}"#, None).await;
+    let count = |v: &Value| v["messages"].as_array().unwrap().len();
+    let dropped = node
+        .get_json("/v1/messages?topic=events&filter=f-drop")
+        .await;
+    assert_eq!(count(&dropped), 0);
+    let passed = node
+        .get_json("/v1/messages?topic=events&filter=f-pass")
+        .await;
+    assert_eq!(count(&passed), 1);
+    let dead = node
+        .get_json("/v1/messages?topic=events&filter=f-dlq")
+        .await;
+    assert_eq!(count(&dead), 0);
+    let copies = node.pull_all("$dlq.events").await;
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert!(
+        copies[0]["headers"]["switchyard-error"]
+            .as_str()
+            .unwrap()
+            .contains("fuel")
+    );
+    assert_eq!(
+        counters(&node, "f-drop").await["failures"]["out_of_fuel"],
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_plugins_are_contained_while_the_node_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--fsync", "never"]);
+    bind_ok(&node, "spin", "spin", "hook=route&topic=h.spin").await;
+    bind_ok(&node, "memhog", "memhog", "hook=route&topic=h.memhog").await;
+    bind_ok(&node, "trap", "trap", "hook=route&topic=h.trap").await;
+    bind_ok(&node, "huge", "huge_payload", "hook=route&topic=h.huge").await;
+    bind_ok(
+        &node,
+        "huge-fits",
+        "huge_payload",
+        "hook=route&topic=h.huge2&memory_mb=64&config=8388608",
+    )
+    .await;
+
+    // Ordinary traffic runs alongside the hostile calls.
+    let url = node.url.clone();
+    let normal = tokio::spawn(async move {
+        let client = switchyard::client::Client::new(&url).unwrap();
+        let mut n = 0;
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(3) || n < 200 {
+            client
+                .publish("normal", Bytes::from(format!("m{n}")), None, &[], None)
+                .await
+                .expect("ordinary publish keeps working");
+            n += 1;
+        }
+        n
+    });
+    for round in 0..3 {
+        for (topic, kind) in [
+            ("h.spin", "out_of_fuel"),
+            ("h.memhog", "memory_limit"),
+            ("h.trap", "trap"),
+            ("h.huge", "memory_limit"),
+            ("h.huge2", "invalid_result"),
+        ] {
+            let (status, v) = post(&node, topic, "x", None).await;
+            assert_eq!(status, 200, "{topic} round {round}: {v}");
+            assert_eq!(v["dropped"], true, "{v}");
+            assert!(
+                v["plugin_error"]["error"].as_str().unwrap().contains(kind),
+                "{topic}: {v}"
+            );
+            let health = node.get_json("/healthz").await;
+            assert_eq!(health["status"], "ok");
+        }
+    }
+    let published = normal.await.unwrap();
+    assert_eq!(node.pull_all("normal").await.len(), published);
+    for (name, kind) in [
+        ("spin", "out_of_fuel"),
+        ("memhog", "memory_limit"),
+        ("trap", "trap"),
+        ("huge", "memory_limit"),
+        ("huge-fits", "invalid_result"),
+    ] {
+        let c = counters(&node, name).await;
+        assert_eq!(c["errors"], 3, "{name}: {c}");
+        assert_eq!(c["failures"][kind], 3, "{name}: {c}");
+    }
+    for topic in ["h.spin", "h.memhog", "h.trap", "h.huge", "h.huge2"] {
+        assert!(node.pull_all(topic).await.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_while_publishing_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--fsync", "never"]);
+    let tag = |v: u32| {
+        format!(
+            "hook=route&topic=hot&config={}",
+            enc(&format!(r#"{{"name": "x-version", "value": "{v}"}}"#))
+        )
+    };
+    bind_ok(&node, "tagger", "header_tagger", &tag(0)).await;
+    const TASKS: usize = 4;
+    const PER_TASK: usize = 2500;
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let url = node.url.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = switchyard::client::Client::new(&url).unwrap();
+            for i in 0..PER_TASK {
+                let v = client
+                    .publish("hot", Bytes::from(format!("{t}-{i}")), None, &[], None)
+                    .await
+                    .expect("publish during reloads");
+                assert_eq!(v["topic"], "hot");
+            }
+        }));
+    }
+    // Swap versions while the publishers run: new configs and, every other
+    // time, the component pushed again.
+    let mut version = 0;
+    while !tasks.iter().all(|t| t.is_finished()) && version < 40 {
+        version += 1;
+        let component = if version % 2 == 0 {
+            "header_tagger"
+        } else {
+            ""
+        };
+        bind_ok(&node, "tagger", component, &tag(version)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(
+        version >= 3,
+        "only {version} reloads happened during the publishing"
+    );
+    let msgs = node.pull_all("hot").await;
+    assert_eq!(msgs.len(), TASKS * PER_TASK);
+    let mut seen = std::collections::HashSet::new();
+    let mut last_version = [0u32; TASKS];
+    for m in &msgs {
+        let p = m["payload"].as_str().unwrap();
+        assert!(seen.insert(p.to_owned()), "{p} stored twice");
+        // Exactly one version tagged each message, once.
+        let h = m["headers"]["x-version"].as_str().expect("tagged");
+        assert!(!h.contains(','), "tagged twice: {h}");
+        let v: u32 = h.parse().unwrap();
+        // Per publisher, versions never go back: each swap is atomic.
+        let t: usize = p.split('-').next().unwrap().parse().unwrap();
+        assert!(
+            v >= last_version[t],
+            "{p} tagged {v} after {}",
+            last_version[t]
+        );
+        last_version[t] = v;
+    }
+    let info = node.get_json("/v1/plugins/tagger").await;
+    assert_eq!(info["version"], version + 1);
+    assert_eq!(info["counters"]["calls"], (TASKS * PER_TASK) as u64);
+    assert_eq!(info["counters"]["errors"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_uploads_and_settings_are_refused_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--fsync", "never"]);
+    let put = |name: &'static str, query: &'static str, body: Vec<u8>| {
+        let node = &node;
+        async move {
+            let (status, _, body) = node
+                .raw(
+                    node.request("PUT", &format!("/v1/plugins/{name}?{query}")),
+                    body,
+                )
+                .await;
+            let v: Value = serde_json::from_slice(&body).expect("problem JSON");
+            (
+                status,
+                v["code"].as_str().unwrap_or("").to_owned(),
+                v["detail"].as_str().unwrap_or("").to_owned(),
+            )
+        }
+    };
+    let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
+        (
+            "junk",
+            "hook=route",
+            b"not wasm at all".to_vec(),
+            422,
+            "invalid_component",
+        ),
+        (
+            "core",
+            "hook=route",
+            b"\0asm\x01\0\0\0".to_vec(),
+            422,
+            "invalid_component",
+        ),
+        (
+            "empty",
+            "hook=route",
+            b"\0asm\x0d\0\x01\0".to_vec(),
+            422,
+            "unknown_world",
+        ),
+        (
+            "wrong",
+            "hook=filter",
+            wasm("passthrough"),
+            422,
+            "wrong_hook",
+        ),
+        (
+            "badcfg",
+            "hook=filter&config=%7B%7D",
+            wasm("json_filter"),
+            422,
+            "config_rejected",
+        ),
+        (
+            "initpanic",
+            "hook=route&config=init",
+            wasm("trap"),
+            422,
+            "config_rejected",
+        ),
+        (
+            "nohook",
+            "topic=a",
+            wasm("passthrough"),
+            400,
+            "missing_parameter",
+        ),
+        (
+            "badhook",
+            "hook=egress",
+            wasm("passthrough"),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "badpolicy",
+            "hook=route&on_error=retry",
+            wasm("passthrough"),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "badtopic",
+            "hook=route&topic=a..b",
+            wasm("passthrough"),
+            400,
+            "invalid_pattern",
+        ),
+        (
+            "bad.name",
+            "hook=route",
+            wasm("passthrough"),
+            400,
+            "invalid_plugin_setting",
+        ),
+        (
+            "fuel0",
+            "hook=route&fuel=0",
+            wasm("passthrough"),
+            400,
+            "invalid_parameter",
+        ),
+        (
+            "nocomponent",
+            "hook=route",
+            Vec::new(),
+            400,
+            "invalid_plugin_setting",
+        ),
+        (
+            "unknownparam",
+            "hook=route&color=red",
+            wasm("passthrough"),
+            400,
+            "unknown_parameter",
+        ),
+    ];
+    for (name, query, body, want_status, want_code) in cases {
+        let (status, code, detail) = put(name, query, body).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (want_status, want_code),
+            "{name}: {detail}"
+        );
+        assert!(!detail.is_empty());
+    }
+    assert_eq!(node.get_json("/v1/plugins").await, json!({"plugins": []}));
+    let (status, _, _) = node
+        .raw(node.request("DELETE", "/v1/plugins/nope"), "")
+        .await;
+    assert_eq!(status, 404);
+    let (status, _, body) = node
+        .raw(node.request("GET", "/v1/events?topic=a&filter=nope"), "")
+        .await;
+    assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
+    // A route plugin cannot serve as a filter.
+    bind_ok(&node, "pt", "passthrough", "hook=route").await;
+    let (status, _, _) = node
+        .raw(node.request("GET", "/v1/messages?topic=a&filter=pt"), "")
+        .await;
+    assert_eq!(status, 400);
+    // Publishing still works and nothing was stored by the refused requests.
+    assert!(
+        node.get_json("/v1/topics").await["topics"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bindings_survive_restarts_and_the_cli_and_config_file_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let wasm_dir = wasm_dir();
+    let cli = |args: &[&str], url: &str| {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .env("SWITCHYARD_URL", url)
+            .output()
+            .expect("run the CLI");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let router = wasm_dir.join("field_router.wasm");
+    let router = router.to_str().unwrap();
+    {
+        let mut node = Node::start(dir.path(), &["--fsync", "always"]);
+        let (ok, out, err) = cli(
+            &[
+                "plugin",
+                "push",
+                router,
+                "--name",
+                "region",
+                "--hook",
+                "route",
+                "--topic",
+                "orders",
+                "--config",
+                r#"{"field": "/region"}"#,
+                "--on-error",
+                "pass",
+            ],
+            &node.url,
+        );
+        assert!(ok, "{out} {err}");
+        assert!(out.contains("bound region"), "{out}");
+        let (ok, out, _) = cli(&["plugin", "list"], &node.url);
+        assert!(
+            ok && out.contains("region\thook=route\ttopics=orders\ton_error=pass"),
+            "{out}"
+        );
+        node.kill9();
+    }
+    // Restarted (after kill -9): the binding is back and works.
+    let config = format!(
+        "[[plugin]]\nname = \"tag\"\nfile = \"{}\"\nhook = \"route\"\ntopics = [\"orders.>\"]\nconfig = '{{\"name\": \"x-tag\", \"value\": \"cfg\"}}'\n",
+        wasm_dir.join("header_tagger.wasm").display()
+    );
+    let node = Node::start_with_config(dir.path(), &config, &["--fsync", "always"]);
+    let v = node.publish("orders", r#"{"region":"eu"}"#).await;
+    assert_eq!(v["topic"], "orders.eu");
+    let stored = node.pull_all("orders.eu").await;
+    // A reroute ends the chain: the config-file binding on orders.> does not
+    // see the rerouted copy.
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0]["headers"].get("x-tag").is_none(), "{}", stored[0]);
+    node.publish("orders.us", "direct").await;
+    let us = node.pull_all("orders.us").await;
+    assert_eq!(us[0]["headers"]["x-tag"], "cfg");
+    let list = node.get_json("/v1/plugins").await;
+    let sources: Vec<(&str, &str)> = list["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap(), p["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(sources, [("region", "api"), ("tag", "config")]);
+    // A config-file binding is changed in the file, not over the API.
+    let (status, _, _) = node
+        .raw(node.request("DELETE", "/v1/plugins/tag"), "")
+        .await;
+    assert_eq!(status, 409);
+    // `plugin rm` unbinds; the next start does not bring it back.
+    let (ok, out, err) = cli(&["plugin", "rm", "region"], &node.url);
+    assert!(ok, "{out}{err}");
+    let v = node.publish("orders", r#"{"region":"eu"}"#).await;
+    assert_eq!(v["topic"], "orders");
+    // `plugin test` runs a hook without a node.
+    let balancer = wasm_dir.join("weighted_balancer.wasm");
+    let messages: String = (0..400)
+        .map(|i| format!("{{\"topic\": \"jobs\", \"payload\": \"{i}\"}}\n"))
+        .collect();
+    let msg_file = dir.path().join("messages.ndjson");
+    std::fs::write(&msg_file, messages).unwrap();
+    let (ok, out, err) = cli(
+        &[
+            "plugin",
+            "test",
+            balancer.to_str().unwrap(),
+            "--hook",
+            "pick",
+            "--message",
+            &format!("@{}", msg_file.display()),
+            "--candidates",
+            r#"[{"id": "a", "labels": {"weight": "3"}}, {"id": "b", "labels": {"weight": "1"}}]"#,
+        ],
+        "http://127.0.0.1:9",
+    );
+    assert!(ok, "{err}");
+    let picks: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let a = picks.iter().filter(|p| p["id"] == "a").count();
+    let b = picks.iter().filter(|p| p["id"] == "b").count();
+    assert_eq!((a, b), (300, 100), "{out}");
+    let (ok, _, err) = cli(
+        &[
+            "plugin",
+            "test",
+            wasm_dir.join("trap.wasm").to_str().unwrap(),
+            "--hook",
+            "route",
+            "--message",
+            r#"{"topic": "t"}"#,
+        ],
+        "http://127.0.0.1:9",
+    );
+    assert!(!ok);
+    assert!(err.contains("failed"), "{err}");
+}
