@@ -19,7 +19,7 @@ mod validate;
 pub use error::{InvalidMessage, RouterError};
 pub use plugins::{
     BindingSettings, ConfiguredBinding, ERROR_HEADER, Filter, MAX_BINDINGS, MAX_CONFIG,
-    PLUGIN_HEADER, PluginInfo, Plugins, PluginsConfig, Source, validate_name,
+    MAX_FILTER_VARIANTS, PLUGIN_HEADER, PluginInfo, Plugins, PluginsConfig, Source, validate_name,
 };
 pub use router::{PublishRequest, Published, Router, RouterConfig, Start};
 pub use subscription::{Delivery, Subscription};

@@ -26,6 +26,9 @@ pub const PLUGIN_HEADER: &str = "switchyard-plugin";
 pub const MAX_BINDINGS: usize = 64;
 /// Longest binding configuration string.
 pub const MAX_CONFIG: usize = 64 * 1024;
+/// Most filter configurations given by subscribers (`filter_config=`) in
+/// use at once on a node: each has its own instances.
+pub const MAX_FILTER_VARIANTS: usize = 64;
 
 /// Node-wide plugin settings.
 #[derive(Clone, Debug, Default)]
@@ -626,6 +629,13 @@ impl Plugins {
         if let Some(b) = variants.get(&key).and_then(std::sync::Weak::upgrade) {
             return Ok((snap.generation, b));
         }
+        variants.retain(|_, w| w.strong_count() > 0);
+        if variants.len() >= MAX_FILTER_VARIANTS {
+            return Err(RouterError::PluginSetting(format!(
+                "{MAX_FILTER_VARIANTS} subscriber filter configurations are in use already; \
+                 subscribe with the binding's own configuration or one already in use"
+            )));
+        }
         let mut spec = base.spec().clone();
         spec.config = config.to_owned();
         let b = Binding::new(
@@ -636,7 +646,6 @@ impl Plugins {
             base.stats().clone(),
         )
         .map_err(RouterError::Plugin)?;
-        variants.retain(|_, w| w.strong_count() > 0);
         variants.insert(key, Arc::downgrade(&b));
         Ok((snap.generation, b))
     }

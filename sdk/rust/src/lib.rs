@@ -19,9 +19,10 @@
 //! refused and the operator sees the message.
 //!
 //! Plugins may call the host through [`log`], [`clock`], [`kv`] and
-//! [`metrics`]. They have no filesystem, network, environment or stdin;
-//! what they print is discarded, except the last few KiB of stderr, which
-//! the node shows when the plugin traps. A panic traps the instance.
+//! [`metrics`]. They have no filesystem, network, environment or stdio:
+//! printing traps (use [`log`]). A panic traps the instance; the SDK sends
+//! its message to the node's log first, and the node shows it with the
+//! failed call.
 //!
 //! # Example
 //!
