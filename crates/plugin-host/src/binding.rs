@@ -36,6 +36,9 @@ struct Slot {
 struct Pool {
     idle: Vec<Slot>,
     live: usize,
+    /// Callers waiting for an instance (a notify is a syscall; skip it
+    /// when no one waits).
+    waiting: usize,
 }
 
 /// A plugin bound to a hook with its settings. Immutable once built: a new
@@ -113,6 +116,7 @@ impl Binding {
             pool: Mutex::new(Pool {
                 idle: Vec::new(),
                 live: 0,
+                waiting: 0,
             }),
             freed: Condvar::new(),
         };
@@ -208,24 +212,33 @@ impl Binding {
                     self.shared
                         .stats
                         .failure(e.kind().unwrap_or(FailureKind::Instantiate));
-                    self.lock().live -= 1;
-                    self.freed.notify_one();
+                    let mut pool = self.lock();
+                    pool.live -= 1;
+                    if pool.waiting > 0 {
+                        self.freed.notify_one();
+                    }
                 });
             }
+            pool.waiting += 1;
             pool = self.freed.wait(pool).unwrap_or_else(|p| p.into_inner());
+            pool.waiting -= 1;
         }
     }
 
     fn release(&self, slot: Slot, healthy: bool) {
         let mut pool = self.lock();
+        let wake = pool.waiting > 0;
         if healthy {
             pool.idle.push(slot);
+            drop(pool);
         } else {
             pool.live -= 1;
             drop(pool);
             drop(slot);
         }
-        self.freed.notify_one();
+        if wake {
+            self.freed.notify_one();
+        }
     }
 
     /// Runs one hook call on a pooled instance with fresh budgets; a failed

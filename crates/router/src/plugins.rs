@@ -477,7 +477,8 @@ impl Plugins {
             };
             let result = b.route(&msg).and_then(|d| self.apply(b, &current, d));
             match result {
-                Ok(Applied::Continue(next)) => current = next,
+                Ok(Applied::Continue(None)) => {}
+                Ok(Applied::Continue(Some(next))) => current = next,
                 Ok(Applied::Drop(reason)) => {
                     return Routed {
                         stored: Vec::new(),
@@ -547,7 +548,7 @@ impl Plugins {
             })
         };
         match d {
-            RouteDecision::Deliver => Ok(Applied::Continue(cur.clone())),
+            RouteDecision::Deliver => Ok(Applied::Continue(None)),
             RouteDecision::Drop(reason) => Ok(Applied::Drop(reason)),
             RouteDecision::Replace { headers, payload } => {
                 let mut next = cur.clone();
@@ -558,7 +559,7 @@ impl Plugins {
                     next.payload = Bytes::from(p);
                 }
                 check(&next)?;
-                Ok(Applied::Continue(next))
+                Ok(Applied::Continue(Some(next)))
             }
             RouteDecision::Reroute(topics) => {
                 let mut copies = Vec::with_capacity(topics.len());
@@ -652,7 +653,8 @@ impl Plugins {
 }
 
 enum Applied {
-    Continue(Append),
+    /// Go on with the replaced message, or (`None`) the same one.
+    Continue(Option<Append>),
     Drop(String),
     Reroute(Vec<Append>),
 }
