@@ -50,37 +50,44 @@ pub(crate) fn envelope(m: &Message) -> Value {
 /// and `routed` (every stored copy); when it was dropped, `dropped`,
 /// `plugin` and `reason`; when a plugin failed on it, `plugin_error`.
 pub(crate) fn published(p: &Published) -> String {
-    match (&p.results[..], &p.routed_from, &p.dropped, &p.plugin_error) {
-        ([a], None, None, None) => appended(a),
-        _ => {
-            let mut obj = match p.results.first() {
-                Some(a) => serde_json::from_str::<Map<String, Value>>(&appended(a))
-                    .expect("appended() writes a JSON object"),
-                None => Map::new(),
-            };
-            if let Some(from) = &p.routed_from {
-                obj.insert("routed_from".into(), json!(from.as_str()));
-                let all: Vec<Value> = p
-                    .results
-                    .iter()
-                    .map(|a| serde_json::from_str(&appended(a)).expect("JSON object"))
-                    .collect();
-                obj.insert("routed".into(), Value::Array(all));
-            }
-            if let Some((plugin, reason)) = &p.dropped {
-                obj.insert("dropped".into(), json!(true));
-                obj.insert("plugin".into(), json!(plugin));
-                obj.insert("reason".into(), json!(reason));
-            }
-            if let Some((plugin, error)) = &p.plugin_error {
-                obj.insert(
-                    "plugin_error".into(),
-                    json!({"plugin": plugin, "error": error}),
-                );
-            }
-            Value::Object(obj).to_string()
-        }
+    if let ([a], None, None, None) = (&p.results[..], &p.routed_from, &p.dropped, &p.plugin_error) {
+        return appended(a);
     }
+    let mut obj = match p.results.first() {
+        Some(a) => appended_json(a),
+        None => Map::new(),
+    };
+    if let Some(from) = &p.routed_from {
+        obj.insert("routed_from".into(), json!(from.as_str()));
+        let all = p.results.iter().map(|a| Value::Object(appended_json(a)));
+        obj.insert("routed".into(), Value::Array(all.collect()));
+    }
+    if let Some((plugin, reason)) = &p.dropped {
+        obj.insert("dropped".into(), json!(true));
+        obj.insert("plugin".into(), json!(plugin));
+        obj.insert("reason".into(), json!(reason));
+    }
+    if let Some((plugin, error)) = &p.plugin_error {
+        obj.insert(
+            "plugin_error".into(),
+            json!({"plugin": plugin, "error": error}),
+        );
+    }
+    Value::Object(obj).to_string()
+}
+
+/// The fields of [`appended`] as a JSON object, for answers that add more.
+fn appended_json(a: &Appended) -> Map<String, Value> {
+    let mut obj = Map::new();
+    obj.insert("topic".into(), json!(a.topic.as_str()));
+    obj.insert("id".into(), json!(a.id.to_string()));
+    obj.insert("origin".into(), json!(a.id.origin.to_string()));
+    obj.insert("seq".into(), json!(a.stream_seq));
+    obj.insert("timestamp".into(), json!(a.timestamp.to_rfc3339()));
+    if a.duplicate {
+        obj.insert("duplicate".into(), json!(true));
+    }
+    obj
 }
 
 /// One stored message, as JSON text. Written by hand because it is on the

@@ -4,7 +4,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 use switchyard_model::TopicPattern;
-use switchyard_router::{BindingSettings, ErrorPolicy, Hook, Limits, PluginInfo, Source};
+use switchyard_router::{BindingSpec, ErrorPolicy, Hook, Limits, PluginInfo, Source};
 
 use crate::handlers::{json_response, not_allowed, read_body};
 use crate::problem::Problem;
@@ -116,7 +116,7 @@ async fn put(app: &App, name: &str, req: Request<Incoming>) -> Result<Response<B
     let (parts, body) = req.into_parts();
     let bytes = read_body(body, &parts.headers, app.config.max_plugin_bytes).await?;
     let component = (!bytes.is_empty()).then_some(bytes);
-    let settings = BindingSettings {
+    let settings = BindingSpec {
         name: name.to_owned(),
         hook,
         topics,

@@ -278,10 +278,6 @@ impl Binding {
         tracing::warn!(plugin = %self.spec.name, kind = kind.as_str(), error = %err, "plugin call failed");
     }
 
-    fn invalid(&self, detail: String) -> PluginError {
-        self.invalid_result(detail)
-    }
-
     /// Records that a caller found the plugin's answer unacceptable (for
     /// checks only the caller can make) and returns the error to report.
     pub fn invalid_result(&self, detail: String) -> PluginError {
@@ -304,7 +300,7 @@ impl Binding {
             wit::RouteDecision::Drop(reason) => Ok(RouteDecision::Drop(reason)),
             wit::RouteDecision::Reroute(topics) => {
                 if topics.is_empty() || topics.len() > MAX_REROUTE_TOPICS {
-                    return Err(self.invalid(format!(
+                    return Err(self.invalid_result(format!(
                         "reroute to {} topics; allowed are 1 to {MAX_REROUTE_TOPICS}",
                         topics.len()
                     )));
@@ -313,15 +309,17 @@ impl Binding {
                     match t.parse::<Topic>() {
                         Ok(topic) if topic.is_reserved() => {
                             return Err(
-                                self.invalid(format!("reroute to the reserved topic {t:?}"))
+                                self.invalid_result(format!("reroute to the reserved topic {t:?}"))
                             );
                         }
                         Ok(_) if topics[..i].contains(t) => {
-                            return Err(self.invalid(format!("reroute names {t:?} twice")));
+                            return Err(self.invalid_result(format!("reroute names {t:?} twice")));
                         }
                         Ok(_) => {}
                         Err(e) => {
-                            return Err(self.invalid(format!("reroute to {:?}: {e}", truncated(t))));
+                            return Err(
+                                self.invalid_result(format!("reroute to {:?}: {e}", truncated(t)))
+                            );
                         }
                     }
                 }
@@ -331,7 +329,7 @@ impl Binding {
                 if let Some(p) = &r.payload
                     && p.len() > self.spec.limits.max_output_bytes
                 {
-                    return Err(self.invalid(format!(
+                    return Err(self.invalid_result(format!(
                         "replacement payload of {} bytes; the limit is {}",
                         p.len(),
                         self.spec.limits.max_output_bytes
@@ -357,7 +355,7 @@ impl Binding {
             wit::FilterDecision::Keep => Ok(FilterDecision::Keep),
             wit::FilterDecision::Skip => Ok(FilterDecision::Skip),
             wit::FilterDecision::Transform(p) if p.len() > self.spec.limits.max_output_bytes => {
-                Err(self.invalid(format!(
+                Err(self.invalid_result(format!(
                     "transformed payload of {} bytes; the limit is {}",
                     p.len(),
                     self.spec.limits.max_output_bytes
@@ -392,7 +390,7 @@ impl Binding {
         match chosen {
             None => Ok(None),
             Some(i) if (i as usize) < candidates.len() => Ok(Some(i as usize)),
-            Some(i) => Err(self.invalid(format!(
+            Some(i) => Err(self.invalid_result(format!(
                 "picked index {i} of {} candidates",
                 candidates.len()
             ))),

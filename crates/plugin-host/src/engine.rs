@@ -192,7 +192,6 @@ impl PluginEngine {
         Ok(Plugin {
             sha256,
             size,
-            component,
             route,
             filter,
             pick,
@@ -214,8 +213,6 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 pub struct Plugin {
     sha256: [u8; 32],
     size: usize,
-    #[allow(dead_code)]
-    component: Component,
     pub(crate) route: Option<route::RoutePluginPre<HostState>>,
     pub(crate) filter: Option<filter::FilterPluginPre<HostState>>,
     pub(crate) pick: Option<pick::PickPluginPre<HostState>>,

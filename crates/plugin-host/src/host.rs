@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use wasmtime::{ResourceLimiter, Result};
 
@@ -134,11 +134,6 @@ impl log::Host for HostState {
     }
 }
 
-fn monotonic_origin() -> Instant {
-    static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *ORIGIN.get_or_init(Instant::now)
-}
-
 impl clock::Host for HostState {
     fn now_ms(&mut self) -> Result<u64> {
         self.host_call()?;
@@ -149,7 +144,7 @@ impl clock::Host for HostState {
 
     fn monotonic_ns(&mut self) -> Result<u64> {
         self.host_call()?;
-        Ok(monotonic_origin().elapsed().as_nanos() as u64)
+        Ok(crate::wasi::monotonic_ns())
     }
 }
 

@@ -57,7 +57,8 @@ fn insecure_u64() -> u64 {
     x
 }
 
-fn monotonic_ns() -> u64 {
+/// Nanoseconds since the first call: the plugins' monotonic clock.
+pub(crate) fn monotonic_ns() -> u64 {
     static ORIGIN: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     ORIGIN.get_or_init(Instant::now).elapsed().as_nanos() as u64
 }

@@ -18,13 +18,13 @@ mod validate;
 
 pub use error::{InvalidMessage, RouterError};
 pub use plugins::{
-    BindingSettings, ConfiguredBinding, ERROR_HEADER, Filter, MAX_BINDINGS, MAX_CONFIG,
-    MAX_FILTER_VARIANTS, PLUGIN_HEADER, PluginInfo, Plugins, PluginsConfig, Source, validate_name,
+    ConfiguredBinding, ERROR_HEADER, Filter, MAX_BINDINGS, MAX_CONFIG, MAX_FILTER_VARIANTS,
+    PLUGIN_HEADER, PluginInfo, Plugins, PluginsConfig, Source, validate_name,
 };
 pub use router::{PublishRequest, Published, Router, RouterConfig, Start};
 pub use subscription::{Delivery, Subscription};
 pub use switchyard_plugin_host::{
-    EngineConfig, ErrorPolicy, Hook, Limits, PluginEngine, PluginError, StatsSnapshot,
+    BindingSpec, EngineConfig, ErrorPolicy, Hook, Limits, PluginEngine, PluginError, StatsSnapshot,
 };
 pub use switchyard_store::{
     Appended, FsyncMode, Gap, RetentionPolicy, RetentionRule, StoreConfig, StoreError, StreamInfo,

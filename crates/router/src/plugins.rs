@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use switchyard_model::{Header, Message, Topic, TopicPattern};
+use switchyard_model::{Header, Message, Topic};
 use switchyard_plugin_host::{
     Binding, BindingSpec, EngineConfig, ErrorPolicy, FilterDecision, Hook, KvBackend, Limits,
     PluginEngine, PluginError, PluginMessage, RouteDecision, Stats, StatsSnapshot,
@@ -49,25 +49,7 @@ pub struct ConfiguredBinding {
     /// The component file.
     pub file: PathBuf,
     /// Everything else.
-    pub settings: BindingSettings,
-}
-
-/// What an operator chooses for a binding.
-#[derive(Clone, Debug)]
-pub struct BindingSettings {
-    /// Binding name: 1 to 64 of `A-Z a-z 0-9 - _`.
-    pub name: String,
-    /// The hook.
-    pub hook: Hook,
-    /// Topic patterns it applies to (for `filter`, the topics whose messages
-    /// it filters; others pass through).
-    pub topics: Vec<TopicPattern>,
-    /// Passed to the plugin's `init`.
-    pub config: String,
-    /// What a failed call means for the message.
-    pub on_error: ErrorPolicy,
-    /// Sandbox limits.
-    pub limits: Limits,
+    pub settings: BindingSpec,
 }
 
 /// Where a binding came from.
@@ -194,8 +176,8 @@ pub struct Plugins {
     /// Serialises changes (compile, persist, swap).
     changing: Mutex<()>,
     /// Filter bindings with a per-subscription configuration, by
-    /// (name, generation-independent binding identity, config).
-    variants: Mutex<BTreeMap<(String, usize, String), std::sync::Weak<Binding>>>,
+    /// (name, binding version, config).
+    variants: Mutex<BTreeMap<(String, u64, String), std::sync::Weak<Binding>>>,
     max_payload: usize,
 }
 
@@ -258,7 +240,7 @@ impl Plugins {
                     let binding = Binding::new(
                         &self.engine,
                         plugin,
-                        spec(settings),
+                        settings,
                         self.kv.clone(),
                         Arc::new(Stats::default()),
                     )
@@ -317,7 +299,7 @@ impl Plugins {
     /// Calls that started on an earlier version finish on it. Blocking.
     pub fn bind(
         &self,
-        settings: BindingSettings,
+        settings: BindingSpec,
         component: Option<&[u8]>,
         source: Source,
     ) -> Result<PluginInfo, RouterError> {
@@ -360,7 +342,7 @@ impl Plugins {
         let binding = Binding::new(
             &self.engine,
             plugin.clone(),
-            spec(settings.clone()),
+            settings.clone(),
             self.kv.clone(),
             stats,
         )
@@ -451,7 +433,12 @@ impl Plugins {
 
     /// Whether any route binding exists (checked before doing any work).
     pub(crate) fn has_routes(&self) -> bool {
-        !self.snapshot().routes.is_empty()
+        !self
+            .current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .routes
+            .is_empty()
     }
 
     /// Runs the route bindings that apply to `req`, in name order, on one
@@ -621,11 +608,7 @@ impl Plugins {
                 config.len()
             )));
         }
-        let key = (
-            name.to_owned(),
-            Arc::as_ptr(base) as usize,
-            config.to_owned(),
-        );
+        let key = (name.to_owned(), entry.version, config.to_owned());
         let mut variants = self.variants.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = variants.get(&key).and_then(std::sync::Weak::upgrade) {
             return Ok((snap.generation, b));
@@ -776,18 +759,7 @@ impl Filter {
     }
 }
 
-fn spec(s: BindingSettings) -> BindingSpec {
-    BindingSpec {
-        name: s.name,
-        hook: s.hook,
-        topics: s.topics,
-        config: s.config,
-        on_error: s.on_error,
-        limits: s.limits,
-    }
-}
-
-fn record_of(s: &BindingSettings, sha256: &str, version: u64, updated_ms: u64) -> Record {
+fn record_of(s: &BindingSpec, sha256: &str, version: u64, updated_ms: u64) -> Record {
     Record {
         name: s.name.clone(),
         hook: s.hook.to_string(),
@@ -804,8 +776,8 @@ fn record_of(s: &BindingSettings, sha256: &str, version: u64, updated_ms: u64) -
     }
 }
 
-fn settings_of(r: &Record) -> Result<BindingSettings, String> {
-    Ok(BindingSettings {
+fn settings_of(r: &Record) -> Result<BindingSpec, String> {
+    Ok(BindingSpec {
         name: r.name.clone(),
         hook: r.hook.parse().map_err(|e: PluginError| e.to_string())?,
         topics: r

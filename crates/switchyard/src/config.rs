@@ -10,8 +10,8 @@ use serde::Deserialize;
 use switchyard_gateway::GatewayConfig;
 use switchyard_model::TopicPattern;
 use switchyard_router::{
-    BindingSettings, ConfiguredBinding, ErrorPolicy, FsyncMode, Limits, RetentionPolicy,
-    RetentionRule, RouterConfig,
+    BindingSpec, ConfiguredBinding, ErrorPolicy, FsyncMode, Limits, RetentionPolicy, RetentionRule,
+    RouterConfig,
 };
 
 /// Default listen address.
@@ -496,7 +496,7 @@ fn plugins(
         } else {
             b.topics
         };
-        let settings = BindingSettings {
+        let settings = BindingSpec {
             name: b.name.clone(),
             hook: b.hook.parse().map_err(|e| format!("{what}: {e}"))?,
             topics: topics

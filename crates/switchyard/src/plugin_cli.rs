@@ -93,7 +93,7 @@ pub fn format_list(v: &Value) -> String {
             topics.join(","),
             p["on_error"].as_str().unwrap_or("?"),
             p["version"],
-            &p["sha256"].as_str().unwrap_or("?")[..12.min(p["sha256"].as_str().unwrap_or("?").len())],
+            p["sha256"].as_str().unwrap_or("?").get(..12).unwrap_or("?"),
             c["calls"],
             c["errors"],
             c["mean_ns"],
