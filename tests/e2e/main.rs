@@ -5,6 +5,7 @@ mod support;
 
 mod bad_input;
 mod crash;
+mod groups;
 mod memory;
 mod patterns;
 mod plugins;

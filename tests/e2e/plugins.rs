@@ -160,7 +160,7 @@ async fn example_plugins_change_what_subscribers_receive() {
     .await;
     let mut sse = Sse::connect(
         &node,
-        &format!("/v1/events?topic=sales&from=earliest&filter=big"),
+        "/v1/events?topic=sales&from=earliest&filter=big",
         None,
     )
     .await

@@ -64,6 +64,11 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
             let name = &p["/v1/plugins/".len()..];
             crate::plugins::handle(&app, Some(name), req).await
         }
+        ("/v1/groups", _) => crate::groups::handle(&app, None, req).await,
+        (p, _) if p.starts_with("/v1/groups/") => {
+            let rest = &p["/v1/groups/".len()..];
+            crate::groups::handle(&app, Some(rest), req).await
+        }
         ("/v1/topics", _) => match method {
             Method::GET => topics(&app, &req),
             _ => Err(not_allowed("GET")),
@@ -410,7 +415,7 @@ fn filter_of(app: &App, query: &Query) -> Result<Option<switchyard_router::Filte
     }
 }
 
-fn parse_format(query: &Query) -> Result<Format, Problem> {
+pub(crate) fn parse_format(query: &Query) -> Result<Format, Problem> {
     match query.one("format")? {
         None | Some("raw") => Ok(Format::Raw),
         Some("json") => Ok(Format::Json),
@@ -431,10 +436,29 @@ async fn events(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Pr
             "format",
             "filter",
             "filter_config",
+            "group",
+            "ack",
+            "max_inflight",
+            "strategy",
+            "ack_timeout_ms",
+            "max_deliveries",
+            "weight",
+            "label",
         ],
     )?;
     let topics = query.topics()?;
     let format = parse_format(&query)?;
+    if let Some(group) = query.one("group")? {
+        return crate::groups::join(app, group, topics, format, &query).await;
+    }
+    for p in crate::groups::JOIN_ONLY {
+        if query.one(p)?.is_some() {
+            return Err(Problem::bad_request(
+                "invalid_parameter",
+                format!("{p}= applies only with group="),
+            ));
+        }
+    }
     let filter = filter_of(app, &query)?;
     // Precedence: the Last-Event-ID header (a reconnecting EventSource), then
     // ?last_event_id= (a first EventSource request cannot set headers), then ?from=.
@@ -450,9 +474,18 @@ async fn events(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Pr
     if let Some(f) = filter {
         sub.set_filter(f);
     }
+    Ok(sse_response(
+        app,
+        sse::SubscriptionEvents { sub, format },
+        "",
+    ))
+}
+
+/// A `text/event-stream` response following `events`.
+pub(crate) fn sse_response(app: &App, events: impl sse::Events, prelude: &str) -> Response<Body> {
     let body = sse::body(
-        sub,
-        format,
+        events,
+        prelude,
         app.config.heartbeat,
         app.config.retry,
         app.shutdown.clone(),
@@ -465,7 +498,7 @@ async fn events(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Pr
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(resp)
+    resp
 }
 
 async fn pull(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Problem> {

@@ -14,6 +14,7 @@
 mod config;
 mod cors;
 mod envelope;
+mod groups;
 mod handlers;
 mod plugins;
 mod problem;

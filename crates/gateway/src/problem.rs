@@ -141,6 +141,23 @@ impl From<RouterError> for Problem {
             RouterError::PluginConflict(_) => {
                 Problem::new(StatusCode::CONFLICT, "plugin_conflict", e.to_string())
             }
+            RouterError::GroupNotFound(_) => {
+                Problem::new(StatusCode::NOT_FOUND, "group_not_found", e.to_string())
+            }
+            RouterError::GroupSetting(_) => {
+                Problem::bad_request("invalid_group_setting", e.to_string())
+            }
+            RouterError::GroupConflict(_) => {
+                Problem::new(StatusCode::CONFLICT, "group_conflict", e.to_string())
+            }
+            RouterError::NotInFlight { ref ids, .. } => Problem {
+                extra: Some(("ids", json!(ids))),
+                ..Problem::new(StatusCode::CONFLICT, "not_in_flight", e.to_string())
+            },
+            RouterError::StaleAck { ref stale, .. } => Problem {
+                extra: Some(("stale", json!(stale))),
+                ..Problem::new(StatusCode::CONFLICT, "stale_ack", e.to_string())
+            },
             RouterError::Plugin(p) => {
                 let code = match &p {
                     PluginError::InvalidComponent(_) => "invalid_component",

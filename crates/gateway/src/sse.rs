@@ -2,6 +2,7 @@
 //! body that follows a subscription.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::time::Duration;
 
 use base64::Engine;
@@ -11,7 +12,7 @@ use futures_util::stream;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use switchyard_model::Message;
-use switchyard_router::{Delivery, Subscription};
+use switchyard_router::{Delivery, Member, Subscription};
 use tokio::sync::watch;
 
 use crate::envelope::{envelope, gap};
@@ -101,29 +102,86 @@ pub(crate) fn format_delivery(d: &Delivery, format: Format) -> Bytes {
     buf.freeze()
 }
 
-struct State {
-    sub: Subscription,
-    format: Format,
+/// Where an SSE stream's events come from.
+pub(crate) trait Events: Send + 'static {
+    /// The next chunk of events; `None` ends the stream. Must be
+    /// cancel-safe: the stream drops it for heartbeats and shutdown.
+    fn next_chunk(&mut self) -> impl Future<Output = Option<Bytes>> + Send;
+}
+
+/// A fan-out subscription's events.
+pub(crate) struct SubscriptionEvents {
+    pub sub: Subscription,
+    pub format: Format,
+}
+
+impl Events for SubscriptionEvents {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        match self.sub.next().await {
+            Ok(d) => Some(format_delivery(&d, self.format)),
+            Err(e) => {
+                tracing::debug!(error = %e, "subscription ended");
+                None
+            }
+        }
+    }
+}
+
+/// A group member's events: `id:` is the message id (what acks name), and
+/// the JSON envelope carries the delivery count.
+pub(crate) struct MemberEvents {
+    pub member: Member,
+    pub format: Format,
+}
+
+impl Events for MemberEvents {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        let batch = self.member.next().await?;
+        let size: usize = batch.iter().map(|d| d.message.payload.len() + 128).sum();
+        let mut buf = BytesMut::with_capacity(size);
+        for d in &batch {
+            let id = d.message.id.to_string();
+            match self.format {
+                Format::Json => {
+                    let mut env = envelope(&d.message);
+                    env["delivery"] = d.delivery.into();
+                    buf.put_slice(b"id: ");
+                    buf.put_slice(id.as_bytes());
+                    buf.put_slice(b"\nevent: message\n");
+                    put_data(&mut buf, &env.to_string());
+                    buf.put_u8(b'\n');
+                }
+                Format::Raw => put_message(&mut buf, &d.message, &id, Format::Raw),
+            }
+        }
+        Some(buf.freeze())
+    }
+}
+
+struct State<E> {
+    events: E,
     heartbeat: Duration,
     shutdown: watch::Receiver<bool>,
     prelude: Option<Bytes>,
 }
 
-/// The body of an SSE response: a `retry:` hint, then events as they come,
-/// and a heartbeat comment whenever the stream was idle for `heartbeat`.
-/// It reads only when hyper asks for more, so a client that does not read
-/// holds one chunk at most.
-pub(crate) fn body(
-    sub: Subscription,
-    format: Format,
+/// The body of an SSE response: a `retry:` hint and `prelude` events, then
+/// events as they come, and a heartbeat comment whenever the stream was
+/// idle for `heartbeat`. It reads only when hyper asks for more, so a
+/// client that does not read holds one chunk at most.
+pub(crate) fn body<E: Events>(
+    events: E,
+    prelude: &str,
     heartbeat: Duration,
     retry: Duration,
     shutdown: watch::Receiver<bool>,
 ) -> Body {
-    let prelude = Bytes::from(format!("retry: {}\n: connected\n\n", retry.as_millis()));
+    let prelude = Bytes::from(format!(
+        "retry: {}\n: connected\n\n{prelude}",
+        retry.as_millis()
+    ));
     let state = State {
-        sub,
-        format,
+        events,
         heartbeat,
         shutdown,
         prelude: Some(prelude),
@@ -136,21 +194,17 @@ pub(crate) fn body(
             return None;
         }
         tokio::select! {
-            delivery = st.sub.next() => match delivery {
-                Ok(d) => {
-                    let chunk = format_delivery(&d, st.format);
-                    Some((Ok(Frame::data(chunk)), st))
-                }
-                Err(e) => {
-                    tracing::debug!(error = %e, "subscription ended");
-                    None
-                }
-            },
+            chunk = st.events.next_chunk() => chunk.map(|c| (Ok(Frame::data(c)), st)),
             () = tokio::time::sleep(st.heartbeat) => Some((Ok(Frame::data(Bytes::from_static(b": heartbeat\n\n"))), st)),
             _ = st.shutdown.changed() => None,
         }
     });
     StreamBody::new(events).boxed_unsync()
+}
+
+/// One event: `event: <name>` with `data` (a single line).
+pub(crate) fn event(name: &str, data: &str) -> String {
+    format!("event: {name}\ndata: {data}\n\n")
 }
 
 #[cfg(test)]

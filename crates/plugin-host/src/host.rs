@@ -182,11 +182,9 @@ impl kv::Host for HostState {
             Ok(v) => v.is_some(),
             Err(e) => return Ok(Err(e)),
         };
-        if !exists {
-            if shared.kv_keys.fetch_add(1, Ordering::Relaxed) >= MAX_KV_KEYS {
-                shared.kv_keys.fetch_sub(1, Ordering::Relaxed);
-                return Ok(Err(format!("the binding holds {MAX_KV_KEYS} keys already")));
-            }
+        if !exists && shared.kv_keys.fetch_add(1, Ordering::Relaxed) >= MAX_KV_KEYS {
+            shared.kv_keys.fetch_sub(1, Ordering::Relaxed);
+            return Ok(Err(format!("the binding holds {MAX_KV_KEYS} keys already")));
         }
         let r = shared.kv.set(&shared.name, &key, &value);
         if r.is_err() && !exists {

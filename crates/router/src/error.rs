@@ -62,6 +62,34 @@ pub enum RouterError {
     /// configuration) or the engine failed.
     #[error(transparent)]
     Plugin(#[from] switchyard_plugin_host::PluginError),
+    /// No consumer group has this name.
+    #[error("no group named {0:?}")]
+    GroupNotFound(String),
+    /// A group or member setting is not acceptable.
+    #[error("{0}")]
+    GroupSetting(String),
+    /// The request conflicts with the group's settings or state.
+    #[error("{0}")]
+    GroupConflict(String),
+    /// Settle request naming messages the group never delivered; nothing changed.
+    #[error("group {group:?} has not delivered {}: they are not in flight", .ids.join(", "))]
+    NotInFlight {
+        /// The group.
+        group: String,
+        /// The ids.
+        ids: Vec<String>,
+    },
+    /// Settle request whose every id is no longer the member's to settle.
+    /// The stale acknowledgements were counted; nothing else changed.
+    #[error("stale {op}: none of the ids is in flight at this member any more")]
+    StaleAck {
+        /// The group.
+        group: String,
+        /// The operation (ack, nack, progress, term).
+        op: &'static str,
+        /// Each id with the reason.
+        stale: Vec<crate::groups::StaleId>,
+    },
     /// A blocking read task failed to run (the runtime is shutting down).
     #[error("the node is shutting down")]
     ShuttingDown,

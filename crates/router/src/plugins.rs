@@ -11,8 +11,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use switchyard_model::{Header, Message, Topic};
 use switchyard_plugin_host::{
-    Binding, BindingSpec, EngineConfig, ErrorPolicy, FilterDecision, Hook, KvBackend, Limits,
-    PluginEngine, PluginError, PluginMessage, RouteDecision, Stats, StatsSnapshot,
+    Binding, BindingSpec, Candidate, EngineConfig, ErrorPolicy, FilterDecision, Hook, KvBackend,
+    Limits, PluginEngine, PluginError, PluginMessage, RouteDecision, Stats, StatsSnapshot,
 };
 use switchyard_store::{Append, Store};
 
@@ -498,9 +498,10 @@ impl Plugins {
                             };
                         }
                         ErrorPolicy::DeadLetter => {
-                            let stored = dead_letter(&current, &spec.name, &error)
-                                .map(|d| vec![d])
-                                .unwrap_or_default();
+                            let stored =
+                                dead_letter(&current, &error, &[(PLUGIN_HEADER, &spec.name)])
+                                    .map(|d| vec![d])
+                                    .unwrap_or_default();
                             let dropped = stored.is_empty().then(|| {
                                 (
                                     spec.name.clone(),
@@ -582,6 +583,49 @@ impl Plugins {
         Ok(f)
     }
 
+    /// Asks the pick binding `name` which of `candidates` gets `m`. `None`
+    /// when the binding does not apply to the topic or leaves the choice to
+    /// the group's default.
+    pub(crate) fn pick(
+        &self,
+        name: &str,
+        m: &Message,
+        candidates: &[Candidate],
+    ) -> Result<Option<usize>, RouterError> {
+        let snap = self.snapshot();
+        let entry = snap
+            .bindings
+            .get(name)
+            .ok_or_else(|| RouterError::PluginNotFound(name.to_owned()))?;
+        let b = &entry.binding;
+        if b.spec().hook != Hook::Pick {
+            return Err(RouterError::PluginSetting(format!(
+                "plugin {name} is a {} plugin, not a pick plugin",
+                b.spec().hook
+            )));
+        }
+        if !b.spec().applies_to(m.topic.as_str()) {
+            return Ok(None);
+        }
+        let msg = plugin_message(m);
+        b.pick(&msg, candidates).map_err(RouterError::Plugin)
+    }
+
+    /// Checks that `name` is a pick binding.
+    pub(crate) fn check_pick(&self, name: &str) -> Result<(), RouterError> {
+        let snap = self.snapshot();
+        match snap.bindings.get(name) {
+            None => Err(RouterError::PluginNotFound(name.to_owned())),
+            Some(e) if e.binding.spec().hook != Hook::Pick => {
+                Err(RouterError::PluginSetting(format!(
+                    "plugin {name} is a {} plugin, not a pick plugin",
+                    e.binding.spec().hook
+                )))
+            }
+            Some(_) => Ok(()),
+        }
+    }
+
     fn filter_binding(
         &self,
         name: &str,
@@ -651,8 +695,9 @@ pub(crate) struct Routed {
     pub failure: Option<(String, String)>,
 }
 
-/// The dead-letter copy of a message: on `$dlq.<topic>` with the error.
-fn dead_letter(m: &Append, plugin: &str, error: &str) -> Option<Append> {
+/// The dead-letter copy of a message: on `$dlq.<topic>`, with the error in
+/// [`ERROR_HEADER`] (one line, at most 1 KiB) and `extra` headers after it.
+pub(crate) fn dead_letter(m: &Append, error: &str, extra: &[(&str, &str)]) -> Option<Append> {
     let topic: Topic = format!("$dlq.{}", m.topic).parse().ok()?;
     let mut headers = m.headers.clone();
     let mut error = error.replace(['\r', '\n'], " ");
@@ -667,10 +712,10 @@ fn dead_letter(m: &Append, plugin: &str, error: &str) -> Option<Append> {
         name: ERROR_HEADER.into(),
         value: error,
     });
-    headers.push(Header {
-        name: PLUGIN_HEADER.into(),
-        value: plugin.into(),
-    });
+    headers.extend(extra.iter().map(|(name, value)| Header {
+        name: (*name).into(),
+        value: (*value).into(),
+    }));
     Some(Append {
         topic,
         key: m.key.clone(),
@@ -678,6 +723,28 @@ fn dead_letter(m: &Append, plugin: &str, error: &str) -> Option<Append> {
         payload: m.payload.clone(),
         idempotency_key: None,
     })
+}
+
+/// How a plugin sees a stored message.
+fn plugin_message(m: &Message) -> PluginMessage<'_> {
+    PluginMessage {
+        topic: m.topic.as_str(),
+        key: m.key.as_deref(),
+        headers: &m.headers,
+        payload: &m.payload,
+        timestamp_ms: m.timestamp.millis(),
+    }
+}
+
+/// The message as something to store again (for a dead-letter copy).
+pub(crate) fn as_append(m: &Message) -> Append {
+    Append {
+        topic: m.topic.clone(),
+        key: m.key.clone(),
+        headers: m.headers.clone(),
+        payload: m.payload.clone(),
+        idempotency_key: None,
+    }
 }
 
 /// The egress filter of one subscription. It follows reloads: after a new
@@ -723,13 +790,7 @@ impl Filter {
         if !spec.applies_to(m.topic.as_str()) {
             return Ok(Filtered::Keep(m));
         }
-        let msg = PluginMessage {
-            topic: m.topic.as_str(),
-            key: m.key.as_deref(),
-            headers: &m.headers,
-            payload: &m.payload,
-            timestamp_ms: m.timestamp.millis(),
-        };
+        let msg = plugin_message(&m);
         match b.filter(&msg) {
             Ok(FilterDecision::Keep) => Ok(Filtered::Keep(m)),
             Ok(FilterDecision::Skip) => Ok(Filtered::Skip),
@@ -742,14 +803,11 @@ impl Filter {
                 ErrorPolicy::Drop => Filtered::Skip,
                 ErrorPolicy::Pass => Filtered::Keep(m),
                 ErrorPolicy::DeadLetter => {
-                    let a = Append {
-                        topic: m.topic.clone(),
-                        key: m.key.clone(),
-                        headers: m.headers.clone(),
-                        payload: m.payload.clone(),
-                        idempotency_key: None,
-                    };
-                    match dead_letter(&a, &spec.name, &e.to_string()) {
+                    match dead_letter(
+                        &as_append(&m),
+                        &e.to_string(),
+                        &[(PLUGIN_HEADER, &spec.name)],
+                    ) {
                         Some(d) => Filtered::DeadLetter(d),
                         None => Filtered::Skip,
                     }

@@ -4,6 +4,7 @@ use std::time::Duration;
 use switchyard_model::{Cursor, NodeId, Timestamp, Topic, TopicSet};
 use switchyard_store::{Append, Appended, ReadBatch, ReadQuery, Store, StoreConfig, TopicInfo};
 
+use crate::groups::Groups;
 use crate::plugins::{Filter, Plugins, PluginsConfig, Routed};
 use crate::subscription::Subscription;
 use crate::{InvalidMessage, RouterError, validate};
@@ -91,6 +92,7 @@ pub struct Router {
     store: Arc<Store>,
     config: Arc<RouterConfig>,
     plugins: Arc<Plugins>,
+    groups: Arc<Groups>,
 }
 
 impl Router {
@@ -103,16 +105,23 @@ impl Router {
             &config.plugins,
             config.max_payload,
         )?);
+        let groups = Arc::new(Groups::open(store.clone(), plugins.clone())?);
         Ok(Router {
             store,
             config: Arc::new(config),
             plugins,
+            groups,
         })
     }
 
     /// The plugin bindings.
     pub fn plugins(&self) -> &Arc<Plugins> {
         &self.plugins
+    }
+
+    /// The consumer groups.
+    pub fn groups(&self) -> &Arc<Groups> {
+        &self.groups
     }
 
     /// This node's id.

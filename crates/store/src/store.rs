@@ -29,6 +29,8 @@ pub(crate) struct Shared {
     pub plugins: Keyspace,
     /// `plugin_kv`: plugin key-value data.
     pub plugin_kv: Keyspace,
+    /// `groups`: consumer group settings, positions and in-flight sets.
+    pub groups: Keyspace,
     pub node_id: NodeId,
     pub config: StoreConfig,
     /// Streams, origins and visible watermarks. Written only by the writer thread.
@@ -207,6 +209,7 @@ impl Store {
         let idem = open_keyspace(&db, "idem")?;
         let plugins = open_keyspace(&db, "plugins")?;
         let plugin_kv = open_keyspace(&db, "plugin_kv")?;
+        let groups = open_keyspace(&db, "groups")?;
         let boot = current_boot_id(&config);
         let marker = meta.get(keys::RUN_KEY)?;
         let node_id = if previous_run_may_have_lost(marker.as_deref(), &boot) {
@@ -239,6 +242,7 @@ impl Store {
             idem,
             plugins,
             plugin_kv,
+            groups,
             node_id,
             changes,
             poisoned: AtomicBool::new(false),

@@ -96,6 +96,25 @@ enum Command {
         /// Exit after this many messages.
         #[arg(long)]
         count: Option<u64>,
+        /// Join this consumer group instead of following every message:
+        /// each message goes to one member of the group.
+        #[arg(long)]
+        group: Option<String>,
+        /// With --group: manual (ack after printing each batch) or auto.
+        #[arg(long, default_value = "manual", requires = "group")]
+        ack: String,
+        /// With --group: the group's strategy, when this creates the group.
+        #[arg(long, requires = "group")]
+        strategy: Option<String>,
+        /// Node URL.
+        #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
+        url: String,
+    },
+    /// List consumer groups with their members, in-flight messages and lag.
+    Groups {
+        /// Print the whole JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
         /// Node URL.
         #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
         url: String,
@@ -317,8 +336,27 @@ fn main() -> ExitCode {
                 from,
                 format,
                 count,
+                group: Some(group),
+                ack,
+                strategy,
                 url,
+            } => {
+                let join = GroupJoin {
+                    group,
+                    ack,
+                    strategy,
+                };
+                subscribe_group(&url, &patterns, &from, &format, count, &join).await
+            }
+            Command::Subscribe {
+                patterns,
+                from,
+                format,
+                count,
+                url,
+                ..
             } => subscribe(&url, &patterns, &from, &format, count).await,
+            Command::Groups { json, url } => groups(&url, json).await,
             Command::Topics { url } => topics(&url).await,
             Command::Plugin(cmd) => plugin(cmd).await,
         }
@@ -534,6 +572,147 @@ async fn subscribe(
         }
         eprintln!("stream interrupted; reconnecting");
     }
+}
+
+/// How `subscribe --group` joins.
+struct GroupJoin {
+    group: String,
+    ack: String,
+    strategy: Option<String>,
+}
+
+/// Joins a consumer group and prints its share of messages, one per line.
+/// With manual acks each batch is acknowledged after it is printed; a
+/// broken stream rejoins (for up to 30 s), and whatever was not acknowledged
+/// is delivered again, to this or another member.
+async fn subscribe_group(
+    url: &str,
+    patterns: &[String],
+    from: &str,
+    format: &str,
+    count: Option<u64>,
+    join: &GroupJoin,
+) -> Result<()> {
+    if from != "latest" && from != "earliest" {
+        anyhow::bail!("a group starts from earliest or latest, not {from:?}");
+    }
+    let client = Client::new(url)?;
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for p in patterns {
+        q.append_pair("topic", p);
+    }
+    q.append_pair("group", &join.group);
+    q.append_pair("ack", &join.ack);
+    q.append_pair("from", from);
+    q.append_pair("format", format);
+    if let Some(s) = &join.strategy {
+        q.append_pair("strategy", s);
+    }
+    let path = format!("/v1/events?{}", q.finish());
+    let ack_path = format!("/v1/groups/{}/ack", join.group);
+    let manual = join.ack == "manual";
+    let mut printed = 0u64;
+    let mut broken_since: Option<Instant> = None;
+    let stdout = std::io::stdout();
+    loop {
+        let req = client
+            .request(http::Method::GET, &path)
+            .header("accept", "text/event-stream")
+            .body(Full::new(Bytes::new()))?;
+        let resp = match client.send(req).await {
+            Ok(r) => r,
+            Err(e @ ClientError::Unreachable { .. }) if printed > 0 => {
+                let since = *broken_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(30) {
+                    return Err(e.into());
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        broken_since = None;
+        let mut parser = SseParser::new();
+        let mut member = None;
+        let mut body = resp.into_body();
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { break };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let mut ids = Vec::new();
+            let mut done = false;
+            for event in parser.push(&data) {
+                if event.event == "joined" {
+                    let v: serde_json::Value = serde_json::from_str(&event.data)?;
+                    member = v["member"].as_str().map(str::to_owned);
+                    continue;
+                }
+                if done {
+                    // Past --count: left unacknowledged for another member.
+                    continue;
+                }
+                let mut out = stdout.lock();
+                writeln!(out, "{}", event.data)?;
+                out.flush()?;
+                ids.extend(event.id);
+                printed += 1;
+                done = count.is_some_and(|c| printed >= c);
+            }
+            if manual && !ids.is_empty() {
+                let body = serde_json::json!({"ids": ids, "member": member});
+                client
+                    .send_json(
+                        http::Method::POST,
+                        &ack_path,
+                        Bytes::from(body.to_string()),
+                        "application/json",
+                    )
+                    .await
+                    .context("acknowledging")?;
+            }
+            if done {
+                return Ok(());
+            }
+        }
+        eprintln!("stream interrupted; rejoining the group");
+    }
+}
+
+async fn groups(url: &str, json: bool) -> Result<()> {
+    let client = Client::new(url)?;
+    let v = client.get_json("/v1/groups").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<24} {:<16} {:>7} {:>8} {:>8} {:>10} {:>8}  topics",
+        "group", "strategy", "members", "inflight", "lag", "acked", "dlq"
+    )?;
+    for g in v["groups"].as_array().into_iter().flatten() {
+        let topics: Vec<&str> = g["topics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.as_str())
+            .collect();
+        writeln!(
+            out,
+            "{:<24} {:<16} {:>7} {:>8} {:>8} {:>10} {:>8}  {}",
+            g["name"].as_str().unwrap_or(""),
+            g["strategy"].as_str().unwrap_or(""),
+            g["members"].as_array().map_or(0, Vec::len),
+            g["inflight"].as_u64().unwrap_or(0),
+            g["lag"].as_u64().unwrap_or(0),
+            g["acked"].as_u64().unwrap_or(0),
+            g["dead_lettered"].as_u64().unwrap_or(0),
+            topics.join(" "),
+        )?;
+    }
+    Ok(())
 }
 
 async fn topics(url: &str) -> Result<()> {

@@ -1,0 +1,233 @@
+//! Consumer groups over HTTP: joining over SSE (`/v1/events?group=`),
+//! settling messages (`POST /v1/groups/{group}/ack|nack|progress|term`) and
+//! inspecting and deleting groups (`/v1/groups[/{group}]`).
+
+use std::time::Duration;
+
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+use switchyard_model::{MessageId, TopicSet};
+use switchyard_router::{
+    AckMode, GroupOptions, GroupStart, MemberOptions, RouterError, Settle, Strategy,
+};
+
+use crate::handlers::{json_response, not_allowed, read_body, sse_response};
+use crate::problem::Problem;
+use crate::query::Query;
+use crate::server::{App, Body};
+use crate::sse::{self, Format};
+
+/// Query parameters that only mean something when joining a group.
+pub(crate) const JOIN_ONLY: &[&str] = &[
+    "ack",
+    "max_inflight",
+    "strategy",
+    "ack_timeout_ms",
+    "max_deliveries",
+    "weight",
+    "label",
+];
+
+/// Largest settle request body.
+const MAX_SETTLE_BODY: usize = 1024 * 1024;
+
+fn parse<T: std::str::FromStr<Err = RouterError>>(
+    query: &Query,
+    name: &str,
+) -> Result<Option<T>, Problem> {
+    Ok(query.one(name)?.map(str::parse).transpose()?)
+}
+
+/// `GET /v1/events?group=...`: joins the group and streams its share.
+pub(crate) async fn join(
+    app: &App,
+    group: &str,
+    topics: TopicSet,
+    format: Format,
+    query: &Query,
+) -> Result<Response<Body>, Problem> {
+    for p in ["last_event_id", "filter", "filter_config"] {
+        if query.one(p)?.is_some() {
+            return Err(Problem::bad_request(
+                "invalid_parameter",
+                format!(
+                    "{p}= does not apply to a group member (the group keeps its position on the node)"
+                ),
+            ));
+        }
+    }
+    let start = match query.one("from")? {
+        None | Some("latest") => GroupStart::Latest,
+        Some("earliest") => GroupStart::Earliest,
+        Some(other) => {
+            return Err(Problem::bad_request(
+                "invalid_parameter",
+                format!("from={other:?}; a group starts from earliest or latest"),
+            ));
+        }
+    };
+    let options = GroupOptions {
+        strategy: parse::<Strategy>(query, "strategy")?,
+        ack_timeout: query
+            .one("ack_timeout_ms")?
+            .map(|_| query.number("ack_timeout_ms", 0, 0, u64::MAX))
+            .transpose()?
+            .map(Duration::from_millis),
+        max_deliveries: query
+            .one("max_deliveries")?
+            .map(|_| query.number("max_deliveries", 0, 0, u32::MAX as u64))
+            .transpose()?
+            .map(|n| n as u32),
+        start,
+    };
+    let labels = query
+        .all("label")
+        .map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| {
+                    Problem::bad_request(
+                        "invalid_parameter",
+                        format!("label={l:?}; expected name:value"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let member = MemberOptions {
+        ack: parse::<AckMode>(query, "ack")?.unwrap_or(AckMode::Manual),
+        max_inflight: query.number(
+            "max_inflight",
+            switchyard_router::DEFAULT_MAX_INFLIGHT as u64,
+            0,
+            u32::MAX as u64,
+        )? as u32,
+        weight: query.number("weight", 1, 0, u32::MAX as u64)? as u32,
+        labels,
+    };
+    let max_inflight = member.max_inflight;
+    let member = app
+        .router
+        .groups()
+        .join(group, topics, options, member)
+        .await?;
+    let joined = json!({
+        "group": group,
+        "member": member.id(),
+        "ack": member.ack(),
+        "max_inflight": max_inflight,
+    });
+    let prelude = sse::event("joined", &joined.to_string());
+    let id = HeaderValue::from_str(member.id()).ok();
+    let mut resp = sse_response(app, sse::MemberEvents { member, format }, &prelude);
+    let h = resp.headers_mut();
+    if let Ok(g) = HeaderValue::from_str(group) {
+        h.insert("switchyard-group", g);
+    }
+    if let Some(id) = id {
+        h.insert("switchyard-member", id);
+    }
+    Ok(resp)
+}
+
+/// Body of a settle request.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettleBody {
+    ids: Vec<String>,
+    member: Option<String>,
+    delay_ms: Option<u64>,
+    reason: Option<String>,
+}
+
+pub(crate) async fn handle(
+    app: &App,
+    rest: Option<&str>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Problem> {
+    let groups = app.router.groups();
+    let method = req.method().clone();
+    match rest.map(|r| r.split_once('/').unwrap_or((r, ""))) {
+        None => match method {
+            Method::GET => {
+                Query::parse(req.uri().query(), &[])?;
+                let list = groups.list().await?;
+                Ok(json_response(StatusCode::OK, &json!({ "groups": list })))
+            }
+            _ => Err(not_allowed("GET")),
+        },
+        Some((name, "")) => match method {
+            Method::GET => {
+                Query::parse(req.uri().query(), &[])?;
+                let info = groups.info(name).await?;
+                Ok(json_response(StatusCode::OK, &json!(info)))
+            }
+            Method::DELETE => {
+                Query::parse(req.uri().query(), &[])?;
+                groups.delete(name).await?;
+                Ok(json_response(StatusCode::OK, &json!({ "deleted": name })))
+            }
+            _ => Err(not_allowed("GET, DELETE")),
+        },
+        Some((name, op @ ("ack" | "nack" | "progress" | "term"))) => match method {
+            Method::POST => settle(app, name, op, req).await,
+            _ => Err(not_allowed("POST")),
+        },
+        Some((_, other)) => Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no group endpoint {other:?}; use ack, nack, progress or term"),
+        )),
+    }
+}
+
+async fn settle(
+    app: &App,
+    name: &str,
+    op: &str,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Problem> {
+    Query::parse(req.uri().query(), &[])?;
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, &parts.headers, MAX_SETTLE_BODY).await?;
+    let b: SettleBody = serde_json::from_slice(&body).map_err(|e| {
+        Problem::bad_request(
+            "invalid_body",
+            format!("expected {{\"ids\": [...], \"member\": ...}}: {e}"),
+        )
+    })?;
+    let extra = match (op, &b.delay_ms, &b.reason) {
+        ("nack", _, Some(_)) | ("term", Some(_), _) => true,
+        ("ack" | "progress", d, r) => d.is_some() || r.is_some(),
+        _ => false,
+    };
+    if extra {
+        return Err(Problem::bad_request(
+            "invalid_body",
+            format!("{op} takes ids and member only (delay_ms goes with nack, reason with term)"),
+        ));
+    }
+    if b.reason.as_ref().is_some_and(|r| r.len() > 1024) {
+        return Err(Problem::bad_request(
+            "invalid_body",
+            "reason is longer than 1024 bytes",
+        ));
+    }
+    let ids = b
+        .ids
+        .iter()
+        .map(|i| i.parse::<MessageId>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let op = match op {
+        "ack" => Settle::Ack,
+        "nack" => Settle::Nack(Duration::from_millis(b.delay_ms.unwrap_or(0))),
+        "progress" => Settle::Progress,
+        _ => Settle::Term(b.reason),
+    };
+    let settled = app.router.groups().settle(name, b.member, ids, op).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"group": name, "applied": settled.applied, "stale": settled.stale}),
+    ))
+}

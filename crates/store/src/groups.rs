@@ -1,0 +1,278 @@
+//! Persistence for consumer groups: each group's settings, its position in
+//! the log, its counters, and the messages it has delivered but not yet seen
+//! acknowledged (with how often each was delivered). The store keeps the
+//! settings and counters as opaque bytes; the router gives them meaning.
+//!
+//! Keyspace `groups`, keyed by group name (which never holds a zero byte):
+//! `c` + name -> settings; `p` + name -> position (an encoded cursor);
+//! `n` + name -> counters; `f` + name + 0 + origin + origin seq -> delivery
+//! count, one per message in flight.
+
+use std::sync::Arc;
+
+use fjall::PersistMode;
+use switchyard_model::{Cursor, Message, MessageId, NodeId, TopicSet, varint};
+
+use crate::codec::{decode_index, decode_message};
+use crate::{FsyncMode, Store, StoreError, keys};
+
+fn key(tag: u8, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(tag);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn inflight_prefix(name: &str) -> Vec<u8> {
+    let mut k = key(b'f', name);
+    k.push(0);
+    k
+}
+
+fn inflight_key(name: &str, id: MessageId) -> Vec<u8> {
+    let mut k = inflight_prefix(name);
+    k.extend_from_slice(&id.origin.0.to_be_bytes());
+    k.extend_from_slice(&id.seq.to_be_bytes());
+    k
+}
+
+/// A group as persisted.
+#[derive(Clone, Debug)]
+pub struct StoredGroup {
+    /// The group's name.
+    pub name: String,
+    /// Its settings, as the router encoded them.
+    pub settings: Vec<u8>,
+    /// Everything up to this position was delivered (and is acknowledged
+    /// unless it is in `inflight`).
+    pub cursor: Cursor,
+    /// Its counters, as the router encoded them (empty when never written).
+    pub counters: Vec<u8>,
+    /// Messages delivered and not yet acknowledged, with their delivery counts.
+    pub inflight: Vec<(MessageId, u32)>,
+}
+
+/// One atomic change to a group's state.
+#[derive(Debug, Default)]
+pub struct GroupWrite {
+    /// The new position, if it moved.
+    pub cursor: Option<Cursor>,
+    /// The new counters, if they changed.
+    pub counters: Option<Vec<u8>>,
+    /// Messages now in flight (or delivered again), with their delivery counts.
+    pub put: Vec<(MessageId, u32)>,
+    /// Messages no longer in flight (acknowledged, dead-lettered or gone).
+    pub remove: Vec<MessageId>,
+}
+
+impl GroupWrite {
+    /// Whether the write changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.cursor.is_none()
+            && self.counters.is_none()
+            && self.put.is_empty()
+            && self.remove.is_empty()
+    }
+}
+
+impl Store {
+    /// Creates a group with its settings and starting position, durably.
+    pub fn create_group(
+        &self,
+        name: &str,
+        settings: &[u8],
+        cursor: &Cursor,
+    ) -> Result<(), StoreError> {
+        self.check_writable()?;
+        let sh = &*self.shared;
+        let mut batch = sh.db.batch();
+        batch.insert(&sh.groups, key(b'c', name), settings);
+        batch.insert(&sh.groups, key(b'p', name), cursor.encode().as_bytes());
+        batch.commit()?;
+        sh.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// Every persisted group with its whole state. Blocking.
+    pub fn groups(&self) -> Result<Vec<StoredGroup>, StoreError> {
+        let sh = &*self.shared;
+        let mut out = Vec::new();
+        for item in sh.groups.prefix(b"c") {
+            let (k, v) = item.into_inner()?;
+            let name = std::str::from_utf8(&k[1..])
+                .map_err(|_| StoreError::Corrupt("group name"))?
+                .to_owned();
+            let cursor = match sh.groups.get(key(b'p', &name))? {
+                Some(p) => std::str::from_utf8(&p)
+                    .ok()
+                    .and_then(|s| s.parse::<Cursor>().ok())
+                    .ok_or(StoreError::Corrupt("group position"))?,
+                None => Cursor::earliest(),
+            };
+            let counters = sh
+                .groups
+                .get(key(b'n', &name))?
+                .map(|c| c.to_vec())
+                .unwrap_or_default();
+            let prefix = inflight_prefix(&name);
+            let mut inflight = Vec::new();
+            for item in sh.groups.prefix(&prefix) {
+                let (k, v) = item.into_inner()?;
+                let rest = &k[prefix.len()..];
+                let bad = || StoreError::Corrupt("group in-flight key");
+                let origin = u64::from_be_bytes(
+                    rest.get(..8)
+                        .ok_or_else(bad)?
+                        .try_into()
+                        .map_err(|_| bad())?,
+                );
+                let seq = u64::from_be_bytes(
+                    rest.get(8..16)
+                        .ok_or_else(bad)?
+                        .try_into()
+                        .map_err(|_| bad())?,
+                );
+                let mut b: &[u8] = &v;
+                let deliveries =
+                    varint::get(&mut b).ok_or(StoreError::Corrupt("group delivery count"))?;
+                inflight.push((
+                    MessageId {
+                        origin: NodeId(origin),
+                        seq,
+                    },
+                    deliveries.min(u32::MAX as u64) as u32,
+                ));
+            }
+            out.push(StoredGroup {
+                name,
+                settings: v.to_vec(),
+                cursor,
+                counters,
+                inflight,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Applies one change to a group atomically. Written through to the
+    /// operating system before it returns (a crash of the process loses
+    /// nothing); synced to disk as well when `fsync = always`. Blocking.
+    pub fn write_group(&self, name: &str, w: &GroupWrite) -> Result<(), StoreError> {
+        if w.is_empty() {
+            return Ok(());
+        }
+        self.check_writable()?;
+        let sh = &*self.shared;
+        let mut batch = sh.db.batch();
+        if let Some(c) = &w.cursor {
+            batch.insert(&sh.groups, key(b'p', name), c.encode().as_bytes());
+        }
+        if let Some(c) = &w.counters {
+            batch.insert(&sh.groups, key(b'n', name), c.as_slice());
+        }
+        for &(id, n) in &w.put {
+            let mut v = Vec::with_capacity(5);
+            varint::put(&mut v, n as u64);
+            batch.insert(&sh.groups, inflight_key(name, id), v);
+        }
+        for &id in &w.remove {
+            batch.remove(&sh.groups, inflight_key(name, id));
+        }
+        let written = batch.commit().and_then(|()| match sh.config.fsync {
+            FsyncMode::Always => sh.db.persist(PersistMode::SyncData),
+            // fjall hands every write to the OS; the interval thread syncs.
+            FsyncMode::Interval | FsyncMode::Never => Ok(()),
+        });
+        written.map_err(|e| {
+            self.shared
+                .poisoned
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            e.into()
+        })
+    }
+
+    /// Removes a group and all its state, durably. Blocking.
+    pub fn delete_group(&self, name: &str) -> Result<(), StoreError> {
+        self.check_writable()?;
+        let sh = &*self.shared;
+        let mut batch = sh.db.batch();
+        batch.remove(&sh.groups, key(b'c', name));
+        batch.remove(&sh.groups, key(b'p', name));
+        batch.remove(&sh.groups, key(b'n', name));
+        for item in sh.groups.prefix(inflight_prefix(name)) {
+            batch.remove(&sh.groups, item.key()?);
+        }
+        batch.commit()?;
+        sh.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    /// One message by id, from the in-memory tail or the log. `None` when
+    /// it is not held (never stored here, or removed by retention).
+    pub fn message(&self, id: MessageId) -> Result<Option<Arc<Message>>, StoreError> {
+        let sh = &*self.shared;
+        if id.origin == sh.node_id {
+            let tail = sh.tail.read().expect("tail lock");
+            if tail.covers(id.seq - 1)
+                && let Some(m) = tail.after(id.seq - 1).next()
+                && m.id == id
+            {
+                return Ok(Some(m.clone()));
+            }
+        }
+        let visible = sh
+            .catalog
+            .read()
+            .expect("catalog lock")
+            .visible
+            .get(&id.origin)
+            .copied();
+        if visible.is_none_or(|v| id.seq > v || id.seq == 0) {
+            return Ok(None);
+        }
+        match sh.log.get(keys::log_key(id.origin, id.seq))? {
+            Some(v) => Ok(Some(Arc::new(decode_message(id.origin, id.seq, &v)?))),
+            None => Ok(None),
+        }
+    }
+
+    /// How many held messages of `topics` lie after `cursor`: one index
+    /// seek per stream. Blocking.
+    pub fn count_after(&self, topics: &TopicSet, cursor: &Cursor) -> Result<u64, StoreError> {
+        let sh = &*self.shared;
+        let streams: Vec<_> = {
+            let catalog = sh.catalog.read().expect("catalog lock");
+            catalog
+                .streams
+                .iter()
+                .filter(|(t, _)| topics.matches(t))
+                .flat_map(|(t, s)| s.iter().map(move |(&o, m)| (t.clone(), o, *m)))
+                .filter(|(_, o, m)| m.last_origin_seq > cursor.get(*o))
+                .collect()
+        };
+        let mut total = 0;
+        for (topic, origin, meta) in streams {
+            let range = keys::index_key(&topic, origin, cursor.get(origin) + 1)
+                ..=keys::index_key(&topic, origin, meta.last_origin_seq);
+            if let Some(first) = sh.index.range(range).next() {
+                let v = decode_index(&first.value()?)?;
+                total += meta.last_seq.saturating_sub(v.stream_seq) + 1;
+            }
+        }
+        Ok(total)
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if self
+            .shared
+            .poisoned
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(StoreError::Poisoned);
+        }
+        if !self.is_writable() {
+            return Err(StoreError::Closed);
+        }
+        Ok(())
+    }
+}
