@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use switchyard_model::{Cursor, Header, Message, MessageId, TopicSet};
 use switchyard_plugin_host::Candidate;
-use switchyard_store::{Append, GroupWrite, ReadQuery, Store, StoredGroup};
+use switchyard_store::{Append, GroupWrite, ReadQuery, Store, StoreError, StoredGroup};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -482,6 +482,9 @@ pub struct Groups {
     /// Serialises creating, starting and deleting groups.
     admin: tokio::sync::Mutex<()>,
     next_member: Arc<AtomicU64>,
+    /// Random per process, so that member ids are never reused after a
+    /// restart (an old client's ack must not count as a new member's).
+    run: u32,
 }
 
 #[derive(Clone)]
@@ -526,6 +529,10 @@ impl Groups {
             dormant: Mutex::new(dormant),
             admin: tokio::sync::Mutex::new(()),
             next_member: Arc::new(AtomicU64::new(1)),
+            run: {
+                use std::hash::BuildHasher;
+                std::collections::hash_map::RandomState::new().hash_one(now_ms()) as u32
+            },
         })
     }
 
@@ -604,7 +611,7 @@ impl Groups {
             ready,
             members: BTreeMap::new(),
             by_id: HashMap::new(),
-            node: self.store.node_id().to_string(),
+            node: format!("{}-{:08x}", self.store.node_id(), self.run),
             next_member: self.next_member.clone(),
             turn: 0,
             counters,
@@ -953,6 +960,7 @@ struct Actor {
     ready: BTreeSet<MessageId>,
     members: BTreeMap<u64, Slot>,
     by_id: HashMap<String, u64>,
+    /// Member id prefix: node id and run tag.
     node: String,
     next_member: Arc<AtomicU64>,
     turn: u64,
@@ -1621,6 +1629,12 @@ impl Actor {
             let (store, name) = (self.store.clone(), self.name.clone());
             match tokio::task::spawn_blocking(move || store.write_group(&name, &w)).await {
                 Ok(Ok(())) => {}
+                Ok(Err(StoreError::Closed)) => {
+                    // The node is shutting down; what this round changed is
+                    // redelivered after the restart.
+                    tracing::debug!(group = %self.name, "store closed before the group's last write");
+                    self.failed = Some("the node is shutting down".into());
+                }
                 Ok(Err(e)) => self.fail(e.to_string()),
                 Err(_) => self.fail("the node is shutting down".into()),
             }
@@ -1716,5 +1730,130 @@ async fn sleep_until(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategies_round_trip_and_bad_ones_are_refused() {
+        for s in [
+            "least-inflight",
+            "round-robin",
+            "key-hash",
+            "plugin:weights",
+        ] {
+            assert_eq!(s.parse::<Strategy>().unwrap().to_string(), s);
+        }
+        for bad in ["", "random", "plugin:", "plugin:a b", "Least-Inflight"] {
+            assert!(
+                matches!(bad.parse::<Strategy>(), Err(RouterError::GroupSetting(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn group_names_are_checked() {
+        for ok in ["workers", "a", "orders.eu-1_x", &"g".repeat(128)] {
+            validate_group_name(ok).unwrap();
+        }
+        for bad in ["", "a b", "a/b", "é", "a\0b", &"g".repeat(129)] {
+            assert!(validate_group_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn options_out_of_range_are_refused() {
+        let member = |max_inflight, weight| MemberOptions {
+            max_inflight,
+            weight,
+            ..MemberOptions::default()
+        };
+        let group = GroupOptions::default();
+        validate_options(&group, &member(1, 1)).unwrap();
+        validate_options(&group, &member(MAX_INFLIGHT, 10_000)).unwrap();
+        assert!(validate_options(&group, &member(0, 1)).is_err());
+        assert!(validate_options(&group, &member(MAX_INFLIGHT + 1, 1)).is_err());
+        assert!(validate_options(&group, &member(1, 0)).is_err());
+        let timeout = |ms| GroupOptions {
+            ack_timeout: Some(Duration::from_millis(ms)),
+            ..GroupOptions::default()
+        };
+        assert!(validate_options(&timeout(99), &member(1, 1)).is_err());
+        validate_options(&timeout(100), &member(1, 1)).unwrap();
+        let deliveries = |n| GroupOptions {
+            max_deliveries: Some(n),
+            ..GroupOptions::default()
+        };
+        assert!(validate_options(&deliveries(0), &member(1, 1)).is_err());
+        assert!(validate_options(&deliveries(MAX_MAX_DELIVERIES + 1), &member(1, 1)).is_err());
+    }
+
+    /// Removing a member moves only that member's keys; the others keep theirs.
+    #[test]
+    fn rendezvous_moves_only_the_removed_members_keys() {
+        let seeds: Vec<u64> = (1..=5).map(|k| rendezvous(k, b"member")).collect();
+        let owner = |seeds: &[u64], key: &[u8]| {
+            *seeds
+                .iter()
+                .max_by_key(|&&s| rendezvous(s, key))
+                .expect("members")
+        };
+        let keys: Vec<Vec<u8>> = (0..2000).map(|i| format!("key-{i}").into_bytes()).collect();
+        let before: Vec<u64> = keys.iter().map(|k| owner(&seeds, k)).collect();
+        let mut counts = HashMap::new();
+        for o in &before {
+            *counts.entry(*o).or_insert(0) += 1;
+        }
+        assert!(
+            counts.values().all(|&n| n > 300),
+            "uneven spread: {counts:?}"
+        );
+        let removed = seeds[2];
+        let rest: Vec<u64> = seeds.iter().copied().filter(|&s| s != removed).collect();
+        for (k, b) in keys.iter().zip(&before) {
+            let after = owner(&rest, k);
+            if *b != removed {
+                assert_eq!(after, *b, "a key of a remaining member moved");
+            }
+        }
+    }
+
+    #[test]
+    fn settings_survive_their_record() {
+        let s = Settings {
+            topics: TopicSet::new(vec![
+                "orders.>".parse().unwrap(),
+                "audit.*".parse().unwrap(),
+            ]),
+            strategy: Strategy::Plugin("weights".into()),
+            ack_timeout: Duration::from_millis(1500),
+            max_deliveries: 3,
+            created_ms: 42,
+        };
+        let record = serde_json::to_vec(&s.record()).unwrap();
+        let back = Settings::from_record(&serde_json::from_slice(&record).unwrap()).unwrap();
+        assert_eq!(topic_names(&back.topics), topic_names(&s.topics));
+        assert_eq!(back.strategy, s.strategy);
+        assert_eq!(back.ack_timeout, s.ack_timeout);
+        assert_eq!(back.max_deliveries, 3);
+        let same = GroupOptions {
+            strategy: Some(Strategy::Plugin("weights".into())),
+            ..GroupOptions::default()
+        };
+        back.check("g", &s.topics, &same).unwrap();
+        let other = GroupOptions {
+            strategy: Some(Strategy::KeyHash),
+            ..GroupOptions::default()
+        };
+        assert!(matches!(
+            back.check("g", &s.topics, &other),
+            Err(RouterError::GroupConflict(_))
+        ));
+        let fewer = TopicSet::new(vec!["orders.>".parse().unwrap()]);
+        assert!(back.check("g", &fewer, &GroupOptions::default()).is_err());
     }
 }

@@ -211,6 +211,9 @@ impl Store {
     /// it is not held (never stored here, or removed by retention).
     pub fn message(&self, id: MessageId) -> Result<Option<Arc<Message>>, StoreError> {
         let sh = &*self.shared;
+        if id.seq == 0 {
+            return Ok(None);
+        }
         if id.origin == sh.node_id {
             let tail = sh.tail.read().expect("tail lock");
             if tail.covers(id.seq - 1)
@@ -227,7 +230,7 @@ impl Store {
             .visible
             .get(&id.origin)
             .copied();
-        if visible.is_none_or(|v| id.seq > v || id.seq == 0) {
+        if visible.is_none_or(|v| id.seq > v) {
             return Ok(None);
         }
         match sh.log.get(keys::log_key(id.origin, id.seq))? {
