@@ -1,0 +1,104 @@
+//! Cluster settings with defaults suited to a LAN.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Shortest cluster key accepted, in bytes.
+pub const MIN_KEY_LEN: usize = 16;
+/// Largest gossip packet sent or accepted, in bytes (below a typical MTU).
+pub const MAX_PACKET: usize = 1400;
+
+/// How a node joins and watches its cluster.
+///
+/// The timing defaults detect a dead node on every peer within about 2.5 s
+/// (a probe period of 500 ms, 200 ms to answer a probe, indirect probes,
+/// then 1.5 s of suspicion before the node is declared down), and they
+/// leave a suspected node 1.5 s to refute: a process paused for 1 s, or
+/// starved by a saturated CPU for as long, is suspected at most, never
+/// declared down.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// Cluster name: nodes of another name are refused (default `switchyard`).
+    pub name: String,
+    /// The shared secret that seals every gossip packet (at least 16 bytes).
+    pub key: Vec<u8>,
+    /// UDP address gossip listens on.
+    pub gossip_listen: SocketAddr,
+    /// Address other nodes reach this node's gossip at (default: the listen
+    /// address, which must then not be a wildcard).
+    pub gossip_advertise: Option<SocketAddr>,
+    /// Gossip addresses (`host:port`) of nodes to join through.
+    pub seeds: Vec<String>,
+    /// Time between probes of one member.
+    pub probe_period: Duration,
+    /// Time a probed member has to answer before indirect probes start.
+    pub probe_rtt: Duration,
+    /// Time a suspected member has to refute before it is declared down.
+    pub suspect_timeout: Duration,
+    /// Time between gossip rounds.
+    pub gossip_interval: Duration,
+    /// Members each gossip round reaches.
+    pub gossip_fanout: usize,
+    /// Time between announcements to the seeds while this node knows no
+    /// live member (joining, or cut off).
+    pub rejoin_interval: Duration,
+}
+
+impl ClusterConfig {
+    /// Defaults, listening on `gossip_listen`, with `key`.
+    pub fn new(gossip_listen: SocketAddr, key: Vec<u8>) -> Self {
+        ClusterConfig {
+            name: "switchyard".into(),
+            key,
+            gossip_listen,
+            gossip_advertise: None,
+            seeds: Vec::new(),
+            probe_period: Duration::from_millis(500),
+            probe_rtt: Duration::from_millis(200),
+            suspect_timeout: Duration::from_millis(1500),
+            gossip_interval: Duration::from_millis(100),
+            gossip_fanout: 3,
+            rejoin_interval: Duration::from_secs(1),
+        }
+    }
+
+    /// Checks the settings; the message names the problem.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty()
+            || self.name.len() > 64
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        {
+            return Err(format!(
+                "cluster name {:?}: use 1 to 64 characters of A-Z, a-z, 0-9, '-', '_', '.'",
+                self.name
+            ));
+        }
+        if self.key.len() < MIN_KEY_LEN {
+            return Err(format!(
+                "the cluster key must be at least {MIN_KEY_LEN} bytes (set SWITCHYARD_CLUSTER_KEY or cluster.key)"
+            ));
+        }
+        let ms = |d: Duration| d.as_millis();
+        if ms(self.probe_rtt) == 0 || self.probe_rtt >= self.probe_period {
+            return Err(format!(
+                "probe_rtt ({} ms) must be above 0 and below probe_period ({} ms)",
+                ms(self.probe_rtt),
+                ms(self.probe_period)
+            ));
+        }
+        if self.suspect_timeout < self.probe_period {
+            return Err(format!(
+                "suspect_timeout ({} ms) must be at least probe_period ({} ms)",
+                ms(self.suspect_timeout),
+                ms(self.probe_period)
+            ));
+        }
+        if ms(self.gossip_interval) == 0 || self.gossip_fanout == 0 || self.gossip_fanout > 16 {
+            return Err("gossip_interval must be above 0 and gossip_fanout 1 to 16".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,20 @@
+//! Switchyard's cluster layer: SWIM membership and failure detection with
+//! foca over UDP gossip that is sealed with the cluster key.
+//!
+//! [`Cluster::start`] binds the gossip socket and starts one task that owns
+//! foca, the socket and the timers; the node reads the member list from the
+//! handle and membership changes from the channel it returns. Every packet
+//! is authenticated and encrypted ([`seal`]); packets that fail are dropped
+//! and counted, never trusted.
+//!
+//! What it does not do: HTTP, storage, or decide anything about messages.
+#![warn(missing_docs)]
+
+mod config;
+mod membership;
+pub mod seal;
+
+pub use config::{ClusterConfig, MAX_PACKET, MIN_KEY_LEN};
+pub use membership::{
+    Cluster, ClusterError, ClusterEvent, GossipStats, MemberState, MemberView, NodeIdentity,
+};
