@@ -280,6 +280,7 @@ impl Cluster {
             events,
             left: HashMap::new(),
             warned_cluster: None,
+            heard: HashMap::new(),
         };
         tracing::info!(node = %format!("{node:016x}"), %gossip, cluster = %config.name,
             seeds = config.seeds.len(), "gossip started");
@@ -392,6 +393,8 @@ struct Actor {
     left: HashMap<u64, u64>,
     /// The last foreign cluster name warned about (one log line per name).
     warned_cluster: Option<String>,
+    /// When members not yet in the view were last heard from.
+    heard: HashMap<u64, Instant>,
 }
 
 impl Actor {
@@ -451,14 +454,23 @@ impl Actor {
             }
         };
         stats.packets_in.fetch_add(1, Ordering::Relaxed);
-        if let Some(k) = self
-            .shared
-            .members
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&sender.node)
         {
-            k.last_heard = Some(Instant::now());
+            let mut members = self
+                .shared
+                .members
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match members.get_mut(&sender.node) {
+                Some(k) => k.last_heard = Some(Instant::now()),
+                // Not in the view yet (the packet may be the one that
+                // introduces it): remember when it was heard.
+                None => {
+                    if self.heard.len() >= MAX_REMEMBERED {
+                        self.heard.clear();
+                    }
+                    self.heard.insert(sender.node, Instant::now());
+                }
+            }
         }
         match body.split_first() {
             Some((&KIND_SWIM, rest)) => {
@@ -575,12 +587,21 @@ impl Actor {
     fn sync_view(&mut self) {
         let now = Instant::now();
         let local = self.foca.identity().node;
-        let current: HashMap<u64, (NodeIdentity, State)> = self
-            .foca
-            .iter_membership_state()
-            .filter(|m| m.id().node != 0 && m.id().node != local)
-            .map(|m| (m.id().node, (m.id().clone(), m.state())))
-            .collect();
+        // One entry per node: a node that came back on another address is
+        // listed by foca under both identities until the old one is removed.
+        let mut current: HashMap<u64, (NodeIdentity, State)> = HashMap::new();
+        for m in self.foca.iter_membership_state() {
+            let id = m.id();
+            if id.node == 0 || id.node == local {
+                continue;
+            }
+            let newer = current
+                .get(&id.node)
+                .is_none_or(|(known, _)| id.generation > known.generation);
+            if newer {
+                current.insert(id.node, (id.clone(), m.state()));
+            }
+        }
         let mut events = Vec::new();
         {
             let mut members = self
@@ -601,7 +622,7 @@ impl Actor {
                         let k = Known {
                             identity: identity.clone(),
                             state,
-                            last_heard: None,
+                            last_heard: self.heard.remove(node),
                             changed: now,
                         };
                         if state != MemberState::Down && state != MemberState::Left {

@@ -1,8 +1,10 @@
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use switchyard_cluster::{Cluster, ClusterEvent};
 use switchyard_model::{Cursor, NodeId, Timestamp, Topic, TopicSet};
 use switchyard_store::{Append, Appended, ReadBatch, ReadQuery, Store, StoreConfig, TopicInfo};
+use tokio::sync::mpsc;
 
 use crate::groups::Groups;
 use crate::plugins::{Filter, Plugins, PluginsConfig, Routed};
@@ -93,7 +95,11 @@ pub struct Router {
     config: Arc<RouterConfig>,
     plugins: Arc<Plugins>,
     groups: Arc<Groups>,
+    cluster: Arc<OnceLock<Cluster>>,
 }
+
+/// Topic of membership events.
+pub const CLUSTER_EVENTS_TOPIC: &str = "$sys.cluster";
 
 impl Router {
     /// Opens the store and builds the router. Blocking (recovery reads the
@@ -111,12 +117,42 @@ impl Router {
             config: Arc::new(config),
             plugins,
             groups,
+            cluster: Arc::new(OnceLock::new()),
         })
     }
 
     /// The plugin bindings.
     pub fn plugins(&self) -> &Arc<Plugins> {
         &self.plugins
+    }
+
+    /// Attaches the cluster membership: its changes are published as JSON
+    /// events on `$sys.cluster` (`{"event": "joined", "member": {...}}`).
+    /// A second call is ignored.
+    pub fn attach_cluster(&self, cluster: Cluster, mut events: mpsc::Receiver<ClusterEvent>) {
+        if self.cluster.set(cluster).is_err() {
+            return;
+        }
+        let store = self.store.clone();
+        let topic: Topic = CLUSTER_EVENTS_TOPIC.parse().expect("valid topic");
+        tokio::spawn(async move {
+            while let Some(e) = events.recv().await {
+                let body = serde_json::to_vec(&e).expect("events serialise");
+                let mut a = Append::new(topic.clone(), body.into());
+                a.headers.push(switchyard_model::Header {
+                    name: "content-type".into(),
+                    value: "application/json".into(),
+                });
+                if let Err(err) = store.append(vec![a]).await {
+                    tracing::warn!(error = %err, "storing a cluster event failed");
+                }
+            }
+        });
+    }
+
+    /// The cluster membership, when the node is part of a cluster.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.get()
     }
 
     /// The consumer groups.

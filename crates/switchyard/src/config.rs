@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchyard_cluster::ClusterConfig;
 use switchyard_gateway::GatewayConfig;
 use switchyard_model::TopicPattern;
 use switchyard_router::{
@@ -53,6 +54,38 @@ pub struct FileConfig {
     /// Plugin bindings (`[[plugin]]`), loaded at every start.
     #[serde(default)]
     pub plugin: Vec<PluginBindingSection>,
+    /// Cluster membership (gossip).
+    #[serde(default)]
+    pub cluster: ClusterSection,
+}
+
+/// `[cluster]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Cluster name (default `switchyard`).
+    pub name: Option<String>,
+    /// Cluster key; `SWITCHYARD_CLUSTER_KEY` takes precedence.
+    pub key: Option<String>,
+    /// UDP gossip listen address; the node joins a cluster only when set.
+    pub gossip_listen: Option<SocketAddr>,
+    /// Gossip address other nodes use (default: the listen address).
+    pub gossip_advertise: Option<SocketAddr>,
+    /// HTTP address other nodes and clients use (default: the HTTP listen address).
+    pub http_advertise: Option<String>,
+    /// Gossip addresses (`host:port`) to join through.
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    /// Time between probes, in ms (default 400).
+    pub probe_period_ms: Option<u64>,
+    /// Time to answer a probe, in ms (default 150).
+    pub probe_rtt_ms: Option<u64>,
+    /// Time a suspect has to refute, in ms (default 1200).
+    pub suspect_timeout_ms: Option<u64>,
+    /// Time between gossip rounds, in ms (default 100).
+    pub gossip_interval_ms: Option<u64>,
+    /// Members per gossip round (default 3).
+    pub gossip_fanout: Option<usize>,
 }
 
 /// `[plugins]`
@@ -221,6 +254,15 @@ pub struct Overrides {
     pub fsync: Option<FsyncMode>,
     /// `--log-format` / `SWITCHYARD_LOG_FORMAT`.
     pub log_format: Option<String>,
+    /// `--gossip-listen` / `SWITCHYARD_GOSSIP_LISTEN`.
+    pub gossip_listen: Option<SocketAddr>,
+    /// `--join` / `SWITCHYARD_JOIN` (replaces the file's seeds when given).
+    pub join: Vec<String>,
+    /// `--cluster-name` / `SWITCHYARD_CLUSTER_NAME`.
+    pub cluster_name: Option<String>,
+    /// `SWITCHYARD_CLUSTER_KEY` (an environment variable only, so that the
+    /// secret never shows in a process list).
+    pub cluster_key: Option<String>,
 }
 
 /// Everything a node needs, validated.
@@ -234,6 +276,10 @@ pub struct NodeConfig {
     pub router: RouterConfig,
     /// HTTP settings.
     pub gateway: GatewayConfig,
+    /// Cluster settings, when the node joins a cluster.
+    pub cluster: Option<ClusterConfig>,
+    /// The HTTP address announced to the cluster (default: the listen address).
+    pub http_advertise: Option<String>,
 }
 
 fn positive(name: &str, v: Option<u64>) -> Result<Option<u64>, String> {
@@ -430,13 +476,66 @@ impl NodeConfig {
         if gateway.max_batch_bytes < router.max_payload {
             return Err("limits.max_batch_bytes must be at least limits.max_payload_bytes".into());
         }
+        let http_advertise = fc.cluster.http_advertise.clone();
+        let cluster = cluster(
+            fc.cluster,
+            over.gossip_listen,
+            over.join,
+            over.cluster_name,
+            over.cluster_key,
+        )?;
         Ok(NodeConfig {
             listen,
             log_json,
             router,
             gateway,
+            cluster,
+            http_advertise,
         })
     }
+}
+
+/// The `[cluster]` section with its overrides; `None` without a gossip address.
+fn cluster(
+    c: ClusterSection,
+    gossip_listen: Option<SocketAddr>,
+    join: Vec<String>,
+    name: Option<String>,
+    key: Option<String>,
+) -> Result<Option<ClusterConfig>, String> {
+    let Some(listen) = gossip_listen.or(c.gossip_listen) else {
+        if !join.is_empty() || !c.seeds.is_empty() {
+            return Err("seeds to join were given but no gossip address: set --gossip-listen or cluster.gossip_listen".into());
+        }
+        return Ok(None);
+    };
+    let key = key.or(c.key).ok_or(
+        "a cluster needs a key: set SWITCHYARD_CLUSTER_KEY (or cluster.key in the config file)",
+    )?;
+    let mut cc = ClusterConfig::new(listen, key.into_bytes());
+    if let Some(n) = name.or(c.name) {
+        cc.name = n;
+    }
+    cc.gossip_advertise = c.gossip_advertise;
+    cc.seeds = if join.is_empty() { c.seeds } else { join };
+    let ms = Duration::from_millis;
+    if let Some(v) = positive("cluster.probe_period_ms", c.probe_period_ms)? {
+        cc.probe_period = ms(v);
+    }
+    if let Some(v) = positive("cluster.probe_rtt_ms", c.probe_rtt_ms)? {
+        cc.probe_rtt = ms(v);
+    }
+    if let Some(v) = positive("cluster.suspect_timeout_ms", c.suspect_timeout_ms)? {
+        cc.suspect_timeout = ms(v);
+    }
+    if let Some(v) = positive("cluster.gossip_interval_ms", c.gossip_interval_ms)? {
+        cc.gossip_interval = ms(v);
+    }
+    if let Some(v) = c.gossip_fanout {
+        cc.gossip_fanout = v;
+    }
+    cc.validate()?;
+    Ok(Some(cc))
 }
 
 /// The `[plugins]` section and the `[[plugin]]` bindings.

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use switchyard::client::{Client, ClientError};
 use switchyard::config::{NodeConfig, Overrides};
 use switchyard::sse::SseParser;
-use switchyard_router::{FsyncMode, Router};
+use switchyard_router::{Cluster, FsyncMode, Router};
 
 const DEFAULT_URL: &str = "http://127.0.0.1:7070";
 
@@ -62,7 +62,20 @@ enum Command {
         /// Log format: pretty or json.
         #[arg(long, env = "SWITCHYARD_LOG_FORMAT")]
         log_format: Option<String>,
+        /// UDP address for cluster gossip; the node joins a cluster only
+        /// when this is set (the key comes from SWITCHYARD_CLUSTER_KEY).
+        #[arg(long, env = "SWITCHYARD_GOSSIP_LISTEN")]
+        gossip_listen: Option<SocketAddr>,
+        /// Gossip address (host:port) of a node to join through (repeatable).
+        #[arg(long = "join", env = "SWITCHYARD_JOIN", value_delimiter = ',')]
+        join: Vec<String>,
+        /// Cluster name (nodes of another name are refused).
+        #[arg(long, env = "SWITCHYARD_CLUSTER_NAME")]
+        cluster_name: Option<String>,
     },
+    /// Cluster membership as a node sees it.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Publish one message: DATA is text, @file, or - for standard input.
     Publish {
         /// Topic, e.g. orders.eu.
@@ -124,6 +137,19 @@ enum Command {
     Plugin(PluginCommand),
     /// List topics with their message counts and sizes.
     Topics {
+        /// Node URL.
+        #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
+        url: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// List the members with their state, addresses and last contact.
+    Members {
+        /// Print the whole JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
         /// Node URL.
         #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
         url: String,
@@ -311,6 +337,9 @@ fn main() -> ExitCode {
                 data_dir,
                 fsync,
                 log_format,
+                gossip_listen,
+                join,
+                cluster_name,
             } => {
                 serve(
                     config,
@@ -319,9 +348,18 @@ fn main() -> ExitCode {
                         data_dir,
                         fsync,
                         log_format,
+                        gossip_listen,
+                        join,
+                        cluster_name,
+                        cluster_key: std::env::var("SWITCHYARD_CLUSTER_KEY")
+                            .ok()
+                            .filter(|k| !k.is_empty()),
                     },
                 )
                 .await
+            }
+            Command::Cluster(ClusterCommand::Members { json, url }) => {
+                cluster_members(&url, json).await
             }
             Command::Publish {
                 topic,
@@ -383,12 +421,27 @@ async fn serve(config_file: Option<PathBuf>, over: Overrides) -> Result<()> {
         .await?
         .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
     tracing::info!(node = %router.node_id(), %addr, fsync = %config.router.store.fsync, "switchyard node started");
+    let cluster = match config.cluster.clone() {
+        Some(cc) => {
+            let http = config
+                .http_advertise
+                .clone()
+                .unwrap_or_else(|| addr.to_string());
+            let (cluster, events) = Cluster::start(cc, router.node_id().0, http).await?;
+            router.attach_cluster(cluster.clone(), events);
+            Some(cluster)
+        }
+        None => None,
+    };
     // The first stdout line tells scripts and tests where the node listens.
     println!("switchyard listening on http://{addr}");
     std::io::stdout().flush()?;
     let shutdown = async {
         wait_for_signal().await;
         tracing::info!("shutting down: draining connections");
+        if let Some(c) = &cluster {
+            c.leave().await;
+        }
         tokio::spawn(async {
             wait_for_signal().await;
             eprintln!("second signal: exiting now");
@@ -572,6 +625,38 @@ async fn subscribe(
         }
         eprintln!("stream interrupted; reconnecting");
     }
+}
+
+async fn cluster_members(url: &str, json: bool) -> Result<()> {
+    let client = Client::new(url)?;
+    let v = client.get_json("/v1/cluster").await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<18} {:<8} {:<22} {:<22} {:>10}",
+        "id", "state", "http", "gossip", "heard ms"
+    )?;
+    for m in v["members"].as_array().into_iter().flatten() {
+        let heard = match m["last_heard_ms"].as_u64() {
+            Some(ms) => ms.to_string(),
+            None if m["self"] == true => "self".into(),
+            None => "-".into(),
+        };
+        writeln!(
+            out,
+            "{:<18} {:<8} {:<22} {:<22} {:>10}",
+            m["id"].as_str().unwrap_or(""),
+            m["state"].as_str().unwrap_or(""),
+            m["http_addr"].as_str().unwrap_or(""),
+            m["gossip_addr"].as_str().unwrap_or(""),
+            heard,
+        )?;
+    }
+    Ok(())
 }
 
 /// How `subscribe --group` joins.

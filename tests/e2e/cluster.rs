@@ -1,0 +1,422 @@
+//! Cluster membership between real node processes on 127.0.0.1: joining,
+//! authenticated gossip, failure detection, pauses and graceful leave.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use switchyard_model::Timestamp;
+
+use crate::support::*;
+
+const KEY: &str = "an end-to-end cluster key";
+/// The documented failure detection time with the default timing.
+const DETECTION: Duration = Duration::from_secs(3);
+
+/// Starts a node that gossips on `gossip` and joins through `seeds`.
+fn member(dir: &Path, key: &str, gossip: &str, seeds: &[String]) -> Node {
+    std::fs::create_dir_all(dir).unwrap();
+    let toml = format!("[cluster]\nkey = \"{key}\"\n");
+    let mut args = vec!["--fsync", "never", "--gossip-listen", gossip];
+    for s in seeds {
+        args.push("--join");
+        args.push(s);
+    }
+    Node::start_with_config(dir, &toml, &args)
+}
+
+async fn cluster_view(node: &Node) -> Value {
+    node.get_json("/v1/cluster").await
+}
+
+/// This node's id and gossip address.
+async fn whoami(node: &Node) -> (String, String) {
+    let v = cluster_view(node).await;
+    let me = &v["members"][0];
+    assert_eq!(me["self"], true, "{v:#}");
+    (
+        me["id"].as_str().unwrap().to_owned(),
+        me["gossip_addr"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Member id -> (state, generation) as `node` sees them.
+async fn states(node: &Node) -> HashMap<String, (String, u64)> {
+    cluster_view(node).await["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_owned(),
+                (
+                    m["state"].as_str().unwrap().to_owned(),
+                    m["generation"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+async fn state_of(node: &Node, id: &str) -> Option<String> {
+    states(node).await.remove(id).map(|(s, _)| s)
+}
+
+/// Starts `n` nodes under `dir`, the first one the seed of the others,
+/// and waits until every node sees every other alive.
+async fn start_cluster(dir: &Path, n: usize) -> (Vec<Node>, Vec<(String, String)>) {
+    let seed_node = member(&dir.join("n0"), KEY, "127.0.0.1:0", &[]);
+    let seed = whoami(&seed_node).await.1;
+    let mut nodes = vec![seed_node];
+    for i in 1..n {
+        nodes.push(member(
+            &dir.join(format!("n{i}")),
+            KEY,
+            "127.0.0.1:0",
+            std::slice::from_ref(&seed),
+        ));
+    }
+    let mut ids = Vec::new();
+    for node in &nodes {
+        ids.push(whoami(node).await);
+    }
+    for node in &nodes {
+        let want: Vec<String> = ids.iter().map(|(id, _)| id.clone()).collect();
+        wait_until(Duration::from_secs(20), "every member alive", || async {
+            let s = states(node).await;
+            want.iter()
+                .all(|id| s.get(id).is_some_and(|(st, _)| st == "alive"))
+        })
+        .await;
+    }
+    (nodes, ids)
+}
+
+fn signal(node: &Node, sig: i32) {
+    // SAFETY: kill(2) on the pid of a child process this test started.
+    let r = unsafe { libc::kill(node.pid() as i32, sig) };
+    assert_eq!(r, 0, "kill({}, {sig})", node.pid());
+}
+
+/// Every `$sys.cluster` event a node recorded, as (event, member id).
+async fn cluster_events(node: &Node) -> Vec<(String, String)> {
+    timed_cluster_events(node)
+        .await
+        .into_iter()
+        .map(|(e, id, _)| (e, id))
+        .collect()
+}
+
+/// Every `$sys.cluster` event with the time the node recorded it (ms since
+/// the Unix epoch).
+async fn timed_cluster_events(node: &Node) -> Vec<(String, String, u64)> {
+    node.pull_all("$sys.cluster")
+        .await
+        .iter()
+        .map(|m| {
+            let e: Value = serde_json::from_str(m["payload"].as_str().unwrap()).unwrap();
+            let at = Timestamp::parse_rfc3339(m["timestamp"].as_str().unwrap()).unwrap();
+            (
+                e["event"].as_str().unwrap().to_owned(),
+                e["member"]["id"].as_str().unwrap().to_owned(),
+                at.millis(),
+            )
+        })
+        .collect()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// The timing tests run one at a time: one of them saturates the cores on
+/// purpose, which would distort the other's measurements.
+static TIMING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_see_each_other_and_a_graceful_leave() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, ids) = start_cluster(dir.path(), 3).await;
+    // Addresses as the members announce them, and when each was last heard
+    // from directly (a member learnt of through gossip is heard from once
+    // probes reach it).
+    wait_until(
+        Duration::from_secs(10),
+        "every member heard from",
+        || async {
+            let v = cluster_view(&nodes[1]).await;
+            v["members"].as_array().unwrap()[1..]
+                .iter()
+                .all(|m| m["last_heard_ms"].as_u64().is_some())
+        },
+    )
+    .await;
+    let v = cluster_view(&nodes[1]).await;
+    assert_eq!(v["cluster"], "switchyard");
+    for (i, (id, gossip)) in ids.iter().enumerate() {
+        let m = v["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{id} missing in {v:#}"));
+        assert_eq!(m["gossip_addr"], gossip.as_str());
+        assert_eq!(
+            format!("http://{}", m["http_addr"].as_str().unwrap()),
+            nodes[i].url
+        );
+        if i != 1 {
+            assert!(m["last_heard_ms"].as_u64().unwrap() < 5000, "{m}");
+        }
+    }
+    // The CLI shows the same members.
+    let out = Command::new(BIN)
+        .args(["cluster", "members", "--url", &nodes[2].url])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for (id, _) in &ids {
+        assert!(text.contains(id.as_str()), "{text}");
+    }
+    // SIGTERM: a graceful shutdown leaves the cluster.
+    let left = ids[2].0.clone();
+    signal(&nodes[2], libc::SIGTERM);
+    for node in &nodes[..2] {
+        wait_until(
+            Duration::from_secs(10),
+            "the member seen as left",
+            || async { state_of(node, &left).await.as_deref() == Some("left") },
+        )
+        .await;
+    }
+    nodes[2].kill9();
+    // Membership changes are events a subscriber can read.
+    wait_until(Duration::from_secs(10), "join and leave events", || async {
+        let events = cluster_events(&nodes[0]).await;
+        events.contains(&("joined".into(), ids[1].0.clone()))
+            && events.contains(&("left".into(), left.clone()))
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_key_and_garbage_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = member(&dir.path().join("a"), KEY, "127.0.0.1:0", &[]);
+    let (a_id, seed) = whoami(&a).await;
+    let intruder = member(
+        &dir.path().join("x"),
+        "another key, not the cluster's",
+        "127.0.0.1:0",
+        std::slice::from_ref(&seed),
+    );
+    let (x_id, _) = whoami(&intruder).await;
+    wait_until(Duration::from_secs(10), "bad_auth counted", || async {
+        cluster_view(&a).await["gossip"]["refused_bad_auth"]
+            .as_u64()
+            .unwrap()
+            > 2
+    })
+    .await;
+    assert_eq!(state_of(&a, &x_id).await, None);
+    assert_eq!(state_of(&intruder, &a_id).await, None);
+    // Random, truncated and oversized datagrams change nothing.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut rng = Rng::new(7);
+    for i in 0..300 {
+        let len = match i % 3 {
+            0 => rng.below(64) as usize,
+            1 => rng.below(1400) as usize,
+            _ => 1500 + rng.below(8000) as usize,
+        };
+        let mut junk: Vec<u8> = (0..len).map(|_| rng.below(256) as u8).collect();
+        if i % 5 == 0 && junk.len() > 4 {
+            junk[..4].copy_from_slice(b"SYG1");
+        }
+        sock.send_to(&junk, &seed).unwrap();
+    }
+    wait_until(Duration::from_secs(10), "junk counted", || async {
+        let g = &cluster_view(&a).await["gossip"];
+        let refused: u64 = [
+            "refused_malformed",
+            "refused_bad_auth",
+            "refused_wrong_cluster",
+        ]
+        .iter()
+        .map(|k| g[k].as_u64().unwrap())
+        .sum();
+        refused >= 300
+    })
+    .await;
+    let v = cluster_view(&a).await;
+    assert_eq!(v["members"].as_array().unwrap().len(), 1, "{v:#}");
+    let (status, _, _) = a.raw(a.request("GET", "/healthz"), "").await;
+    assert_eq!(status, 200);
+}
+
+/// Kill -9 one of five nodes, ten times: every other node marks it down
+/// within the documented detection time. The killed node restarts with its
+/// data directory on the same gossip address and rejoins before the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_is_detected_by_every_member_within_three_seconds() {
+    let _serial = TIMING.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, ids) = start_cluster(dir.path(), 5).await;
+    let mut worst = Vec::new();
+    for run in 0..10 {
+        let victim = 1 + run % 4;
+        let (victim_id, victim_gossip) = ids[victim].clone();
+        let killed_ms = now_ms();
+        nodes[victim].kill9();
+        let killed = Instant::now();
+        let mut seen = std::collections::HashSet::new();
+        while seen.len() < 4 {
+            assert!(
+                killed.elapsed() < Duration::from_secs(15),
+                "run {run}: not every member marked the node down: {seen:?}"
+            );
+            for (i, node) in nodes.iter().enumerate() {
+                if i != victim
+                    && !seen.contains(&i)
+                    && state_of(node, &victim_id).await.as_deref() == Some("down")
+                {
+                    seen.insert(i);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // When each member recorded the down event (not when the polling
+        // above noticed it).
+        let mut detected = Vec::new();
+        for (i, node) in nodes.iter().enumerate() {
+            if i == victim {
+                continue;
+            }
+            let at = timed_cluster_events(node)
+                .await
+                .into_iter()
+                .filter(|(e, id, at)| e == "down" && *id == victim_id && *at >= killed_ms)
+                .map(|(_, _, at)| at)
+                .min()
+                .unwrap_or_else(|| panic!("run {run}: no down event on member {i}"));
+            detected.push(Duration::from_millis(at - killed_ms));
+        }
+        let slowest = *detected.iter().max().unwrap();
+        worst.push(slowest);
+        // Back with its data directory and gossip address: the same node id.
+        nodes[victim] = member(
+            &dir.path().join(format!("n{victim}")),
+            KEY,
+            &victim_gossip,
+            std::slice::from_ref(&ids[0].1),
+        );
+        assert_eq!(whoami(&nodes[victim]).await.0, victim_id);
+        for node in &nodes {
+            wait_until(Duration::from_secs(15), "the node rejoined", || async {
+                state_of(node, &victim_id).await.as_deref() == Some("alive")
+            })
+            .await;
+        }
+    }
+    let mut sorted = worst.clone();
+    sorted.sort();
+    println!(
+        "kill -9 detection on every peer over 10 runs: median {:?}, max {:?}, all {worst:?}",
+        sorted[4], sorted[9]
+    );
+    assert!(
+        sorted[9] <= DETECTION,
+        "a member was marked down only after {:?}: {worst:?}",
+        sorted[9]
+    );
+}
+
+/// Busy loops on every core for `d`.
+fn load_cores(n: usize) -> Vec<Child> {
+    (0..n)
+        .map(|_| {
+            Command::new("sh")
+                .args(["-c", "while :; do :; done"])
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Polls every node for `d` and fails if any marks a member down.
+async fn nobody_down_for(nodes: &[Node], d: Duration, what: &str) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        for node in nodes {
+            let s = states(node).await;
+            assert!(
+                s.values().all(|(st, _)| st != "down"),
+                "{what}: a member was declared down: {s:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pauses_and_load_do_not_declare_members_down_but_a_long_pause_does() {
+    let _serial = TIMING.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, ids) = start_cluster(dir.path(), 3).await;
+    // A 1 s pause, three times.
+    for _ in 0..3 {
+        signal(&nodes[2], libc::SIGSTOP);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        signal(&nodes[2], libc::SIGCONT);
+        nobody_down_for(&nodes, Duration::from_secs(2), "after a 1 s pause").await;
+    }
+    // Both cores saturated (twice as many busy loops as cores) for 6 s.
+    let mut hogs = load_cores(4);
+    nobody_down_for(&nodes, Duration::from_secs(6), "under CPU load").await;
+    for h in &mut hogs {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+    nobody_down_for(&nodes, Duration::from_secs(1), "after CPU load").await;
+    for node in &nodes {
+        let events = cluster_events(node).await;
+        assert!(
+            !events.iter().any(|(e, _)| e == "down"),
+            "a down event was recorded: {events:?}"
+        );
+    }
+    // A 10 s pause: declared down, then back within 2 s of SIGCONT as the
+    // same node with a new generation.
+    let (paused, _) = ids[2].clone();
+    let before = states(&nodes[0]).await[&paused].1;
+    signal(&nodes[2], libc::SIGSTOP);
+    for node in &nodes[..2] {
+        wait_until(
+            Duration::from_secs(9),
+            "the paused node declared down",
+            || async { state_of(node, &paused).await.as_deref() == Some("down") },
+        )
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(Duration::from_secs(3))).await;
+    signal(&nodes[2], libc::SIGCONT);
+    let resumed = Instant::now();
+    for node in &nodes[..2] {
+        wait_until(Duration::from_secs(10), "the node rejoined", || async {
+            states(node)
+                .await
+                .get(&paused)
+                .is_some_and(|(s, g)| s == "alive" && *g > before)
+        })
+        .await;
+    }
+    let took = resumed.elapsed();
+    println!("rejoined {took:?} after SIGCONT");
+    assert!(took < Duration::from_secs(2), "rejoin took {took:?}");
+}
