@@ -40,6 +40,25 @@ fn parse<T: std::str::FromStr<Err = RouterError>>(
     Ok(query.one(name)?.map(str::parse).transpose()?)
 }
 
+/// A whole-number group setting; the router checks its range.
+fn number(query: &Query, name: &str) -> Result<Option<u64>, Problem> {
+    query
+        .one(name)?
+        .map(|raw| {
+            raw.parse::<u64>().map_err(|_| {
+                Problem::bad_request(
+                    "invalid_group_setting",
+                    format!("{name}={raw:?} is not a whole number"),
+                )
+            })
+        })
+        .transpose()
+}
+
+fn saturate(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
 /// `GET /v1/events?group=...`: joins the group and streams its share.
 pub(crate) async fn join(
     app: &App,
@@ -70,16 +89,8 @@ pub(crate) async fn join(
     };
     let options = GroupOptions {
         strategy: parse::<Strategy>(query, "strategy")?,
-        ack_timeout: query
-            .one("ack_timeout_ms")?
-            .map(|_| query.number("ack_timeout_ms", 0, 0, u64::MAX))
-            .transpose()?
-            .map(Duration::from_millis),
-        max_deliveries: query
-            .one("max_deliveries")?
-            .map(|_| query.number("max_deliveries", 0, 0, u32::MAX as u64))
-            .transpose()?
-            .map(|n| n as u32),
+        ack_timeout: number(query, "ack_timeout_ms")?.map(Duration::from_millis),
+        max_deliveries: number(query, "max_deliveries")?.map(saturate),
         start,
     };
     let labels = query
@@ -97,13 +108,9 @@ pub(crate) async fn join(
         .collect::<Result<Vec<_>, _>>()?;
     let member = MemberOptions {
         ack: parse::<AckMode>(query, "ack")?.unwrap_or(AckMode::Manual),
-        max_inflight: query.number(
-            "max_inflight",
-            switchyard_router::DEFAULT_MAX_INFLIGHT as u64,
-            0,
-            u32::MAX as u64,
-        )? as u32,
-        weight: query.number("weight", 1, 0, u32::MAX as u64)? as u32,
+        max_inflight: number(query, "max_inflight")?
+            .map_or(switchyard_router::DEFAULT_MAX_INFLIGHT, saturate),
+        weight: number(query, "weight")?.map_or(1, saturate),
         labels,
     };
     let max_inflight = member.max_inflight;
@@ -205,7 +212,9 @@ async fn settle(
     if extra {
         return Err(Problem::bad_request(
             "invalid_body",
-            format!("{op} takes ids and member only (delay_ms goes with nack, reason with term)"),
+            format!(
+                "{op} does not take that field: delay_ms goes with nack only, reason with term only"
+            ),
         ));
     }
     if b.reason.as_ref().is_some_and(|r| r.len() > 1024) {

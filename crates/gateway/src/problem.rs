@@ -147,6 +147,11 @@ impl From<RouterError> for Problem {
             RouterError::GroupSetting(_) => {
                 Problem::bad_request("invalid_group_setting", e.to_string())
             }
+            RouterError::GroupUnavailable(_) => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            ),
             RouterError::GroupConflict(_) => {
                 Problem::new(StatusCode::CONFLICT, "group_conflict", e.to_string())
             }

@@ -68,6 +68,9 @@ pub enum RouterError {
     /// A group or member setting is not acceptable.
     #[error("{0}")]
     GroupSetting(String),
+    /// The group stopped after a store failure.
+    #[error("{0}")]
+    GroupUnavailable(String),
     /// The request conflicts with the group's settings or state.
     #[error("{0}")]
     GroupConflict(String),
@@ -81,7 +84,9 @@ pub enum RouterError {
     },
     /// Settle request whose every id is no longer the member's to settle.
     /// The stale acknowledgements were counted; nothing else changed.
-    #[error("stale {op}: none of the ids is in flight at this member any more")]
+    #[error(
+        "stale {op}: none of the ids is this member's to settle any more (see stale for each id)"
+    )]
     StaleAck {
         /// The group.
         group: String,

@@ -64,6 +64,11 @@ pub const GROUP_HEADER: &str = "switchyard-group";
 /// Header counting the deliveries of a dead-lettered message.
 pub const DELIVERIES_HEADER: &str = "switchyard-deliveries";
 
+/// Why a group stopped when the node is shutting down.
+const SHUTTING_DOWN: &str = "the node is shutting down";
+/// Most messages one group holds unsettled (in flight or waiting for
+/// redelivery, delays included); it reads no new messages beyond.
+pub const MAX_UNSETTLED: usize = 100_000;
 /// Commands queued per group before senders wait.
 const COMMAND_QUEUE: usize = 1024;
 /// Commands handled per round before the round's work is persisted.
@@ -267,6 +272,9 @@ pub struct GroupCounters {
     pub lost_to_retention: u64,
     /// Pick plugin calls that failed (the least loaded member got the message).
     pub pick_errors: u64,
+    /// Messages to dead-letter whose topic is too long for a `$dlq.` prefix:
+    /// they were dropped instead.
+    pub dead_letters_dropped: u64,
 }
 
 /// One member as reported by [`Groups::info`].
@@ -695,7 +703,7 @@ impl Groups {
         o: &GroupOptions,
     ) -> Result<Handle, RouterError> {
         if self.count() >= MAX_GROUPS {
-            return Err(RouterError::GroupSetting(format!(
+            return Err(RouterError::GroupConflict(format!(
                 "this node has {MAX_GROUPS} groups already; delete one first"
             )));
         }
@@ -1004,6 +1012,24 @@ impl Actor {
         mut commands: mpsc::Receiver<Command>,
         mut leaves: mpsc::UnboundedReceiver<u64>,
     ) {
+        // What was in flight at the last stop counts as delivered once more:
+        // messages that reached max_deliveries then are dead-lettered now.
+        let max = self.settings.max_deliveries;
+        let spent: Vec<(MessageId, u32)> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.deliveries >= max)
+            .map(|(&id, e)| (id, e.deliveries))
+            .collect();
+        for (id, n) in spent {
+            self.entries.remove(&id);
+            self.ready.remove(&id);
+            self.dead.push((
+                id,
+                n,
+                format!("delivered {n} times without acknowledgement (last: the node stopped)"),
+            ));
+        }
         // Deliver what waited (queue semantics, restart) before any command.
         self.round().await;
         loop {
@@ -1103,11 +1129,8 @@ impl Actor {
         m: MemberOptions,
         tx: mpsc::Sender<GroupDelivery>,
     ) -> Result<(u64, String), RouterError> {
-        if let Some(e) = &self.failed {
-            return Err(RouterError::GroupSetting(format!(
-                "group {} stopped after a store failure: {e}",
-                self.name
-            )));
+        if let Some(e) = self.stopped() {
+            return Err(e);
         }
         self.settings.check(&self.name, topics, options)?;
         if self.members.len() >= MAX_MEMBERS {
@@ -1236,11 +1259,8 @@ impl Actor {
         mut ids: Vec<MessageId>,
         op: &Settle,
     ) -> Result<Settled, RouterError> {
-        if let Some(e) = &self.failed {
-            return Err(RouterError::GroupSetting(format!(
-                "group {} stopped after a store failure: {e}",
-                self.name
-            )));
+        if let Some(e) = self.stopped() {
+            return Err(e);
         }
         ids.sort_unstable();
         ids.dedup();
@@ -1545,7 +1565,9 @@ impl Actor {
             return;
         }
         loop {
-            let free = self.free();
+            let free = self
+                .free()
+                .min(MAX_UNSETTLED.saturating_sub(self.entries.len()));
             if free == 0 {
                 return;
             }
@@ -1598,6 +1620,20 @@ impl Actor {
         }
     }
 
+    /// The error for requests once the group stopped.
+    fn stopped(&self) -> Option<RouterError> {
+        self.failed.as_ref().map(|e| {
+            if e == SHUTTING_DOWN {
+                RouterError::ShuttingDown
+            } else {
+                RouterError::GroupUnavailable(format!(
+                    "group {} stopped after a store failure: {e}",
+                    self.name
+                ))
+            }
+        })
+    }
+
     fn fail(&mut self, e: String) {
         tracing::error!(group = %self.name, error = %e, "group stopped: the store failed");
         self.failed = Some(e);
@@ -1633,14 +1669,14 @@ impl Actor {
                     // The node is shutting down; what this round changed is
                     // redelivered after the restart.
                     tracing::debug!(group = %self.name, "store closed before the group's last write");
-                    self.failed = Some("the node is shutting down".into());
+                    self.failed = Some(SHUTTING_DOWN.into());
                 }
                 Ok(Err(e)) => self.fail(e.to_string()),
-                Err(_) => self.fail("the node is shutting down".into()),
+                Err(_) => self.failed = Some(SHUTTING_DOWN.into()),
             }
         }
-        for r in self.replies.drain(..) {
-            match (r, &self.failed) {
+        for r in std::mem::take(&mut self.replies) {
+            match (r, self.stopped()) {
                 (Reply::Settle(tx, s), None) => {
                     let _ = tx.send(Ok(s));
                 }
@@ -1648,14 +1684,10 @@ impl Actor {
                     let _ = tx.send(Ok((key, id)));
                 }
                 (Reply::Settle(tx, _), Some(e)) => {
-                    let _ = tx.send(Err(RouterError::GroupSetting(format!(
-                        "group stopped after a store failure: {e}"
-                    ))));
+                    let _ = tx.send(Err(e));
                 }
                 (Reply::Join(tx, _, _), Some(e)) => {
-                    let _ = tx.send(Err(RouterError::GroupSetting(format!(
-                        "group stopped after a store failure: {e}"
-                    ))));
+                    let _ = tx.send(Err(e));
                 }
             }
         }
@@ -1696,12 +1728,14 @@ impl Actor {
             match self.store.message(*id) {
                 Ok(Some(m)) => {
                     let n = n.to_string();
-                    if let Some(c) = dead_letter(
+                    match dead_letter(
                         &as_append(&m),
                         why,
                         &[(GROUP_HEADER, &self.name), (DELIVERIES_HEADER, &n)],
                     ) {
-                        copies.push(c);
+                        Some(c) => copies.push(c),
+                        // `$dlq.<topic>` would be longer than a topic may be.
+                        None => self.counters.dead_letters_dropped += 1,
                     }
                 }
                 Ok(None) => self.counters.lost_to_retention += 1,

@@ -21,8 +21,8 @@ pub use error::{InvalidMessage, RouterError};
 pub use groups::{
     AckMode, DEFAULT_ACK_TIMEOUT, DEFAULT_MAX_DELIVERIES, DEFAULT_MAX_INFLIGHT, DELIVERIES_HEADER,
     GROUP_HEADER, GroupCounters, GroupDelivery, GroupInfo, GroupOptions, GroupStart, Groups,
-    MAX_GROUPS, MAX_INFLIGHT, MAX_MEMBERS, MAX_SETTLE_IDS, Member, MemberInfo, MemberOptions,
-    Settle, Settled, StaleId, Strategy, validate_group_name,
+    MAX_GROUPS, MAX_INFLIGHT, MAX_MEMBERS, MAX_SETTLE_IDS, MAX_UNSETTLED, Member, MemberInfo,
+    MemberOptions, Settle, Settled, StaleId, Strategy, validate_group_name,
 };
 pub use plugins::{
     ConfiguredBinding, ERROR_HEADER, Filter, MAX_BINDINGS, MAX_CONFIG, MAX_FILTER_VARIANTS,

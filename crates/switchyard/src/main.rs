@@ -746,15 +746,23 @@ async fn subscribe_group(
             }
             if manual && !ids.is_empty() {
                 let body = serde_json::json!({"ids": ids, "member": member});
-                client
+                let acked = client
                     .send_json(
                         http::Method::POST,
                         &ack_path,
                         Bytes::from(body.to_string()),
                         "application/json",
                     )
-                    .await
-                    .context("acknowledging")?;
+                    .await;
+                match acked {
+                    Ok(_) => {}
+                    // Redelivered elsewhere after the ack timeout, or already
+                    // settled: the group keeps the message; go on.
+                    Err(ClientError::Api { status, detail }) if status == 409 => {
+                        eprintln!("ack refused: {detail}");
+                    }
+                    Err(e) => return Err(anyhow::Error::new(e).context("acknowledging")),
+                }
             }
             if done {
                 return Ok(());
