@@ -21,6 +21,10 @@ pub enum StoreError {
     /// written by an incompatible version.
     #[error("corrupt record: {0}")]
     Corrupt(&'static str),
+    /// The request cannot be applied (for example messages of another
+    /// origin out of order); nothing was written.
+    #[error("invalid request: {0}")]
+    Invalid(&'static str),
     /// The data directory cannot be used (for example its node-id file is
     /// unreadable).
     #[error("data directory: {0}")]

@@ -5,7 +5,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use switchyard_model::{Cursor, NodeId, Timestamp, Topic};
+use switchyard_model::{Cursor, Message, NodeId, Timestamp, Topic};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::catalog::{Catalog, OriginMeta, StreamMeta, TopicInfo};
@@ -343,6 +343,48 @@ impl Store {
                 .map_err(|_| StoreError::Closed)?;
         }
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stores messages of another origin `origin` (received from it or from
+    /// a replica), in origin order, and records that this node holds every
+    /// message of that origin it should hold up to `through`: readers see
+    /// them, and the origin's entry of [`Store::latest`] moves to `through`.
+    /// Messages at or below the current watermark are skipped, so a repeated
+    /// batch changes nothing. A stream first held part way through reads as
+    /// trimmed before that point. Returns how many messages were stored.
+    pub async fn ingest(
+        &self,
+        origin: NodeId,
+        messages: Vec<Message>,
+        through: u64,
+    ) -> Result<usize, StoreError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Ingest {
+                origin,
+                messages,
+                through,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The highest origin sequence of `origin` this node holds through
+    /// (0 when it holds nothing of it).
+    pub fn held_through(&self, origin: NodeId) -> u64 {
+        self.shared
+            .catalog
+            .read()
+            .expect("catalog lock")
+            .visible
+            .get(&origin)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// A receiver that changes whenever new messages become visible.

@@ -89,6 +89,13 @@ pub(crate) enum Command {
     ExpireIdem {
         keys: Vec<Vec<u8>>,
     },
+    /// Store messages of another origin (see [`crate::Store::ingest`]).
+    Ingest {
+        origin: NodeId,
+        messages: Vec<Message>,
+        through: u64,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
     Shutdown,
 }
 
@@ -245,6 +252,22 @@ impl Writer {
             Command::ExpireIdem { keys } => {
                 if let Err(e) = self.expire_idem(keys) {
                     tracing::warn!(error = %e, "expiring idempotency records failed");
+                }
+            }
+            Command::Ingest {
+                origin,
+                messages,
+                through,
+                reply,
+            } => {
+                let r = self.ingest(origin, messages, through);
+                if let Err(StoreError::Storage(fe)) = &r {
+                    self.poison(fe);
+                }
+                let stored = r.as_ref().is_ok_and(|n| *n > 0);
+                let _ = reply.send(r);
+                if stored {
+                    self.notify();
                 }
             }
             Command::Shutdown => {}
@@ -445,6 +468,113 @@ impl Writer {
             FsyncMode::Always | FsyncMode::Never => self.make_visible(fresh),
         }
         Ok(results)
+    }
+
+    /// Stores messages of another origin, in origin order, and moves this
+    /// node's watermark for that origin to `through`: every message of the
+    /// origin up to `through` that this node should hold is then held.
+    /// Messages at or below the current watermark are skipped (a repeat).
+    /// Returns how many were stored.
+    fn ingest(
+        &mut self,
+        origin: NodeId,
+        messages: Vec<Message>,
+        through: u64,
+    ) -> Result<usize, StoreError> {
+        let sh = &*self.shared;
+        if self.shared.poisoned.load(Ordering::SeqCst) {
+            return Err(StoreError::Poisoned);
+        }
+        if origin == sh.node_id {
+            return Err(StoreError::Invalid("messages of this node's own origin"));
+        }
+        let (held, mut om) = {
+            let catalog = sh.catalog.read().expect("catalog lock");
+            (
+                catalog.visible.get(&origin).copied().unwrap_or(0),
+                catalog.origins.get(&origin).copied().unwrap_or_default(),
+            )
+        };
+        if through <= held {
+            return Ok(0);
+        }
+        let mut last = held;
+        for m in &messages {
+            if m.id.origin != origin || m.id.seq > through || (m.id.seq > held && m.id.seq <= last)
+            {
+                return Err(StoreError::Invalid("messages out of origin order"));
+            }
+            last = last.max(m.id.seq);
+        }
+        let mut fj = sh.db.batch();
+        let mut staged: HashMap<Topic, StreamMeta> = HashMap::new();
+        let mut stored = 0;
+        {
+            let catalog = sh.catalog.read().expect("catalog lock");
+            for m in messages.iter().filter(|m| m.id.seq > held) {
+                let meta = staged
+                    .entry(m.topic.clone())
+                    .or_insert_with(|| catalog.stream(&m.topic, origin));
+                if m.stream_seq <= meta.last_seq {
+                    continue;
+                }
+                if m.stream_seq != meta.last_seq + 1 {
+                    // This node holds the stream from here on: what came
+                    // before reads as removed, so a reader positioned before
+                    // it is told of a gap instead of passing it silently.
+                    meta.trimmed_seq = m.stream_seq - 1;
+                    meta.trimmed_origin_seq = m.id.seq - 1;
+                    om.max_trimmed_seq = om.max_trimmed_seq.max(m.id.seq - 1);
+                }
+                let size = m.size();
+                meta.last_seq = m.stream_seq;
+                meta.last_origin_seq = m.id.seq;
+                meta.count += 1;
+                meta.bytes += size;
+                if meta.count == 1 {
+                    meta.first_ts = m.timestamp;
+                }
+                meta.last_ts = m.timestamp;
+                fj.insert(&sh.log, keys::log_key(origin, m.id.seq), encode_message(m));
+                let iv = IndexValue {
+                    stream_seq: m.stream_seq,
+                    size,
+                    timestamp: m.timestamp,
+                };
+                fj.insert(
+                    &sh.index,
+                    keys::index_key(&m.topic, origin, m.id.seq),
+                    encode_index(&iv),
+                );
+                self.hlc.observe(m.timestamp);
+                om.last_ts = om.last_ts.max(m.timestamp);
+                stored += 1;
+            }
+        }
+        om.last_seq = om.last_seq.max(through);
+        for (topic, meta) in &staged {
+            fj.insert(
+                &sh.meta,
+                keys::stream_meta_key(topic, origin),
+                meta.encode(),
+            );
+        }
+        fj.insert(&sh.meta, keys::origin_meta_key(origin), om.encode());
+        fj.commit()?;
+        if sh.config.fsync == FsyncMode::Always {
+            sh.db.persist(PersistMode::SyncData)?;
+        }
+        let mut catalog = sh.catalog.write().expect("catalog lock");
+        for (topic, meta) in staged {
+            catalog
+                .streams
+                .entry(topic)
+                .or_default()
+                .insert(origin, meta);
+        }
+        catalog.origins.insert(origin, om);
+        catalog.visible.insert(origin, through);
+        Ok(stored)
     }
 
     /// Wakes readers waiting for new messages.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use switchyard_model::{
-    Cursor, Header, Message, MessageId, Timestamp, Topic, TopicPattern, TopicSet,
+    Cursor, Header, Message, MessageId, NodeId, Timestamp, Topic, TopicPattern, TopicSet,
 };
 use switchyard_store::{
     Append, Appended, FsyncMode, Gap, ReadBatch, ReadQuery, RetentionPolicy, RetentionRule, Store,
@@ -1460,5 +1460,91 @@ async fn group_state_survives_reopen_and_counts_lag() {
     assert_eq!(&m.payload[..], b"o-0");
     store.delete_group("workers").unwrap();
     assert!(store.groups().unwrap().is_empty());
+    shut(store);
+}
+
+// ---------------------------------------------------------------------------
+// Messages of other origins
+// ---------------------------------------------------------------------------
+
+/// A message of another origin as that origin would have stored it.
+fn remote(origin: NodeId, seq: u64, t: &str, stream_seq: u64, payload: &str) -> Message {
+    Message {
+        id: MessageId { origin, seq },
+        topic: topic(t),
+        stream_seq,
+        timestamp: Timestamp(1_700_000_000_000 + seq),
+        key: None,
+        headers: vec![],
+        payload: Bytes::from(payload.to_owned()),
+    }
+}
+
+/// Ingested messages read like local ones, with their own ids and stream
+/// sequences; a repeat changes nothing; the watermark survives a reopen; a
+/// stream first held part way through reads as a gap from before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_of_another_origin_are_held_and_read() {
+    let dir = tempdir();
+    let store = open(config(&dir));
+    let other = NodeId(0xfeed);
+    append_n(&store, "orders.eu", "local", 2).await;
+    let batch = vec![
+        remote(other, 3, "orders.eu", 1, "r3"),
+        remote(other, 7, "orders.us", 1, "r7"),
+        remote(other, 9, "orders.eu", 2, "r9"),
+    ];
+    assert_eq!(store.ingest(other, batch.clone(), 10).await.unwrap(), 3);
+    assert_eq!(store.held_through(other), 10);
+    assert_eq!(store.ingest(other, batch, 10).await.unwrap(), 0, "a repeat");
+    assert_eq!(store.latest().get(other), 10);
+    let got = drain(&store, &query(&["orders.>"]), &Cursor::earliest());
+    let remote_ids: Vec<(u64, u64)> = got
+        .messages
+        .iter()
+        .filter(|m| m.id.origin == other)
+        .map(|m| (m.id.seq, m.stream_seq))
+        .collect();
+    assert_eq!(remote_ids, vec![(3, 1), (7, 1), (9, 2)]);
+    assert_eq!(got.messages.len(), 5);
+    // Out of order and own-origin batches are refused.
+    let bad = vec![
+        remote(other, 12, "orders.eu", 3, "x"),
+        remote(other, 11, "orders.eu", 4, "y"),
+    ];
+    assert!(matches!(
+        store.ingest(other, bad, 12).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let own = vec![remote(store.node_id(), 50, "orders.eu", 9, "x")];
+    assert!(matches!(
+        store.ingest(store.node_id(), own, 50).await,
+        Err(StoreError::Invalid(_))
+    ));
+    // A stream first held at its 5th message: a reader from before is told.
+    store
+        .ingest(other, vec![remote(other, 20, "audit.x", 5, "a5")], 20)
+        .await
+        .unwrap();
+    let audit = drain(&store, &query(&["audit.x"]), &cursor_after(&store, 0));
+    assert_eq!(audit.messages.len(), 1);
+    shut(store);
+    let store = open(config(&dir));
+    assert_eq!(store.held_through(other), 20);
+    let got = drain(
+        &store,
+        &query(&["orders.>", "audit.x"]),
+        &Cursor::earliest(),
+    );
+    assert_eq!(got.messages.len(), 6);
+    let gaps = store
+        .read(&query(&["audit.x"]), &Cursor::earliest())
+        .unwrap()
+        .gaps;
+    assert!(
+        gaps.iter()
+            .any(|g| g.origin == other && g.through_stream_seq == 4),
+        "{gaps:?}"
+    );
     shut(store);
 }
