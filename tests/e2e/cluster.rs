@@ -420,3 +420,156 @@ async fn pauses_and_load_do_not_declare_members_down_but_a_long_pause_does() {
     println!("rejoined {took:?} after SIGCONT");
     assert!(took < Duration::from_secs(2), "rejoin took {took:?}");
 }
+
+/// Reads `n` message events from `sse` (JSON format): (payload, origin, id).
+async fn read_messages(
+    sse: &mut Sse,
+    n: usize,
+    within: Duration,
+) -> Vec<(String, String, Option<String>)> {
+    let deadline = Instant::now() + within;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "only {} of {n} messages arrived",
+            out.len()
+        );
+        let Some(e) = sse.next(left).await else {
+            panic!("the stream ended after {} of {n} messages", out.len());
+        };
+        if e.event != "message" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&e.data).unwrap();
+        out.push((
+            v["payload"].as_str().unwrap().to_owned(),
+            v["origin"].as_str().unwrap().to_owned(),
+            e.id,
+        ));
+    }
+    out
+}
+
+/// Checks that each origin's messages arrived in publish order: payloads
+/// are `<node>-<index>` with the index counting up per publishing node.
+fn assert_origin_order(got: &[(String, String, Option<String>)]) {
+    let mut last: HashMap<&str, i64> = HashMap::new();
+    for (payload, origin, _) in got {
+        let (_, i) = payload.rsplit_once('-').unwrap();
+        let i: i64 = i.parse().unwrap();
+        let prev = last.insert(origin.as_str(), i).unwrap_or(-1);
+        assert!(i > prev, "origin {origin}: {payload} after index {prev}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_published_on_any_node_reach_subscribers_on_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, _) = start_cluster(dir.path(), 3).await;
+    let mut subs = Vec::new();
+    for node in &nodes {
+        subs.push(
+            Sse::connect(node, "/v1/events?topic=spread.%3E&format=json", None)
+                .await
+                .unwrap(),
+        );
+    }
+    // 5,000 messages, spread over the three nodes in batches.
+    let per_node = [1667usize, 1667, 1666];
+    let mut want = std::collections::BTreeSet::new();
+    for round in 0..10 {
+        for (n, node) in nodes.iter().enumerate() {
+            let chunk = per_node[n] / 10 + usize::from(round < per_node[n] % 10);
+            let start = (0..round)
+                .map(|r| per_node[n] / 10 + usize::from(r < per_node[n] % 10))
+                .sum::<usize>();
+            let payloads: Vec<String> = (start..start + chunk)
+                .map(|i| format!("n{n}-{i}"))
+                .collect();
+            want.extend(payloads.iter().cloned());
+            publish_texts(node, "spread.t", &payloads).await;
+        }
+    }
+    assert_eq!(want.len(), 5000);
+    for (i, sse) in subs.iter_mut().enumerate() {
+        let got = read_messages(sse, 5000, Duration::from_secs(60)).await;
+        let payloads: std::collections::BTreeSet<String> =
+            got.iter().map(|g| g.0.clone()).collect();
+        assert_eq!(payloads.len(), 5000, "node {i}: duplicates");
+        assert_eq!(payloads, want, "node {i}");
+        assert_origin_order(&got);
+    }
+}
+
+/// A subscriber hops from node to node with its Last-Event-ID while all
+/// three nodes publish: together its connections see every message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_moving_between_nodes_misses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, _) = start_cluster(dir.path(), 3).await;
+    // Subscribers that stay put keep the topic in every node's interest.
+    let mut holders = Vec::new();
+    for node in &nodes {
+        holders.push(
+            Sse::connect(node, "/v1/events?topic=move.t", None)
+                .await
+                .unwrap(),
+        );
+    }
+    let first = Sse::connect(&nodes[0], "/v1/events?topic=move.t&format=json", None)
+        .await
+        .unwrap();
+    let total = 1500usize;
+    let publishers: Vec<_> = nodes
+        .iter()
+        .enumerate()
+        .map(|(n, node)| {
+            let client = node.client.clone();
+            tokio::spawn(async move {
+                for i in 0..total / 3 {
+                    client
+                        .publish("move.t", format!("n{n}-{i}").into(), None, &[], None)
+                        .await
+                        .expect("publish");
+                    if i % 50 == 0 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut got = Vec::new();
+    let mut sse = first;
+    let mut hop = 0;
+    while got.len() < total {
+        let batch = read_messages(
+            &mut sse,
+            150.min(total - got.len()),
+            Duration::from_secs(60),
+        )
+        .await;
+        let last = batch.last().and_then(|b| b.2.clone()).expect("event id");
+        got.extend(batch);
+        hop += 1;
+        let next = &nodes[hop % 3];
+        sse = Sse::connect(next, "/v1/events?topic=move.t&format=json", Some(&last))
+            .await
+            .unwrap();
+    }
+    for p in publishers {
+        p.await.unwrap();
+    }
+    let payloads: Vec<&str> = got.iter().map(|g| g.0.as_str()).collect();
+    let unique: std::collections::BTreeSet<&str> = payloads.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        payloads.len(),
+        "a message was delivered twice"
+    );
+    assert_eq!(unique.len(), total, "messages were missed");
+    assert_origin_order(&got);
+    assert!(hop >= 5, "only {hop} hops");
+    drop(holders);
+}

@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
 
-use crate::support::{BIN, Node, Sse, enc};
+use crate::support::{BIN, Node, Sse, enc, publish_batch, publish_texts};
 
 type Http = HyperClient<HttpConnector, Full<Bytes>>;
 
@@ -239,35 +239,6 @@ fn spawn_acker(
         }
         (m.id.clone(), got)
     })
-}
-
-/// Publishes `entries` (batch entries: `payload`, optional `key`, `topic`)
-/// in batches of 1000 to `topic`; returns the message ids in order.
-async fn publish_batch(node: &Node, topic: &str, entries: &[Value]) -> Vec<String> {
-    let mut ids = Vec::with_capacity(entries.len());
-    for chunk in entries.chunks(1000) {
-        let req = node
-            .request("POST", &format!("/v1/batch?topic={}", enc(topic)))
-            .header("content-type", "application/json");
-        let (status, _, body) = node.raw(req, serde_json::to_vec(chunk).unwrap()).await;
-        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
-        let v: Value = serde_json::from_slice(&body).unwrap();
-        ids.extend(
-            v["results"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["id"].as_str().expect("result id").to_owned()),
-        );
-    }
-    assert_eq!(ids.len(), entries.len());
-    ids
-}
-
-/// Publishes the text payloads `payloads` to `topic`; returns their ids.
-async fn publish_texts(node: &Node, topic: &str, payloads: &[String]) -> Vec<String> {
-    let entries: Vec<Value> = payloads.iter().map(|p| json!({"payload": p})).collect();
-    publish_batch(node, topic, &entries).await
 }
 
 fn texts(prefix: &str, n: usize) -> Vec<String> {

@@ -285,3 +285,35 @@ pub async fn raw_tcp(node: &Node, request: Vec<u8>) -> (u16, String, String) {
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     (status, head.to_ascii_lowercase(), body.to_owned())
 }
+
+/// Publishes `entries` (batch entries: `payload`, optional `key`, `topic`)
+/// in batches of 1000 to `topic`; returns the message ids in order.
+pub async fn publish_batch(node: &Node, topic: &str, entries: &[Value]) -> Vec<String> {
+    let mut ids = Vec::with_capacity(entries.len());
+    for chunk in entries.chunks(1000) {
+        let req = node
+            .request("POST", &format!("/v1/batch?topic={}", enc(topic)))
+            .header("content-type", "application/json");
+        let (status, _, body) = node.raw(req, serde_json::to_vec(chunk).unwrap()).await;
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        ids.extend(
+            v["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_str().expect("result id").to_owned()),
+        );
+    }
+    assert_eq!(ids.len(), entries.len());
+    ids
+}
+
+/// Publishes the text payloads `payloads` to `topic`; returns their ids.
+pub async fn publish_texts(node: &Node, topic: &str, payloads: &[String]) -> Vec<String> {
+    let entries: Vec<Value> = payloads
+        .iter()
+        .map(|p| serde_json::json!({"payload": p}))
+        .collect();
+    publish_batch(node, topic, &entries).await
+}

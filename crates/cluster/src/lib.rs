@@ -13,6 +13,7 @@
 mod config;
 mod membership;
 pub mod seal;
+pub mod transport;
 
 pub use config::{ClusterConfig, MAX_PACKET, MIN_KEY_LEN};
 pub use membership::{

@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::config::{ClusterConfig, MAX_PACKET};
 use crate::seal::{Refusal, Sealer};
+use crate::transport::{PeerClient, Signer};
 
 /// Events queued for the node before new ones are dropped (and counted).
 const EVENT_QUEUE: usize = 1024;
@@ -141,9 +142,16 @@ pub struct GossipStats {
     pub refused_invalid: AtomicU64,
     /// Membership events dropped because the node did not take them in time.
     pub events_dropped: AtomicU64,
+    /// Node-to-node requests refused (bad signature or body).
+    pub refused_requests: AtomicU64,
 }
 
 impl GossipStats {
+    /// Counts a refused node-to-node request.
+    pub fn refused_request(&self) {
+        self.refused_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn refused(&self, why: Refusal) {
         let c = match why {
             Refusal::Malformed => &self.refused_malformed,
@@ -170,6 +178,7 @@ impl GossipStats {
             ("refused_stale", get(&self.refused_stale)),
             ("refused_invalid", get(&self.refused_invalid)),
             ("events_dropped", get(&self.events_dropped)),
+            ("refused_requests", get(&self.refused_requests)),
         ])
     }
 }
@@ -215,6 +224,8 @@ enum Command {
 pub struct Cluster {
     shared: Arc<Shared>,
     commands: mpsc::Sender<Command>,
+    signer: Signer,
+    client: PeerClient,
 }
 
 impl Cluster {
@@ -285,7 +296,17 @@ impl Cluster {
         tracing::info!(node = %format!("{node:016x}"), %gossip, cluster = %config.name,
             seeds = config.seeds.len(), "gossip started");
         tokio::spawn(actor.run(command_rx));
-        Ok((Cluster { shared, commands }, event_rx))
+        let signer = Signer::new(&config.key, node);
+        let client = PeerClient::new(signer.clone());
+        Ok((
+            Cluster {
+                shared,
+                commands,
+                signer,
+                client,
+            },
+            event_rx,
+        ))
     }
 
     /// Every member this node knows, itself first.
@@ -311,6 +332,37 @@ impl Cluster {
         rest.sort_by(|a, b| a.id.cmp(&b.id));
         out.extend(rest);
         out
+    }
+
+    /// Live peers (alive or suspect, not this node): node id and HTTP address.
+    pub fn peers(&self) -> Vec<(u64, String)> {
+        let local = self
+            .shared
+            .local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .node;
+        self.shared
+            .members
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|k| {
+                k.identity.node != local
+                    && matches!(k.state, MemberState::Alive | MemberState::Suspect)
+            })
+            .map(|k| (k.identity.node, k.identity.http.clone()))
+            .collect()
+    }
+
+    /// Signs and checks node-to-node requests.
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    /// The HTTP/2 client for peers.
+    pub fn client(&self) -> &PeerClient {
+        &self.client
     }
 
     /// The cluster's name.
@@ -360,7 +412,7 @@ fn foca_config(c: &ClusterConfig) -> Config {
         max_transmissions: NonZeroU8::new(8).expect("non-zero"),
         suspect_to_down_after: c.suspect_timeout,
         remove_down_after: Some(Duration::from_secs(60)),
-        max_packet_size: NonZeroUsize::new(MAX_PACKET - crate::seal::OVERHEAD - 64)
+        max_packet_size: NonZeroUsize::new(MAX_PACKET - crate::seal::OVERHEAD - 64 - 1)
             .expect("non-zero"),
         notify_down_members: true,
         periodic_announce: Some(PeriodicParams {

@@ -70,8 +70,12 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
             crate::groups::handle(&app, Some(rest), req).await
         }
         ("/v1/cluster", _) => match method {
-            Method::GET => cluster(&app, &req),
+            Method::GET => crate::cluster::members(&app, &req),
             _ => Err(not_allowed("GET")),
+        },
+        (switchyard_cluster::transport::FEED_PATH, _) => match method {
+            Method::POST => crate::cluster::feed(&app, req).await,
+            _ => Err(not_allowed("POST")),
         },
         ("/v1/topics", _) => match method {
             Method::GET => topics(&app, &req),
@@ -531,27 +535,6 @@ async fn pull(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Prob
         StatusCode::OK,
         &json!({"messages": messages, "cursor": batch.cursor.encode(), "gaps": gaps}),
     ))
-}
-
-/// `GET /v1/cluster`: the members as this node sees them. A node outside
-/// any cluster lists itself alone.
-fn cluster(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Problem> {
-    Query::parse(req.uri().query(), &[])?;
-    let node = app.router.node_id().to_string();
-    let v = match app.router.cluster() {
-        Some(c) => json!({
-            "cluster": c.name(),
-            "node": node,
-            "members": c.members(),
-            "gossip": c.stats().snapshot(),
-        }),
-        None => json!({
-            "cluster": Value::Null,
-            "node": node,
-            "members": [{"id": node, "state": "alive", "self": true}],
-        }),
-    };
-    Ok(json_response(StatusCode::OK, &v))
 }
 
 fn topics(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Problem> {

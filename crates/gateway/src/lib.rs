@@ -11,6 +11,7 @@
 //! to other nodes.
 #![warn(missing_docs)]
 
+mod cluster;
 mod config;
 mod cors;
 mod envelope;

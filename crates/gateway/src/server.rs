@@ -10,7 +10,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use switchyard_router::Router;
 use tokio::net::TcpListener;
@@ -46,12 +46,20 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let grace = config.shutdown_grace;
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
-    let mut builder = hyper::server::conn::http1::Builder::new();
+    // HTTP/1.1 for clients; HTTP/2 with prior knowledge (h2c) for
+    // node-to-node requests and clients that speak it.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
+        .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
         .max_headers(config.max_request_headers)
         .max_buf_size(config.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(config.max_header_bytes.max(8192) as u32);
     let app = Arc::new(App {
         router,
         config,
@@ -82,7 +90,9 @@ pub async fn serve(
             let app = app.clone();
             async move { Ok::<_, Infallible>(crate::handlers::handle(app, req).await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

@@ -95,6 +95,9 @@ pub enum RouterError {
         /// Each id with the reason.
         stale: Vec<crate::groups::StaleId>,
     },
+    /// A node-to-node request was refused.
+    #[error("{0}")]
+    Cluster(String),
     /// A blocking read task failed to run (the runtime is shutting down).
     #[error("the node is shutting down")]
     ShuttingDown,

@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::RouterError;
+use crate::feeds::{Interest, InterestGuard};
 use crate::plugins::{Plugins, as_append, dead_letter};
 
 /// Default time a member has to acknowledge a message before it is
@@ -482,6 +483,8 @@ fn validate_options(o: &GroupOptions, m: &MemberOptions) -> Result<(), RouterErr
 pub struct Groups {
     store: Arc<Store>,
     plugins: Arc<Plugins>,
+    /// The node's interest: a running group keeps its patterns in it.
+    interest: Arc<Interest>,
     /// Groups whose coordinator runs.
     running: Mutex<HashMap<String, Handle>>,
     /// Persisted groups whose coordinator has not started yet (it starts on
@@ -524,7 +527,11 @@ enum Command {
 }
 
 impl Groups {
-    pub(crate) fn open(store: Arc<Store>, plugins: Arc<Plugins>) -> Result<Groups, RouterError> {
+    pub(crate) fn open(
+        store: Arc<Store>,
+        plugins: Arc<Plugins>,
+        interest: Arc<Interest>,
+    ) -> Result<Groups, RouterError> {
         let dormant = store
             .groups()?
             .into_iter()
@@ -533,6 +540,7 @@ impl Groups {
         Ok(Groups {
             store,
             plugins,
+            interest,
             running: Mutex::new(HashMap::new()),
             dormant: Mutex::new(dormant),
             admin: tokio::sync::Mutex::new(()),
@@ -579,6 +587,7 @@ impl Groups {
             stored.cursor,
             counters,
             stored.inflight,
+            None,
         )))
     }
 
@@ -589,7 +598,9 @@ impl Groups {
         cursor: Cursor,
         counters: GroupCounters,
         inflight: Vec<(MessageId, u32)>,
+        interest: Option<InterestGuard>,
     ) -> Handle {
+        let interest = interest.unwrap_or_else(|| self.interest.add(&settings.topics));
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let (leaves, leave_rx) = mpsc::unbounded_channel();
         let now = Instant::now();
@@ -631,6 +642,7 @@ impl Groups {
             replies: Vec::new(),
             failed: None,
             deleted: false,
+            _interest: interest,
         };
         tokio::spawn(actor.run(rx, leave_rx));
         let handle = Handle { commands, leaves };
@@ -714,8 +726,12 @@ impl Groups {
             max_deliveries: o.max_deliveries.unwrap_or(DEFAULT_MAX_DELIVERIES),
             created_ms: now_ms(),
         };
+        let interest = self.interest.add(&settings.topics);
         let cursor = match o.start {
-            GroupStart::Latest => self.store.latest(),
+            GroupStart::Latest => {
+                let _gate = self.interest.gate.write().await;
+                self.store.latest()
+            }
             GroupStart::Earliest => Cursor::earliest(),
         };
         let record = serde_json::to_vec(&settings.record()).expect("settings serialise");
@@ -724,7 +740,14 @@ impl Groups {
             .await
             .map_err(|_| RouterError::ShuttingDown)??;
         tracing::info!(group = name, strategy = %settings.strategy, "group created");
-        Ok(self.spawn(name, settings, cursor, GroupCounters::default(), Vec::new()))
+        Ok(self.spawn(
+            name,
+            settings,
+            cursor,
+            GroupCounters::default(),
+            Vec::new(),
+            Some(interest),
+        ))
     }
 
     async fn handle(&self, name: &str) -> Result<Handle, RouterError> {
@@ -987,6 +1010,8 @@ struct Actor {
     /// Set when the store refused a write: the group stops delivering.
     failed: Option<String>,
     deleted: bool,
+    /// Keeps the group's patterns in the node's interest while it runs.
+    _interest: InterestGuard,
 }
 
 enum Reply {

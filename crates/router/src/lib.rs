@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 mod error;
+mod feeds;
 mod groups;
 mod plugins;
 mod router;

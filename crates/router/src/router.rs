@@ -1,11 +1,13 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use switchyard_cluster::transport::{FeedRequest, FeedResponse};
 use switchyard_cluster::{Cluster, ClusterEvent};
 use switchyard_model::{Cursor, NodeId, Timestamp, Topic, TopicSet};
 use switchyard_store::{Append, Appended, ReadBatch, ReadQuery, Store, StoreConfig, TopicInfo};
 use tokio::sync::mpsc;
 
+use crate::feeds::Interest;
 use crate::groups::Groups;
 use crate::plugins::{Filter, Plugins, PluginsConfig, Routed};
 use crate::subscription::Subscription;
@@ -96,6 +98,7 @@ pub struct Router {
     plugins: Arc<Plugins>,
     groups: Arc<Groups>,
     cluster: Arc<OnceLock<Cluster>>,
+    interest: Arc<Interest>,
 }
 
 /// Topic of membership events.
@@ -111,13 +114,19 @@ impl Router {
             &config.plugins,
             config.max_payload,
         )?);
-        let groups = Arc::new(Groups::open(store.clone(), plugins.clone())?);
+        let interest = Interest::new();
+        let groups = Arc::new(Groups::open(
+            store.clone(),
+            plugins.clone(),
+            interest.clone(),
+        )?);
         Ok(Router {
             store,
             config: Arc::new(config),
             plugins,
             groups,
             cluster: Arc::new(OnceLock::new()),
+            interest,
         })
     }
 
@@ -130,9 +139,10 @@ impl Router {
     /// events on `$sys.cluster` (`{"event": "joined", "member": {...}}`).
     /// A second call is ignored.
     pub fn attach_cluster(&self, cluster: Cluster, mut events: mpsc::Receiver<ClusterEvent>) {
-        if self.cluster.set(cluster).is_err() {
+        if self.cluster.set(cluster.clone()).is_err() {
             return;
         }
+        crate::feeds::start(self.store.clone(), self.interest.clone(), cluster);
         let store = self.store.clone();
         let topic: Topic = CLUSTER_EVENTS_TOPIC.parse().expect("valid topic");
         tokio::spawn(async move {
@@ -148,6 +158,11 @@ impl Router {
                 }
             }
         });
+    }
+
+    /// Answers a peer's feed request (node-to-node transport).
+    pub async fn feed(&self, req: FeedRequest) -> Result<FeedResponse, RouterError> {
+        crate::feeds::answer(&self.store, req).await
     }
 
     /// The cluster membership, when the node is part of a cluster.
@@ -241,7 +256,13 @@ impl Router {
         topics: TopicSet,
         start: &Start,
     ) -> Result<Subscription, RouterError> {
-        let cursor = self.resolve(start).await?;
+        // Interest first, then the start: a pull from a peer applied after
+        // this cannot skip messages of these patterns (see feeds).
+        let interest = self.interest.add(&topics);
+        let cursor = {
+            let _gate = self.interest.gate.write().await;
+            self.resolve(start).await?
+        };
         let query = ReadQuery {
             topics,
             limit: self.config.read_limit,
@@ -252,6 +273,7 @@ impl Router {
             query,
             cursor,
             *start == Start::Earliest,
+            interest,
         ))
     }
 

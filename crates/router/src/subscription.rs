@@ -6,6 +6,7 @@ use switchyard_store::{Gap, ReadBatch, ReadQuery, Store};
 use tokio::sync::watch;
 
 use crate::RouterError;
+use crate::feeds::InterestGuard;
 use crate::plugins::{Filter, Filtered};
 
 /// What a subscription delivers next: removed ranges first, then messages.
@@ -56,6 +57,8 @@ pub struct Subscription {
     from_earliest: bool,
     /// The egress filter plugin, if any.
     filter: Option<Filter>,
+    /// Keeps the patterns in the node's interest (cross-node delivery).
+    _interest: InterestGuard,
 }
 
 impl Subscription {
@@ -64,6 +67,7 @@ impl Subscription {
         query: ReadQuery,
         cursor: Cursor,
         from_earliest: bool,
+        interest: InterestGuard,
     ) -> Self {
         let changes = store.changes();
         Subscription {
@@ -74,6 +78,7 @@ impl Subscription {
             reported: HashSet::new(),
             from_earliest,
             filter: None,
+            _interest: interest,
         }
     }
 

@@ -191,6 +191,30 @@ impl Store {
         Ok(batch)
     }
 
+    /// Reads the messages of one origin matching `q` after origin sequence
+    /// `after`, in origin order: the messages and the origin sequence up to
+    /// which the read looked (continue from there). Blocking.
+    pub fn read_origin(
+        &self,
+        q: &ReadQuery,
+        origin: NodeId,
+        after: u64,
+    ) -> Result<(Vec<Arc<Message>>, u64), StoreError> {
+        let (visible, topics) = {
+            let catalog = self.shared.catalog.read().expect("catalog lock");
+            let visible = catalog.visible.get(&origin).copied().unwrap_or(0);
+            if visible <= after {
+                return Ok((Vec::new(), after));
+            }
+            (visible, index_topics(&catalog, q, origin, after))
+        };
+        let read = match topics {
+            Some(topics) => self.read_by_index(q, origin, after, visible, &topics)?,
+            None => self.read_by_scan(q, origin, after, visible)?,
+        };
+        Ok((read.messages, read.end))
+    }
+
     fn read_by_scan(
         &self,
         q: &ReadQuery,

@@ -1,0 +1,277 @@
+//! Cross-node delivery: each node pulls from every live peer the peer's own
+//! messages whose topics its subscribers and groups want, and stores them
+//! under their origin (the peer), so local readers see them like local
+//! messages and cursors stay valid on every node.
+//!
+//! Interest is the set of patterns of open subscriptions and running
+//! groups. A subscription registers its patterns and resolves its start
+//! position under the interest gate's write lock; a pull applies a batch
+//! under the read lock and only if the interest did not change since the
+//! batch was asked for. So a batch asked for with the old patterns never
+//! moves this node's watermark for a peer past messages of a new pattern:
+//! the next pull asks for them from the watermark on.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use switchyard_cluster::Cluster;
+use switchyard_cluster::transport::{FeedRequest, FeedResponse, WireMessage};
+use switchyard_model::{NodeId, TopicPattern, TopicSet};
+use switchyard_store::{ReadQuery, Store};
+use tokio::sync::{RwLock, watch};
+use tokio::task::JoinHandle;
+
+use crate::RouterError;
+
+/// Most messages per feed answer.
+pub const FEED_LIMIT: u32 = 1024;
+/// Most payload bytes per feed answer (at least one message is sent).
+const FEED_BYTES: usize = 4 * 1024 * 1024;
+/// Longest a peer waits for new messages before answering.
+const FEED_WAIT: Duration = Duration::from_secs(5);
+/// Most patterns in one feed request.
+const MAX_FEED_PATTERNS: usize = 4096;
+/// How often the set of peers is compared with the pulls running.
+const PEER_CHECK: Duration = Duration::from_millis(250);
+
+/// The patterns this node's subscribers and groups want.
+pub(crate) struct Interest {
+    patterns: Mutex<BTreeMap<String, usize>>,
+    version: watch::Sender<u64>,
+    /// Write: registering interest and resolving a start. Read: applying a pull.
+    pub gate: RwLock<()>,
+}
+
+/// Keeps patterns in the interest while it lives.
+pub(crate) struct InterestGuard {
+    interest: Arc<Interest>,
+    patterns: Vec<String>,
+}
+
+impl Interest {
+    pub fn new() -> Arc<Interest> {
+        Arc::new(Interest {
+            patterns: Mutex::new(BTreeMap::new()),
+            version: watch::channel(0).0,
+            gate: RwLock::new(()),
+        })
+    }
+
+    /// Adds `topics`; the version moves when a pattern is new.
+    pub fn add(self: &Arc<Self>, topics: &TopicSet) -> InterestGuard {
+        let patterns: Vec<String> = topics
+            .patterns()
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect();
+        let mut map = self.patterns.lock().unwrap_or_else(|p| p.into_inner());
+        let mut new = false;
+        for p in &patterns {
+            let n = map.entry(p.clone()).or_insert(0);
+            new |= *n == 0;
+            *n += 1;
+        }
+        drop(map);
+        if new {
+            self.version.send_modify(|v| *v += 1);
+        }
+        InterestGuard {
+            interest: self.clone(),
+            patterns,
+        }
+    }
+
+    /// The version and the patterns.
+    fn snapshot(&self) -> (u64, Vec<String>) {
+        let map = self.patterns.lock().unwrap_or_else(|p| p.into_inner());
+        (*self.version.borrow(), map.keys().cloned().collect())
+    }
+}
+
+impl Drop for InterestGuard {
+    fn drop(&mut self) {
+        let mut map = self
+            .interest
+            .patterns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut gone = false;
+        for p in &self.patterns {
+            if let Some(n) = map.get_mut(p) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(p);
+                    gone = true;
+                }
+            }
+        }
+        drop(map);
+        if gone {
+            self.interest.version.send_modify(|v| *v += 1);
+        }
+    }
+}
+
+/// Answers a peer's feed request from this node's own origin log: up to
+/// the limit of matching messages after `after`, waiting up to the
+/// request's wait (at most 5 s) when there are none.
+pub(crate) async fn answer(
+    store: &Arc<Store>,
+    req: FeedRequest,
+) -> Result<FeedResponse, RouterError> {
+    if req.patterns.is_empty() || req.patterns.len() > MAX_FEED_PATTERNS {
+        return Err(RouterError::Cluster(format!(
+            "a feed asks for 1 to {MAX_FEED_PATTERNS} patterns"
+        )));
+    }
+    let patterns = req
+        .patterns
+        .iter()
+        .map(|p| p.parse::<TopicPattern>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| RouterError::Cluster(format!("feed pattern: {e}")))?;
+    let q = ReadQuery {
+        topics: TopicSet::new(patterns),
+        limit: req.limit.clamp(1, FEED_LIMIT) as usize,
+        max_bytes: FEED_BYTES,
+    };
+    let local = store.node_id();
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(u64::from(req.wait_ms)).min(FEED_WAIT);
+    let mut changes = store.changes();
+    loop {
+        changes.borrow_and_update();
+        let (s, q2) = (store.clone(), q.clone());
+        let after = req.after;
+        let (messages, through) =
+            tokio::task::spawn_blocking(move || s.read_origin(&q2, local, after))
+                .await
+                .map_err(|_| RouterError::ShuttingDown)??;
+        if !messages.is_empty() || through > req.after {
+            return Ok(FeedResponse {
+                origin: local.0,
+                through,
+                messages: messages
+                    .iter()
+                    .map(|m| WireMessage::from_message(m))
+                    .collect(),
+            });
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            _ => {
+                return Ok(FeedResponse {
+                    origin: local.0,
+                    through: req.after,
+                    messages: Vec::new(),
+                });
+            }
+        }
+    }
+}
+
+/// Runs pulls from every live peer for as long as the node runs.
+pub(crate) fn start(store: Arc<Store>, interest: Arc<Interest>, cluster: Cluster) {
+    tokio::spawn(async move {
+        let mut pulls: HashMap<u64, (String, JoinHandle<()>)> = HashMap::new();
+        loop {
+            let peers: HashMap<u64, String> = cluster.peers().into_iter().collect();
+            pulls.retain(|node, (addr, task)| {
+                let keep = peers.get(node) == Some(addr) && !task.is_finished();
+                if !keep {
+                    task.abort();
+                }
+                keep
+            });
+            for (node, addr) in peers {
+                pulls.entry(node).or_insert_with(|| {
+                    let pull = Pull {
+                        store: store.clone(),
+                        interest: interest.clone(),
+                        cluster: cluster.clone(),
+                        peer: NodeId(node),
+                        addr: addr.clone(),
+                    };
+                    (addr, tokio::spawn(pull.run()))
+                });
+            }
+            tokio::time::sleep(PEER_CHECK).await;
+        }
+    });
+}
+
+/// The pull loop for one peer.
+struct Pull {
+    store: Arc<Store>,
+    interest: Arc<Interest>,
+    cluster: Cluster,
+    peer: NodeId,
+    addr: String,
+}
+
+impl Pull {
+    async fn run(self) {
+        let mut version = self.interest.version.subscribe();
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let (ver, patterns) = self.interest.snapshot();
+            version.borrow_and_update();
+            if patterns.is_empty() {
+                if version.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            let req = FeedRequest {
+                patterns,
+                after: self.store.held_through(self.peer),
+                limit: FEED_LIMIT,
+                wait_ms: FEED_WAIT.as_millis() as u32,
+            };
+            let answer = tokio::select! {
+                r = self.cluster.client().feed(&self.addr, &req, FEED_WAIT * 2) => r,
+                _ = version.changed() => continue,
+            };
+            let failure = match answer {
+                Ok(resp) => match self.apply(ver, resp).await {
+                    Ok(()) => {
+                        backoff = Duration::from_millis(100);
+                        continue;
+                    }
+                    Err(e) => e,
+                },
+                Err(e) => e.to_string(),
+            };
+            tracing::debug!(peer = %self.peer, addr = %self.addr, error = %failure, "pull failed; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = version.changed() => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn apply(&self, ver: u64, resp: FeedResponse) -> Result<(), String> {
+        if resp.origin != self.peer.0 {
+            return Err(format!("answered for origin {:016x}", resp.origin));
+        }
+        let mut messages = Vec::with_capacity(resp.messages.len());
+        for m in resp.messages {
+            messages.push(
+                m.into_message(self.peer)
+                    .ok_or_else(|| "a message with an invalid topic".to_owned())?,
+            );
+        }
+        let _gate = self.interest.gate.read().await;
+        if *self.interest.version.borrow() != ver {
+            // Asked for with other patterns: ask again.
+            return Ok(());
+        }
+        self.store
+            .ingest(self.peer, messages, resp.through)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
