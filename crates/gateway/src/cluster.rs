@@ -61,7 +61,11 @@ pub(crate) async fn feed(app: &App, req: Request<Incoming>) -> Result<Response<B
         cluster.stats().refused_request();
         Problem::bad_request("invalid_body", e)
     })?;
-    let answer = app.router.feed(request).await?;
+    let answer = app.router.feed(request).await.inspect_err(|e| {
+        if matches!(e, switchyard_router::RouterError::Cluster(_)) {
+            cluster.stats().refused_request();
+        }
+    })?;
     let mut resp = Response::new(full(transport::encode(&answer)));
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));

@@ -147,6 +147,7 @@ impl From<RouterError> for Problem {
             RouterError::GroupSetting(_) => {
                 Problem::bad_request("invalid_group_setting", e.to_string())
             }
+            RouterError::Cluster(_) => Problem::bad_request("invalid_body", e.to_string()),
             RouterError::GroupUnavailable(_) => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",

@@ -489,7 +489,7 @@ pub struct Groups {
     running: Mutex<HashMap<String, Handle>>,
     /// Persisted groups whose coordinator has not started yet (it starts on
     /// first use).
-    dormant: Mutex<HashMap<String, StoredGroup>>,
+    dormant: Mutex<HashMap<String, (StoredGroup, Option<InterestGuard>)>>,
     /// Serialises creating, starting and deleting groups.
     admin: tokio::sync::Mutex<()>,
     next_member: Arc<AtomicU64>,
@@ -532,10 +532,19 @@ impl Groups {
         plugins: Arc<Plugins>,
         interest: Arc<Interest>,
     ) -> Result<Groups, RouterError> {
+        // A stored group keeps its patterns in the node's interest from the
+        // start, before its coordinator runs, so that messages of other
+        // origins for it are pulled meanwhile.
         let dormant = store
             .groups()?
             .into_iter()
-            .map(|g| (g.name.clone(), g))
+            .map(|g| {
+                let guard = serde_json::from_slice::<SettingsRecord>(&g.settings)
+                    .ok()
+                    .and_then(|r| Settings::from_record(&r).ok())
+                    .map(|s| interest.add(&s.topics));
+                (g.name.clone(), (g, guard))
+            })
             .collect();
         Ok(Groups {
             store,
@@ -566,7 +575,7 @@ impl Groups {
         if let Some(h) = self.running(name) {
             return Ok(Some(h));
         }
-        let Some(stored) = self
+        let Some((stored, guard)) = self
             .dormant
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -587,7 +596,7 @@ impl Groups {
             stored.cursor,
             counters,
             stored.inflight,
-            None,
+            guard,
         )))
     }
 
