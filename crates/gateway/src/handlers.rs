@@ -435,8 +435,7 @@ pub(crate) fn parse_format(query: &Query) -> Result<Format, Problem> {
 }
 
 async fn events(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Problem> {
-    let query = Query::parse(
-        req.uri().query(),
+    let allowed = [
         &[
             "topic",
             "from",
@@ -445,15 +444,11 @@ async fn events(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Pr
             "filter",
             "filter_config",
             "group",
-            "ack",
-            "max_inflight",
-            "strategy",
-            "ack_timeout_ms",
-            "max_deliveries",
-            "weight",
-            "label",
-        ],
-    )?;
+        ][..],
+        crate::groups::JOIN_ONLY,
+    ]
+    .concat();
+    let query = Query::parse(req.uri().query(), &allowed)?;
     let topics = query.topics()?;
     let format = parse_format(&query)?;
     if let Some(group) = query.one("group")? {

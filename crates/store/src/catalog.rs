@@ -106,6 +106,19 @@ pub(crate) struct Catalog {
 }
 
 impl Catalog {
+    /// Records committed statistics of `origin`'s streams and of the origin.
+    pub fn record(
+        &mut self,
+        origin: NodeId,
+        streams: impl IntoIterator<Item = (Topic, StreamMeta)>,
+        meta: OriginMeta,
+    ) {
+        for (topic, m) in streams {
+            self.streams.entry(topic).or_default().insert(origin, m);
+        }
+        self.origins.insert(origin, meta);
+    }
+
     pub fn stream(&self, topic: &Topic, origin: NodeId) -> StreamMeta {
         self.streams
             .get(topic)

@@ -452,17 +452,10 @@ impl Writer {
             self.hlc = start_hlc;
             return Err(e.into());
         }
-        {
-            let mut catalog = sh.catalog.write().expect("catalog lock");
-            for (topic, meta) in staged {
-                catalog
-                    .streams
-                    .entry(topic)
-                    .or_default()
-                    .insert(local, meta);
-            }
-            catalog.origins.insert(local, origin);
-        }
+        sh.catalog
+            .write()
+            .expect("catalog lock")
+            .record(local, staged, origin);
         match sh.config.fsync {
             FsyncMode::Interval => self.pending_visible.extend(fresh),
             FsyncMode::Always | FsyncMode::Never => self.make_visible(fresh),
@@ -565,14 +558,7 @@ impl Writer {
             sh.db.persist(PersistMode::SyncData)?;
         }
         let mut catalog = sh.catalog.write().expect("catalog lock");
-        for (topic, meta) in staged {
-            catalog
-                .streams
-                .entry(topic)
-                .or_default()
-                .insert(origin, meta);
-        }
-        catalog.origins.insert(origin, om);
+        catalog.record(origin, staged, om);
         catalog.visible.insert(origin, through);
         Ok(stored)
     }

@@ -627,13 +627,20 @@ async fn subscribe(
     }
 }
 
-async fn cluster_members(url: &str, json: bool) -> Result<()> {
-    let client = Client::new(url)?;
-    let v = client.get_json("/v1/cluster").await?;
+/// GETs `path`; with `json` prints the answer whole and returns `None`.
+async fn get_or_print(url: &str, path: &str, json: bool) -> Result<Option<serde_json::Value>> {
+    let v = Client::new(url)?.get_json(path).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
+        return Ok(None);
     }
+    Ok(Some(v))
+}
+
+async fn cluster_members(url: &str, json: bool) -> Result<()> {
+    let Some(v) = get_or_print(url, "/v1/cluster", json).await? else {
+        return Ok(());
+    };
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -773,12 +780,9 @@ async fn subscribe_group(
 }
 
 async fn groups(url: &str, json: bool) -> Result<()> {
-    let client = Client::new(url)?;
-    let v = client.get_json("/v1/groups").await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&v)?);
+    let Some(v) = get_or_print(url, "/v1/groups", json).await? else {
         return Ok(());
-    }
+    };
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
