@@ -573,3 +573,242 @@ async fn a_subscriber_moving_between_nodes_misses_and_repeats_nothing() {
     assert!(hop >= 5, "only {hop} hops");
     drop(holders);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_with_members_on_three_nodes_acks_each_message_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use serde_json::json;
+
+    use crate::groups::{GroupMember, counter, info, spawn_acker, wait_info};
+
+    const PER_NODE: usize = 1000;
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, ids) = start_cluster(dir.path(), 3).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for _ in 0..2 {
+            let m = GroupMember::join(node, "spread", &format!("topic={}", enc("jobs.>"))).await;
+            tasks.push((i, spawn_acker(m, stop.clone())));
+        }
+    }
+    // Every node names the same coordinator, and it is one of the members.
+    let coordinator = info(&nodes[0], "spread").await["coordinator"]
+        .as_str()
+        .expect("info names the coordinator")
+        .to_owned();
+    assert!(
+        ids.iter().any(|(id, _)| *id == coordinator),
+        "{coordinator}"
+    );
+    for node in &nodes {
+        let v = info(node, "spread").await;
+        assert_eq!(v["coordinator"], coordinator.as_str(), "{v:#}");
+        assert_eq!(v["members"].as_array().unwrap().len(), 6, "{v:#}");
+    }
+    // Publishes spread over the three nodes, in interleaved batches.
+    let mut published = Vec::new();
+    for round in 0..PER_NODE / 100 {
+        for (i, node) in nodes.iter().enumerate() {
+            let entries: Vec<Value> = (0..100)
+                .map(|j| json!({"topic": format!("jobs.n{i}"), "payload": format!("{i}-{round}-{j}")}))
+                .collect();
+            published.extend(publish_batch(node, "jobs.x", &entries).await);
+        }
+    }
+    let total = published.len() as u64;
+    let v = wait_info(
+        &nodes[1],
+        "spread",
+        "every message acked",
+        Duration::from_secs(60),
+        |v| v["acked"] == total,
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let mut times: HashMap<String, usize> = HashMap::new();
+    let mut per_node = [0usize; 3];
+    for (i, t) in tasks {
+        let (_, got) = t.await.unwrap();
+        per_node[i] += got.len();
+        for d in got {
+            *times.entry(d.id).or_default() += 1;
+        }
+    }
+    let twice: Vec<_> = times.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "acked more than once: {twice:?}");
+    let mut want = published.clone();
+    want.sort();
+    let mut got: Vec<String> = times.into_keys().collect();
+    got.sort();
+    assert_eq!(got.len(), want.len(), "per node {per_node:?}");
+    assert!(got == want, "delivered ids differ from published ids");
+    println!("spread: messages acked through each node {per_node:?}");
+    for n in per_node {
+        assert!(n > 0, "a node's members got nothing: {per_node:?}");
+    }
+    assert_eq!(counter(&v, "delivered"), total, "{v:#}");
+    assert_eq!(counter(&v, "redelivered"), 0, "{v:#}");
+    assert_eq!(counter(&v, "inflight"), 0, "{v:#}");
+    // The group is listed once, by every node.
+    for node in &nodes {
+        let list = node.get_json("/v1/groups").await;
+        let names: Vec<&str> = list["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["spread"], "{list:#}");
+    }
+    // Relayed requests must be signed.
+    for (path, body) in [
+        ("/cluster/v1/forward/v1/groups/spread/ack", r#"{"ids": []}"#),
+        ("/cluster/v1/groups/take", "junk"),
+    ] {
+        let (status, _, _) = nodes[0]
+            .raw(nodes[0].request("POST", path), body.as_bytes().to_vec())
+            .await;
+        assert_eq!(status, 401, "{path}");
+    }
+}
+
+/// Reads events from `sse` until `n` messages came: the message payloads
+/// (JSON format) and any other events (`gap`). The SSE ids of the messages
+/// go to `ids`.
+async fn messages_and_others(
+    sse: &mut Sse,
+    n: usize,
+    within: Duration,
+    ids: &mut Vec<String>,
+) -> (Vec<String>, Vec<String>) {
+    let deadline = Instant::now() + within;
+    let (mut messages, mut others) = (Vec::new(), Vec::new());
+    while messages.len() < n {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "only {} of {n} messages arrived; other events {others:?}",
+            messages.len()
+        );
+        let Some(e) = sse.next(left).await else {
+            panic!("the stream ended after {} of {n} messages", messages.len());
+        };
+        if e.event == "message" {
+            let v: Value = serde_json::from_str(&e.data).unwrap();
+            messages.push(v["payload"].as_str().unwrap().to_owned());
+            ids.extend(e.id);
+        } else {
+            others.push(format!("{}: {}", e.event, e.data));
+        }
+    }
+    (messages, others)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_pattern_catches_up_with_older_messages_from_their_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, _) = start_cluster(dir.path(), 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // B follows another topic, so its watermark for A moves past what A
+    // publishes on `history.a` while nobody on B wants it.
+    let mut other = Sse::connect(b, "/v1/events?topic=other&format=json", None)
+        .await
+        .unwrap();
+    let texts: Vec<String> = (0..300).map(|i| format!("h-{i}")).collect();
+    publish_texts(a, "history.a", &texts).await;
+    let mut ids = Vec::new();
+    publish_texts(a, "other", &["marker".to_owned()]).await;
+    let (got, _) =
+        messages_and_others(&mut other, 1, Duration::from_secs(10), &mut Vec::new()).await;
+    assert_eq!(got, ["marker"]);
+    // From the start: every older message, in order, and no gap.
+    let mut sse = Sse::connect(
+        b,
+        "/v1/events?topic=history.a&from=earliest&format=json",
+        None,
+    )
+    .await
+    .unwrap();
+    let (got, others) = messages_and_others(&mut sse, 300, Duration::from_secs(20), &mut ids).await;
+    assert_eq!(got, texts);
+    assert!(others.is_empty(), "{others:?}");
+    // And new ones follow live.
+    publish_texts(a, "history.a", &["live-0".to_owned()]).await;
+    let (got, _) = messages_and_others(&mut sse, 1, Duration::from_secs(10), &mut Vec::new()).await;
+    assert_eq!(got, ["live-0"]);
+    // A resume on a wider pattern from the 100th message: exactly what
+    // followed it, none twice.
+    publish_texts(a, "history.b", &["b-0".to_owned()]).await;
+    let mut resumed = Sse::connect(b, "/v1/events?topic=history.*&format=json", Some(&ids[99]))
+        .await
+        .unwrap();
+    let (got, others) =
+        messages_and_others(&mut resumed, 202, Duration::from_secs(20), &mut Vec::new()).await;
+    let mut want: Vec<String> = texts[100..].to_vec();
+    want.push("live-0".into());
+    want.push("b-0".into());
+    assert_eq!(got, want);
+    assert!(others.is_empty(), "{others:?}");
+    // The catalog of B now lists the streams with A as their origin.
+    let topics = b.get_json("/v1/topics").await;
+    assert!(topics.to_string().contains("history.a"), "{topics:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_that_leaves_hands_its_group_over() {
+    use crate::groups::{GroupMember, counter, info};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, ids) = start_cluster(dir.path(), 3).await;
+    let query = format!("topic={}&max_inflight=500", enc("tasks.>"));
+    let first = GroupMember::join(&nodes[0], "handover", &query).await;
+    let coordinator = info(&nodes[0], "handover").await["coordinator"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let leaving = ids.iter().position(|(id, _)| *id == coordinator).unwrap();
+    // The member and the publisher are on the other two nodes.
+    let stay: Vec<usize> = (0..3).filter(|i| *i != leaving).collect();
+    drop(first);
+    let mut m = GroupMember::join(&nodes[stay[0]], "handover", &query).await;
+    let texts: Vec<String> = (0..100).map(|i| format!("t-{i}")).collect();
+    publish_texts(&nodes[stay[1]], "tasks.x", &texts).await;
+    let got = m.recv(100, Duration::from_secs(20)).await;
+    let ids_got: Vec<String> = got.iter().map(|d| d.id.clone()).collect();
+    m.ack(&ids_got[..50]).await;
+    // A graceful shutdown of the coordinator hands the group over.
+    signal(&nodes[leaving], libc::SIGTERM);
+    for i in &stay {
+        wait_until(
+            Duration::from_secs(10),
+            "the coordinator seen as left",
+            || async { state_of(&nodes[*i], &coordinator).await.as_deref() == Some("left") },
+        )
+        .await;
+    }
+    nodes[leaving].kill9();
+    // The member's stream ended with the old coordinator; it joins again
+    // and gets exactly the unacknowledged half, then new messages.
+    let mut m = GroupMember::join(&nodes[stay[0]], "handover", &query).await;
+    let again = m.recv(50, Duration::from_secs(20)).await;
+    let mut again_ids: Vec<String> = again.iter().map(|d| d.id.clone()).collect();
+    again_ids.sort();
+    let mut want = ids_got[50..].to_vec();
+    want.sort();
+    assert_eq!(again_ids, want);
+    m.ack(&again_ids).await;
+    publish_texts(&nodes[stay[1]], "tasks.x", &["after".to_owned()]).await;
+    let after = m.recv(1, Duration::from_secs(10)).await;
+    m.ack(&[after[0].id.clone()]).await;
+    m.expect_nothing(Duration::from_millis(300), "everything was acked")
+        .await;
+    let v = info(&nodes[stay[1]], "handover").await;
+    assert_ne!(v["coordinator"], coordinator.as_str(), "{v:#}");
+    assert!(v["epoch"].as_u64().unwrap() >= 1, "{v:#}");
+    assert_eq!(counter(&v, "acked"), 101, "{v:#}");
+    assert_eq!(counter(&v, "inflight"), 0, "{v:#}");
+    assert_eq!(v["members"].as_array().unwrap().len(), 1, "{v:#}");
+}

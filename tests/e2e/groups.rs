@@ -41,9 +41,9 @@ async fn send_json(http: &Http, method: &str, url: &str, body: Bytes) -> (u16, V
 
 /// One message as a member received it.
 #[derive(Clone, Debug)]
-struct Delivery {
+pub(crate) struct Delivery {
     /// The message id (the SSE `id:`).
-    id: String,
+    pub(crate) id: String,
     /// The payload, or the JSON envelope with `format=json`.
     data: String,
 }
@@ -62,7 +62,7 @@ fn ids_of(ds: &[Delivery]) -> Vec<String> {
 
 /// A connected member of a group: its event stream, its member id and a
 /// client to settle its messages with.
-struct GroupMember {
+pub(crate) struct GroupMember {
     group: String,
     id: String,
     /// The data of the `joined` event.
@@ -77,7 +77,7 @@ struct GroupMember {
 impl GroupMember {
     /// Joins `group` with the extra query `query` (`topic=...&...`) and
     /// reads the `joined` event.
-    async fn join(node: &Node, group: &str, query: &str) -> GroupMember {
+    pub(crate) async fn join(node: &Node, group: &str, query: &str) -> GroupMember {
         let path = format!("/v1/events?group={}&{query}", enc(group));
         let mut sse = Sse::connect(node, &path, None)
             .await
@@ -145,7 +145,7 @@ impl GroupMember {
     }
 
     /// Receives until at least `n` messages came; panics after `timeout`.
-    async fn recv(&mut self, n: usize, timeout: Duration) -> Vec<Delivery> {
+    pub(crate) async fn recv(&mut self, n: usize, timeout: Duration) -> Vec<Delivery> {
         let deadline = Instant::now() + timeout;
         let mut out = Vec::new();
         while out.len() < n {
@@ -165,7 +165,7 @@ impl GroupMember {
     }
 
     /// Asserts that no message arrives within `quiet`.
-    async fn expect_nothing(&mut self, quiet: Duration, why: &str) {
+    pub(crate) async fn expect_nothing(&mut self, quiet: Duration, why: &str) {
         let got = self.next_batch(quiet).await;
         assert!(
             got.is_empty(),
@@ -211,7 +211,7 @@ impl GroupMember {
         v
     }
 
-    async fn ack(&self, ids: &[String]) -> Value {
+    pub(crate) async fn ack(&self, ids: &[String]) -> Value {
         self.settle_ok("ack", ids, json!({})).await
     }
 }
@@ -219,7 +219,7 @@ impl GroupMember {
 /// Reads `m`'s messages and acknowledges each batch as it arrives (every
 /// ack must be applied in full), until `stop` is set and no message came for
 /// 100 ms. Returns the member id and everything it received, in order.
-fn spawn_acker(
+pub(crate) fn spawn_acker(
     mut m: GroupMember,
     stop: Arc<AtomicBool>,
 ) -> tokio::task::JoinHandle<(String, Vec<Delivery>)> {
@@ -246,13 +246,13 @@ fn texts(prefix: &str, n: usize) -> Vec<String> {
 }
 
 /// GET /v1/groups/{group}.
-async fn info(node: &Node, group: &str) -> Value {
+pub(crate) async fn info(node: &Node, group: &str) -> Value {
     node.get_json(&format!("/v1/groups/{}", enc(group))).await
 }
 
 /// Polls the group's info until `cond` holds; panics with the last info
 /// after `timeout`. Returns the info that satisfied `cond`.
-async fn wait_info(
+pub(crate) async fn wait_info(
     node: &Node,
     group: &str,
     what: &str,
@@ -310,7 +310,7 @@ fn code(v: &Value) -> &str {
     v["code"].as_str().unwrap_or("")
 }
 
-fn counter(info: &Value, name: &str) -> u64 {
+pub(crate) fn counter(info: &Value, name: &str) -> u64 {
     info[name]
         .as_u64()
         .unwrap_or_else(|| panic!("info has no counter {name}: {info}"))

@@ -23,6 +23,15 @@ use switchyard_model::{Header, Message, MessageId, NodeId, Timestamp, Topic};
 
 /// Path of the feed request.
 pub const FEED_PATH: &str = "/cluster/v1/feed";
+/// Path of a request to hand a consumer group's state to the node that now
+/// coordinates it.
+pub const GROUP_TAKE_PATH: &str = "/cluster/v1/groups/take";
+/// Path of a request that hands a consumer group's state to the node that
+/// coordinates it next, from a node that is leaving the cluster.
+pub const GROUP_GIVE_PATH: &str = "/cluster/v1/groups/give";
+/// Prefix of a client request relayed to the node that serves it: the rest
+/// of the path and the query are the client's (`/cluster/v1/forward/v1/...`).
+pub const FORWARD_PREFIX: &str = "/cluster/v1/forward";
 /// Header carrying the request signature.
 pub const AUTH_HEADER: &str = "switchyard-cluster-auth";
 /// Content type of transport bodies.
@@ -41,10 +50,59 @@ pub struct FeedRequest {
     pub patterns: Vec<String>,
     /// The peer's origin sequence the asking node holds through.
     pub after: u64,
+    /// When not 0, the answer stops at this origin sequence (a catch-up
+    /// of older messages ends where the live pulls began).
+    pub until: u64,
     /// Most messages in the answer.
     pub limit: u32,
     /// How long the peer may wait for new messages, in ms.
     pub wait_ms: u32,
+}
+
+/// A request to give up a consumer group: the asking node now coordinates
+/// it (it wins the group's rendezvous hash over the live members). The peer
+/// stops its coordinator for the group, if one runs, and answers with the
+/// group's persisted state, which it then deletes; it refuses while it
+/// still sees itself as the coordinator.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupTake {
+    /// The group's name.
+    pub name: String,
+}
+
+/// A consumer group's persisted state, as handed from one node to another.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupState {
+    /// Settings, as the router encodes them.
+    pub settings: Vec<u8>,
+    /// The position (an encoded cursor).
+    pub cursor: String,
+    /// Counters, as the router encodes them.
+    pub counters: Vec<u8>,
+    /// Messages in flight: origin, origin sequence, delivery count.
+    pub inflight: Vec<(u64, u64, u32)>,
+}
+
+/// A leaving node hands a group it coordinated to the node that
+/// coordinates it next; the answer is `true` once the state is stored.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupGive {
+    /// The group's name.
+    pub name: String,
+    /// Its state.
+    pub state: GroupState,
+}
+
+/// The answer to a [`GroupTake`].
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum GroupTaken {
+    /// The peer held no state for the group.
+    Absent,
+    /// The peer's state for the group; the peer no longer holds it.
+    State(GroupState),
+    /// The peer still coordinates the group as it sees the membership; ask
+    /// again once the views agree.
+    Refused(String),
 }
 
 /// A message on the wire.
@@ -262,13 +320,86 @@ impl PeerClient {
         req: &FeedRequest,
         timeout: Duration,
     ) -> Result<FeedResponse, TransportError> {
+        self.call(addr, FEED_PATH, req, timeout).await
+    }
+
+    /// Asks the peer at `addr` to give up consumer group `name` (see
+    /// [`GroupTake`]). Bounded by `timeout`.
+    pub async fn take_group(
+        &self,
+        addr: &str,
+        req: &GroupTake,
+        timeout: Duration,
+    ) -> Result<GroupTaken, TransportError> {
+        self.call(addr, GROUP_TAKE_PATH, req, timeout).await
+    }
+
+    /// Hands a group's state to the peer at `addr` (see [`GroupGive`]).
+    pub async fn give_group(
+        &self,
+        addr: &str,
+        req: &GroupGive,
+        timeout: Duration,
+    ) -> Result<bool, TransportError> {
+        self.call(addr, GROUP_GIVE_PATH, req, timeout).await
+    }
+
+    /// Relays a client request to the peer at `addr`: `target` is the
+    /// client's path and query (`/v1/...`), signed together with the
+    /// forward prefix. Only the wait for the response head is bounded by
+    /// `timeout`; the body streams for as long as the peer sends it (an SSE
+    /// stream ends when either side drops it).
+    pub async fn forward(
+        &self,
+        addr: &str,
+        method: http::Method,
+        target: &str,
+        headers: &http::HeaderMap,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<http::Response<hyper::body::Incoming>, TransportError> {
         let unreachable = |detail: String| TransportError::Unreachable {
             addr: addr.to_owned(),
             detail,
         };
-        let request = http::Request::post(format!("http://{addr}{FEED_PATH}"))
+        let path = format!("{FORWARD_PREFIX}{target}");
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"))
+            .header(AUTH_HEADER, self.signer.sign(&path));
+        for name in [
+            http::header::ACCEPT,
+            http::header::CONTENT_TYPE,
+            http::header::USER_AGENT,
+        ] {
+            if let Some(v) = headers.get(&name) {
+                request = request.header(name, v);
+            }
+        }
+        let request = request
+            .body(Full::new(body))
+            .map_err(|e| unreachable(e.to_string()))?;
+        tokio::time::timeout(timeout, self.http.request(request))
+            .await
+            .map_err(|_| unreachable("timed out".into()))?
+            .map_err(|e| unreachable(e.to_string()))
+    }
+
+    /// One signed request with a postcard body and a postcard answer.
+    async fn call<Q: Serialize, A: for<'de> Deserialize<'de>>(
+        &self,
+        addr: &str,
+        path: &str,
+        req: &Q,
+        timeout: Duration,
+    ) -> Result<A, TransportError> {
+        let unreachable = |detail: String| TransportError::Unreachable {
+            addr: addr.to_owned(),
+            detail,
+        };
+        let request = http::Request::post(format!("http://{addr}{path}"))
             .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
-            .header(AUTH_HEADER, self.signer.sign(FEED_PATH))
+            .header(AUTH_HEADER, self.signer.sign(path))
             .body(Full::new(Bytes::from(encode(req))))
             .map_err(|e| unreachable(e.to_string()))?;
         let resp = tokio::time::timeout(timeout, self.http.request(request))

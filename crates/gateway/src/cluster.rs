@@ -1,15 +1,71 @@
 //! `/v1/cluster` (membership as this node sees it) and the node-to-node
-//! feed (`POST /cluster/v1/feed`, signed with the cluster key).
+//! endpoints, each signed with the cluster key: the feed
+//! (`POST /cluster/v1/feed`), handing a consumer group over
+//! (`POST /cluster/v1/groups/take`), and client requests relayed to the
+//! node that serves them (`/cluster/v1/forward/v1/...`).
 
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http_body::{Body as HttpBody, Frame};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
-use switchyard_cluster::transport::{self, AUTH_HEADER, CONTENT_TYPE, FEED_PATH, FeedRequest};
+use switchyard_cluster::transport::{
+    self, AUTH_HEADER, CONTENT_TYPE, FEED_PATH, FORWARD_PREFIX, FeedRequest, GROUP_GIVE_PATH,
+    GROUP_TAKE_PATH, GroupGive, GroupTake,
+};
+use switchyard_router::Cluster;
 
 use crate::handlers::{json_response, read_body};
 use crate::problem::Problem;
 use crate::query::Query;
 use crate::server::{App, Body, full};
+
+/// Longest wait for a relayed request's response head.
+const RELAY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Marks a request a peer relayed here: it is served on this node and
+/// never relayed again.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Relayed;
+
+/// Checks a node-to-node request's signature for `path`; counts refusals.
+fn authenticate<'a>(app: &'a App, headers: &HeaderMap, path: &str) -> Result<&'a Cluster, Problem> {
+    let Some(cluster) = app.router.cluster() else {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "this node is not part of a cluster",
+        ));
+    };
+    let signed = headers
+        .get(AUTH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .ok_or("no signature")
+        .and_then(|h| cluster.signer().verify(h, path));
+    if let Err(why) = signed {
+        cluster.stats().refused_request();
+        return Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            format!("node-to-node request refused: {why}"),
+        ));
+    }
+    Ok(cluster)
+}
+
+fn postcard_response(bytes: Vec<u8>) -> Response<Body> {
+    let mut resp = Response::new(full(bytes));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    resp
+}
 
 /// `GET /v1/cluster`: the members as this node sees them. A node outside
 /// any cluster lists itself alone.
@@ -34,27 +90,7 @@ pub(crate) fn members(app: &App, req: &Request<Incoming>) -> Result<Response<Bod
 
 /// `POST /cluster/v1/feed`: a peer pulls this node's messages.
 pub(crate) async fn feed(app: &App, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
-    let Some(cluster) = app.router.cluster() else {
-        return Err(Problem::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "this node is not part of a cluster",
-        ));
-    };
-    let signed = req
-        .headers()
-        .get(AUTH_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or("no signature")
-        .and_then(|h| cluster.signer().verify(h, FEED_PATH));
-    if let Err(why) = signed {
-        cluster.stats().refused_request();
-        return Err(Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            format!("node-to-node request refused: {why}"),
-        ));
-    }
+    let cluster = authenticate(app, req.headers(), FEED_PATH)?;
     let (parts, body) = req.into_parts();
     let body = read_body(body, &parts.headers, transport::MAX_REQUEST).await?;
     let request: FeedRequest = transport::decode(&body).map_err(|e| {
@@ -66,8 +102,155 @@ pub(crate) async fn feed(app: &App, req: Request<Incoming>) -> Result<Response<B
             cluster.stats().refused_request();
         }
     })?;
-    let mut resp = Response::new(full(transport::encode(&answer)));
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
-    Ok(resp)
+    Ok(postcard_response(transport::encode(&answer)))
+}
+
+/// `POST /cluster/v1/groups/take`: the peer that now coordinates a group
+/// takes its state from this node.
+pub(crate) async fn take(app: &App, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
+    let cluster = authenticate(app, req.headers(), GROUP_TAKE_PATH)?;
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, &parts.headers, transport::MAX_REQUEST).await?;
+    let request: GroupTake = transport::decode(&body).map_err(|e| {
+        cluster.stats().refused_request();
+        Problem::bad_request("invalid_body", e)
+    })?;
+    let answer = app.router.groups().surrender(&request.name).await?;
+    Ok(postcard_response(transport::encode(&answer)))
+}
+
+/// Largest group hand-over body (a group holds at most 100,000 messages
+/// in flight, about 20 bytes each on the wire).
+const MAX_GIVE: usize = 8 * 1024 * 1024;
+
+/// `POST /cluster/v1/groups/give`: a leaving peer hands over a group this
+/// node coordinates next.
+pub(crate) async fn give(app: &App, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
+    let cluster = authenticate(app, req.headers(), GROUP_GIVE_PATH)?;
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, &parts.headers, MAX_GIVE).await?;
+    let request: GroupGive = transport::decode(&body).map_err(|e| {
+        cluster.stats().refused_request();
+        Problem::bad_request("invalid_body", e)
+    })?;
+    let stored = app.router.groups().receive(request).await?;
+    Ok(postcard_response(transport::encode(&stored)))
+}
+
+/// Unwraps a request a peer relayed (`/cluster/v1/forward/v1/...`) into the
+/// client's request, marked [`Relayed`].
+pub(crate) fn unwrap_relayed(
+    app: &App,
+    req: Request<Incoming>,
+) -> Result<Request<Incoming>, Problem> {
+    let signed_path = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+    authenticate(app, req.headers(), &signed_path)?;
+    let target = &signed_path[FORWARD_PREFIX.len()..];
+    if !target.starts_with("/v1/") {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no endpoint at {target} to relay to"),
+        ));
+    }
+    let uri: Uri = target.parse().map_err(|_| {
+        Problem::bad_request("invalid_parameter", "relayed path is not a valid URI")
+    })?;
+    let (mut parts, body) = req.into_parts();
+    parts.uri = uri;
+    parts.extensions.insert(Relayed);
+    Ok(Request::from_parts(parts, body))
+}
+
+/// The HTTP address of the node that coordinates group `name`, when the
+/// request is to be relayed there: not when this node coordinates it, and
+/// never for a request a peer relayed here.
+pub(crate) fn group_elsewhere(app: &App, req: &Request<Incoming>, name: &str) -> Option<String> {
+    if req.extensions().get::<Relayed>().is_some() {
+        return None;
+    }
+    app.router.groups().coordinator(name)
+}
+
+/// Relays a client request to the peer at `addr` and streams the peer's
+/// answer back unchanged (an SSE stream included: it ends when either
+/// side drops it or this node shuts down).
+pub(crate) async fn relay(
+    app: &App,
+    addr: &str,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Response<Body>, Problem> {
+    let Some(cluster) = app.router.cluster() else {
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "this node left the cluster",
+        ));
+    };
+    let target = uri
+        .path_and_query()
+        .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
+    let resp = cluster
+        .client()
+        .forward(addr, method, &target, headers, body, RELAY_TIMEOUT)
+        .await
+        .map_err(|e| {
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("the node that serves this request could not be reached: {e}"),
+            )
+        })?;
+    let (mut parts, incoming) = resp.into_parts();
+    for h in [header::CONNECTION, header::TRANSFER_ENCODING] {
+        parts.headers.remove(h);
+    }
+    let mut stop = app.shutdown.clone();
+    let relay = Relay {
+        inner: incoming,
+        stop: Box::pin(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }),
+    };
+    Ok(Response::from_parts(parts, relay.boxed_unsync()))
+}
+
+/// A peer's response body passed through; a broken peer stream or this
+/// node's shutdown ends it.
+struct Relay {
+    inner: Incoming,
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl HttpBody for Relay {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.stop.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(Some(Err(e))) => {
+                tracing::debug!(error = %e, "relayed stream ended");
+                Poll::Ready(None)
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
 }

@@ -5,14 +5,16 @@
 use std::time::Duration;
 
 use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use switchyard_model::{MessageId, TopicSet};
 use switchyard_router::{
     AckMode, GroupOptions, GroupStart, MemberOptions, RouterError, Settle, Strategy,
 };
 
+use crate::cluster::Relayed;
 use crate::handlers::{json_response, not_allowed, read_body, sse_response};
 use crate::problem::Problem;
 use crate::query::Query;
@@ -138,6 +140,55 @@ pub(crate) async fn join(
     Ok(resp)
 }
 
+/// The groups every live peer coordinates (each peer lists the groups it
+/// coordinates). A peer that cannot be reached is left out, with a warning
+/// in the log.
+async fn peer_groups(app: &App, req: &Request<Incoming>) -> Vec<Value> {
+    let Some(cluster) = app.router.cluster() else {
+        return Vec::new();
+    };
+    let mut calls = tokio::task::JoinSet::new();
+    for (_, addr) in cluster.peers() {
+        let client = cluster.client().clone();
+        let headers = req.headers().clone();
+        calls.spawn(async move {
+            let resp = client
+                .forward(
+                    &addr,
+                    Method::GET,
+                    "/v1/groups",
+                    &headers,
+                    bytes::Bytes::new(),
+                    Duration::from_secs(5),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            if !resp.status().is_success() {
+                return Err(format!("{addr} answered {}", resp.status()));
+            }
+            let body = tokio::time::timeout(
+                Duration::from_secs(5),
+                http_body_util::Limited::new(resp.into_body(), 16 * 1024 * 1024).collect(),
+            )
+            .await
+            .map_err(|_| format!("{addr} timed out"))?
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+            let v: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            Ok::<_, String>(v["groups"].as_array().cloned().unwrap_or_default())
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = calls.join_next().await {
+        match r {
+            Ok(Ok(groups)) => out.extend(groups),
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not list a peer's groups"),
+            Err(_) => {}
+        }
+    }
+    out
+}
+
 /// Body of a settle request.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,11 +206,25 @@ pub(crate) async fn handle(
 ) -> Result<Response<Body>, Problem> {
     let groups = app.router.groups();
     let method = req.method().clone();
-    match rest.map(|r| r.split_once('/').unwrap_or((r, ""))) {
+    let split = rest.map(|r| r.split_once('/').unwrap_or((r, "")));
+    if let Some((name, _)) = split
+        && let Some(addr) = crate::cluster::group_elsewhere(app, &req, name)
+    {
+        let (parts, body) = req.into_parts();
+        let body = read_body(body, &parts.headers, MAX_SETTLE_BODY).await?;
+        return crate::cluster::relay(app, &addr, parts.method, &parts.uri, &parts.headers, body)
+            .await;
+    }
+    match split {
         None => match method {
             Method::GET => {
                 Query::parse(req.uri().query(), &[])?;
-                let list = groups.list().await?;
+                let mut list: Vec<Value> =
+                    groups.list().await?.into_iter().map(|g| json!(g)).collect();
+                if req.extensions().get::<Relayed>().is_none() {
+                    list.extend(peer_groups(app, &req).await);
+                    list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+                }
                 Ok(json_response(StatusCode::OK, &json!({ "groups": list })))
             }
             _ => Err(not_allowed("GET")),

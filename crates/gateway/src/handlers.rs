@@ -40,6 +40,17 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
 
 async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let app = app.clone();
+    if req
+        .uri()
+        .path()
+        .starts_with(switchyard_cluster::transport::FORWARD_PREFIX)
+    {
+        return match crate::cluster::unwrap_relayed(&app, req) {
+            // Served here: a relayed request is never relayed again.
+            Ok(inner) => Box::pin(route(&app, inner)).await,
+            Err(p) => p.into_response(),
+        };
+    }
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let result = match (path.as_str(), path.strip_prefix("/v1/topics/")) {
@@ -75,6 +86,14 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
         },
         (switchyard_cluster::transport::FEED_PATH, _) => match method {
             Method::POST => crate::cluster::feed(&app, req).await,
+            _ => Err(not_allowed("POST")),
+        },
+        (switchyard_cluster::transport::GROUP_TAKE_PATH, _) => match method {
+            Method::POST => crate::cluster::take(&app, req).await,
+            _ => Err(not_allowed("POST")),
+        },
+        (switchyard_cluster::transport::GROUP_GIVE_PATH, _) => match method {
+            Method::POST => crate::cluster::give(&app, req).await,
             _ => Err(not_allowed("POST")),
         },
         ("/v1/topics", _) => match method {
@@ -449,6 +468,19 @@ async fn events(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Pr
     ]
     .concat();
     let query = Query::parse(req.uri().query(), &allowed)?;
+    if let Some(group) = query.one("group")?
+        && let Some(addr) = crate::cluster::group_elsewhere(app, req, group)
+    {
+        return crate::cluster::relay(
+            app,
+            &addr,
+            Method::GET,
+            req.uri(),
+            req.headers(),
+            Bytes::new(),
+        )
+        .await;
+    }
     let topics = query.topics()?;
     let format = parse_format(&query)?;
     if let Some(group) = query.one("group")? {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use switchyard_cluster::Cluster;
 use switchyard_cluster::transport::{FeedRequest, FeedResponse, WireMessage};
-use switchyard_model::{NodeId, TopicPattern, TopicSet};
+use switchyard_model::{Cursor, NodeId, TopicPattern, TopicSet};
 use switchyard_store::{ReadQuery, Store};
 use tokio::sync::{RwLock, watch};
 use tokio::task::JoinHandle;
@@ -32,6 +32,8 @@ const FEED_BYTES: usize = 4 * 1024 * 1024;
 const FEED_WAIT: Duration = Duration::from_secs(5);
 /// Most patterns in one feed request.
 const MAX_FEED_PATTERNS: usize = 4096;
+/// Longest a reader waits for older messages from peers before it starts.
+pub const CATCH_UP_TIME: Duration = Duration::from_secs(10);
 /// How often the set of peers is compared with the pulls running.
 const PEER_CHECK: Duration = Duration::from_millis(250);
 
@@ -144,10 +146,14 @@ pub(crate) async fn answer(
         changes.borrow_and_update();
         let (s, q2) = (store.clone(), q.clone());
         let after = req.after;
-        let (messages, through) =
+        let (mut messages, mut through) =
             tokio::task::spawn_blocking(move || s.read_origin(&q2, local, after))
                 .await
                 .map_err(|_| RouterError::ShuttingDown)??;
+        if req.until != 0 && through > req.until {
+            messages.retain(|m| m.id.seq <= req.until);
+            through = req.until.max(req.after);
+        }
         if !messages.is_empty() || through > req.after {
             return Ok(FeedResponse {
                 origin: local.0,
@@ -166,6 +172,90 @@ pub(crate) async fn answer(
                     through: req.after,
                     messages: Vec::new(),
                 });
+            }
+        }
+    }
+}
+
+/// Fetches from each live peer the messages of `topics` with origin
+/// sequences after `from` up to `held` (this node's watermarks when the
+/// topics entered its interest) that this node does not hold because it did
+/// not follow those topics then, so a reader starting at `from` misses
+/// none of them. Later messages come through the pulls. Bounded by
+/// [`CATCH_UP_TIME`]; a peer that cannot be reached in time leaves its
+/// part to be reported to readers as a gap.
+pub(crate) async fn catch_up(
+    store: &Arc<Store>,
+    cluster: &Cluster,
+    topics: &TopicSet,
+    from: &Cursor,
+    held: &BTreeMap<NodeId, u64>,
+) {
+    let deadline = tokio::time::Instant::now() + CATCH_UP_TIME;
+    let patterns: Vec<String> = topics
+        .patterns()
+        .iter()
+        .map(|p| p.as_str().to_owned())
+        .collect();
+    let mut fetches = tokio::task::JoinSet::new();
+    for (node, addr) in cluster.peers() {
+        let origin = NodeId(node);
+        let after = from.get(origin);
+        let until = held.get(&origin).copied().unwrap_or(0);
+        if after >= until {
+            continue;
+        }
+        let (store, client, topics, patterns) = (
+            store.clone(),
+            cluster.client().clone(),
+            topics.clone(),
+            patterns.clone(),
+        );
+        fetches.spawn(async move {
+            let mut pos = after;
+            let mut stored = 0;
+            while pos < until {
+                let req = FeedRequest {
+                    patterns: patterns.clone(),
+                    after: pos,
+                    until,
+                    limit: FEED_LIMIT,
+                    wait_ms: 0,
+                };
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let resp = client
+                    .feed(&addr, &req, left)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if resp.origin != node || resp.through <= pos {
+                    return Err(format!("peer {addr} answered a catch-up out of range"));
+                }
+                let mut messages = Vec::with_capacity(resp.messages.len());
+                for m in resp.messages {
+                    messages.push(
+                        m.into_message(origin)
+                            .ok_or_else(|| "a message with an invalid topic".to_owned())?,
+                    );
+                }
+                let through = resp.through.min(until);
+                let complete = (through >= until).then(|| topics.clone());
+                stored += store
+                    .fill(origin, messages, after, through, complete)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                pos = through;
+            }
+            Ok::<_, String>((origin, stored))
+        });
+    }
+    while let Some(r) = fetches.join_next().await {
+        match r {
+            Ok(Ok((origin, n))) if n > 0 => {
+                tracing::debug!(%origin, messages = n, "caught up with older messages of a peer");
+            }
+            Ok(Ok(_)) | Err(_) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "catching up with a peer's older messages failed")
             }
         }
     }
@@ -226,6 +316,7 @@ impl Pull {
             let req = FeedRequest {
                 patterns,
                 after: self.store.held_through(self.peer),
+                until: 0,
                 limit: FEED_LIMIT,
                 wait_ms: FEED_WAIT.as_millis() as u32,
             };

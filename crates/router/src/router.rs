@@ -142,6 +142,7 @@ impl Router {
         if self.cluster.set(cluster.clone()).is_err() {
             return;
         }
+        self.groups.attach_cluster(cluster.clone());
         crate::feeds::start(self.store.clone(), self.interest.clone(), cluster);
         let store = self.store.clone();
         let topic: Topic = CLUSTER_EVENTS_TOPIC.parse().expect("valid topic");
@@ -259,10 +260,13 @@ impl Router {
         // Interest first, then the start: a pull from a peer applied after
         // this cannot skip messages of these patterns (see feeds).
         let interest = self.interest.add(&topics);
-        let cursor = {
+        let (cursor, held) = {
             let _gate = self.interest.gate.write().await;
-            self.resolve(start).await?
+            (self.resolve(start).await?, self.store.visible())
         };
+        if let Some(cluster) = self.cluster.get() {
+            crate::feeds::catch_up(&self.store, cluster, &topics, &cursor, &held).await;
+        }
         let query = ReadQuery {
             topics,
             limit: self.config.read_limit,

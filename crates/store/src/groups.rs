@@ -102,56 +102,107 @@ impl Store {
             let name = std::str::from_utf8(&k[1..])
                 .map_err(|_| StoreError::Corrupt("group name"))?
                 .to_owned();
-            let cursor = match sh.groups.get(key(b'p', &name))? {
-                Some(p) => std::str::from_utf8(&p)
-                    .ok()
-                    .and_then(|s| s.parse::<Cursor>().ok())
-                    .ok_or(StoreError::Corrupt("group position"))?,
-                None => Cursor::earliest(),
-            };
-            let counters = sh
-                .groups
-                .get(key(b'n', &name))?
-                .map(|c| c.to_vec())
-                .unwrap_or_default();
-            let prefix = inflight_prefix(&name);
-            let mut inflight = Vec::new();
-            for item in sh.groups.prefix(&prefix) {
-                let (k, v) = item.into_inner()?;
-                let rest = &k[prefix.len()..];
-                let bad = || StoreError::Corrupt("group in-flight key");
-                let origin = u64::from_be_bytes(
-                    rest.get(..8)
-                        .ok_or_else(bad)?
-                        .try_into()
-                        .map_err(|_| bad())?,
-                );
-                let seq = u64::from_be_bytes(
-                    rest.get(8..16)
-                        .ok_or_else(bad)?
-                        .try_into()
-                        .map_err(|_| bad())?,
-                );
-                let mut b: &[u8] = &v;
-                let deliveries =
-                    varint::get(&mut b).ok_or(StoreError::Corrupt("group delivery count"))?;
-                inflight.push((
-                    MessageId {
-                        origin: NodeId(origin),
-                        seq,
-                    },
-                    deliveries.min(u32::MAX as u64) as u32,
-                ));
-            }
-            out.push(StoredGroup {
-                name,
-                settings: v.to_vec(),
-                cursor,
-                counters,
-                inflight,
-            });
+            out.push(self.load_group(name, v.to_vec())?);
         }
         Ok(out)
+    }
+
+    /// One persisted group with its whole state, `None` when there is no
+    /// such group. Blocking.
+    pub fn group(&self, name: &str) -> Result<Option<StoredGroup>, StoreError> {
+        match self.shared.groups.get(key(b'c', name))? {
+            Some(settings) => Ok(Some(self.load_group(name.to_owned(), settings.to_vec())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn load_group(&self, name: String, settings: Vec<u8>) -> Result<StoredGroup, StoreError> {
+        let sh = &*self.shared;
+        let cursor = match sh.groups.get(key(b'p', &name))? {
+            Some(p) => std::str::from_utf8(&p)
+                .ok()
+                .and_then(|s| s.parse::<Cursor>().ok())
+                .ok_or(StoreError::Corrupt("group position"))?,
+            None => Cursor::earliest(),
+        };
+        let counters = sh
+            .groups
+            .get(key(b'n', &name))?
+            .map(|c| c.to_vec())
+            .unwrap_or_default();
+        let prefix = inflight_prefix(&name);
+        let mut inflight = Vec::new();
+        for item in sh.groups.prefix(&prefix) {
+            let (k, v) = item.into_inner()?;
+            let rest = &k[prefix.len()..];
+            let bad = || StoreError::Corrupt("group in-flight key");
+            let origin = u64::from_be_bytes(
+                rest.get(..8)
+                    .ok_or_else(bad)?
+                    .try_into()
+                    .map_err(|_| bad())?,
+            );
+            let seq = u64::from_be_bytes(
+                rest.get(8..16)
+                    .ok_or_else(bad)?
+                    .try_into()
+                    .map_err(|_| bad())?,
+            );
+            let mut b: &[u8] = &v;
+            let deliveries =
+                varint::get(&mut b).ok_or(StoreError::Corrupt("group delivery count"))?;
+            inflight.push((
+                MessageId {
+                    origin: NodeId(origin),
+                    seq,
+                },
+                deliveries.min(u32::MAX as u64) as u32,
+            ));
+        }
+        Ok(StoredGroup {
+            name,
+            settings,
+            cursor,
+            counters,
+            inflight,
+        })
+    }
+
+    /// Replaces a group's whole state with `g` (received from the node that
+    /// coordinated it before), durably. Blocking.
+    pub fn put_group(&self, g: &StoredGroup) -> Result<(), StoreError> {
+        self.check_writable()?;
+        let sh = &*self.shared;
+        let mut batch = sh.db.batch();
+        self.remove_group(&mut batch, &g.name)?;
+        batch.insert(&sh.groups, key(b'c', &g.name), g.settings.as_slice());
+        batch.insert(&sh.groups, key(b'p', &g.name), g.cursor.encode().as_bytes());
+        if !g.counters.is_empty() {
+            batch.insert(&sh.groups, key(b'n', &g.name), g.counters.as_slice());
+        }
+        for &(id, n) in &g.inflight {
+            let mut v = Vec::with_capacity(5);
+            varint::put(&mut v, n as u64);
+            batch.insert(&sh.groups, inflight_key(&g.name, id), v);
+        }
+        batch.commit()?;
+        sh.db.persist(PersistMode::SyncAll)?;
+        Ok(())
+    }
+
+    fn remove_group(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        let sh = &*self.shared;
+        batch.remove(&sh.groups, key(b'c', name));
+        batch.remove(&sh.groups, key(b'p', name));
+        batch.remove(&sh.groups, key(b'n', name));
+        for item in sh.groups.prefix(inflight_prefix(name)) {
+            batch.remove(&sh.groups, item.key()?);
+        }
+        Ok(())
     }
 
     /// Applies one change to a group atomically. Written through to the
@@ -196,12 +247,7 @@ impl Store {
         self.check_writable()?;
         let sh = &*self.shared;
         let mut batch = sh.db.batch();
-        batch.remove(&sh.groups, key(b'c', name));
-        batch.remove(&sh.groups, key(b'p', name));
-        batch.remove(&sh.groups, key(b'n', name));
-        for item in sh.groups.prefix(inflight_prefix(name)) {
-            batch.remove(&sh.groups, item.key()?);
-        }
+        self.remove_group(&mut batch, name)?;
         batch.commit()?;
         sh.db.persist(PersistMode::SyncAll)?;
         Ok(())

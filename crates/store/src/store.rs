@@ -5,7 +5,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use switchyard_model::{Cursor, Message, NodeId, Timestamp, Topic};
+use switchyard_model::{Cursor, Message, NodeId, Timestamp, Topic, TopicSet};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::catalog::{Catalog, OriginMeta, StreamMeta, TopicInfo};
@@ -367,6 +367,40 @@ impl Store {
                 origin,
                 messages,
                 through,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stores older messages of another origin that this node does not hold
+    /// (it did not follow their topics when they were published), fetched
+    /// from the origin: those with origin sequences in `(after, through]`
+    /// at or below this node's watermark for the origin. Messages already
+    /// held are skipped. Pass `complete` (the topics fetched) with the last
+    /// part of a fetch: every message of those topics in the range has then
+    /// been given, and their streams read as held from `after` on. Returns
+    /// how many messages were stored.
+    pub async fn fill(
+        &self,
+        origin: NodeId,
+        messages: Vec<Message>,
+        after: u64,
+        through: u64,
+        complete: Option<TopicSet>,
+    ) -> Result<usize, StoreError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Fill {
+                origin,
+                messages,
+                after,
+                through,
+                complete,
                 reply,
             })
             .await

@@ -9,11 +9,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use fjall::PersistMode;
-use switchyard_model::{Header, Hlc, Message, MessageId, NodeId, Timestamp, Topic};
+use switchyard_model::{Header, Hlc, Message, MessageId, NodeId, Timestamp, Topic, TopicSet};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::catalog::StreamMeta;
-use crate::codec::{IndexValue, decode_u64s, encode_index, encode_message, encode_u64s};
+use crate::codec::{
+    IndexValue, decode_index, decode_u64s, encode_index, encode_message, encode_u64s,
+};
 use crate::keys;
 use crate::store::Shared;
 use crate::{FsyncMode, StoreError};
@@ -94,6 +96,15 @@ pub(crate) enum Command {
         origin: NodeId,
         messages: Vec<Message>,
         through: u64,
+        reply: oneshot::Sender<Result<usize, StoreError>>,
+    },
+    /// Store older messages of another origin (see [`crate::Store::fill`]).
+    Fill {
+        origin: NodeId,
+        messages: Vec<Message>,
+        after: u64,
+        through: u64,
+        complete: Option<TopicSet>,
         reply: oneshot::Sender<Result<usize, StoreError>>,
     },
     Shutdown,
@@ -269,6 +280,20 @@ impl Writer {
                 if stored {
                     self.notify();
                 }
+            }
+            Command::Fill {
+                origin,
+                messages,
+                after,
+                through,
+                complete,
+                reply,
+            } => {
+                let r = self.fill(origin, messages, after, through, complete.as_ref());
+                if let Err(StoreError::Storage(fe)) = &r {
+                    self.poison(fe);
+                }
+                let _ = reply.send(r);
             }
             Command::Shutdown => {}
         }
@@ -563,6 +588,132 @@ impl Writer {
         Ok(stored)
     }
 
+    /// Stores messages of another origin with origin sequences in
+    /// `(after, through]` that this node does not hold although its
+    /// watermark for the origin is past them (it did not follow their
+    /// topics then). Messages above the watermark are left to
+    /// [`Self::ingest`]. With `complete` (the topics fetched), every message
+    /// of those topics in `(after, through]` has now been given: each
+    /// matching stream then reads as held from `after` on, so a reader
+    /// positioned there is not told of a gap.
+    fn fill(
+        &mut self,
+        origin: NodeId,
+        messages: Vec<Message>,
+        after: u64,
+        through: u64,
+        complete: Option<&TopicSet>,
+    ) -> Result<usize, StoreError> {
+        let sh = &*self.shared;
+        if sh.poisoned.load(Ordering::SeqCst) {
+            return Err(StoreError::Poisoned);
+        }
+        if origin == sh.node_id {
+            return Err(StoreError::Invalid("messages of this node's own origin"));
+        }
+        let held = {
+            let catalog = sh.catalog.read().expect("catalog lock");
+            catalog.visible.get(&origin).copied().unwrap_or(0)
+        };
+        let through = through.min(held);
+        let mut fj = sh.db.batch();
+        let mut staged: HashMap<Topic, StreamMeta> = HashMap::new();
+        let mut stored = 0;
+        {
+            let catalog = sh.catalog.read().expect("catalog lock");
+            for m in &messages {
+                if m.id.origin != origin || m.id.seq <= after || m.id.seq > through {
+                    continue;
+                }
+                if sh.log.get(keys::log_key(origin, m.id.seq))?.is_some() {
+                    continue;
+                }
+                let meta = staged
+                    .entry(m.topic.clone())
+                    .or_insert_with(|| catalog.stream(&m.topic, origin));
+                let size = m.size();
+                if meta.count == 0 {
+                    meta.first_ts = m.timestamp;
+                    meta.last_ts = m.timestamp;
+                    // Held from here on until the fill completes.
+                    meta.trimmed_seq = meta.trimmed_seq.max(m.stream_seq - 1);
+                    meta.trimmed_origin_seq = meta.trimmed_origin_seq.max(m.id.seq - 1);
+                } else {
+                    meta.first_ts = meta.first_ts.min(m.timestamp);
+                    meta.last_ts = meta.last_ts.max(m.timestamp);
+                }
+                meta.last_seq = meta.last_seq.max(m.stream_seq);
+                meta.last_origin_seq = meta.last_origin_seq.max(m.id.seq);
+                meta.count += 1;
+                meta.bytes += size;
+                fj.insert(&sh.log, keys::log_key(origin, m.id.seq), encode_message(m));
+                let iv = IndexValue {
+                    stream_seq: m.stream_seq,
+                    size,
+                    timestamp: m.timestamp,
+                };
+                fj.insert(
+                    &sh.index,
+                    keys::index_key(&m.topic, origin, m.id.seq),
+                    encode_index(&iv),
+                );
+                stored += 1;
+            }
+        }
+        if let Some(topics) = complete {
+            let catalog = sh.catalog.read().expect("catalog lock");
+            let mut streams: Vec<Topic> = catalog
+                .streams
+                .iter()
+                .filter(|(t, s)| s.contains_key(&origin) && topics.matches(t))
+                .map(|(t, _)| t.clone())
+                .collect();
+            streams.extend(staged.keys().cloned());
+            streams.sort();
+            streams.dedup();
+            for topic in streams {
+                let meta = staged
+                    .entry(topic.clone())
+                    .or_insert_with(|| catalog.stream(&topic, origin));
+                if meta.trimmed_origin_seq <= after {
+                    continue;
+                }
+                // The first message held after `after`, this fill's included.
+                let filled = messages
+                    .iter()
+                    .filter(|m| m.topic == topic && m.id.seq > after)
+                    .map(|m| m.stream_seq)
+                    .min();
+                let first = match (fj_first(sh, &topic, origin, after)?, filled) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                if let Some(first) = first {
+                    meta.trimmed_seq = meta.trimmed_seq.min(first - 1);
+                }
+                meta.trimmed_origin_seq = after;
+            }
+        }
+        if staged.is_empty() {
+            return Ok(0);
+        }
+        for (topic, meta) in &staged {
+            fj.insert(
+                &sh.meta,
+                keys::stream_meta_key(topic, origin),
+                meta.encode(),
+            );
+        }
+        fj.commit()?;
+        if sh.config.fsync == FsyncMode::Always {
+            sh.db.persist(PersistMode::SyncData)?;
+        }
+        let mut catalog = sh.catalog.write().expect("catalog lock");
+        let om = catalog.origins.get(&origin).copied().unwrap_or_default();
+        catalog.record(origin, staged, om);
+        Ok(stored)
+    }
+
     /// Wakes readers waiting for new messages.
     fn notify(&self) {
         self.shared.changes.send_modify(|v| *v = v.wrapping_add(1));
@@ -679,5 +830,24 @@ impl Writer {
         }
         fj.commit()?;
         Ok(())
+    }
+}
+
+/// The stream sequence of the first message of stream (`topic`, `origin`)
+/// held with an origin sequence above `after`.
+fn fj_first(
+    sh: &Shared,
+    topic: &Topic,
+    origin: NodeId,
+    after: u64,
+) -> Result<Option<u64>, StoreError> {
+    let range =
+        keys::index_key(topic, origin, after + 1)..=keys::index_key(topic, origin, u64::MAX);
+    match sh.index.range(range).next() {
+        Some(item) => {
+            let (_, v) = item.into_inner()?;
+            Ok(Some(decode_index(&v)?.stream_seq))
+        }
+        None => Ok(None),
     }
 }

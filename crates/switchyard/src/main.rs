@@ -440,6 +440,8 @@ async fn serve(config_file: Option<PathBuf>, over: Overrides) -> Result<()> {
         wait_for_signal().await;
         tracing::info!("shutting down: draining connections");
         if let Some(c) = &cluster {
+            // Groups first, while the peers still answer; then the leave.
+            router.groups().hand_off().await;
             c.leave().await;
         }
         tokio::spawn(async {

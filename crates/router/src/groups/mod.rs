@@ -37,6 +37,8 @@ use tokio::time::Instant;
 
 use crate::RouterError;
 use crate::feeds::{Interest, InterestGuard};
+
+mod cluster;
 use crate::plugins::{Plugins, as_append, dead_letter};
 
 /// Default time a member has to acknowledge a message before it is
@@ -316,6 +318,10 @@ pub struct GroupInfo {
     pub max_deliveries: u32,
     /// When it was created, in ms since the Unix epoch.
     pub created_ms: u64,
+    /// The node that coordinates it.
+    pub coordinator: String,
+    /// How often it moved from one coordinating node to another.
+    pub epoch: u64,
     /// Its position in the log: every message before it was delivered.
     pub position: String,
     /// Connected members.
@@ -339,6 +345,10 @@ struct SettingsRecord {
     ack_timeout_ms: u64,
     max_deliveries: u32,
     created_ms: u64,
+    /// Moves between coordinating nodes: each node that takes the group
+    /// over counts one more, so of two copies the later one wins.
+    #[serde(default)]
+    epoch: u64,
 }
 
 /// A group's settings in force.
@@ -349,6 +359,7 @@ struct Settings {
     ack_timeout: Duration,
     max_deliveries: u32,
     created_ms: u64,
+    epoch: u64,
 }
 
 impl Settings {
@@ -359,6 +370,7 @@ impl Settings {
             ack_timeout_ms: self.ack_timeout.as_millis() as u64,
             max_deliveries: self.max_deliveries,
             created_ms: self.created_ms,
+            epoch: self.epoch,
         }
     }
 
@@ -374,6 +386,7 @@ impl Settings {
             ack_timeout: Duration::from_millis(r.ack_timeout_ms),
             max_deliveries: r.max_deliveries,
             created_ms: r.created_ms,
+            epoch: r.epoch,
         })
     }
 
@@ -496,6 +509,11 @@ pub struct Groups {
     /// Random per process, so that member ids are never reused after a
     /// restart (an old client's ack must not count as a new member's).
     run: u32,
+    /// The cluster, when the node is part of one: each group is then
+    /// coordinated by one node (see [`Groups::coordinator`]).
+    cluster: std::sync::OnceLock<switchyard_cluster::Cluster>,
+    /// Set when the node is leaving the cluster: it coordinates no group.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -524,6 +542,9 @@ enum Command {
     Delete {
         reply: oneshot::Sender<Result<(), RouterError>>,
     },
+    /// Stops the coordinator with its state persisted (another node takes
+    /// the group over); members' streams end.
+    Release { reply: oneshot::Sender<()> },
 }
 
 impl Groups {
@@ -558,6 +579,8 @@ impl Groups {
                 use std::hash::BuildHasher;
                 std::collections::hash_map::RandomState::new().hash_one(now_ms()) as u32
             },
+            cluster: std::sync::OnceLock::new(),
+            leaving: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -651,6 +674,7 @@ impl Groups {
             replies: Vec::new(),
             failed: None,
             deleted: false,
+            released: None,
             _interest: interest,
         };
         tokio::spawn(actor.run(rx, leave_rx));
@@ -685,7 +709,7 @@ impl Groups {
         }
         let handle = {
             let _admin = self.admin.lock().await;
-            match self.start(name)? {
+            match self.ensure(name).await? {
                 Some(h) => h,
                 None => self.create(name, &topics, &options).await?,
             }
@@ -734,6 +758,7 @@ impl Groups {
             ack_timeout: o.ack_timeout.unwrap_or(DEFAULT_ACK_TIMEOUT),
             max_deliveries: o.max_deliveries.unwrap_or(DEFAULT_MAX_DELIVERIES),
             created_ms: now_ms(),
+            epoch: 0,
         };
         let interest = self.interest.add(&settings.topics);
         let cursor = match o.start {
@@ -741,7 +766,17 @@ impl Groups {
                 let _gate = self.interest.gate.write().await;
                 self.store.latest()
             }
-            GroupStart::Earliest => Cursor::earliest(),
+            GroupStart::Earliest => {
+                let held = {
+                    let _gate = self.interest.gate.write().await;
+                    self.store.visible()
+                };
+                let cursor = Cursor::earliest();
+                if let Some(cluster) = self.cluster.get() {
+                    crate::feeds::catch_up(&self.store, cluster, topics, &cursor, &held).await;
+                }
+                cursor
+            }
         };
         let record = serde_json::to_vec(&settings.record()).expect("settings serialise");
         let (store, n, c) = (self.store.clone(), name.to_owned(), cursor.clone());
@@ -764,7 +799,8 @@ impl Groups {
             return Ok(h);
         }
         let _admin = self.admin.lock().await;
-        self.start(name)?
+        self.ensure(name)
+            .await?
             .ok_or_else(|| RouterError::GroupNotFound(name.to_owned()))
     }
 
@@ -829,7 +865,7 @@ impl Groups {
         Ok(info)
     }
 
-    /// Every group, by name.
+    /// Every group this node coordinates, by name.
     pub async fn list(&self) -> Result<Vec<GroupInfo>, RouterError> {
         let mut names: Vec<String> = self
             .running
@@ -845,6 +881,9 @@ impl Groups {
                 .keys()
                 .cloned(),
         );
+        // A copy left here for a group another node coordinates is taken
+        // over by that node when it starts the group; it is not listed.
+        names.retain(|n| self.coordinator(n).is_none());
         names.sort();
         let mut out = Vec::with_capacity(names.len());
         for n in names {
@@ -861,7 +900,8 @@ impl Groups {
     pub async fn delete(&self, name: &str) -> Result<(), RouterError> {
         let _admin = self.admin.lock().await;
         let handle = self
-            .start(name)?
+            .ensure(name)
+            .await?
             .ok_or_else(|| RouterError::GroupNotFound(name.to_owned()))?;
         let (reply, answer) = oneshot::channel();
         handle
@@ -1019,6 +1059,9 @@ struct Actor {
     /// Set when the store refused a write: the group stops delivering.
     failed: Option<String>,
     deleted: bool,
+    /// Set when another node takes the group over: answered once the last
+    /// round is persisted.
+    released: Option<oneshot::Sender<()>>,
     /// Keeps the group's patterns in the node's interest while it runs.
     _interest: InterestGuard,
 }
@@ -1083,7 +1126,7 @@ impl Actor {
                 () = sleep_until(next_timer), if next_timer.is_some() => {}
             }
             for _ in 0..ROUND_COMMANDS {
-                if self.deleted {
+                if self.deleted || self.released.is_some() {
                     break;
                 }
                 if let Ok(key) = leaves.try_recv() {
@@ -1095,13 +1138,16 @@ impl Actor {
                     Err(_) => break,
                 }
             }
-            if self.deleted {
+            if self.deleted || self.released.is_some() {
                 break;
             }
             self.round().await;
         }
         // Persist what the last round changed (a leave, an expiry).
         self.flush().await;
+        if let Some(done) = self.released.take() {
+            let _ = done.send(());
+        }
     }
 
     /// Expires deadlines, delivers, persists, answers.
@@ -1152,6 +1198,10 @@ impl Actor {
             }
             Command::Delete { reply } => {
                 let _ = reply.send(self.delete().await);
+            }
+            Command::Release { reply } => {
+                tracing::info!(group = %self.name, members = self.members.len(), "group handed to the node that now coordinates it");
+                self.released = Some(reply);
             }
         }
     }
@@ -1409,6 +1459,8 @@ impl Actor {
             ack_timeout_ms: self.settings.ack_timeout.as_millis() as u64,
             max_deliveries: self.settings.max_deliveries,
             created_ms: self.settings.created_ms,
+            coordinator: self.store.node_id().to_string(),
+            epoch: self.settings.epoch,
             position: self.cursor.encode(),
             members: self
                 .members
@@ -1901,6 +1953,7 @@ mod tests {
             ack_timeout: Duration::from_millis(1500),
             max_deliveries: 3,
             created_ms: 42,
+            epoch: 7,
         };
         let record = serde_json::to_vec(&s.record()).unwrap();
         let back = Settings::from_record(&serde_json::from_slice(&record).unwrap()).unwrap();
@@ -1908,6 +1961,7 @@ mod tests {
         assert_eq!(back.strategy, s.strategy);
         assert_eq!(back.ack_timeout, s.ack_timeout);
         assert_eq!(back.max_deliveries, 3);
+        assert_eq!(back.epoch, 7);
         let same = GroupOptions {
             strategy: Some(Strategy::Plugin("weights".into())),
             ..GroupOptions::default()

@@ -1,0 +1,476 @@
+//! Consumer groups across a cluster: one node coordinates each group, and
+//! the other nodes forward its members' joins and acknowledgements to it.
+//!
+//! The coordinator of a group is the live member (this node included) with
+//! the highest rendezvous score for the group's name, so every node that
+//! sees the same members picks the same one, and a member joining or
+//! leaving moves only the groups it wins or held. A group's whole state
+//! (settings, position, in-flight messages, counters) is in the
+//! coordinator's store. When a node starts coordinating a group it asks
+//! every live peer to give the group up: a peer stops its coordinator for
+//! the group, if one runs (its members' streams end, and they reconnect
+//! through any node), and hands over the persisted state, which it then
+//! deletes. Of several copies the one with the highest epoch wins, and the
+//! winner's epoch goes up by one. A peer that still sees itself as the
+//! coordinator refuses; the asking node retries for a few seconds while
+//! the membership views converge, then answers 503.
+
+use std::time::Duration;
+
+use std::sync::atomic::Ordering;
+
+use switchyard_cluster::transport::{GroupGive, GroupState, GroupTake, GroupTaken};
+use switchyard_model::{Cursor, MessageId, NodeId};
+use switchyard_store::StoredGroup;
+use tokio::sync::oneshot;
+
+use super::{Command, Groups, Settings, SettingsRecord, validate_group_name};
+use crate::RouterError;
+
+/// Longest wait for one peer's answer to a take.
+const TAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest a node keeps asking peers that refuse to give a group up.
+const TAKE_PATIENCE: Duration = Duration::from_secs(5);
+/// Pause between rounds of asking.
+const TAKE_RETRY: Duration = Duration::from_millis(200);
+
+/// A node's rendezvous score for a group: a fixed, documented mix (FNV-1a
+/// of the name, then SplitMix64 with the node id), so that nodes running
+/// different builds agree.
+pub(crate) fn owner_score(node: u64, group: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in group.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut z = h ^ node.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn to_wire(g: &StoredGroup) -> GroupState {
+    GroupState {
+        settings: g.settings.clone(),
+        cursor: g.cursor.encode(),
+        counters: g.counters.clone(),
+        inflight: g
+            .inflight
+            .iter()
+            .map(|(id, n)| (id.origin.0, id.seq, *n))
+            .collect(),
+    }
+}
+
+fn from_wire(name: &str, s: GroupState) -> Result<StoredGroup, String> {
+    Ok(StoredGroup {
+        name: name.to_owned(),
+        settings: s.settings,
+        cursor: s
+            .cursor
+            .parse::<Cursor>()
+            .map_err(|e| format!("position: {e}"))?,
+        counters: s.counters,
+        inflight: s
+            .inflight
+            .into_iter()
+            .map(|(origin, seq, n)| {
+                (
+                    MessageId {
+                        origin: NodeId(origin),
+                        seq,
+                    },
+                    n,
+                )
+            })
+            .collect(),
+    })
+}
+
+/// A copy's settings and its rank: epoch, then messages delivered.
+fn rank(g: &StoredGroup) -> Option<(SettingsRecord, (u64, u64))> {
+    let record: SettingsRecord = serde_json::from_slice(&g.settings).ok()?;
+    let delivered = serde_json::from_slice::<super::GroupCounters>(&g.counters)
+        .map(|c| c.delivered)
+        .unwrap_or(0);
+    let epoch = record.epoch;
+    Some((record, (epoch, delivered)))
+}
+
+impl Groups {
+    /// Lets the groups follow the cluster's membership.
+    pub(crate) fn attach_cluster(&self, cluster: switchyard_cluster::Cluster) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// The HTTP address of the node that coordinates group `name`, when
+    /// that is another node; `None` when this node coordinates it (always
+    /// so outside a cluster).
+    pub fn coordinator(&self, name: &str) -> Option<String> {
+        let cluster = self.cluster.get()?;
+        let me = self.store.node_id().0;
+        // A node that is leaving coordinates nothing (unless it is alone).
+        let mut best = if self.leaving.load(Ordering::SeqCst) {
+            None
+        } else {
+            Some((owner_score(me, name), me, None))
+        };
+        for (node, addr) in cluster.peers() {
+            let score = (owner_score(node, name), node);
+            if best.as_ref().is_none_or(|b| score > (b.0, b.1)) {
+                best = Some((score.0, node, Some(addr)));
+            }
+        }
+        best.and_then(|b| b.2)
+    }
+
+    /// Before this node leaves the cluster: stops every group coordinator
+    /// here and hands each group's state to the peer that coordinates it
+    /// next. A group that cannot be handed over stays in this node's store.
+    pub async fn hand_off(&self) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        self.leaving.store(true, Ordering::SeqCst);
+        let _admin = self.admin.lock().await;
+        let mut names: Vec<String> = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names.extend(
+            self.dormant
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .keys()
+                .cloned(),
+        );
+        for name in names {
+            let Some(addr) = self.coordinator(&name) else {
+                continue;
+            };
+            let state = match self.release(&name).await {
+                Ok(Some(g)) => g,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(group = %name, error = %e, "could not stop a group to hand it over");
+                    continue;
+                }
+            };
+            let req = GroupGive {
+                name: name.clone(),
+                state: to_wire(&state),
+            };
+            match cluster.client().give_group(&addr, &req, TAKE_TIMEOUT).await {
+                Ok(true) => {
+                    let (store, n) = (self.store.clone(), name.clone());
+                    match tokio::task::spawn_blocking(move || store.delete_group(&n)).await {
+                        Ok(Ok(())) => {
+                            tracing::info!(group = %name, to = %addr, "handed group over before leaving");
+                        }
+                        Ok(Err(e)) => {
+                            tracing::warn!(group = %name, error = %e, "handed group over, but could not delete the local copy");
+                        }
+                        Err(_) => {}
+                    }
+                }
+                Ok(false) | Err(_) => {
+                    tracing::warn!(group = %name, to = %addr, "could not hand group over; it stays in this node's store");
+                }
+            }
+        }
+    }
+
+    /// Stops group `name`'s coordinator here, if it runs, and returns the
+    /// group's persisted state (still stored). Call with the admin lock held.
+    async fn release(&self, name: &str) -> Result<Option<StoredGroup>, RouterError> {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        if let Some(h) = running {
+            let (reply, done) = oneshot::channel();
+            if h.commands.send(Command::Release { reply }).await.is_ok() {
+                let _ = done.await;
+            }
+        }
+        self.dormant
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        let store = self.store.clone();
+        let n = name.to_owned();
+        Ok(tokio::task::spawn_blocking(move || store.group(&n))
+            .await
+            .map_err(|_| RouterError::ShuttingDown)??)
+    }
+
+    /// Stores a group handed over by a leaving peer (merged with any copy
+    /// here: the best one wins).
+    pub async fn receive(&self, give: GroupGive) -> Result<bool, RouterError> {
+        validate_group_name(&give.name)?;
+        let g = from_wire(&give.name, give.state).map_err(RouterError::Cluster)?;
+        let _admin = self.admin.lock().await;
+        // A coordinator started here meanwhile stops; it restarts from the
+        // merged state on next use.
+        self.release(&give.name).await?;
+        self.adopt(&give.name, vec![g]).await?;
+        Ok(true)
+    }
+
+    /// The running coordinator of `name`, taking the group over from the
+    /// peers first when this node is part of a cluster, and starting it
+    /// from the store. `None` when no node holds the group. Call with the
+    /// admin lock held.
+    pub(super) async fn ensure(&self, name: &str) -> Result<Option<super::Handle>, RouterError> {
+        if let Some(h) = self.running(name) {
+            return Ok(Some(h));
+        }
+        if self.cluster.get().is_some() {
+            self.gather(name).await?;
+            self.catch_up(name).await;
+        }
+        self.start(name)
+    }
+
+    /// Fetches from the peers the older messages a stored group still has
+    /// to deliver (after its position, and those in flight) that this node
+    /// does not hold. Call with the admin lock held.
+    async fn catch_up(&self, name: &str) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        let group = self
+            .dormant
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .map(|(g, _)| g.clone());
+        let Some(g) = group else {
+            return;
+        };
+        let Some((record, _)) = rank(&g) else {
+            return;
+        };
+        let Ok(settings) = Settings::from_record(&record) else {
+            return;
+        };
+        let mut lowest: std::collections::BTreeMap<NodeId, u64> =
+            g.cursor.entries().iter().copied().collect();
+        for (id, _) in &g.inflight {
+            if let Some(l) = lowest.get_mut(&id.origin) {
+                *l = (*l).min(id.seq.saturating_sub(1));
+            }
+        }
+        let mut from = Cursor::earliest();
+        for (origin, seq) in lowest {
+            from.advance(origin, seq);
+        }
+        // The group's patterns are in the interest (the stored group holds
+        // them): the watermarks taken now are where the pulls took over.
+        let held = {
+            let _gate = self.interest.gate.write().await;
+            self.store.visible()
+        };
+        crate::feeds::catch_up(&self.store, cluster, &settings.topics, &from, &held).await;
+    }
+
+    /// Collects the group's state from every live peer, keeping the best
+    /// copy (with the local one) as this node's, with its epoch raised.
+    async fn gather(&self, name: &str) -> Result<(), RouterError> {
+        let Some(cluster) = self.cluster.get() else {
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + TAKE_PATIENCE;
+        let mut copies: Vec<StoredGroup> = Vec::new();
+        let mut asked = std::collections::HashSet::new();
+        loop {
+            if let Some(addr) = self.coordinator(name) {
+                return Err(RouterError::GroupUnavailable(format!(
+                    "group {name} is coordinated by the node at {addr}; retry there or through any node"
+                )));
+            }
+            let peers: Vec<(u64, String)> = cluster
+                .peers()
+                .into_iter()
+                .filter(|(n, _)| !asked.contains(n))
+                .collect();
+            let req = GroupTake {
+                name: name.to_owned(),
+            };
+            let mut calls = tokio::task::JoinSet::new();
+            for (node, addr) in peers {
+                let (client, req) = (cluster.client().clone(), req.clone());
+                calls.spawn(async move {
+                    (
+                        node,
+                        addr.clone(),
+                        client.take_group(&addr, &req, TAKE_TIMEOUT).await,
+                    )
+                });
+            }
+            let mut refused = None;
+            while let Some(joined) = calls.join_next().await {
+                let Ok((node, addr, answer)) = joined else {
+                    continue;
+                };
+                match answer {
+                    Ok(GroupTaken::Absent) => {
+                        asked.insert(node);
+                    }
+                    Ok(GroupTaken::State(state)) => {
+                        asked.insert(node);
+                        match from_wire(name, state) {
+                            Ok(g) => copies.push(g),
+                            Err(e) => {
+                                tracing::warn!(group = name, peer = %addr, error = %e, "a peer handed over an unusable group state");
+                            }
+                        }
+                    }
+                    Ok(GroupTaken::Refused(why)) => refused = Some(why),
+                    Err(e) => {
+                        // An unreachable peer keeps its copy, if any; this
+                        // node goes on without it.
+                        asked.insert(node);
+                        tracing::warn!(group = name, peer = %addr, error = %e, "could not ask a peer for a group's state");
+                    }
+                }
+            }
+            // Whatever was handed over is kept before anything else.
+            if !copies.is_empty() {
+                self.adopt(name, std::mem::take(&mut copies)).await?;
+            }
+            let Some(why) = refused else {
+                return Ok(());
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(RouterError::GroupUnavailable(format!(
+                    "group {name} is moving between nodes ({why}); retry shortly"
+                )));
+            }
+            tokio::time::sleep(TAKE_RETRY).await;
+        }
+    }
+
+    /// Keeps the best of `copies` and this node's stored copy, durably.
+    async fn adopt(&self, name: &str, mut copies: Vec<StoredGroup>) -> Result<(), RouterError> {
+        let store = self.store.clone();
+        let n = name.to_owned();
+        if let Some(local) = tokio::task::spawn_blocking(move || store.group(&n))
+            .await
+            .map_err(|_| RouterError::ShuttingDown)??
+        {
+            copies.push(local);
+        }
+        let mut best: Option<(StoredGroup, SettingsRecord, (u64, u64))> = None;
+        for g in copies {
+            let Some((record, r)) = rank(&g) else {
+                tracing::warn!(group = name, "a copy of a group has unreadable settings");
+                continue;
+            };
+            if best.as_ref().is_none_or(|b| r > b.2) {
+                best = Some((g, record, r));
+            }
+        }
+        let Some((mut g, mut record, _)) = best else {
+            return Ok(());
+        };
+        record.epoch += 1;
+        let settings = Settings::from_record(&record)
+            .map_err(|e| RouterError::GroupSetting(format!("group {name}: settings: {e}")))?;
+        g.settings = serde_json::to_vec(&record).expect("settings serialise");
+        let (store, copy) = (self.store.clone(), g.clone());
+        tokio::task::spawn_blocking(move || store.put_group(&copy))
+            .await
+            .map_err(|_| RouterError::ShuttingDown)??;
+        tracing::info!(
+            group = name,
+            epoch = record.epoch,
+            inflight = g.inflight.len(),
+            "took over group state from a peer"
+        );
+        let guard = self.interest.add(&settings.topics);
+        self.dormant
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), (g, Some(guard)));
+        Ok(())
+    }
+
+    /// Gives group `name` up to the node that now coordinates it: stops its
+    /// coordinator here (persisting its last round) and hands over and
+    /// deletes the stored state. Refused while this node still sees itself
+    /// as the coordinator.
+    pub async fn surrender(&self, name: &str) -> Result<GroupTaken, RouterError> {
+        validate_group_name(name)?;
+        let _admin = self.admin.lock().await;
+        if self.cluster.get().is_some() && self.coordinator(name).is_none() {
+            return Ok(GroupTaken::Refused(format!(
+                "node {} still coordinates group {name} as it sees the membership",
+                self.store.node_id()
+            )));
+        }
+        let stored = self.release(name).await?;
+        if stored.is_some() {
+            let (store, n) = (self.store.clone(), name.to_owned());
+            tokio::task::spawn_blocking(move || store.delete_group(&n))
+                .await
+                .map_err(|_| RouterError::ShuttingDown)??;
+        }
+        Ok(match stored {
+            Some(g) => {
+                tracing::info!(
+                    group = name,
+                    inflight = g.inflight.len(),
+                    "handed group state to its new coordinator"
+                );
+                GroupTaken::State(to_wire(&g))
+            }
+            None => GroupTaken::Absent,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scores_are_stable_and_spread() {
+        // Fixed values: every build must agree on them.
+        assert_eq!(owner_score(1, "g"), owner_score(1, "g"));
+        let nodes = [11u64, 22, 33];
+        let mut wins = [0usize; 3];
+        for i in 0..3000 {
+            let g = format!("group-{i}");
+            let best = (0..3).max_by_key(|&j| owner_score(nodes[j], &g)).unwrap();
+            wins[best] += 1;
+        }
+        for w in wins {
+            assert!((800..1200).contains(&w), "{wins:?}");
+        }
+    }
+
+    #[test]
+    fn state_survives_the_wire() {
+        let g = StoredGroup {
+            name: "g".into(),
+            settings: b"{}".to_vec(),
+            cursor: Cursor::earliest(),
+            counters: Vec::new(),
+            inflight: vec![(
+                MessageId {
+                    origin: NodeId(9),
+                    seq: 4,
+                },
+                2,
+            )],
+        };
+        let back = from_wire("g", to_wire(&g)).unwrap();
+        assert_eq!(back.inflight, g.inflight);
+        assert_eq!(back.cursor, g.cursor);
+    }
+}
