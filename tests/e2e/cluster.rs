@@ -663,6 +663,29 @@ async fn a_group_with_members_on_three_nodes_acks_each_message_once() {
             .collect();
         assert_eq!(names, ["spread"], "{list:#}");
     }
+    // A member that disconnects from a relaying node is gone at the
+    // coordinator too: its messages go to another member at once, long
+    // before the 30 s ack timeout.
+    let relaying: Vec<usize> = (0..3).filter(|i| ids[*i].0 != coordinator).collect();
+    let query = format!("topic={}", enc("jobs.>"));
+    let mut first = GroupMember::join(&nodes[relaying[0]], "spread", &query).await;
+    let late = publish_texts(&nodes[relaying[1]], "jobs.late", &texts_of("late", 5)).await;
+    let got = first.recv(5, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 5);
+    let mut second = GroupMember::join(&nodes[relaying[1]], "spread", &query).await;
+    let started = Instant::now();
+    drop(first);
+    let again = second.recv(5, Duration::from_secs(10)).await;
+    println!(
+        "spread: redelivered after a relayed disconnect in {:?}",
+        started.elapsed()
+    );
+    let mut again: Vec<String> = again.into_iter().map(|d| d.id).collect();
+    again.sort();
+    let mut late = late;
+    late.sort();
+    assert_eq!(again, late);
+    second.ack(&again).await;
     // Relayed requests must be signed.
     for (path, body) in [
         ("/cluster/v1/forward/v1/groups/spread/ack", r#"{"ids": []}"#),
@@ -673,6 +696,10 @@ async fn a_group_with_members_on_three_nodes_acks_each_message_once() {
             .await;
         assert_eq!(status, 401, "{path}");
     }
+}
+
+fn texts_of(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
 
 /// Reads events from `sse` until `n` messages came: the message payloads
@@ -811,4 +838,34 @@ async fn a_coordinator_that_leaves_hands_its_group_over() {
     assert_eq!(counter(&v, "acked"), 101, "{v:#}");
     assert_eq!(counter(&v, "inflight"), 0, "{v:#}");
     assert_eq!(v["members"].as_array().unwrap().len(), 1, "{v:#}");
+    let epoch = v["epoch"].as_u64().unwrap();
+    // The old coordinator comes back with its data directory: it wins the
+    // group again and takes it, with its state, from the interim one.
+    nodes[leaving] = member(
+        &dir.path().join(format!("n{leaving}")),
+        KEY,
+        "127.0.0.1:0",
+        std::slice::from_ref(&ids[stay[0]].1),
+    );
+    for i in &stay {
+        wait_until(Duration::from_secs(20), "the coordinator back", || async {
+            state_of(&nodes[*i], &coordinator).await.as_deref() == Some("alive")
+        })
+        .await;
+    }
+    let v = info(&nodes[stay[1]], "handover").await;
+    assert_eq!(v["coordinator"], coordinator.as_str(), "{v:#}");
+    assert!(v["epoch"].as_u64().unwrap() > epoch, "{v:#}");
+    assert_eq!(counter(&v, "acked"), 101, "{v:#}");
+    // The member's stream ended with the interim coordinator; it joins
+    // again and goes on.
+    let gone = m.next_batch(Duration::from_secs(10)).await;
+    assert!(gone.is_empty() && m.closed, "{gone:?}");
+    let mut m = GroupMember::join(&nodes[stay[0]], "handover", &query).await;
+    publish_texts(&nodes[stay[1]], "tasks.x", &["back".to_owned()]).await;
+    let back = m.recv(1, Duration::from_secs(10)).await;
+    m.ack(&[back[0].id.clone()]).await;
+    let v = info(&nodes[stay[0]], "handover").await;
+    assert_eq!(counter(&v, "acked"), 102, "{v:#}");
+    assert_eq!(counter(&v, "inflight"), 0, "{v:#}");
 }

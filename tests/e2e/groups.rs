@@ -71,7 +71,7 @@ pub(crate) struct GroupMember {
     url: String,
     http: Http,
     /// Set once the stream has ended.
-    closed: bool,
+    pub(crate) closed: bool,
 }
 
 impl GroupMember {
@@ -107,7 +107,7 @@ impl GroupMember {
     /// Waits up to `timeout` for the next message, then takes every message
     /// the stream already holds without waiting further. Empty when nothing
     /// came in time or the stream ended (then `closed` is set).
-    async fn next_batch(&mut self, timeout: Duration) -> Vec<Delivery> {
+    pub(crate) async fn next_batch(&mut self, timeout: Duration) -> Vec<Delivery> {
         let mut out = Vec::new();
         let start = Instant::now();
         match self.sse.next(timeout).await {

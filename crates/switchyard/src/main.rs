@@ -788,8 +788,8 @@ async fn groups(url: &str, json: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<24} {:<16} {:>7} {:>8} {:>8} {:>10} {:>8}  topics",
-        "group", "strategy", "members", "inflight", "lag", "acked", "dlq"
+        "{:<24} {:<16} {:>7} {:>8} {:>8} {:>10} {:>8}  {:<16}  topics",
+        "group", "strategy", "members", "inflight", "lag", "acked", "dlq", "coordinator"
     )?;
     for g in v["groups"].as_array().into_iter().flatten() {
         let topics: Vec<&str> = g["topics"]
@@ -800,7 +800,7 @@ async fn groups(url: &str, json: bool) -> Result<()> {
             .collect();
         writeln!(
             out,
-            "{:<24} {:<16} {:>7} {:>8} {:>8} {:>10} {:>8}  {}",
+            "{:<24} {:<16} {:>7} {:>8} {:>8} {:>10} {:>8}  {:<16}  {}",
             g["name"].as_str().unwrap_or(""),
             g["strategy"].as_str().unwrap_or(""),
             g["members"].as_array().map_or(0, Vec::len),
@@ -808,6 +808,7 @@ async fn groups(url: &str, json: bool) -> Result<()> {
             g["lag"].as_u64().unwrap_or(0),
             g["acked"].as_u64().unwrap_or(0),
             g["dead_lettered"].as_u64().unwrap_or(0),
+            g["coordinator"].as_str().unwrap_or(""),
             topics.join(" "),
         )?;
     }
