@@ -869,3 +869,81 @@ async fn a_coordinator_that_leaves_hands_its_group_over() {
     assert_eq!(counter(&v, "acked"), 102, "{v:#}");
     assert_eq!(counter(&v, "inflight"), 0, "{v:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_junk_between_nodes_is_refused_and_counted() {
+    use switchyard_cluster::transport::Signer;
+
+    let dir = tempfile::tempdir().unwrap();
+    let node = member(&dir.path().join("n0"), KEY, "127.0.0.1:0", &[]);
+    let refused = || async {
+        cluster_view(&node).await["gossip"]["refused_requests"]
+            .as_u64()
+            .unwrap()
+    };
+    let signer = Signer::new(KEY.as_bytes(), 0x5eed);
+    let junk: Vec<u8> = (0..300u32).map(|i| (i * 7919 % 251) as u8).collect();
+    let mut expected = refused().await;
+    for path in [
+        "/cluster/v1/feed",
+        "/cluster/v1/groups/take",
+        "/cluster/v1/groups/give",
+    ] {
+        for body in [&b""[..], &b"\xff\xff\xff\xff"[..], &junk[..]] {
+            let req = node
+                .request("POST", path)
+                .header("switchyard-cluster-auth", signer.sign(path));
+            let (status, _, text) = node.raw(req, body.to_vec()).await;
+            assert_eq!(status, 400, "{path}: {}", String::from_utf8_lossy(&text));
+            expected += 1;
+        }
+        // Signed for another path.
+        let req = node
+            .request("POST", path)
+            .header("switchyard-cluster-auth", signer.sign("/cluster/v1/other"));
+        let (status, _, _) = node.raw(req, junk.clone()).await;
+        assert_eq!(status, 401, "{path}");
+        expected += 1;
+    }
+    // A relay may only reach the client API, and its signature covers the
+    // query too.
+    for (signed, sent) in [
+        (
+            "/cluster/v1/forward/cluster/v1/feed",
+            "/cluster/v1/forward/cluster/v1/feed",
+        ),
+        (
+            "/cluster/v1/forward/v1/groups?x=1",
+            "/cluster/v1/forward/v1/groups?x=2",
+        ),
+    ] {
+        let req = node
+            .request("GET", sent)
+            .header("switchyard-cluster-auth", signer.sign(signed));
+        let (status, _, _) = node.raw(req, "").await;
+        assert!(status == 404 || status == 401, "{sent}: {status}");
+        if status == 401 {
+            expected += 1;
+        }
+    }
+    // An oversized hand-over is refused before it is read.
+    let path = "/cluster/v1/groups/give";
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\nswitchyard-cluster-auth: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        signer.sign(path),
+        9 * 1024 * 1024
+    )
+    .into_bytes();
+    request.extend(vec![0u8; 9 * 1024 * 1024]);
+    let (status, _, _) = raw_tcp(&node, request).await;
+    assert_eq!(status, 413);
+    assert_eq!(refused().await, expected);
+    // A properly signed relayed request is served.
+    let target = "/cluster/v1/forward/v1/groups";
+    let req = node
+        .request("GET", target)
+        .header("switchyard-cluster-auth", signer.sign(target));
+    let (status, _, body) = node.raw(req, "").await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(node.get_json("/healthz").await["status"], "ok");
+}

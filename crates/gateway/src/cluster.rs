@@ -115,7 +115,12 @@ pub(crate) async fn take(app: &App, req: Request<Incoming>) -> Result<Response<B
         cluster.stats().refused_request();
         Problem::bad_request("invalid_body", e)
     })?;
-    let answer = app.router.groups().surrender(&request.name).await?;
+    let answer = app
+        .router
+        .groups()
+        .surrender(&request.name)
+        .await
+        .inspect_err(|_| cluster.stats().refused_request())?;
     Ok(postcard_response(transport::encode(&answer)))
 }
 
@@ -133,7 +138,12 @@ pub(crate) async fn give(app: &App, req: Request<Incoming>) -> Result<Response<B
         cluster.stats().refused_request();
         Problem::bad_request("invalid_body", e)
     })?;
-    let stored = app.router.groups().receive(request).await?;
+    let stored = app
+        .router
+        .groups()
+        .receive(request)
+        .await
+        .inspect_err(|_| cluster.stats().refused_request())?;
     Ok(postcard_response(transport::encode(&stored)))
 }
 
