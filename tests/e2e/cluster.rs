@@ -947,3 +947,22 @@ async fn signed_junk_between_nodes_is_refused_and_counted() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(node.get_json("/healthz").await["status"], "ok");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_on_a_node_new_to_a_topic_starts_after_what_was_published() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, _) = start_cluster(dir.path(), 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    // Nothing on B follows anything of A while A publishes.
+    publish_texts(a, "quiet.t", &texts_of("old", 50)).await;
+    let mut sse = Sse::connect(b, "/v1/events?topic=quiet.t&format=json", None)
+        .await
+        .unwrap();
+    publish_texts(a, "quiet.t", &["fresh".to_owned()]).await;
+    let (got, others) =
+        messages_and_others(&mut sse, 1, Duration::from_secs(10), &mut Vec::new()).await;
+    assert_eq!(got, ["fresh"]);
+    assert!(others.is_empty(), "{others:?}");
+    let more = sse.next(Duration::from_millis(300)).await;
+    assert!(more.is_none(), "{more:?}");
+}

@@ -32,6 +32,8 @@ const FEED_BYTES: usize = 4 * 1024 * 1024;
 const FEED_WAIT: Duration = Duration::from_secs(5);
 /// Most patterns in one feed request.
 const MAX_FEED_PATTERNS: usize = 4096;
+/// Longest a `from=latest` start waits for a peer's head.
+const HEAD_WAIT: Duration = Duration::from_secs(1);
 /// Longest a reader waits for older messages from peers before it starts.
 pub const CATCH_UP_TIME: Duration = Duration::from_secs(10);
 /// How often the set of peers is compared with the pulls running.
@@ -139,6 +141,14 @@ pub(crate) async fn answer(
         max_bytes: FEED_BYTES,
     };
     let local = store.node_id();
+    if req.limit == 0 {
+        // Only the head: where this node's own log ends now.
+        return Ok(FeedResponse {
+            origin: local.0,
+            through: store.held_through(local),
+            messages: Vec::new(),
+        });
+    }
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(u64::from(req.wait_ms)).min(FEED_WAIT);
     let mut changes = store.changes();
@@ -257,6 +267,49 @@ pub(crate) async fn catch_up(
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "catching up with a peer's older messages failed")
             }
+        }
+    }
+}
+
+/// Moves `cursor` (a `from=latest` start) past what each live peer has
+/// published so far, asking the peers for the heads of their logs (a feed
+/// request with limit 0). Without it, a node that followed none of a
+/// peer's topics for a while would still hold that peer's older messages
+/// as new: its watermark for the peer stands where its interest ended. A
+/// peer that does not answer within [`HEAD_WAIT`] is left as it is.
+pub(crate) async fn past_peer_heads(cluster: &Cluster, topics: &TopicSet, cursor: &mut Cursor) {
+    let patterns: Vec<String> = topics
+        .patterns()
+        .iter()
+        .map(|p| p.as_str().to_owned())
+        .collect();
+    let mut asks = tokio::task::JoinSet::new();
+    for (node, addr) in cluster.peers() {
+        let req = FeedRequest {
+            patterns: patterns.clone(),
+            after: 0,
+            until: 0,
+            limit: 0,
+            wait_ms: 0,
+        };
+        let client = cluster.client().clone();
+        asks.spawn(async move {
+            let r = client.feed(&addr, &req, HEAD_WAIT).await;
+            (node, r)
+        });
+    }
+    while let Some(r) = asks.join_next().await {
+        match r {
+            Ok((node, Ok(resp))) if resp.origin == node => {
+                cursor.advance(NodeId(node), resp.through)
+            }
+            Ok((node, Ok(_))) => {
+                tracing::warn!(peer = %NodeId(node), "a peer answered for another origin")
+            }
+            Ok((node, Err(e))) => {
+                tracing::debug!(peer = %NodeId(node), error = %e, "no head from a peer")
+            }
+            Err(_) => {}
         }
     }
 }

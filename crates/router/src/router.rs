@@ -264,8 +264,13 @@ impl Router {
             let _gate = self.interest.gate.write().await;
             (self.resolve(start).await?, self.store.visible())
         };
+        let mut cursor = cursor;
         if let Some(cluster) = self.cluster.get() {
-            crate::feeds::catch_up(&self.store, cluster, &topics, &cursor, &held).await;
+            if *start == Start::Latest {
+                crate::feeds::past_peer_heads(cluster, &topics, &mut cursor).await;
+            } else {
+                crate::feeds::catch_up(&self.store, cluster, &topics, &cursor, &held).await;
+            }
         }
         let query = ReadQuery {
             topics,

@@ -763,8 +763,14 @@ impl Groups {
         let interest = self.interest.add(&settings.topics);
         let cursor = match o.start {
             GroupStart::Latest => {
-                let _gate = self.interest.gate.write().await;
-                self.store.latest()
+                let mut cursor = {
+                    let _gate = self.interest.gate.write().await;
+                    self.store.latest()
+                };
+                if let Some(cluster) = self.cluster.get() {
+                    crate::feeds::past_peer_heads(cluster, topics, &mut cursor).await;
+                }
+                cursor
             }
             GroupStart::Earliest => {
                 let held = {
