@@ -966,3 +966,18 @@ async fn latest_on_a_node_new_to_a_topic_starts_after_what_was_published() {
     let more = sse.next(Duration::from_millis(300)).await;
     assert!(more.is_none(), "{more:?}");
 }
+
+#[test]
+fn a_wildcard_listen_address_needs_an_advertised_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--gossip-listen", "0.0.0.0:0"])
+        .env("SWITCHYARD_CLUSTER_KEY", KEY)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("set http_advertise"), "{err}");
+}

@@ -423,10 +423,19 @@ async fn serve(config_file: Option<PathBuf>, over: Overrides) -> Result<()> {
     tracing::info!(node = %router.node_id(), %addr, fsync = %config.router.store.fsync, "switchyard node started");
     let cluster = match config.cluster.clone() {
         Some(cc) => {
-            let http = config
-                .http_advertise
-                .clone()
-                .unwrap_or_else(|| addr.to_string());
+            let http = match &config.http_advertise {
+                Some(h) => h.clone(),
+                None if !addr.ip().is_unspecified() => addr.to_string(),
+                // A wildcard listen address is no address for peers: use
+                // the gossip address's host when it names one.
+                None => match cc.gossip_advertise.unwrap_or(cc.gossip_listen).ip() {
+                    ip if !ip.is_unspecified() => SocketAddr::new(ip, addr.port()).to_string(),
+                    _ => anyhow::bail!(
+                        "the node listens on {addr}, which peers cannot connect to: set \
+                         http_advertise under [cluster] to the host:port peers reach this node at"
+                    ),
+                },
+            };
             let (cluster, events) = Cluster::start(cc, router.node_id().0, http).await?;
             router.attach_cluster(cluster.clone(), events);
             Some(cluster)
