@@ -6,10 +6,12 @@
 //! Interest is the set of patterns of open subscriptions and running
 //! groups. A subscription registers its patterns and resolves its start
 //! position under the interest gate's write lock; a pull applies a batch
-//! under the read lock and only if the interest did not change since the
-//! batch was asked for. So a batch asked for with the old patterns never
-//! moves this node's watermark for a peer past messages of a new pattern:
-//! the next pull asks for them from the watermark on.
+//! under the read lock and only if no pattern was added since the batch
+//! was asked for. So a batch asked for with the old patterns never moves
+//! this node's watermark for a peer past messages of a new pattern: the
+//! next pull asks for them from the watermark on. Removing a pattern moves
+//! nothing: a batch that also covers a pattern no longer wanted holds more
+//! than needed, never less.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -100,20 +102,18 @@ impl Drop for InterestGuard {
             .patterns
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let mut gone = false;
         for p in &self.patterns {
             if let Some(n) = map.get_mut(p) {
                 *n -= 1;
                 if *n == 0 {
                     map.remove(p);
-                    gone = true;
                 }
             }
         }
-        drop(map);
-        if gone {
-            self.interest.version.send_modify(|v| *v += 1);
-        }
+        // The version moves only when a pattern is added: a pull asked for
+        // with patterns since removed may still be applied (it holds more
+        // than needed, never less), so subscribers leaving neither cancel
+        // nor discard pulls. The next pull asks without them.
     }
 }
 
