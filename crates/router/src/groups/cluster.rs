@@ -31,6 +31,8 @@ use crate::RouterError;
 const TAKE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest a node keeps asking peers that refuse to give a group up.
 const TAKE_PATIENCE: Duration = Duration::from_secs(5);
+/// Longest a leaving node spends handing its groups over.
+const HAND_OFF_TIME: Duration = Duration::from_secs(10);
 /// Pause between rounds of asking.
 const TAKE_RETRY: Duration = Duration::from_millis(200);
 
@@ -147,7 +149,12 @@ impl Groups {
                 .keys()
                 .cloned(),
         );
+        let deadline = tokio::time::Instant::now() + HAND_OFF_TIME;
         for name in names {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(group = %name, "no time left to hand group over; it stays in this node's store");
+                continue;
+            }
             let Some(addr) = self.coordinator(&name) else {
                 continue;
             };
