@@ -135,20 +135,7 @@ impl Groups {
         };
         self.leaving.store(true, Ordering::SeqCst);
         let _admin = self.admin.lock().await;
-        let mut names: Vec<String> = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        names.extend(
-            self.dormant
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .keys()
-                .cloned(),
-        );
+        let names = self.names();
         let deadline = tokio::time::Instant::now() + HAND_OFF_TIME;
         for name in names {
             if tokio::time::Instant::now() >= deadline {

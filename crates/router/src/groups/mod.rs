@@ -871,8 +871,8 @@ impl Groups {
         Ok(info)
     }
 
-    /// Every group this node coordinates, by name.
-    pub async fn list(&self) -> Result<Vec<GroupInfo>, RouterError> {
+    /// The names of the groups held here, running or not.
+    fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .running
             .lock()
@@ -887,6 +887,12 @@ impl Groups {
                 .keys()
                 .cloned(),
         );
+        names
+    }
+
+    /// Every group this node coordinates, by name.
+    pub async fn list(&self) -> Result<Vec<GroupInfo>, RouterError> {
+        let mut names = self.names();
         // A copy left here for a group another node coordinates is taken
         // over by that node when it starts the group; it is not listed.
         names.retain(|n| self.coordinator(n).is_none());
