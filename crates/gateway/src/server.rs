@@ -18,6 +18,9 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::GatewayConfig;
 
+/// Most concurrent HTTP/2 streams per connection.
+pub(crate) const MAX_H2_STREAMS: u32 = 4096;
+
 /// Response body type of every handler.
 pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -58,7 +61,9 @@ pub async fn serve(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
+        // A peer relays each group member connected to it as one stream
+        // of its single connection to the group's coordinator.
+        .max_concurrent_streams(MAX_H2_STREAMS)
         .max_header_list_size(config.max_header_bytes.max(8192) as u32);
     let app = Arc::new(App {
         router,
