@@ -981,3 +981,59 @@ fn a_wildcard_listen_address_needs_an_advertised_one() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("set http_advertise"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_members_relayed_through_one_node() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use crate::groups::{GroupMember, counter, info, spawn_acker, wait_info};
+
+    const MEMBERS: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, ids) = start_cluster(dir.path(), 2).await;
+    let query = format!("topic={}&max_inflight=4", enc("wide.>"));
+    // A group the first node coordinates, joined through the second.
+    let mut name = String::new();
+    for i in 0.. {
+        name = format!("wide-{i}");
+        let first = GroupMember::join(&nodes[1], &name, &query).await;
+        let v = info(&nodes[1], &name).await;
+        drop(first);
+        if v["coordinator"] == ids[0].0.as_str() {
+            break;
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..MEMBERS {
+        let m = GroupMember::join(&nodes[1], &name, &query).await;
+        tasks.push(spawn_acker(m, stop.clone()));
+    }
+    let v = wait_info(
+        &nodes[0],
+        &name,
+        "every member joined",
+        Duration::from_secs(20),
+        |v| v["members"].as_array().is_some_and(|m| m.len() == MEMBERS),
+    )
+    .await;
+    assert_eq!(v["coordinator"], ids[0].0.as_str());
+    publish_texts(&nodes[1], "wide.x", &texts_of("w", 1000)).await;
+    wait_info(
+        &nodes[1],
+        &name,
+        "every message acked",
+        Duration::from_secs(60),
+        |v| v["acked"] == 1000,
+    )
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap().1.len();
+    }
+    assert_eq!(total, 1000);
+    let v = info(&nodes[0], &name).await;
+    assert_eq!(counter(&v, "redelivered"), 0, "{v:#}");
+}
