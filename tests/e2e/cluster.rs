@@ -1037,3 +1037,79 @@ async fn hundreds_of_members_relayed_through_one_node() {
     let v = info(&nodes[0], &name).await;
     assert_eq!(counter(&v, "redelivered"), 0, "{v:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_reports_what_the_origin_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let a_dir = dir.path().join("a");
+    std::fs::create_dir_all(&a_dir).unwrap();
+    let toml = format!(
+        "[cluster]\nkey = \"{KEY}\"\n[retention]\ninterval_ms = 100\n\
+         [[retention.topics]]\npattern = \"short.>\"\nmax_bytes = 2000\n"
+    );
+    let a = Node::start_with_config(
+        &a_dir,
+        &toml,
+        &["--fsync", "never", "--gossip-listen", "127.0.0.1:0"],
+    );
+    let seed = whoami(&a).await.1;
+    let b = member(&dir.path().join("b"), KEY, "127.0.0.1:0", &[seed]);
+    let a_id = whoami(&a).await.0;
+    wait_until(Duration::from_secs(20), "b sees a", || async {
+        state_of(&b, &a_id).await.as_deref() == Some("alive")
+    })
+    .await;
+    let mut other = Sse::connect(&b, "/v1/events?topic=other&format=json", None)
+        .await
+        .unwrap();
+    let texts: Vec<String> = (0..100).map(|i| format!("{i:0>100}")).collect();
+    // A cursor after the 5th message, taken on A before retention removes it.
+    publish_texts(&a, "short.t", &texts[..10]).await;
+    let mut on_a = Sse::connect(
+        &a,
+        "/v1/events?topic=short.t&from=earliest&format=json",
+        None,
+    )
+    .await
+    .unwrap();
+    let mut ids = Vec::new();
+    messages_and_others(&mut on_a, 5, Duration::from_secs(10), &mut ids).await;
+    drop(on_a);
+    publish_texts(&a, "short.t", &texts[10..]).await;
+    // A removes the oldest by retention.
+    let count = || async {
+        let v = a.get_json("/v1/topics").await;
+        v["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["topic"] == "short.t")
+            .and_then(|t| t["messages"].as_u64())
+            .unwrap_or(100)
+    };
+    wait_until(Duration::from_secs(10), "retention on a", || async {
+        count().await < 100
+    })
+    .await;
+    let left = count().await;
+    publish_texts(&a, "other", &["marker".to_owned()]).await;
+    messages_and_others(&mut other, 1, Duration::from_secs(10), &mut Vec::new()).await;
+    let mut sse = Sse::connect(&b, "/v1/events?topic=short.t&format=json", Some(&ids[4]))
+        .await
+        .unwrap();
+    let (got, others) = messages_and_others(
+        &mut sse,
+        left as usize,
+        Duration::from_secs(20),
+        &mut Vec::new(),
+    )
+    .await;
+    assert_eq!(got, texts[100 - left as usize..]);
+    assert_eq!(others.len(), 1, "{others:?}");
+    assert!(others[0].starts_with("gap"), "{others:?}");
+    assert!(
+        others[0].contains(&format!("{}", 100 - left)),
+        "the gap ends at stream seq {}: {others:?}",
+        100 - left
+    );
+}

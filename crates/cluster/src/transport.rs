@@ -62,12 +62,16 @@ pub struct FeedRequest {
 /// A request to give up a consumer group: the asking node now coordinates
 /// it (it wins the group's rendezvous hash over the live members). The peer
 /// stops its coordinator for the group, if one runs, and answers with the
-/// group's persisted state, which it then deletes; it refuses while it
-/// still sees itself as the coordinator.
+/// group's persisted state; it refuses while it still sees itself as the
+/// coordinator. The peer deletes its copy only when the asking node,
+/// having stored the state, asks again with `confirm`, so an answer lost
+/// on the way loses nothing.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct GroupTake {
     /// The group's name.
     pub name: String,
+    /// The state was stored by the asking node: delete the copy handed over.
+    pub confirm: bool,
 }
 
 /// A consumer group's persisted state, as handed from one node to another.
@@ -98,7 +102,8 @@ pub struct GroupGive {
 pub enum GroupTaken {
     /// The peer held no state for the group.
     Absent,
-    /// The peer's state for the group; the peer no longer holds it.
+    /// The peer's state for the group; the peer no longer runs it and
+    /// deletes it on confirmation.
     State(GroupState),
     /// The peer still coordinates the group as it sees the membership; ask
     /// again once the views agree.
@@ -134,6 +139,10 @@ pub struct FeedResponse {
     pub through: u64,
     /// Messages in origin order.
     pub messages: Vec<WireMessage>,
+    /// For a request with `until` (a catch-up): the streams of the
+    /// patterns whose older messages the peer removed by retention past
+    /// `after`: topic, last removed stream sequence, its origin sequence.
+    pub trimmed: Vec<(String, u64, u64)>,
 }
 
 impl WireMessage {
@@ -468,6 +477,7 @@ mod tests {
                 headers: vec![("a".into(), "b".into())],
                 payload: b"hello".to_vec(),
             }],
+            trimmed: vec![("orders.eu".into(), 2, 7)],
         };
         let back: FeedResponse = decode(&encode(&r)).unwrap();
         assert_eq!(back, r);

@@ -118,7 +118,7 @@ pub(crate) async fn take(app: &App, req: Request<Incoming>) -> Result<Response<B
     let answer = app
         .router
         .groups()
-        .surrender(&request.name)
+        .surrender(&request.name, request.confirm)
         .await
         .inspect_err(|_| cluster.stats().refused_request())?;
     Ok(postcard_response(transport::encode(&answer)))

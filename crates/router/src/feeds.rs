@@ -20,7 +20,7 @@ use std::time::Duration;
 use switchyard_cluster::Cluster;
 use switchyard_cluster::transport::{FeedRequest, FeedResponse, WireMessage};
 use switchyard_model::{Cursor, NodeId, TopicPattern, TopicSet};
-use switchyard_store::{ReadQuery, Store};
+use switchyard_store::{OriginTrim, ReadQuery, Store};
 use tokio::sync::{RwLock, watch};
 use tokio::task::JoinHandle;
 
@@ -147,8 +147,19 @@ pub(crate) async fn answer(
             origin: local.0,
             through: store.held_through(local),
             messages: Vec::new(),
+            trimmed: Vec::new(),
         });
     }
+    // A catch-up also learns what this node removed by retention.
+    let trimmed: Vec<(String, u64, u64)> = if req.until == 0 {
+        Vec::new()
+    } else {
+        store
+            .trimmed_after(&q.topics, local, req.after)
+            .into_iter()
+            .map(|t| (t.topic.as_str().to_owned(), t.stream_seq, t.origin_seq))
+            .collect()
+    };
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(u64::from(req.wait_ms)).min(FEED_WAIT);
     let mut changes = store.changes();
@@ -172,6 +183,7 @@ pub(crate) async fn answer(
                     .iter()
                     .map(|m| WireMessage::from_message(m))
                     .collect(),
+                trimmed,
             });
         }
         match tokio::time::timeout_at(deadline, changes.changed()).await {
@@ -181,6 +193,7 @@ pub(crate) async fn answer(
                     origin: local.0,
                     through: req.after,
                     messages: Vec::new(),
+                    trimmed,
                 });
             }
         }
@@ -224,6 +237,9 @@ pub(crate) async fn catch_up(
         fetches.spawn(async move {
             let mut pos = after;
             let mut stored = 0;
+            // What the origin removed by retention, as its first answer
+            // (from `after`) reports it.
+            let mut trims: Option<Vec<OriginTrim>> = None;
             while pos < until {
                 let req = FeedRequest {
                     patterns: patterns.clone(),
@@ -247,8 +263,20 @@ pub(crate) async fn catch_up(
                             .ok_or_else(|| "a message with an invalid topic".to_owned())?,
                     );
                 }
+                let trims = trims.get_or_insert_with(|| {
+                    resp.trimmed
+                        .iter()
+                        .filter_map(|(t, stream_seq, origin_seq)| {
+                            Some(OriginTrim {
+                                topic: t.parse().ok()?,
+                                stream_seq: *stream_seq,
+                                origin_seq: *origin_seq,
+                            })
+                        })
+                        .collect()
+                });
                 let through = resp.through.min(until);
-                let complete = (through >= until).then(|| topics.clone());
+                let complete = (through >= until).then(|| (topics.clone(), trims.clone()));
                 stored += store
                     .fill(origin, messages, after, through, complete)
                     .await

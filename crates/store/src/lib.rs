@@ -55,4 +55,4 @@ pub use error::StoreError;
 pub use groups::{GroupWrite, StoredGroup};
 pub use read::{Gap, ReadBatch, ReadQuery};
 pub use store::Store;
-pub use writer::{Append, Appended};
+pub use writer::{Append, Appended, OriginTrim};

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::catalog::{Catalog, OriginMeta, StreamMeta, TopicInfo};
 use crate::tail::Tail;
+use crate::writer::OriginTrim;
 use crate::writer::{Command, Writer, WriterLoop};
 use crate::{Append, Appended, FsyncMode, StoreConfig, StoreError, keys};
 
@@ -378,7 +379,8 @@ impl Store {
     /// (it did not follow their topics when they were published), fetched
     /// from the origin: those with origin sequences in `(after, through]`
     /// at or below this node's watermark for the origin. Messages already
-    /// held are skipped. Pass `complete` (the topics fetched) with the last
+    /// held are skipped. Pass `complete` (the topics fetched, and the
+    /// ranges of them the origin removed by retention) with the last
     /// part of a fetch: every message of those topics in the range has then
     /// been given, and their streams read as held from `after` on. Returns
     /// how many messages were stored.
@@ -388,7 +390,7 @@ impl Store {
         messages: Vec<Message>,
         after: u64,
         through: u64,
-        complete: Option<TopicSet>,
+        complete: Option<(TopicSet, Vec<OriginTrim>)>,
     ) -> Result<usize, StoreError> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(StoreError::Closed);
@@ -406,6 +408,25 @@ impl Store {
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The streams of `origin` matching `topics` whose removed range (by
+    /// retention, or not held) reaches past origin sequence `after`.
+    pub fn trimmed_after(&self, topics: &TopicSet, origin: NodeId, after: u64) -> Vec<OriginTrim> {
+        let catalog = self.shared.catalog.read().expect("catalog lock");
+        catalog
+            .streams
+            .iter()
+            .filter(|(t, _)| topics.matches(t))
+            .filter_map(|(t, s)| {
+                let m = s.get(&origin)?;
+                (m.trimmed_origin_seq > after).then(|| OriginTrim {
+                    topic: t.clone(),
+                    stream_seq: m.trimmed_seq,
+                    origin_seq: m.trimmed_origin_seq,
+                })
+            })
+            .collect()
     }
 
     /// The highest origin sequence of `origin` this node holds through

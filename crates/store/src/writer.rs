@@ -104,7 +104,7 @@ pub(crate) enum Command {
         messages: Vec<Message>,
         after: u64,
         through: u64,
-        complete: Option<TopicSet>,
+        complete: Option<(TopicSet, Vec<OriginTrim>)>,
         reply: oneshot::Sender<Result<usize, StoreError>>,
     },
     Shutdown,
@@ -592,17 +592,18 @@ impl Writer {
     /// `(after, through]` that this node does not hold although its
     /// watermark for the origin is past them (it did not follow their
     /// topics then). Messages above the watermark are left to
-    /// [`Self::ingest`]. With `complete` (the topics fetched), every message
-    /// of those topics in `(after, through]` has now been given: each
-    /// matching stream then reads as held from `after` on, so a reader
-    /// positioned there is not told of a gap.
+    /// [`Self::ingest`]. With `complete` (the topics fetched and what the
+    /// origin removed of them by retention), every message of those topics
+    /// in `(after, through]` has now been given: each matching stream then
+    /// reads as held from `after` on, except what the origin removed, so a
+    /// reader positioned there is told of a gap only for that.
     fn fill(
         &mut self,
         origin: NodeId,
         messages: Vec<Message>,
         after: u64,
         through: u64,
-        complete: Option<&TopicSet>,
+        complete: Option<&(TopicSet, Vec<OriginTrim>)>,
     ) -> Result<usize, StoreError> {
         let sh = &*self.shared;
         if sh.poisoned.load(Ordering::SeqCst) {
@@ -660,7 +661,7 @@ impl Writer {
                 stored += 1;
             }
         }
-        if let Some(topics) = complete {
+        if let Some((topics, trims)) = complete {
             let catalog = sh.catalog.read().expect("catalog lock");
             let mut streams: Vec<Topic> = catalog
                 .streams
@@ -669,12 +670,29 @@ impl Writer {
                 .map(|(t, _)| t.clone())
                 .collect();
             streams.extend(staged.keys().cloned());
+            streams.extend(trims.iter().map(|t| t.topic.clone()));
             streams.sort();
             streams.dedup();
             for topic in streams {
                 let meta = staged
                     .entry(topic.clone())
                     .or_insert_with(|| catalog.stream(&topic, origin));
+                // What the origin itself removed by retention.
+                let (t0, o0) = trims
+                    .iter()
+                    .find(|t| t.topic == topic)
+                    .map_or((0, 0), |t| (t.stream_seq, t.origin_seq));
+                if meta.count == 0 && meta.last_seq == 0 {
+                    // Nothing of it held here: known from the origin's
+                    // report only, so a reader is told of the removal.
+                    if o0 > after {
+                        meta.trimmed_seq = t0;
+                        meta.trimmed_origin_seq = o0;
+                        meta.last_seq = t0;
+                        meta.last_origin_seq = o0;
+                    }
+                    continue;
+                }
                 if meta.trimmed_origin_seq <= after {
                     continue;
                 }
@@ -691,25 +709,30 @@ impl Writer {
                 if let Some(first) = first {
                     meta.trimmed_seq = meta.trimmed_seq.min(first - 1);
                 }
-                meta.trimmed_origin_seq = after;
+                meta.trimmed_origin_seq = meta.trimmed_origin_seq.min(after.max(o0));
             }
         }
         if staged.is_empty() {
             return Ok(0);
         }
+        let mut om = {
+            let catalog = sh.catalog.read().expect("catalog lock");
+            catalog.origins.get(&origin).copied().unwrap_or_default()
+        };
         for (topic, meta) in &staged {
+            om.max_trimmed_seq = om.max_trimmed_seq.max(meta.trimmed_origin_seq);
             fj.insert(
                 &sh.meta,
                 keys::stream_meta_key(topic, origin),
                 meta.encode(),
             );
         }
+        fj.insert(&sh.meta, keys::origin_meta_key(origin), om.encode());
         fj.commit()?;
         if sh.config.fsync == FsyncMode::Always {
             sh.db.persist(PersistMode::SyncData)?;
         }
         let mut catalog = sh.catalog.write().expect("catalog lock");
-        let om = catalog.origins.get(&origin).copied().unwrap_or_default();
         catalog.record(origin, staged, om);
         Ok(stored)
     }
@@ -831,6 +854,18 @@ impl Writer {
         fj.commit()?;
         Ok(())
     }
+}
+
+/// A range of a stream that its origin removed by retention: stream
+/// sequences up to `stream_seq`, origin sequences up to `origin_seq`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OriginTrim {
+    /// The stream's topic.
+    pub topic: Topic,
+    /// Last removed stream sequence.
+    pub stream_seq: u64,
+    /// Origin sequence of the last removed message.
+    pub origin_seq: u64,
 }
 
 /// The stream sequence of the first message of stream (`topic`, `origin`)

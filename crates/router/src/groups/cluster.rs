@@ -9,9 +9,10 @@
 //! coordinator's store. When a node starts coordinating a group it asks
 //! every live peer to give the group up: a peer stops its coordinator for
 //! the group, if one runs (its members' streams end, and they reconnect
-//! through any node), and hands over the persisted state, which it then
-//! deletes. Of several copies the one with the highest epoch wins, and the
-//! winner's epoch goes up by one. A peer that still sees itself as the
+//! through any node), and hands over the persisted state; once the asking
+//! node has stored it, it confirms and the peer deletes its copy. Of
+//! several copies the one with the highest epoch wins, and the winner's
+//! epoch goes up by one. A peer that still sees itself as the
 //! coordinator refuses; the asking node retries for a few seconds while
 //! the membership views converge, then answers 503.
 
@@ -279,7 +280,7 @@ impl Groups {
             return Ok(());
         };
         let deadline = tokio::time::Instant::now() + TAKE_PATIENCE;
-        let mut copies: Vec<StoredGroup> = Vec::new();
+        let mut copies: Vec<(String, StoredGroup)> = Vec::new();
         let mut asked = std::collections::HashSet::new();
         loop {
             if let Some(addr) = self.coordinator(name) {
@@ -294,6 +295,7 @@ impl Groups {
                 .collect();
             let req = GroupTake {
                 name: name.to_owned(),
+                confirm: false,
             };
             let mut calls = tokio::task::JoinSet::new();
             for (node, addr) in peers {
@@ -318,7 +320,7 @@ impl Groups {
                     Ok(GroupTaken::State(state)) => {
                         asked.insert(node);
                         match from_wire(name, state) {
-                            Ok(g) => copies.push(g),
+                            Ok(g) => copies.push((addr, g)),
                             Err(e) => {
                                 tracing::warn!(group = name, peer = %addr, error = %e, "a peer handed over an unusable group state");
                             }
@@ -333,9 +335,27 @@ impl Groups {
                     }
                 }
             }
-            // Whatever was handed over is kept before anything else.
+            // Whatever was handed over is kept before anything else, and
+            // then the peers that handed it over delete their copies.
             if !copies.is_empty() {
-                self.adopt(name, std::mem::take(&mut copies)).await?;
+                let (givers, states): (Vec<String>, Vec<StoredGroup>) =
+                    std::mem::take(&mut copies).into_iter().unzip();
+                self.adopt(name, states).await?;
+                let confirm = GroupTake {
+                    name: name.to_owned(),
+                    confirm: true,
+                };
+                let mut confirms = tokio::task::JoinSet::new();
+                for addr in givers {
+                    let (client, req) = (cluster.client().clone(), confirm.clone());
+                    confirms.spawn(async move {
+                        if let Err(e) = client.take_group(&addr, &req, TAKE_TIMEOUT).await {
+                            // Its copy stays, with a lower epoch than this one.
+                            tracing::warn!(peer = %addr, error = %e, "could not confirm a group take-over");
+                        }
+                    });
+                }
+                while confirms.join_next().await.is_some() {}
             }
             let Some(why) = refused else {
                 return Ok(());
@@ -395,12 +415,29 @@ impl Groups {
     }
 
     /// Gives group `name` up to the node that now coordinates it: stops its
-    /// coordinator here (persisting its last round) and hands over and
-    /// deletes the stored state. Refused while this node still sees itself
-    /// as the coordinator.
-    pub async fn surrender(&self, name: &str) -> Result<GroupTaken, RouterError> {
+    /// coordinator here (persisting its last round) and hands over the
+    /// stored state, which stays stored until the taker confirms (then,
+    /// with `confirm`, it is deleted). Refused while this node still sees
+    /// itself as the coordinator.
+    pub async fn surrender(&self, name: &str, confirm: bool) -> Result<GroupTaken, RouterError> {
         validate_group_name(name)?;
         let _admin = self.admin.lock().await;
+        if confirm {
+            // Only the copy handed over: not one running or loaded since.
+            if self.running(name).is_none()
+                && !self
+                    .dormant
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains_key(name)
+            {
+                let (store, n) = (self.store.clone(), name.to_owned());
+                tokio::task::spawn_blocking(move || store.delete_group(&n))
+                    .await
+                    .map_err(|_| RouterError::ShuttingDown)??;
+            }
+            return Ok(GroupTaken::Absent);
+        }
         if self.cluster.get().is_some() && self.coordinator(name).is_none() {
             return Ok(GroupTaken::Refused(format!(
                 "node {} still coordinates group {name} as it sees the membership",
@@ -408,12 +445,6 @@ impl Groups {
             )));
         }
         let stored = self.release(name).await?;
-        if stored.is_some() {
-            let (store, n) = (self.store.clone(), name.to_owned());
-            tokio::task::spawn_blocking(move || store.delete_group(&n))
-                .await
-                .map_err(|_| RouterError::ShuttingDown)??;
-        }
         Ok(match stored {
             Some(g) => {
                 tracing::info!(
