@@ -47,6 +47,12 @@ pub(crate) struct Interest {
     version: watch::Sender<u64>,
     /// Write: registering interest and resolving a start. Read: applying a pull.
     pub gate: RwLock<()>,
+    /// Per pattern and origin, the lowest origin sequence from which a
+    /// catch-up fetched everything of the pattern: with the pulls since
+    /// (the pattern has stayed in the interest; the entry goes when the
+    /// pattern leaves), the node holds all of it from there on, and a
+    /// later catch-up from there or after needs no fetch.
+    caught_up: Mutex<HashMap<String, HashMap<NodeId, u64>>>,
 }
 
 /// Keeps patterns in the interest while it lives.
@@ -61,7 +67,33 @@ impl Interest {
             patterns: Mutex::new(BTreeMap::new()),
             version: watch::channel(0).0,
             gate: RwLock::new(()),
+            caught_up: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Whether everything of `patterns` from `origin` after `after` is
+    /// held, as far as earlier catch-ups tell.
+    fn held_from(&self, patterns: &[String], origin: NodeId, after: u64) -> bool {
+        let caught = self.caught_up.lock().unwrap_or_else(|p| p.into_inner());
+        patterns.iter().all(|p| {
+            caught
+                .get(p)
+                .and_then(|o| o.get(&origin))
+                .is_some_and(|&from| from <= after)
+        })
+    }
+
+    /// Records a complete catch-up of `patterns` from `origin` after `after`.
+    fn record_caught_up(&self, patterns: &[String], origin: NodeId, after: u64) {
+        let mut caught = self.caught_up.lock().unwrap_or_else(|p| p.into_inner());
+        for p in patterns {
+            let from = caught
+                .entry(p.clone())
+                .or_default()
+                .entry(origin)
+                .or_insert(after);
+            *from = (*from).min(after);
+        }
     }
 
     /// Adds `topics`; the version moves when a pattern is new.
@@ -102,12 +134,26 @@ impl Drop for InterestGuard {
             .patterns
             .lock()
             .unwrap_or_else(|p| p.into_inner());
+        let mut gone = Vec::new();
         for p in &self.patterns {
             if let Some(n) = map.get_mut(p) {
                 *n -= 1;
                 if *n == 0 {
                     map.remove(p);
+                    gone.push(p);
                 }
+            }
+        }
+        drop(map);
+        if !gone.is_empty() {
+            // No longer pulled: what a catch-up fetched stops being complete.
+            let mut caught = self
+                .interest
+                .caught_up
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for p in gone {
+                caught.remove(p);
             }
         }
         // The version moves only when a pattern is added: a pull asked for
@@ -206,9 +252,13 @@ pub(crate) async fn answer(
 /// not follow those topics then, so a reader starting at `from` misses
 /// none of them. Later messages come through the pulls. Bounded by
 /// [`CATCH_UP_TIME`]; a peer that cannot be reached in time leaves its
-/// part to be reported to readers as a gap.
+/// part to be reported to readers as a gap. The caller keeps `topics` in
+/// the interest throughout (it holds their [`InterestGuard`]); a range an
+/// earlier catch-up of the same patterns already fetched is not fetched
+/// again.
 pub(crate) async fn catch_up(
     store: &Arc<Store>,
+    interest: &Arc<Interest>,
     cluster: &Cluster,
     topics: &TopicSet,
     from: &Cursor,
@@ -225,7 +275,7 @@ pub(crate) async fn catch_up(
         let origin = NodeId(node);
         let after = from.get(origin);
         let until = held.get(&origin).copied().unwrap_or(0);
-        if after >= until {
+        if after >= until || interest.held_from(&patterns, origin, after) {
             continue;
         }
         let (store, client, topics, patterns) = (
@@ -283,15 +333,18 @@ pub(crate) async fn catch_up(
                     .map_err(|e| e.to_string())?;
                 pos = through;
             }
-            Ok::<_, String>((origin, stored))
+            Ok::<_, String>((origin, after, stored))
         });
     }
     while let Some(r) = fetches.join_next().await {
         match r {
-            Ok(Ok((origin, n))) if n > 0 => {
-                tracing::debug!(%origin, messages = n, "caught up with older messages of a peer");
+            Ok(Ok((origin, after, n))) => {
+                interest.record_caught_up(&patterns, origin, after);
+                if n > 0 {
+                    tracing::debug!(%origin, messages = n, "caught up with older messages of a peer");
+                }
             }
-            Ok(Ok(_)) | Err(_) => {}
+            Err(_) => {}
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "catching up with a peer's older messages failed")
             }

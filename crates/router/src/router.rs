@@ -269,7 +269,15 @@ impl Router {
             if *start == Start::Latest {
                 crate::feeds::past_peer_heads(cluster, &topics, &mut cursor).await;
             } else {
-                crate::feeds::catch_up(&self.store, cluster, &topics, &cursor, &held).await;
+                crate::feeds::catch_up(
+                    &self.store,
+                    &self.interest,
+                    cluster,
+                    &topics,
+                    &cursor,
+                    &held,
+                )
+                .await;
             }
         }
         let query = ReadQuery {

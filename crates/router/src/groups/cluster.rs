@@ -270,7 +270,15 @@ impl Groups {
             let _gate = self.interest.gate.write().await;
             self.store.visible()
         };
-        crate::feeds::catch_up(&self.store, cluster, &settings.topics, &from, &held).await;
+        crate::feeds::catch_up(
+            &self.store,
+            &self.interest,
+            cluster,
+            &settings.topics,
+            &from,
+            &held,
+        )
+        .await;
     }
 
     /// Collects the group's state from every live peer, keeping the best

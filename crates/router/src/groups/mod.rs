@@ -779,7 +779,15 @@ impl Groups {
                 };
                 let cursor = Cursor::earliest();
                 if let Some(cluster) = self.cluster.get() {
-                    crate::feeds::catch_up(&self.store, cluster, topics, &cursor, &held).await;
+                    crate::feeds::catch_up(
+                        &self.store,
+                        &self.interest,
+                        cluster,
+                        topics,
+                        &cursor,
+                        &held,
+                    )
+                    .await;
                 }
                 cursor
             }
@@ -1632,14 +1640,21 @@ impl Actor {
         if self.failed.is_some() || self.members.is_empty() {
             return;
         }
+        let local = self.store.node_id();
+        // Messages of another origin this node has not received yet (a
+        // group taken over from another node): they come with the pulls.
+        let mut not_here = Vec::new();
         while self.free() > 0
-            && let Some(&id) = self.ready.first()
+            && let Some(id) = self.ready.pop_first()
         {
             let m = match self.store.message(id) {
                 Ok(Some(m)) => m,
+                Ok(None) if id.origin != local && id.seq > self.store.held_through(id.origin) => {
+                    not_here.push(id);
+                    continue;
+                }
                 Ok(None) => {
                     // Retention removed it before it was acknowledged.
-                    self.ready.remove(&id);
                     self.entries.remove(&id);
                     self.pending.insert(id, None);
                     self.counters.lost_to_retention += 1;
@@ -1647,16 +1662,21 @@ impl Actor {
                     continue;
                 }
                 Err(e) => {
+                    self.ready.insert(id);
                     self.fail(e.to_string());
-                    return;
+                    break;
                 }
             };
             let avoid = self.entries.get(&id).and_then(|e| e.last_member);
             let Some(key) = self.choose(&m, avoid) else {
+                self.ready.insert(id);
                 break;
             };
-            self.ready.remove(&id);
             self.deliver(key, &m);
+        }
+        self.ready.extend(not_here);
+        if self.failed.is_some() {
+            return;
         }
         if self.settings.strategy == Strategy::KeyHash && !self.ready.is_empty() {
             // A key's earlier messages wait for their member; newer ones must not pass them.
