@@ -268,6 +268,12 @@ impl Store {
             {
                 return Ok(Some(m.clone()));
             }
+        } else if let Some(tail) = sh.remote_tails.read().expect("tail lock").get(&id.origin)
+            && tail.covers(id.seq - 1)
+            && let Some(m) = tail.after(id.seq - 1).next()
+            && m.id == id
+        {
+            return Ok(Some(m.clone()));
         }
         let visible = sh
             .catalog

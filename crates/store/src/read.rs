@@ -10,6 +10,7 @@ use switchyard_model::{Cursor, Message, NodeId, Topic, TopicSet};
 use crate::catalog::Catalog;
 use crate::codec::{decode_message, record_topic};
 use crate::keys;
+use crate::tail::Tail;
 use crate::{Store, StoreError};
 
 /// Default most messages returned by one read.
@@ -111,53 +112,38 @@ impl OriginRead {
 }
 
 impl Store {
-    /// Reads from the in-memory tail. `None` when the tail does not cover the
-    /// cursor (call [`Store::read`] on a blocking thread instead). Never blocks
-    /// on I/O.
+    /// Reads from the in-memory tails. `None` when a tail does not cover the
+    /// cursor (call [`Store::read`] on a blocking thread instead). Never
+    /// blocks on I/O.
     pub fn read_cached(&self, q: &ReadQuery, from: &Cursor) -> Option<ReadBatch> {
         let sh = &*self.shared;
         let local = sh.node_id;
-        let c = from.get(local);
-        let mut messages = Vec::new();
-        let mut end = c;
+        let mut reads = Vec::new();
         {
             let tail = sh.tail.read().expect("tail lock");
-            if !tail.covers(c) {
-                return None;
-            }
-            let mut bytes = 0;
-            for (scanned, m) in tail.after(c).enumerate() {
-                if scanned == SCAN_CAP
-                    || messages.len() >= q.limit.max(1)
-                    || (!messages.is_empty() && bytes >= q.max_bytes)
-                {
-                    break;
-                }
-                end = m.id.seq;
-                if q.topics.matches(&m.topic) {
-                    bytes += m.payload.len();
-                    messages.push(m.clone());
-                }
+            reads.push(read_tail(q, local, from.get(local), &tail, None)?);
+        }
+        // Watermarks first, then the tails: a tail is pushed before its
+        // watermark moves, so it holds everything up to what was read here.
+        let visible: Vec<(NodeId, u64)> = {
+            let catalog = sh.catalog.read().expect("catalog lock");
+            catalog
+                .visible
+                .iter()
+                .filter(|&(&o, &v)| o != local && v > from.get(o))
+                .map(|(&o, &v)| (o, v))
+                .collect()
+        };
+        if !visible.is_empty() {
+            let tails = sh.remote_tails.read().expect("tail lock");
+            for (o, v) in visible {
+                reads.push(read_tail(q, o, from.get(o), tails.get(&o)?, Some(v))?);
             }
         }
+        let mut batch = merge(q, from, reads);
         let catalog = sh.catalog.read().expect("catalog lock");
-        // Other origins' messages live only on disk.
-        if catalog
-            .visible
-            .iter()
-            .any(|(&o, &v)| o != local && v > from.get(o))
-        {
-            return None;
-        }
-        let gaps = gaps(&catalog, q, from);
-        drop(catalog);
-        let mut cursor = from.clone();
-        cursor.advance(local, end);
-        Some(ReadBatch {
-            messages,
-            cursor,
-            gaps,
-        })
+        batch.gaps = gaps(&catalog, q, from);
+        Some(batch)
     }
 
     /// Reads from fjall. Blocking: call it from a blocking thread.
@@ -286,6 +272,46 @@ impl Store {
         }
         Ok(read)
     }
+}
+
+/// Reads the messages of `origin` matching `q` after `after` from its tail,
+/// up to `upto` (every message of a remote origin's tail that is visible),
+/// or everything in the tail for the local origin. `None` when the tail
+/// does not cover `after`.
+fn read_tail(
+    q: &ReadQuery,
+    origin: NodeId,
+    after: u64,
+    tail: &Tail,
+    upto: Option<u64>,
+) -> Option<OriginRead> {
+    if !tail.covers(after) {
+        return None;
+    }
+    let mut read = OriginRead::new(origin, after);
+    let mut cut = false;
+    for (scanned, m) in tail.after(after).enumerate() {
+        if upto.is_some_and(|u| m.id.seq > u) {
+            break;
+        }
+        if scanned == SCAN_CAP
+            || read.messages.len() >= q.limit.max(1)
+            || (!read.messages.is_empty() && read.bytes >= q.max_bytes)
+        {
+            cut = true;
+            break;
+        }
+        read.end = m.id.seq;
+        if q.topics.matches(&m.topic) {
+            read.bytes += m.payload.len();
+            read.messages.push(m.clone());
+        }
+    }
+    if !cut && let Some(u) = upto {
+        // Nothing else of the origin is held up to its watermark.
+        read.end = u;
+    }
+    Some(read)
 }
 
 /// The topics to read through the index for origin `o` after `c`, or `None`

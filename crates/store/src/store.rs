@@ -38,6 +38,9 @@ pub(crate) struct Shared {
     pub catalog: RwLock<Catalog>,
     /// Recent visible messages of the local origin. Written only by the writer thread.
     pub tail: RwLock<Tail>,
+    /// Recent messages received from each other origin, once any arrived
+    /// since the store opened. Written only by the writer thread.
+    pub remote_tails: RwLock<std::collections::HashMap<NodeId, Tail>>,
     /// Bumped whenever new messages become visible.
     pub changes: watch::Sender<u64>,
     /// Set after a failed write or sync: no further writes are accepted.
@@ -234,7 +237,8 @@ impl Store {
         tracing::info!(node = %node_id, path = %config.path.display(), next_seq, topics = catalog.streams.len(), "store opened");
         let (changes, _) = watch::channel(0);
         let shared = Arc::new(Shared {
-            tail: RwLock::new(Tail::new(next_seq, config.tail_cache_bytes)),
+            tail: RwLock::new(Tail::new(next_seq - 1, config.tail_cache_bytes)),
+            remote_tails: RwLock::new(std::collections::HashMap::new()),
             catalog: RwLock::new(catalog),
             db,
             log,

@@ -18,6 +18,7 @@ use crate::codec::{
 };
 use crate::keys;
 use crate::store::Shared;
+use crate::tail::Tail;
 use crate::{FsyncMode, StoreError};
 
 /// One message to append.
@@ -527,15 +528,17 @@ impl Writer {
         let mut fj = sh.db.batch();
         let mut staged: HashMap<Topic, StreamMeta> = HashMap::new();
         let mut stored = 0;
+        let mut keep = vec![false; messages.len()];
         {
             let catalog = sh.catalog.read().expect("catalog lock");
-            for m in messages.iter().filter(|m| m.id.seq > held) {
+            for (i, m) in messages.iter().enumerate().filter(|(_, m)| m.id.seq > held) {
                 let meta = staged
                     .entry(m.topic.clone())
                     .or_insert_with(|| catalog.stream(&m.topic, origin));
                 if m.stream_seq <= meta.last_seq {
                     continue;
                 }
+                keep[i] = true;
                 if m.stream_seq != meta.last_seq + 1 {
                     // This node holds the stream from here on: what came
                     // before reads as removed, so a reader positioned before
@@ -582,6 +585,18 @@ impl Writer {
         if sh.config.fsync == FsyncMode::Always {
             sh.db.persist(PersistMode::SyncData)?;
         }
+        // The tail first, then the watermark (as for local messages).
+        let fresh = messages
+            .into_iter()
+            .zip(keep)
+            .filter(|(_, k)| *k)
+            .map(|(m, _)| Arc::new(m));
+        sh.remote_tails
+            .write()
+            .expect("tail lock")
+            .entry(origin)
+            .or_insert_with(|| Tail::new(held, sh.config.tail_cache_bytes / REMOTE_TAIL_SHARE))
+            .push(fresh, through);
         let mut catalog = sh.catalog.write().expect("catalog lock");
         catalog.record(origin, staged, om);
         catalog.visible.insert(origin, through);
@@ -732,6 +747,10 @@ impl Writer {
         if sh.config.fsync == FsyncMode::Always {
             sh.db.persist(PersistMode::SyncData)?;
         }
+        // The tail no longer holds everything of this range.
+        if let Some(t) = sh.remote_tails.write().expect("tail lock").get_mut(&origin) {
+            t.evict_through(through);
+        }
         let mut catalog = sh.catalog.write().expect("catalog lock");
         catalog.record(origin, staged, om);
         Ok(stored)
@@ -749,7 +768,7 @@ impl Writer {
             return;
         };
         let sh = &*self.shared;
-        sh.tail.write().expect("tail lock").push(fresh);
+        sh.tail.write().expect("tail lock").push(fresh, last);
         sh.catalog
             .write()
             .expect("catalog lock")
@@ -827,6 +846,8 @@ impl Writer {
                 .write()
                 .expect("tail lock")
                 .evict_through(last.origin_seq);
+        } else if let Some(t) = sh.remote_tails.write().expect("tail lock").get_mut(&origin) {
+            t.evict_through(last.origin_seq);
         }
         let mut catalog = sh.catalog.write().expect("catalog lock");
         catalog
@@ -855,6 +876,9 @@ impl Writer {
         Ok(())
     }
 }
+
+/// Each other origin's tail gets this share of `tail_cache_bytes`.
+const REMOTE_TAIL_SHARE: usize = 4;
 
 /// A range of a stream that its origin removed by retention: stream
 /// sequences up to `stream_seq`, origin sequences up to `origin_seq`.
