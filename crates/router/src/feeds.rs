@@ -211,12 +211,15 @@ pub(crate) async fn answer(
     let mut changes = store.changes();
     loop {
         changes.borrow_and_update();
-        let (s, q2) = (store.clone(), q.clone());
-        let after = req.after;
-        let (mut messages, mut through) =
-            tokio::task::spawn_blocking(move || s.read_origin(&q2, local, after))
-                .await
-                .map_err(|_| RouterError::ShuttingDown)??;
+        let (mut messages, mut through) = match store.read_origin_cached(&q, local, req.after) {
+            Some(read) => read,
+            None => {
+                let (s, q2, after) = (store.clone(), q.clone(), req.after);
+                tokio::task::spawn_blocking(move || s.read_origin(&q2, local, after))
+                    .await
+                    .map_err(|_| RouterError::ShuttingDown)??
+            }
+        };
         if req.until != 0 && through > req.until {
             messages.retain(|m| m.id.seq <= req.until);
             through = req.until.max(req.after);

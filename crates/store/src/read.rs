@@ -177,15 +177,36 @@ impl Store {
         Ok(batch)
     }
 
+    /// [`Store::read_origin`] from the local origin's in-memory tail:
+    /// `None` for another origin or when the tail does not cover `after`.
+    /// Never blocks on I/O.
+    pub fn read_origin_cached(
+        &self,
+        q: &ReadQuery,
+        origin: NodeId,
+        after: u64,
+    ) -> Option<(Vec<Arc<Message>>, u64)> {
+        if origin != self.shared.node_id {
+            return None;
+        }
+        let tail = self.shared.tail.read().expect("tail lock");
+        read_tail(q, origin, after, &tail, None).map(|r| (r.messages, r.end))
+    }
+
     /// Reads the messages of one origin matching `q` after origin sequence
     /// `after`, in origin order: the messages and the origin sequence up to
-    /// which the read looked (continue from there). Blocking.
+    /// which the read looked (continue from there). Served from the local
+    /// tail when it covers `after`; otherwise blocking (call it from a
+    /// blocking thread).
     pub fn read_origin(
         &self,
         q: &ReadQuery,
         origin: NodeId,
         after: u64,
     ) -> Result<(Vec<Arc<Message>>, u64), StoreError> {
+        if let Some(read) = self.read_origin_cached(q, origin, after) {
+            return Ok(read);
+        }
         let (visible, topics) = {
             let catalog = self.shared.catalog.read().expect("catalog lock");
             let visible = catalog.visible.get(&origin).copied().unwrap_or(0);

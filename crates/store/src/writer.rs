@@ -581,9 +581,19 @@ impl Writer {
             );
         }
         fj.insert(&sh.meta, keys::origin_meta_key(origin), om.encode());
+        let started = std::time::Instant::now();
         fj.commit()?;
         if sh.config.fsync == FsyncMode::Always {
             sh.db.persist(PersistMode::SyncData)?;
+        }
+        let took = started.elapsed();
+        if took > SLOW_COMMIT {
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                messages = stored,
+                %origin,
+                "slow commit of received messages"
+            );
         }
         // The tail first, then the watermark (as for local messages).
         let fresh = messages

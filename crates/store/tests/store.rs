@@ -1590,6 +1590,15 @@ async fn received_messages_are_served_from_the_tail() {
         .collect();
     assert_eq!(cached.len(), 53);
     assert_eq!(cached, from_disk);
+    // A peer's feed is answered from memory: this node's own messages only.
+    let local = store.node_id();
+    let (own, through) = store
+        .read_origin_cached(&query(&["orders.>"]), local, 0)
+        .expect("the local tail covers the log");
+    assert_eq!(own.len(), 6);
+    assert!(own.iter().all(|m| m.id.origin == local));
+    assert_eq!(through, store.latest().get(local));
+    assert!(store.read_origin_cached(&q, other, 0).is_none());
     // Group redelivery finds received messages in memory too.
     let id = MessageId {
         origin: other,
