@@ -22,31 +22,8 @@ SETTLE=${SETTLE:-10}
 SIZES=("$@")
 [ ${#SIZES[@]} -gt 0 ] || SIZES=(3 10)
 
-BIN=${SWITCHYARD_BIN:-}
-if [ -z "$BIN" ]; then
-    if [ -x "$ROOT/target/release/switchyard" ]; then
-        BIN=$ROOT/target/release/switchyard
-    else
-        BIN=$ROOT/target/debug/switchyard
-    fi
-fi
-if [ ! -x "$BIN" ]; then
-    echo "error: no binary at $BIN; run cargo build --release -p switchyard" >&2
-    exit 1
-fi
-if ! "$BIN" serve --help | grep -q -- --gossip-listen; then
-    echo "error: $BIN predates cluster membership; rebuild it" >&2
-    exit 1
-fi
-
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    PIDS=()
-}
-trap 'cleanup; rm -rf "$WORK"' EXIT
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 # A fresh random key per run; the environment keeps it out of process lists.
 SWITCHYARD_CLUSTER_KEY=$(head -c 32 /dev/urandom | base64)
 export SWITCHYARD_CLUSTER_KEY
