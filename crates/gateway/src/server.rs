@@ -21,6 +21,23 @@ use crate::GatewayConfig;
 /// Most concurrent HTTP/2 streams per connection.
 pub(crate) const MAX_H2_STREAMS: u32 = 4096;
 
+/// Whether a new connection opens with the HTTP/2 preface (`PRI * HTTP/2.0`;
+/// no HTTP/1.1 request starts with `PRI`). Waits for the first bytes.
+async fn is_h2(stream: &tokio::net::TcpStream) -> bool {
+    const PREFIX: &[u8] = b"PRI";
+    let mut buf = [0u8; 3];
+    for _ in 0..100 {
+        match stream.peek(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) if n >= PREFIX.len() => return buf == PREFIX,
+            Ok(n) if buf[..n] != PREFIX[..n] => return false,
+            // Part of the prefix so far: wait for the rest.
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
+        }
+    }
+    false
+}
+
 /// Response body type of every handler.
 pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -50,21 +67,23 @@ pub async fn serve(
     let grace = config.shutdown_grace;
     let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
     // HTTP/1.1 for clients; HTTP/2 with prior knowledge (h2c) for
-    // node-to-node requests and clients that speak it.
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    // node-to-node requests and clients that speak it. The protocol is
+    // chosen from the first bytes (peeked, not read), so an HTTP/1.1
+    // connection costs no more than with an HTTP/1.1-only server.
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
         .max_headers(config.max_request_headers)
         .max_buf_size(config.max_header_bytes.max(8192));
-    builder
-        .http2()
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         // A peer relays each group member connected to it as one stream
         // of its single connection to the group's coordinator.
         .max_concurrent_streams(MAX_H2_STREAMS)
         .max_header_list_size(config.max_header_bytes.max(8192) as u32);
+    let first_bytes_timeout = config.header_read_timeout;
     let app = Arc::new(App {
         router,
         config,
@@ -95,12 +114,22 @@ pub async fn serve(
             let app = app.clone();
             async move { Ok::<_, Infallible>(crate::handlers::handle(app, req).await) }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (http1, http2) = (http1.clone(), http2.clone());
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let Ok(h2) = tokio::time::timeout(first_bytes_timeout, is_h2(&stream)).await else {
+                tracing::debug!(%peer, "no request in time; connection closed");
+                return;
+            };
+            let io = TokioIo::new(stream);
+            // Boxed, so that the task of an HTTP/1.1 connection (most of
+            // them, each idle subscriber) is not sized for HTTP/2's state.
+            let ended = if h2 {
+                Box::pin(watcher.watch(http2.serve_connection(io, service))).await
+            } else {
+                watcher.watch(http1.serve_connection(io, service)).await
+            };
+            if let Err(e) = ended {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(permit);
