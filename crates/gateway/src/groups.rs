@@ -223,7 +223,17 @@ pub(crate) async fn handle(
                     groups.list().await?.into_iter().map(|g| json!(g)).collect();
                 if req.extensions().get::<Relayed>().is_none() {
                     list.extend(peer_groups(app, &req).await);
-                    list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+                    // While a group moves two nodes may list it: keep the
+                    // entry of the node this one sees as its coordinator.
+                    let preferred = |g: &Value| {
+                        let name = g["name"].as_str().unwrap_or("");
+                        let coordinator = groups.coordinating(name).0.to_string();
+                        g["coordinator"].as_str() != Some(coordinator.as_str())
+                    };
+                    list.sort_by(|a, b| {
+                        (a["name"].as_str(), preferred(a)).cmp(&(b["name"].as_str(), preferred(b)))
+                    });
+                    list.dedup_by(|b, a| a["name"] == b["name"]);
                 }
                 Ok(json_response(StatusCode::OK, &json!({ "groups": list })))
             }

@@ -110,13 +110,21 @@ impl Groups {
     /// that is another node; `None` when this node coordinates it (always
     /// so outside a cluster).
     pub fn coordinator(&self, name: &str) -> Option<String> {
-        let cluster = self.cluster.get()?;
-        let me = self.store.node_id().0;
+        self.coordinating(name).1
+    }
+
+    /// The node that coordinates group `name` as this node sees the
+    /// membership: its id, and its HTTP address when it is another node.
+    pub fn coordinating(&self, name: &str) -> (NodeId, Option<String>) {
+        let me = self.store.node_id();
+        let Some(cluster) = self.cluster.get() else {
+            return (me, None);
+        };
         // A node that is leaving coordinates nothing (unless it is alone).
         let mut best = if self.leaving.load(Ordering::SeqCst) {
             None
         } else {
-            Some((owner_score(me, name), me, None))
+            Some((owner_score(me.0, name), me.0, None))
         };
         for (node, addr) in cluster.peers() {
             let score = (owner_score(node, name), node);
@@ -124,7 +132,7 @@ impl Groups {
                 best = Some((score.0, node, Some(addr)));
             }
         }
-        best.and_then(|b| b.2)
+        best.map_or((me, None), |b| (NodeId(b.1), b.2))
     }
 
     /// Before this node leaves the cluster: stops every group coordinator
