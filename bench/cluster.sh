@@ -154,40 +154,6 @@ if [ -z "$LOADGEN" ]; then
 fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-# A fresh random key per run; the environment keeps it out of process lists.
-SWITCHYARD_CLUSTER_KEY=$(head -c 32 /dev/urandom | base64)
-export SWITCHYARD_CLUSTER_KEY
-
-# Starts node $1 (ports picked by the kernel), joining through gossip
-# address $2 if given; sets NODE_URL and NODE_PID.
-start_node() {
-    local dir=$WORK/$1 seed=${2:-}
-    mkdir -p "$dir"
-    local args=(serve --listen 127.0.0.1:0 --data-dir "$dir/data" --fsync "$FSYNC"
-                --gossip-listen 127.0.0.1:0)
-    [ -z "$seed" ] || args+=(--join "$seed")
-    "$BIN" "${args[@]}" >"$dir/out" 2>"$dir/log" &
-    NODE_PID=$!
-    PIDS+=("$NODE_PID")
-    local i
-    for i in $(seq 200); do
-        if grep -q 'listening on' "$dir/out" 2>/dev/null; then
-            NODE_URL=$(sed -n 's/.*listening on //p' "$dir/out" | head -1)
-            return
-        fi
-        sleep 0.05
-    done
-    echo "error: node $1 did not start; see $dir/log" >&2
-    cat "$dir/log" >&2
-    exit 1
-}
-
-# Number of members a node sees alive (0 when it does not answer).
-alive() {
-    curl -fsS "$1/v1/cluster" 2>/dev/null |
-        python3 -c 'import json,sys; print(sum(m["state"] == "alive" for m in json.load(sys.stdin)["members"]))' 2>/dev/null ||
-        echo 0
-}
 
 start_node a
 URL_A=$NODE_URL PID_A=$NODE_PID

@@ -24,39 +24,6 @@ SIZES=("$@")
 
 # shellcheck source=bench/lib.sh
 . "$ROOT/bench/lib.sh"
-# A fresh random key per run; the environment keeps it out of process lists.
-SWITCHYARD_CLUSTER_KEY=$(head -c 32 /dev/urandom | base64)
-export SWITCHYARD_CLUSTER_KEY
-
-# Starts node $2 of run $1 (ports picked by the kernel), joining through
-# gossip address $3 if given; sets NODE_URL.
-start_node() {
-    local dir=$WORK/$1/n$2 seed=${3:-}
-    mkdir -p "$dir"
-    local args=(serve --listen 127.0.0.1:0 --data-dir "$dir/data" --fsync never
-                --gossip-listen 127.0.0.1:0)
-    [ -z "$seed" ] || args+=(--join "$seed")
-    "$BIN" "${args[@]}" >"$dir/out" 2>"$dir/log" &
-    PIDS+=($!)
-    local i
-    for i in $(seq 200); do
-        if grep -q 'listening on' "$dir/out" 2>/dev/null; then
-            NODE_URL=$(sed -n 's/.*listening on //p' "$dir/out" | head -1)
-            return
-        fi
-        sleep 0.05
-    done
-    echo "error: node $2 did not start; see $dir/log" >&2
-    cat "$dir/log" >&2
-    exit 1
-}
-
-# Number of members a node sees alive (0 when it does not answer).
-alive() {
-    curl -fsS "$1/v1/cluster" 2>/dev/null |
-        python3 -c 'import json,sys; print(sum(m["state"] == "alive" for m in json.load(sys.stdin)["members"]))' 2>/dev/null ||
-        echo 0
-}
 
 # One sample per node: "<time in s> <bytes_out> <packets_out>".
 sample() {
@@ -71,11 +38,11 @@ print(time.time(), g["bytes_out"], g["packets_out"])'
 
 ROWS=()
 for n in "${SIZES[@]}"; do
-    start_node "$n" 1
+    start_node "$n/n1"
     URLS=("$NODE_URL")
     SEED=$(curl -fsS "${URLS[0]}/v1/cluster" | python3 -c 'import json,sys; print(json.load(sys.stdin)["members"][0]["gossip_addr"])')
     for i in $(seq 2 "$n"); do
-        start_node "$n" "$i" "$SEED"
+        start_node "$n/n$i" "$SEED"
         URLS+=("$NODE_URL")
     done
     deadline=$((SECONDS + 60))
