@@ -143,6 +143,9 @@ pub struct FeedResponse {
     /// patterns whose older messages the peer removed by retention past
     /// `after`: topic, last removed stream sequence, its origin sequence.
     pub trimmed: Vec<(String, u64, u64)>,
+    /// The end of the answering node's log when it answered: when
+    /// `through` reaches it, the asking node is up to date with it.
+    pub head: u64,
 }
 
 impl WireMessage {
@@ -478,6 +481,7 @@ mod tests {
                 payload: b"hello".to_vec(),
             }],
             trimmed: vec![("orders.eu".into(), 2, 7)],
+            head: 12,
         };
         let back: FeedResponse = decode(&encode(&r)).unwrap();
         assert_eq!(back, r);

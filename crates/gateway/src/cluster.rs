@@ -60,6 +60,30 @@ fn authenticate<'a>(app: &'a App, headers: &HeaderMap, path: &str) -> Result<&'a
     Ok(cluster)
 }
 
+/// A signed node-to-node request's body (at most `max` bytes), decoded;
+/// refusals are counted.
+async fn signed_body<'a, T: serde::de::DeserializeOwned>(
+    app: &'a App,
+    req: Request<Incoming>,
+    path: &str,
+    max: usize,
+) -> Result<(&'a Cluster, T), Problem> {
+    let cluster = authenticate(app, req.headers(), path)?;
+    let (parts, body) = req.into_parts();
+    let body = read_body(body, &parts.headers, max).await?;
+    let request = transport::decode(&body).map_err(|e| {
+        cluster.stats().refused_request();
+        Problem::bad_request("invalid_body", e)
+    })?;
+    Ok((cluster, request))
+}
+
+/// A request's path with its query, as signed.
+fn path_and_query(uri: &Uri) -> String {
+    uri.path_and_query()
+        .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned())
+}
+
 fn postcard_response(bytes: Vec<u8>) -> Response<Body> {
     let mut resp = Response::new(full(bytes));
     resp.headers_mut()
@@ -90,13 +114,8 @@ pub(crate) fn members(app: &App, req: &Request<Incoming>) -> Result<Response<Bod
 
 /// `POST /cluster/v1/feed`: a peer pulls this node's messages.
 pub(crate) async fn feed(app: &App, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
-    let cluster = authenticate(app, req.headers(), FEED_PATH)?;
-    let (parts, body) = req.into_parts();
-    let body = read_body(body, &parts.headers, transport::MAX_REQUEST).await?;
-    let request: FeedRequest = transport::decode(&body).map_err(|e| {
-        cluster.stats().refused_request();
-        Problem::bad_request("invalid_body", e)
-    })?;
+    let (cluster, request) =
+        signed_body::<FeedRequest>(app, req, FEED_PATH, transport::MAX_REQUEST).await?;
     let answer = app.router.feed(request).await.inspect_err(|e| {
         if matches!(e, switchyard_router::RouterError::Cluster(_)) {
             cluster.stats().refused_request();
@@ -108,13 +127,8 @@ pub(crate) async fn feed(app: &App, req: Request<Incoming>) -> Result<Response<B
 /// `POST /cluster/v1/groups/take`: the peer that now coordinates a group
 /// takes its state from this node.
 pub(crate) async fn take(app: &App, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
-    let cluster = authenticate(app, req.headers(), GROUP_TAKE_PATH)?;
-    let (parts, body) = req.into_parts();
-    let body = read_body(body, &parts.headers, transport::MAX_REQUEST).await?;
-    let request: GroupTake = transport::decode(&body).map_err(|e| {
-        cluster.stats().refused_request();
-        Problem::bad_request("invalid_body", e)
-    })?;
+    let (cluster, request) =
+        signed_body::<GroupTake>(app, req, GROUP_TAKE_PATH, transport::MAX_REQUEST).await?;
     let answer = app
         .router
         .groups()
@@ -131,13 +145,7 @@ const MAX_GIVE: usize = 8 * 1024 * 1024;
 /// `POST /cluster/v1/groups/give`: a leaving peer hands over a group this
 /// node coordinates next.
 pub(crate) async fn give(app: &App, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
-    let cluster = authenticate(app, req.headers(), GROUP_GIVE_PATH)?;
-    let (parts, body) = req.into_parts();
-    let body = read_body(body, &parts.headers, MAX_GIVE).await?;
-    let request: GroupGive = transport::decode(&body).map_err(|e| {
-        cluster.stats().refused_request();
-        Problem::bad_request("invalid_body", e)
-    })?;
+    let (cluster, request) = signed_body::<GroupGive>(app, req, GROUP_GIVE_PATH, MAX_GIVE).await?;
     let stored = app
         .router
         .groups()
@@ -153,10 +161,7 @@ pub(crate) fn unwrap_relayed(
     app: &App,
     req: Request<Incoming>,
 ) -> Result<Request<Incoming>, Problem> {
-    let signed_path = req
-        .uri()
-        .path_and_query()
-        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+    let signed_path = path_and_query(req.uri());
     authenticate(app, req.headers(), &signed_path)?;
     let target = &signed_path[FORWARD_PREFIX.len()..];
     if !target.starts_with("/v1/") {
@@ -203,9 +208,7 @@ pub(crate) async fn relay(
             "this node left the cluster",
         ));
     };
-    let target = uri
-        .path_and_query()
-        .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
+    let target = path_and_query(uri);
     let resp = cluster
         .client()
         .forward(addr, method, &target, headers, body, RELAY_TIMEOUT)

@@ -53,6 +53,10 @@ pub(crate) struct Interest {
     /// pattern leaves), the node holds all of it from there on, and a
     /// later catch-up from there or after needs no fetch.
     caught_up: Mutex<HashMap<String, HashMap<NodeId, u64>>>,
+    /// Peers whose pull is up to date: its last answer reached the end of
+    /// the peer's log and the pull goes on, so this node's watermark for
+    /// the peer trails it by at most one long poll.
+    current: Mutex<std::collections::HashSet<NodeId>>,
 }
 
 /// Keeps patterns in the interest while it lives.
@@ -68,6 +72,7 @@ impl Interest {
             version: watch::channel(0).0,
             gate: RwLock::new(()),
             caught_up: Mutex::new(HashMap::new()),
+            current: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -81,6 +86,22 @@ impl Interest {
                 .and_then(|o| o.get(&origin))
                 .is_some_and(|&from| from <= after)
         })
+    }
+
+    fn set_current(&self, peer: NodeId, current: bool) {
+        let mut set = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if current {
+            set.insert(peer);
+        } else {
+            set.remove(&peer);
+        }
+    }
+
+    fn is_current(&self, peer: NodeId) -> bool {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&peer)
     }
 
     /// Records a complete catch-up of `patterns` from `origin` after `after`.
@@ -189,11 +210,13 @@ pub(crate) async fn answer(
     let local = store.node_id();
     if req.limit == 0 {
         // Only the head: where this node's own log ends now.
+        let head = store.held_through(local);
         return Ok(FeedResponse {
             origin: local.0,
-            through: store.held_through(local),
+            through: head,
             messages: Vec::new(),
             trimmed: Vec::new(),
+            head,
         });
     }
     // A catch-up also learns what this node removed by retention.
@@ -233,6 +256,7 @@ pub(crate) async fn answer(
                     .map(|m| WireMessage::from_message(m))
                     .collect(),
                 trimmed,
+                head: store.held_through(local),
             });
         }
         match tokio::time::timeout_at(deadline, changes.changed()).await {
@@ -243,6 +267,7 @@ pub(crate) async fn answer(
                     through: req.after,
                     messages: Vec::new(),
                     trimmed,
+                    head: store.held_through(local),
                 });
             }
         }
@@ -360,8 +385,15 @@ pub(crate) async fn catch_up(
 /// request with limit 0). Without it, a node that followed none of a
 /// peer's topics for a while would still hold that peer's older messages
 /// as new: its watermark for the peer stands where its interest ended. A
-/// peer that does not answer within [`HEAD_WAIT`] is left as it is.
-pub(crate) async fn past_peer_heads(cluster: &Cluster, topics: &TopicSet, cursor: &mut Cursor) {
+/// peer that does not answer within [`HEAD_WAIT`] is left as it is. A peer
+/// whose pull is current (see `Interest::current`) is not asked: the
+/// watermark for it already is its head, less one long poll at most.
+pub(crate) async fn past_peer_heads(
+    interest: &Interest,
+    cluster: &Cluster,
+    topics: &TopicSet,
+    cursor: &mut Cursor,
+) {
     let patterns: Vec<String> = topics
         .patterns()
         .iter()
@@ -369,6 +401,10 @@ pub(crate) async fn past_peer_heads(cluster: &Cluster, topics: &TopicSet, cursor
         .collect();
     let mut asks = tokio::task::JoinSet::new();
     for (node, addr) in cluster.peers() {
+        if interest.is_current(NodeId(node)) {
+            // Its pull keeps this node's watermark, and so `cursor`, current.
+            continue;
+        }
         let req = FeedRequest {
             patterns: patterns.clone(),
             after: 0,
@@ -439,12 +475,14 @@ struct Pull {
 
 impl Pull {
     async fn run(self) {
+        self.interest.set_current(self.peer, false);
         let mut version = self.interest.version.subscribe();
         let mut backoff = Duration::from_millis(100);
         loop {
             let (ver, patterns) = self.interest.snapshot();
             version.borrow_and_update();
             if patterns.is_empty() {
+                self.interest.set_current(self.peer, false);
                 if version.changed().await.is_err() {
                     return;
                 }
@@ -462,15 +500,20 @@ impl Pull {
                 _ = version.changed() => continue,
             };
             let failure = match answer {
-                Ok(resp) => match self.apply(ver, resp).await {
-                    Ok(()) => {
-                        backoff = Duration::from_millis(100);
-                        continue;
+                Ok(resp) => {
+                    let caught_up = resp.through >= resp.head;
+                    match self.apply(ver, resp).await {
+                        Ok(()) => {
+                            self.interest.set_current(self.peer, caught_up);
+                            backoff = Duration::from_millis(100);
+                            continue;
+                        }
+                        Err(e) => e,
                     }
-                    Err(e) => e,
-                },
+                }
                 Err(e) => e.to_string(),
             };
+            self.interest.set_current(self.peer, false);
             tracing::debug!(peer = %self.peer, addr = %self.addr, error = %failure, "pull failed; retrying");
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}

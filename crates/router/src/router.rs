@@ -267,7 +267,7 @@ impl Router {
         let mut cursor = cursor;
         if let Some(cluster) = self.cluster.get() {
             if *start == Start::Latest {
-                crate::feeds::past_peer_heads(cluster, &topics, &mut cursor).await;
+                crate::feeds::past_peer_heads(&self.interest, cluster, &topics, &mut cursor).await;
             } else {
                 crate::feeds::catch_up(
                     &self.store,

@@ -363,17 +363,26 @@ impl Store {
         messages: Vec<Message>,
         through: u64,
     ) -> Result<usize, StoreError> {
+        self.ask(|reply| Command::Ingest {
+            origin,
+            messages,
+            through,
+            reply,
+        })
+        .await
+    }
+
+    /// Sends the writer thread a command and waits for its answer.
+    async fn ask<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Result<T, StoreError> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(StoreError::Closed);
         }
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Ingest {
-                origin,
-                messages,
-                through,
-                reply,
-            })
+            .send(command(reply))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -396,22 +405,15 @@ impl Store {
         through: u64,
         complete: Option<(TopicSet, Vec<OriginTrim>)>,
     ) -> Result<usize, StoreError> {
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(StoreError::Closed);
-        }
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Fill {
-                origin,
-                messages,
-                after,
-                through,
-                complete,
-                reply,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.ask(|reply| Command::Fill {
+            origin,
+            messages,
+            after,
+            through,
+            complete,
+            reply,
+        })
+        .await
     }
 
     /// The streams of `origin` matching `topics` whose removed range (by

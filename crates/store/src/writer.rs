@@ -273,11 +273,8 @@ impl Writer {
                 reply,
             } => {
                 let r = self.ingest(origin, messages, through);
-                if let Err(StoreError::Storage(fe)) = &r {
-                    self.poison(fe);
-                }
                 let stored = r.as_ref().is_ok_and(|n| *n > 0);
-                let _ = reply.send(r);
+                self.answer(reply, r);
                 if stored {
                     self.notify();
                 }
@@ -291,13 +288,18 @@ impl Writer {
                 reply,
             } => {
                 let r = self.fill(origin, messages, after, through, complete.as_ref());
-                if let Err(StoreError::Storage(fe)) = &r {
-                    self.poison(fe);
-                }
-                let _ = reply.send(r);
+                self.answer(reply, r);
             }
             Command::Shutdown => {}
         }
+    }
+
+    /// Answers a command; a storage failure poisons the store first.
+    fn answer<T>(&self, reply: oneshot::Sender<Result<T, StoreError>>, r: Result<T, StoreError>) {
+        if let Err(StoreError::Storage(fe)) = &r {
+            self.poison(fe);
+        }
+        let _ = reply.send(r);
     }
 
     /// Makes everything written visible and durable, and marks the close clean.
@@ -407,17 +409,7 @@ impl Writer {
                         meta.first_ts = timestamp;
                     }
                     meta.last_ts = timestamp;
-                    fj.insert(&sh.log, keys::log_key(local, seq), encode_message(&msg));
-                    let iv = IndexValue {
-                        stream_seq: msg.stream_seq,
-                        size,
-                        timestamp,
-                    };
-                    fj.insert(
-                        &sh.index,
-                        keys::index_key(&a.topic, local, seq),
-                        encode_index(&iv),
-                    );
+                    put_message(&mut fj, sh, &msg, size);
                     let appended = Appended {
                         id: msg.id,
                         topic: a.topic.clone(),
@@ -556,17 +548,7 @@ impl Writer {
                     meta.first_ts = m.timestamp;
                 }
                 meta.last_ts = m.timestamp;
-                fj.insert(&sh.log, keys::log_key(origin, m.id.seq), encode_message(m));
-                let iv = IndexValue {
-                    stream_seq: m.stream_seq,
-                    size,
-                    timestamp: m.timestamp,
-                };
-                fj.insert(
-                    &sh.index,
-                    keys::index_key(&m.topic, origin, m.id.seq),
-                    encode_index(&iv),
-                );
+                put_message(&mut fj, sh, m, size);
                 self.hlc.observe(m.timestamp);
                 om.last_ts = om.last_ts.max(m.timestamp);
                 stored += 1;
@@ -672,17 +654,7 @@ impl Writer {
                 meta.last_origin_seq = meta.last_origin_seq.max(m.id.seq);
                 meta.count += 1;
                 meta.bytes += size;
-                fj.insert(&sh.log, keys::log_key(origin, m.id.seq), encode_message(m));
-                let iv = IndexValue {
-                    stream_seq: m.stream_seq,
-                    size,
-                    timestamp: m.timestamp,
-                };
-                fj.insert(
-                    &sh.index,
-                    keys::index_key(&m.topic, origin, m.id.seq),
-                    encode_index(&iv),
-                );
+                put_message(&mut fj, sh, m, size);
                 stored += 1;
             }
         }
@@ -885,6 +857,23 @@ impl Writer {
         fj.commit()?;
         Ok(())
     }
+}
+
+/// Stages a message's log record and index entry (`size` is its
+/// [`Message::size`]).
+fn put_message(fj: &mut fjall::OwnedWriteBatch, sh: &Shared, m: &Message, size: u64) {
+    let (origin, seq) = (m.id.origin, m.id.seq);
+    fj.insert(&sh.log, keys::log_key(origin, seq), encode_message(m));
+    let iv = IndexValue {
+        stream_seq: m.stream_seq,
+        size,
+        timestamp: m.timestamp,
+    };
+    fj.insert(
+        &sh.index,
+        keys::index_key(&m.topic, origin, seq),
+        encode_index(&iv),
+    );
 }
 
 /// Each other origin's tail gets this share of `tail_cache_bytes`.

@@ -768,7 +768,8 @@ impl Groups {
                     self.store.latest()
                 };
                 if let Some(cluster) = self.cluster.get() {
-                    crate::feeds::past_peer_heads(cluster, topics, &mut cursor).await;
+                    crate::feeds::past_peer_heads(&self.interest, cluster, topics, &mut cursor)
+                        .await;
                 }
                 cursor
             }
