@@ -60,7 +60,7 @@ impl FromStr for NodeId {
 /// A message id: the origin node and the message's sequence number in that
 /// node's origin log. Written as `<origin hex>-<sequence>`, for example
 /// `00c0ffee00c0ffee-42`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
 pub struct MessageId {
     /// The node that accepted the message.
     pub origin: NodeId,

@@ -25,7 +25,9 @@ use switchyard_model::{Cursor, MessageId, NodeId};
 use switchyard_store::StoredGroup;
 use tokio::sync::oneshot;
 
-use super::{Command, Groups, Settings, SettingsRecord, validate_group_name};
+use super::actor::Request;
+use super::registry::Groups;
+use super::settings::{Settings, SettingsRecord, validate_group_name};
 use crate::RouterError;
 
 /// Longest wait for one peer's answer to a take.
@@ -143,7 +145,6 @@ impl Groups {
             return;
         };
         self.leaving.store(true, Ordering::SeqCst);
-        let _admin = self.admin.lock().await;
         let names = self.names();
         let deadline = tokio::time::Instant::now() + HAND_OFF_TIME;
         for name in names {
@@ -154,6 +155,7 @@ impl Groups {
             let Some(addr) = self.coordinator(&name) else {
                 continue;
             };
+            let _start = self.start_lock(&name).await;
             let state = match self.release(&name).await {
                 Ok(Some(g)) => g,
                 Ok(None) => continue,
@@ -187,23 +189,17 @@ impl Groups {
     }
 
     /// Stops group `name`'s coordinator here, if it runs, and returns the
-    /// group's persisted state (still stored). Call with the admin lock held.
+    /// group's persisted state (still stored). Call with the group's start
+    /// lock held.
     async fn release(&self, name: &str) -> Result<Option<StoredGroup>, RouterError> {
-        let running = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        let running = self.table.lock().running.remove(name);
         if let Some(h) = running {
             let (reply, done) = oneshot::channel();
-            if h.commands.send(Command::Release { reply }).await.is_ok() {
+            if h.requests.send(Request::Release { reply }).await.is_ok() {
                 let _ = done.await;
             }
         }
-        self.dormant
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        self.table.lock().dormant.remove(name);
         let store = self.store.clone();
         let n = name.to_owned();
         Ok(tokio::task::spawn_blocking(move || store.group(&n))
@@ -216,7 +212,7 @@ impl Groups {
     pub async fn receive(&self, give: GroupGive) -> Result<bool, RouterError> {
         validate_group_name(&give.name)?;
         let g = from_wire(&give.name, give.state).map_err(RouterError::Cluster)?;
-        let _admin = self.admin.lock().await;
+        let _start = self.start_lock(&give.name).await;
         // A coordinator started here meanwhile stops; it restarts from the
         // merged state on next use.
         self.release(&give.name).await?;
@@ -227,8 +223,11 @@ impl Groups {
     /// The running coordinator of `name`, taking the group over from the
     /// peers first when this node is part of a cluster, and starting it
     /// from the store. `None` when no node holds the group. Call with the
-    /// admin lock held.
-    pub(super) async fn ensure(&self, name: &str) -> Result<Option<super::Handle>, RouterError> {
+    /// group's start lock held.
+    pub(super) async fn ensure(
+        &self,
+        name: &str,
+    ) -> Result<Option<super::registry::Handle>, RouterError> {
         if let Some(h) = self.running(name) {
             return Ok(Some(h));
         }
@@ -241,17 +240,12 @@ impl Groups {
 
     /// Fetches from the peers the older messages a stored group still has
     /// to deliver (after its position, and those in flight) that this node
-    /// does not hold. Call with the admin lock held.
+    /// does not hold. Call with the group's start lock held.
     async fn catch_up(&self, name: &str) {
         let Some(cluster) = self.cluster.get() else {
             return;
         };
-        let group = self
-            .dormant
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .map(|(g, _)| g.clone());
+        let group = self.table.lock().dormant.get(name).map(|(g, _)| g.clone());
         let Some(g) = group else {
             return;
         };
@@ -423,9 +417,9 @@ impl Groups {
             "took over group state from a peer"
         );
         let guard = self.interest.add(&settings.topics);
-        self.dormant
+        self.table
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .dormant
             .insert(name.to_owned(), (g, Some(guard)));
         Ok(())
     }
@@ -437,16 +431,14 @@ impl Groups {
     /// itself as the coordinator.
     pub async fn surrender(&self, name: &str, confirm: bool) -> Result<GroupTaken, RouterError> {
         validate_group_name(name)?;
-        let _admin = self.admin.lock().await;
+        let _start = self.start_lock(name).await;
         if confirm {
             // Only the copy handed over: not one running or loaded since.
-            if self.running(name).is_none()
-                && !self
-                    .dormant
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .contains_key(name)
-            {
+            let held = {
+                let table = self.table.lock();
+                table.running.contains_key(name) || table.dormant.contains_key(name)
+            };
+            if !held {
                 let (store, n) = (self.store.clone(), name.to_owned());
                 tokio::task::spawn_blocking(move || store.delete_group(&n))
                     .await
