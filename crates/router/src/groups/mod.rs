@@ -32,6 +32,7 @@ use std::time::Duration;
 
 mod actor;
 mod cluster;
+mod effects;
 mod member;
 mod registry;
 mod settings;
