@@ -1,12 +1,16 @@
 //! The node configuration: a TOML file, then environment variables, then
-//! flags (flags win). Everything is validated before any socket opens.
+//! flags (flags win). [`NodeConfig::build`] validates everything, the
+//! addresses the node will announce included, before any socket opens; a
+//! refused configuration is a [`ConfigError`] naming the key.
 //! `docs/configuration.md` documents every option.
+
+mod error;
+mod file;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
 use switchyard_cluster::ClusterConfig;
 use switchyard_gateway::GatewayConfig;
 use switchyard_model::TopicPattern;
@@ -15,232 +19,36 @@ use switchyard_router::{
     RouterConfig,
 };
 
+pub use error::ConfigError;
+pub use file::{
+    ClusterSection, CorsSection, FileConfig, LimitsSection, PluginBindingSection, PluginsSection,
+    PublishSection, RetentionSection, RetentionTopic, SseSection, StorageSection,
+};
+
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
 /// Default data directory.
 pub const DEFAULT_DATA_DIR: &str = "./switchyard-data";
 
-/// The config file. Every section and field is optional.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    /// HTTP listen address.
-    pub listen: Option<SocketAddr>,
-    /// Data directory.
-    pub data_dir: Option<PathBuf>,
-    /// `pretty` or `json`.
-    pub log_format: Option<String>,
-    /// Storage settings.
-    #[serde(default)]
-    pub storage: StorageSection,
-    /// Request and connection limits.
-    #[serde(default)]
-    pub limits: LimitsSection,
-    /// Server-Sent Events settings.
-    #[serde(default)]
-    pub sse: SseSection,
-    /// Publish settings.
-    #[serde(default)]
-    pub publish: PublishSection,
-    /// Retention settings.
-    #[serde(default)]
-    pub retention: RetentionSection,
-    /// Cross-origin settings for browser clients.
-    #[serde(default)]
-    pub cors: CorsSection,
-    /// Plugin engine settings and defaults.
-    #[serde(default)]
-    pub plugins: PluginsSection,
-    /// Plugin bindings (`[[plugin]]`), loaded at every start.
-    #[serde(default)]
-    pub plugin: Vec<PluginBindingSection>,
-    /// Cluster membership (gossip).
-    #[serde(default)]
-    pub cluster: ClusterSection,
+/// How the node writes its log to standard error.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Pretty,
+    /// One JSON object per line.
+    Json,
 }
 
-/// `[cluster]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterSection {
-    /// Cluster name (default `switchyard`).
-    pub name: Option<String>,
-    /// Cluster key; `SWITCHYARD_CLUSTER_KEY` takes precedence.
-    pub key: Option<String>,
-    /// UDP gossip listen address; the node joins a cluster only when set.
-    pub gossip_listen: Option<SocketAddr>,
-    /// Gossip address other nodes use (default: the listen address).
-    pub gossip_advertise: Option<SocketAddr>,
-    /// HTTP address other nodes and clients use (default: the HTTP listen address).
-    pub http_advertise: Option<String>,
-    /// Gossip addresses (`host:port`) to join through.
-    #[serde(default)]
-    pub seeds: Vec<String>,
-    /// Time between probes, in ms (default 400).
-    pub probe_period_ms: Option<u64>,
-    /// Time to answer a probe, in ms (default 150).
-    pub probe_rtt_ms: Option<u64>,
-    /// Time a suspect has to refute, in ms (default 1200).
-    pub suspect_timeout_ms: Option<u64>,
-    /// Time between gossip rounds, in ms (default 100).
-    pub gossip_interval_ms: Option<u64>,
-    /// Members per gossip round (default 3).
-    pub gossip_fanout: Option<usize>,
-}
-
-/// `[plugins]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PluginsSection {
-    /// Keep compiled plugins in `<data_dir>/plugin-cache` (default true).
-    pub compile_cache: Option<bool>,
-    /// Instances the pooling allocator has room for (0: allocate on demand).
-    pub pooled_instances: Option<u32>,
-    /// Largest memory cap a binding may ask for, in MiB.
-    pub max_memory_mb: Option<usize>,
-    /// Largest component upload, in bytes.
-    pub max_upload_bytes: Option<usize>,
-    /// Default fuel per hook call.
-    pub fuel: Option<u64>,
-    /// Default memory cap per instance, in MiB.
-    pub memory_mb: Option<usize>,
-    /// Default most instances per binding.
-    pub max_instances: Option<usize>,
-    /// Default most host calls per hook call.
-    pub max_host_calls: Option<u32>,
-}
-
-/// One `[[plugin]]` binding.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PluginBindingSection {
-    /// Binding name.
-    pub name: String,
-    /// Component file (relative paths are taken from the config file's
-    /// directory).
-    pub file: PathBuf,
-    /// `route`, `filter` or `pick`.
-    pub hook: String,
-    /// Topic patterns (default `[">"]`).
-    #[serde(default)]
-    pub topics: Vec<String>,
-    /// Configuration string for the plugin's `init`.
-    #[serde(default)]
-    pub config: String,
-    /// `drop` (default), `pass` or `dead-letter`.
-    pub on_error: Option<String>,
-    /// Fuel per hook call.
-    pub fuel: Option<u64>,
-    /// Memory cap per instance, in MiB.
-    pub memory_mb: Option<usize>,
-    /// Most instances.
-    pub max_instances: Option<usize>,
-    /// Most host calls per hook call.
-    pub max_host_calls: Option<u32>,
-}
-
-/// `[cors]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CorsSection {
-    /// Origins allowed to call the API from a browser (`"*"` for any).
-    #[serde(default)]
-    pub allow_origins: Vec<String>,
-}
-
-/// `[storage]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StorageSection {
-    /// `always`, `interval` or `never`.
-    pub fsync: Option<String>,
-    /// Sync period for `interval`, in milliseconds.
-    pub fsync_interval_ms: Option<u64>,
-    /// Size of the in-memory tail of recent messages.
-    pub tail_cache_bytes: Option<usize>,
-    /// fjall block cache size.
-    pub cache_bytes: Option<u64>,
-    /// Writer queue capacity (requests).
-    pub write_queue: Option<usize>,
-    /// Most messages per group commit.
-    pub max_commit_messages: Option<usize>,
-    /// Most payload bytes per group commit.
-    pub max_commit_bytes: Option<usize>,
-}
-
-/// `[limits]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsSection {
-    /// Largest message payload.
-    pub max_payload_bytes: Option<usize>,
-    /// Largest batch publish body.
-    pub max_batch_bytes: Option<usize>,
-    /// Most messages per batch publish.
-    pub max_batch_messages: Option<usize>,
-    /// Most concurrent connections.
-    pub max_connections: Option<usize>,
-    /// Time to send request headers, in seconds.
-    pub header_read_timeout_secs: Option<u64>,
-    /// Most request headers.
-    pub max_request_headers: Option<usize>,
-    /// Most messages per pull.
-    pub max_pull_limit: Option<usize>,
-    /// Longest pull wait, in seconds.
-    pub max_pull_wait_secs: Option<u64>,
-    /// Most bytes of request line and headers.
-    pub max_header_bytes: Option<usize>,
-    /// Time in-flight requests get to finish at shutdown, in seconds.
-    pub shutdown_grace_secs: Option<u64>,
-}
-
-/// `[sse]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SseSection {
-    /// Heartbeat comment interval on idle streams, in seconds.
-    pub heartbeat_secs: Option<u64>,
-    /// `retry:` hint, in milliseconds.
-    pub retry_ms: Option<u64>,
-    /// Most messages one subscription read (one SSE chunk) holds.
-    pub read_limit: Option<usize>,
-    /// Most payload bytes one subscription read holds.
-    pub read_max_bytes: Option<usize>,
-}
-
-/// `[publish]`
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublishSection {
-    /// Idempotency-Key window, in seconds.
-    pub idempotency_window_secs: Option<u64>,
-}
-
-/// `[retention]` and its `[[retention.topics]]` rules.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetentionSection {
-    /// Default maximum age, in seconds.
-    pub max_age_secs: Option<u64>,
-    /// Default maximum bytes per stream.
-    pub max_bytes: Option<u64>,
-    /// Period of the background pass, in milliseconds.
-    pub interval_ms: Option<u64>,
-    /// Per-topic rules; the first match wins.
-    #[serde(default)]
-    pub topics: Vec<RetentionTopic>,
-}
-
-/// One `[[retention.topics]]` rule.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetentionTopic {
-    /// Topic pattern.
-    pub pattern: String,
-    /// Maximum age, in seconds.
-    pub max_age_secs: Option<u64>,
-    /// Maximum bytes per stream.
-    pub max_bytes: Option<u64>,
+impl std::str::FromStr for LogFormat {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<LogFormat, ConfigError> {
+        match s {
+            "pretty" => Ok(LogFormat::Pretty),
+            "json" => Ok(LogFormat::Json),
+            other => Err(ConfigError::LogFormat(other.to_owned())),
+        }
+    }
 }
 
 /// Values given on the command line or in the environment; they override the file.
@@ -253,7 +61,7 @@ pub struct Overrides {
     /// `--fsync` / `SWITCHYARD_FSYNC`.
     pub fsync: Option<FsyncMode>,
     /// `--log-format` / `SWITCHYARD_LOG_FORMAT`.
-    pub log_format: Option<String>,
+    pub log_format: Option<LogFormat>,
     /// `--gossip-listen` / `SWITCHYARD_GOSSIP_LISTEN`.
     pub gossip_listen: Option<SocketAddr>,
     /// `--join` / `SWITCHYARD_JOIN` (replaces the file's seeds when given).
@@ -271,7 +79,7 @@ pub struct NodeConfig {
     /// HTTP listen address.
     pub listen: SocketAddr,
     /// Log output format.
-    pub log_json: bool,
+    pub log_format: LogFormat,
     /// Engine and store settings.
     pub router: RouterConfig,
     /// HTTP settings.
@@ -282,21 +90,27 @@ pub struct NodeConfig {
     pub http_advertise: Option<String>,
 }
 
-fn positive(name: &str, v: Option<u64>) -> Result<Option<u64>, String> {
+/// `v`, refused when it is zero.
+fn positive(name: &'static str, v: Option<u64>) -> Result<Option<u64>, ConfigError> {
     match v {
-        Some(0) => Err(format!("{name} must be greater than 0")),
+        Some(0) => Err(ConfigError::NotPositive(name)),
         other => Ok(other),
     }
 }
 
 impl NodeConfig {
     /// Reads the file (if any) and applies the overrides.
-    pub fn load(file: Option<&Path>, over: Overrides) -> Result<NodeConfig, String> {
+    pub fn load(file: Option<&Path>, over: Overrides) -> Result<NodeConfig, ConfigError> {
         let mut fc: FileConfig = match file {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| format!("cannot read config file {}: {e}", p.display()))?;
-                toml::from_str(&text).map_err(|e| format!("config file {}: {e}", p.display()))?
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: p.to_owned(),
+                    source: Box::new(source),
+                })?
             }
             None => FileConfig::default(),
         };
@@ -311,7 +125,7 @@ impl NodeConfig {
     }
 
     /// Builds and validates a config from a parsed file and overrides.
-    pub fn build(fc: FileConfig, over: Overrides) -> Result<NodeConfig, String> {
+    pub fn build(fc: FileConfig, over: Overrides) -> Result<NodeConfig, ConfigError> {
         let listen = over
             .listen
             .or(fc.listen)
@@ -320,20 +134,19 @@ impl NodeConfig {
             .data_dir
             .or(fc.data_dir)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let log_format = over
-            .log_format
-            .or(fc.log_format)
-            .unwrap_or_else(|| "pretty".into());
-        let log_json = match log_format.as_str() {
-            "pretty" => false,
-            "json" => true,
-            other => return Err(format!("log_format {other:?}: expected pretty or json")),
+        let log_format = match (over.log_format, fc.log_format) {
+            (Some(f), _) => f,
+            (None, Some(text)) => text.parse()?,
+            (None, None) => LogFormat::default(),
         };
         let mut router = RouterConfig::new(data_dir);
         let s = &mut router.store;
         s.fsync = match (over.fsync, fc.storage.fsync) {
             (Some(m), _) => m,
-            (None, Some(text)) => text.parse()?,
+            (None, Some(text)) => text.parse().map_err(|detail| ConfigError::Invalid {
+                key: "storage.fsync",
+                detail,
+            })?,
             (None, None) => FsyncMode::Always,
         };
         if let Some(ms) = positive("storage.fsync_interval_ms", fc.storage.fsync_interval_ms)? {
@@ -378,10 +191,13 @@ impl NodeConfig {
             s.retention_interval = Duration::from_millis(ms);
         }
         for rule in &r.topics {
-            let pattern: TopicPattern = rule
-                .pattern
-                .parse()
-                .map_err(|e| format!("retention.topics: {e}"))?;
+            let pattern =
+                rule.pattern
+                    .parse::<TopicPattern>()
+                    .map_err(|e| ConfigError::Invalid {
+                        key: "retention.topics",
+                        detail: e.to_string(),
+                    })?;
             s.retention_rules.push(RetentionRule {
                 pattern,
                 policy: RetentionPolicy {
@@ -438,7 +254,10 @@ impl NodeConfig {
         if let Some(v) = l.max_header_bytes {
             // hyper's connection buffer cannot be smaller than 8 KiB.
             if v < 8192 {
-                return Err("limits.max_header_bytes must be at least 8192".into());
+                return Err(ConfigError::TooSmall {
+                    key: "limits.max_header_bytes",
+                    bound: "8192",
+                });
             }
             gateway.max_header_bytes = v;
         }
@@ -466,17 +285,26 @@ impl NodeConfig {
                     && !origin.ends_with('/')
                     && http::HeaderValue::from_str(origin).is_ok());
             if !ok {
-                return Err(format!(
-                    "cors.allow_origins: {origin:?} is not an origin such as https://app.example.com (no path, no trailing slash) or \"*\""
-                ));
+                return Err(ConfigError::Invalid {
+                    key: "cors.allow_origins",
+                    detail: format!(
+                        "{origin:?} is not an origin such as https://app.example.com (no path, no trailing slash) or \"*\""
+                    ),
+                });
             }
         }
         gateway.cors_origins = fc.cors.allow_origins;
         plugins(&mut router, &mut gateway, fc.plugins, fc.plugin)?;
         if gateway.max_batch_bytes < router.max_payload {
-            return Err("limits.max_batch_bytes must be at least limits.max_payload_bytes".into());
+            return Err(ConfigError::TooSmall {
+                key: "limits.max_batch_bytes",
+                bound: "limits.max_payload_bytes",
+            });
         }
         let http_advertise = fc.cluster.http_advertise.clone();
+        if let Some(h) = &http_advertise {
+            check_host_port(h)?;
+        }
         let cluster = cluster(
             fc.cluster,
             over.gossip_listen,
@@ -484,13 +312,64 @@ impl NodeConfig {
             over.cluster_name,
             over.cluster_key,
         )?;
-        Ok(NodeConfig {
+        let config = NodeConfig {
             listen,
-            log_json,
+            log_format,
             router,
             gateway,
             cluster,
             http_advertise,
+        };
+        // The addresses the node announces depend only on the configured
+        // ones (a port 0 is filled in later): a node that would have none to
+        // announce is refused here, before it binds anything.
+        config.advertised_http(listen)?;
+        if let Some(cc) = &config.cluster {
+            let gossip = cc.gossip_advertise.unwrap_or(cc.gossip_listen);
+            if gossip.ip().is_unspecified() {
+                return Err(ConfigError::NoGossipAddress {
+                    listen: cc.gossip_listen,
+                });
+            }
+        }
+        Ok(config)
+    }
+
+    /// The HTTP address this node announces to its cluster when its
+    /// listener is bound to `bound`: `None` outside a cluster;
+    /// `cluster.http_advertise` when set; else `bound`, or, when `bound` is
+    /// a wildcard address, the host of the gossip address
+    /// (`gossip_advertise`, else `gossip_listen`) with `bound`'s port.
+    /// [`NodeConfig::build`] has checked this with the listen address, so
+    /// it fails only for a listener bound elsewhere.
+    pub fn advertised_http(&self, bound: SocketAddr) -> Result<Option<String>, ConfigError> {
+        let Some(cc) = &self.cluster else {
+            return Ok(None);
+        };
+        if let Some(h) = &self.http_advertise {
+            return Ok(Some(h.clone()));
+        }
+        if !bound.ip().is_unspecified() {
+            return Ok(Some(bound.to_string()));
+        }
+        match cc.gossip_advertise.unwrap_or(cc.gossip_listen).ip() {
+            ip if !ip.is_unspecified() => Ok(Some(SocketAddr::new(ip, bound.port()).to_string())),
+            _ => Err(ConfigError::NoHttpAddress { listen: bound }),
+        }
+    }
+}
+
+/// Refuses an announced HTTP address that is not `host:port`: peers put
+/// `http://` in front of it.
+fn check_host_port(value: &str) -> Result<(), ConfigError> {
+    let ok = value
+        .parse::<http::uri::Authority>()
+        .is_ok_and(|a| a.port_u16().is_some() && !a.host().is_empty() && !value.contains('@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::HttpAdvertise {
+            value: value.to_owned(),
         })
     }
 }
@@ -502,16 +381,14 @@ fn cluster(
     join: Vec<String>,
     name: Option<String>,
     key: Option<String>,
-) -> Result<Option<ClusterConfig>, String> {
+) -> Result<Option<ClusterConfig>, ConfigError> {
     let Some(listen) = gossip_listen.or(c.gossip_listen) else {
         if !join.is_empty() || !c.seeds.is_empty() {
-            return Err("seeds to join were given but no gossip address: set --gossip-listen or cluster.gossip_listen".into());
+            return Err(ConfigError::SeedsWithoutGossip);
         }
         return Ok(None);
     };
-    let key = key.or(c.key).ok_or(
-        "a cluster needs a key: set SWITCHYARD_CLUSTER_KEY (or cluster.key in the config file)",
-    )?;
+    let key = key.or(c.key).ok_or(ConfigError::NoClusterKey)?;
     let mut cc = ClusterConfig::new(listen, key.into_bytes());
     if let Some(n) = name.or(c.name) {
         cc.name = n;
@@ -534,7 +411,7 @@ fn cluster(
     if let Some(v) = c.gossip_fanout {
         cc.gossip_fanout = v;
     }
-    cc.validate()?;
+    cc.validate().map_err(ConfigError::Cluster)?;
     Ok(Some(cc))
 }
 
@@ -544,7 +421,7 @@ fn plugins(
     gateway: &mut GatewayConfig,
     section: PluginsSection,
     bindings: Vec<PluginBindingSection>,
-) -> Result<(), String> {
+) -> Result<(), ConfigError> {
     let p = &mut router.plugins;
     if section.compile_cache == Some(false) {
         p.engine.cache_dir = None;
@@ -588,8 +465,11 @@ fn plugins(
     }
     let defaults = *d;
     for b in bindings {
-        let what = format!("[[plugin]] {:?}", b.name);
-        switchyard_router::validate_name(&b.name).map_err(|e| format!("{what}: {e}"))?;
+        let invalid = |detail: &dyn std::fmt::Display| ConfigError::Plugin {
+            name: b.name.clone(),
+            detail: detail.to_string(),
+        };
+        switchyard_router::validate_name(&b.name).map_err(|e| invalid(&e))?;
         let topics = if b.topics.is_empty() {
             vec![">".to_owned()]
         } else {
@@ -597,18 +477,18 @@ fn plugins(
         };
         let settings = BindingSpec {
             name: b.name.clone(),
-            hook: b.hook.parse().map_err(|e| format!("{what}: {e}"))?,
+            hook: b.hook.parse().map_err(|e| invalid(&e))?,
             topics: topics
                 .iter()
                 .map(|t| t.parse::<TopicPattern>())
                 .collect::<Result<_, _>>()
-                .map_err(|e| format!("{what}: {e}"))?,
+                .map_err(|e| invalid(&e))?,
             config: b.config,
             on_error: b
                 .on_error
                 .as_deref()
                 .map_or(Ok(ErrorPolicy::default()), str::parse)
-                .map_err(|e| format!("{what}: {e}"))?,
+                .map_err(|e| invalid(&e))?,
             limits: Limits {
                 fuel: positive("plugin.fuel", b.fuel)?.unwrap_or(defaults.fuel),
                 memory_bytes: positive("plugin.memory_mb", b.memory_mb.map(|v| v as u64))?
@@ -621,7 +501,7 @@ fn plugins(
             },
         };
         if p.bindings.iter().any(|c| c.settings.name == b.name) {
-            return Err(format!("{what} is bound twice"));
+            return Err(ConfigError::PluginBoundTwice(b.name));
         }
         p.bindings.push(ConfiguredBinding {
             file: b.file,
@@ -632,40 +512,4 @@ fn plugins(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_and_precedence() {
-        let c = NodeConfig::build(FileConfig::default(), Overrides::default()).unwrap();
-        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
-        assert_eq!(c.router.store.fsync, FsyncMode::Always);
-        let fc: FileConfig = toml::from_str(
-            "listen = \"127.0.0.1:9000\"\n[storage]\nfsync = \"never\"\n[[retention.topics]]\npattern = \"logs.>\"\nmax_age_secs = 60\n",
-        )
-        .unwrap();
-        let over = Overrides {
-            fsync: Some(FsyncMode::Interval),
-            ..Default::default()
-        };
-        let c = NodeConfig::build(fc, over).unwrap();
-        assert_eq!(c.listen.port(), 9000);
-        assert_eq!(c.router.store.fsync, FsyncMode::Interval);
-        assert_eq!(c.router.store.retention_rules.len(), 1);
-    }
-
-    #[test]
-    fn refuses_bad_values() {
-        assert!(toml::from_str::<FileConfig>("nonsense = 1").is_err());
-        let fc: FileConfig = toml::from_str("[storage]\nfsync = \"sometimes\"").unwrap();
-        assert!(
-            NodeConfig::build(fc, Overrides::default())
-                .unwrap_err()
-                .contains("sometimes")
-        );
-        let fc: FileConfig = toml::from_str("[retention]\nmax_bytes = 0").unwrap();
-        assert!(NodeConfig::build(fc, Overrides::default()).is_err());
-        let fc: FileConfig = toml::from_str("[[retention.topics]]\npattern = \"a..b\"").unwrap();
-        assert!(NodeConfig::build(fc, Overrides::default()).is_err());
-    }
-}
+mod tests;

@@ -1,9 +1,19 @@
-//! The `switchyard` binary's library half: configuration loading and the
-//! HTTP client behind the `publish`, `subscribe` and `topics` commands. The
-//! binary itself (`main.rs`) only parses flags and wires these together.
+//! The `switchyard` binary's library half. The binary (`main.rs`) parses
+//! the command line ([`args`]) and hands over:
+//!
+//! - `serve` loads and validates the configuration ([`config`]) before any
+//!   socket opens, then runs a node ([`node`]: store, engine, cluster and
+//!   HTTP API, stopped by a shutdown future);
+//! - every other command is a client of a node's HTTP API ([`commands`],
+//!   built on [`client`] and the SSE parser [`sse`]), or runs a plugin
+//!   locally ([`plugin_cli`]).
 #![warn(missing_docs)]
 
+pub mod args;
 pub mod client;
+pub mod commands;
 pub mod config;
+pub mod logging;
+pub mod node;
 pub mod plugin_cli;
 pub mod sse;

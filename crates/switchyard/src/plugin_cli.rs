@@ -25,25 +25,67 @@ pub struct Push<'a> {
     /// Binding name.
     pub name: &'a str,
     /// Hook.
-    pub hook: &'a str,
+    pub hook: Hook,
     /// Topic patterns.
     pub topics: &'a [String],
     /// Plugin configuration.
     pub config: Option<&'a str>,
-    /// Error policy.
-    pub on_error: Option<&'a str>,
+    /// Error policy (the node's default when not given).
+    pub on_error: Option<ErrorPolicy>,
     /// Fuel per call.
     pub fuel: Option<u64>,
     /// Memory cap in MiB.
     pub memory_mb: Option<u64>,
 }
 
+/// A binding as the node describes it (`GET /v1/plugins` lists these; a
+/// push answers one), as far as the command line shows it.
+#[derive(Debug, Deserialize)]
+pub struct PluginEntry {
+    /// Binding name.
+    pub name: String,
+    /// `route`, `filter` or `pick`.
+    pub hook: String,
+    /// Topic patterns.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// `drop`, `pass` or `dead-letter`.
+    pub on_error: String,
+    /// Version, counted up by each push of this name.
+    pub version: u64,
+    /// SHA-256 of the component, in hex.
+    pub sha256: String,
+    /// Call counters.
+    #[serde(default)]
+    pub counters: PluginCounters,
+}
+
+/// The counters of a [`PluginEntry`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct PluginCounters {
+    /// Hook calls.
+    pub calls: u64,
+    /// Failed calls.
+    pub errors: u64,
+    /// Mean time per call, in ns.
+    pub mean_ns: u64,
+}
+
+/// `GET /v1/plugins`.
+#[derive(Debug, Deserialize)]
+pub struct PluginList {
+    /// Every binding.
+    #[serde(default)]
+    pub plugins: Vec<PluginEntry>,
+}
+
 /// Uploads and binds a plugin; returns the node's description of it.
-pub async fn push(client: &Client, p: &Push<'_>) -> anyhow::Result<Value> {
+pub async fn push(client: &Client, p: &Push<'_>) -> anyhow::Result<PluginEntry> {
     let bytes = std::fs::read(p.file)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.file.display()))?;
     let mut q = form_urlencoded::Serializer::new(String::new());
-    q.append_pair("hook", p.hook);
+    q.append_pair("hook", p.hook.as_str());
     for t in p.topics {
         q.append_pair("topic", t);
     }
@@ -51,7 +93,7 @@ pub async fn push(client: &Client, p: &Push<'_>) -> anyhow::Result<Value> {
         q.append_pair("config", c);
     }
     if let Some(o) = p.on_error {
-        q.append_pair("on_error", o);
+        q.append_pair("on_error", o.as_str());
     }
     if let Some(f) = p.fuel {
         q.append_pair("fuel", &f.to_string());
@@ -60,43 +102,36 @@ pub async fn push(client: &Client, p: &Push<'_>) -> anyhow::Result<Value> {
         q.append_pair("memory_mb", &m.to_string());
     }
     let path = format!("/v1/plugins/{}?{}", p.name, q.finish());
-    Ok(client
+    let answer = client
         .send_json(
             http::Method::PUT,
             &path,
             Bytes::from(bytes),
             "application/wasm",
         )
-        .await?)
+        .await?;
+    Ok(serde_json::from_value(answer)?)
 }
 
 /// One line per binding: name, hook, topics, version, counters.
-pub fn format_list(v: &Value) -> String {
-    let mut out = String::new();
-    let empty = Vec::new();
-    let plugins = v["plugins"].as_array().unwrap_or(&empty);
-    if plugins.is_empty() {
+pub fn format_list(list: &PluginList) -> String {
+    if list.plugins.is_empty() {
         return "no plugins\n".into();
     }
-    for p in plugins {
-        let c = &p["counters"];
-        let topics: Vec<&str> = p["topics"]
-            .as_array()
-            .unwrap_or(&empty)
-            .iter()
-            .filter_map(Value::as_str)
-            .collect();
+    let mut out = String::new();
+    for p in &list.plugins {
+        let c = &p.counters;
         out.push_str(&format!(
             "{}\thook={}\ttopics={}\ton_error={}\tv{}\tsha256={}\tcalls={}\terrors={}\tmean_ns={}\n",
-            p["name"].as_str().unwrap_or("?"),
-            p["hook"].as_str().unwrap_or("?"),
-            topics.join(","),
-            p["on_error"].as_str().unwrap_or("?"),
-            p["version"],
-            p["sha256"].as_str().unwrap_or("?").get(..12).unwrap_or("?"),
-            c["calls"],
-            c["errors"],
-            c["mean_ns"],
+            p.name,
+            p.hook,
+            p.topics.join(","),
+            p.on_error,
+            p.version,
+            p.sha256.get(..12).unwrap_or("?"),
+            c.calls,
+            c.errors,
+            c.mean_ns,
         ));
     }
     out
@@ -151,7 +186,7 @@ pub struct Test<'a> {
     /// Component file.
     pub file: &'a Path,
     /// Hook to run.
-    pub hook: &'a str,
+    pub hook: Hook,
     /// Plugin configuration.
     pub config: &'a str,
     /// One JSON message, several as JSON lines, or `@file` holding either.
@@ -169,7 +204,7 @@ pub struct Test<'a> {
 /// decision. A failed call is reported as `{"error": ...}` and makes the
 /// result an error after the remaining messages ran.
 pub fn test(t: &Test<'_>) -> anyhow::Result<(Vec<Value>, bool)> {
-    let hook: Hook = t.hook.parse()?;
+    let hook = t.hook;
     let bytes = std::fs::read(t.file)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", t.file.display()))?;
     let engine = PluginEngine::new(EngineConfig {
@@ -333,5 +368,27 @@ fn filter_json(d: FilterDecision) -> Value {
             }
             v
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_bindings_one_per_line() {
+        let list: PluginList = serde_json::from_value(json!({"plugins": [{
+            "name": "region", "hook": "route", "topics": ["orders", "jobs.>"], "config": "",
+            "on_error": "pass", "sha256": "0123456789abcdef0123", "size": 10, "version": 2,
+            "updated_ms": 1, "source": "api", "limits": {"fuel": 1},
+            "counters": {"calls": 7, "errors": 1, "time_ns": 700, "mean_ns": 100, "custom": {}}
+        }]}))
+        .unwrap();
+        assert_eq!(
+            format_list(&list),
+            "region\thook=route\ttopics=orders,jobs.>\ton_error=pass\tv2\tsha256=0123456789ab\tcalls=7\terrors=1\tmean_ns=100\n"
+        );
+        let none: PluginList = serde_json::from_value(json!({"plugins": []})).unwrap();
+        assert_eq!(format_list(&none), "no plugins\n");
     }
 }

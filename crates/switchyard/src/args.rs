@@ -1,0 +1,435 @@
+//! The command line: every command, flag and environment variable of the
+//! `switchyard` binary. Closed sets of choices are [`clap::ValueEnum`]s, so
+//! that clap refuses a misspelt value before anything runs.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use switchyard_router::{ErrorPolicy, FsyncMode, Hook};
+
+use crate::config::{LogFormat, Overrides};
+
+/// The node URL the client commands talk to unless told otherwise.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:7070";
+
+/// `switchyard`: serve a node, or talk to one.
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A WebAssembly-extensible edge message router"
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every command.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a node (defaults: 127.0.0.1:7070, data in ./switchyard-data, fsync=always).
+    Serve(ServeArgs),
+    /// A command that talks to a node (or runs a plugin locally).
+    #[command(flatten)]
+    Client(ClientCommand),
+}
+
+/// `switchyard serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// TOML config file (see docs/configuration.md).
+    #[arg(long, env = "SWITCHYARD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address; port 0 picks a free port.
+    #[arg(long, env = "SWITCHYARD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory.
+    #[arg(long, env = "SWITCHYARD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Durability: always, interval or never.
+    #[arg(long, env = "SWITCHYARD_FSYNC", hide_possible_values = true)]
+    pub fsync: Option<FsyncArg>,
+    /// Log format: pretty or json.
+    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", hide_possible_values = true)]
+    pub log_format: Option<LogFormat>,
+    /// UDP address for cluster gossip; the node joins a cluster only
+    /// when this is set (the key comes from SWITCHYARD_CLUSTER_KEY).
+    #[arg(long, env = "SWITCHYARD_GOSSIP_LISTEN")]
+    pub gossip_listen: Option<SocketAddr>,
+    /// Gossip address (host:port) of a node to join through (repeatable).
+    #[arg(long = "join", env = "SWITCHYARD_JOIN", value_delimiter = ',')]
+    pub join: Vec<String>,
+    /// Cluster name (nodes of another name are refused).
+    #[arg(long, env = "SWITCHYARD_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+}
+
+impl ServeArgs {
+    /// The config file to read and the values that override it; the
+    /// cluster key is read from `SWITCHYARD_CLUSTER_KEY` here.
+    pub fn into_overrides(self) -> (Option<PathBuf>, Overrides) {
+        let over = Overrides {
+            listen: self.listen,
+            data_dir: self.data_dir,
+            fsync: self.fsync.map(FsyncMode::from),
+            log_format: self.log_format,
+            gossip_listen: self.gossip_listen,
+            join: self.join,
+            cluster_name: self.cluster_name,
+            cluster_key: std::env::var("SWITCHYARD_CLUSTER_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
+        };
+        (self.config, over)
+    }
+}
+
+/// The commands that do not run a node.
+#[derive(Subcommand)]
+pub enum ClientCommand {
+    /// Cluster membership as a node sees it.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Publish one message: DATA is text, @file, or - for standard input.
+    Publish(PublishArgs),
+    /// Print messages of one or more topic patterns as they arrive, one per line.
+    Subscribe(SubscribeArgs),
+    /// List consumer groups with their members, in-flight messages and lag.
+    Groups {
+        /// Print the whole JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Node URL.
+        #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
+        url: String,
+    },
+    /// Manage WebAssembly plugins on a node, or test one locally.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// List topics with their message counts and sizes.
+    Topics {
+        /// Node URL.
+        #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
+        url: String,
+    },
+}
+
+/// `switchyard publish`.
+#[derive(Args)]
+pub struct PublishArgs {
+    /// Topic, e.g. orders.eu.
+    pub topic: String,
+    /// The payload: text, @path to read a file, - to read standard input (default: empty).
+    pub data: Option<String>,
+    /// Message key.
+    #[arg(long)]
+    pub key: Option<String>,
+    /// Message header as name=value (repeatable).
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    pub headers: Vec<String>,
+    /// Content type stored with the message.
+    #[arg(long)]
+    pub content_type: Option<String>,
+    /// Node URL.
+    #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
+    pub url: String,
+}
+
+/// `switchyard subscribe`.
+#[derive(Args)]
+pub struct SubscribeArgs {
+    /// Topic patterns (`*` one token, `>` the rest).
+    #[arg(required = true)]
+    pub patterns: Vec<String>,
+    /// Start: earliest, latest, a cursor, or an RFC 3339 time.
+    #[arg(long, default_value = "latest")]
+    pub from: String,
+    /// Print the payload (raw) or the JSON envelope (json), one message per line.
+    #[arg(long, value_enum, default_value_t = Format::Raw, hide_possible_values = true)]
+    pub format: Format,
+    /// Exit after this many messages.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// Join this consumer group instead of following every message:
+    /// each message goes to one member of the group.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// With --group: manual (ack after printing each batch) or auto.
+    #[arg(
+        long,
+        value_enum,
+        default_value_t = Ack::Manual,
+        requires = "group",
+        hide_possible_values = true
+    )]
+    pub ack: Ack,
+    /// With --group: the group's strategy, when this creates the group.
+    #[arg(long, requires = "group")]
+    pub strategy: Option<String>,
+    /// Node URL.
+    #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
+    pub url: String,
+}
+
+/// `switchyard cluster ...`.
+#[derive(Subcommand)]
+pub enum ClusterCommand {
+    /// List the members with their state, addresses and last contact.
+    Members {
+        /// Print the whole JSON answer instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Node URL.
+        #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
+        url: String,
+    },
+}
+
+/// `switchyard plugin ...`.
+#[derive(Subcommand)]
+pub enum PluginCommand {
+    /// Upload a component and bind it (replaces a binding of the same name atomically).
+    Push {
+        /// The component (.wasm, built for wasm32-wasip2).
+        file: PathBuf,
+        /// Binding name.
+        #[arg(long)]
+        name: String,
+        /// route, filter or pick.
+        #[arg(long, hide_possible_values = true)]
+        hook: HookArg,
+        /// Topic pattern it applies to (repeatable; default `>`).
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+        /// Configuration string passed to the plugin's init.
+        #[arg(long)]
+        config: Option<String>,
+        /// drop, pass or dead-letter.
+        #[arg(long, hide_possible_values = true)]
+        on_error: Option<OnErrorArg>,
+        /// Fuel per hook call.
+        #[arg(long)]
+        fuel: Option<u64>,
+        /// Memory cap per instance, in MiB.
+        #[arg(long)]
+        memory_mb: Option<u64>,
+        /// Node URL.
+        #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
+        url: String,
+    },
+    /// List bindings with their counters.
+    List {
+        /// Print the node's JSON answer.
+        #[arg(long)]
+        json: bool,
+        /// Node URL.
+        #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
+        url: String,
+    },
+    /// Unbind a plugin and delete its key-value data.
+    Rm {
+        /// Binding name.
+        name: String,
+        /// Node URL.
+        #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
+        url: String,
+    },
+    /// Run a hook locally, without a node, and print each decision as JSON.
+    Test {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// route, filter or pick.
+        #[arg(long, hide_possible_values = true)]
+        hook: HookArg,
+        /// Configuration string passed to init.
+        #[arg(long, default_value = "")]
+        config: String,
+        /// A JSON message {"topic", "payload", "key", "headers", ...}, several as JSON lines, or @file.
+        #[arg(long)]
+        message: String,
+        /// For pick: a JSON array of candidates [{"id", "inflight", "weight", "labels"}], or @file.
+        #[arg(long)]
+        candidates: Option<String>,
+        /// Fuel per hook call.
+        #[arg(long)]
+        fuel: Option<u64>,
+        /// Memory cap per instance, in MiB.
+        #[arg(long)]
+        memory_mb: Option<u64>,
+    },
+}
+
+/// `--fsync`: when a publish is acknowledged (see [`FsyncMode`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FsyncArg {
+    /// After the write is synced.
+    Always,
+    /// After the write reaches the OS; synced every interval.
+    Interval,
+    /// After the write reaches the OS.
+    Never,
+}
+
+impl From<FsyncArg> for FsyncMode {
+    fn from(a: FsyncArg) -> FsyncMode {
+        match a {
+            FsyncArg::Always => FsyncMode::Always,
+            FsyncArg::Interval => FsyncMode::Interval,
+            FsyncArg::Never => FsyncMode::Never,
+        }
+    }
+}
+
+/// `--format`: what `subscribe` prints of each message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The payload as it is.
+    Raw,
+    /// The JSON envelope (id, topic, key, headers, payload, ...).
+    Json,
+}
+
+impl Format {
+    /// The value of the API's `format` parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Json => "json",
+        }
+    }
+}
+
+/// `--ack`: when a group member's messages count as acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Ack {
+    /// When the client acknowledges them, after printing each batch.
+    Manual,
+    /// Once the node hands them to the connection.
+    Auto,
+}
+
+impl Ack {
+    /// The value of the API's `ack` parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ack::Manual => "manual",
+            Ack::Auto => "auto",
+        }
+    }
+}
+
+/// `--hook`: which hook a plugin binding implements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum HookArg {
+    /// Decides where a message is stored.
+    Route,
+    /// Decides what a subscriber sees.
+    Filter,
+    /// Chooses a group member.
+    Pick,
+}
+
+impl From<HookArg> for Hook {
+    fn from(h: HookArg) -> Hook {
+        match h {
+            HookArg::Route => Hook::Route,
+            HookArg::Filter => Hook::Filter,
+            HookArg::Pick => Hook::Pick,
+        }
+    }
+}
+
+/// `--on-error`: what happens to a message when its plugin call fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OnErrorArg {
+    /// The message is dropped.
+    Drop,
+    /// The message goes on as if the plugin had not been there.
+    Pass,
+    /// The message goes to the dead-letter topic.
+    DeadLetter,
+}
+
+impl From<OnErrorArg> for ErrorPolicy {
+    fn from(o: OnErrorArg) -> ErrorPolicy {
+        match o {
+            OnErrorArg::Drop => ErrorPolicy::Drop,
+            OnErrorArg::Pass => ErrorPolicy::Pass,
+            OnErrorArg::DeadLetter => ErrorPolicy::DeadLetter,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn choices_keep_their_spellings() {
+        for (v, want) in [
+            ("always", FsyncMode::Always),
+            ("interval", FsyncMode::Interval),
+            ("never", FsyncMode::Never),
+        ] {
+            let got = FsyncMode::from(FsyncArg::from_str(v, false).unwrap());
+            assert_eq!(got, want);
+            assert_eq!(got.to_string(), v);
+        }
+        for h in HookArg::value_variants() {
+            let name = h.to_possible_value().unwrap().get_name().to_owned();
+            assert_eq!(Hook::from(*h).as_str(), name);
+        }
+        for o in OnErrorArg::value_variants() {
+            let name = o.to_possible_value().unwrap().get_name().to_owned();
+            assert_eq!(ErrorPolicy::from(*o).as_str(), name);
+        }
+        for f in Format::value_variants() {
+            assert_eq!(f.to_possible_value().unwrap().get_name(), f.as_str());
+        }
+        for a in Ack::value_variants() {
+            assert_eq!(a.to_possible_value().unwrap().get_name(), a.as_str());
+        }
+        for (v, want) in [("pretty", LogFormat::Pretty), ("json", LogFormat::Json)] {
+            assert_eq!(LogFormat::from_str(v, false).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn a_misspelt_choice_is_refused() {
+        for args in [
+            &["switchyard", "serve", "--fsync", "sometimes"][..],
+            &["switchyard", "serve", "--log-format", "xml"][..],
+            &["switchyard", "subscribe", "t", "--format", "yaml"][..],
+            &[
+                "switchyard",
+                "subscribe",
+                "t",
+                "--group",
+                "g",
+                "--ack",
+                "later",
+            ][..],
+            &[
+                "switchyard",
+                "plugin",
+                "push",
+                "f.wasm",
+                "--name",
+                "n",
+                "--hook",
+                "x",
+            ][..],
+        ] {
+            let e = Cli::try_parse_from(args).err().expect("refused");
+            assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue, "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["switchyard", "subscribe", "t", "--format", "json"]).is_ok());
+    }
+}

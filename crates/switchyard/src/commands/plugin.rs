@@ -1,0 +1,99 @@
+//! `switchyard plugin push|list|rm|test`: the printing around
+//! [`crate::plugin_cli`].
+
+use std::io::Write;
+
+use anyhow::{Result, bail};
+use bytes::Bytes;
+use http_body_util::Full;
+
+use crate::args::PluginCommand;
+use crate::client::Client;
+use crate::config::LogFormat;
+use crate::plugin_cli::{self, PluginList};
+
+/// Runs one `plugin` command.
+pub(crate) async fn run(cmd: PluginCommand) -> Result<()> {
+    match cmd {
+        PluginCommand::Push {
+            file,
+            name,
+            hook,
+            topics,
+            config,
+            on_error,
+            fuel,
+            memory_mb,
+            url,
+        } => {
+            let client = Client::new(&url)?;
+            let bound = plugin_cli::push(
+                &client,
+                &plugin_cli::Push {
+                    file: &file,
+                    name: &name,
+                    hook: hook.into(),
+                    topics: &topics,
+                    config: config.as_deref(),
+                    on_error: on_error.map(Into::into),
+                    fuel,
+                    memory_mb,
+                },
+            )
+            .await?;
+            println!(
+                "bound {} ({} hook, version {}, sha256 {})",
+                name, bound.hook, bound.version, bound.sha256
+            );
+            Ok(())
+        }
+        PluginCommand::List { json, url } => {
+            let v = Client::new(&url)?.get_json("/v1/plugins").await?;
+            if json {
+                println!("{v}");
+            } else {
+                let list: PluginList = serde_json::from_value(v)?;
+                print!("{}", plugin_cli::format_list(&list));
+            }
+            Ok(())
+        }
+        PluginCommand::Rm { name, url } => {
+            let client = Client::new(&url)?;
+            let req = client
+                .request(http::Method::DELETE, &format!("/v1/plugins/{name}"))
+                .body(Full::new(Bytes::new()))?;
+            client.send(req).await?;
+            println!("removed {name}");
+            Ok(())
+        }
+        PluginCommand::Test {
+            file,
+            hook,
+            config,
+            message,
+            candidates,
+            fuel,
+            memory_mb,
+        } => {
+            crate::logging::init(LogFormat::Pretty);
+            let t = plugin_cli::Test {
+                file: &file,
+                hook: hook.into(),
+                config: &config,
+                message: &message,
+                candidates: candidates.as_deref(),
+                fuel,
+                memory_mb,
+            };
+            let (lines, failed) = tokio::task::block_in_place(|| plugin_cli::test(&t))?;
+            let mut out = std::io::stdout().lock();
+            for l in lines {
+                writeln!(out, "{l}")?;
+            }
+            if failed {
+                bail!("the plugin failed on at least one message");
+            }
+            Ok(())
+        }
+    }
+}

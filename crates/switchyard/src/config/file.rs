@@ -1,0 +1,230 @@
+//! The config file's shape: every section and field as TOML spells it, all
+//! optional. `NodeConfig::build` turns it into validated settings.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The config file. Every section and field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// HTTP listen address.
+    pub listen: Option<SocketAddr>,
+    /// Data directory.
+    pub data_dir: Option<PathBuf>,
+    /// `pretty` or `json`.
+    pub log_format: Option<String>,
+    /// Storage settings.
+    #[serde(default)]
+    pub storage: StorageSection,
+    /// Request and connection limits.
+    #[serde(default)]
+    pub limits: LimitsSection,
+    /// Server-Sent Events settings.
+    #[serde(default)]
+    pub sse: SseSection,
+    /// Publish settings.
+    #[serde(default)]
+    pub publish: PublishSection,
+    /// Retention settings.
+    #[serde(default)]
+    pub retention: RetentionSection,
+    /// Cross-origin settings for browser clients.
+    #[serde(default)]
+    pub cors: CorsSection,
+    /// Plugin engine settings and defaults.
+    #[serde(default)]
+    pub plugins: PluginsSection,
+    /// Plugin bindings (`[[plugin]]`), loaded at every start.
+    #[serde(default)]
+    pub plugin: Vec<PluginBindingSection>,
+    /// Cluster membership (gossip).
+    #[serde(default)]
+    pub cluster: ClusterSection,
+}
+
+/// `[cluster]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Cluster name (default `switchyard`).
+    pub name: Option<String>,
+    /// Cluster key; `SWITCHYARD_CLUSTER_KEY` takes precedence.
+    pub key: Option<String>,
+    /// UDP gossip listen address; the node joins a cluster only when set.
+    pub gossip_listen: Option<SocketAddr>,
+    /// Gossip address other nodes use (default: the listen address).
+    pub gossip_advertise: Option<SocketAddr>,
+    /// HTTP address other nodes and clients use (default: the HTTP listen address).
+    pub http_advertise: Option<String>,
+    /// Gossip addresses (`host:port`) to join through.
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    /// Time between probes, in ms (default 400).
+    pub probe_period_ms: Option<u64>,
+    /// Time to answer a probe, in ms (default 150).
+    pub probe_rtt_ms: Option<u64>,
+    /// Time a suspect has to refute, in ms (default 1200).
+    pub suspect_timeout_ms: Option<u64>,
+    /// Time between gossip rounds, in ms (default 100).
+    pub gossip_interval_ms: Option<u64>,
+    /// Members per gossip round (default 3).
+    pub gossip_fanout: Option<usize>,
+}
+
+/// `[plugins]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsSection {
+    /// Keep compiled plugins in `<data_dir>/plugin-cache` (default true).
+    pub compile_cache: Option<bool>,
+    /// Instances the pooling allocator has room for (0: allocate on demand).
+    pub pooled_instances: Option<u32>,
+    /// Largest memory cap a binding may ask for, in MiB.
+    pub max_memory_mb: Option<usize>,
+    /// Largest component upload, in bytes.
+    pub max_upload_bytes: Option<usize>,
+    /// Default fuel per hook call.
+    pub fuel: Option<u64>,
+    /// Default memory cap per instance, in MiB.
+    pub memory_mb: Option<usize>,
+    /// Default most instances per binding.
+    pub max_instances: Option<usize>,
+    /// Default most host calls per hook call.
+    pub max_host_calls: Option<u32>,
+}
+
+/// One `[[plugin]]` binding.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginBindingSection {
+    /// Binding name.
+    pub name: String,
+    /// Component file (relative paths are taken from the config file's
+    /// directory).
+    pub file: PathBuf,
+    /// `route`, `filter` or `pick`.
+    pub hook: String,
+    /// Topic patterns (default `[">"]`).
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Configuration string for the plugin's `init`.
+    #[serde(default)]
+    pub config: String,
+    /// `drop` (default), `pass` or `dead-letter`.
+    pub on_error: Option<String>,
+    /// Fuel per hook call.
+    pub fuel: Option<u64>,
+    /// Memory cap per instance, in MiB.
+    pub memory_mb: Option<usize>,
+    /// Most instances.
+    pub max_instances: Option<usize>,
+    /// Most host calls per hook call.
+    pub max_host_calls: Option<u32>,
+}
+
+/// `[cors]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSection {
+    /// Origins allowed to call the API from a browser (`"*"` for any).
+    #[serde(default)]
+    pub allow_origins: Vec<String>,
+}
+
+/// `[storage]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    /// `always`, `interval` or `never`.
+    pub fsync: Option<String>,
+    /// Sync period for `interval`, in milliseconds.
+    pub fsync_interval_ms: Option<u64>,
+    /// Size of the in-memory tail of recent messages.
+    pub tail_cache_bytes: Option<usize>,
+    /// fjall block cache size.
+    pub cache_bytes: Option<u64>,
+    /// Writer queue capacity (requests).
+    pub write_queue: Option<usize>,
+    /// Most messages per group commit.
+    pub max_commit_messages: Option<usize>,
+    /// Most payload bytes per group commit.
+    pub max_commit_bytes: Option<usize>,
+}
+
+/// `[limits]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest message payload.
+    pub max_payload_bytes: Option<usize>,
+    /// Largest batch publish body.
+    pub max_batch_bytes: Option<usize>,
+    /// Most messages per batch publish.
+    pub max_batch_messages: Option<usize>,
+    /// Most concurrent connections.
+    pub max_connections: Option<usize>,
+    /// Time to send request headers, in seconds.
+    pub header_read_timeout_secs: Option<u64>,
+    /// Most request headers.
+    pub max_request_headers: Option<usize>,
+    /// Most messages per pull.
+    pub max_pull_limit: Option<usize>,
+    /// Longest pull wait, in seconds.
+    pub max_pull_wait_secs: Option<u64>,
+    /// Most bytes of request line and headers.
+    pub max_header_bytes: Option<usize>,
+    /// Time in-flight requests get to finish at shutdown, in seconds.
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+/// `[sse]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SseSection {
+    /// Heartbeat comment interval on idle streams, in seconds.
+    pub heartbeat_secs: Option<u64>,
+    /// `retry:` hint, in milliseconds.
+    pub retry_ms: Option<u64>,
+    /// Most messages one subscription read (one SSE chunk) holds.
+    pub read_limit: Option<usize>,
+    /// Most payload bytes one subscription read holds.
+    pub read_max_bytes: Option<usize>,
+}
+
+/// `[publish]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSection {
+    /// Idempotency-Key window, in seconds.
+    pub idempotency_window_secs: Option<u64>,
+}
+
+/// `[retention]` and its `[[retention.topics]]` rules.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSection {
+    /// Default maximum age, in seconds.
+    pub max_age_secs: Option<u64>,
+    /// Default maximum bytes per stream.
+    pub max_bytes: Option<u64>,
+    /// Period of the background pass, in milliseconds.
+    pub interval_ms: Option<u64>,
+    /// Per-topic rules; the first match wins.
+    #[serde(default)]
+    pub topics: Vec<RetentionTopic>,
+}
+
+/// One `[[retention.topics]]` rule.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionTopic {
+    /// Topic pattern.
+    pub pattern: String,
+    /// Maximum age, in seconds.
+    pub max_age_secs: Option<u64>,
+    /// Maximum bytes per stream.
+    pub max_bytes: Option<u64>,
+}

@@ -1,0 +1,216 @@
+//! Validation of the configuration: defaults, precedence, and every refusal.
+
+use super::*;
+
+fn build(toml: &str, over: Overrides) -> Result<NodeConfig, ConfigError> {
+    NodeConfig::build(toml::from_str(toml).expect("valid TOML"), over)
+}
+
+fn cluster_over(gossip: &str) -> Overrides {
+    Overrides {
+        gossip_listen: Some(gossip.parse().unwrap()),
+        cluster_key: Some("k".repeat(32)),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn defaults_and_precedence() {
+    let c = NodeConfig::build(FileConfig::default(), Overrides::default()).unwrap();
+    assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(c.router.store.fsync, FsyncMode::Always);
+    assert_eq!(c.log_format, LogFormat::Pretty);
+    let over = Overrides {
+        fsync: Some(FsyncMode::Interval),
+        log_format: Some(LogFormat::Pretty),
+        ..Default::default()
+    };
+    let c = build(
+        "listen = \"127.0.0.1:9000\"\nlog_format = \"json\"\n[storage]\nfsync = \"never\"\n[[retention.topics]]\npattern = \"logs.>\"\nmax_age_secs = 60\n",
+        over,
+    )
+    .unwrap();
+    assert_eq!(c.listen.port(), 9000);
+    assert_eq!(c.router.store.fsync, FsyncMode::Interval);
+    assert_eq!(c.log_format, LogFormat::Pretty);
+    assert_eq!(c.router.store.retention_rules.len(), 1);
+    assert!(c.cluster.is_none());
+    assert_eq!(c.advertised_http(c.listen).unwrap(), None);
+}
+
+#[test]
+fn refuses_bad_values() {
+    assert!(toml::from_str::<FileConfig>("nonsense = 1").is_err());
+    let e = build("[storage]\nfsync = \"sometimes\"", Overrides::default()).unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::Invalid { key: "storage.fsync", detail } if detail.contains("sometimes")),
+        "{e}"
+    );
+    let e = build("[retention]\nmax_bytes = 0", Overrides::default()).unwrap_err();
+    assert!(
+        matches!(e, ConfigError::NotPositive("retention.max_bytes")),
+        "{e}"
+    );
+    assert_eq!(e.to_string(), "retention.max_bytes must be greater than 0");
+    let e = build(
+        "[[retention.topics]]\npattern = \"a..b\"",
+        Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConfigError::Invalid {
+                key: "retention.topics",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = build("log_format = \"xml\"", Overrides::default()).unwrap_err();
+    assert_eq!(e.to_string(), "log_format \"xml\": expected pretty or json");
+    let e = build("[limits]\nmax_header_bytes = 100", Overrides::default()).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConfigError::TooSmall {
+                key: "limits.max_header_bytes",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = build(
+        "[limits]\nmax_payload_bytes = 2000000\nmax_batch_bytes = 1000000",
+        Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ConfigError::TooSmall {
+                key: "limits.max_batch_bytes",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let e = build(
+        "[cors]\nallow_origins = [\"app.example/\"]",
+        Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(e.to_string().starts_with("cors.allow_origins: "), "{e}");
+}
+
+#[test]
+fn refuses_bad_plugin_bindings() {
+    let binding = |extra: &str| {
+        format!("[[plugin]]\nname = \"p\"\nfile = \"p.wasm\"\nhook = \"route\"\n{extra}")
+    };
+    assert_eq!(
+        build(&binding(""), Overrides::default())
+            .unwrap()
+            .router
+            .plugins
+            .bindings
+            .len(),
+        1
+    );
+    let e = build(&binding("on_error = \"explode\""), Overrides::default()).unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::Plugin { name, .. } if name == "p"),
+        "{e}"
+    );
+    let e = build(&binding("fuel = 0"), Overrides::default()).unwrap_err();
+    assert!(matches!(e, ConfigError::NotPositive("plugin.fuel")), "{e}");
+    let twice = format!("{}{}", binding(""), binding(""));
+    let e = build(&twice, Overrides::default()).unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::PluginBoundTwice(n) if n == "p"),
+        "{e}"
+    );
+    let bad_hook = binding("").replace("route", "reroute");
+    assert!(matches!(
+        build(&bad_hook, Overrides::default()),
+        Err(ConfigError::Plugin { .. })
+    ));
+}
+
+#[test]
+fn refuses_bad_cluster_settings() {
+    let e = build(
+        "[cluster]\nseeds = [\"10.0.0.1:7946\"]",
+        Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(e, ConfigError::SeedsWithoutGossip), "{e}");
+    let over = Overrides {
+        gossip_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Default::default()
+    };
+    assert!(matches!(build("", over), Err(ConfigError::NoClusterKey)));
+    let over = Overrides {
+        cluster_key: Some("short".into()),
+        ..cluster_over("127.0.0.1:0")
+    };
+    assert!(matches!(build("", over), Err(ConfigError::Cluster(_))));
+    let c = build("", cluster_over("127.0.0.1:0")).unwrap();
+    assert_eq!(
+        c.advertised_http(c.listen).unwrap().as_deref(),
+        Some(DEFAULT_LISTEN)
+    );
+}
+
+#[test]
+fn the_announced_http_address_is_checked_before_binding() {
+    for bad in [
+        "http://10.0.0.1:7070",
+        "10.0.0.1",
+        "10.0.0.1:7070/x",
+        "user@10.0.0.1:7070",
+        ":7070",
+    ] {
+        let toml = format!("[cluster]\nhttp_advertise = \"{bad}\"");
+        let e = build(&toml, cluster_over("127.0.0.1:0")).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::HttpAdvertise { value } if value == bad),
+            "{bad}: {e}"
+        );
+    }
+    for good in ["10.0.0.1:7070", "node-1.example:80", "[::1]:7070"] {
+        let toml = format!("[cluster]\nhttp_advertise = \"{good}\"");
+        let c = build(&toml, cluster_over("127.0.0.1:0")).unwrap();
+        assert_eq!(c.advertised_http(c.listen).unwrap().as_deref(), Some(good));
+    }
+    // A wildcard listen address: the gossip host with the HTTP port...
+    let c = build("listen = \"0.0.0.0:7070\"", cluster_over("10.0.0.5:7946")).unwrap();
+    let bound = "0.0.0.0:41234".parse().unwrap();
+    assert_eq!(
+        c.advertised_http(bound).unwrap().as_deref(),
+        Some("10.0.0.5:41234")
+    );
+    // ... and no address at all when gossip listens on a wildcard too.
+    let e = build("listen = \"0.0.0.0:0\"", cluster_over("0.0.0.0:0")).unwrap_err();
+    assert!(matches!(e, ConfigError::NoHttpAddress { .. }), "{e}");
+    assert!(e.to_string().contains("set http_advertise"), "{e}");
+    // With an HTTP address, the wildcard gossip address is refused next.
+    let toml = "listen = \"0.0.0.0:0\"\n[cluster]\nhttp_advertise = \"10.0.0.5:7070\"";
+    let e = build(toml, cluster_over("0.0.0.0:0")).unwrap_err();
+    assert!(matches!(e, ConfigError::NoGossipAddress { .. }), "{e}");
+    let toml = "listen = \"0.0.0.0:0\"\n[cluster]\nhttp_advertise = \"10.0.0.5:7070\"\ngossip_advertise = \"10.0.0.5:7946\"";
+    assert!(build(toml, cluster_over("0.0.0.0:0")).is_ok());
+}
+
+#[test]
+fn load_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let e = NodeConfig::load(Some(&missing), Overrides::default()).unwrap_err();
+    assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "listen = 5").unwrap();
+    let e = NodeConfig::load(Some(&bad), Overrides::default()).unwrap_err();
+    assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
+    assert!(std::error::Error::source(&e).is_some());
+}
