@@ -4,14 +4,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::num::{NonZeroU8, NonZeroUsize};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use foca::{
     AccumulatingRuntime, Config, Foca, Identity, NoCustomBroadcast, OwnedNotification,
     PeriodicParams, PostcardCodec, State, Timer,
 };
+use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
@@ -312,18 +313,9 @@ impl Cluster {
     /// Every member this node knows, itself first.
     pub fn members(&self) -> Vec<MemberView> {
         let now = Instant::now();
-        let local = self
-            .shared
-            .local
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let local = self.shared.local.lock().clone();
         let mut out = vec![view(&local, MemberState::Alive, None, true, now)];
-        let members = self
-            .shared
-            .members
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let members = self.shared.members.lock();
         let mut rest: Vec<MemberView> = members
             .values()
             .filter(|k| k.identity.node != local.node)
@@ -336,16 +328,10 @@ impl Cluster {
 
     /// Live peers (alive or suspect, not this node): node id and HTTP address.
     pub fn peers(&self) -> Vec<(u64, String)> {
-        let local = self
-            .shared
-            .local
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .node;
+        let local = self.shared.local.lock().node;
         self.shared
             .members
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .values()
             .filter(|k| {
                 k.identity.node != local
@@ -507,11 +493,7 @@ impl Actor {
         };
         stats.packets_in.fetch_add(1, Ordering::Relaxed);
         {
-            let mut members = self
-                .shared
-                .members
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut members = self.shared.members.lock();
             match members.get_mut(&sender.node) {
                 Some(k) => k.last_heard = Some(Instant::now()),
                 // Not in the view yet (the packet may be the one that
@@ -623,7 +605,7 @@ impl Actor {
                         generation = id.generation,
                         "declared down by the cluster; rejoined with a new generation"
                     );
-                    *self.shared.local.lock().unwrap_or_else(|p| p.into_inner()) = id;
+                    *self.shared.local.lock() = id;
                 }
                 OwnedNotification::Defunct => {
                     tracing::warn!("this node was declared down and cannot rejoin");
@@ -656,11 +638,7 @@ impl Actor {
         }
         let mut events = Vec::new();
         {
-            let mut members = self
-                .shared
-                .members
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut members = self.shared.members.lock();
             for (node, (identity, state)) in &current {
                 let left = self.left.get(node) == Some(&identity.generation);
                 let state = match state {

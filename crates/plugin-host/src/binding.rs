@@ -1,9 +1,10 @@
 //! A plugin bound to a hook: a pool of reusable instances and the calls.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
+use parking_lot::{Condvar, Mutex, MutexGuard};
 use switchyard_model::{Header, Topic};
 use wasmtime::{Engine, Store, Trap};
 
@@ -147,8 +148,8 @@ impl Binding {
         &self.shared.stats
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Pool> {
+        self.pool.lock()
     }
 
     /// A new instance with `init` run. An `init` error is a
@@ -220,7 +221,7 @@ impl Binding {
                 });
             }
             pool.waiting += 1;
-            pool = self.freed.wait(pool).unwrap_or_else(|p| p.into_inner());
+            self.freed.wait(&mut pool);
             pool.waiting -= 1;
         }
     }

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
+
+use parking_lot::Mutex;
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
@@ -107,7 +109,7 @@ impl PluginEngine {
     /// milliseconds (a cached artifact loads in well under one).
     pub fn load(&self, bytes: &[u8]) -> Result<Arc<Plugin>, PluginError> {
         let sha256: [u8; 32] = Sha256::digest(bytes).into();
-        let mut compiled = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        let mut compiled = self.compiled.lock();
         if let Some(p) = compiled.get(&sha256).and_then(Weak::upgrade) {
             return Ok(p);
         }

@@ -2,7 +2,8 @@
 //! store, and an in-memory backend for tests and `switchyard plugin test`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+
+use parking_lot::Mutex;
 
 /// Longest key, in bytes.
 pub const MAX_KV_KEY: usize = 256;
@@ -35,7 +36,7 @@ pub struct MemoryKv {
 
 impl MemoryKv {
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<String, BTreeMap<String, Vec<u8>>>) -> R) -> R {
-        let mut guard = self.scopes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self.scopes.lock();
         f(&mut guard)
     }
 }

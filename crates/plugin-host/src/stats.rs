@@ -1,8 +1,9 @@
 //! Per-binding counters.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
 
 use crate::error::FailureKind;
 
@@ -69,7 +70,7 @@ impl Stats {
         if name.is_empty() || name.len() > MAX_COUNTER_NAME {
             return;
         }
-        let mut custom = self.custom.lock().unwrap_or_else(|p| p.into_inner());
+        let mut custom = self.custom.lock();
         if let Some(v) = custom.get_mut(name) {
             *v = v.saturating_add(delta);
         } else if custom.len() < MAX_CUSTOM_COUNTERS {
@@ -89,11 +90,7 @@ impl Stats {
                 .zip(&self.by_kind)
                 .map(|(k, v)| (k.as_str(), v.load(Ordering::Relaxed)))
                 .collect(),
-            custom: self
-                .custom
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            custom: self.custom.lock().clone(),
         }
     }
 }

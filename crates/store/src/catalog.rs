@@ -1,5 +1,6 @@
 //! The in-memory catalog of streams and origins, loaded from `meta` at open
-//! and kept current by the writer thread (its only writer).
+//! and kept current by committed batches of the writer thread (its only
+//! writer).
 
 use std::collections::BTreeMap;
 
@@ -106,19 +107,7 @@ pub(crate) struct Catalog {
 }
 
 impl Catalog {
-    /// Records committed statistics of `origin`'s streams and of the origin.
-    pub fn record(
-        &mut self,
-        origin: NodeId,
-        streams: impl IntoIterator<Item = (Topic, StreamMeta)>,
-        meta: OriginMeta,
-    ) {
-        for (topic, m) in streams {
-            self.streams.entry(topic).or_default().insert(origin, m);
-        }
-        self.origins.insert(origin, meta);
-    }
-
+    /// Stream (`topic`, `origin`) as committed (empty when unknown).
     pub fn stream(&self, topic: &Topic, origin: NodeId) -> StreamMeta {
         self.streams
             .get(topic)

@@ -10,11 +10,12 @@
 
 use std::sync::Arc;
 
-use fjall::PersistMode;
 use switchyard_model::{Cursor, Message, MessageId, NodeId, TopicSet, varint};
 
+use crate::batch::{Durability, Staged};
 use crate::codec::{decode_index, decode_message};
-use crate::{FsyncMode, Store, StoreError, keys};
+use crate::error::Storage;
+use crate::{Store, StoreError, keys};
 
 fn key(tag: u8, name: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + name.len());
@@ -85,12 +86,10 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.check_writable()?;
         let sh = &*self.shared;
-        let mut batch = sh.db.batch();
+        let mut batch = Staged::new(sh, "group creation", Durability::Synced);
         batch.insert(&sh.groups, key(b'c', name), settings);
         batch.insert(&sh.groups, key(b'p', name), cursor.encode().as_bytes());
-        batch.commit()?;
-        sh.db.persist(PersistMode::SyncAll)?;
-        Ok(())
+        batch.commit()
     }
 
     /// Every persisted group with its whole state. Blocking.
@@ -98,7 +97,7 @@ impl Store {
         let sh = &*self.shared;
         let mut out = Vec::new();
         for item in sh.groups.prefix(b"c") {
-            let (k, v) = item.into_inner()?;
+            let (k, v) = item.into_inner().storage()?;
             let name = std::str::from_utf8(&k[1..])
                 .map_err(|_| StoreError::Corrupt("group name"))?
                 .to_owned();
@@ -110,7 +109,7 @@ impl Store {
     /// One persisted group with its whole state, `None` when there is no
     /// such group. Blocking.
     pub fn group(&self, name: &str) -> Result<Option<StoredGroup>, StoreError> {
-        match self.shared.groups.get(key(b'c', name))? {
+        match self.shared.groups.get(key(b'c', name)).storage()? {
             Some(settings) => Ok(Some(self.load_group(name.to_owned(), settings.to_vec())?)),
             None => Ok(None),
         }
@@ -118,7 +117,7 @@ impl Store {
 
     fn load_group(&self, name: String, settings: Vec<u8>) -> Result<StoredGroup, StoreError> {
         let sh = &*self.shared;
-        let cursor = match sh.groups.get(key(b'p', &name))? {
+        let cursor = match sh.groups.get(key(b'p', &name)).storage()? {
             Some(p) => std::str::from_utf8(&p)
                 .ok()
                 .and_then(|s| s.parse::<Cursor>().ok())
@@ -127,13 +126,14 @@ impl Store {
         };
         let counters = sh
             .groups
-            .get(key(b'n', &name))?
+            .get(key(b'n', &name))
+            .storage()?
             .map(|c| c.to_vec())
             .unwrap_or_default();
         let prefix = inflight_prefix(&name);
         let mut inflight = Vec::new();
         for item in sh.groups.prefix(&prefix) {
-            let (k, v) = item.into_inner()?;
+            let (k, v) = item.into_inner().storage()?;
             let rest = &k[prefix.len()..];
             let bad = || StoreError::Corrupt("group in-flight key");
             let origin = u64::from_be_bytes(
@@ -173,7 +173,7 @@ impl Store {
     pub fn put_group(&self, g: &StoredGroup) -> Result<(), StoreError> {
         self.check_writable()?;
         let sh = &*self.shared;
-        let mut batch = sh.db.batch();
+        let mut batch = Staged::new(sh, "group hand-over", Durability::Synced);
         self.remove_group(&mut batch, &g.name)?;
         batch.insert(&sh.groups, key(b'c', &g.name), g.settings.as_slice());
         batch.insert(&sh.groups, key(b'p', &g.name), g.cursor.encode().as_bytes());
@@ -185,22 +185,16 @@ impl Store {
             varint::put(&mut v, n as u64);
             batch.insert(&sh.groups, inflight_key(&g.name, id), v);
         }
-        batch.commit()?;
-        sh.db.persist(PersistMode::SyncAll)?;
-        Ok(())
+        batch.commit()
     }
 
-    fn remove_group(
-        &self,
-        batch: &mut fjall::OwnedWriteBatch,
-        name: &str,
-    ) -> Result<(), StoreError> {
+    fn remove_group(&self, batch: &mut Staged<'_>, name: &str) -> Result<(), StoreError> {
         let sh = &*self.shared;
         batch.remove(&sh.groups, key(b'c', name));
         batch.remove(&sh.groups, key(b'p', name));
         batch.remove(&sh.groups, key(b'n', name));
         for item in sh.groups.prefix(inflight_prefix(name)) {
-            batch.remove(&sh.groups, item.key()?);
+            batch.remove(&sh.groups, item.key().storage()?);
         }
         Ok(())
     }
@@ -214,7 +208,7 @@ impl Store {
         }
         self.check_writable()?;
         let sh = &*self.shared;
-        let mut batch = sh.db.batch();
+        let mut batch = Staged::new(sh, "group state", Durability::Publish);
         if let Some(c) = &w.cursor {
             batch.insert(&sh.groups, key(b'p', name), c.encode().as_bytes());
         }
@@ -229,28 +223,16 @@ impl Store {
         for &id in &w.remove {
             batch.remove(&sh.groups, inflight_key(name, id));
         }
-        let written = batch.commit().and_then(|()| match sh.config.fsync {
-            FsyncMode::Always => sh.db.persist(PersistMode::SyncData),
-            // fjall hands every write to the OS; the interval thread syncs.
-            FsyncMode::Interval | FsyncMode::Never => Ok(()),
-        });
-        written.map_err(|e| {
-            self.shared
-                .poisoned
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            e.into()
-        })
+        batch.commit()
     }
 
     /// Removes a group and all its state, durably. Blocking.
     pub fn delete_group(&self, name: &str) -> Result<(), StoreError> {
         self.check_writable()?;
         let sh = &*self.shared;
-        let mut batch = sh.db.batch();
+        let mut batch = Staged::new(sh, "group removal", Durability::Synced);
         self.remove_group(&mut batch, name)?;
-        batch.commit()?;
-        sh.db.persist(PersistMode::SyncAll)?;
-        Ok(())
+        batch.commit()
     }
 
     /// One message by id, from the in-memory tail or the log. `None` when
@@ -261,31 +243,25 @@ impl Store {
             return Ok(None);
         }
         if id.origin == sh.node_id {
-            let tail = sh.tail.read().expect("tail lock");
+            let tail = sh.tail.read();
             if tail.covers(id.seq - 1)
                 && let Some(m) = tail.after(id.seq - 1).next()
                 && m.id == id
             {
                 return Ok(Some(m.clone()));
             }
-        } else if let Some(tail) = sh.remote_tails.read().expect("tail lock").get(&id.origin)
+        } else if let Some(tail) = sh.remote_tails.read().get(&id.origin)
             && tail.covers(id.seq - 1)
             && let Some(m) = tail.after(id.seq - 1).next()
             && m.id == id
         {
             return Ok(Some(m.clone()));
         }
-        let visible = sh
-            .catalog
-            .read()
-            .expect("catalog lock")
-            .visible
-            .get(&id.origin)
-            .copied();
+        let visible = sh.catalog.read().visible.get(&id.origin).copied();
         if visible.is_none_or(|v| id.seq > v) {
             return Ok(None);
         }
-        match sh.log.get(keys::log_key(id.origin, id.seq))? {
+        match sh.log.get(keys::log_key(id.origin, id.seq)).storage()? {
             Some(v) => Ok(Some(Arc::new(decode_message(id.origin, id.seq, &v)?))),
             None => Ok(None),
         }
@@ -296,7 +272,7 @@ impl Store {
     pub fn count_after(&self, topics: &TopicSet, cursor: &Cursor) -> Result<u64, StoreError> {
         let sh = &*self.shared;
         let streams: Vec<_> = {
-            let catalog = sh.catalog.read().expect("catalog lock");
+            let catalog = sh.catalog.read();
             catalog
                 .streams
                 .iter()
@@ -310,7 +286,7 @@ impl Store {
             let range = keys::index_key(&topic, origin, cursor.get(origin) + 1)
                 ..=keys::index_key(&topic, origin, meta.last_origin_seq);
             if let Some(first) = sh.index.range(range).next() {
-                let v = decode_index(&first.value()?)?;
+                let v = decode_index(&first.value().storage()?)?;
                 total += meta.last_seq.saturating_sub(v.stream_seq) + 1;
             }
         }

@@ -20,6 +20,16 @@
 //! What it does not do: HTTP, subscriptions, waiting (callers wait on
 //! [`Store::changes`]), replication.
 //!
+//! Locks: the store, like the other crates of the node, uses `parking_lot`
+//! locks, which are not poisoned by a panic, so one thread's panic never
+//! turns every later `lock()` into another panic, and no code goes on with
+//! a poisoned guard pretending nothing happened. What a panic leaves behind
+//! is handled where it can happen instead: the writer thread catches a
+//! panic in its work, marks the store poisoned and answers
+//! [`StoreError::Poisoned`], so later writes fail with that error while
+//! readers, whose state the writer only changes after a commit, keep
+//! working. A failed commit or sync poisons the store the same way.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), switchyard_store::StoreError> {
 //! use switchyard_store::{Append, ReadQuery, Store, StoreConfig};
@@ -36,6 +46,8 @@
 //! ```
 #![warn(missing_docs)]
 
+mod append;
+mod batch;
 mod catalog;
 mod codec;
 mod config;
@@ -44,15 +56,17 @@ mod groups;
 mod keys;
 mod plugins;
 mod read;
+mod replica;
 mod retention;
 mod store;
 mod tail;
 mod writer;
 
+pub use append::{Append, Appended};
 pub use catalog::{StreamInfo, TopicInfo};
 pub use config::{FsyncMode, RetentionPolicy, RetentionRule, StoreConfig};
-pub use error::StoreError;
+pub use error::{StorageError, StoreError};
 pub use groups::{GroupWrite, StoredGroup};
 pub use read::{Gap, ReadBatch, ReadQuery};
+pub use replica::OriginTrim;
 pub use store::Store;
-pub use writer::{Append, Appended, OriginTrim};

@@ -5,8 +5,8 @@
 //! `c` + sha256 (hex) -> component bytes.
 //! Keyspace `plugin_kv`: binding name + 0x00 + key -> value.
 
-use fjall::PersistMode;
-
+use crate::batch::{Durability, Staged};
+use crate::error::Storage;
 use crate::{Store, StoreError};
 
 fn binding_key(name: &str) -> Vec<u8> {
@@ -48,12 +48,10 @@ impl Store {
         component: &[u8],
     ) -> Result<(), StoreError> {
         let sh = &*self.shared;
-        let mut batch = sh.db.batch();
+        let mut batch = Staged::new(sh, "plugin binding", Durability::Synced);
         batch.insert(&sh.plugins, component_key(sha256), component);
         batch.insert(&sh.plugins, binding_key(name), record);
-        batch.commit()?;
-        sh.db.persist(PersistMode::SyncAll)?;
-        Ok(())
+        batch.commit()
     }
 
     /// Removes a binding record and its key-value data, and the component
@@ -64,29 +62,30 @@ impl Store {
         drop_component: Option<&str>,
     ) -> Result<(), StoreError> {
         let sh = &*self.shared;
-        let mut batch = sh.db.batch();
+        let mut batch = Staged::new(sh, "plugin removal", Durability::Synced);
         batch.remove(&sh.plugins, binding_key(name));
         if let Some(sha) = drop_component {
             batch.remove(&sh.plugins, component_key(sha));
         }
         for item in sh.plugin_kv.prefix(kv_prefix(name)) {
-            batch.remove(&sh.plugin_kv, item.key()?);
+            batch.remove(&sh.plugin_kv, item.key().storage()?);
         }
-        batch.commit()?;
-        sh.db.persist(PersistMode::SyncAll)?;
-        Ok(())
+        batch.commit()
     }
 
     /// Removes a component no binding uses any more.
     pub fn remove_component(&self, sha256: &str) -> Result<(), StoreError> {
-        Ok(self.shared.plugins.remove(component_key(sha256))?)
+        let sh = &*self.shared;
+        let mut batch = Staged::new(sh, "plugin component removal", Durability::Deferred);
+        batch.remove(&sh.plugins, component_key(sha256));
+        batch.commit()
     }
 
     /// Every stored binding record, by name.
     pub fn plugins(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
         let mut out = Vec::new();
         for item in self.shared.plugins.prefix(b"b") {
-            let (k, v) = item.into_inner()?;
+            let (k, v) = item.into_inner().storage()?;
             let name = std::str::from_utf8(&k[1..])
                 .map_err(|_| StoreError::Corrupt("plugin binding key"))?;
             out.push((name.to_owned(), v.to_vec()));
@@ -99,7 +98,8 @@ impl Store {
         Ok(self
             .shared
             .plugins
-            .get(component_key(sha256))?
+            .get(component_key(sha256))
+            .storage()?
             .map(|v| v.to_vec()))
     }
 
@@ -108,26 +108,33 @@ impl Store {
         Ok(self
             .shared
             .plugin_kv
-            .get(kv_key(scope, key))?
+            .get(kv_key(scope, key))
+            .storage()?
             .map(|v| v.to_vec()))
     }
 
     /// Sets a plugin key-value entry. Durable as publishes are under the
     /// node's fsync mode (it is written with the next journal sync).
     pub fn kv_set(&self, scope: &str, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        Ok(self.shared.plugin_kv.insert(kv_key(scope, key), value)?)
+        let sh = &*self.shared;
+        let mut batch = Staged::new(sh, "plugin key-value", Durability::Deferred);
+        batch.insert(&sh.plugin_kv, kv_key(scope, key), value);
+        batch.commit()
     }
 
     /// Removes a plugin key-value entry.
     pub fn kv_delete(&self, scope: &str, key: &str) -> Result<(), StoreError> {
-        Ok(self.shared.plugin_kv.remove(kv_key(scope, key))?)
+        let sh = &*self.shared;
+        let mut batch = Staged::new(sh, "plugin key-value", Durability::Deferred);
+        batch.remove(&sh.plugin_kv, kv_key(scope, key));
+        batch.commit()
     }
 
     /// How many key-value entries `scope` holds.
     pub fn kv_count(&self, scope: &str) -> Result<usize, StoreError> {
         let mut n = 0;
         for item in self.shared.plugin_kv.prefix(kv_prefix(scope)) {
-            item.key()?;
+            item.key().storage()?;
             n += 1;
         }
         Ok(n)
@@ -136,10 +143,10 @@ impl Store {
     /// Removes every key-value entry of `scope`.
     pub fn kv_clear(&self, scope: &str) -> Result<(), StoreError> {
         let sh = &*self.shared;
-        let mut batch = sh.db.batch();
+        let mut batch = Staged::new(sh, "plugin key-value", Durability::Deferred);
         for item in sh.plugin_kv.prefix(kv_prefix(scope)) {
-            batch.remove(&sh.plugin_kv, item.key()?);
+            batch.remove(&sh.plugin_kv, item.key().storage()?);
         }
-        Ok(batch.commit()?)
+        batch.commit()
     }
 }

@@ -9,6 +9,7 @@ use switchyard_model::{Cursor, Message, NodeId, Topic, TopicSet};
 
 use crate::catalog::Catalog;
 use crate::codec::{decode_message, record_topic};
+use crate::error::Storage;
 use crate::keys;
 use crate::tail::Tail;
 use crate::{Store, StoreError};
@@ -120,13 +121,13 @@ impl Store {
         let local = sh.node_id;
         let mut reads = Vec::new();
         {
-            let tail = sh.tail.read().expect("tail lock");
+            let tail = sh.tail.read();
             reads.push(read_tail(q, local, from.get(local), &tail, None)?);
         }
         // Watermarks first, then the tails: a tail is pushed before its
         // watermark moves, so it holds everything up to what was read here.
         let visible: Vec<(NodeId, u64)> = {
-            let catalog = sh.catalog.read().expect("catalog lock");
+            let catalog = sh.catalog.read();
             catalog
                 .visible
                 .iter()
@@ -135,13 +136,13 @@ impl Store {
                 .collect()
         };
         if !visible.is_empty() {
-            let tails = sh.remote_tails.read().expect("tail lock");
+            let tails = sh.remote_tails.read();
             for (o, v) in visible {
                 reads.push(read_tail(q, o, from.get(o), tails.get(&o)?, Some(v))?);
             }
         }
         let mut batch = merge(q, from, reads);
-        let catalog = sh.catalog.read().expect("catalog lock");
+        let catalog = sh.catalog.read();
         batch.gaps = gaps(&catalog, q, from);
         Some(batch)
     }
@@ -152,7 +153,7 @@ impl Store {
         // Watermarks first, then the catalog: every message at or below a
         // watermark is already in the catalog.
         let plans: Vec<(NodeId, u64, u64, Option<Vec<Topic>>)> = {
-            let catalog = sh.catalog.read().expect("catalog lock");
+            let catalog = sh.catalog.read();
             catalog
                 .visible
                 .iter()
@@ -172,7 +173,7 @@ impl Store {
             reads.push(read);
         }
         let mut batch = merge(q, from, reads);
-        let catalog = sh.catalog.read().expect("catalog lock");
+        let catalog = sh.catalog.read();
         batch.gaps = gaps(&catalog, q, from);
         Ok(batch)
     }
@@ -189,7 +190,7 @@ impl Store {
         if origin != self.shared.node_id {
             return None;
         }
-        let tail = self.shared.tail.read().expect("tail lock");
+        let tail = self.shared.tail.read();
         read_tail(q, origin, after, &tail, None).map(|r| (r.messages, r.end))
     }
 
@@ -208,7 +209,7 @@ impl Store {
             return Ok(read);
         }
         let (visible, topics) = {
-            let catalog = self.shared.catalog.read().expect("catalog lock");
+            let catalog = self.shared.catalog.read();
             let visible = catalog.visible.get(&origin).copied().unwrap_or(0);
             if visible <= after {
                 return Ok((Vec::new(), after));
@@ -233,7 +234,7 @@ impl Store {
         let mut read = OriginRead::new(origin, visible);
         let range = keys::log_key(origin, after + 1)..=keys::log_key(origin, visible);
         for (scanned, item) in sh.log.range(range).enumerate() {
-            let (k, v) = item.into_inner()?;
+            let (k, v) = item.into_inner().storage()?;
             let (_, seq) = keys::parse_log_key(&k).ok_or(StoreError::Corrupt("log key"))?;
             if scanned == SCAN_CAP || read.is_full(q) {
                 read.end = seq - 1;
@@ -265,7 +266,7 @@ impl Store {
                 keys::index_key(topic, origin, after + 1)..=keys::index_key(topic, origin, visible);
             let before = seqs.len();
             for item in sh.index.range(range).take(limit) {
-                let k = item.key()?;
+                let k = item.key().storage()?;
                 seqs.push(keys::index_key_seq(&k).ok_or(StoreError::Corrupt("index key"))?);
             }
             truncated |= seqs.len() - before == limit;
@@ -287,7 +288,7 @@ impl Store {
             }
             // Retention may have removed it since the index was read; the gap
             // check after the read reports that.
-            if let Some(v) = sh.log.get(keys::log_key(origin, seq))? {
+            if let Some(v) = sh.log.get(keys::log_key(origin, seq)).storage()? {
                 read.push(seq, &v)?;
             }
         }

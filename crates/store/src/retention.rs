@@ -1,16 +1,19 @@
-//! The retention thread: finds what the policies remove and hands it to the
-//! writer in bounded chunks, so that publishes interleave with trimming and
-//! never wait for a whole pass.
+//! Retention: the retention thread finds what the policies remove and
+//! hands it to the writer in bounded chunks, so that publishes interleave
+//! with trimming and never wait for a whole pass; the writer removes it.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use switchyard_model::{NodeId, Timestamp, Topic};
 use tokio::sync::mpsc;
 
+use crate::batch::{Durability, Staged, TrimEntry};
 use crate::codec::{decode_index, decode_u64s};
+use crate::error::Storage;
 use crate::keys;
 use crate::store::{Shared, Stopper};
-use crate::writer::{Command, TrimEntry, now_ms};
+use crate::writer::{Command, Writer, now_ms};
 use crate::{RetentionPolicy, StoreError};
 
 /// Most messages removed by one trim command.
@@ -20,6 +23,10 @@ const IDEM_CHUNK: usize = 4096;
 
 pub(crate) fn run(sh: &Arc<Shared>, tx: &mpsc::Sender<Command>, stopper: &Stopper) {
     while !stopper.wait(sh.config.retention_interval) {
+        // A poisoned store removes nothing more.
+        if sh.poisoned.load(Ordering::SeqCst) {
+            continue;
+        }
         if let Err(e) = pass(sh, tx, stopper) {
             tracing::warn!(error = %e, "retention pass failed");
         }
@@ -28,7 +35,7 @@ pub(crate) fn run(sh: &Arc<Shared>, tx: &mpsc::Sender<Command>, stopper: &Stoppe
 
 fn pass(sh: &Arc<Shared>, tx: &mpsc::Sender<Command>, stopper: &Stopper) -> Result<(), StoreError> {
     let streams: Vec<(Topic, NodeId, u64, u64)> = {
-        let catalog = sh.catalog.read().expect("catalog lock");
+        let catalog = sh.catalog.read();
         catalog
             .streams
             .iter()
@@ -88,7 +95,7 @@ fn plan(
     let mut out = Vec::new();
     let range = keys::index_key(topic, origin, after + 1)..=keys::index_key(topic, origin, visible);
     for item in sh.index.range(range) {
-        let (k, v) = item.into_inner()?;
+        let (k, v) = item.into_inner().storage()?;
         let seq = keys::index_key_seq(&k).ok_or(StoreError::Corrupt("index key"))?;
         let iv = decode_index(&v)?;
         let too_old = oldest_kept.is_some_and(|t| iv.timestamp < t);
@@ -113,7 +120,7 @@ fn expire_idempotency(sh: &Shared, tx: &mpsc::Sender<Command>) -> Result<(), Sto
     let now = now_ms();
     let mut expired = Vec::new();
     for item in sh.idem.iter() {
-        let (k, v) = item.into_inner()?;
+        let (k, v) = item.into_inner().storage()?;
         let [.., expires] = decode_u64s::<5>(&v, "idempotency record")?;
         if expires <= now {
             expired.push(k.to_vec());
@@ -126,4 +133,42 @@ fn expire_idempotency(sh: &Shared, tx: &mpsc::Sender<Command>) -> Result<(), Sto
         let _ = tx.blocking_send(Command::ExpireIdem { keys: expired });
     }
     Ok(())
+}
+
+impl Writer {
+    /// Removes the oldest messages of stream (`topic`, `origin`), as the
+    /// retention thread planned them.
+    pub(crate) fn trim(
+        &mut self,
+        topic: &Topic,
+        origin: NodeId,
+        entries: &[TrimEntry],
+        next_first_ts: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let mut staged = Staged::new(&self.shared, "retention trim", Durability::Deferred);
+        let removed = staged.trim(topic, origin, entries, next_first_ts);
+        if removed == 0 {
+            return Ok(());
+        }
+        let through = staged.stream(topic, origin).trimmed_seq;
+        staged.commit()?;
+        tracing::debug!(%topic, %origin, removed, through, "retention trimmed stream");
+        Ok(())
+    }
+
+    /// Removes the idempotency records `keys` that are still expired.
+    pub(crate) fn expire_idem(&mut self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
+        let sh = &*self.shared;
+        let now = now_ms();
+        let mut staged = Staged::new(sh, "idempotency expiry", Durability::Deferred);
+        for k in keys {
+            if let Some(v) = sh.idem.get(&k).storage()? {
+                let [.., expires] = decode_u64s::<5>(&v, "idempotency record")?;
+                if expires <= now {
+                    staged.remove(&sh.idem, k);
+                }
+            }
+        }
+        staged.commit()
+    }
 }

@@ -1,16 +1,18 @@
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use parking_lot::{Condvar, Mutex, RwLock};
 use switchyard_model::{Cursor, Message, NodeId, Timestamp, Topic, TopicSet};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::catalog::{Catalog, OriginMeta, StreamMeta, TopicInfo};
+use crate::error::Storage;
+use crate::replica::OriginTrim;
 use crate::tail::Tail;
-use crate::writer::OriginTrim;
 use crate::writer::{Command, Writer, WriterLoop};
 use crate::{Append, Appended, FsyncMode, StoreConfig, StoreError, keys};
 
@@ -43,8 +45,21 @@ pub(crate) struct Shared {
     pub remote_tails: RwLock<std::collections::HashMap<NodeId, Tail>>,
     /// Bumped whenever new messages become visible.
     pub changes: watch::Sender<u64>,
-    /// Set after a failed write or sync: no further writes are accepted.
+    /// Set after a failed write or sync, or a panic in the writer: no
+    /// further writes are accepted.
     pub poisoned: AtomicBool,
+}
+
+impl Shared {
+    /// Makes the store refuse all further writes after `what` failed with
+    /// `error`. Logged once, when the store becomes poisoned.
+    pub fn poison(&self, what: &str, error: &dyn std::fmt::Display) {
+        if !self.poisoned.swap(true, Ordering::SeqCst) {
+            tracing::error!(%error, what, "the store is poisoned and refuses further writes");
+        } else {
+            tracing::warn!(%error, what, "failure on an already poisoned store");
+        }
+    }
 }
 
 /// Wakes background threads early when the store closes.
@@ -56,16 +71,13 @@ pub(crate) struct Stopper {
 impl Stopper {
     /// Waits up to `d`; returns true when the store is closing.
     pub fn wait(&self, d: Duration) -> bool {
-        let guard = self.stopped.lock().expect("stopper lock");
-        let (guard, _) = self
-            .cv
-            .wait_timeout_while(guard, d, |s| !*s)
-            .expect("stopper lock");
-        *guard
+        let mut stopped = self.stopped.lock();
+        self.cv.wait_while_for(&mut stopped, |s| !*s, d);
+        *stopped
     }
 
     fn stop(&self) {
-        *self.stopped.lock().expect("stopper lock") = true;
+        *self.stopped.lock() = true;
         self.cv.notify_all();
     }
 }
@@ -108,13 +120,13 @@ impl Drop for InFlight<'_> {
 }
 
 fn open_keyspace(db: &Database, name: &str) -> Result<Keyspace, StoreError> {
-    Ok(db.keyspace(name, KeyspaceCreateOptions::default)?)
+    db.keyspace(name, KeyspaceCreateOptions::default).storage()
 }
 
 fn load_catalog(meta: &Keyspace) -> Result<Catalog, StoreError> {
     let mut catalog = Catalog::default();
     for item in meta.prefix(b"s") {
-        let (k, v) = item.into_inner()?;
+        let (k, v) = item.into_inner().storage()?;
         let bad = || StoreError::Corrupt("stream meta key");
         let body = k
             .get(1..k.len().checked_sub(9).ok_or_else(bad)?)
@@ -133,7 +145,7 @@ fn load_catalog(meta: &Keyspace) -> Result<Catalog, StoreError> {
             .insert(origin, StreamMeta::decode(&v)?);
     }
     for item in meta.prefix(b"o") {
-        let (k, v) = item.into_inner()?;
+        let (k, v) = item.into_inner().storage()?;
         let origin: [u8; 8] = k
             .get(1..)
             .and_then(|b| b.try_into().ok())
@@ -150,7 +162,7 @@ fn load_catalog(meta: &Keyspace) -> Result<Catalog, StoreError> {
 }
 
 fn load_node_id(db: &Database, meta: &Keyspace) -> Result<NodeId, StoreError> {
-    if let Some(v) = meta.get(keys::NODE_ID_KEY)? {
+    if let Some(v) = meta.get(keys::NODE_ID_KEY).storage()? {
         let b: [u8; 8] = (*v)
             .try_into()
             .map_err(|_| StoreError::Corrupt("node id"))?;
@@ -192,8 +204,8 @@ fn new_node_id(db: &Database, meta: &Keyspace) -> Result<NodeId, StoreError> {
             break id;
         }
     };
-    meta.insert(keys::NODE_ID_KEY, id.to_be_bytes())?;
-    db.persist(PersistMode::SyncAll)?;
+    meta.insert(keys::NODE_ID_KEY, id.to_be_bytes()).storage()?;
+    db.persist(PersistMode::SyncAll).storage()?;
     Ok(NodeId(id))
 }
 
@@ -206,7 +218,8 @@ impl Store {
         })?;
         let db = Database::builder(&config.path)
             .cache_size(config.cache_bytes)
-            .open()?;
+            .open()
+            .storage()?;
         let log = open_keyspace(&db, "log")?;
         let index = open_keyspace(&db, "index")?;
         let meta = open_keyspace(&db, "meta")?;
@@ -215,7 +228,7 @@ impl Store {
         let plugin_kv = open_keyspace(&db, "plugin_kv")?;
         let groups = open_keyspace(&db, "groups")?;
         let boot = current_boot_id(&config);
-        let marker = meta.get(keys::RUN_KEY)?;
+        let marker = meta.get(keys::RUN_KEY).storage()?;
         let node_id = if previous_run_may_have_lost(marker.as_deref(), &boot) {
             // Messages acknowledged after the last sync may be gone, and their
             // sequence numbers would be handed out again. Continuing as a new
@@ -230,8 +243,9 @@ impl Store {
         } else {
             load_node_id(&db, &meta)?
         };
-        meta.insert(keys::RUN_KEY, format!("running {} {boot}", config.fsync))?;
-        db.persist(PersistMode::SyncAll)?;
+        meta.insert(keys::RUN_KEY, format!("running {} {boot}", config.fsync))
+            .storage()?;
+        db.persist(PersistMode::SyncAll).storage()?;
         let catalog = load_catalog(&meta)?;
         let next_seq = catalog.origins.get(&node_id).map_or(0, |o| o.last_seq) + 1;
         tracing::info!(node = %node_id, path = %config.path.display(), next_seq, topics = catalog.streams.len(), "store opened");
@@ -338,7 +352,7 @@ impl Store {
         let in_flight = InFlight::enter(&self.in_flight);
         if self.shared.config.fsync == FsyncMode::Never
             && in_flight.alone
-            && let Ok(mut writer) = self.writer.try_lock()
+            && let Some(mut writer) = self.writer.try_lock()
         {
             writer.commit_appends(vec![(batch, reply)]);
         } else {
@@ -419,7 +433,7 @@ impl Store {
     /// The streams of `origin` matching `topics` whose removed range (by
     /// retention, or not held) reaches past origin sequence `after`.
     pub fn trimmed_after(&self, topics: &TopicSet, origin: NodeId, after: u64) -> Vec<OriginTrim> {
-        let catalog = self.shared.catalog.read().expect("catalog lock");
+        let catalog = self.shared.catalog.read();
         catalog
             .streams
             .iter()
@@ -441,7 +455,6 @@ impl Store {
         self.shared
             .catalog
             .read()
-            .expect("catalog lock")
             .visible
             .get(&origin)
             .copied()
@@ -455,7 +468,7 @@ impl Store {
 
     /// The cursor just after every visible message (`from=latest`).
     pub fn latest(&self) -> Cursor {
-        let catalog = self.shared.catalog.read().expect("catalog lock");
+        let catalog = self.shared.catalog.read();
         let mut c = Cursor::earliest();
         for (&o, &seq) in &catalog.visible {
             c.advance(o, seq);
@@ -466,13 +479,7 @@ impl Store {
     /// The cursor just before the first message at or after `ts` in every
     /// origin (`from=<time>`). Blocking: binary search over the log.
     pub fn cursor_at(&self, ts: Timestamp) -> Result<Cursor, StoreError> {
-        let visible = self
-            .shared
-            .catalog
-            .read()
-            .expect("catalog lock")
-            .visible
-            .clone();
+        let visible = self.shared.catalog.read().visible.clone();
         let mut c = Cursor::earliest();
         for (o, v) in visible {
             let (mut lo, mut hi) = (1u64, v + 1);
@@ -486,7 +493,7 @@ impl Store {
                 match first {
                     None => hi = mid,
                     Some(g) => {
-                        let (k, val) = g.into_inner()?;
+                        let (k, val) = g.into_inner().storage()?;
                         let (_, seq) =
                             keys::parse_log_key(&k).ok_or(StoreError::Corrupt("log key"))?;
                         if crate::codec::record_timestamp(&val)? >= ts {
@@ -504,21 +511,12 @@ impl Store {
 
     /// Every topic with its message count, bytes and first/last timestamps.
     pub fn topics(&self) -> Vec<TopicInfo> {
-        self.shared
-            .catalog
-            .read()
-            .expect("catalog lock")
-            .topic_infos()
+        self.shared.catalog.read().topic_infos()
     }
 
     /// Per origin, the last visible origin sequence.
     pub fn visible(&self) -> BTreeMap<NodeId, u64> {
-        self.shared
-            .catalog
-            .read()
-            .expect("catalog lock")
-            .visible
-            .clone()
+        self.shared.catalog.read().visible.clone()
     }
 
     /// Stops taking writes, syncs everything written, and joins the
@@ -528,7 +526,7 @@ impl Store {
             return;
         }
         self.stopper.stop();
-        let handles = std::mem::take(&mut *self.threads.lock().expect("threads lock"));
+        let handles = std::mem::take(&mut *self.threads.lock());
         let tx = self.tx.clone();
         // A plain thread, so that close may be called from async code too.
         let closer = std::thread::spawn(move || {

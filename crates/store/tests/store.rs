@@ -1637,3 +1637,79 @@ async fn received_messages_are_served_from_the_tail() {
     assert_eq!(&batch.messages[0].payload[..], b"new");
     shut(store);
 }
+
+// ---------------------------------------------------------------------------
+// A writer fault poisons the store
+// ---------------------------------------------------------------------------
+
+/// A write that fails inside the writer (here fjall refuses a key longer
+/// than its 64 KiB limit by panicking; the router never passes such an
+/// idempotency key) poisons the store: that write and every later one fail
+/// with `Poisoned`, which says to restart the node, while what was stored
+/// before stays readable. Both the writer thread (`always`) and a publisher
+/// committing inline (`never`) take that path; neither panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_fault_poisons_the_store_and_reads_still_work() {
+    for mode in [FsyncMode::Always, FsyncMode::Never] {
+        let dir = tempdir();
+        let store = open(StoreConfig {
+            fsync: mode,
+            ..config(&dir)
+        });
+        let before = append_one(&store, plain("p.a", "kept")).await;
+        assert!(store.is_writable(), "{mode}");
+
+        let oversized = Append {
+            idempotency_key: Some("k".repeat(70_000)),
+            ..plain("p.a", "refused")
+        };
+        let err = store.append(vec![oversized]).await.expect_err("refused");
+        assert!(matches!(err, StoreError::Poisoned), "{mode}: {err}");
+        assert!(err.to_string().contains("restart the node"), "{err}");
+        assert!(!store.is_writable(), "{mode}");
+
+        // Later writes of every kind are refused with the same error.
+        let later = store.append(vec![plain("p.a", "later")]).await;
+        assert!(
+            matches!(later, Err(StoreError::Poisoned)),
+            "{mode}: {later:?}"
+        );
+        let ingest = store
+            .ingest(
+                NodeId(0xbeef),
+                vec![remote(NodeId(0xbeef), 1, "p.a", 1, "x")],
+                1,
+            )
+            .await;
+        assert!(
+            matches!(ingest, Err(StoreError::Poisoned)),
+            "{mode}: {ingest:?}"
+        );
+        let group = store.create_group("g", b"settings", &Cursor::earliest());
+        assert!(
+            matches!(group, Err(StoreError::Poisoned)),
+            "{mode}: {group:?}"
+        );
+        let kv = store.kv_set("plugin", "k", b"v");
+        assert!(matches!(kv, Err(StoreError::Poisoned)), "{mode}: {kv:?}");
+
+        // Reads still work and see exactly what was stored before.
+        let all = store.read(&query(&["p.>"]), &Cursor::earliest()).unwrap();
+        assert_eq!(ids(&all.messages), vec![before.id], "{mode}");
+        assert_eq!(all.messages[0].payload, Bytes::from("kept"), "{mode}");
+        assert_eq!(store.latest(), cursor_after(&store, 1), "{mode}");
+        assert_eq!(topic_info(&store, "p.a").map(|t| t.messages), Some(1));
+        assert!(store.message(before.id).unwrap().is_some(), "{mode}");
+        shut(store);
+
+        // The fault did not reach the disk: a reopened store is writable
+        // and continues after the message stored before.
+        let store = open(StoreConfig {
+            fsync: mode,
+            ..config(&dir)
+        });
+        let next = append_one(&store, plain("p.a", "after restart")).await;
+        assert_eq!(next.id.seq, before.id.seq + 1, "{mode}");
+        shut(store);
+    }
+}
