@@ -14,15 +14,15 @@
 //! than needed, never less.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use switchyard_cluster::Cluster;
 use switchyard_cluster::transport::{FeedRequest, FeedResponse, WireMessage};
 use switchyard_model::{Cursor, NodeId, TopicPattern, TopicSet};
 use switchyard_store::{OriginTrim, ReadQuery, Store};
 use tokio::sync::{RwLock, watch};
-use tokio::task::JoinHandle;
 
 use crate::RouterError;
 
@@ -38,8 +38,6 @@ const MAX_FEED_PATTERNS: usize = 4096;
 const HEAD_WAIT: Duration = Duration::from_secs(1);
 /// Longest a reader waits for older messages from peers before it starts.
 pub const CATCH_UP_TIME: Duration = Duration::from_secs(10);
-/// How often the set of peers is compared with the pulls running.
-const PEER_CHECK: Duration = Duration::from_millis(250);
 
 /// The patterns this node's subscribers and groups want.
 pub(crate) struct Interest {
@@ -79,7 +77,7 @@ impl Interest {
     /// Whether everything of `patterns` from `origin` after `after` is
     /// held, as far as earlier catch-ups tell.
     fn held_from(&self, patterns: &[String], origin: NodeId, after: u64) -> bool {
-        let caught = self.caught_up.lock().unwrap_or_else(|p| p.into_inner());
+        let caught = self.caught_up.lock();
         patterns.iter().all(|p| {
             caught
                 .get(p)
@@ -89,7 +87,7 @@ impl Interest {
     }
 
     fn set_current(&self, peer: NodeId, current: bool) {
-        let mut set = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut set = self.current.lock();
         if current {
             set.insert(peer);
         } else {
@@ -98,15 +96,12 @@ impl Interest {
     }
 
     fn is_current(&self, peer: NodeId) -> bool {
-        self.current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&peer)
+        self.current.lock().contains(&peer)
     }
 
     /// Records a complete catch-up of `patterns` from `origin` after `after`.
     fn record_caught_up(&self, patterns: &[String], origin: NodeId, after: u64) {
-        let mut caught = self.caught_up.lock().unwrap_or_else(|p| p.into_inner());
+        let mut caught = self.caught_up.lock();
         for p in patterns {
             let from = caught
                 .entry(p.clone())
@@ -124,7 +119,7 @@ impl Interest {
             .iter()
             .map(|p| p.as_str().to_owned())
             .collect();
-        let mut map = self.patterns.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.patterns.lock();
         let mut new = false;
         for p in &patterns {
             let n = map.entry(p.clone()).or_insert(0);
@@ -143,18 +138,14 @@ impl Interest {
 
     /// The version and the patterns.
     fn snapshot(&self) -> (u64, Vec<String>) {
-        let map = self.patterns.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.patterns.lock();
         (*self.version.borrow(), map.keys().cloned().collect())
     }
 }
 
 impl Drop for InterestGuard {
     fn drop(&mut self) {
-        let mut map = self
-            .interest
-            .patterns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut map = self.interest.patterns.lock();
         let mut gone = Vec::new();
         for p in &self.patterns {
             if let Some(n) = map.get_mut(p) {
@@ -168,11 +159,7 @@ impl Drop for InterestGuard {
         drop(map);
         if !gone.is_empty() {
             // No longer pulled: what a catch-up fetched stops being complete.
-            let mut caught = self
-                .interest
-                .caught_up
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut caught = self.interest.caught_up.lock();
             for p in gone {
                 caught.remove(p);
             }
@@ -434,47 +421,18 @@ pub(crate) async fn past_peer_heads(
     }
 }
 
-/// Runs pulls from every live peer for as long as the node runs.
-pub(crate) fn start(store: Arc<Store>, interest: Arc<Interest>, cluster: Cluster) {
-    tokio::spawn(async move {
-        let mut pulls: HashMap<u64, (String, JoinHandle<()>)> = HashMap::new();
-        loop {
-            let peers: HashMap<u64, String> = cluster.peers().into_iter().collect();
-            pulls.retain(|node, (addr, task)| {
-                let keep = peers.get(node) == Some(addr) && !task.is_finished();
-                if !keep {
-                    task.abort();
-                }
-                keep
-            });
-            for (node, addr) in peers {
-                pulls.entry(node).or_insert_with(|| {
-                    let pull = Pull {
-                        store: store.clone(),
-                        interest: interest.clone(),
-                        cluster: cluster.clone(),
-                        peer: NodeId(node),
-                        addr: addr.clone(),
-                    };
-                    (addr, tokio::spawn(pull.run()))
-                });
-            }
-            tokio::time::sleep(PEER_CHECK).await;
-        }
-    });
-}
-
 /// The pull loop for one peer.
-struct Pull {
-    store: Arc<Store>,
-    interest: Arc<Interest>,
-    cluster: Cluster,
-    peer: NodeId,
-    addr: String,
+pub(crate) struct Pull {
+    pub(crate) store: Arc<Store>,
+    pub(crate) interest: Arc<Interest>,
+    pub(crate) cluster: Cluster,
+    pub(crate) peer: NodeId,
+    pub(crate) addr: String,
 }
 
 impl Pull {
-    async fn run(self) {
+    /// Pulls from the peer until the task is aborted.
+    pub(crate) async fn run(self) {
         self.interest.set_current(self.peer, false);
         let mut version = self.interest.version.subscribe();
         let mut backoff = Duration::from_millis(100);

@@ -10,6 +10,7 @@
 //! directly (that is the store's job) or the network.
 #![warn(missing_docs)]
 
+mod background;
 mod error;
 mod feeds;
 mod groups;

@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use switchyard_model::{Header, Message, Topic};
 use switchyard_plugin_host::{
@@ -268,7 +269,7 @@ impl Plugins {
 
     /// Replaces (or with `None` removes) one binding in a new snapshot.
     fn install(&self, name: String, entry: Option<Entry>) {
-        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        let mut cur = self.current.write();
         let mut bindings = cur.bindings.clone();
         match entry {
             Some(e) => bindings.insert(name, Arc::new(e)),
@@ -287,10 +288,7 @@ impl Plugins {
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.current.read().clone()
     }
 
     /// Binds (or re-binds) a plugin: validates and compiles the component
@@ -310,7 +308,7 @@ impl Plugins {
                 settings.config.len()
             )));
         }
-        let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let _changing = self.changing.lock();
         let old = self.snapshot().bindings.get(&settings.name).cloned();
         if let Some(o) = &old
             && o.source == Source::Config
@@ -393,7 +391,7 @@ impl Plugins {
 
     /// Unbinds a plugin and deletes its key-value data. Blocking.
     pub fn remove(&self, name: &str) -> Result<(), RouterError> {
-        let _changing = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let _changing = self.changing.lock();
         let Some(old) = self.snapshot().bindings.get(name).cloned() else {
             return Err(RouterError::PluginNotFound(name.to_owned()));
         };
@@ -433,12 +431,7 @@ impl Plugins {
 
     /// Whether any route binding exists (checked before doing any work).
     pub(crate) fn has_routes(&self) -> bool {
-        !self
-            .current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .routes
-            .is_empty()
+        !self.current.read().routes.is_empty()
     }
 
     /// Runs the route bindings that apply to `req`, in name order, on one
@@ -653,7 +646,7 @@ impl Plugins {
             )));
         }
         let key = (name.to_owned(), entry.version, config.to_owned());
-        let mut variants = self.variants.lock().unwrap_or_else(|p| p.into_inner());
+        let mut variants = self.variants.lock();
         if let Some(b) = variants.get(&key).and_then(std::sync::Weak::upgrade) {
             return Ok((snap.generation, b));
         }
@@ -767,12 +760,7 @@ pub(crate) enum Filtered {
 
 impl Filter {
     fn refresh(&mut self) -> Result<&Arc<Binding>, RouterError> {
-        let generation = self
-            .plugins
-            .current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .generation;
+        let generation = self.plugins.current.read().generation;
         if self.binding.is_none() || generation != self.generation {
             let (g, b) = self
                 .plugins

@@ -7,6 +7,7 @@ use switchyard_model::{Cursor, NodeId, Timestamp, Topic, TopicSet};
 use switchyard_store::{Append, Appended, ReadBatch, ReadQuery, Store, StoreConfig, TopicInfo};
 use tokio::sync::mpsc;
 
+use crate::background::Background;
 use crate::feeds::Interest;
 use crate::groups::Groups;
 use crate::plugins::{Filter, Plugins, PluginsConfig, Routed};
@@ -99,6 +100,7 @@ pub struct Router {
     groups: Arc<Groups>,
     cluster: Arc<OnceLock<Cluster>>,
     interest: Arc<Interest>,
+    background: Arc<Background>,
 }
 
 /// Topic of membership events.
@@ -127,6 +129,7 @@ impl Router {
             groups,
             cluster: Arc::new(OnceLock::new()),
             interest,
+            background: Arc::new(Background::new()),
         })
     }
 
@@ -138,26 +141,14 @@ impl Router {
     /// Attaches the cluster membership: its changes are published as JSON
     /// events on `$sys.cluster` (`{"event": "joined", "member": {...}}`).
     /// A second call is ignored.
-    pub fn attach_cluster(&self, cluster: Cluster, mut events: mpsc::Receiver<ClusterEvent>) {
+    pub fn attach_cluster(&self, cluster: Cluster, events: mpsc::Receiver<ClusterEvent>) {
         if self.cluster.set(cluster.clone()).is_err() {
             return;
         }
         self.groups.attach_cluster(cluster.clone());
-        crate::feeds::start(self.store.clone(), self.interest.clone(), cluster);
-        let store = self.store.clone();
-        let topic: Topic = CLUSTER_EVENTS_TOPIC.parse().expect("valid topic");
-        tokio::spawn(async move {
-            while let Some(e) = events.recv().await {
-                let body = serde_json::to_vec(&e).expect("events serialise");
-                let mut a = Append::new(topic.clone(), body.into());
-                a.headers.push(switchyard_model::Header {
-                    name: "content-type".into(),
-                    value: "application/json".into(),
-                });
-                if let Err(err) = store.append(vec![a]).await {
-                    tracing::warn!(error = %err, "storing a cluster event failed");
-                }
-            }
+        let (store, interest) = (self.store.clone(), self.interest.clone());
+        self.background.spawn(move |stop| {
+            crate::background::cluster_task(store, interest, cluster, events, stop)
         });
     }
 
@@ -260,9 +251,20 @@ impl Router {
         // Interest first, then the start: a pull from a peer applied after
         // this cannot skip messages of these patterns (see feeds).
         let interest = self.interest.add(&topics);
+        // A time is resolved before the gate: it searches the log on a
+        // blocking thread, and a cursor taken from the log is a safe start
+        // at any moment (like a `Last-Event-ID`).
+        let at_time = match start {
+            Start::Time(_) => Some(self.resolve(start).await?),
+            _ => None,
+        };
         let (cursor, held) = {
             let _gate = self.interest.gate.write().await;
-            (self.resolve(start).await?, self.store.visible())
+            let cursor = match at_time {
+                Some(c) => c,
+                None => self.resolve(start).await?,
+            };
+            (cursor, self.store.visible())
         };
         let mut cursor = cursor;
         if let Some(cluster) = self.cluster.get() {
@@ -335,8 +337,23 @@ impl Router {
         self.store.latest()
     }
 
-    /// Syncs and closes the store. Blocking.
+    /// Stops the background tasks (pulls from peers, cluster events) and
+    /// waits for them, then syncs and closes the store on a blocking thread.
+    pub async fn shutdown(&self) {
+        self.background.stop().await;
+        let store = self.store.clone();
+        if tokio::task::spawn_blocking(move || store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("closing the store failed");
+        }
+    }
+
+    /// Aborts the background tasks without waiting for them, then syncs and
+    /// closes the store. Blocking; prefer [`Router::shutdown`].
     pub fn close(&self) {
+        self.background.abort();
         self.store.close();
     }
 }

@@ -173,8 +173,9 @@ pub async fn serve(
     Node::start(config, listener).await?.run(shutdown).await
 }
 
-/// Closes the store on a blocking thread (it syncs and joins its threads).
+/// Stops the engine's background tasks, then closes the store on a
+/// blocking thread (it syncs and joins its threads).
 async fn close(router: Router) -> Result<(), NodeError> {
-    tokio::task::spawn_blocking(move || router.close()).await?;
+    router.shutdown().await;
     Ok(())
 }

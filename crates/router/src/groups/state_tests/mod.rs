@@ -61,12 +61,7 @@ pub(super) fn end(seq: u64) -> Cursor {
 pub(super) struct NoPicker;
 
 impl Picker for NoPicker {
-    fn pick(
-        &mut self,
-        _: &str,
-        _: &Message,
-        _: &[Candidate],
-    ) -> Result<Option<usize>, String> {
+    fn pick(&mut self, _: &str, _: &Message, _: &[Candidate]) -> Result<Option<usize>, String> {
         panic!("no pick plugin in this group")
     }
 }

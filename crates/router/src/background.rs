@@ -1,0 +1,178 @@
+//! The router's background work, owned by the router and stopped by
+//! [`crate::Router::shutdown`]: while the node is part of a cluster, one
+//! task stores membership events on `$sys.cluster` and keeps one pull
+//! running per live peer (see [`crate::feeds`]), starting and stopping
+//! pulls as the membership changes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use switchyard_cluster::{Cluster, ClusterEvent};
+use switchyard_model::{Header, NodeId, Topic};
+use switchyard_store::{Append, Store};
+use tokio::sync::{mpsc, watch};
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+
+use crate::feeds::{Interest, Pull};
+
+/// How often the pulls are compared with the live peers even without a
+/// membership event (events are dropped when their queue is full).
+const RESYNC: Duration = Duration::from_secs(5);
+/// Longest the router waits for a background task to stop.
+const STOP_WAIT: Duration = Duration::from_secs(5);
+
+/// The background tasks and the signal that stops them.
+pub(crate) struct Background {
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Background {
+    pub(crate) fn new() -> Background {
+        Background {
+            stop: watch::channel(false).0,
+            tasks: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `task` until it ends or [`Background::stop`] is called; it gets
+    /// a receiver that turns `true` when it should stop.
+    pub(crate) fn spawn<F>(&self, task: impl FnOnce(watch::Receiver<bool>) -> F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let handle = tokio::spawn(task(self.stop.subscribe()));
+        let mut tasks = self.tasks.lock();
+        tasks.retain(|t| !t.is_finished());
+        tasks.push(handle);
+    }
+
+    /// Asks every task to stop and waits for them (each is aborted after
+    /// [`STOP_WAIT`]).
+    pub(crate) async fn stop(&self) {
+        self.stop.send_replace(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        for mut t in tasks {
+            if tokio::time::timeout(STOP_WAIT, &mut t).await.is_err() {
+                t.abort();
+                let _ = t.await;
+            }
+        }
+    }
+
+    /// Asks every task to stop and aborts them, without waiting (for
+    /// callers outside the runtime).
+    pub(crate) fn abort(&self) {
+        self.stop.send_replace(true);
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+/// One pull per live peer.
+struct Pulls {
+    store: Arc<Store>,
+    interest: Arc<Interest>,
+    cluster: Cluster,
+    set: JoinSet<()>,
+    running: HashMap<u64, (String, AbortHandle)>,
+}
+
+impl Pulls {
+    /// Starts a pull for each live peer without one, and stops those of
+    /// peers gone or moved to another address.
+    fn sync(&mut self) {
+        let peers: HashMap<u64, String> = self.cluster.peers().into_iter().collect();
+        self.running.retain(|node, (addr, task)| {
+            let keep = peers.get(node) == Some(addr) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (node, addr) in peers {
+            if self.running.contains_key(&node) {
+                continue;
+            }
+            let pull = Pull {
+                store: self.store.clone(),
+                interest: self.interest.clone(),
+                cluster: self.cluster.clone(),
+                peer: NodeId(node),
+                addr: addr.clone(),
+            };
+            let task = self.set.spawn(pull.run());
+            self.running.insert(node, (addr, task));
+        }
+    }
+}
+
+/// Stores membership events and follows the membership with pulls until
+/// `stop` turns `true`.
+pub(crate) async fn cluster_task(
+    store: Arc<Store>,
+    interest: Arc<Interest>,
+    cluster: Cluster,
+    mut events: mpsc::Receiver<ClusterEvent>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let topic: Topic = match crate::CLUSTER_EVENTS_TOPIC.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "the cluster events topic is invalid");
+            return;
+        }
+    };
+    let mut pulls = Pulls {
+        store: store.clone(),
+        interest,
+        cluster,
+        set: JoinSet::new(),
+        running: HashMap::new(),
+    };
+    if *stop.borrow_and_update() {
+        return;
+    }
+    pulls.sync();
+    let mut events_open = true;
+    let mut resync = tokio::time::interval(RESYNC);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            // Only `true` is ever sent; a dropped sender stops too.
+            _ = stop.changed() => break,
+            e = events.recv(), if events_open => match e {
+                Some(e) => {
+                    store_event(&store, &topic, &e).await;
+                    pulls.sync();
+                }
+                None => events_open = false,
+            },
+            // A pull ends only when aborted; the set is drained here.
+            Some(_) = pulls.set.join_next() => {}
+            _ = resync.tick() => pulls.sync(),
+        }
+    }
+    pulls.set.shutdown().await;
+}
+
+async fn store_event(store: &Store, topic: &Topic, e: &ClusterEvent) {
+    let body = match serde_json::to_vec(e) {
+        Ok(b) => b,
+        Err(err) => {
+            tracing::warn!(error = %err, "encoding a cluster event failed");
+            return;
+        }
+    };
+    let mut a = Append::new(topic.clone(), body.into());
+    a.headers.push(Header {
+        name: "content-type".into(),
+        value: "application/json".into(),
+    });
+    if let Err(err) = store.append(vec![a]).await {
+        tracing::warn!(error = %err, "storing a cluster event failed");
+    }
+}
