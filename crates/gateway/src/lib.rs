@@ -7,11 +7,12 @@
 //! that tests bind `127.0.0.1:0` and control shutdown. Every error answer
 //! this node produces is a `Problem`, turned into an
 //! `application/problem+json` response with a stable `code` in one place
-//! ([`problem`]); the errors of the router and the model are mapped to a
-//! status and code there too, while a handler builds the `Problem` for what
-//! it checks itself (query parameters, headers, body limits, methods,
-//! signatures). Nothing a client sends can panic the node. Limits (body sizes, connections, header read time) are
-//! fields of [`GatewayConfig`] with documented defaults.
+//! (the `problem` module); the errors of the router and the model are
+//! mapped to a status and code there too, while a handler builds the
+//! `Problem` for what it checks itself (query parameters, headers, body
+//! limits, methods, signatures). Nothing a client sends can panic the node.
+//! Limits (body sizes, connections, header read time) are fields of
+//! [`GatewayConfig`] with documented defaults.
 //!
 //! In a cluster it also talks to other nodes: it relays a client's request
 //! for a consumer group that another node coordinates to that node (with
