@@ -1,5 +1,6 @@
 //! Switchyard's cluster layer: SWIM membership and failure detection with
-//! foca over UDP gossip that is sealed with the cluster key.
+//! foca over UDP gossip that is sealed with the cluster key, and the
+//! node-to-node transport.
 //!
 //! [`Cluster::start`] binds the gossip socket and starts one task that owns
 //! foca, the socket and the timers; the node reads the member list from the
@@ -7,7 +8,13 @@
 //! is authenticated and encrypted ([`seal`]); packets that fail are dropped
 //! and counted, never trusted.
 //!
-//! What it does not do: HTTP, storage, or decide anything about messages.
+//! [`transport`] is the client side of the node-to-node requests: their
+//! wire types (the feed, group take-over and hand-over), the request
+//! signatures ([`transport::Signer`]) and an HTTP/2 client for peers
+//! ([`transport::PeerClient`]), which also relays client requests to a peer.
+//!
+//! What it does not do: serve HTTP (the gateway serves the node-to-node
+//! endpoints), storage, or decide anything about messages.
 #![warn(missing_docs)]
 
 mod config;

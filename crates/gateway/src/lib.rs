@@ -1,14 +1,25 @@
-//! Switchyard's client-facing HTTP API on hyper: publish, Server-Sent
-//! Events, pull, inspect and health.
+//! Switchyard's HTTP server on hyper: the client API (publish, Server-Sent
+//! Events, pull, topics, plugins, consumer groups, cluster membership,
+//! health) and the node-to-node endpoints of a cluster (the feed, group
+//! take-over and hand-over, relayed requests).
 //!
 //! [`serve`] takes a bound listener, a [`Router`] and a shutdown future, so
-//! that tests bind `127.0.0.1:0` and control shutdown. Every error becomes an
-//! `application/problem+json` response in one place ([`problem`]); nothing a
-//! client sends can panic the node. Limits (body sizes, connections, header
-//! read time) are fields of [`GatewayConfig`] with documented defaults.
+//! that tests bind `127.0.0.1:0` and control shutdown. Every error answer
+//! this node produces is a `Problem`, turned into an
+//! `application/problem+json` response with a stable `code` in one place
+//! (the `problem` module); the errors of the router and the model are
+//! mapped to a status and code there too, while a handler builds the
+//! `Problem` for what it checks itself (query parameters, headers, body
+//! limits, methods, signatures). Nothing a client sends can panic the node.
+//! Limits (body sizes, connections, header read time) are fields of
+//! [`GatewayConfig`] with documented defaults.
 //!
-//! What it does not do: store, validate messages (the router does) or talk
-//! to other nodes.
+//! In a cluster it also talks to other nodes: it relays a client's request
+//! for a consumer group that another node coordinates to that node (with
+//! the cluster's `PeerClient`) and streams the answer back, and asks the
+//! live peers for their groups to list them.
+//!
+//! What it does not do: store, or validate messages (the router does).
 #![warn(missing_docs)]
 
 mod cluster;
