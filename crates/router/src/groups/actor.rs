@@ -455,7 +455,12 @@ impl Actor {
                     let _ = tx.send(stopped.map_or(Ok(s), Err));
                 }
                 Reply::Join(tx, key, id) => {
-                    let _ = tx.send(stopped.map_or(Ok((key, id)), Err));
+                    let joined = stopped.is_none();
+                    if tx.send(stopped.map_or(Ok((key, id)), Err)).is_err() && joined {
+                        // The joining request went away before its answer:
+                        // no member holds this slot, so nobody would leave it.
+                        self.leave(key);
+                    }
                 }
             }
         }
@@ -467,16 +472,29 @@ impl Actor {
         let now = now();
         for o in self.state.take_deliveries() {
             let id = o.message.id;
-            let sent = self.senders.get(&o.member).is_some_and(|tx| {
-                tx.try_send(GroupDelivery {
+            let sent = match self.senders.get(&o.member) {
+                Some(tx) => tx.try_send(GroupDelivery {
                     message: o.message,
                     delivery: o.delivery,
-                })
-                .is_ok()
-            });
-            if !sent {
-                // The member is gone (its leave is on the way).
-                self.state.undeliverable(o.member, id, now);
+                }),
+                None => {
+                    self.state.undeliverable(o.member, id, now);
+                    continue;
+                }
+            };
+            match sent {
+                Ok(()) => {}
+                // Its queue is full (it cannot be: the queue holds
+                // max_inflight): deliver it again.
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.state.undeliverable(o.member, id, now);
+                }
+                // The member's connection is gone: it leaves (its own leave
+                // may be on the way too; a second one changes nothing).
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.state.undeliverable(o.member, id, now);
+                    self.leave(o.member);
+                }
             }
         }
     }
