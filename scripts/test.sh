@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: checks the toolchain, then
-# builds and runs every test of the workspace (unit, store integration,
-# plugin host tests on real components, and end-to-end tests that start the
-# real binary).
+# the gates (rustfmt, and clippy with every warning an error), then builds
+# and runs every test of the workspace (unit, store integration, router
+# tests in process, plugin host tests on real components, and end-to-end
+# tests that start the real binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,12 +11,25 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "error: cargo is not installed; install Rust 1.95 (https://rustup.rs)" >&2
     exit 1
 fi
-# The plugin tests build real components from plugins/ for wasm32-wasip2.
-if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+# The plugin tests build real components from plugins/ for wasm32-wasip2;
+# the gates need rustfmt and clippy.
+installed=$(rustup target list --installed 2>/dev/null || true)
+if ! grep -qx wasm32-wasip2 <<<"$installed"; then
     rustup target add wasm32-wasip2
 fi
+for component in rustfmt clippy; do
+    if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+        rustup component add "$component"
+    fi
+done
 # The end-to-end tests open many sockets and files.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+
+# Gates: formatting, then lints (the policy is [workspace.lints] in
+# Cargo.toml).
+cargo fmt --all -- --check
+cargo fmt --manifest-path plugins/Cargo.toml --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 cargo test --workspace --locked "$@"
 # The example plugins' own unit tests, run natively with the SDK's

@@ -94,6 +94,7 @@ async fn start_cluster(dir: &Path, n: usize) -> (Vec<Node>, Vec<(String, String)
     (nodes, ids)
 }
 
+#[allow(unsafe_code)]
 fn signal(node: &Node, sig: i32) {
     // SAFETY: kill(2) on the pid of a child process this test started.
     let r = unsafe { libc::kill(node.pid() as i32, sig) };

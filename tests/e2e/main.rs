@@ -1,6 +1,8 @@
 //! End-to-end tests: the real `switchyard` binary, real HTTP on 127.0.0.1,
 //! real fjall in temporary directories.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 mod support;
 
 mod bad_input;

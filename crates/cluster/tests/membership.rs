@@ -1,5 +1,7 @@
 //! Membership between real gossip tasks on 127.0.0.1 UDP sockets.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::time::{Duration, Instant};
 
 use switchyard_cluster::{Cluster, ClusterConfig, ClusterEvent, MemberState};

@@ -7,6 +7,8 @@
 //! Prints the median and the 90th percentile of the per-call time over
 //! batches of calls (each batch's mean), so that timer overhead is spread.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;

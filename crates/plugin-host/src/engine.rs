@@ -132,6 +132,7 @@ impl PluginEngine {
             // SAFETY: the file was written by `Component::serialize` of an
             // engine with the same settings (its name carries the engine's
             // compatibility hash) into the node's own data directory.
+            #[allow(unsafe_code)]
             match unsafe { Component::deserialize_file(&self.engine, path) } {
                 Ok(c) => return Ok(c),
                 Err(e) => {

@@ -2,6 +2,8 @@
 //! workspace: every example plugin, every hostile one, and the engine's
 //! validation and compile cache.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

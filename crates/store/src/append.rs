@@ -16,6 +16,10 @@ use crate::error::Storage;
 use crate::keys;
 use crate::writer::{Writer, now_ms};
 
+/// What a committed group of append requests gives: each request's
+/// results, and the new messages for the readers' tail.
+type Committed = (Vec<Vec<Appended>>, Vec<Arc<Message>>);
+
 /// One message to append.
 #[derive(Clone, Debug)]
 pub struct Append {
@@ -119,10 +123,7 @@ impl Writer {
 
     /// Stages every request of `group` and commits them; returns the
     /// results and the messages stored.
-    fn stage_and_commit(
-        &mut self,
-        group: &mut [Pending],
-    ) -> Result<(Vec<Vec<Appended>>, Vec<Arc<Message>>), StoreError> {
+    fn stage_and_commit(&mut self, group: &mut [Pending]) -> Result<Committed, StoreError> {
         let sh = &*self.shared;
         let local = sh.node_id;
         let now = now_ms();

@@ -4,6 +4,8 @@
 //! directly, which is fine in tests. Anything that happens in the background
 //! (retention, interval syncs) is awaited by polling with a deadline.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;

@@ -106,6 +106,7 @@ fn stamp(data: &str) -> Option<(u64, u64)> {
 }
 
 /// CPU seconds (user + system) of a process, from `/proc/<pid>/stat`.
+#[allow(unsafe_code)]
 fn cpu_seconds(pid: &str) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses.
@@ -118,6 +119,7 @@ fn cpu_seconds(pid: &str) -> Option<f64> {
 }
 
 /// Busy CPU seconds of the whole machine, from `/proc/stat`.
+#[allow(unsafe_code)]
 fn machine_busy_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let f: Vec<f64> = stat

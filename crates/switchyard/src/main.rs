@@ -15,6 +15,7 @@ use switchyard::node::{Node, NodeError};
 /// small message buffers: without padding, every thread arena grows and
 /// shrinks its heap a few pages at a time (an `mprotect` per step), which
 /// showed as 3-4 % of CPU under publish load.
+#[allow(unsafe_code)]
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; it is called once,

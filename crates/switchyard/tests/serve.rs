@@ -3,6 +3,8 @@
 //! stopped through its shutdown future, and started again on the same data
 //! directory.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 use std::path::Path;
 use std::time::Duration;
 

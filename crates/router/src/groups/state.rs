@@ -197,6 +197,7 @@ impl GroupState {
     }
 
     /// The counters.
+    #[cfg(test)]
     pub fn counters(&self) -> &GroupCounters {
         &self.counters
     }
