@@ -13,7 +13,7 @@ use foca::{
     PeriodicParams, PostcardCodec, State, Timer,
 };
 use parking_lot::Mutex;
-use rand::rngs::StdRng;
+use rand::rngs::SmallRng;
 use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
@@ -276,7 +276,7 @@ impl Cluster {
         let foca = Foca::new(
             identity.clone(),
             foca_config(&config),
-            rand::make_rng::<StdRng>(),
+            rand::make_rng::<SmallRng>(),
             PostcardCodec,
         );
         let actor = Actor {
@@ -418,7 +418,7 @@ fn foca_config(c: &ClusterConfig) -> Config {
 
 struct Actor {
     sealer: Sealer,
-    foca: Foca<NodeIdentity, PostcardCodec, StdRng, NoCustomBroadcast>,
+    foca: Foca<NodeIdentity, PostcardCodec, SmallRng, NoCustomBroadcast>,
     runtime: AccumulatingRuntime<NodeIdentity>,
     socket: UdpSocket,
     timers: BTreeMap<(Instant, u64), Timer<NodeIdentity>>,
