@@ -44,8 +44,14 @@ struct Pool {
 
 /// A plugin bound to a hook with its settings. Immutable once built: a new
 /// version of a plugin is a new `Binding`, and calls that started on the old
-/// one finish on it. Calls are synchronous and short; they may run on any
-/// thread.
+/// one finish on it. Calls are synchronous and short (bounded by the fuel
+/// budget); they may run on any thread.
+///
+/// At most `max_instances` calls run at once; a call beyond waits for an
+/// instance. An async caller first awaits [`Binding::permit`] and holds it
+/// across the call, so the call never waits on a thread: with one permit
+/// per instance, a caller holding one always finds an instance free or may
+/// create one.
 pub struct Binding {
     spec: BindingSpec,
     plugin: Arc<Plugin>,
@@ -53,7 +59,12 @@ pub struct Binding {
     shared: Arc<Shared>,
     pool: Mutex<Pool>,
     freed: Condvar,
+    permits: Arc<tokio::sync::Semaphore>,
 }
+
+/// The right to make one call on a [`Binding`] without waiting for an
+/// instance; see [`Binding::permit`].
+pub struct CallPermit(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 
 impl Binding {
     /// Binds `plugin` as `spec` describes, using `kv` for its key-value
@@ -109,6 +120,7 @@ impl Binding {
             kv_keys: AtomicUsize::new(kv_keys),
             stats,
         });
+        let max_instances = spec.limits.max_instances;
         let binding = Binding {
             spec,
             plugin,
@@ -120,6 +132,7 @@ impl Binding {
                 waiting: 0,
             }),
             freed: Condvar::new(),
+            permits: Arc::new(tokio::sync::Semaphore::new(max_instances)),
         };
         let first = binding.instantiate().map_err(|e| match e {
             PluginError::Call { detail, .. } => PluginError::ConfigRejected(detail),
@@ -198,6 +211,19 @@ impl Binding {
             Ok(Err(msg)) => Err(PluginError::ConfigRejected(msg)),
             Err(e) => Err(fail(&store, e)),
         }
+    }
+
+    /// Waits, without blocking a thread, until a call on this binding would
+    /// find an instance free (or may create one). Hold the permit across
+    /// the call.
+    pub async fn permit(&self) -> Option<CallPermit> {
+        // The semaphore is never closed, so this waits and succeeds.
+        self.permits
+            .clone()
+            .acquire_owned()
+            .await
+            .ok()
+            .map(CallPermit)
     }
 
     fn acquire(&self) -> Result<Slot, PluginError> {

@@ -33,7 +33,7 @@ mod stats;
 mod types;
 mod wasi;
 
-pub use binding::Binding;
+pub use binding::{Binding, CallPermit};
 pub use engine::{EngineConfig, Plugin, PluginEngine};
 pub use error::{FailureKind, PluginError};
 pub use guests::build_guest_plugins;

@@ -12,8 +12,9 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use switchyard_model::{Header, Message, Topic};
 use switchyard_plugin_host::{
-    Binding, BindingSpec, Candidate, EngineConfig, ErrorPolicy, FilterDecision, Hook, KvBackend,
-    Limits, PluginEngine, PluginError, PluginMessage, RouteDecision, Stats, StatsSnapshot,
+    Binding, BindingSpec, CallPermit, Candidate, EngineConfig, ErrorPolicy, FilterDecision, Hook,
+    KvBackend, Limits, PluginEngine, PluginError, PluginMessage, RouteDecision, Stats,
+    StatsSnapshot,
 };
 use switchyard_store::{Append, Store};
 
@@ -437,7 +438,7 @@ impl Plugins {
     /// Runs the route bindings that apply to `req`, in name order, on one
     /// snapshot (so a concurrent reload never splits a message between
     /// versions). Returns what to store (possibly nothing).
-    pub(crate) fn route(&self, req: Append) -> Routed {
+    pub(crate) async fn route(&self, req: Append) -> Routed {
         let snap = self.snapshot();
         let mut current = req;
         let mut routed_from = None;
@@ -455,7 +456,11 @@ impl Plugins {
                 payload: &current.payload,
                 timestamp_ms: ts,
             };
-            let result = b.route(&msg).and_then(|d| self.apply(b, &current, d));
+            let result = {
+                let _permit = b.permit().await;
+                b.route(&msg)
+            }
+            .and_then(|d| self.apply(b, &current, d));
             match result {
                 Ok(Applied::Continue(None)) => {}
                 Ok(Applied::Continue(Some(next))) => current = next,
@@ -602,6 +607,13 @@ impl Plugins {
         }
         let msg = plugin_message(m);
         b.pick(&msg, candidates).map_err(RouterError::Plugin)
+    }
+
+    /// Waits until a call of pick binding `name` would find an instance
+    /// (see [`Binding::permit`]); `None` when there is no such binding.
+    pub(crate) async fn pick_permit(&self, name: &str) -> Option<CallPermit> {
+        let binding = self.snapshot().bindings.get(name)?.binding.clone();
+        binding.permit().await
     }
 
     /// Checks that `name` is a pick binding.
@@ -769,6 +781,13 @@ impl Filter {
             self.binding = Some(b);
         }
         Ok(self.binding.as_ref().expect("just set"))
+    }
+
+    /// Waits until the filter's calls would find an instance free; hold
+    /// the permit while applying it (see [`Binding::permit`]).
+    pub(crate) async fn permit(&mut self) -> Result<Option<CallPermit>, RouterError> {
+        let b = self.refresh()?.clone();
+        Ok(b.permit().await)
     }
 
     /// Applies the filter to one message.

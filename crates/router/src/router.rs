@@ -204,7 +204,10 @@ impl Router {
             let appended = self.store.append(batch).await?;
             return Ok(appended.into_iter().map(Published::stored).collect());
         }
-        let routed: Vec<Routed> = batch.into_iter().map(|r| self.plugins.route(r)).collect();
+        let mut routed: Vec<Routed> = Vec::with_capacity(batch.len());
+        for r in batch {
+            routed.push(self.plugins.route(r).await);
+        }
         let appends: Vec<Append> = routed
             .iter()
             .flat_map(|r| r.stored.iter().cloned())

@@ -99,6 +99,7 @@ impl Subscription {
         let mut kept = Vec::with_capacity(messages.len());
         let mut skipped = 0;
         let mut dead = Vec::new();
+        let _permit = filter.permit().await?;
         for m in messages {
             match filter.apply(m)? {
                 Filtered::Keep(m) => kept.push(m),

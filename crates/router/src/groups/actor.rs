@@ -17,7 +17,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::state::{
     DeadLetter, DeadLetterOutcome, GroupCommand, GroupState, Lookup, MemberKey, Picker,
 };
-use super::types::{GroupDelivery, GroupInfo, GroupOptions, MemberOptions, Settle, Settled};
+use super::types::{
+    GroupDelivery, GroupInfo, GroupOptions, MemberOptions, Settle, Settled, Strategy,
+};
 use super::{DELIVERIES_HEADER, GROUP_HEADER};
 use crate::RouterError;
 use crate::feeds::InterestGuard;
@@ -320,6 +322,11 @@ impl Actor {
             return;
         }
         let plugins = self.plugins.clone();
+        // A pick plugin's calls never wait for an instance on this thread.
+        let _permit = match &self.state.settings().strategy {
+            Strategy::Plugin(name) => plugins.pick_permit(name).await,
+            _ => None,
+        };
         let mut picker = PluginPicker(&plugins);
         let mut after = None;
         loop {
