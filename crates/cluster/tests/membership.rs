@@ -1,8 +1,9 @@
 //! Membership between real gossip tasks on 127.0.0.1 UDP sockets.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use switchyard_cluster::{Cluster, ClusterConfig, ClusterEvent, MemberState};
+use switchyard_testkit::wait_until;
 use tokio::sync::mpsc;
 
 const KEY: &[u8] = b"a cluster key of enough bytes";
@@ -33,12 +34,9 @@ fn state_of(c: &Cluster, id: u64) -> Option<MemberState> {
         .map(|m| m.state)
 }
 
+/// Waits up to 15 s for `cond`, a condition on what the nodes see.
 async fn wait(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(Duration::from_secs(15), what, || std::future::ready(cond())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
