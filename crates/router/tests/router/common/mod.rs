@@ -1,9 +1,9 @@
 //! What the router tests share: a router on a temporary directory, messages
 //! and patterns from strings, and reads bounded by a deadline.
 //!
-//! Every wait goes through the testkit's poll helper, whose deadline is on
-//! the real clock: the same helpers serve tests on tokio's paused clock,
-//! where a `tokio::time::timeout` would fire as soon as the runtime idles
+//! The helpers wait through the testkit's poll helper, whose deadline is
+//! on the real clock, so that they serve tests on tokio's paused clock too:
+//! there a `tokio::time::timeout` would fire as soon as the runtime idles
 //! while the store works on its own threads.
 
 #![allow(dead_code)]
