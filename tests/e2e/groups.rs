@@ -617,7 +617,7 @@ async fn key_hash_keeps_per_key_order() {
 /// A guest plugin component built from `plugins/`.
 fn wasm(name: &str) -> Vec<u8> {
     let repo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    let dir = switchyard_plugin_host::build_guest_plugins(repo).expect("guest plugins build");
+    let dir = switchyard_testkit::build_guest_plugins(repo).expect("guest plugins build");
     std::fs::read(dir.join(format!("{name}.wasm"))).expect("plugin file")
 }
 

@@ -12,7 +12,7 @@ use crate::support::{BIN, Node, Sse, enc};
 
 fn wasm_dir() -> PathBuf {
     let repo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    switchyard_plugin_host::build_guest_plugins(repo).expect("guest plugins build")
+    switchyard_testkit::build_guest_plugins(repo).expect("guest plugins build")
 }
 
 fn wasm(name: &str) -> Vec<u8> {

@@ -2,9 +2,10 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use switchyard_cluster::{Cluster, ClusterConfig, ClusterEvent, MemberState};
+use switchyard_testkit::wait_until;
 use tokio::sync::mpsc;
 
 const KEY: &[u8] = b"a cluster key of enough bytes";
@@ -35,12 +36,9 @@ fn state_of(c: &Cluster, id: u64) -> Option<MemberState> {
         .map(|m| m.state)
 }
 
+/// Waits up to 15 s for `cond`, a condition on what the nodes see.
 async fn wait(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until(Duration::from_secs(15), what, || std::future::ready(cond())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

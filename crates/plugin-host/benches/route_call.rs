@@ -9,15 +9,15 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use switchyard_model::Header;
 use switchyard_plugin_host::{
     Binding, BindingSpec, EngineConfig, ErrorPolicy, Hook, Limits, MemoryKv, PluginEngine,
-    PluginMessage, RouteDecision, Stats, build_guest_plugins,
+    PluginMessage, RouteDecision, Stats,
 };
+use switchyard_testkit::{build_guest_plugins, repo_root};
 
 const BATCH: usize = 1000;
 const BATCHES: usize = 300;
@@ -33,8 +33,7 @@ fn payload(size: usize) -> Vec<u8> {
 }
 
 fn main() {
-    let repo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    let dir = build_guest_plugins(repo).expect("guest plugins build");
+    let dir = build_guest_plugins(repo_root()).expect("guest plugins build");
     let engine = PluginEngine::new(EngineConfig::default()).expect("engine");
     println!("| plugin | payload | median ns/call | p90 ns/call | calls/s (1 thread) |");
     println!("| --- | ---: | ---: | ---: | ---: |");

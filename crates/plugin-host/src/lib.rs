@@ -26,7 +26,6 @@ mod binding;
 mod bindings;
 mod engine;
 mod error;
-mod guests;
 mod host;
 mod kv;
 mod stats;
@@ -36,7 +35,6 @@ mod wasi;
 pub use binding::{Binding, CallPermit};
 pub use engine::{EngineConfig, Plugin, PluginEngine};
 pub use error::{FailureKind, PluginError};
-pub use guests::build_guest_plugins;
 pub use kv::{KvBackend, MAX_KV_KEY, MAX_KV_KEYS, MAX_KV_VALUE, MemoryKv};
 pub use stats::{Stats, StatsSnapshot};
 pub use types::{

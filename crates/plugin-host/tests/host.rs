@@ -4,24 +4,14 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use switchyard_model::Header;
 use switchyard_plugin_host::{
     Binding, BindingSpec, Candidate, EngineConfig, ErrorPolicy, FailureKind, FilterDecision, Hook,
     KvBackend, Limits, MemoryKv, PluginEngine, PluginError, PluginMessage, RouteDecision, Stats,
-    build_guest_plugins,
 };
-
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-}
-
-fn wasm(name: &str) -> Vec<u8> {
-    let dir: PathBuf = build_guest_plugins(repo()).expect("guest plugins build");
-    std::fs::read(dir.join(format!("{name}.wasm"))).expect("plugin file")
-}
+use switchyard_testkit::guest_plugin as wasm;
 
 fn engine() -> PluginEngine {
     PluginEngine::new(EngineConfig::default()).expect("engine")

@@ -1,9 +1,24 @@
-//! Builds the plugins of the repository's `plugins/` workspace, for tests
+//! The plugins of the repository's `plugins/` workspace, built for tests
 //! and benchmarks that need real components.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
+
+/// The repository's root directory (the parent of `crates/`).
+pub fn repo_root() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+}
+
+/// The component of the guest plugin crate `name` (`passthrough`,
+/// `field_router`, ...: the crate name with `_` for `-`), built from this
+/// repository's `plugins/` workspace. Panics when the plugins cannot be
+/// built or `name` is not one of them.
+pub fn guest_plugin(name: &str) -> Vec<u8> {
+    let dir = build_guest_plugins(repo_root()).unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.join(format!("{name}.wasm"));
+    std::fs::read(&file).unwrap_or_else(|e| panic!("cannot read {}: {e}", file.display()))
+}
 
 /// Builds every crate of `<repo>/plugins` for `wasm32-wasip2` in release
 /// mode (once per process; cargo skips what is up to date) and returns the
