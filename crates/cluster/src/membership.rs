@@ -23,6 +23,9 @@ use crate::config::{ClusterConfig, MAX_PACKET};
 use crate::seal::{Refusal, Sealer};
 use crate::transport::{PeerClient, Signer};
 
+/// Receive buffer asked for the gossip socket (the kernel caps it at
+/// `net.core.rmem_max`).
+const RECV_BUFFER: usize = 4 << 20;
 /// Events queued for the node before new ones are dropped (and counted).
 const EVENT_QUEUE: usize = 1024;
 /// Members remembered after they went down or left.
@@ -246,6 +249,12 @@ impl Cluster {
                 addr: config.gossip_listen,
                 source,
             })?;
+        // Bursts of datagrams (many peers at once, or a flood of junk that
+        // must be counted and refused) wait in the kernel while the task is
+        // busy; the default buffer (about 200 KiB) drops them.
+        if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(RECV_BUFFER) {
+            tracing::debug!(error = %e, "could not enlarge the gossip receive buffer");
+        }
         let bound = socket.local_addr().map_err(|source| ClusterError::Bind {
             addr: config.gossip_listen,
             source,

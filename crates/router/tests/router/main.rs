@@ -7,6 +7,8 @@
 //! Tests of timeouts and delays run on tokio's paused clock and take
 //! milliseconds.
 
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
 mod common;
 
 mod group_timers;
