@@ -2,7 +2,13 @@
 //! nodes, compact postcard bodies, every request signed with a key derived
 //! from the cluster key.
 //!
-//! The one exchange today is the **feed**: a node asks a peer for the
+//! Four exchanges use it: the **feed** (below), a group **take** (a node
+//! that starts coordinating a group asks a peer for its copy), a group
+//! **give** (a leaving node hands a group over) and a **forward** (a group
+//! request relayed to the group's coordinator). See
+//! `docs/internals/protocol.md` for their bodies.
+//!
+//! In the feed, a node asks a peer for the
 //! peer's own messages (its origin log) that match the patterns the asking
 //! node is interested in, after the origin sequence it already holds. The
 //! peer answers with up to a bounded batch and `through`, the origin

@@ -1,0 +1,402 @@
+//! SWIM membership: one task owns foca, the UDP socket and the timers, so
+//! nothing is shared but a view of the members and the counters.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::num::{NonZeroU8, NonZeroUsize};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use foca::{
+    AccumulatingRuntime, Config, Foca, Identity, NoCustomBroadcast, OwnedNotification,
+    PeriodicParams, PostcardCodec, State, Timer,
+};
+use parking_lot::Mutex;
+use rand::rngs::SmallRng;
+use serde::{Deserialize, Serialize};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::config::{ClusterConfig, MAX_PACKET};
+use crate::seal::{Refusal, Sealer};
+use crate::transport::{PeerClient, Signer};
+
+mod actor;
+use actor::{Actor, foca_config};
+
+/// Receive buffer asked for the gossip socket (the kernel caps it at
+/// `net.core.rmem_max`).
+const RECV_BUFFER: usize = 4 << 20;
+/// Events queued for the node before new ones are dropped (and counted).
+const EVENT_QUEUE: usize = 1024;
+/// Members remembered after they went down or left.
+const MAX_REMEMBERED: usize = 1024;
+/// First byte of a sealed body: a foca packet.
+const KIND_SWIM: u8 = 0;
+/// First byte of a sealed body: the sender leaves the cluster.
+const KIND_LEAVE: u8 = 1;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A member's identity in gossip: node id, generation (bumped each time
+/// the node rejoins after being declared down, and on every start), and
+/// its addresses. Two identities with the same gossip address are the same
+/// member; the higher generation wins.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct NodeIdentity {
+    /// Node id (0 for a seed not yet heard from).
+    pub node: u64,
+    /// Generation.
+    pub generation: u64,
+    /// Gossip address.
+    pub gossip: SocketAddr,
+    /// HTTP address (`host:port`).
+    pub http: String,
+}
+
+impl Identity for NodeIdentity {
+    type Addr = SocketAddr;
+
+    fn renew(&self) -> Option<Self> {
+        Some(NodeIdentity {
+            generation: (self.generation + 1).max(now_ms()),
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.gossip
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        self.generation > adversary.generation
+    }
+}
+
+/// A member's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberState {
+    /// Answers probes.
+    Alive,
+    /// Missed a probe; declared down unless it refutes in time.
+    Suspect,
+    /// Declared dead.
+    Down,
+    /// Left on purpose (graceful shutdown).
+    Left,
+}
+
+/// One member as this node sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberView {
+    /// Node id (16 hex digits).
+    pub id: String,
+    /// State.
+    pub state: MemberState,
+    /// HTTP address.
+    pub http_addr: String,
+    /// Gossip address.
+    pub gossip_addr: String,
+    /// Generation.
+    pub generation: u64,
+    /// Milliseconds since a packet from it arrived (`null` for this node
+    /// and for members never heard from directly).
+    pub last_heard_ms: Option<u64>,
+    /// Whether this is the local node.
+    #[serde(rename = "self")]
+    pub is_self: bool,
+}
+
+/// A membership change.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterEvent {
+    /// `joined`, `suspect`, `alive`, `down`, `left` or `rejoined` (same
+    /// node, new generation).
+    pub event: &'static str,
+    /// The member after the change.
+    pub member: MemberView,
+}
+
+/// Counters of the gossip layer.
+#[derive(Debug, Default)]
+pub struct GossipStats {
+    /// Packets received and accepted.
+    pub packets_in: AtomicU64,
+    /// Packets sent.
+    pub packets_out: AtomicU64,
+    /// Bytes received (accepted or not).
+    pub bytes_in: AtomicU64,
+    /// Bytes sent.
+    pub bytes_out: AtomicU64,
+    /// Packets refused: malformed or oversized.
+    pub refused_malformed: AtomicU64,
+    /// Packets refused: another cluster name.
+    pub refused_wrong_cluster: AtomicU64,
+    /// Packets refused: authentication failed (another key, forged, altered).
+    pub refused_bad_auth: AtomicU64,
+    /// Packets refused: replayed.
+    pub refused_replayed: AtomicU64,
+    /// Packets refused: the sender's clock is too far off.
+    pub refused_stale: AtomicU64,
+    /// Authenticated packets foca could not use.
+    pub refused_invalid: AtomicU64,
+    /// Membership events dropped because the node did not take them in time.
+    pub events_dropped: AtomicU64,
+    /// Node-to-node requests refused (bad signature or body).
+    pub refused_requests: AtomicU64,
+}
+
+impl GossipStats {
+    /// Counts a refused node-to-node request.
+    pub fn refused_request(&self) {
+        self.refused_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn refused(&self, why: Refusal) {
+        let c = match why {
+            Refusal::Malformed => &self.refused_malformed,
+            Refusal::WrongCluster => &self.refused_wrong_cluster,
+            Refusal::BadAuth => &self.refused_bad_auth,
+            Refusal::Replayed => &self.refused_replayed,
+            Refusal::Stale => &self.refused_stale,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counters as (name, value) pairs.
+    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        BTreeMap::from([
+            ("packets_in", get(&self.packets_in)),
+            ("packets_out", get(&self.packets_out)),
+            ("bytes_in", get(&self.bytes_in)),
+            ("bytes_out", get(&self.bytes_out)),
+            ("refused_malformed", get(&self.refused_malformed)),
+            ("refused_wrong_cluster", get(&self.refused_wrong_cluster)),
+            ("refused_bad_auth", get(&self.refused_bad_auth)),
+            ("refused_replayed", get(&self.refused_replayed)),
+            ("refused_stale", get(&self.refused_stale)),
+            ("refused_invalid", get(&self.refused_invalid)),
+            ("events_dropped", get(&self.events_dropped)),
+            ("refused_requests", get(&self.refused_requests)),
+        ])
+    }
+}
+
+/// What this node knows of one member.
+#[derive(Clone, Debug)]
+struct Known {
+    identity: NodeIdentity,
+    state: MemberState,
+    last_heard: Option<Instant>,
+    changed: Instant,
+}
+
+struct Shared {
+    local: Mutex<NodeIdentity>,
+    members: Mutex<HashMap<u64, Known>>,
+    stats: GossipStats,
+    name: String,
+}
+
+/// Why the cluster layer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// A setting is wrong.
+    #[error("cluster settings: {0}")]
+    Config(String),
+    /// The gossip socket could not be bound.
+    #[error("cannot listen for gossip on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+enum Command {
+    Leave(oneshot::Sender<()>),
+}
+
+/// A handle to the running membership task. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    shared: Arc<Shared>,
+    commands: mpsc::Sender<Command>,
+    signer: Signer,
+    client: PeerClient,
+}
+
+impl Cluster {
+    /// Binds the gossip socket, starts the membership task and joins through
+    /// the seeds. `node` is this node's id, `http` its HTTP address. The
+    /// receiver yields membership changes (bounded; when the node does not
+    /// keep up, events are dropped and counted).
+    pub async fn start(
+        config: ClusterConfig,
+        node: u64,
+        http: String,
+    ) -> Result<(Cluster, mpsc::Receiver<ClusterEvent>), ClusterError> {
+        config.validate().map_err(ClusterError::Config)?;
+        let socket = UdpSocket::bind(config.gossip_listen)
+            .await
+            .map_err(|source| ClusterError::Bind {
+                addr: config.gossip_listen,
+                source,
+            })?;
+        // Bursts of datagrams (many peers at once, or a flood of junk that
+        // must be counted and refused) wait in the kernel while the task is
+        // busy; the default buffer (about 200 KiB) drops them.
+        if let Err(e) = socket2::SockRef::from(&socket).set_recv_buffer_size(RECV_BUFFER) {
+            tracing::debug!(error = %e, "could not enlarge the gossip receive buffer");
+        }
+        let bound = socket.local_addr().map_err(|source| ClusterError::Bind {
+            addr: config.gossip_listen,
+            source,
+        })?;
+        let mut gossip = config.gossip_advertise.unwrap_or(bound);
+        if gossip.port() == 0 {
+            gossip.set_port(bound.port());
+        }
+        if gossip.ip().is_unspecified() {
+            return Err(ClusterError::Config(format!(
+                "gossip listens on {bound}, which other nodes cannot reach; set cluster.gossip_advertise"
+            )));
+        }
+        let identity = NodeIdentity {
+            node,
+            generation: now_ms(),
+            gossip,
+            http,
+        };
+        let shared = Arc::new(Shared {
+            local: Mutex::new(identity.clone()),
+            members: Mutex::new(HashMap::new()),
+            stats: GossipStats::default(),
+            name: config.name.clone(),
+        });
+        let (commands, command_rx) = mpsc::channel(8);
+        let (events, event_rx) = mpsc::channel(EVENT_QUEUE);
+        let foca = Foca::new(
+            identity.clone(),
+            foca_config(&config),
+            rand::make_rng::<SmallRng>(),
+            PostcardCodec,
+        );
+        let actor = Actor {
+            sealer: Sealer::new(&config.key, &config.name, node),
+            foca,
+            runtime: AccumulatingRuntime::new(),
+            socket,
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            seeds: config.seeds.clone(),
+            rejoin_interval: config.rejoin_interval,
+            shared: shared.clone(),
+            events,
+            left: HashMap::new(),
+            warned_cluster: None,
+            heard: HashMap::new(),
+        };
+        tracing::info!(node = %format!("{node:016x}"), %gossip, cluster = %config.name,
+            seeds = config.seeds.len(), "gossip started");
+        tokio::spawn(actor.run(command_rx));
+        let signer = Signer::new(&config.key, node);
+        let client = PeerClient::new(signer.clone());
+        Ok((
+            Cluster {
+                shared,
+                commands,
+                signer,
+                client,
+            },
+            event_rx,
+        ))
+    }
+
+    /// Every member this node knows, itself first.
+    pub fn members(&self) -> Vec<MemberView> {
+        let now = Instant::now();
+        let local = self.shared.local.lock().clone();
+        let mut out = vec![view(&local, MemberState::Alive, None, true, now)];
+        let members = self.shared.members.lock();
+        let mut rest: Vec<MemberView> = members
+            .values()
+            .filter(|k| k.identity.node != local.node)
+            .map(|k| view(&k.identity, k.state, k.last_heard, false, now))
+            .collect();
+        rest.sort_by(|a, b| a.id.cmp(&b.id));
+        out.extend(rest);
+        out
+    }
+
+    /// Live peers (alive or suspect, not this node): node id and HTTP address.
+    pub fn peers(&self) -> Vec<(u64, String)> {
+        let local = self.shared.local.lock().node;
+        self.shared
+            .members
+            .lock()
+            .values()
+            .filter(|k| {
+                k.identity.node != local
+                    && matches!(k.state, MemberState::Alive | MemberState::Suspect)
+            })
+            .map(|k| (k.identity.node, k.identity.http.clone()))
+            .collect()
+    }
+
+    /// Signs and checks node-to-node requests.
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    /// The HTTP/2 client for peers.
+    pub fn client(&self) -> &PeerClient {
+        &self.client
+    }
+
+    /// The cluster's name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The gossip counters.
+    pub fn stats(&self) -> &GossipStats {
+        &self.shared.stats
+    }
+
+    /// Leaves the cluster: members see this node as `left`, not `down`.
+    /// Returns once the leave was sent (or the task has stopped).
+    pub async fn leave(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Command::Leave(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+        }
+    }
+}
+
+fn view(
+    id: &NodeIdentity,
+    state: MemberState,
+    last_heard: Option<Instant>,
+    is_self: bool,
+    now: Instant,
+) -> MemberView {
+    MemberView {
+        id: format!("{:016x}", id.node),
+        state,
+        http_addr: id.http.clone(),
+        gossip_addr: id.gossip.to_string(),
+        generation: id.generation,
+        last_heard_ms: last_heard.map(|t| now.duration_since(t).as_millis() as u64),
+        is_self,
+    }
+}
