@@ -259,18 +259,8 @@ pub(crate) async fn wait_info(
     timeout: Duration,
     cond: impl Fn(&Value) -> bool,
 ) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let v = info(node, group).await;
-        if cond(&v) {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "group {group}: timed out waiting for {what}; last info {v:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = format!("group {group}: {what}");
+    switchyard_testkit::poll_until(timeout, &what, || info(node, group), |v| cond(v)).await
 }
 
 /// The info without what changes on its own (members' `connected_ms`).

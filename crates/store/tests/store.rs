@@ -178,15 +178,15 @@ fn cursor_after(store: &Store, seq: u64) -> Cursor {
 }
 
 /// Polls `check` until it returns `Some`, failing the test after [`DEADLINE`].
-async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+async fn eventually<T: std::fmt::Debug>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let found = switchyard_testkit::poll_until(
+        DEADLINE,
+        what,
+        || std::future::ready(check()),
+        Option::is_some,
+    )
+    .await;
+    found.expect("poll_until returns only once the value is there")
 }
 
 /// Awaits `fut`, failing the test after [`DEADLINE`].
