@@ -24,6 +24,13 @@
 //! So a member never sees a delivery the store does not know is in flight,
 //! and the commands, being plain data, can be logged or replicated and
 //! replayed into another copy of the state machine.
+//!
+//! This file is longer than most (about 850 lines, half of them doc
+//! comments) because it is one type with one set of invariants: which
+//! member holds a message, the timers, the ready set and the members'
+//! in-flight counts change together, and splitting the methods across
+//! files would hide that. Its inputs and outputs live in [`super::effects`],
+//! its tests in `state_tests/`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
