@@ -425,3 +425,46 @@ async fn group_state_survives_a_reopen() {
     let i = info(&router, "durable").await;
     assert_eq!((i.inflight, i.lag, i.counters.acked), (0, 0, 6), "{i:?}");
 }
+
+/// A join whose caller goes away before the answer leaves no member
+/// behind: nothing would ever leave that slot, which would count against
+/// the member limit and refuse every delete.
+#[tokio::test]
+async fn a_join_abandoned_before_its_answer_leaves_no_member() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = open(dir.path());
+    let first = join(
+        &router,
+        "abandoned",
+        &["jobs"],
+        GroupOptions::default(),
+        MemberOptions::default(),
+    )
+    .await;
+    drop(first);
+    wait_info(&router, "abandoned", "the first member gone", |i| {
+        i.members.is_empty()
+    })
+    .await;
+    {
+        let joining = router.groups().join(
+            "abandoned",
+            crate::common::patterns(&["jobs"]),
+            GroupOptions::default(),
+            MemberOptions::default(),
+        );
+        tokio::pin!(joining);
+        // One poll sends the request to the running group; on this
+        // single-threaded runtime its coordinator cannot answer yet.
+        tokio::select! {
+            biased;
+            _ = &mut joining => panic!("the join was answered within one poll"),
+            () = std::future::ready(()) => {}
+        }
+    }
+    wait_info(&router, "abandoned", "no member left", |i| {
+        i.members.is_empty()
+    })
+    .await;
+    router.groups().delete("abandoned").await.unwrap();
+}
