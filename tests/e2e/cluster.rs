@@ -1114,3 +1114,42 @@ async fn a_catch_up_reports_what_the_origin_removed() {
         100 - left
     );
 }
+
+/// A pull from the start on one node answers every node's messages, like a
+/// stream from the same point: it waits for the peers' messages that the
+/// node's pulls have not brought yet instead of answering without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_from_the_start_returns_every_nodes_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, _) = start_cluster(dir.path(), 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let from_a = texts_of("a", 50);
+    let from_b = texts_of("b", 3);
+    publish_texts(a, "ha.x", &from_a).await;
+    publish_texts(b, "ha.y", &from_b).await;
+    for _ in 0..3 {
+        let v = b
+            .get_json("/v1/messages?topic=ha.%3E&from=earliest&limit=100")
+            .await;
+        let got: Vec<(String, String)> = v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["topic"].as_str().unwrap().to_owned(),
+                    m["payload"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        let of = |topic: &str| -> Vec<String> {
+            got.iter()
+                .filter(|(t, _)| t == topic)
+                .map(|(_, p)| p.clone())
+                .collect()
+        };
+        assert_eq!(of("ha.x"), from_a, "{v:#}");
+        assert_eq!(of("ha.y"), from_b, "{v:#}");
+        assert_eq!(v["gaps"], serde_json::json!([]), "{v:#}");
+    }
+}

@@ -36,6 +36,11 @@ const FEED_WAIT: Duration = Duration::from_secs(5);
 const MAX_FEED_PATTERNS: usize = 4096;
 /// Longest a `from=latest` start waits for a peer's head.
 const HEAD_WAIT: Duration = Duration::from_secs(1);
+/// How often a pull waiting for peers' messages looks at the watermarks.
+const HELD_POLL: Duration = Duration::from_millis(20);
+/// Longest a pull waits for the peers' newest messages (see
+/// [`await_peer_heads`]).
+pub const PULL_CATCH_UP: Duration = Duration::from_secs(5);
 /// Longest a reader waits for older messages from peers before it starts.
 pub const CATCH_UP_TIME: Duration = Duration::from_secs(10);
 
@@ -128,6 +133,9 @@ impl Interest {
         }
         drop(map);
         if new {
+            // No pull is current for the new patterns until one asked with
+            // them reaches the end of its peer's log.
+            self.current.lock().clear();
             self.version.send_modify(|v| *v += 1);
         }
         InterestGuard {
@@ -381,6 +389,61 @@ pub(crate) async fn past_peer_heads(
     topics: &TopicSet,
     cursor: &mut Cursor,
 ) {
+    for (node, head) in peer_heads(cluster, topics, |peer| interest.is_current(peer)).await {
+        cursor.advance(node, head);
+    }
+}
+
+/// Waits, at most `within`, until this node holds every live peer's
+/// messages of `topics` up to the peer's head as it is now: the pulls,
+/// which follow `topics` once they are in the interest, have passed it. A
+/// pull answers from what the node holds; without this wait it would miss
+/// a peer's messages that the pulls have not brought yet, where a stream
+/// would simply deliver them a moment later. A peer that does not tell
+/// its head within [`HEAD_WAIT`], or whose messages do not arrive in time,
+/// is left out (its messages come with a later pull).
+pub(crate) async fn await_peer_heads(
+    store: &Store,
+    interest: &Interest,
+    cluster: &Cluster,
+    topics: &TopicSet,
+    within: Duration,
+) {
+    let deadline = tokio::time::Instant::now() + within;
+    // A peer whose pull is current needs no wait: this node's watermark
+    // for it trails its head by one long poll at most.
+    let heads = peer_heads(cluster, topics, |peer| interest.is_current(peer)).await;
+    let mut changes = store.changes();
+    loop {
+        let behind: Vec<NodeId> = heads
+            .iter()
+            .filter(|(node, head)| store.held_through(*node) < *head)
+            .map(|(node, _)| *node)
+            .collect();
+        if behind.is_empty() {
+            return;
+        }
+        changes.borrow_and_update();
+        tokio::select! {
+            _ = changes.changed() => {}
+            // The watermark also moves without new messages of interest.
+            () = tokio::time::sleep(HELD_POLL) => {}
+            () = tokio::time::sleep_until(deadline) => {
+                tracing::debug!(peers = ?behind, "a pull answers without peers' newest messages");
+                return;
+            }
+        }
+    }
+}
+
+/// The heads of the live peers' logs (a feed request with limit 0 each,
+/// in parallel), except those `skip` names. A peer that does not answer
+/// within [`HEAD_WAIT`] is left out.
+async fn peer_heads(
+    cluster: &Cluster,
+    topics: &TopicSet,
+    skip: impl Fn(NodeId) -> bool,
+) -> Vec<(NodeId, u64)> {
     let patterns: Vec<String> = topics
         .patterns()
         .iter()
@@ -388,8 +451,7 @@ pub(crate) async fn past_peer_heads(
         .collect();
     let mut asks = tokio::task::JoinSet::new();
     for (node, addr) in cluster.peers() {
-        if interest.is_current(NodeId(node)) {
-            // Its pull keeps this node's watermark, and so `cursor`, current.
+        if skip(NodeId(node)) {
             continue;
         }
         let req = FeedRequest {
@@ -405,11 +467,10 @@ pub(crate) async fn past_peer_heads(
             (node, r)
         });
     }
+    let mut heads = Vec::new();
     while let Some(r) = asks.join_next().await {
         match r {
-            Ok((node, Ok(resp))) if resp.origin == node => {
-                cursor.advance(NodeId(node), resp.through)
-            }
+            Ok((node, Ok(resp))) if resp.origin == node => heads.push((NodeId(node), resp.through)),
             Ok((node, Ok(_))) => {
                 tracing::warn!(peer = %NodeId(node), "a peer answered for another origin")
             }
@@ -419,6 +480,7 @@ pub(crate) async fn past_peer_heads(
             Err(_) => {}
         }
     }
+    heads
 }
 
 /// The pull loop for one peer.
@@ -461,8 +523,10 @@ impl Pull {
                 Ok(resp) => {
                     let caught_up = resp.through >= resp.head;
                     match self.apply(ver, resp).await {
-                        Ok(()) => {
-                            self.interest.set_current(self.peer, caught_up);
+                        Ok(applied) => {
+                            // A batch asked for with other patterns says
+                            // nothing about the patterns followed now.
+                            self.interest.set_current(self.peer, applied && caught_up);
                             backoff = Duration::from_millis(100);
                             continue;
                         }
@@ -481,7 +545,9 @@ impl Pull {
         }
     }
 
-    async fn apply(&self, ver: u64, resp: FeedResponse) -> Result<(), String> {
+    /// Stores a batch; `false` when it was asked for with other patterns
+    /// than those followed now (it is asked for again).
+    async fn apply(&self, ver: u64, resp: FeedResponse) -> Result<bool, String> {
         if resp.origin != self.peer.0 {
             return Err(format!("answered for origin {:016x}", resp.origin));
         }
@@ -495,12 +561,12 @@ impl Pull {
         let _gate = self.interest.gate.read().await;
         if *self.interest.version.borrow() != ver {
             // Asked for with other patterns: ask again.
-            return Ok(());
+            return Ok(false);
         }
         self.store
             .ingest(self.peer, messages, resp.through)
             .await
-            .map(|_| ())
+            .map(|_| true)
             .map_err(|e| e.to_string())
     }
 }

@@ -310,7 +310,21 @@ impl Router {
         wait: Duration,
         filter: Option<Filter>,
     ) -> Result<ReadBatch, RouterError> {
-        let mut sub = self.subscribe(topics, start).await?;
+        let mut sub = self.subscribe(topics.clone(), start).await?;
+        if let Some(cluster) = self.cluster.get()
+            && *start != Start::Latest
+        {
+            // The subscription caught up with what the pulls had passed;
+            // a pull also waits for what they bring after.
+            crate::feeds::await_peer_heads(
+                &self.store,
+                &self.interest,
+                cluster,
+                &topics,
+                crate::feeds::PULL_CATCH_UP,
+            )
+            .await;
+        }
         sub.set_limit(limit);
         if let Some(f) = filter {
             sub.set_filter(f);
