@@ -1153,3 +1153,65 @@ async fn a_pull_from_the_start_returns_every_nodes_messages() {
         assert_eq!(v["gaps"], serde_json::json!([]), "{v:#}");
     }
 }
+
+/// A pull never passes messages this node does not hold: with their origin
+/// unreachable, it answers an `unavailable` gap and a cursor that stays
+/// before them, and the same cursor delivers them once the origin is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_never_passes_messages_of_an_unreachable_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, ids) = start_cluster(dir.path(), 2).await;
+    // B follows `u`, so its watermark for A moves past A's `jobs` messages.
+    let mut follow = Sse::connect(&nodes[1], "/v1/events?topic=u&format=json", None)
+        .await
+        .unwrap();
+    let jobs = texts_of("job", 100);
+    publish_texts(&nodes[0], "jobs", &jobs).await;
+    publish_texts(&nodes[0], "u", &["marker".to_owned()]).await;
+    let (got, _) =
+        messages_and_others(&mut follow, 1, Duration::from_secs(10), &mut Vec::new()).await;
+    assert_eq!(got, ["marker"]);
+    let (a_id, a_gossip) = ids[0].clone();
+    let generation = states(&nodes[1]).await[&a_id].1;
+    nodes[0].kill9();
+    let v = nodes[1]
+        .get_json("/v1/messages?topic=jobs&from=earliest")
+        .await;
+    assert_eq!(v["messages"], serde_json::json!([]), "{v:#}");
+    let gaps = v["gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "{v:#}");
+    assert_eq!(gaps[0]["reason"], "unavailable", "{v:#}");
+    assert_eq!(gaps[0]["origin"], a_id.as_str(), "{v:#}");
+    assert_eq!(gaps[0]["after_origin_seq"], 0, "{v:#}");
+    // A's log also holds its `$sys.cluster` events.
+    assert!(
+        gaps[0]["through_origin_seq"].as_u64().unwrap() >= 101,
+        "{v:#}"
+    );
+    let cursor = v["cursor"].as_str().unwrap().to_owned();
+    // A comes back with its data: the same cursor now gives all 100.
+    nodes[0] = member(
+        &dir.path().join("n0"),
+        KEY,
+        &a_gossip,
+        std::slice::from_ref(&ids[1].1),
+    );
+    wait_until(Duration::from_secs(15), "A back and alive on B", || async {
+        states(&nodes[1])
+            .await
+            .get(&a_id)
+            .is_some_and(|(state, g)| state == "alive" && *g > generation)
+    })
+    .await;
+    let v = nodes[1]
+        .get_json(&format!("/v1/messages?topic=jobs&from={cursor}&limit=1000"))
+        .await;
+    let got: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["payload"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, jobs, "{v:#}");
+    assert_eq!(v["gaps"], serde_json::json!([]), "{v:#}");
+}

@@ -4,7 +4,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 use switchyard_model::Message;
-use switchyard_router::{Appended, Gap, Published};
+use switchyard_router::{Appended, Gap, Published, Unavailable};
 
 /// The JSON envelope of a message (`format=json` events and pull results).
 /// The payload is text when it is valid UTF-8, else `payload_base64`; the
@@ -117,5 +117,17 @@ pub(crate) fn gap(g: &Gap) -> Value {
         "after_origin_seq": g.after_origin_seq,
         "through_origin_seq": g.through_origin_seq,
         "through_seq": g.through_stream_seq,
+    })
+}
+
+/// An origin whose messages a pull could not get, as a gap object with
+/// `"reason": "unavailable"` (no topic: the node cannot tell which of the
+/// pulled topics it misses).
+pub(crate) fn unavailable(u: &Unavailable) -> Value {
+    json!({
+        "origin": u.origin.to_string(),
+        "after_origin_seq": u.after_origin_seq,
+        "through_origin_seq": u.through_origin_seq,
+        "reason": "unavailable",
     })
 }

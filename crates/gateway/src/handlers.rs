@@ -15,7 +15,7 @@ use switchyard_model::{Cursor, Header, Topic};
 use switchyard_router::{InvalidMessage, PublishRequest, RouterError, Start};
 
 use crate::cors;
-use crate::envelope::{envelope, gap, published};
+use crate::envelope::{envelope, gap, published, unavailable};
 use crate::problem::{Problem, invalid_message};
 use crate::query::{Query, parse_start};
 use crate::server::{App, Body, full};
@@ -557,7 +557,8 @@ async fn pull(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Prob
         }
     };
     let messages: Vec<Value> = batch.messages.iter().map(|m| envelope(m)).collect();
-    let gaps: Vec<Value> = batch.gaps.iter().map(gap).collect();
+    let mut gaps: Vec<Value> = batch.gaps.iter().map(gap).collect();
+    gaps.extend(batch.unavailable.iter().map(unavailable));
     Ok(json_response(
         StatusCode::OK,
         &json!({"messages": messages, "cursor": batch.cursor.encode(), "gaps": gaps}),

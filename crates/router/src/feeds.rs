@@ -62,6 +62,14 @@ pub(crate) struct Interest {
     current: Mutex<std::collections::HashSet<NodeId>>,
 }
 
+fn pattern_names(topics: &TopicSet) -> Vec<String> {
+    topics
+        .patterns()
+        .iter()
+        .map(|p| p.as_str().to_owned())
+        .collect()
+}
+
 /// Keeps patterns in the interest while it lives.
 pub(crate) struct InterestGuard {
     interest: Arc<Interest>,
@@ -102,6 +110,21 @@ impl Interest {
 
     fn is_current(&self, peer: NodeId) -> bool {
         self.current.lock().contains(&peer)
+    }
+
+    /// Whether this node holds every message of `topics` from `origin`
+    /// after `after`, as the catch-ups and the pulls since tell.
+    pub(crate) fn holds(&self, topics: &TopicSet, origin: NodeId, after: u64) -> bool {
+        self.held_from(&pattern_names(topics), origin, after)
+    }
+
+    /// Records that, from the watermarks `held` on, the pulls bring every
+    /// message of `topics` (in the interest now) from each origin.
+    pub(crate) fn record_held(&self, topics: &TopicSet, held: &BTreeMap<NodeId, u64>) {
+        let patterns = pattern_names(topics);
+        for (&origin, &through) in held {
+            self.record_caught_up(&patterns, origin, through);
+        }
     }
 
     /// Records a complete catch-up of `patterns` from `origin` after `after`.
@@ -201,6 +224,7 @@ pub(crate) async fn answer(
         topics: TopicSet::new(patterns),
         limit: req.limit.clamp(1, FEED_LIMIT) as usize,
         max_bytes: FEED_BYTES,
+        hold: Default::default(),
     };
     let local = store.node_id();
     if req.limit == 0 {

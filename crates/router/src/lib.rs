@@ -30,7 +30,10 @@ pub use plugins::{
     ConfiguredBinding, ERROR_HEADER, Filter, MAX_BINDINGS, MAX_CONFIG, MAX_FILTER_VARIANTS,
     PLUGIN_HEADER, PluginInfo, Plugins, PluginsConfig, Source, validate_name,
 };
-pub use router::{CLUSTER_EVENTS_TOPIC, PublishRequest, Published, Router, RouterConfig, Start};
+pub use router::{
+    CLUSTER_EVENTS_TOPIC, PublishRequest, Published, Pulled, Router, RouterConfig, Start,
+    Unavailable,
+};
 pub use subscription::{Delivery, Subscription};
 pub use switchyard_cluster::{Cluster, ClusterConfig, ClusterEvent, MemberState, MemberView};
 pub use switchyard_plugin_host::{

@@ -1,10 +1,11 @@
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use switchyard_cluster::transport::{FeedRequest, FeedResponse};
 use switchyard_cluster::{Cluster, ClusterEvent};
-use switchyard_model::{Cursor, NodeId, Timestamp, Topic, TopicSet};
-use switchyard_store::{Append, Appended, ReadBatch, ReadQuery, Store, StoreConfig, TopicInfo};
+use switchyard_model::{Cursor, Message, NodeId, Timestamp, Topic, TopicSet};
+use switchyard_store::{Append, Appended, Gap, ReadQuery, Store, StoreConfig, TopicInfo};
 use tokio::sync::mpsc;
 
 use crate::background::Background;
@@ -76,6 +77,33 @@ impl Published {
             plugin_error: None,
         }
     }
+}
+
+/// The answer to a pull.
+#[derive(Clone, Debug, Default)]
+pub struct Pulled {
+    /// Messages in delivery order.
+    pub messages: Vec<Arc<Message>>,
+    /// The position after them: the next pull's start.
+    pub cursor: Cursor,
+    /// Ranges retention removed before they could be delivered.
+    pub gaps: Vec<Gap>,
+    /// Origins whose messages of the pulled topics this node may not hold
+    /// and could not fetch (no node that has them was reachable): none of
+    /// their messages is in the answer, and `cursor` stays before them.
+    pub unavailable: Vec<Unavailable>,
+}
+
+/// An origin's messages a pull could not get: see [`Pulled::unavailable`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unavailable {
+    /// The origin.
+    pub origin: NodeId,
+    /// The pull's position in that origin (the cursor stays there).
+    pub after_origin_seq: u64,
+    /// How far this node knows the origin's log: its messages of the
+    /// pulled topics up to here may exist.
+    pub through_origin_seq: u64,
 }
 
 /// Where a subscription starts.
@@ -251,6 +279,16 @@ impl Router {
         topics: TopicSet,
         start: &Start,
     ) -> Result<Subscription, RouterError> {
+        Ok(self.open_subscription(topics, start).await?.0)
+    }
+
+    /// A subscription, and the node's watermarks when it started (after
+    /// them, the pulls keep its topics current).
+    async fn open_subscription(
+        &self,
+        topics: TopicSet,
+        start: &Start,
+    ) -> Result<(Subscription, BTreeMap<NodeId, u64>), RouterError> {
         // Interest first, then the start: a pull from a peer applied after
         // this cannot skip messages of these patterns (see feeds).
         let interest = self.interest.add(&topics);
@@ -269,6 +307,9 @@ impl Router {
             };
             (cursor, self.store.visible())
         };
+        // From the watermarks on, the pulls bring these topics: batches
+        // applied from now on were asked for with them.
+        self.interest.record_held(&topics, &held);
         let mut cursor = cursor;
         if let Some(cluster) = self.cluster.get() {
             if *start == Start::Latest {
@@ -289,14 +330,16 @@ impl Router {
             topics,
             limit: self.config.read_limit,
             max_bytes: self.config.read_max_bytes,
+            hold: Default::default(),
         };
-        Ok(Subscription::new(
+        let sub = Subscription::new(
             self.store.clone(),
             query,
             cursor,
             *start == Start::Earliest,
             interest,
-        ))
+        );
+        Ok((sub, held))
     }
 
     /// One bounded read for the pull API: up to `limit` messages after the
@@ -309,8 +352,9 @@ impl Router {
         limit: usize,
         wait: Duration,
         filter: Option<Filter>,
-    ) -> Result<ReadBatch, RouterError> {
-        let mut sub = self.subscribe(topics.clone(), start).await?;
+    ) -> Result<Pulled, RouterError> {
+        let (mut sub, held) = self.open_subscription(topics.clone(), start).await?;
+        let mut unavailable = Vec::new();
         if let Some(cluster) = self.cluster.get()
             && *start != Start::Latest
         {
@@ -324,6 +368,28 @@ impl Router {
                 crate::feeds::PULL_CATCH_UP,
             )
             .await;
+            // An origin whose messages of these topics after the position
+            // this node may not hold (the catch-up could not reach a node
+            // that has them) is not read: the cursor stays before them.
+            let local = self.store.node_id();
+            let from = sub.cursor().clone();
+            let mut hold = BTreeSet::new();
+            for (&origin, &through) in &held {
+                let after = from.get(origin);
+                if origin == local
+                    || through <= after
+                    || self.interest.holds(&topics, origin, after)
+                {
+                    continue;
+                }
+                hold.insert(origin);
+                unavailable.push(Unavailable {
+                    origin,
+                    after_origin_seq: after,
+                    through_origin_seq: through,
+                });
+            }
+            sub.hold(hold);
         }
         sub.set_limit(limit);
         if let Some(f) = filter {
@@ -337,10 +403,11 @@ impl Router {
         {
             d = waited?;
         }
-        Ok(ReadBatch {
+        Ok(Pulled {
             messages: d.messages,
             cursor: sub.cursor().clone(),
             gaps: d.gaps,
+            unavailable,
         })
     }
 

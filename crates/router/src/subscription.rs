@@ -123,6 +123,11 @@ impl Subscription {
         &self.cursor
     }
 
+    /// Reads nothing more of `origins`: the position in them stays.
+    pub(crate) fn hold(&mut self, origins: std::collections::BTreeSet<NodeId>) {
+        self.query.hold = origins;
+    }
+
     pub(crate) fn set_limit(&mut self, limit: usize) {
         self.query.limit = limit.max(1);
     }

@@ -2,7 +2,7 @@
 //! recent, from fjall otherwise. Each call reads a bounded amount and holds
 //! nothing afterwards, so a slow reader costs disk reads, never memory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use switchyard_model::{Cursor, Message, NodeId, Topic, TopicSet};
@@ -35,6 +35,10 @@ pub struct ReadQuery {
     pub limit: usize,
     /// Most payload bytes per read.
     pub max_bytes: usize,
+    /// Origins not to read: the reader's position in them stays where it is
+    /// (a node that does not hold an origin's messages of these topics
+    /// after the position must not pass over them).
+    pub hold: BTreeSet<NodeId>,
 }
 
 impl ReadQuery {
@@ -44,6 +48,7 @@ impl ReadQuery {
             topics,
             limit: DEFAULT_READ_LIMIT,
             max_bytes: DEFAULT_READ_BYTES,
+            hold: BTreeSet::new(),
         }
     }
 }
@@ -120,7 +125,7 @@ impl Store {
         let sh = &*self.shared;
         let local = sh.node_id;
         let mut reads = Vec::new();
-        {
+        if !q.hold.contains(&local) {
             let tail = sh.tail.read();
             reads.push(read_tail(q, local, from.get(local), &tail, None)?);
         }
@@ -131,7 +136,7 @@ impl Store {
             catalog
                 .visible
                 .iter()
-                .filter(|&(&o, &v)| o != local && v > from.get(o))
+                .filter(|&(&o, &v)| o != local && v > from.get(o) && !q.hold.contains(&o))
                 .map(|(&o, &v)| (o, v))
                 .collect()
         };
@@ -157,7 +162,7 @@ impl Store {
             catalog
                 .visible
                 .iter()
-                .filter(|&(&o, &v)| v > from.get(o))
+                .filter(|&(&o, &v)| v > from.get(o) && !q.hold.contains(&o))
                 .map(|(&o, &v)| {
                     let c = from.get(o);
                     (o, c, v, index_topics(&catalog, q, o, c))
@@ -410,7 +415,7 @@ fn gaps(catalog: &Catalog, q: &ReadQuery, from: &Cursor) -> Vec<Gap> {
     let mut out = Vec::new();
     for (&o, om) in &catalog.origins {
         let c = from.get(o);
-        if om.max_trimmed_seq <= c {
+        if om.max_trimmed_seq <= c || q.hold.contains(&o) {
             continue;
         }
         for (topic, streams) in &catalog.streams {

@@ -356,6 +356,7 @@ impl Actor {
                 topics: self.state.settings().topics.clone(),
                 limit: room.min(READ_LIMIT),
                 max_bytes: READ_BYTES,
+                hold: Default::default(),
             };
             let cursor = self.state.cursor().clone();
             let batch = match self.store.read_cached(&q, &cursor) {
