@@ -1154,9 +1154,10 @@ async fn a_pull_from_the_start_returns_every_nodes_messages() {
     }
 }
 
-/// A pull never passes messages this node does not hold: with their origin
-/// unreachable, it answers an `unavailable` gap and a cursor that stays
-/// before them, and the same cursor delivers them once the origin is back.
+/// Neither a pull nor a stream passes messages this node does not hold:
+/// with their origin unreachable, a pull answers an `unavailable` gap and a
+/// cursor that stays before them, a stream waits; once the origin is back,
+/// the stream delivers them and the same cursor pulls them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_never_passes_messages_of_an_unreachable_origin() {
     let dir = tempfile::tempdir().unwrap();
@@ -1189,7 +1190,18 @@ async fn a_pull_never_passes_messages_of_an_unreachable_origin() {
         "{v:#}"
     );
     let cursor = v["cursor"].as_str().unwrap().to_owned();
-    // A comes back with its data: the same cursor now gives all 100.
+    // A stream from the same point waits instead of passing over them.
+    let mut sse = Sse::connect(
+        &nodes[1],
+        "/v1/events?topic=jobs&from=earliest&format=json",
+        None,
+    )
+    .await
+    .unwrap();
+    let early = sse.next(Duration::from_millis(500)).await;
+    assert!(early.is_none(), "{early:?}");
+    // A comes back with its data: the stream delivers all 100, and the
+    // pull's cursor now gives them too.
     nodes[0] = member(
         &dir.path().join("n0"),
         KEY,
@@ -1203,6 +1215,10 @@ async fn a_pull_never_passes_messages_of_an_unreachable_origin() {
             .is_some_and(|(state, g)| state == "alive" && *g > generation)
     })
     .await;
+    let (got, others) =
+        messages_and_others(&mut sse, 100, Duration::from_secs(20), &mut Vec::new()).await;
+    assert_eq!(got, jobs);
+    assert!(others.is_empty(), "{others:?}");
     let v = nodes[1]
         .get_json(&format!("/v1/messages?topic=jobs&from={cursor}&limit=1000"))
         .await;

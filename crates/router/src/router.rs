@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use crate::background::Background;
 use crate::feeds::Interest;
 use crate::groups::Groups;
 use crate::plugins::{Filter, Plugins, PluginsConfig, Routed};
-use crate::subscription::Subscription;
+use crate::subscription::{Recovery, Subscription};
 use crate::{InvalidMessage, RouterError, validate};
 
 /// Default most messages one subscription read returns.
@@ -279,16 +279,6 @@ impl Router {
         topics: TopicSet,
         start: &Start,
     ) -> Result<Subscription, RouterError> {
-        Ok(self.open_subscription(topics, start).await?.0)
-    }
-
-    /// A subscription, and the node's watermarks when it started (after
-    /// them, the pulls keep its topics current).
-    async fn open_subscription(
-        &self,
-        topics: TopicSet,
-        start: &Start,
-    ) -> Result<(Subscription, BTreeMap<NodeId, u64>), RouterError> {
         // Interest first, then the start: a pull from a peer applied after
         // this cannot skip messages of these patterns (see feeds).
         let interest = self.interest.add(&topics);
@@ -332,14 +322,44 @@ impl Router {
             max_bytes: self.config.read_max_bytes,
             hold: Default::default(),
         };
-        let sub = Subscription::new(
+        let mut sub = Subscription::new(
             self.store.clone(),
             query,
             cursor,
             *start == Start::Earliest,
             interest,
         );
-        Ok((sub, held))
+        if let Some(cluster) = self.cluster.get()
+            && *start != Start::Latest
+        {
+            // An origin whose messages of these topics after the position
+            // this node may not hold (the catch-up could not reach a node
+            // that has them) is held back: the subscription does not pass
+            // over them, and fetches them once the origin is reachable.
+            let local = self.store.node_id();
+            let from = sub.cursor().clone();
+            let topics = sub.topics().clone();
+            let behind: BTreeMap<NodeId, u64> = held
+                .into_iter()
+                .filter(|&(origin, through)| {
+                    let after = from.get(origin);
+                    origin != local
+                        && through > after
+                        && !self.interest.holds(&topics, origin, after)
+                })
+                .collect();
+            if !behind.is_empty() {
+                sub.hold_back(
+                    behind,
+                    Recovery {
+                        store: self.store.clone(),
+                        interest: self.interest.clone(),
+                        cluster: cluster.clone(),
+                    },
+                );
+            }
+        }
+        Ok(sub)
     }
 
     /// One bounded read for the pull API: up to `limit` messages after the
@@ -353,8 +373,7 @@ impl Router {
         wait: Duration,
         filter: Option<Filter>,
     ) -> Result<Pulled, RouterError> {
-        let (mut sub, held) = self.open_subscription(topics.clone(), start).await?;
-        let mut unavailable = Vec::new();
+        let mut sub = self.subscribe(topics.clone(), start).await?;
         if let Some(cluster) = self.cluster.get()
             && *start != Start::Latest
         {
@@ -368,28 +387,6 @@ impl Router {
                 crate::feeds::PULL_CATCH_UP,
             )
             .await;
-            // An origin whose messages of these topics after the position
-            // this node may not hold (the catch-up could not reach a node
-            // that has them) is not read: the cursor stays before them.
-            let local = self.store.node_id();
-            let from = sub.cursor().clone();
-            let mut hold = BTreeSet::new();
-            for (&origin, &through) in &held {
-                let after = from.get(origin);
-                if origin == local
-                    || through <= after
-                    || self.interest.holds(&topics, origin, after)
-                {
-                    continue;
-                }
-                hold.insert(origin);
-                unavailable.push(Unavailable {
-                    origin,
-                    after_origin_seq: after,
-                    through_origin_seq: through,
-                });
-            }
-            sub.hold(hold);
         }
         sub.set_limit(limit);
         if let Some(f) = filter {
@@ -407,7 +404,7 @@ impl Router {
             messages: d.messages,
             cursor: sub.cursor().clone(),
             gaps: d.gaps,
-            unavailable,
+            unavailable: sub.held_back(),
         })
     }
 

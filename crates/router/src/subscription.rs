@@ -1,12 +1,15 @@
-use std::collections::HashSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
-use switchyard_model::{Cursor, Message, NodeId, Topic};
+use switchyard_cluster::Cluster;
+use switchyard_model::{Cursor, Message, NodeId, Topic, TopicSet};
 use switchyard_store::{Gap, ReadBatch, ReadQuery, Store};
 use tokio::sync::watch;
 
 use crate::RouterError;
-use crate::feeds::InterestGuard;
+use crate::Unavailable;
+use crate::feeds::{Interest, InterestGuard};
 use crate::plugins::{Filter, Filtered};
 
 /// What a subscription delivers next: removed ranges first, then messages.
@@ -43,6 +46,17 @@ impl Delivery {
     }
 }
 
+/// How often a subscription holding back an origin tries to fetch its
+/// messages again.
+const RECOVERY_RETRY: Duration = Duration::from_secs(1);
+
+/// What a subscription needs to fetch the messages it holds back.
+pub(crate) struct Recovery {
+    pub(crate) store: Arc<Store>,
+    pub(crate) interest: Arc<Interest>,
+    pub(crate) cluster: Cluster,
+}
+
 /// A position in the log that follows a set of patterns. It holds a cursor
 /// and a change receiver, nothing per message: memory does not grow with lag.
 pub struct Subscription {
@@ -57,6 +71,11 @@ pub struct Subscription {
     from_earliest: bool,
     /// The egress filter plugin, if any.
     filter: Option<Filter>,
+    /// Origins held back (see [`Subscription::hold_back`]), with how far
+    /// this node knew each one's log.
+    behind: BTreeMap<NodeId, u64>,
+    /// How to fetch what is held back.
+    recovery: Option<Recovery>,
     /// Keeps the patterns in the node's interest (cross-node delivery).
     _interest: InterestGuard,
 }
@@ -78,6 +97,8 @@ impl Subscription {
             reported: HashSet::new(),
             from_earliest,
             filter: None,
+            behind: BTreeMap::new(),
+            recovery: None,
             _interest: interest,
         }
     }
@@ -123,9 +144,66 @@ impl Subscription {
         &self.cursor
     }
 
-    /// Reads nothing more of `origins`: the position in them stays.
-    pub(crate) fn hold(&mut self, origins: std::collections::BTreeSet<NodeId>) {
-        self.query.hold = origins;
+    /// The topics followed.
+    pub fn topics(&self) -> &TopicSet {
+        &self.query.topics
+    }
+
+    /// Holds back the origins of `behind` (origin and how far this node
+    /// knows its log): the subscription reads nothing of them and its
+    /// position in them stays, until a catch-up through `recovery` fetches
+    /// what this node may not hold of them.
+    pub(crate) fn hold_back(&mut self, behind: BTreeMap<NodeId, u64>, recovery: Recovery) {
+        self.query.hold = behind.keys().copied().collect();
+        self.behind = behind;
+        self.recovery = Some(recovery);
+    }
+
+    /// The origins held back now, with the position in each.
+    pub fn held_back(&self) -> Vec<Unavailable> {
+        self.behind
+            .iter()
+            .map(|(&origin, &through)| Unavailable {
+                origin,
+                after_origin_seq: self.cursor.get(origin),
+                through_origin_seq: through,
+            })
+            .collect()
+    }
+
+    /// Tries the catch-up again for the origins held back that are live
+    /// peers now, and releases those it completed.
+    async fn recover(&mut self) {
+        let Some(r) = &self.recovery else {
+            return;
+        };
+        let live: BTreeSet<u64> = r.cluster.peers().into_iter().map(|(n, _)| n).collect();
+        let due: BTreeMap<NodeId, u64> = self
+            .behind
+            .iter()
+            .filter(|(o, _)| live.contains(&o.0))
+            .map(|(&o, &t)| (o, t))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let topics = self.query.topics.clone();
+        crate::feeds::catch_up(
+            &r.store,
+            &r.interest,
+            &r.cluster,
+            &topics,
+            &self.cursor,
+            &due,
+        )
+        .await;
+        let (interest, cursor) = (&r.interest, &self.cursor);
+        self.behind
+            .retain(|&o, _| !interest.holds(&topics, o, cursor.get(o)));
+        self.query.hold = self.behind.keys().copied().collect();
+        if self.behind.is_empty() {
+            self.recovery = None;
+        }
     }
 
     pub(crate) fn set_limit(&mut self, limit: usize) {
@@ -184,8 +262,19 @@ impl Subscription {
             if !d.messages.is_empty() || !d.gaps.is_empty() || d.skipped > 0 {
                 return Ok(d);
             }
-            if self.changes.changed().await.is_err() {
-                return Err(RouterError::ShuttingDown);
+            if self.behind.is_empty() {
+                if self.changes.changed().await.is_err() {
+                    return Err(RouterError::ShuttingDown);
+                }
+                continue;
+            }
+            tokio::select! {
+                r = self.changes.changed() => {
+                    if r.is_err() {
+                        return Err(RouterError::ShuttingDown);
+                    }
+                }
+                () = tokio::time::sleep(RECOVERY_RETRY) => self.recover().await,
             }
         }
     }
