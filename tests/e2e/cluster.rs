@@ -1231,3 +1231,61 @@ async fn a_pull_never_passes_messages_of_an_unreachable_origin() {
     assert_eq!(got, jobs, "{v:#}");
     assert_eq!(v["gaps"], serde_json::json!([]), "{v:#}");
 }
+
+/// A group created from the start while the origin of older messages is
+/// down does not pass over them: it delivers them once the origin is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_waits_for_messages_of_an_unreachable_origin() {
+    use crate::groups::GroupMember;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, ids) = start_cluster(dir.path(), 2).await;
+    let mut follow = Sse::connect(&nodes[1], "/v1/events?topic=u&format=json", None)
+        .await
+        .unwrap();
+    publish_texts(&nodes[0], "work", &texts_of("w", 100)).await;
+    publish_texts(&nodes[0], "u", &["marker".to_owned()]).await;
+    let (got, _) =
+        messages_and_others(&mut follow, 1, Duration::from_secs(10), &mut Vec::new()).await;
+    assert_eq!(got, ["marker"]);
+    let (a_id, a_gossip) = ids[0].clone();
+    let generation = states(&nodes[1]).await[&a_id].1;
+    nodes[0].kill9();
+    // B alone coordinates the group once it sees A down.
+    wait_until(Duration::from_secs(15), "A down on B", || async {
+        state_of(&nodes[1], &a_id).await.as_deref() == Some("down")
+    })
+    .await;
+    let mut m = GroupMember::join(
+        &nodes[1],
+        "waits",
+        "topic=work&from=earliest&max_inflight=200",
+    )
+    .await;
+    m.expect_nothing(Duration::from_millis(500), "A's messages are not here")
+        .await;
+    nodes[0] = member(
+        &dir.path().join("n0"),
+        KEY,
+        &a_gossip,
+        std::slice::from_ref(&ids[1].1),
+    );
+    wait_until(Duration::from_secs(15), "A back and alive on B", || async {
+        states(&nodes[1])
+            .await
+            .get(&a_id)
+            .is_some_and(|(state, g)| state == "alive" && *g > generation)
+    })
+    .await;
+    let got = m.recv(100, Duration::from_secs(20)).await;
+    let seqs: Vec<u64> = got
+        .iter()
+        .map(|d| {
+            let (origin, seq) = d.id.rsplit_once('-').unwrap();
+            assert_eq!(origin, a_id, "{d:?}");
+            seq.parse().unwrap()
+        })
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    m.ack(&got.iter().map(|d| d.id.clone()).collect::<Vec<_>>())
+        .await;
+}

@@ -118,6 +118,25 @@ impl Interest {
         self.held_from(&pattern_names(topics), origin, after)
     }
 
+    /// The origins (other than `local`) whose messages of `topics` between
+    /// `from` and the watermark in `held` this node may not hold: no
+    /// catch-up or pull covers that range. Each with the position in it
+    /// and the watermark.
+    pub(crate) fn not_held(
+        &self,
+        local: NodeId,
+        topics: &TopicSet,
+        from: &Cursor,
+        held: &BTreeMap<NodeId, u64>,
+    ) -> BTreeMap<NodeId, (u64, u64)> {
+        held.iter()
+            .map(|(&origin, &through)| (origin, (from.get(origin), through)))
+            .filter(|&(origin, (after, through))| {
+                origin != local && through > after && !self.holds(topics, origin, after)
+            })
+            .collect()
+    }
+
     /// Records that, from the watermarks `held` on, the pulls bring every
     /// message of `topics` (in the interest now) from each origin.
     pub(crate) fn record_held(&self, topics: &TopicSet, held: &BTreeMap<NodeId, u64>) {

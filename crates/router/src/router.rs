@@ -336,17 +336,11 @@ impl Router {
             // this node may not hold (the catch-up could not reach a node
             // that has them) is held back: the subscription does not pass
             // over them, and fetches them once the origin is reachable.
-            let local = self.store.node_id();
-            let from = sub.cursor().clone();
-            let topics = sub.topics().clone();
-            let behind: BTreeMap<NodeId, u64> = held
+            let behind: BTreeMap<NodeId, u64> = self
+                .interest
+                .not_held(self.store.node_id(), sub.topics(), sub.cursor(), &held)
                 .into_iter()
-                .filter(|&(origin, through)| {
-                    let after = from.get(origin);
-                    origin != local
-                        && through > after
-                        && !self.interest.holds(&topics, origin, after)
-                })
+                .map(|(origin, (_, through))| (origin, through))
                 .collect();
             if !behind.is_empty() {
                 sub.hold_back(

@@ -9,11 +9,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use switchyard_model::{Cursor, Message, MessageId, TopicSet};
+use switchyard_model::{Cursor, Message, MessageId, NodeId, TopicSet};
 use switchyard_plugin_host::Candidate;
 use switchyard_store::{Append, GroupWrite, ReadQuery, Store, StoreError};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::registry::Behind;
 use super::state::{
     DeadLetter, DeadLetterOutcome, GroupCommand, GroupState, Lookup, MemberKey, Picker,
 };
@@ -24,11 +25,14 @@ use super::{DELIVERIES_HEADER, GROUP_HEADER};
 use crate::RouterError;
 use crate::feeds::InterestGuard;
 use crate::plugins::{Plugins, as_append, dead_letter};
+use crate::subscription::Recovery;
 
 /// Commands handled per round before the round's work is persisted.
 const ROUND_COMMANDS: usize = 512;
 /// Most messages read from the log (or looked up for redelivery) at once.
 const READ_LIMIT: usize = 256;
+/// How often a group holding back an origin tries to catch up with it.
+const RECOVERY_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most bytes of messages read from the log at once.
 const READ_BYTES: usize = 1024 * 1024;
 
@@ -117,6 +121,10 @@ pub(super) struct Actor {
     released: Option<oneshot::Sender<()>>,
     /// Keeps the group's patterns in the node's interest while it runs.
     _interest: InterestGuard,
+    /// Origins held back (see [`Actor::hold_back`]).
+    behind: Behind,
+    /// How to fetch what is held back.
+    recovery: Option<Recovery>,
 }
 
 impl Actor {
@@ -142,6 +150,47 @@ impl Actor {
             deleted: false,
             released: None,
             _interest: interest,
+            behind: Behind::new(),
+            recovery: None,
+        }
+    }
+
+    /// Holds back the origins of `behind`: the group reads nothing of them
+    /// (its position in them stays, and an in-flight message of theirs
+    /// that is not here waits) until a catch-up through `recovery`, tried
+    /// every second while the origin is a live peer, fetches the range.
+    pub(super) fn hold_back(&mut self, behind: Behind, recovery: Recovery) {
+        self.behind = behind;
+        self.recovery = Some(recovery);
+    }
+
+    /// Tries the catch-up again for the origins held back that are live
+    /// peers now, and releases those it completed.
+    async fn recover(&mut self) {
+        let Some(r) = &self.recovery else {
+            return;
+        };
+        let live: std::collections::BTreeSet<u64> =
+            r.cluster.peers().into_iter().map(|(n, _)| n).collect();
+        let mut from = Cursor::earliest();
+        let mut until = std::collections::BTreeMap::new();
+        for (&origin, &(after, through)) in &self.behind {
+            if live.contains(&origin.0) {
+                from.advance(origin, after);
+                until.insert(origin, through);
+            }
+        }
+        if until.is_empty() {
+            return;
+        }
+        let topics = self.state.settings().topics.clone();
+        crate::feeds::catch_up(&r.store, &r.interest, &r.cluster, &topics, &from, &until).await;
+        let interest = r.interest.clone();
+        self.behind
+            .retain(|&origin, &mut (after, _)| !interest.holds(&topics, origin, after));
+        if self.behind.is_empty() {
+            tracing::info!(group = %self.state.name(), "group caught up with the origins it held back");
+            self.recovery = None;
         }
     }
 
@@ -172,6 +221,9 @@ impl Actor {
                     }
                 }
                 () = sleep_until(next_timer), if next_timer.is_some() => {}
+                () = tokio::time::sleep(RECOVERY_RETRY), if !self.behind.is_empty() => {
+                    self.recover().await;
+                }
             }
             for _ in 0..ROUND_COMMANDS {
                 if self.deleted || self.released.is_some() {
@@ -356,7 +408,7 @@ impl Actor {
                 topics: self.state.settings().topics.clone(),
                 limit: room.min(READ_LIMIT),
                 max_bytes: READ_BYTES,
-                hold: Default::default(),
+                hold: self.behind.keys().copied().collect(),
             };
             let cursor = self.state.cursor().clone();
             let batch = match self.store.read_cached(&q, &cursor) {
@@ -392,11 +444,14 @@ impl Actor {
     /// Looks up messages due for redelivery, in one blocking task.
     async fn lookup(&self, ids: Vec<MessageId>) -> Result<Vec<(MessageId, Lookup)>, String> {
         let store = self.store.clone();
+        let behind: Vec<NodeId> = self.behind.keys().copied().collect();
         tokio::task::spawn_blocking(move || {
             let local = store.node_id();
             ids.into_iter()
                 .map(|id| match store.message(id) {
                     Ok(Some(m)) => Ok((id, Lookup::Found(m))),
+                    // Of an origin held back: it may come with the catch-up.
+                    Ok(None) if behind.contains(&id.origin) => Ok((id, Lookup::NotHere)),
                     // A message of another origin this node has not received
                     // yet (a group taken over from another node): it comes
                     // with the pulls.

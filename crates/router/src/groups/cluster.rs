@@ -199,7 +199,11 @@ impl Groups {
                 let _ = done.await;
             }
         }
-        self.table.lock().dormant.remove(name);
+        {
+            let mut table = self.table.lock();
+            table.dormant.remove(name);
+            table.behind.remove(name);
+        }
         let store = self.store.clone();
         let n = name.to_owned();
         Ok(tokio::task::spawn_blocking(move || store.group(&n))
@@ -281,6 +285,15 @@ impl Groups {
             &held,
         )
         .await;
+        let behind = self
+            .interest
+            .not_held(self.store.node_id(), &settings.topics, &from, &held);
+        let mut table = self.table.lock();
+        if behind.is_empty() {
+            table.behind.remove(name);
+        } else {
+            table.behind.insert(name.to_owned(), behind);
+        }
     }
 
     /// Collects the group's state from every live peer, keeping the best

@@ -7,12 +7,12 @@
 //! one group (which may wait seconds for peers) holds that group's start
 //! lock, so one slow take-over never stalls another group.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use parking_lot::Mutex;
-use switchyard_model::{Cursor, MessageId, TopicSet};
+use switchyard_model::{Cursor, MessageId, NodeId, TopicSet};
 use switchyard_store::{Store, StoredGroup};
 use tokio::sync::{mpsc, oneshot};
 
@@ -29,6 +29,13 @@ use super::{
 use crate::RouterError;
 use crate::feeds::{Interest, InterestGuard};
 use crate::plugins::Plugins;
+use crate::subscription::Recovery;
+
+/// The time as group state machines take it (tokio's clock, which tests
+/// may pause).
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}
 
 /// Requests queued per group before senders wait.
 const REQUEST_QUEUE: usize = 1024;
@@ -40,6 +47,12 @@ pub(super) struct Handle {
     pub(super) leaves: mpsc::UnboundedSender<u64>,
 }
 
+/// Origins whose messages of a group's topics the node may not hold, with
+/// the position the group must not pass in each and the node's watermark:
+/// the group's coordinator reads nothing of them until a catch-up fetches
+/// that range.
+pub(super) type Behind = BTreeMap<NodeId, (u64, u64)>;
+
 /// The groups held here.
 #[derive(Default)]
 pub(super) struct Table {
@@ -48,6 +61,9 @@ pub(super) struct Table {
     /// Persisted groups whose coordinator has not started yet (it starts on
     /// first use).
     pub(super) dormant: HashMap<String, (StoredGroup, Option<InterestGuard>)>,
+    /// For dormant groups a catch-up could not complete: the origins to
+    /// hold back when the group starts (see [`Behind`]).
+    pub(super) behind: HashMap<String, Behind>,
     /// Groups being created: counted against the limit until they run.
     creating: usize,
 }
@@ -174,14 +190,16 @@ impl Groups {
             RouterError::GroupSetting(format!("group {name}: stored settings: {e}"))
         })?;
         let counters = serde_json::from_slice(&stored.counters).unwrap_or_default();
-        let handle = self.spawn(
+        let behind = self.table.lock().behind.remove(name).unwrap_or_default();
+        let state = GroupState::restore(
             name,
             settings,
             stored.cursor,
             counters,
             stored.inflight,
-            guard,
+            now(),
         );
+        let handle = self.spawn(state, guard, behind);
         self.table
             .lock()
             .running
@@ -189,21 +207,13 @@ impl Groups {
         Ok(Some(handle))
     }
 
-    fn spawn(
-        &self,
-        name: &str,
-        settings: Settings,
-        cursor: Cursor,
-        counters: GroupCounters,
-        inflight: Vec<(MessageId, u32)>,
-        interest: Option<InterestGuard>,
-    ) -> Handle {
-        let interest = interest.unwrap_or_else(|| self.interest.add(&settings.topics));
+    /// Starts a coordinator task for `state`.
+    fn spawn(&self, state: GroupState, interest: Option<InterestGuard>, behind: Behind) -> Handle {
+        let name = state.name().to_owned();
+        let interest = interest.unwrap_or_else(|| self.interest.add(&state.settings().topics));
         let (requests, rx) = mpsc::channel(REQUEST_QUEUE);
         let (leaves, leave_rx) = mpsc::unbounded_channel();
-        let now = tokio::time::Instant::now().into_std();
-        let state = GroupState::restore(name, settings, cursor, counters, inflight, now);
-        let actor = Actor::new(
+        let mut actor = Actor::new(
             state,
             self.store.clone(),
             self.plugins.clone(),
@@ -211,6 +221,23 @@ impl Groups {
             self.next_member.clone(),
             interest,
         );
+        if let Some(cluster) = self.cluster.get()
+            && !behind.is_empty()
+        {
+            tracing::info!(
+                group = name,
+                origins = behind.len(),
+                "group holds back origins it could not catch up with"
+            );
+            actor.hold_back(
+                behind,
+                Recovery {
+                    store: self.store.clone(),
+                    interest: self.interest.clone(),
+                    cluster: cluster.clone(),
+                },
+            );
+        }
         tokio::spawn(actor.run(rx, leave_rx));
         Handle { requests, leaves }
     }
@@ -307,6 +334,7 @@ impl Groups {
             epoch: 0,
         };
         let interest = self.interest.add(&settings.topics);
+        let mut behind = Behind::new();
         let cursor = match o.start {
             GroupStart::Latest => {
                 let mut cursor = {
@@ -335,6 +363,9 @@ impl Groups {
                         &held,
                     )
                     .await;
+                    behind = self
+                        .interest
+                        .not_held(self.store.node_id(), topics, &cursor, &held);
                 }
                 cursor
             }
@@ -345,14 +376,15 @@ impl Groups {
             .await
             .map_err(|_| RouterError::ShuttingDown)??;
         tracing::info!(group = name, strategy = %settings.strategy, "group created");
-        Ok(self.spawn(
+        let state = GroupState::restore(
             name,
             settings,
             cursor,
             GroupCounters::default(),
             Vec::new(),
-            Some(interest),
-        ))
+            now(),
+        );
+        Ok(self.spawn(state, Some(interest), behind))
     }
 
     async fn handle(&self, name: &str) -> Result<Handle, RouterError> {
