@@ -102,6 +102,39 @@ fn rank(g: &StoredGroup) -> Option<(SettingsRecord, (u64, u64))> {
     Some((record, (epoch, delivered)))
 }
 
+/// Merges the copies of a group into one: the best-ranked copy's settings
+/// and counters, each origin's highest position over all copies, and every
+/// message any copy holds in flight (with its most deliveries). Copies
+/// diverge when two nodes coordinated the group at once (a partition):
+/// whatever one of them delivered and did not see acknowledged stays in
+/// flight, to be delivered again, so nothing is dropped; a message one
+/// copy acknowledged and the other still holds is delivered once more
+/// (at-least-once). `None` when no copy has readable settings.
+fn merge(copies: Vec<StoredGroup>) -> Option<(StoredGroup, SettingsRecord)> {
+    let mut position = Cursor::earliest();
+    let mut inflight: std::collections::BTreeMap<MessageId, u32> = Default::default();
+    let mut best: Option<(StoredGroup, SettingsRecord, (u64, u64))> = None;
+    for g in copies {
+        let Some((record, r)) = rank(&g) else {
+            continue;
+        };
+        for &(origin, seq) in g.cursor.entries() {
+            position.advance(origin, seq);
+        }
+        for &(id, n) in &g.inflight {
+            let e = inflight.entry(id).or_insert(n);
+            *e = (*e).max(n);
+        }
+        if best.as_ref().is_none_or(|b| r > b.2) {
+            best = Some((g, record, r));
+        }
+    }
+    let (mut g, record, _) = best?;
+    g.cursor = position;
+    g.inflight = inflight.into_iter().collect();
+    Some((g, record))
+}
+
 impl Groups {
     /// Lets the groups follow the cluster's membership.
     pub(crate) fn attach_cluster(&self, cluster: switchyard_cluster::Cluster) {
@@ -402,19 +435,14 @@ impl Groups {
         {
             copies.push(local);
         }
-        let mut best: Option<(StoredGroup, SettingsRecord, (u64, u64))> = None;
-        for g in copies {
-            let Some((record, r)) = rank(&g) else {
-                tracing::warn!(group = name, "a copy of a group has unreadable settings");
-                continue;
-            };
-            if best.as_ref().is_none_or(|b| r > b.2) {
-                best = Some((g, record, r));
-            }
-        }
-        let Some((mut g, mut record, _)) = best else {
+        let total = copies.len();
+        let Some((mut g, mut record)) = merge(copies) else {
+            tracing::warn!(group = name, "no copy of the group has readable settings");
             return Ok(());
         };
+        if total > 1 {
+            tracing::debug!(group = name, copies = total, "merged copies of a group");
+        }
         record.epoch += 1;
         let settings = Settings::from_record(&record)
             .map_err(|e| RouterError::GroupSetting(format!("group {name}: settings: {e}")))?;
@@ -498,6 +526,93 @@ mod tests {
         for w in wins {
             assert!((800..1200).contains(&w), "{wins:?}");
         }
+    }
+
+    fn copy(
+        epoch: u64,
+        delivered: u64,
+        cursor: &[(u64, u64)],
+        inflight: &[(u64, u64, u32)],
+    ) -> StoredGroup {
+        let record = SettingsRecord {
+            topics: vec!["t.>".into()],
+            strategy: "least-inflight".into(),
+            ack_timeout_ms: 1000,
+            max_deliveries: 5,
+            created_ms: 0,
+            epoch,
+        };
+        let mut c = Cursor::earliest();
+        for &(o, s) in cursor {
+            c.advance(NodeId(o), s);
+        }
+        StoredGroup {
+            name: "g".into(),
+            settings: serde_json::to_vec(&record).unwrap(),
+            cursor: c,
+            counters: format!("{{\"delivered\":{delivered}}}").into_bytes(),
+            inflight: inflight
+                .iter()
+                .map(|&(o, s, n)| {
+                    (
+                        MessageId {
+                            origin: NodeId(o),
+                            seq: s,
+                        },
+                        n,
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn merged_copies_keep_every_unsettled_message_and_the_highest_positions() {
+        // Two coordinators during a partition: each delivered and kept in
+        // flight messages the other never saw.
+        let a = copy(3, 40, &[(1, 20), (2, 5)], &[(1, 18, 1), (1, 19, 2)]);
+        let b = copy(
+            3,
+            30,
+            &[(1, 12), (2, 9)],
+            &[(1, 11, 1), (1, 19, 3), (2, 8, 1)],
+        );
+        let (g, record) = merge(vec![b, a]).unwrap();
+        // The settings and counters of the better copy (more delivered).
+        assert_eq!(record.epoch, 3);
+        assert_eq!(g.counters, b"{\"delivered\":40}");
+        assert_eq!(g.cursor.get(NodeId(1)), 20);
+        assert_eq!(g.cursor.get(NodeId(2)), 9);
+        let got: Vec<(u64, u64, u32)> = g
+            .inflight
+            .iter()
+            .map(|(id, n)| (id.origin.0, id.seq, *n))
+            .collect();
+        assert_eq!(got, [(1, 11, 1), (1, 18, 1), (1, 19, 3), (2, 8, 1)]);
+    }
+
+    #[test]
+    fn the_later_epoch_wins_the_settings_and_unreadable_copies_are_ignored() {
+        let old = copy(1, 500, &[(1, 50)], &[]);
+        let new = copy(2, 10, &[(1, 30)], &[(1, 29, 1)]);
+        let mut junk = copy(9, 900, &[(1, 90)], &[(1, 89, 1)]);
+        junk.settings = b"not json".to_vec();
+        let (g, record) = merge(vec![old, junk, new]).unwrap();
+        assert_eq!(record.epoch, 2);
+        assert_eq!(g.cursor.get(NodeId(1)), 50);
+        assert_eq!(g.inflight.len(), 1);
+        assert!(
+            merge(
+                vec![copy(1, 1, &[], &[])]
+                    .into_iter()
+                    .map(|mut c| {
+                        c.settings = Vec::new();
+                        c
+                    })
+                    .collect()
+            )
+            .is_none()
+        );
     }
 
     #[test]
