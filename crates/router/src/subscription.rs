@@ -76,6 +76,8 @@ pub struct Subscription {
     behind: BTreeMap<NodeId, u64>,
     /// How to fetch what is held back.
     recovery: Option<Recovery>,
+    /// When to try fetching it next.
+    next_recovery: Option<tokio::time::Instant>,
     /// Keeps the patterns in the node's interest (cross-node delivery).
     _interest: InterestGuard,
 }
@@ -99,6 +101,7 @@ impl Subscription {
             filter: None,
             behind: BTreeMap::new(),
             recovery: None,
+            next_recovery: None,
             _interest: interest,
         }
     }
@@ -268,13 +271,21 @@ impl Subscription {
                 }
                 continue;
             }
+            // A deadline kept across loops, so that a busy log (other
+            // topics waking the wait) does not put the retry off forever.
+            let due = *self
+                .next_recovery
+                .get_or_insert_with(|| tokio::time::Instant::now() + RECOVERY_RETRY);
             tokio::select! {
                 r = self.changes.changed() => {
                     if r.is_err() {
                         return Err(RouterError::ShuttingDown);
                     }
                 }
-                () = tokio::time::sleep(RECOVERY_RETRY) => self.recover().await,
+                () = tokio::time::sleep_until(due) => {
+                    self.next_recovery = None;
+                    self.recover().await;
+                }
             }
         }
     }

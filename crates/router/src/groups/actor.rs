@@ -206,6 +206,8 @@ impl Actor {
     ) {
         // Deliver what waited (queue semantics, restart) before any request.
         self.round().await;
+        // Kept across loops, so that busy rounds do not put the retry off.
+        let mut next_recovery = tokio::time::Instant::now() + RECOVERY_RETRY;
         loop {
             let next_timer = self.state.next_timer();
             let can_read = self.stopped.is_none() && self.state.has_room();
@@ -221,7 +223,8 @@ impl Actor {
                     }
                 }
                 () = sleep_until(next_timer), if next_timer.is_some() => {}
-                () = tokio::time::sleep(RECOVERY_RETRY), if !self.behind.is_empty() => {
+                () = tokio::time::sleep_until(next_recovery), if !self.behind.is_empty() => {
+                    next_recovery = tokio::time::Instant::now() + RECOVERY_RETRY;
                     self.recover().await;
                 }
             }
