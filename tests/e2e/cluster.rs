@@ -1289,3 +1289,60 @@ async fn a_group_waits_for_messages_of_an_unreachable_origin() {
     m.ack(&got.iter().map(|d| d.id.clone()).collect::<Vec<_>>())
         .await;
 }
+
+/// With their origin down, a node fetches older messages from a peer that
+/// holds them (it followed the same topics), and only from such a peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn older_messages_of_a_dead_origin_come_from_a_peer_that_holds_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, ids) = start_cluster(dir.path(), 3).await;
+    // B follows `jobs` from the start of A's log; C follows only `u`, so
+    // its watermark for A moves past A's `jobs` and `other` messages.
+    let mut on_b = Sse::connect(
+        &nodes[1],
+        "/v1/events?topic=jobs&from=earliest&format=json",
+        None,
+    )
+    .await
+    .unwrap();
+    let mut on_c = Sse::connect(&nodes[2], "/v1/events?topic=u&format=json", None)
+        .await
+        .unwrap();
+    let jobs = texts_of("job", 100);
+    publish_texts(&nodes[0], "jobs", &jobs).await;
+    publish_texts(&nodes[0], "other", &texts_of("o", 5)).await;
+    publish_texts(&nodes[0], "u", &["marker".to_owned()]).await;
+    let (got, _) =
+        messages_and_others(&mut on_b, 100, Duration::from_secs(10), &mut Vec::new()).await;
+    assert_eq!(got, jobs);
+    let (got, _) =
+        messages_and_others(&mut on_c, 1, Duration::from_secs(10), &mut Vec::new()).await;
+    assert_eq!(got, ["marker"]);
+    let a_id = ids[0].0.clone();
+    nodes[0].kill9();
+    for node in &nodes[1..] {
+        wait_until(Duration::from_secs(15), "A down", || async {
+            state_of(node, &a_id).await.as_deref() == Some("down")
+        })
+        .await;
+    }
+    // C gets A's `jobs` from B.
+    let v = nodes[2]
+        .get_json("/v1/messages?topic=jobs&from=earliest&limit=1000")
+        .await;
+    let got: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["payload"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, jobs, "{v:#}");
+    assert_eq!(v["gaps"], serde_json::json!([]), "{v:#}");
+    // Nobody alive followed `other`: unavailable, not an empty answer.
+    let v = nodes[2]
+        .get_json("/v1/messages?topic=other&from=earliest")
+        .await;
+    assert_eq!(v["messages"], serde_json::json!([]), "{v:#}");
+    assert_eq!(v["gaps"][0]["reason"], "unavailable", "{v:#}");
+    assert_eq!(v["gaps"][0]["origin"], a_id.as_str(), "{v:#}");
+}

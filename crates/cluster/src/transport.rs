@@ -63,6 +63,10 @@ pub struct FeedRequest {
     pub limit: u32,
     /// How long the peer may wait for new messages, in ms.
     pub wait_ms: u32,
+    /// Whose log: 0 for the answering node's own; another node's id asks
+    /// for what the answering node holds of that origin (a catch-up while
+    /// the origin is unreachable; `until` applies, the answer never waits).
+    pub origin: u64,
 }
 
 /// A request to give up a consumer group: the asking node now coordinates

@@ -226,6 +226,7 @@ impl Drop for InterestGuard {
 /// request's wait (at most 5 s) when there are none.
 pub(crate) async fn answer(
     store: &Arc<Store>,
+    interest: &Interest,
     req: FeedRequest,
 ) -> Result<FeedResponse, RouterError> {
     if req.patterns.is_empty() || req.patterns.len() > MAX_FEED_PATTERNS {
@@ -246,6 +247,9 @@ pub(crate) async fn answer(
         hold: Default::default(),
     };
     let local = store.node_id();
+    if req.origin != 0 && req.origin != local.0 {
+        return answer_for(store, interest, &q, NodeId(req.origin), &req).await;
+    }
     if req.limit == 0 {
         // Only the head: where this node's own log ends now.
         let head = store.held_through(local);
@@ -312,16 +316,73 @@ pub(crate) async fn answer(
     }
 }
 
-/// Fetches from each live peer the messages of `topics` with origin
-/// sequences after `from` up to `held` (this node's watermarks when the
-/// topics entered its interest) that this node does not hold because it did
-/// not follow those topics then, so a reader starting at `from` misses
-/// none of them. Later messages come through the pulls. Bounded by
-/// [`CATCH_UP_TIME`]; a peer that cannot be reached in time leaves its
-/// part to be reported to readers as a gap. The caller keeps `topics` in
-/// the interest throughout (it holds their [`InterestGuard`]); a range an
-/// earlier catch-up of the same patterns already fetched is not fetched
-/// again.
+/// Answers a catch-up for another origin's log (that origin is down or
+/// unreachable for the asking node): what this node holds of exactly the
+/// request's patterns from that origin, after `after`, up to `until`. When
+/// this node does not hold that range completely (it did not follow the
+/// same patterns from there on), it answers no progress (`through` equal to
+/// `after`), and the asking node tries another source.
+async fn answer_for(
+    store: &Arc<Store>,
+    interest: &Interest,
+    q: &ReadQuery,
+    origin: NodeId,
+    req: &FeedRequest,
+) -> Result<FeedResponse, RouterError> {
+    let head = store.held_through(origin);
+    let until = if req.until == 0 {
+        head
+    } else {
+        req.until.min(head)
+    };
+    let nothing = FeedResponse {
+        origin: origin.0,
+        through: req.after,
+        messages: Vec::new(),
+        trimmed: Vec::new(),
+        head,
+    };
+    if until <= req.after || !interest.holds(&q.topics, origin, req.after) {
+        return Ok(nothing);
+    }
+    let (s, q2, after) = (store.clone(), q.clone(), req.after);
+    let (mut messages, mut through) =
+        tokio::task::spawn_blocking(move || s.read_origin(&q2, origin, after))
+            .await
+            .map_err(|_| RouterError::ShuttingDown)??;
+    if through > until {
+        messages.retain(|m| m.id.seq <= until);
+        through = until;
+    }
+    let trimmed = store
+        .trimmed_after(&q.topics, origin, req.after)
+        .into_iter()
+        .map(|t| (t.topic.as_str().to_owned(), t.stream_seq, t.origin_seq))
+        .collect();
+    Ok(FeedResponse {
+        origin: origin.0,
+        through,
+        messages: messages
+            .iter()
+            .map(|m| WireMessage::from_message(m))
+            .collect(),
+        trimmed,
+        head,
+    })
+}
+
+/// Fetches the messages of `topics` with origin sequences after `from` up
+/// to `held` (this node's watermarks when the topics entered its interest)
+/// that this node does not hold because it did not follow those topics
+/// then, so a reader starting at `from` misses none of them. Later messages
+/// come through the pulls. Each origin's range comes from the origin when
+/// it is a live peer; otherwise from any live peer that holds it (a peer
+/// answers for another origin only what it holds of exactly these
+/// patterns). Bounded by [`CATCH_UP_TIME`]; a range no node gives in time
+/// is not recorded as held, so readers hold that origin back. The caller
+/// keeps `topics` in the interest throughout (it holds their
+/// [`InterestGuard`]); a range an earlier catch-up of the same patterns
+/// already fetched is not fetched again.
 pub(crate) async fn catch_up(
     store: &Arc<Store>,
     interest: &Arc<Interest>,
@@ -331,90 +392,152 @@ pub(crate) async fn catch_up(
     held: &BTreeMap<NodeId, u64>,
 ) {
     let deadline = tokio::time::Instant::now() + CATCH_UP_TIME;
-    let patterns: Vec<String> = topics
-        .patterns()
-        .iter()
-        .map(|p| p.as_str().to_owned())
-        .collect();
+    let patterns = pattern_names(topics);
+    let local = store.node_id();
+    let peers = cluster.peers();
     let mut fetches = tokio::task::JoinSet::new();
-    for (node, addr) in cluster.peers() {
-        let origin = NodeId(node);
+    for (&origin, &until) in held {
         let after = from.get(origin);
-        let until = held.get(&origin).copied().unwrap_or(0);
-        if after >= until || interest.held_from(&patterns, origin, after) {
+        if origin == local || after >= until || interest.held_from(&patterns, origin, after) {
             continue;
         }
-        let (store, client, topics, patterns) = (
-            store.clone(),
-            cluster.client().clone(),
-            topics.clone(),
-            patterns.clone(),
-        );
-        fetches.spawn(async move {
-            let mut pos = after;
-            let mut stored = 0;
-            // What the origin removed by retention, as its first answer
-            // (from `after`) reports it.
-            let mut trims: Option<Vec<OriginTrim>> = None;
-            while pos < until {
-                let req = FeedRequest {
-                    patterns: patterns.clone(),
-                    after: pos,
-                    until,
-                    limit: FEED_LIMIT,
-                    wait_ms: 0,
-                };
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                let resp = client
-                    .feed(&addr, &req, left)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if resp.origin != node || resp.through <= pos {
-                    return Err(format!("peer {addr} answered a catch-up out of range"));
-                }
-                let mut messages = Vec::with_capacity(resp.messages.len());
-                for m in resp.messages {
-                    messages.push(
-                        m.into_message(origin)
-                            .ok_or_else(|| "a message with an invalid topic".to_owned())?,
-                    );
-                }
-                let trims = trims.get_or_insert_with(|| {
-                    resp.trimmed
-                        .iter()
-                        .filter_map(|(t, stream_seq, origin_seq)| {
-                            Some(OriginTrim {
-                                topic: t.parse().ok()?,
-                                stream_seq: *stream_seq,
-                                origin_seq: *origin_seq,
-                            })
-                        })
-                        .collect()
-                });
-                let through = resp.through.min(until);
-                let complete = (through >= until).then(|| (topics.clone(), trims.clone()));
-                stored += store
-                    .fill(origin, messages, after, through, complete)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                pos = through;
-            }
-            Ok::<_, String>((origin, after, stored))
-        });
+        // The origin itself, or else every live peer in turn.
+        let sources: Vec<(String, bool)> = match peers.iter().find(|(n, _)| *n == origin.0) {
+            Some((_, addr)) => vec![(addr.clone(), false)],
+            None => peers.iter().map(|(_, a)| (a.clone(), true)).collect(),
+        };
+        if sources.is_empty() {
+            continue;
+        }
+        let fetch = Fetch {
+            store: store.clone(),
+            client: cluster.client().clone(),
+            topics: topics.clone(),
+            patterns: patterns.clone(),
+            origin,
+            after,
+            until,
+            deadline,
+        };
+        fetches.spawn(fetch.run(sources));
     }
     while let Some(r) = fetches.join_next().await {
         match r {
             Ok(Ok((origin, after, n))) => {
                 interest.record_caught_up(&patterns, origin, after);
                 if n > 0 {
-                    tracing::debug!(%origin, messages = n, "caught up with older messages of a peer");
+                    tracing::debug!(%origin, messages = n, "caught up with older messages of another origin");
                 }
             }
             Err(_) => {}
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "catching up with a peer's older messages failed")
+                tracing::warn!(error = %e, "catching up with another origin's older messages failed")
             }
         }
+    }
+}
+
+/// One origin's range of a catch-up.
+struct Fetch {
+    store: Arc<Store>,
+    client: switchyard_cluster::transport::PeerClient,
+    topics: TopicSet,
+    patterns: Vec<String>,
+    origin: NodeId,
+    after: u64,
+    until: u64,
+    deadline: tokio::time::Instant,
+}
+
+impl Fetch {
+    /// Fetches the range from `sources` in turn (address, and whether it is
+    /// another node than the origin), going on from where the last one
+    /// stopped; the origin, the first message and the count stored, or why
+    /// no source gave all of it.
+    async fn run(self, sources: Vec<(String, bool)>) -> Result<(NodeId, u64, usize), String> {
+        let mut pos = self.after;
+        let mut stored = 0;
+        // What was removed by retention, as the first answer (from
+        // `after`) reports it.
+        let mut trims: Option<Vec<OriginTrim>> = None;
+        let mut last_error = String::from("no source");
+        for (addr, relayed) in sources {
+            while pos < self.until {
+                match self.step(&addr, relayed, pos, &mut trims).await {
+                    Ok((through, n)) => {
+                        stored += n;
+                        pos = through;
+                    }
+                    Err(e) => {
+                        last_error = e;
+                        break;
+                    }
+                }
+            }
+            if pos >= self.until {
+                return Ok((self.origin, self.after, stored));
+            }
+        }
+        Err(format!(
+            "origin {} from {pos} to {}: {last_error}",
+            self.origin, self.until
+        ))
+    }
+
+    /// One request to `addr`: the position reached and the messages stored.
+    async fn step(
+        &self,
+        addr: &str,
+        relayed: bool,
+        pos: u64,
+        trims: &mut Option<Vec<OriginTrim>>,
+    ) -> Result<(u64, usize), String> {
+        let req = FeedRequest {
+            patterns: self.patterns.clone(),
+            after: pos,
+            until: self.until,
+            limit: FEED_LIMIT,
+            wait_ms: 0,
+            origin: if relayed { self.origin.0 } else { 0 },
+        };
+        let left = self
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now());
+        let resp = self
+            .client
+            .feed(addr, &req, left)
+            .await
+            .map_err(|e| e.to_string())?;
+        if resp.origin != self.origin.0 || resp.through <= pos {
+            return Err(format!("{addr} does not hold the range"));
+        }
+        let mut messages = Vec::with_capacity(resp.messages.len());
+        for m in resp.messages {
+            messages.push(
+                m.into_message(self.origin)
+                    .ok_or_else(|| "a message with an invalid topic".to_owned())?,
+            );
+        }
+        let trims = trims.get_or_insert_with(|| {
+            resp.trimmed
+                .iter()
+                .filter_map(|(t, stream_seq, origin_seq)| {
+                    Some(OriginTrim {
+                        topic: t.parse().ok()?,
+                        stream_seq: *stream_seq,
+                        origin_seq: *origin_seq,
+                    })
+                })
+                .collect()
+        });
+        let through = resp.through.min(self.until);
+        let complete = (through >= self.until).then(|| (self.topics.clone(), trims.clone()));
+        let n = self
+            .store
+            .fill(self.origin, messages, self.after, through, complete)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((through, n))
     }
 }
 
@@ -503,6 +626,7 @@ async fn peer_heads(
             until: 0,
             limit: 0,
             wait_ms: 0,
+            origin: 0,
         };
         let client = cluster.client().clone();
         asks.spawn(async move {
@@ -557,6 +681,7 @@ impl Pull {
                 until: 0,
                 limit: FEED_LIMIT,
                 wait_ms: FEED_WAIT.as_millis() as u32,
+                origin: 0,
             };
             let answer = tokio::select! {
                 r = self.cluster.client().feed(&self.addr, &req, FEED_WAIT * 2) => r,

@@ -182,7 +182,7 @@ impl Router {
 
     /// Answers a peer's feed request (node-to-node transport).
     pub async fn feed(&self, req: FeedRequest) -> Result<FeedResponse, RouterError> {
-        crate::feeds::answer(&self.store, req).await
+        crate::feeds::answer(&self.store, &self.interest, req).await
     }
 
     /// The cluster membership, when the node is part of a cluster.
@@ -298,8 +298,15 @@ impl Router {
             (cursor, self.store.visible())
         };
         // From the watermarks on, the pulls bring these topics: batches
-        // applied from now on were asked for with them.
-        self.interest.record_held(&topics, &held);
+        // applied from now on were asked for with them. A live peer this
+        // node holds nothing of yet is pulled from its start.
+        let mut covered = held.clone();
+        if let Some(cluster) = self.cluster.get() {
+            for (node, _) in cluster.peers() {
+                covered.entry(NodeId(node)).or_insert(0);
+            }
+        }
+        self.interest.record_held(&topics, &covered);
         let mut cursor = cursor;
         if let Some(cluster) = self.cluster.get() {
             if *start == Start::Latest {

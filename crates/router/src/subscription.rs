@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,7 +48,9 @@ impl Delivery {
 
 /// How often a subscription holding back an origin tries to fetch its
 /// messages again.
-const RECOVERY_RETRY: Duration = Duration::from_secs(1);
+pub(crate) const RECOVERY_RETRY: Duration = Duration::from_secs(1);
+/// Longest pause between two tries (see [`RECOVERY_RETRY`]).
+pub(crate) const RECOVERY_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// What a subscription needs to fetch the messages it holds back.
 pub(crate) struct Recovery {
@@ -78,6 +80,8 @@ pub struct Subscription {
     recovery: Option<Recovery>,
     /// When to try fetching it next.
     next_recovery: Option<tokio::time::Instant>,
+    /// The pause before the next try.
+    recovery_delay: Duration,
     /// Keeps the patterns in the node's interest (cross-node delivery).
     _interest: InterestGuard,
 }
@@ -102,6 +106,7 @@ impl Subscription {
             behind: BTreeMap::new(),
             recovery: None,
             next_recovery: None,
+            recovery_delay: RECOVERY_RETRY,
             _interest: interest,
         }
     }
@@ -174,22 +179,21 @@ impl Subscription {
             .collect()
     }
 
-    /// Tries the catch-up again for the origins held back that are live
-    /// peers now, and releases those it completed.
+    /// Tries the catch-up again for the origins held back (from the origin
+    /// when it is a live peer, else from any live peer that holds the
+    /// range), and releases those it completed. The next try comes after
+    /// twice the delay while nothing is released (at most
+    /// [`RECOVERY_RETRY_MAX`]), after [`RECOVERY_RETRY`] once something is.
     async fn recover(&mut self) {
         let Some(r) = &self.recovery else {
             return;
         };
-        let live: BTreeSet<u64> = r.cluster.peers().into_iter().map(|(n, _)| n).collect();
-        let due: BTreeMap<NodeId, u64> = self
-            .behind
-            .iter()
-            .filter(|(o, _)| live.contains(&o.0))
-            .map(|(&o, &t)| (o, t))
-            .collect();
-        if due.is_empty() {
+        let before = self.behind.len();
+        if r.cluster.peers().is_empty() {
+            self.recovery_delay = (self.recovery_delay * 2).min(RECOVERY_RETRY_MAX);
             return;
         }
+        let due = self.behind.clone();
         let topics = self.query.topics.clone();
         crate::feeds::catch_up(
             &r.store,
@@ -204,6 +208,11 @@ impl Subscription {
         self.behind
             .retain(|&o, _| !interest.holds(&topics, o, cursor.get(o)));
         self.query.hold = self.behind.keys().copied().collect();
+        self.recovery_delay = if self.behind.len() < before {
+            RECOVERY_RETRY
+        } else {
+            (self.recovery_delay * 2).min(RECOVERY_RETRY_MAX)
+        };
         if self.behind.is_empty() {
             self.recovery = None;
         }
@@ -273,9 +282,10 @@ impl Subscription {
             }
             // A deadline kept across loops, so that a busy log (other
             // topics waking the wait) does not put the retry off forever.
+            let delay = self.recovery_delay;
             let due = *self
                 .next_recovery
-                .get_or_insert_with(|| tokio::time::Instant::now() + RECOVERY_RETRY);
+                .get_or_insert_with(|| tokio::time::Instant::now() + delay);
             tokio::select! {
                 r = self.changes.changed() => {
                     if r.is_err() {

@@ -25,14 +25,12 @@ use super::{DELIVERIES_HEADER, GROUP_HEADER};
 use crate::RouterError;
 use crate::feeds::InterestGuard;
 use crate::plugins::{Plugins, as_append, dead_letter};
-use crate::subscription::Recovery;
+use crate::subscription::{RECOVERY_RETRY, RECOVERY_RETRY_MAX, Recovery};
 
 /// Commands handled per round before the round's work is persisted.
 const ROUND_COMMANDS: usize = 512;
 /// Most messages read from the log (or looked up for redelivery) at once.
 const READ_LIMIT: usize = 256;
-/// How often a group holding back an origin tries to catch up with it.
-const RECOVERY_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most bytes of messages read from the log at once.
 const READ_BYTES: usize = 1024 * 1024;
 
@@ -164,24 +162,23 @@ impl Actor {
         self.recovery = Some(recovery);
     }
 
-    /// Tries the catch-up again for the origins held back that are live
-    /// peers now, and releases those it completed.
-    async fn recover(&mut self) {
+    /// Tries the catch-up again for the origins held back (from the origin
+    /// when it is a live peer, else from any live peer that holds the
+    /// range), and releases those it completed. Returns whether it
+    /// released any.
+    async fn recover(&mut self) -> bool {
         let Some(r) = &self.recovery else {
-            return;
+            return false;
         };
-        let live: std::collections::BTreeSet<u64> =
-            r.cluster.peers().into_iter().map(|(n, _)| n).collect();
+        if r.cluster.peers().is_empty() {
+            return false;
+        }
+        let before = self.behind.len();
         let mut from = Cursor::earliest();
         let mut until = std::collections::BTreeMap::new();
         for (&origin, &(after, through)) in &self.behind {
-            if live.contains(&origin.0) {
-                from.advance(origin, after);
-                until.insert(origin, through);
-            }
-        }
-        if until.is_empty() {
-            return;
+            from.advance(origin, after);
+            until.insert(origin, through);
         }
         let topics = self.state.settings().topics.clone();
         crate::feeds::catch_up(&r.store, &r.interest, &r.cluster, &topics, &from, &until).await;
@@ -192,6 +189,7 @@ impl Actor {
             tracing::info!(group = %self.state.name(), "group caught up with the origins it held back");
             self.recovery = None;
         }
+        self.behind.len() < before
     }
 
     /// Runs until the group is deleted or released, or the node shuts down.
@@ -207,7 +205,8 @@ impl Actor {
         // Deliver what waited (queue semantics, restart) before any request.
         self.round().await;
         // Kept across loops, so that busy rounds do not put the retry off.
-        let mut next_recovery = tokio::time::Instant::now() + RECOVERY_RETRY;
+        let mut recovery_delay = RECOVERY_RETRY;
+        let mut next_recovery = tokio::time::Instant::now() + recovery_delay;
         loop {
             let next_timer = self.state.next_timer();
             let can_read = self.stopped.is_none() && self.state.has_room();
@@ -224,8 +223,12 @@ impl Actor {
                 }
                 () = sleep_until(next_timer), if next_timer.is_some() => {}
                 () = tokio::time::sleep_until(next_recovery), if !self.behind.is_empty() => {
-                    next_recovery = tokio::time::Instant::now() + RECOVERY_RETRY;
-                    self.recover().await;
+                    recovery_delay = if self.recover().await {
+                        RECOVERY_RETRY
+                    } else {
+                        (recovery_delay * 2).min(RECOVERY_RETRY_MAX)
+                    };
+                    next_recovery = tokio::time::Instant::now() + recovery_delay;
                 }
             }
             for _ in 0..ROUND_COMMANDS {
