@@ -1346,3 +1346,82 @@ async fn older_messages_of_a_dead_origin_come_from_a_peer_that_holds_them() {
     assert_eq!(v["gaps"][0]["reason"], "unavailable", "{v:#}");
     assert_eq!(v["gaps"][0]["origin"], a_id.as_str(), "{v:#}");
 }
+
+/// With `replication_factor = 3` on three nodes, every node copies every
+/// other node's whole log, followed or not: after the origin is killed
+/// and its data directory deleted, both survivors answer all of its
+/// messages from the start, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_keep_a_dead_origins_log() {
+    let factor = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let replicated = |d: &Path, seeds: &[String]| {
+        std::fs::create_dir_all(d).unwrap();
+        let toml = format!("[cluster]\nkey = \"{KEY}\"\nreplication_factor = {factor}\n");
+        let mut args = vec!["--fsync", "never", "--gossip-listen", "127.0.0.1:0"];
+        for s in seeds {
+            args.push("--join");
+            args.push(s);
+        }
+        Node::start_with_config(d, &toml, &args)
+    };
+    let a = replicated(&dir.path().join("a"), &[]);
+    let (a_id, seed) = whoami(&a).await;
+    let b = replicated(&dir.path().join("b"), std::slice::from_ref(&seed));
+    let c = replicated(&dir.path().join("c"), std::slice::from_ref(&seed));
+    let mut nodes = [a, b, c];
+    for node in &nodes[1..] {
+        wait_until(Duration::from_secs(20), "A alive", || async {
+            state_of(node, &a_id).await.as_deref() == Some("alive")
+        })
+        .await;
+    }
+    // Nobody follows these topics.
+    let texts = texts_of("r", 200);
+    publish_texts(&nodes[0], "r.x", &texts[..150]).await;
+    publish_texts(&nodes[0], "r.y", &texts[150..]).await;
+    // The nodes that hold A's whole log: the replicas the ids chose.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let holders = loop {
+        let mut holders = Vec::new();
+        for (i, node) in nodes.iter().enumerate().skip(1) {
+            if holds_log(node).await {
+                holders.push(i);
+            }
+        }
+        if holders.len() >= factor - 1 || Instant::now() >= deadline {
+            break holders;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(holders.len(), factor - 1, "replicas of A: {holders:?}");
+    nodes[0].kill9();
+    std::fs::remove_dir_all(dir.path().join("a")).unwrap();
+    for node in &nodes[1..] {
+        let v = node
+            .get_json("/v1/messages?topic=r.%3E&from=earliest&limit=1000")
+            .await;
+        let got: Vec<&str> = v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["payload"].as_str().unwrap())
+            .collect();
+        assert_eq!(got, texts, "{v:#}");
+        assert_eq!(v["gaps"], serde_json::json!([]), "{v:#}");
+    }
+}
+
+/// Whether `node` holds A's 150 `r.x` and 50 `r.y` messages.
+async fn holds_log(node: &Node) -> bool {
+    let topics = node.get_json("/v1/topics").await;
+    let count = |t: &str| {
+        topics["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["topic"] == t)
+            .map_or(0, |v| v["messages"].as_u64().unwrap())
+    };
+    count("r.x") == 150 && count("r.y") == 50
+}

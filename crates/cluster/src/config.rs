@@ -7,6 +7,8 @@ use std::time::Duration;
 pub const MIN_KEY_LEN: usize = 16;
 /// Largest gossip packet sent or accepted, in bytes (below a typical MTU).
 pub const MAX_PACKET: usize = 1400;
+/// Largest replication factor.
+pub const MAX_REPLICATION_FACTOR: usize = 7;
 
 /// How a node joins and watches its cluster.
 ///
@@ -44,6 +46,11 @@ pub struct ClusterConfig {
     /// Time between announcements to the seeds while this node knows no
     /// live member (joining, or cut off).
     pub rejoin_interval: Duration,
+    /// Nodes that hold each origin's whole log, the origin included: each
+    /// node copies the logs of the origins it is a replica of (chosen by
+    /// rendezvous hashing over the live members). 1 copies nothing beyond
+    /// what subscribers pull.
+    pub replication_factor: usize,
 }
 
 impl ClusterConfig {
@@ -61,6 +68,7 @@ impl ClusterConfig {
             gossip_interval: Duration::from_millis(100),
             gossip_fanout: 3,
             rejoin_interval: Duration::from_secs(1),
+            replication_factor: 1,
         }
     }
 
@@ -100,6 +108,12 @@ impl ClusterConfig {
         }
         if ms(self.gossip_interval) == 0 || self.gossip_fanout == 0 || self.gossip_fanout > 16 {
             return Err("gossip_interval must be above 0 and gossip_fanout 1 to 16".into());
+        }
+        if !(1..=MAX_REPLICATION_FACTOR).contains(&self.replication_factor) {
+            return Err(format!(
+                "replication_factor {}: use 1 to {MAX_REPLICATION_FACTOR}",
+                self.replication_factor
+            ));
         }
         Ok(())
     }

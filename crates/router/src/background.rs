@@ -78,7 +78,8 @@ struct Pulls {
     interest: Arc<Interest>,
     cluster: Cluster,
     set: JoinSet<()>,
-    running: HashMap<u64, (String, AbortHandle)>,
+    /// Per peer: its address, whether this node replicates it, the task.
+    running: HashMap<u64, (String, bool, AbortHandle)>,
 }
 
 impl Pulls {
@@ -86,10 +87,26 @@ impl Pulls {
     /// peers gone or moved to another address.
     fn sync(&mut self) {
         let peers: HashMap<u64, String> = self.cluster.peers().into_iter().collect();
-        self.running.retain(|node, (addr, task)| {
-            let keep = peers.get(node) == Some(addr) && !task.is_finished();
+        let me = self.store.node_id().0;
+        let mut live: Vec<u64> = peers.keys().copied().collect();
+        live.push(me);
+        let replicated: HashMap<u64, bool> = peers
+            .keys()
+            .map(|&n| (n, self.cluster.replicates(me, n, &live)))
+            .collect();
+        let interest = &self.interest;
+        self.running.retain(|node, (addr, replica, task)| {
+            let keep = peers.get(node) == Some(addr)
+                && replicated.get(node) == Some(replica)
+                && !task.is_finished();
             if !keep {
                 task.abort();
+                // Still live, no longer replicated: its log is no longer
+                // copied whole from here on. (A peer gone keeps what was
+                // copied: it stays complete up to the watermark.)
+                if *replica && replicated.get(node) == Some(&false) {
+                    interest.drop_full(NodeId(*node));
+                }
             }
             keep
         });
@@ -97,15 +114,17 @@ impl Pulls {
             if self.running.contains_key(&node) {
                 continue;
             }
+            let replica = replicated.get(&node).copied().unwrap_or(false);
             let pull = Pull {
                 store: self.store.clone(),
                 interest: self.interest.clone(),
                 cluster: self.cluster.clone(),
                 peer: NodeId(node),
                 addr: addr.clone(),
+                replica,
             };
             let task = self.set.spawn(pull.run());
-            self.running.insert(node, (addr, task));
+            self.running.insert(node, (addr, replica, task));
         }
     }
 }

@@ -60,6 +60,9 @@ pub(crate) struct Interest {
     /// the peer's log and the pull goes on, so this node's watermark for
     /// the peer trails it by at most one long poll.
     current: Mutex<std::collections::HashSet<NodeId>>,
+    /// Origins this node holds whole from a position on (it replicates
+    /// them): every message of theirs after it, up to the watermark.
+    full: Mutex<HashMap<NodeId, u64>>,
 }
 
 fn pattern_names(topics: &TopicSet) -> Vec<String> {
@@ -84,12 +87,21 @@ impl Interest {
             gate: RwLock::new(()),
             caught_up: Mutex::new(HashMap::new()),
             current: Mutex::new(std::collections::HashSet::new()),
+            full: Mutex::new(HashMap::new()),
         })
     }
 
     /// Whether everything of `patterns` from `origin` after `after` is
     /// held, as far as earlier catch-ups tell.
     fn held_from(&self, patterns: &[String], origin: NodeId, after: u64) -> bool {
+        if self
+            .full
+            .lock()
+            .get(&origin)
+            .is_some_and(|&from| from <= after)
+        {
+            return true;
+        }
         let caught = self.caught_up.lock();
         patterns.iter().all(|p| {
             caught
@@ -97,6 +109,19 @@ impl Interest {
                 .and_then(|o| o.get(&origin))
                 .is_some_and(|&from| from <= after)
         })
+    }
+
+    /// Records that this node holds every message of `origin` after
+    /// `after` (its replica pull goes on from there).
+    fn record_full(&self, origin: NodeId, after: u64) {
+        let mut full = self.full.lock();
+        let from = full.entry(origin).or_insert(after);
+        *from = (*from).min(after);
+    }
+
+    /// This node no longer copies `origin`'s whole log from now on.
+    pub(crate) fn drop_full(&self, origin: NodeId) {
+        self.full.lock().remove(&origin);
     }
 
     fn set_current(&self, peer: NodeId, current: bool) {
@@ -657,17 +682,40 @@ pub(crate) struct Pull {
     pub(crate) cluster: Cluster,
     pub(crate) peer: NodeId,
     pub(crate) addr: String,
+    /// This node replicates the peer: it copies the peer's whole log, not
+    /// only the topics of the interest.
+    pub(crate) replica: bool,
+}
+
+/// The patterns of a whole log: every topic, the system's included.
+const WHOLE_LOG: [&str; 3] = [">", "$sys.>", "$dlq.>"];
+
+fn whole_log() -> TopicSet {
+    TopicSet::new(
+        WHOLE_LOG
+            .iter()
+            .filter_map(|p| p.parse::<TopicPattern>().ok())
+            .collect(),
+    )
 }
 
 impl Pull {
-    /// Pulls from the peer until the task is aborted.
+    /// Pulls from the peer until the task is aborted. A replica first
+    /// copies the peer's log up to where it holds it (a catch-up of the
+    /// whole log), then pulls the whole log from there on.
     pub(crate) async fn run(self) {
+        if self.replica {
+            self.backfill().await;
+        }
         self.interest.set_current(self.peer, false);
         let mut version = self.interest.version.subscribe();
         let mut backoff = Duration::from_millis(100);
         loop {
-            let (ver, patterns) = self.interest.snapshot();
+            let (ver, mut patterns) = self.interest.snapshot();
             version.borrow_and_update();
+            if self.replica {
+                patterns = WHOLE_LOG.iter().map(|p| (*p).to_owned()).collect();
+            }
             if patterns.is_empty() {
                 self.interest.set_current(self.peer, false);
                 if version.changed().await.is_err() {
@@ -713,6 +761,41 @@ impl Pull {
         }
     }
 
+    /// Copies the peer's whole log up to this node's watermark for it
+    /// (taken under the gate, so no narrower batch lands after it), from
+    /// the peer, or, when it is unreachable, from any peer that holds it;
+    /// retried with backoff until it is complete. Then this node holds the
+    /// peer's whole log from its start.
+    async fn backfill(&self) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let through = {
+                let _gate = self.interest.gate.write().await;
+                self.store.held_through(self.peer)
+            };
+            let all = whole_log();
+            if through > 0 {
+                let held = BTreeMap::from([(self.peer, through)]);
+                catch_up(
+                    &self.store,
+                    &self.interest,
+                    &self.cluster,
+                    &all,
+                    &Cursor::earliest(),
+                    &held,
+                )
+                .await;
+            }
+            if through == 0 || self.interest.holds(&all, self.peer, 0) {
+                self.interest.record_full(self.peer, 0);
+                tracing::debug!(peer = %self.peer, through, "replicating a peer's whole log");
+                return;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
     /// Stores a batch; `false` when it was asked for with other patterns
     /// than those followed now (it is asked for again).
     async fn apply(&self, ver: u64, resp: FeedResponse) -> Result<bool, String> {
@@ -727,7 +810,8 @@ impl Pull {
             );
         }
         let _gate = self.interest.gate.read().await;
-        if *self.interest.version.borrow() != ver {
+        // A replica's batch covers the whole log, whatever the interest.
+        if !self.replica && *self.interest.version.borrow() != ver {
             // Asked for with other patterns: ask again.
             return Ok(false);
         }

@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// Cluster name (nodes of another name are refused).
     #[arg(long, env = "SWITCHYARD_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
+    /// Nodes holding each origin's whole log, the origin included (1 to 7).
+    #[arg(long, env = "SWITCHYARD_REPLICATION_FACTOR")]
+    pub replication_factor: Option<usize>,
 }
 
 impl ServeArgs {
@@ -78,6 +81,7 @@ impl ServeArgs {
             gossip_listen: self.gossip_listen,
             join: self.join,
             cluster_name: self.cluster_name,
+            replication_factor: self.replication_factor,
             cluster_key: std::env::var("SWITCHYARD_CLUSTER_KEY")
                 .ok()
                 .filter(|k| !k.is_empty()),

@@ -68,6 +68,8 @@ pub struct Overrides {
     pub join: Vec<String>,
     /// `--cluster-name` / `SWITCHYARD_CLUSTER_NAME`.
     pub cluster_name: Option<String>,
+    /// `--replication-factor` / `SWITCHYARD_REPLICATION_FACTOR`.
+    pub replication_factor: Option<usize>,
     /// `SWITCHYARD_CLUSTER_KEY` (an environment variable only, so that the
     /// secret never shows in a process list).
     pub cluster_key: Option<String>,
@@ -311,6 +313,7 @@ impl NodeConfig {
             over.join,
             over.cluster_name,
             over.cluster_key,
+            over.replication_factor,
         )?;
         let config = NodeConfig {
             listen,
@@ -381,6 +384,7 @@ fn cluster(
     join: Vec<String>,
     name: Option<String>,
     key: Option<String>,
+    replication_factor: Option<usize>,
 ) -> Result<Option<ClusterConfig>, ConfigError> {
     let Some(listen) = gossip_listen.or(c.gossip_listen) else {
         if !join.is_empty() || !c.seeds.is_empty() {
@@ -410,6 +414,9 @@ fn cluster(
     }
     if let Some(v) = c.gossip_fanout {
         cc.gossip_fanout = v;
+    }
+    if let Some(v) = replication_factor.or(c.replication_factor) {
+        cc.replication_factor = v;
     }
     cc.validate().map_err(ConfigError::Cluster)?;
     Ok(Some(cc))

@@ -38,6 +38,15 @@ const KIND_SWIM: u8 = 0;
 /// First byte of a sealed body: the sender leaves the cluster.
 const KIND_LEAVE: u8 = 1;
 
+/// A node's rendezvous score as a replica of `origin` (SplitMix64 of the
+/// two ids): fixed, so nodes running different builds agree.
+fn replica_score(origin: u64, node: u64) -> u64 {
+    let mut z = origin ^ node.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -233,6 +242,7 @@ pub struct Cluster {
     commands: mpsc::Sender<Command>,
     signer: Signer,
     client: PeerClient,
+    replication_factor: usize,
 }
 
 impl Cluster {
@@ -246,6 +256,7 @@ impl Cluster {
         http: String,
     ) -> Result<(Cluster, mpsc::Receiver<ClusterEvent>), ClusterError> {
         config.validate().map_err(ClusterError::Config)?;
+        let replication_factor = config.replication_factor;
         let socket = UdpSocket::bind(config.gossip_listen)
             .await
             .map_err(|source| ClusterError::Bind {
@@ -317,6 +328,7 @@ impl Cluster {
                 commands,
                 signer,
                 client,
+                replication_factor,
             },
             event_rx,
         ))
@@ -336,6 +348,28 @@ impl Cluster {
         rest.sort_by(|a, b| a.id.cmp(&b.id));
         out.extend(rest);
         out
+    }
+
+    /// Nodes holding each origin's whole log, the origin included.
+    pub fn replication_factor(&self) -> usize {
+        self.replication_factor
+    }
+
+    /// Whether node `me` holds a copy of `origin`'s whole log: it is one of
+    /// the `replication_factor - 1` live members (`live`, origin excluded)
+    /// with the highest rendezvous score for the origin, so every node that
+    /// sees the same members picks the same replicas.
+    pub fn replicates(&self, me: u64, origin: u64, live: &[u64]) -> bool {
+        let wanted = self.replication_factor.saturating_sub(1);
+        if wanted == 0 || me == origin {
+            return false;
+        }
+        let mut ranked: Vec<u64> = live.iter().copied().filter(|&n| n != origin).collect();
+        if !ranked.contains(&me) {
+            ranked.push(me);
+        }
+        ranked.sort_by_key(|&n| std::cmp::Reverse((replica_score(origin, n), n)));
+        ranked.iter().take(wanted).any(|&n| n == me)
     }
 
     /// Live peers (alive or suspect, not this node): node id and HTTP address.

@@ -72,6 +72,8 @@ pub struct ClusterSection {
     pub gossip_interval_ms: Option<u64>,
     /// Members per gossip round (default 3).
     pub gossip_fanout: Option<usize>,
+    /// Nodes holding each origin's whole log, the origin included (default 1).
+    pub replication_factor: Option<usize>,
 }
 
 /// `[plugins]`
