@@ -1425,3 +1425,80 @@ async fn holds_log(node: &Node) -> bool {
     };
     count("r.x") == 150 && count("r.y") == 50
 }
+
+/// Acknowledgement modes on three replicated nodes: `quorum` and `all`
+/// answer once the replicas hold the message; with both replicas paused, a
+/// `quorum` publish answers `503 not_replicated` (the message stays stored)
+/// while `local` goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_wait_for_the_copies_their_acks_ask_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |d: &Path, seeds: &[String]| {
+        std::fs::create_dir_all(d).unwrap();
+        let toml =
+            format!("[cluster]\nkey = \"{KEY}\"\nreplication_factor = 3\nack_timeout_ms = 800\n");
+        let mut args = vec!["--fsync", "never", "--gossip-listen", "127.0.0.1:0"];
+        for s in seeds {
+            args.push("--join");
+            args.push(s);
+        }
+        Node::start_with_config(d, &toml, &args)
+    };
+    let a = start(&dir.path().join("a"), &[]);
+    let seed = whoami(&a).await.1;
+    let b = start(&dir.path().join("b"), std::slice::from_ref(&seed));
+    let c = start(&dir.path().join("c"), std::slice::from_ref(&seed));
+    let ids = [whoami(&b).await.0, whoami(&c).await.0];
+    for id in &ids {
+        wait_until(Duration::from_secs(20), "peers alive on A", || async {
+            state_of(&a, id).await.as_deref() == Some("alive")
+        })
+        .await;
+    }
+    let a = &a;
+    let post = |path: &str, body: &'static str| {
+        let req = a.request("POST", path);
+        async move { a.raw(req, body).await }
+    };
+    // The replicas copy A's log as it is published.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _, body) = post("/v1/topics/q.a?acks=all", "x").await;
+        if status == 201 {
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["acks"], "all", "{v:#}");
+            assert_eq!(v["copies"], 3, "{v:#}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "acks=all never met");
+    }
+    let (status, _, body) = post("/v1/topics/q.a?acks=quorum", "y").await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["copies"].as_u64().unwrap() >= 2, "{v:#}");
+    let (status, _, body) = post("/v1/topics/q.a?acks=some", "z").await;
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("invalid_acks"));
+    // Both replicas paused: no quorum.
+    signal(&b, libc::SIGSTOP);
+    signal(&c, libc::SIGSTOP);
+    let (status, _, body) = post("/v1/topics/q.a?acks=quorum", "lonely").await;
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("not_replicated"), "{text}");
+    let (status, _, _) = post("/v1/topics/q.a?acks=local", "local").await;
+    assert_eq!(status, 201);
+    // The message that missed its quorum was stored all the same.
+    let v = a
+        .get_json("/v1/messages?topic=q.a&from=earliest&limit=100")
+        .await;
+    let payloads: Vec<&str> = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["payload"].as_str().unwrap())
+        .collect();
+    assert!(payloads.contains(&"lonely"), "{v:#}");
+    signal(&b, libc::SIGCONT);
+    signal(&c, libc::SIGCONT);
+}

@@ -67,6 +67,9 @@ pub struct FeedRequest {
     /// for what the answering node holds of that origin (a catch-up while
     /// the origin is unreachable; `until` applies, the answer never waits).
     pub origin: u64,
+    /// The asking node's id: a replica's pull of the whole log tells the
+    /// origin with `after` how far it holds it (0 when not given).
+    pub from: u64,
 }
 
 /// A request to give up a consumer group: the asking node now coordinates

@@ -50,7 +50,13 @@ pub(crate) fn envelope(m: &Message) -> Value {
 /// and `routed` (every stored copy); when it was dropped, `dropped`,
 /// `plugin` and `reason`; when a plugin failed on it, `plugin_error`.
 pub(crate) fn published(p: &Published) -> String {
-    if let ([a], None, None, None) = (&p.results[..], &p.routed_from, &p.dropped, &p.plugin_error) {
+    if let ([a], None, None, None, None) = (
+        &p.results[..],
+        &p.routed_from,
+        &p.dropped,
+        &p.plugin_error,
+        &p.copies,
+    ) {
         return appended(a);
     }
     let mut obj = match p.results.first() {
@@ -72,6 +78,10 @@ pub(crate) fn published(p: &Published) -> String {
             "plugin_error".into(),
             json!({"plugin": plugin, "error": error}),
         );
+    }
+    if let Some((acks, copies)) = &p.copies {
+        obj.insert("acks".into(), json!(acks.to_string()));
+        obj.insert("copies".into(), json!(copies));
     }
     Value::Object(obj).to_string()
 }

@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_model::{Cursor, Header, Topic};
-use switchyard_router::{InvalidMessage, PublishRequest, RouterError, Start};
+use switchyard_router::{Acks, InvalidMessage, PublishRequest, RouterError, Start};
 
 use crate::cors;
 use crate::envelope::{envelope, gap, published, unavailable};
@@ -199,6 +199,26 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>,
     }
 }
 
+/// The acknowledgement mode a publish asks for: `?acks=` or the
+/// `Switchyard-Acks` header (not both); `None` for the node's default.
+fn acks_of(query: &Query, headers: &http::HeaderMap) -> Result<Option<Acks>, Problem> {
+    let given = match (query.one("acks")?, header_str(headers, ACKS_HEADER)?) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::bad_request(
+                "invalid_acks",
+                "give acks either as ?acks= or as Switchyard-Acks, not both",
+            ));
+        }
+        (q, h) => q.or(h),
+    };
+    given
+        .map(|a| a.parse::<Acks>().map_err(Problem::from))
+        .transpose()
+}
+
+/// Header naming a publish's acknowledgement mode.
+const ACKS_HEADER: &str = "switchyard-acks";
+
 fn invalid(e: InvalidMessage) -> Problem {
     RouterError::Invalid(e).into()
 }
@@ -212,7 +232,8 @@ async fn publish(
     if topic.is_reserved() {
         return Err(invalid(InvalidMessage::ReservedTopic(topic.to_string())));
     }
-    let query = Query::parse(req.uri().query(), &["key"])?;
+    let query = Query::parse(req.uri().query(), &["key", "acks"])?;
+    let acks = acks_of(&query, req.headers())?;
     let (parts, body) = req.into_parts();
     let mut headers = Vec::new();
     if let Some(ct) = header_str(&parts.headers, "content-type")? {
@@ -255,7 +276,7 @@ async fn publish(
     // Refuse bad metadata before reading the body.
     switchyard_router::validate(&request, usize::MAX).map_err(invalid)?;
     request.payload = read_body(body, &parts.headers, app.router.config().max_payload).await?;
-    let results = app.router.publish(vec![request]).await?;
+    let results = app.router.publish_with(vec![request], acks).await?;
     let result = &results[0];
     let status = if result.results.is_empty() {
         StatusCode::OK
@@ -332,7 +353,8 @@ fn entry_request(
 }
 
 async fn publish_batch(app: &App, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
-    let query = Query::parse(req.uri().query(), &["topic"])?;
+    let query = Query::parse(req.uri().query(), &["topic", "acks"])?;
+    let acks = acks_of(&query, req.headers())?;
     let default_topic = query.one("topic")?.map(str::parse::<Topic>).transpose()?;
     // `None` means: decide by the body's first character. That also covers
     // curl's default form type, which no one sends on purpose here.
@@ -417,7 +439,7 @@ async fn publish_batch(app: &App, req: Request<Incoming>) -> Result<Response<Bod
             )
         });
     }
-    let results = match app.router.publish(requests).await {
+    let results = match app.router.publish_with(requests, acks).await {
         // A batch of one reports its error like a batch.
         Err(RouterError::Invalid(e)) => return Err(RouterError::InvalidBatch(vec![(0, e)]).into()),
         other => other?,

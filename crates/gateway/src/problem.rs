@@ -160,6 +160,18 @@ impl From<RouterError> for Problem {
                 extra: Some(("ids", json!(ids))),
                 ..Problem::new(StatusCode::CONFLICT, "not_in_flight", e.to_string())
             },
+            RouterError::InvalidAcks(_) => Problem::bad_request("invalid_acks", e.to_string()),
+            RouterError::NotReplicated { copies, needed, .. } => Problem {
+                extra: Some((
+                    "copies",
+                    json!({"reached": copies, "needed": needed, "stored": true}),
+                )),
+                ..Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "not_replicated",
+                    e.to_string(),
+                )
+            },
             RouterError::StaleAck { ref stale, .. } => Problem {
                 extra: Some(("stale", json!(stale))),
                 ..Problem::new(StatusCode::CONFLICT, "stale_ack", e.to_string())

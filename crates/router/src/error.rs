@@ -95,6 +95,24 @@ pub enum RouterError {
         /// Each id with the reason.
         stale: Vec<crate::groups::StaleId>,
     },
+    /// The `acks` mode is not one of local, quorum or all.
+    #[error("{0}")]
+    InvalidAcks(String),
+    /// The messages are stored on this node (and will still replicate) but
+    /// did not reach the copies the publish asked for in time.
+    #[error(
+        "stored on this node, but only {copies} of the {needed} copies acks={acks} asks for exist after {timeout_ms} ms; the message will still replicate (retry with the same Idempotency-Key to learn when)"
+    )]
+    NotReplicated {
+        /// The mode asked for.
+        acks: crate::Acks,
+        /// Copies reached.
+        copies: usize,
+        /// Copies needed.
+        needed: usize,
+        /// How long the publish waited.
+        timeout_ms: u64,
+    },
     /// A node-to-node request was refused.
     #[error("{0}")]
     Cluster(String),

@@ -252,6 +252,7 @@ impl Drop for InterestGuard {
 pub(crate) async fn answer(
     store: &Arc<Store>,
     interest: &Interest,
+    progress: &crate::replication::Progress,
     req: FeedRequest,
 ) -> Result<FeedResponse, RouterError> {
     if req.patterns.is_empty() || req.patterns.len() > MAX_FEED_PATTERNS {
@@ -274,6 +275,11 @@ pub(crate) async fn answer(
     let local = store.node_id();
     if req.origin != 0 && req.origin != local.0 {
         return answer_for(store, interest, &q, NodeId(req.origin), &req).await;
+    }
+    // A replica's pull of the whole log: it holds this node's log up to
+    // where it asks from.
+    if req.from != 0 && req.until == 0 && req.patterns.iter().eq(WHOLE_LOG.iter()) {
+        progress.record(NodeId(req.from), req.after);
     }
     if req.limit == 0 {
         // Only the head: where this node's own log ends now.
@@ -524,6 +530,7 @@ impl Fetch {
             limit: FEED_LIMIT,
             wait_ms: 0,
             origin: if relayed { self.origin.0 } else { 0 },
+            from: 0,
         };
         let left = self
             .deadline
@@ -652,6 +659,7 @@ async fn peer_heads(
             limit: 0,
             wait_ms: 0,
             origin: 0,
+            from: 0,
         };
         let client = cluster.client().clone();
         asks.spawn(async move {
@@ -730,6 +738,7 @@ impl Pull {
                 limit: FEED_LIMIT,
                 wait_ms: FEED_WAIT.as_millis() as u32,
                 origin: 0,
+                from: self.store.node_id().0,
             };
             let answer = tokio::select! {
                 r = self.cluster.client().feed(&self.addr, &req, FEED_WAIT * 2) => r,

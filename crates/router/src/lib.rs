@@ -15,6 +15,7 @@ mod error;
 mod feeds;
 mod groups;
 mod plugins;
+mod replication;
 mod router;
 mod subscription;
 mod validate;
@@ -30,6 +31,7 @@ pub use plugins::{
     ConfiguredBinding, ERROR_HEADER, Filter, MAX_BINDINGS, MAX_CONFIG, MAX_FILTER_VARIANTS,
     PLUGIN_HEADER, PluginInfo, Plugins, PluginsConfig, Source, validate_name,
 };
+pub use replication::{Acks, DEFAULT_ACK_TIMEOUT as DEFAULT_PUBLISH_ACK_TIMEOUT};
 pub use router::{
     CLUSTER_EVENTS_TOPIC, PublishRequest, Published, Pulled, Router, RouterConfig, Start,
     Unavailable,

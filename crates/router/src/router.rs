@@ -12,6 +12,7 @@ use crate::background::Background;
 use crate::feeds::Interest;
 use crate::groups::Groups;
 use crate::plugins::{Filter, Plugins, PluginsConfig, Routed};
+use crate::replication::{Acks, Progress};
 use crate::subscription::{Recovery, Subscription};
 use crate::{InvalidMessage, RouterError, validate};
 
@@ -33,6 +34,11 @@ pub struct RouterConfig {
     pub read_max_bytes: usize,
     /// Plugin engine settings and configured bindings.
     pub plugins: PluginsConfig,
+    /// Copies a publish waits for when it does not say (in a cluster with
+    /// a replication factor above 1; a single node has one copy).
+    pub acks: Acks,
+    /// Longest a publish waits for its copies.
+    pub ack_timeout: Duration,
 }
 
 impl RouterConfig {
@@ -44,6 +50,8 @@ impl RouterConfig {
             read_limit: DEFAULT_READ_LIMIT,
             read_max_bytes: DEFAULT_READ_BYTES,
             plugins: PluginsConfig::default(),
+            acks: Acks::default(),
+            ack_timeout: crate::replication::DEFAULT_ACK_TIMEOUT,
         }
     }
 }
@@ -66,6 +74,9 @@ pub struct Published {
     /// (plugin, error) when a route plugin failed on it and the binding's
     /// error policy decided what happened.
     pub plugin_error: Option<(String, String)>,
+    /// In a replicated cluster, the mode the publish waited for and the
+    /// copies of its messages that existed when it was answered.
+    pub copies: Option<(Acks, usize)>,
 }
 
 impl Published {
@@ -75,6 +86,7 @@ impl Published {
             routed_from: None,
             dropped: None,
             plugin_error: None,
+            copies: None,
         }
     }
 }
@@ -129,6 +141,8 @@ pub struct Router {
     cluster: Arc<OnceLock<Cluster>>,
     interest: Arc<Interest>,
     background: Arc<Background>,
+    /// How far the replicas hold this node's log.
+    progress: Arc<Progress>,
 }
 
 /// Topic of membership events.
@@ -158,6 +172,7 @@ impl Router {
             cluster: Arc::new(OnceLock::new()),
             interest,
             background: Arc::new(Background::new()),
+            progress: Arc::new(Progress::new()),
         })
     }
 
@@ -182,7 +197,7 @@ impl Router {
 
     /// Answers a peer's feed request (node-to-node transport).
     pub async fn feed(&self, req: FeedRequest) -> Result<FeedResponse, RouterError> {
-        crate::feeds::answer(&self.store, &self.interest, req).await
+        crate::feeds::answer(&self.store, &self.interest, &self.progress, req).await
     }
 
     /// The cluster membership, when the node is part of a cluster.
@@ -216,6 +231,62 @@ impl Router {
     /// every bad entry); a single message is refused with
     /// [`RouterError::Invalid`]. One [`Published`] per request, in order.
     pub async fn publish(&self, batch: Vec<PublishRequest>) -> Result<Vec<Published>, RouterError> {
+        self.publish_with(batch, None).await
+    }
+
+    /// [`Router::publish`], waiting for the copies `acks` asks for (the
+    /// node's default when `None`). In a cluster with a replication factor
+    /// above 1, the answer names the copies reached; when they are too few
+    /// after [`RouterConfig::ack_timeout`], the publish fails with
+    /// [`RouterError::NotReplicated`] (the messages stay stored and still
+    /// replicate).
+    pub async fn publish_with(
+        &self,
+        batch: Vec<PublishRequest>,
+        acks: Option<Acks>,
+    ) -> Result<Vec<Published>, RouterError> {
+        let mut published = self.publish_local(batch).await?;
+        let acks = acks.unwrap_or(self.config.acks);
+        let Some(cluster) = self.cluster.get() else {
+            return Ok(published);
+        };
+        if cluster.replication_factor() < 2 {
+            return Ok(published);
+        }
+        let me = self.store.node_id();
+        let last = published
+            .iter()
+            .flat_map(|p| &p.results)
+            .filter(|a| a.id.origin == me)
+            .map(|a| a.id.seq)
+            .max();
+        let copies = match last {
+            Some(seq) if acks != Acks::Local => {
+                let timeout = self.config.ack_timeout;
+                let (copies, needed, enough) =
+                    self.progress.wait(cluster, me, seq, acks, timeout).await;
+                if !enough {
+                    return Err(RouterError::NotReplicated {
+                        acks,
+                        copies,
+                        needed,
+                        timeout_ms: timeout.as_millis() as u64,
+                    });
+                }
+                copies
+            }
+            _ => 1,
+        };
+        for p in &mut published {
+            p.copies = Some((acks, copies));
+        }
+        Ok(published)
+    }
+
+    async fn publish_local(
+        &self,
+        batch: Vec<PublishRequest>,
+    ) -> Result<Vec<Published>, RouterError> {
         let bad: Vec<(usize, InvalidMessage)> = batch
             .iter()
             .enumerate()
@@ -253,6 +324,7 @@ impl Router {
                 routed_from: r.routed_from,
                 dropped: r.dropped,
                 plugin_error: r.failure,
+                copies: None,
             })
             .collect())
     }

@@ -307,6 +307,14 @@ impl NodeConfig {
         if let Some(h) = &http_advertise {
             check_host_port(h)?;
         }
+        if let Some(a) = &fc.cluster.acks {
+            router.acks = a.parse().map_err(|e: switchyard_router::RouterError| {
+                ConfigError::Cluster(format!("cluster.acks: {e}"))
+            })?;
+        }
+        if let Some(v) = positive("cluster.ack_timeout_ms", fc.cluster.ack_timeout_ms)? {
+            router.ack_timeout = Duration::from_millis(v);
+        }
         let cluster = cluster(
             fc.cluster,
             over.gossip_listen,

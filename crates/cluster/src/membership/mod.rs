@@ -350,6 +350,20 @@ impl Cluster {
         out
     }
 
+    /// Members known and not gone on purpose (alive, suspect or down,
+    /// this node included): the size a quorum is counted against, so that
+    /// a side of a partition cannot reach one on its own.
+    pub fn known_members(&self) -> usize {
+        let local = self.shared.local.lock().node;
+        1 + self
+            .shared
+            .members
+            .lock()
+            .values()
+            .filter(|k| k.identity.node != local && k.state != MemberState::Left)
+            .count()
+    }
+
     /// Nodes holding each origin's whole log, the origin included.
     pub fn replication_factor(&self) -> usize {
         self.replication_factor

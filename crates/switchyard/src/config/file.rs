@@ -74,6 +74,11 @@ pub struct ClusterSection {
     pub gossip_fanout: Option<usize>,
     /// Nodes holding each origin's whole log, the origin included (default 1).
     pub replication_factor: Option<usize>,
+    /// Copies a publish waits for by default: local, quorum or all
+    /// (default quorum; with a replication factor of 1, the same as local).
+    pub acks: Option<String>,
+    /// Longest a publish waits for its copies, in ms (default 5000).
+    pub ack_timeout_ms: Option<u64>,
 }
 
 /// `[plugins]`

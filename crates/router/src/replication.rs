@@ -1,0 +1,161 @@
+//! Acknowledgement modes: how many copies of a published message must exist
+//! before the publish is answered. The origin learns how far each replica
+//! holds its log from the replicas' own pulls: a replica asks for the
+//! whole log after what it has stored, so each of its feed requests
+//! reports its progress, and no extra message is needed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use switchyard_cluster::Cluster;
+use switchyard_model::NodeId;
+use tokio::sync::watch;
+
+use crate::RouterError;
+
+/// Default time a publish waits for its copies.
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How many copies of a message must exist before its publish is answered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Acks {
+    /// On the accepting node (as durable as its fsync mode).
+    Local,
+    /// On a majority of the origin and its replicas.
+    #[default]
+    Quorum,
+    /// On the origin and every live replica.
+    All,
+}
+
+impl fmt::Display for Acks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Acks::Local => "local",
+            Acks::Quorum => "quorum",
+            Acks::All => "all",
+        })
+    }
+}
+
+impl FromStr for Acks {
+    type Err = RouterError;
+    fn from_str(s: &str) -> Result<Self, RouterError> {
+        match s {
+            "local" => Ok(Acks::Local),
+            "quorum" => Ok(Acks::Quorum),
+            "all" => Ok(Acks::All),
+            _ => Err(RouterError::InvalidAcks(format!(
+                "acks={s:?}; expected local, quorum or all"
+            ))),
+        }
+    }
+}
+
+/// How far each replica holds this node's log.
+pub(crate) struct Progress {
+    through: Mutex<HashMap<NodeId, u64>>,
+    changed: watch::Sender<u64>,
+}
+
+impl Progress {
+    pub(crate) fn new() -> Progress {
+        Progress {
+            through: Mutex::new(HashMap::new()),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    /// Node `node` holds this node's log through `through`.
+    pub(crate) fn record(&self, node: NodeId, through: u64) {
+        let moved = {
+            let mut map = self.through.lock();
+            let e = map.entry(node).or_insert(0);
+            let moved = through > *e;
+            *e = (*e).max(through);
+            moved
+        };
+        if moved {
+            self.changed.send_modify(|v| *v += 1);
+        }
+    }
+
+    /// Copies of this node's message `seq` now: this node, and each live
+    /// replica that holds it.
+    fn copies(&self, cluster: &Cluster, me: NodeId, seq: u64) -> usize {
+        let mut live: Vec<u64> = cluster.peers().into_iter().map(|(n, _)| n).collect();
+        live.push(me.0);
+        let through = self.through.lock();
+        1 + live
+            .iter()
+            .filter(|&&n| n != me.0 && cluster.replicates(n, me.0, &live))
+            .filter(|&&n| through.get(&NodeId(n)).is_some_and(|&t| t >= seq))
+            .count()
+    }
+
+    /// Waits until `acks` is met for this node's messages up to `seq`, at
+    /// most `timeout`. Returns the copies reached and whether that is
+    /// enough.
+    pub(crate) async fn wait(
+        &self,
+        cluster: &Cluster,
+        me: NodeId,
+        seq: u64,
+        acks: Acks,
+        timeout: Duration,
+    ) -> (usize, usize, bool) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changed = self.changed.subscribe();
+        loop {
+            changed.borrow_and_update();
+            let needed = needed(cluster, me, acks);
+            let copies = self.copies(cluster, me, seq);
+            if copies >= needed {
+                return (copies, needed, true);
+            }
+            tokio::select! {
+                _ = changed.changed() => {}
+                // Membership changes move what is needed.
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                () = tokio::time::sleep_until(deadline) => return (copies, needed, false),
+            }
+        }
+    }
+}
+
+/// Copies `acks` asks for: a majority of the replication factor, capped by
+/// the members known (down ones count, so that a side of a partition does
+/// not reach a quorum alone), or the origin and every live replica.
+fn needed(cluster: &Cluster, me: NodeId, acks: Acks) -> usize {
+    let factor = cluster.replication_factor().min(cluster.known_members());
+    match acks {
+        Acks::Local => 1,
+        Acks::Quorum => factor / 2 + 1,
+        Acks::All => {
+            let mut live: Vec<u64> = cluster.peers().into_iter().map(|(n, _)| n).collect();
+            live.push(me.0);
+            1 + live
+                .iter()
+                .filter(|&&n| n != me.0 && cluster.replicates(n, me.0, &live))
+                .count()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_and_print() {
+        for s in ["local", "quorum", "all"] {
+            assert_eq!(s.parse::<Acks>().expect("valid").to_string(), s);
+        }
+        for bad in ["", "one", "Quorum", "majority"] {
+            assert!(bad.parse::<Acks>().is_err(), "{bad:?}");
+        }
+    }
+}
