@@ -1395,6 +1395,28 @@ async fn replicas_keep_a_dead_origins_log() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(holders.len(), factor - 1, "replicas of A: {holders:?}");
+    // A reports its replicas and how far they hold its log.
+    let head = v_seq(
+        &nodes[0]
+            .get_json("/v1/messages?topic=r.y&from=earliest&limit=100")
+            .await,
+    );
+    wait_until(Duration::from_secs(20), "A's replicas reported", || async {
+        let r = &cluster_view(&nodes[0]).await["replication"];
+        let mine = r["origins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["origin"] == a_id.as_str())
+            .cloned()
+            .unwrap_or_default();
+        r["factor"] == 3
+            && r["under_replicated"] == 0
+            && mine["replicas"].as_array().is_some_and(|rs| {
+                rs.len() == 2 && rs.iter().all(|x| x["through"].as_u64() >= Some(head))
+            })
+    })
+    .await;
     nodes[0].kill9();
     std::fs::remove_dir_all(dir.path().join("a")).unwrap();
     for node in &nodes[1..] {
@@ -1410,6 +1432,28 @@ async fn replicas_keep_a_dead_origins_log() {
         assert_eq!(got, texts, "{v:#}");
         assert_eq!(v["gaps"], serde_json::json!([]), "{v:#}");
     }
+    // Two live members cannot give every origin two replicas.
+    wait_until(
+        Duration::from_secs(20),
+        "under-replication reported",
+        || async {
+            cluster_view(&nodes[1]).await["replication"]["under_replicated"]
+                .as_u64()
+                .is_some_and(|n| n > 0)
+        },
+    )
+    .await;
+}
+
+/// The origin sequence of the last message of a pull's answer.
+fn v_seq(v: &Value) -> u64 {
+    v["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .and_then(|m| m["id"].as_str())
+        .and_then(|id| id.rsplit_once('-'))
+        .and_then(|(_, seq)| seq.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Whether `node` holds A's 150 `r.x` and 50 `r.y` messages.

@@ -102,6 +102,7 @@ pub(crate) fn members(app: &App, req: &Request<Incoming>) -> Result<Response<Bod
             "node": node,
             "members": c.members(),
             "gossip": c.stats().snapshot(),
+            "replication": app.router.replication_status(),
         }),
         None => json!({
             "cluster": Value::Null,

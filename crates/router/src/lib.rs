@@ -31,7 +31,10 @@ pub use plugins::{
     ConfiguredBinding, ERROR_HEADER, Filter, MAX_BINDINGS, MAX_CONFIG, MAX_FILTER_VARIANTS,
     PLUGIN_HEADER, PluginInfo, Plugins, PluginsConfig, Source, validate_name,
 };
-pub use replication::{Acks, DEFAULT_ACK_TIMEOUT as DEFAULT_PUBLISH_ACK_TIMEOUT};
+pub use replication::{
+    Acks, DEFAULT_ACK_TIMEOUT as DEFAULT_PUBLISH_ACK_TIMEOUT, OriginReplicas, ReplicaView,
+    ReplicationStatus,
+};
 pub use router::{
     CLUSTER_EVENTS_TOPIC, PublishRequest, Published, Pulled, Router, RouterConfig, Start,
     Unavailable,

@@ -126,6 +126,102 @@ impl Progress {
     }
 }
 
+/// Replication as one node sees it, for `GET /v1/cluster`.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ReplicationStatus {
+    /// The replication factor (the origin included).
+    pub factor: usize,
+    /// Every origin among the known members, with its replicas.
+    pub origins: Vec<OriginReplicas>,
+    /// Origins with fewer live replicas than `factor - 1`.
+    pub under_replicated: usize,
+}
+
+/// One origin's replicas.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct OriginReplicas {
+    /// The origin's node id.
+    pub origin: String,
+    /// Its membership state.
+    pub state: switchyard_cluster::MemberState,
+    /// The live members that copy its log now.
+    pub replicas: Vec<ReplicaView>,
+}
+
+/// One replica of an origin.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ReplicaView {
+    /// The replica's node id.
+    pub node: String,
+    /// How far it holds the origin's log, where this node knows it: for
+    /// this node's own log (from the replica's pulls), and for an origin
+    /// this node replicates itself (its own watermark).
+    pub through: Option<u64>,
+}
+
+impl Progress {
+    /// The replication status (see [`ReplicationStatus`]); `held` gives
+    /// this node's watermark for an origin.
+    pub(crate) fn status(
+        &self,
+        cluster: &Cluster,
+        me: NodeId,
+        held: impl Fn(NodeId) -> u64,
+    ) -> ReplicationStatus {
+        let factor = cluster.replication_factor();
+        let members = cluster.members();
+        let live: Vec<u64> = members
+            .iter()
+            .filter(|m| {
+                matches!(
+                    m.state,
+                    switchyard_cluster::MemberState::Alive
+                        | switchyard_cluster::MemberState::Suspect
+                )
+            })
+            .filter_map(|m| u64::from_str_radix(&m.id, 16).ok())
+            .collect();
+        let through = self.through.lock().clone();
+        let mut origins = Vec::new();
+        let mut under = 0;
+        for m in &members {
+            if m.state == switchyard_cluster::MemberState::Left {
+                continue;
+            }
+            let Ok(origin) = u64::from_str_radix(&m.id, 16) else {
+                continue;
+            };
+            let replicas: Vec<ReplicaView> = live
+                .iter()
+                .filter(|&&n| cluster.replicates(n, origin, &live))
+                .map(|&n| ReplicaView {
+                    node: NodeId(n).to_string(),
+                    through: if origin == me.0 {
+                        through.get(&NodeId(n)).copied()
+                    } else if n == me.0 {
+                        Some(held(NodeId(origin)))
+                    } else {
+                        None
+                    },
+                })
+                .collect();
+            if replicas.len() < factor.saturating_sub(1) {
+                under += 1;
+            }
+            origins.push(OriginReplicas {
+                origin: m.id.clone(),
+                state: m.state,
+                replicas,
+            });
+        }
+        ReplicationStatus {
+            factor,
+            origins,
+            under_replicated: under,
+        }
+    }
+}
+
 /// Copies `acks` asks for: a majority of the replication factor, capped by
 /// the members known (down ones count, so that a side of a partition does
 /// not reach a quorum alone), or the origin and every live replica.

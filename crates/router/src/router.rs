@@ -12,7 +12,7 @@ use crate::background::Background;
 use crate::feeds::Interest;
 use crate::groups::Groups;
 use crate::plugins::{Filter, Plugins, PluginsConfig, Routed};
-use crate::replication::{Acks, Progress};
+use crate::replication::{Acks, Progress, ReplicationStatus};
 use crate::subscription::{Recovery, Subscription};
 use crate::{InvalidMessage, RouterError, validate};
 
@@ -203,6 +203,18 @@ impl Router {
     /// The cluster membership, when the node is part of a cluster.
     pub fn cluster(&self) -> Option<&Cluster> {
         self.cluster.get()
+    }
+
+    /// Replication as this node sees it: the factor, each known origin's
+    /// replicas and how far they hold its log where this node knows it,
+    /// and how many origins lack replicas. `None` outside a cluster.
+    pub fn replication_status(&self) -> Option<ReplicationStatus> {
+        let cluster = self.cluster.get()?;
+        let store = &self.store;
+        Some(
+            self.progress
+                .status(cluster, store.node_id(), |o| store.held_through(o)),
+        )
     }
 
     /// The consumer groups.
