@@ -205,6 +205,35 @@ impl Router {
         self.cluster.get()
     }
 
+    /// Before a graceful leave: waits, at most `within`, until every live
+    /// replica holds this node's whole log. Returns whether they do (true
+    /// at once outside a replicated cluster).
+    pub async fn await_replicated(&self, within: Duration) -> bool {
+        let Some(cluster) = self.cluster.get() else {
+            return true;
+        };
+        if cluster.replication_factor() < 2 {
+            return true;
+        }
+        let me = self.store.node_id();
+        let head = self.store.held_through(me);
+        if head == 0 {
+            return true;
+        }
+        let (copies, needed, done) = self
+            .progress
+            .wait(cluster, me, head, Acks::All, within)
+            .await;
+        if !done {
+            tracing::warn!(
+                copies,
+                needed,
+                "leaving before every replica holds this node's log"
+            );
+        }
+        done
+    }
+
     /// Replication as this node sees it: the factor, each known origin's
     /// replicas and how far they hold its log where this node knows it,
     /// and how many origins lack replicas. `None` outside a cluster.

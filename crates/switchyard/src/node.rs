@@ -32,6 +32,9 @@ use tokio::net::TcpListener;
 
 use crate::config::{ConfigError, NodeConfig};
 
+/// Longest a leaving node waits for its replicas to hold its whole log.
+const REPLICATION_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why a node did not start, or did not stop cleanly.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -150,8 +153,10 @@ impl Node {
             shutdown.await;
             tracing::info!(target: "switchyard", "shutting down: draining connections");
             if let Some(c) = &cluster {
-                // Groups first, while the peers still answer; then the leave.
+                // Groups first, while the peers still answer; then the
+                // replicas get the rest of the log (bounded); then the leave.
                 router.groups().hand_off().await;
+                router.await_replicated(REPLICATION_GRACE).await;
                 c.leave().await;
             }
         };
