@@ -1,0 +1,409 @@
+//! Cross-node delivery: each node pulls from every live peer the peer's own
+//! messages whose topics its subscribers and groups want, and stores them
+//! under their origin (the peer), so local readers see them like local
+//! messages and cursors stay valid on every node.
+//!
+//! Interest is the set of patterns of open subscriptions and running
+//! groups. A subscription registers its patterns and resolves its start
+//! position under the interest gate's write lock; a pull applies a batch
+//! under the read lock and only if no pattern was added since the batch
+//! was asked for. So a batch asked for with the old patterns never moves
+//! this node's watermark for a peer past messages of a new pattern: the
+//! next pull asks for them from the watermark on. Removing a pattern moves
+//! nothing: a batch that also covers a pattern no longer wanted holds more
+//! than needed, never less.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use switchyard_cluster::Cluster;
+use switchyard_cluster::transport::{FeedRequest, FeedResponse, WireMessage};
+use switchyard_model::{Cursor, NodeId, TopicPattern, TopicSet};
+use switchyard_store::{OriginTrim, ReadQuery, Store};
+use tokio::sync::{RwLock, watch};
+
+use crate::RouterError;
+
+mod catch_up;
+mod pull;
+pub(crate) use catch_up::{await_peer_heads, catch_up, past_peer_heads};
+pub(crate) use pull::Pull;
+use pull::WHOLE_LOG;
+
+/// Most messages per feed answer.
+pub const FEED_LIMIT: u32 = 1024;
+/// Most payload bytes per feed answer (at least one message is sent).
+const FEED_BYTES: usize = 4 * 1024 * 1024;
+/// Longest a peer waits for new messages before answering.
+const FEED_WAIT: Duration = Duration::from_secs(5);
+/// Most patterns in one feed request.
+const MAX_FEED_PATTERNS: usize = 4096;
+/// Longest a `from=latest` start waits for a peer's head.
+const HEAD_WAIT: Duration = Duration::from_secs(1);
+/// How often a pull waiting for peers' messages looks at the watermarks.
+const HELD_POLL: Duration = Duration::from_millis(20);
+/// Longest a pull waits for the peers' newest messages (see
+/// [`await_peer_heads`]).
+pub const PULL_CATCH_UP: Duration = Duration::from_secs(5);
+/// Longest a reader waits for older messages from peers before it starts.
+pub const CATCH_UP_TIME: Duration = Duration::from_secs(10);
+
+/// The patterns this node's subscribers and groups want.
+pub(crate) struct Interest {
+    patterns: Mutex<BTreeMap<String, usize>>,
+    version: watch::Sender<u64>,
+    /// Write: registering interest and resolving a start. Read: applying a pull.
+    pub gate: RwLock<()>,
+    /// Per pattern and origin, the lowest origin sequence from which a
+    /// catch-up fetched everything of the pattern: with the pulls since
+    /// (the pattern has stayed in the interest; the entry goes when the
+    /// pattern leaves), the node holds all of it from there on, and a
+    /// later catch-up from there or after needs no fetch.
+    caught_up: Mutex<HashMap<String, HashMap<NodeId, u64>>>,
+    /// Peers whose pull is up to date: its last answer reached the end of
+    /// the peer's log and the pull goes on, so this node's watermark for
+    /// the peer trails it by at most one long poll.
+    current: Mutex<std::collections::HashSet<NodeId>>,
+    /// Origins this node holds whole from a position on (it replicates
+    /// them): every message of theirs after it, up to the watermark.
+    full: Mutex<HashMap<NodeId, u64>>,
+}
+
+fn pattern_names(topics: &TopicSet) -> Vec<String> {
+    topics
+        .patterns()
+        .iter()
+        .map(|p| p.as_str().to_owned())
+        .collect()
+}
+
+/// Keeps patterns in the interest while it lives.
+pub(crate) struct InterestGuard {
+    interest: Arc<Interest>,
+    patterns: Vec<String>,
+}
+
+impl Interest {
+    pub fn new() -> Arc<Interest> {
+        Arc::new(Interest {
+            patterns: Mutex::new(BTreeMap::new()),
+            version: watch::channel(0).0,
+            gate: RwLock::new(()),
+            caught_up: Mutex::new(HashMap::new()),
+            current: Mutex::new(std::collections::HashSet::new()),
+            full: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Whether everything of `patterns` from `origin` after `after` is
+    /// held, as far as earlier catch-ups tell.
+    fn held_from(&self, patterns: &[String], origin: NodeId, after: u64) -> bool {
+        if self
+            .full
+            .lock()
+            .get(&origin)
+            .is_some_and(|&from| from <= after)
+        {
+            return true;
+        }
+        let caught = self.caught_up.lock();
+        patterns.iter().all(|p| {
+            caught
+                .get(p)
+                .and_then(|o| o.get(&origin))
+                .is_some_and(|&from| from <= after)
+        })
+    }
+
+    /// Records that this node holds every message of `origin` after
+    /// `after` (its replica pull goes on from there).
+    fn record_full(&self, origin: NodeId, after: u64) {
+        let mut full = self.full.lock();
+        let from = full.entry(origin).or_insert(after);
+        *from = (*from).min(after);
+    }
+
+    /// This node no longer copies `origin`'s whole log from now on.
+    pub(crate) fn drop_full(&self, origin: NodeId) {
+        self.full.lock().remove(&origin);
+    }
+
+    fn set_current(&self, peer: NodeId, current: bool) {
+        let mut set = self.current.lock();
+        if current {
+            set.insert(peer);
+        } else {
+            set.remove(&peer);
+        }
+    }
+
+    fn is_current(&self, peer: NodeId) -> bool {
+        self.current.lock().contains(&peer)
+    }
+
+    /// Whether this node holds every message of `topics` from `origin`
+    /// after `after`, as the catch-ups and the pulls since tell.
+    pub(crate) fn holds(&self, topics: &TopicSet, origin: NodeId, after: u64) -> bool {
+        self.held_from(&pattern_names(topics), origin, after)
+    }
+
+    /// The origins (other than `local`) whose messages of `topics` between
+    /// `from` and the watermark in `held` this node may not hold: no
+    /// catch-up or pull covers that range. Each with the position in it
+    /// and the watermark.
+    pub(crate) fn not_held(
+        &self,
+        local: NodeId,
+        topics: &TopicSet,
+        from: &Cursor,
+        held: &BTreeMap<NodeId, u64>,
+    ) -> BTreeMap<NodeId, (u64, u64)> {
+        held.iter()
+            .map(|(&origin, &through)| (origin, (from.get(origin), through)))
+            .filter(|&(origin, (after, through))| {
+                origin != local && through > after && !self.holds(topics, origin, after)
+            })
+            .collect()
+    }
+
+    /// Records that, from the watermarks `held` on, the pulls bring every
+    /// message of `topics` (in the interest now) from each origin.
+    pub(crate) fn record_held(&self, topics: &TopicSet, held: &BTreeMap<NodeId, u64>) {
+        let patterns = pattern_names(topics);
+        for (&origin, &through) in held {
+            self.record_caught_up(&patterns, origin, through);
+        }
+    }
+
+    /// Records a complete catch-up of `patterns` from `origin` after `after`.
+    fn record_caught_up(&self, patterns: &[String], origin: NodeId, after: u64) {
+        let mut caught = self.caught_up.lock();
+        for p in patterns {
+            let from = caught
+                .entry(p.clone())
+                .or_default()
+                .entry(origin)
+                .or_insert(after);
+            *from = (*from).min(after);
+        }
+    }
+
+    /// Adds `topics`; the version moves when a pattern is new.
+    pub fn add(self: &Arc<Self>, topics: &TopicSet) -> InterestGuard {
+        let patterns: Vec<String> = topics
+            .patterns()
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect();
+        let mut map = self.patterns.lock();
+        let mut new = false;
+        for p in &patterns {
+            let n = map.entry(p.clone()).or_insert(0);
+            new |= *n == 0;
+            *n += 1;
+        }
+        drop(map);
+        if new {
+            // No pull is current for the new patterns until one asked with
+            // them reaches the end of its peer's log.
+            self.current.lock().clear();
+            self.version.send_modify(|v| *v += 1);
+        }
+        InterestGuard {
+            interest: self.clone(),
+            patterns,
+        }
+    }
+
+    /// The version and the patterns.
+    fn snapshot(&self) -> (u64, Vec<String>) {
+        let map = self.patterns.lock();
+        (*self.version.borrow(), map.keys().cloned().collect())
+    }
+}
+
+impl Drop for InterestGuard {
+    fn drop(&mut self) {
+        let mut map = self.interest.patterns.lock();
+        let mut gone = Vec::new();
+        for p in &self.patterns {
+            if let Some(n) = map.get_mut(p) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(p);
+                    gone.push(p);
+                }
+            }
+        }
+        drop(map);
+        if !gone.is_empty() {
+            // No longer pulled: what a catch-up fetched stops being complete.
+            let mut caught = self.interest.caught_up.lock();
+            for p in gone {
+                caught.remove(p);
+            }
+        }
+        // The version moves only when a pattern is added: a pull asked for
+        // with patterns since removed may still be applied (it holds more
+        // than needed, never less), so subscribers leaving neither cancel
+        // nor discard pulls. The next pull asks without them.
+    }
+}
+
+/// Answers a peer's feed request from this node's own origin log: up to
+/// the limit of matching messages after `after`, waiting up to the
+/// request's wait (at most 5 s) when there are none.
+pub(crate) async fn answer(
+    store: &Arc<Store>,
+    interest: &Interest,
+    progress: &crate::replication::Progress,
+    req: FeedRequest,
+) -> Result<FeedResponse, RouterError> {
+    if req.patterns.is_empty() || req.patterns.len() > MAX_FEED_PATTERNS {
+        return Err(RouterError::Cluster(format!(
+            "a feed asks for 1 to {MAX_FEED_PATTERNS} patterns"
+        )));
+    }
+    let patterns = req
+        .patterns
+        .iter()
+        .map(|p| p.parse::<TopicPattern>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| RouterError::Cluster(format!("feed pattern: {e}")))?;
+    let q = ReadQuery {
+        topics: TopicSet::new(patterns),
+        limit: req.limit.clamp(1, FEED_LIMIT) as usize,
+        max_bytes: FEED_BYTES,
+        hold: Default::default(),
+    };
+    let local = store.node_id();
+    if req.origin != 0 && req.origin != local.0 {
+        return answer_for(store, interest, &q, NodeId(req.origin), &req).await;
+    }
+    // A replica's pull of the whole log: it holds this node's log up to
+    // where it asks from.
+    if req.from != 0 && req.until == 0 && req.patterns.iter().eq(WHOLE_LOG.iter()) {
+        progress.record(NodeId(req.from), req.after);
+    }
+    if req.limit == 0 {
+        // Only the head: where this node's own log ends now.
+        let head = store.held_through(local);
+        return Ok(FeedResponse {
+            origin: local.0,
+            through: head,
+            messages: Vec::new(),
+            trimmed: Vec::new(),
+            head,
+        });
+    }
+    // A catch-up also learns what this node removed by retention.
+    let trimmed: Vec<(String, u64, u64)> = if req.until == 0 {
+        Vec::new()
+    } else {
+        store
+            .trimmed_after(&q.topics, local, req.after)
+            .into_iter()
+            .map(|t| (t.topic.as_str().to_owned(), t.stream_seq, t.origin_seq))
+            .collect()
+    };
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(u64::from(req.wait_ms)).min(FEED_WAIT);
+    let mut changes = store.changes();
+    loop {
+        changes.borrow_and_update();
+        let (mut messages, mut through) = match store.read_origin_cached(&q, local, req.after) {
+            Some(read) => read,
+            None => {
+                let (s, q2, after) = (store.clone(), q.clone(), req.after);
+                tokio::task::spawn_blocking(move || s.read_origin(&q2, local, after))
+                    .await
+                    .map_err(|_| RouterError::ShuttingDown)??
+            }
+        };
+        if req.until != 0 && through > req.until {
+            messages.retain(|m| m.id.seq <= req.until);
+            through = req.until.max(req.after);
+        }
+        if !messages.is_empty() || through > req.after {
+            return Ok(FeedResponse {
+                origin: local.0,
+                through,
+                messages: messages
+                    .iter()
+                    .map(|m| WireMessage::from_message(m))
+                    .collect(),
+                trimmed,
+                head: store.held_through(local),
+            });
+        }
+        match tokio::time::timeout_at(deadline, changes.changed()).await {
+            Ok(Ok(())) => {}
+            _ => {
+                return Ok(FeedResponse {
+                    origin: local.0,
+                    through: req.after,
+                    messages: Vec::new(),
+                    trimmed,
+                    head: store.held_through(local),
+                });
+            }
+        }
+    }
+}
+
+/// Answers a catch-up for another origin's log (that origin is down or
+/// unreachable for the asking node): what this node holds of exactly the
+/// request's patterns from that origin, after `after`, up to `until`. When
+/// this node does not hold that range completely (it did not follow the
+/// same patterns from there on), it answers no progress (`through` equal to
+/// `after`), and the asking node tries another source.
+async fn answer_for(
+    store: &Arc<Store>,
+    interest: &Interest,
+    q: &ReadQuery,
+    origin: NodeId,
+    req: &FeedRequest,
+) -> Result<FeedResponse, RouterError> {
+    let head = store.held_through(origin);
+    let until = if req.until == 0 {
+        head
+    } else {
+        req.until.min(head)
+    };
+    let nothing = FeedResponse {
+        origin: origin.0,
+        through: req.after,
+        messages: Vec::new(),
+        trimmed: Vec::new(),
+        head,
+    };
+    if until <= req.after || !interest.holds(&q.topics, origin, req.after) {
+        return Ok(nothing);
+    }
+    let (s, q2, after) = (store.clone(), q.clone(), req.after);
+    let (mut messages, mut through) =
+        tokio::task::spawn_blocking(move || s.read_origin(&q2, origin, after))
+            .await
+            .map_err(|_| RouterError::ShuttingDown)??;
+    if through > until {
+        messages.retain(|m| m.id.seq <= until);
+        through = until;
+    }
+    let trimmed = store
+        .trimmed_after(&q.topics, origin, req.after)
+        .into_iter()
+        .map(|t| (t.topic.as_str().to_owned(), t.stream_seq, t.origin_seq))
+        .collect();
+    Ok(FeedResponse {
+        origin: origin.0,
+        through,
+        messages: messages
+            .iter()
+            .map(|m| WireMessage::from_message(m))
+            .collect(),
+        trimmed,
+        head,
+    })
+}
