@@ -1208,13 +1208,7 @@ async fn a_pull_never_passes_messages_of_an_unreachable_origin() {
         &a_gossip,
         std::slice::from_ref(&ids[1].1),
     );
-    wait_until(Duration::from_secs(15), "A back and alive on B", || async {
-        states(&nodes[1])
-            .await
-            .get(&a_id)
-            .is_some_and(|(state, g)| state == "alive" && *g > generation)
-    })
-    .await;
+    back_alive(&nodes[1], &a_id, generation).await;
     let (got, others) =
         messages_and_others(&mut sse, 100, Duration::from_secs(20), &mut Vec::new()).await;
     assert_eq!(got, jobs);
@@ -1222,12 +1216,7 @@ async fn a_pull_never_passes_messages_of_an_unreachable_origin() {
     let v = nodes[1]
         .get_json(&format!("/v1/messages?topic=jobs&from={cursor}&limit=1000"))
         .await;
-    let got: Vec<&str> = v["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["payload"].as_str().unwrap())
-        .collect();
+    let got = payloads(&v);
     assert_eq!(got, jobs, "{v:#}");
     assert_eq!(v["gaps"], serde_json::json!([]), "{v:#}");
 }
@@ -1269,13 +1258,7 @@ async fn a_group_waits_for_messages_of_an_unreachable_origin() {
         &a_gossip,
         std::slice::from_ref(&ids[1].1),
     );
-    wait_until(Duration::from_secs(15), "A back and alive on B", || async {
-        states(&nodes[1])
-            .await
-            .get(&a_id)
-            .is_some_and(|(state, g)| state == "alive" && *g > generation)
-    })
-    .await;
+    back_alive(&nodes[1], &a_id, generation).await;
     let got = m.recv(100, Duration::from_secs(20)).await;
     let seqs: Vec<u64> = got
         .iter()
@@ -1330,12 +1313,7 @@ async fn older_messages_of_a_dead_origin_come_from_a_peer_that_holds_them() {
     let v = nodes[2]
         .get_json("/v1/messages?topic=jobs&from=earliest&limit=1000")
         .await;
-    let got: Vec<&str> = v["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["payload"].as_str().unwrap())
-        .collect();
+    let got = payloads(&v);
     assert_eq!(got, jobs, "{v:#}");
     assert_eq!(v["gaps"], serde_json::json!([]), "{v:#}");
     // Nobody alive followed `other`: unavailable, not an empty answer.
@@ -1356,14 +1334,7 @@ async fn replicas_keep_a_dead_origins_log() {
     let factor = 3;
     let dir = tempfile::tempdir().unwrap();
     let replicated = |d: &Path, seeds: &[String]| {
-        std::fs::create_dir_all(d).unwrap();
-        let toml = format!("[cluster]\nkey = \"{KEY}\"\nreplication_factor = {factor}\n");
-        let mut args = vec!["--fsync", "never", "--gossip-listen", "127.0.0.1:0"];
-        for s in seeds {
-            args.push("--join");
-            args.push(s);
-        }
-        Node::start_with_config(d, &toml, &args)
+        configured(d, &format!("replication_factor = {factor}\n"), seeds)
     };
     let a = replicated(&dir.path().join("a"), &[]);
     let (a_id, seed) = whoami(&a).await;
@@ -1423,12 +1394,7 @@ async fn replicas_keep_a_dead_origins_log() {
         let v = node
             .get_json("/v1/messages?topic=r.%3E&from=earliest&limit=1000")
             .await;
-        let got: Vec<&str> = v["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["payload"].as_str().unwrap())
-            .collect();
+        let got = payloads(&v);
         assert_eq!(got, texts, "{v:#}");
         assert_eq!(v["gaps"], serde_json::json!([]), "{v:#}");
     }
@@ -1478,15 +1444,7 @@ async fn holds_log(node: &Node) -> bool {
 async fn publishes_wait_for_the_copies_their_acks_ask_for() {
     let dir = tempfile::tempdir().unwrap();
     let start = |d: &Path, seeds: &[String]| {
-        std::fs::create_dir_all(d).unwrap();
-        let toml =
-            format!("[cluster]\nkey = \"{KEY}\"\nreplication_factor = 3\nack_timeout_ms = 800\n");
-        let mut args = vec!["--fsync", "never", "--gossip-listen", "127.0.0.1:0"];
-        for s in seeds {
-            args.push("--join");
-            args.push(s);
-        }
-        Node::start_with_config(d, &toml, &args)
+        configured(d, "replication_factor = 3\nack_timeout_ms = 800\n", seeds)
     };
     let a = start(&dir.path().join("a"), &[]);
     let seed = whoami(&a).await.1;
@@ -1536,13 +1494,47 @@ async fn publishes_wait_for_the_copies_their_acks_ask_for() {
     let v = a
         .get_json("/v1/messages?topic=q.a&from=earliest&limit=100")
         .await;
-    let payloads: Vec<&str> = v["messages"]
+    let payloads = payloads(&v);
+    assert!(payloads.contains(&"lonely"), "{v:#}");
+    signal(&b, libc::SIGCONT);
+    signal(&c, libc::SIGCONT);
+}
+
+/// The payloads of a pull's answer.
+fn payloads(v: &Value) -> Vec<&str> {
+    v["messages"]
         .as_array()
         .unwrap()
         .iter()
         .map(|m| m["payload"].as_str().unwrap())
-        .collect();
-    assert!(payloads.contains(&"lonely"), "{v:#}");
-    signal(&b, libc::SIGCONT);
-    signal(&c, libc::SIGCONT);
+        .collect()
+}
+
+/// Waits until `node` sees `id` alive with a generation above `generation`
+/// (the node came back).
+async fn back_alive(node: &Node, id: &str, generation: u64) {
+    wait_until(
+        Duration::from_secs(15),
+        "the node back and alive",
+        || async {
+            states(node)
+                .await
+                .get(id)
+                .is_some_and(|(state, g)| state == "alive" && *g > generation)
+        },
+    )
+    .await;
+}
+
+/// Starts a node on a free gossip port joining through `seeds`, with
+/// `cluster` appended to its `[cluster]` section.
+fn configured(dir: &Path, cluster: &str, seeds: &[String]) -> Node {
+    std::fs::create_dir_all(dir).unwrap();
+    let toml = format!("[cluster]\nkey = \"{KEY}\"\n{cluster}");
+    let mut args = vec!["--fsync", "never", "--gossip-listen", "127.0.0.1:0"];
+    for s in seeds {
+        args.push("--join");
+        args.push(s);
+    }
+    Node::start_with_config(dir, &toml, &args)
 }

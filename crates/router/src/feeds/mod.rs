@@ -302,11 +302,7 @@ pub(crate) async fn answer(
     let trimmed: Vec<(String, u64, u64)> = if req.until == 0 {
         Vec::new()
     } else {
-        store
-            .trimmed_after(&q.topics, local, req.after)
-            .into_iter()
-            .map(|t| (t.topic.as_str().to_owned(), t.stream_seq, t.origin_seq))
-            .collect()
+        trims(store, &q.topics, local, req.after)
     };
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(u64::from(req.wait_ms)).min(FEED_WAIT);
@@ -330,10 +326,7 @@ pub(crate) async fn answer(
             return Ok(FeedResponse {
                 origin: local.0,
                 through,
-                messages: messages
-                    .iter()
-                    .map(|m| WireMessage::from_message(m))
-                    .collect(),
+                messages: wire(&messages),
                 trimmed,
                 head: store.held_through(local),
             });
@@ -391,19 +384,30 @@ async fn answer_for(
         messages.retain(|m| m.id.seq <= until);
         through = until;
     }
-    let trimmed = store
-        .trimmed_after(&q.topics, origin, req.after)
-        .into_iter()
-        .map(|t| (t.topic.as_str().to_owned(), t.stream_seq, t.origin_seq))
-        .collect();
+    let trimmed = trims(store, &q.topics, origin, req.after);
     Ok(FeedResponse {
         origin: origin.0,
         through,
-        messages: messages
-            .iter()
-            .map(|m| WireMessage::from_message(m))
-            .collect(),
+        messages: wire(&messages),
         trimmed,
         head,
     })
+}
+
+/// What `store` removed by retention of `origin`'s streams of `topics` past
+/// `after`, as a feed answer carries it.
+fn trims(store: &Store, topics: &TopicSet, origin: NodeId, after: u64) -> Vec<(String, u64, u64)> {
+    store
+        .trimmed_after(topics, origin, after)
+        .into_iter()
+        .map(|t| (t.topic.as_str().to_owned(), t.stream_seq, t.origin_seq))
+        .collect()
+}
+
+/// Messages in their wire form.
+fn wire(messages: &[Arc<switchyard_model::Message>]) -> Vec<WireMessage> {
+    messages
+        .iter()
+        .map(|m| WireMessage::from_message(m))
+        .collect()
 }
