@@ -1291,12 +1291,16 @@ async fn older_messages_of_a_dead_origin_come_from_a_peer_that_holds_them() {
     let mut on_c = Sse::connect(&nodes[2], "/v1/events?topic=u&format=json", None)
         .await
         .unwrap();
-    let jobs = texts_of("job", 100);
+    let mut jobs = texts_of("job", 100);
     publish_texts(&nodes[0], "jobs", &jobs).await;
     publish_texts(&nodes[0], "other", &texts_of("o", 5)).await;
     publish_texts(&nodes[0], "u", &["marker".to_owned()]).await;
+    // A last `jobs` message: once B has it, B holds A's log as far as C
+    // knows it (a peer can give only up to where it holds the log).
+    jobs.push("last".to_owned());
+    publish_texts(&nodes[0], "jobs", &jobs[100..]).await;
     let (got, _) =
-        messages_and_others(&mut on_b, 100, Duration::from_secs(10), &mut Vec::new()).await;
+        messages_and_others(&mut on_b, 101, Duration::from_secs(10), &mut Vec::new()).await;
     assert_eq!(got, jobs);
     let (got, _) =
         messages_and_others(&mut on_c, 1, Duration::from_secs(10), &mut Vec::new()).await;
