@@ -1162,16 +1162,8 @@ async fn a_pull_from_the_start_returns_every_nodes_messages() {
 async fn a_pull_never_passes_messages_of_an_unreachable_origin() {
     let dir = tempfile::tempdir().unwrap();
     let (mut nodes, ids) = start_cluster(dir.path(), 2).await;
-    // B follows `u`, so its watermark for A moves past A's `jobs` messages.
-    let mut follow = Sse::connect(&nodes[1], "/v1/events?topic=u&format=json", None)
-        .await
-        .unwrap();
     let jobs = texts_of("job", 100);
-    publish_texts(&nodes[0], "jobs", &jobs).await;
-    publish_texts(&nodes[0], "u", &["marker".to_owned()]).await;
-    let (got, _) =
-        messages_and_others(&mut follow, 1, Duration::from_secs(10), &mut Vec::new()).await;
-    assert_eq!(got, ["marker"]);
+    let _follow = past_unfollowed(&nodes, "jobs", &jobs).await;
     let (a_id, a_gossip) = ids[0].clone();
     let generation = states(&nodes[1]).await[&a_id].1;
     nodes[0].kill9();
@@ -1228,14 +1220,7 @@ async fn a_group_waits_for_messages_of_an_unreachable_origin() {
     use crate::groups::GroupMember;
     let dir = tempfile::tempdir().unwrap();
     let (mut nodes, ids) = start_cluster(dir.path(), 2).await;
-    let mut follow = Sse::connect(&nodes[1], "/v1/events?topic=u&format=json", None)
-        .await
-        .unwrap();
-    publish_texts(&nodes[0], "work", &texts_of("w", 100)).await;
-    publish_texts(&nodes[0], "u", &["marker".to_owned()]).await;
-    let (got, _) =
-        messages_and_others(&mut follow, 1, Duration::from_secs(10), &mut Vec::new()).await;
-    assert_eq!(got, ["marker"]);
+    let _follow = past_unfollowed(&nodes, "work", &texts_of("w", 100)).await;
     let (a_id, a_gossip) = ids[0].clone();
     let generation = states(&nodes[1]).await[&a_id].1;
     nodes[0].kill9();
@@ -1541,4 +1526,20 @@ fn configured(dir: &Path, cluster: &str, seeds: &[String]) -> Node {
         args.push(s);
     }
     Node::start_with_config(dir, &toml, &args)
+}
+
+/// Node 1 follows only `u` while node 0 publishes `texts` on `topic`, then
+/// a marker on `u`: once node 1 has the marker, its watermark for node 0
+/// lies past those messages, which it does not hold. The stream returned
+/// keeps `u` followed.
+async fn past_unfollowed(nodes: &[Node], topic: &str, texts: &[String]) -> Sse {
+    let mut follow = Sse::connect(&nodes[1], "/v1/events?topic=u&format=json", None)
+        .await
+        .unwrap();
+    publish_texts(&nodes[0], topic, texts).await;
+    publish_texts(&nodes[0], "u", &["marker".to_owned()]).await;
+    let (got, _) =
+        messages_and_others(&mut follow, 1, Duration::from_secs(10), &mut Vec::new()).await;
+    assert_eq!(got, ["marker"]);
+    follow
 }
