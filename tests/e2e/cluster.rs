@@ -1473,7 +1473,11 @@ async fn publishes_wait_for_the_copies_their_acks_ask_for() {
     // Both replicas paused: no quorum.
     signal(&b, libc::SIGSTOP);
     signal(&c, libc::SIGSTOP);
-    let (status, _, body) = post("/v1/topics/q.a?acks=quorum", "lonely").await;
+    let keyed = |node: &Node| {
+        node.request("POST", "/v1/topics/q.a?acks=quorum")
+            .header("idempotency-key", "lonely-1")
+    };
+    let (status, _, body) = a.raw(keyed(a), "lonely").await;
     let text = String::from_utf8_lossy(&body);
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("not_replicated"), "{text}");
@@ -1483,10 +1487,42 @@ async fn publishes_wait_for_the_copies_their_acks_ask_for() {
     let v = a
         .get_json("/v1/messages?topic=q.a&from=earliest&limit=100")
         .await;
-    let payloads = payloads(&v);
-    assert!(payloads.contains(&"lonely"), "{v:#}");
+    let lonely = v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["payload"] == "lonely")
+        .unwrap_or_else(|| panic!("{v:#}"))["id"]
+        .clone();
     signal(&b, libc::SIGCONT);
     signal(&c, libc::SIGCONT);
+    // Once a replica holds it, a retry there with the same key answers the
+    // original message and stores no second copy; so does one on A.
+    for node in [&b, &c] {
+        wait_until(Duration::from_secs(20), "the replica holds it", || async {
+            let v = node
+                .get_json("/v1/messages?topic=q.a&from=earliest&limit=100")
+                .await;
+            payloads(&v).contains(&"lonely")
+        })
+        .await;
+    }
+    for node in [&b, &c, a] {
+        let (status, headers, body) = node.raw(keyed(node), "lonely").await;
+        let text = String::from_utf8_lossy(&body);
+        assert_eq!(status, 201, "{text}");
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["id"], lonely, "{v:#}");
+        assert_eq!(v["duplicate"], true, "{v:#}");
+        assert_eq!(headers["idempotent-replayed"], "true");
+    }
+    for node in [a, &b, &c] {
+        let v = node
+            .get_json("/v1/messages?topic=q.a&from=earliest&limit=100")
+            .await;
+        let n = payloads(&v).iter().filter(|p| **p == "lonely").count();
+        assert_eq!(n, 1, "{v:#}");
+    }
 }
 
 /// The payloads of a pull's answer.

@@ -25,5 +25,5 @@ pub mod varint;
 pub use cursor::Cursor;
 pub use error::ModelError;
 pub use hlc::{Hlc, Timestamp};
-pub use message::{Header, Message, MessageId, NodeId, limits};
+pub use message::{Header, IDEMPOTENCY_HEADER, Message, MessageId, NodeId, limits};
 pub use topic::{Topic, TopicPattern, TopicSet};

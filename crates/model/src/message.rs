@@ -28,6 +28,12 @@ pub mod limits {
     pub const MAX_CURSOR_ENTRIES: usize = 4096;
 }
 
+/// Name of the header that carries a message's idempotency key. The store
+/// adds it to a message published with one, so that every node holding a
+/// copy (its origin, a replica) knows the key and answers a retry with the
+/// original message; a publisher cannot set a header of this name.
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
 /// A node's identity: a random 64-bit number created on first start and kept
 /// in the node's data directory. Written as 16 lowercase hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -316,6 +316,15 @@ impl Router {
                 }
                 copies
             }
+            // A retry answered with a message of another origin that this
+            // node holds: the origin and this node have it.
+            _ if published
+                .iter()
+                .flat_map(|p| &p.results)
+                .any(|a| a.id.origin != me) =>
+            {
+                2
+            }
             _ => 1,
         };
         for p in &mut published {

@@ -1,3 +1,4 @@
+use switchyard_model::IDEMPOTENCY_HEADER;
 use switchyard_model::limits::{
     MAX_HEADER_NAME, MAX_HEADER_VALUE, MAX_HEADERS, MAX_HEADERS_TOTAL, MAX_KEY_LEN,
 };
@@ -47,6 +48,12 @@ pub fn validate(req: &PublishRequest, max_payload: usize) -> Result<(), InvalidM
         {
             return Err(InvalidMessage::InvalidHeader(format!(
                 "header name {:?} is not an HTTP token",
+                h.name
+            )));
+        }
+        if h.name.eq_ignore_ascii_case(IDEMPOTENCY_HEADER) {
+            return Err(InvalidMessage::InvalidHeader(format!(
+                "header {:?} is reserved: send the key as the Idempotency-Key request header",
                 h.name
             )));
         }
@@ -170,6 +177,21 @@ mod tests {
         assert!(matches!(
             validate(&idem, 10),
             Err(InvalidMessage::InvalidIdempotencyKey(_))
+        ));
+    }
+
+    #[test]
+    fn the_idempotency_header_is_reserved() {
+        let r = PublishRequest {
+            headers: vec![Header {
+                name: "Idempotency-Key".into(),
+                value: "k".into(),
+            }],
+            ..req()
+        };
+        assert!(matches!(
+            validate(&r, 10),
+            Err(InvalidMessage::InvalidHeader(m)) if m.contains("reserved")
         ));
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use switchyard_model::{Header, Message, MessageId, NodeId, Timestamp, Topic};
+use switchyard_model::{Header, IDEMPOTENCY_HEADER, Message, MessageId, NodeId, Timestamp, Topic};
 use tokio::sync::oneshot;
 
 use crate::StoreError;
@@ -97,6 +97,40 @@ fn decode_idem(topic: &Topic, b: &[u8]) -> Result<(Appended, u64), StoreError> {
     Ok((appended, expires))
 }
 
+/// Stages the idempotency record of `m`, a message of another origin that
+/// carries its key in the [`IDEMPOTENCY_HEADER`] header, unless the record
+/// exists or has expired (the window counts from the message's
+/// timestamp). A publish on this node with the same topic and key then
+/// answers the original message, as on its origin.
+pub(crate) fn stage_remote_idem(
+    sh: &crate::store::Shared,
+    staged: &mut Staged<'_>,
+    m: &Message,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let Some(key) = m.header(IDEMPOTENCY_HEADER) else {
+        return Ok(());
+    };
+    let window = sh.config.idempotency_window.as_millis() as u64;
+    let expires = m.timestamp.millis().saturating_add(window);
+    if expires <= now_ms {
+        return Ok(());
+    }
+    let ik = keys::idem_key(&m.topic, key);
+    if sh.idem.get(&ik).storage()?.is_some() {
+        return Ok(());
+    }
+    let appended = Appended {
+        id: m.id,
+        topic: m.topic.clone(),
+        stream_seq: m.stream_seq,
+        timestamp: m.timestamp,
+        duplicate: true,
+    };
+    staged.insert(&sh.idem, ik, idem_record(&appended, expires));
+    Ok(())
+}
+
 impl Writer {
     /// Writes a group of requests as one batch; returns per-request results.
     /// Takes the messages' contents out of the requests instead of copying
@@ -154,6 +188,12 @@ impl Writer {
                 }
                 let seq = self.next_seq;
                 self.next_seq += 1;
+                if let Some(k) = &a.idempotency_key {
+                    a.headers.push(Header {
+                        name: IDEMPOTENCY_HEADER.to_owned(),
+                        value: k.clone(),
+                    });
+                }
                 let timestamp = self.hlc.now(now);
                 let msg = Message {
                     id: MessageId { origin: local, seq },

@@ -9,12 +9,13 @@ use std::sync::atomic::Ordering;
 use switchyard_model::{Message, NodeId, Topic, TopicSet};
 
 use crate::StoreError;
+use crate::append::stage_remote_idem;
 use crate::batch::{Durability, Staged};
 use crate::codec::decode_index;
 use crate::error::Storage;
 use crate::keys;
 use crate::store::Shared;
-use crate::writer::Writer;
+use crate::writer::{Writer, now_ms};
 
 /// A range of a stream that its origin removed by retention: stream
 /// sequences up to `stream_seq`, origin sequences up to `origin_seq`.
@@ -67,8 +68,10 @@ impl Writer {
         }
         let mut staged = Staged::new(sh, "ingest", Durability::Publish);
         let mut fresh = Vec::new();
+        let now = now_ms();
         for m in messages.into_iter().filter(|m| m.id.seq > held) {
             if staged.push_head(&m) {
+                stage_remote_idem(sh, &mut staged, &m, now)?;
                 self.hlc.observe(m.timestamp);
                 fresh.push(Arc::new(m));
             }
@@ -101,6 +104,7 @@ impl Writer {
         let held = sh.catalog.read().visible.get(&origin).copied().unwrap_or(0);
         let through = through.min(held);
         let mut staged = Staged::new(sh, "fill", Durability::Publish);
+        let now = now_ms();
         for m in &messages {
             if m.id.origin != origin || m.id.seq <= after || m.id.seq > through {
                 continue;
@@ -114,6 +118,7 @@ impl Writer {
                 continue;
             }
             staged.put_older(m);
+            stage_remote_idem(sh, &mut staged, m, now)?;
         }
         if let Some((topics, trims)) = complete {
             complete_streams(sh, &mut staged, origin, &messages, after, topics, trims)?;

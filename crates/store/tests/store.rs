@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use switchyard_model::{
-    Cursor, Header, Message, MessageId, NodeId, Timestamp, Topic, TopicPattern, TopicSet,
+    Cursor, Header, IDEMPOTENCY_HEADER, Message, MessageId, NodeId, Timestamp, Topic, TopicPattern,
+    TopicSet,
 };
 use switchyard_store::{
     Append, Appended, FsyncMode, Gap, ReadBatch, ReadQuery, RetentionPolicy, RetentionRule, Store,
@@ -1714,4 +1715,54 @@ async fn a_writer_fault_poisons_the_store_and_reads_still_work() {
         assert_eq!(next.id.seq, before.id.seq + 1, "{mode}");
         shut(store);
     }
+}
+
+/// A message published with an idempotency key carries it as a header, and
+/// a node holding a copy from another origin answers a publish with the
+/// same topic and key with that origin's message, storing nothing; a copy
+/// older than the idempotency window records nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_of_another_origin_answer_an_idempotent_retry() {
+    let dir = tempdir();
+    let store = open(config(&dir));
+    let own = append_one(&store, keyed("pay.in", "first", "k-own")).await;
+    let got = drain(&store, &query(&["pay.in"]), &Cursor::earliest());
+    assert_eq!(got.messages[0].id, own.id);
+    assert_eq!(got.messages[0].header(IDEMPOTENCY_HEADER), Some("k-own"));
+
+    let other = NodeId(0xfeed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let with_key = |seq: u64, stream_seq: u64, key: &str, ms: u64| Message {
+        timestamp: Timestamp::from_millis(ms),
+        headers: vec![Header {
+            name: IDEMPOTENCY_HEADER.to_owned(),
+            value: key.to_owned(),
+        }],
+        ..remote(other, seq, "pay.in", stream_seq, "theirs")
+    };
+    let fresh = with_key(4, 1, "k-remote", now);
+    let stale = with_key(5, 2, "k-stale", now - 3_600_000 * 24 * 30);
+    store.ingest(other, vec![fresh, stale], 5).await.unwrap();
+    let retry = append_one(&store, keyed("pay.in", "again", "k-remote")).await;
+    assert!(retry.duplicate);
+    assert_eq!(
+        retry.id,
+        MessageId {
+            origin: other,
+            seq: 4
+        }
+    );
+    assert_eq!(retry.stream_seq, 1);
+    // Outside the window: a new message.
+    let late = append_one(&store, keyed("pay.in", "late", "k-stale")).await;
+    assert!(!late.duplicate);
+    assert_eq!(late.id.origin, store.node_id());
+    // The same key on another topic is another message.
+    let elsewhere = append_one(&store, keyed("pay.out", "x", "k-remote")).await;
+    assert!(!elsewhere.duplicate);
+    let all = drain(&store, &query(&["pay.>"]), &Cursor::earliest());
+    assert_eq!(all.messages.len(), 5);
 }
