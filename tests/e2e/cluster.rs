@@ -1579,3 +1579,118 @@ async fn past_unfollowed(nodes: &[Node], topic: &str, texts: &[String]) -> Sse {
     assert_eq!(got, ["marker"]);
     follow
 }
+
+/// A group whose coordinator is killed (kill -9) resumes on another node
+/// from the state the coordinator recorded in its replicated log: the
+/// messages it had in flight are delivered again, those acknowledged are
+/// not, none is lost, and the counters go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_resumes_after_its_coordinator_is_killed() {
+    use crate::groups::{GroupMember, counter, info};
+
+    let dir = tempfile::tempdir().unwrap();
+    let start = |d: &Path, seeds: &[String]| configured(d, "replication_factor = 3\n", seeds);
+    let a = start(&dir.path().join("a"), &[]);
+    let seed = whoami(&a).await.1;
+    let b = start(&dir.path().join("b"), std::slice::from_ref(&seed));
+    let c = start(&dir.path().join("c"), std::slice::from_ref(&seed));
+    let mut nodes = [a, b, c];
+    let mut ids = Vec::new();
+    for node in &nodes {
+        ids.push(whoami(node).await.0);
+    }
+    for (i, node) in nodes.iter().enumerate() {
+        for (j, id) in ids.iter().enumerate() {
+            if i != j {
+                wait_until(Duration::from_secs(20), "every member alive", || async {
+                    state_of(node, id).await.as_deref() == Some("alive")
+                })
+                .await;
+            }
+        }
+    }
+    let query = format!("topic={}&max_inflight=1000", enc("work.>"));
+    let probe = GroupMember::join(&nodes[0], "failover", &query).await;
+    let coordinator = info(&nodes[0], "failover").await["coordinator"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    drop(probe);
+    let dead = ids.iter().position(|id| *id == coordinator).unwrap();
+    let stay: Vec<usize> = (0..3).filter(|i| *i != dead).collect();
+    let mut m = GroupMember::join(&nodes[stay[0]], "failover", &query).await;
+    publish_texts(&nodes[stay[1]], "work.x", &texts_of("w", 300)).await;
+    let got: Vec<String> = m
+        .recv(300, Duration::from_secs(20))
+        .await
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(got.len(), 300);
+    m.ack(&got[..150]).await;
+    // Both survivors hold the coordinator's record of the group with the
+    // other 150 in flight.
+    for i in &stay {
+        wait_until(
+            Duration::from_secs(20),
+            "the group's state replicated",
+            || async {
+                nodes[*i]
+                    .pull_all("$sys.groups.>")
+                    .await
+                    .last()
+                    .and_then(|m| serde_json::from_str::<Value>(m["payload"].as_str()?).ok())
+                    .is_some_and(|s| {
+                        s["name"] == "failover"
+                            && s["state"]["inflight"].as_array().map(Vec::len) == Some(150)
+                    })
+            },
+        )
+        .await;
+    }
+    let killed = Instant::now();
+    nodes[dead].kill9();
+    drop(m);
+    for i in &stay {
+        wait_until(
+            Duration::from_secs(20),
+            "the coordinator seen down",
+            || async { state_of(&nodes[*i], &coordinator).await.as_deref() == Some("down") },
+        )
+        .await;
+    }
+    // A member joins again through either survivor and gets exactly the
+    // messages that were in flight.
+    let mut m = GroupMember::join(&nodes[stay[1]], "failover", &query).await;
+    let again = m.recv(150, Duration::from_secs(20)).await;
+    println!(
+        "failover: in-flight messages delivered again {:?} after the kill",
+        killed.elapsed()
+    );
+    let mut again: Vec<String> = again.into_iter().map(|d| d.id).collect();
+    again.sort();
+    let mut want = got[150..].to_vec();
+    want.sort();
+    let repeats = again.iter().filter(|id| got[..150].contains(id)).count();
+    println!("failover: acknowledged messages delivered again: {repeats}");
+    assert_eq!(again, want);
+    m.ack(&again).await;
+    let after = publish_texts(&nodes[stay[0]], "work.y", &texts_of("after", 20)).await;
+    let mut late: Vec<String> = m
+        .recv(20, Duration::from_secs(10))
+        .await
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    m.ack(&late).await;
+    late.sort();
+    let mut after = after;
+    after.sort();
+    assert_eq!(late, after);
+    m.expect_nothing(Duration::from_millis(300), "everything was acked")
+        .await;
+    let v = info(&nodes[stay[0]], "failover").await;
+    assert_ne!(v["coordinator"], coordinator.as_str(), "{v:#}");
+    assert_eq!(counter(&v, "acked"), 320, "{v:#}");
+    assert_eq!(counter(&v, "inflight"), 0, "{v:#}");
+}

@@ -121,6 +121,27 @@ pub enum GroupTaken {
     /// The peer still coordinates the group as it sees the membership; ask
     /// again once the views agree.
     Refused(String),
+    /// The peer holds no state of its own for the group, but copies of
+    /// what coordinators that are no longer live members recorded in their
+    /// origin logs (which the peer replicates). Nothing to confirm.
+    Snapshots(Vec<GroupSnapshot>),
+}
+
+/// A group's state as its coordinator recorded it in its own origin log
+/// (a `$sys.groups` stream), which replication copies to the origin's
+/// replicas: a crashed coordinator's groups resume from it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GroupSnapshot {
+    /// The coordinator that recorded it.
+    pub origin: u64,
+    /// The group's name.
+    pub name: String,
+    /// When the group was created (its incarnation), in Unix milliseconds.
+    pub created_ms: u64,
+    /// The coordinator's epoch for the group.
+    pub epoch: u64,
+    /// The group's state; `None` records that the group was deleted.
+    pub state: Option<GroupState>,
 }
 
 /// A message on the wire.

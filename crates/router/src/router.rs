@@ -152,7 +152,13 @@ impl Router {
     /// Opens the store and builds the router. Blocking (recovery reads the
     /// journal).
     pub fn open(config: RouterConfig) -> Result<Router, RouterError> {
-        let store = Arc::new(Store::open(config.store.clone())?);
+        let mut store_config = config.store.clone();
+        // Group snapshots keep a bounded history, whatever the operator's
+        // rules say.
+        store_config
+            .retention_rules
+            .insert(0, crate::groups::snapshot_retention_rule());
+        let store = Arc::new(Store::open(store_config)?);
         let plugins = Arc::new(Plugins::open(
             store.clone(),
             &config.plugins,

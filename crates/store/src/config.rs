@@ -51,7 +51,8 @@ impl std::fmt::Display for FsyncMode {
 pub struct RetentionPolicy {
     /// Messages older than this are removed.
     pub max_age: Option<Duration>,
-    /// The oldest messages are removed while a stream holds more than this many bytes.
+    /// The oldest messages are removed while a stream holds more than this
+    /// many bytes (its newest message always stays).
     pub max_bytes: Option<u64>,
 }
 

@@ -94,12 +94,14 @@ fn plan(
         .map(|a| Timestamp::from_millis(now_ms().saturating_sub(a.as_millis() as u64)));
     let mut out = Vec::new();
     let range = keys::index_key(topic, origin, after + 1)..=keys::index_key(topic, origin, visible);
-    for item in sh.index.range(range) {
+    let mut entries = sh.index.range(range).peekable();
+    while let Some(item) = entries.next() {
         let (k, v) = item.into_inner().storage()?;
         let seq = keys::index_key_seq(&k).ok_or(StoreError::Corrupt("index key"))?;
         let iv = decode_index(&v)?;
         let too_old = oldest_kept.is_some_and(|t| iv.timestamp < t);
-        let too_big = policy.max_bytes.is_some_and(|max| bytes > max);
+        // A stream over its size keeps its newest message all the same.
+        let too_big = policy.max_bytes.is_some_and(|max| bytes > max) && entries.peek().is_some();
         if !(too_old || too_big) {
             return Ok((out, Some(iv.timestamp)));
         }

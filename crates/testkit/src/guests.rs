@@ -5,9 +5,23 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// The repository's root directory (the parent of `crates/`).
+/// The repository's root directory (the parent of `crates/`): found from
+/// the directory of the package under test (cargo sets
+/// `CARGO_MANIFEST_DIR` when it runs a test), so that a build of this crate
+/// reused from a checkout elsewhere still finds this checkout; else from
+/// where this crate was built.
 pub fn repo_root() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .and_then(|dir| {
+                dir.ancestors()
+                    .find(|d| d.join("plugins/Cargo.toml").is_file())
+                    .map(Path::to_path_buf)
+            })
+            .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")))
+    })
 }
 
 /// The component of the guest plugin crate `name` (`passthrough`,

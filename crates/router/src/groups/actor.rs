@@ -15,6 +15,7 @@ use switchyard_store::{Append, GroupWrite, ReadQuery, Store, StoreError};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::registry::Behind;
+use super::snapshots::{self, SNAPSHOT_INTERVAL};
 use super::state::{
     DeadLetter, DeadLetterOutcome, GroupCommand, GroupState, Lookup, MemberKey, Picker,
 };
@@ -123,6 +124,11 @@ pub(super) struct Actor {
     behind: Behind,
     /// How to fetch what is held back.
     recovery: Option<Recovery>,
+    /// Whether the group's state is recorded in the origin log (see
+    /// [`super::snapshots`]), and when it next may be, once it changed.
+    snapshots: bool,
+    snapshot_due: Option<tokio::time::Instant>,
+    last_snapshot: Option<tokio::time::Instant>,
 }
 
 impl Actor {
@@ -150,6 +156,41 @@ impl Actor {
             _interest: interest,
             behind: Behind::new(),
             recovery: None,
+            snapshots: false,
+            snapshot_due: None,
+            last_snapshot: None,
+        }
+    }
+
+    /// Records the group's state in the node's origin log when it starts
+    /// and, at most every [`SNAPSHOT_INTERVAL`], whenever it changed, so
+    /// that replication carries it to the node's replicas.
+    pub(super) fn record_snapshots(&mut self) {
+        self.snapshots = true;
+        self.snapshot_due = Some(tokio::time::Instant::now());
+    }
+
+    /// A round persisted changes: a snapshot is due.
+    fn changed(&mut self) {
+        if !self.snapshots || self.snapshot_due.is_some() {
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let earliest = self.last_snapshot.map_or(now, |t| t + SNAPSHOT_INTERVAL);
+        self.snapshot_due = Some(earliest.max(now));
+    }
+
+    /// Records the group's persisted state in the origin log.
+    async fn snapshot(&mut self) {
+        self.snapshot_due = None;
+        self.last_snapshot = Some(tokio::time::Instant::now());
+        if self.stopped.is_some() || self.deleted {
+            return;
+        }
+        if let Err(e) = snapshots::record(&self.store, self.state.name()).await {
+            // The next change tries again; meanwhile a failover resumes
+            // from an older snapshot (messages delivered again, none lost).
+            tracing::warn!(group = %self.state.name(), error = %e, "could not record the group's state in the log");
         }
     }
 
@@ -222,6 +263,10 @@ impl Actor {
                     }
                 }
                 () = sleep_until(next_timer), if next_timer.is_some() => {}
+                () = sleep_until(self.snapshot_due.map(|t| t.into_std())), if self.snapshot_due.is_some() => {
+                    self.snapshot().await;
+                    continue;
+                }
                 () = tokio::time::sleep_until(next_recovery), if !self.behind.is_empty() => {
                     recovery_delay = if self.recover().await {
                         RECOVERY_RETRY
@@ -365,9 +410,19 @@ impl Actor {
             )));
         }
         let (store, name) = (self.store.clone(), self.state.name().to_owned());
-        tokio::task::spawn_blocking(move || store.delete_group(&name))
-            .await
-            .map_err(|_| RouterError::ShuttingDown)??;
+        let stored = tokio::task::spawn_blocking(move || {
+            let stored = store.group(&name)?;
+            store.delete_group(&name).map(|()| stored)
+        })
+        .await
+        .map_err(|_| RouterError::ShuttingDown)??;
+        if self.snapshots
+            && let Some(g) = stored
+            && let Err(e) = snapshots::record_deleted(&self.store, &g).await
+        {
+            // Deleted here; a failover to a replica may bring it back.
+            tracing::warn!(group = %self.state.name(), error = %e, "could not record the group's deletion in the log");
+        }
         self.deleted = true;
         self.state.discard_changes();
         Ok(())
@@ -508,7 +563,7 @@ impl Actor {
                 };
                 let (store, name) = (self.store.clone(), self.state.name().to_owned());
                 match tokio::task::spawn_blocking(move || store.write_group(&name, &w)).await {
-                    Ok(Ok(())) => {}
+                    Ok(Ok(())) => self.changed(),
                     Ok(Err(StoreError::Closed)) | Err(_) => {
                         tracing::debug!(group = %self.state.name(), "store closed before the group's last write");
                         self.stopped = Some(Stopped::ShuttingDown);

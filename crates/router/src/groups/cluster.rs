@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use std::sync::atomic::Ordering;
 
-use switchyard_cluster::transport::{GroupGive, GroupState, GroupTake, GroupTaken};
+use switchyard_cluster::transport::{GroupGive, GroupSnapshot, GroupState, GroupTake, GroupTaken};
 use switchyard_model::{Cursor, MessageId, NodeId};
 use switchyard_store::StoredGroup;
 use tokio::sync::oneshot;
@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 use super::actor::Request;
 use super::registry::Groups;
 use super::settings::{Settings, SettingsRecord, validate_group_name};
+use super::snapshots::{self, Choice, choose};
 use crate::RouterError;
 
 /// Longest wait for one peer's answer to a take.
@@ -54,7 +55,7 @@ pub(crate) fn owner_score(node: u64, group: &str) -> u64 {
     z ^ (z >> 31)
 }
 
-fn to_wire(g: &StoredGroup) -> GroupState {
+pub(super) fn to_wire(g: &StoredGroup) -> GroupState {
     GroupState {
         settings: g.settings.clone(),
         cursor: g.cursor.encode(),
@@ -67,7 +68,7 @@ fn to_wire(g: &StoredGroup) -> GroupState {
     }
 }
 
-fn from_wire(name: &str, s: GroupState) -> Result<StoredGroup, String> {
+pub(super) fn from_wire(name: &str, s: GroupState) -> Result<StoredGroup, String> {
     Ok(StoredGroup {
         name: name.to_owned(),
         settings: s.settings,
@@ -93,7 +94,7 @@ fn from_wire(name: &str, s: GroupState) -> Result<StoredGroup, String> {
 }
 
 /// A copy's settings and its rank: epoch, then messages delivered.
-fn rank(g: &StoredGroup) -> Option<(SettingsRecord, (u64, u64))> {
+pub(super) fn rank(g: &StoredGroup) -> Option<(SettingsRecord, (u64, u64))> {
     let record: SettingsRecord = serde_json::from_slice(&g.settings).ok()?;
     let delivered = serde_json::from_slice::<super::GroupCounters>(&g.counters)
         .map(|c| c.delivered)
@@ -253,7 +254,7 @@ impl Groups {
         // A coordinator started here meanwhile stops; it restarts from the
         // merged state on next use.
         self.release(&give.name).await?;
-        self.adopt(&give.name, vec![g]).await?;
+        self.adopt(&give.name, vec![g], Vec::new()).await?;
         Ok(true)
     }
 
@@ -336,6 +337,10 @@ impl Groups {
             return Ok(());
         };
         let deadline = tokio::time::Instant::now() + TAKE_PATIENCE;
+        // What coordinators that are gone recorded, should no live copy be
+        // as new.
+        let mut snapshots = self.dead_snapshots(name).await;
+        let mut adopted = false;
         let mut copies: Vec<(String, StoredGroup)> = Vec::new();
         let mut asked = std::collections::HashSet::new();
         loop {
@@ -382,6 +387,10 @@ impl Groups {
                             }
                         }
                     }
+                    Ok(GroupTaken::Snapshots(found)) => {
+                        asked.insert(node);
+                        snapshots.extend(found.into_iter().filter(|s| s.name == name));
+                    }
                     Ok(GroupTaken::Refused(why)) => refused = Some(why),
                     Err(e) => {
                         // An unreachable peer keeps its copy, if any; this
@@ -396,7 +405,9 @@ impl Groups {
             if !copies.is_empty() {
                 let (givers, states): (Vec<String>, Vec<StoredGroup>) =
                     std::mem::take(&mut copies).into_iter().unzip();
-                self.adopt(name, states).await?;
+                self.adopt(name, states, std::mem::take(&mut snapshots))
+                    .await?;
+                adopted = true;
                 let confirm = GroupTake {
                     name: name.to_owned(),
                     confirm: true,
@@ -414,6 +425,9 @@ impl Groups {
                 while confirms.join_next().await.is_some() {}
             }
             let Some(why) = refused else {
+                if !adopted && !snapshots.is_empty() {
+                    self.adopt(name, Vec::new(), snapshots).await?;
+                }
                 return Ok(());
             };
             if tokio::time::Instant::now() >= deadline {
@@ -425,8 +439,16 @@ impl Groups {
         }
     }
 
-    /// Keeps the best of `copies` and this node's stored copy, durably.
-    async fn adopt(&self, name: &str, mut copies: Vec<StoredGroup>) -> Result<(), RouterError> {
+    /// Keeps the best of `copies`, this node's stored copy and the
+    /// `snapshots` of coordinators that are gone (see [`choose`]), durably;
+    /// deletes this node's copy when the latest record is the group's
+    /// deletion.
+    async fn adopt(
+        &self,
+        name: &str,
+        mut copies: Vec<StoredGroup>,
+        snapshots: Vec<GroupSnapshot>,
+    ) -> Result<(), RouterError> {
         let store = self.store.clone();
         let n = name.to_owned();
         if let Some(local) = tokio::task::spawn_blocking(move || store.group(&n))
@@ -434,6 +456,32 @@ impl Groups {
             .map_err(|_| RouterError::ShuttingDown)??
         {
             copies.push(local);
+        }
+        let from_snapshots = snapshots.len();
+        let copies = match choose(copies, snapshots) {
+            Choice::Merge(copies) => copies,
+            Choice::Deleted => {
+                tracing::info!(
+                    group = name,
+                    "the group's latest record, by a coordinator that is gone, is its deletion"
+                );
+                let (store, n) = (self.store.clone(), name.to_owned());
+                tokio::task::spawn_blocking(move || store.delete_group(&n))
+                    .await
+                    .map_err(|_| RouterError::ShuttingDown)??;
+                self.table.lock().dormant.remove(name);
+                return Ok(());
+            }
+        };
+        if copies.is_empty() {
+            return Ok(());
+        }
+        if from_snapshots > 0 {
+            tracing::info!(
+                group = name,
+                snapshots = from_snapshots,
+                "resuming a group from the state its coordinator recorded before it was gone"
+            );
         }
         let total = copies.len();
         let Some((mut g, mut record)) = merge(copies) else {
@@ -503,8 +551,36 @@ impl Groups {
                 );
                 GroupTaken::State(to_wire(&g))
             }
-            None => GroupTaken::Absent,
+            None => {
+                let found = self.dead_snapshots(name).await;
+                if found.is_empty() {
+                    GroupTaken::Absent
+                } else {
+                    GroupTaken::Snapshots(found)
+                }
+            }
         })
+    }
+
+    /// The latest snapshot of group `name` that each coordinator no longer
+    /// a live member recorded, as this node holds their logs.
+    async fn dead_snapshots(&self, name: &str) -> Vec<GroupSnapshot> {
+        let Some(cluster) = self.cluster.get() else {
+            return Vec::new();
+        };
+        if cluster.replication_factor() < 2 {
+            return Vec::new();
+        }
+        let live: Vec<u64> = cluster.peers().into_iter().map(|(n, _)| n).collect();
+        let (store, n) = (self.store.clone(), name.to_owned());
+        match tokio::task::spawn_blocking(move || snapshots::read_dead(&store, &n, &live)).await {
+            Ok(Ok(found)) => found,
+            Ok(Err(e)) => {
+                tracing::warn!(group = name, error = %e, "could not read the group's snapshots");
+                Vec::new()
+            }
+            Err(_) => Vec::new(),
+        }
     }
 }
 

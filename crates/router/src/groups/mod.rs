@@ -25,8 +25,10 @@
 //! as a pure state machine, fed commands and the time), [`actor`] (the
 //! coordinator task that carries out the state machine's I/O),
 //! [`registry`] (the node's groups and the requests that reach them),
-//! [`member`] (a connected member) and [`cluster`] (one coordinator per
-//! group across a cluster: relaying, take-over, hand-over).
+//! [`member`] (a connected member), [`cluster`] (one coordinator per
+//! group across a cluster: relaying, take-over, hand-over) and
+//! [`snapshots`] (group state recorded in the replicated origin log, for
+//! failover when a coordinator dies).
 
 use std::time::Duration;
 
@@ -36,12 +38,14 @@ mod effects;
 mod member;
 mod registry;
 mod settings;
+mod snapshots;
 mod state;
 mod types;
 
 pub use member::Member;
 pub use registry::Groups;
 pub use settings::validate_group_name;
+pub(crate) use snapshots::retention_rule as snapshot_retention_rule;
 #[allow(unused_imports)]
 pub(crate) use state::{
     Applied, DeadLetter, DeadLetterOutcome, GroupChanges, GroupCommand, GroupState, Lookup,

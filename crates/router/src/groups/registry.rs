@@ -221,6 +221,13 @@ impl Groups {
             self.next_member.clone(),
             interest,
         );
+        if self
+            .cluster
+            .get()
+            .is_some_and(|c| c.replication_factor() >= 2)
+        {
+            actor.record_snapshots();
+        }
         if let Some(cluster) = self.cluster.get()
             && !behind.is_empty()
         {
