@@ -16,10 +16,20 @@ const KEY: &str = "an end-to-end cluster key";
 const DETECTION: Duration = Duration::from_secs(3);
 
 /// Starts a node that gossips on `gossip` and joins through `seeds`.
+/// Arguments of a node that copies no origin's whole log: what it holds of
+/// another origin is what its readers pulled.
+const UNREPLICATED: &[&str] = &["--replication-factor", "1"];
+
 fn member(dir: &Path, key: &str, gossip: &str, seeds: &[String]) -> Node {
+    member_with(dir, key, gossip, seeds, &[])
+}
+
+/// [`member`] with extra command-line arguments.
+fn member_with(dir: &Path, key: &str, gossip: &str, seeds: &[String], extra: &[&str]) -> Node {
     std::fs::create_dir_all(dir).unwrap();
     let toml = format!("[cluster]\nkey = \"{key}\"\n");
     let mut args = vec!["--fsync", "never", "--gossip-listen", gossip];
+    args.extend_from_slice(extra);
     for s in seeds {
         args.push("--join");
         args.push(s);
@@ -67,15 +77,25 @@ async fn state_of(node: &Node, id: &str) -> Option<String> {
 /// Starts `n` nodes under `dir`, the first one the seed of the others,
 /// and waits until every node sees every other alive.
 async fn start_cluster(dir: &Path, n: usize) -> (Vec<Node>, Vec<(String, String)>) {
-    let seed_node = member(&dir.join("n0"), KEY, "127.0.0.1:0", &[]);
+    start_cluster_with(dir, n, &[]).await
+}
+
+/// [`start_cluster`] with extra command-line arguments for every node.
+async fn start_cluster_with(
+    dir: &Path,
+    n: usize,
+    extra: &[&str],
+) -> (Vec<Node>, Vec<(String, String)>) {
+    let seed_node = member_with(&dir.join("n0"), KEY, "127.0.0.1:0", &[], extra);
     let seed = whoami(&seed_node).await.1;
     let mut nodes = vec![seed_node];
     for i in 1..n {
-        nodes.push(member(
+        nodes.push(member_with(
             &dir.join(format!("n{i}")),
             KEY,
             "127.0.0.1:0",
             std::slice::from_ref(&seed),
+            extra,
         ));
     }
     let mut ids = Vec::new();
@@ -1045,7 +1065,7 @@ async fn a_catch_up_reports_what_the_origin_removed() {
     let a_dir = dir.path().join("a");
     std::fs::create_dir_all(&a_dir).unwrap();
     let toml = format!(
-        "[cluster]\nkey = \"{KEY}\"\n[retention]\ninterval_ms = 100\n\
+        "[cluster]\nkey = \"{KEY}\"\nreplication_factor = 1\n[retention]\ninterval_ms = 100\n\
          [[retention.topics]]\npattern = \"short.>\"\nmax_bytes = 2000\n"
     );
     let a = Node::start_with_config(
@@ -1054,7 +1074,13 @@ async fn a_catch_up_reports_what_the_origin_removed() {
         &["--fsync", "never", "--gossip-listen", "127.0.0.1:0"],
     );
     let seed = whoami(&a).await.1;
-    let b = member(&dir.path().join("b"), KEY, "127.0.0.1:0", &[seed]);
+    let b = member_with(
+        &dir.path().join("b"),
+        KEY,
+        "127.0.0.1:0",
+        &[seed],
+        UNREPLICATED,
+    );
     let a_id = whoami(&a).await.0;
     wait_until(Duration::from_secs(20), "b sees a", || async {
         state_of(&b, &a_id).await.as_deref() == Some("alive")
@@ -1161,7 +1187,7 @@ async fn a_pull_from_the_start_returns_every_nodes_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_never_passes_messages_of_an_unreachable_origin() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut nodes, ids) = start_cluster(dir.path(), 2).await;
+    let (mut nodes, ids) = start_cluster_with(dir.path(), 2, UNREPLICATED).await;
     let jobs = texts_of("job", 100);
     let _follow = past_unfollowed(&nodes, "jobs", &jobs).await;
     let (a_id, a_gossip) = ids[0].clone();
@@ -1194,11 +1220,12 @@ async fn a_pull_never_passes_messages_of_an_unreachable_origin() {
     assert!(early.is_none(), "{early:?}");
     // A comes back with its data: the stream delivers all 100, and the
     // pull's cursor now gives them too.
-    nodes[0] = member(
+    nodes[0] = member_with(
         &dir.path().join("n0"),
         KEY,
         &a_gossip,
         std::slice::from_ref(&ids[1].1),
+        UNREPLICATED,
     );
     back_alive(&nodes[1], &a_id, generation).await;
     let (got, others) =
@@ -1219,7 +1246,7 @@ async fn a_pull_never_passes_messages_of_an_unreachable_origin() {
 async fn a_group_waits_for_messages_of_an_unreachable_origin() {
     use crate::groups::GroupMember;
     let dir = tempfile::tempdir().unwrap();
-    let (mut nodes, ids) = start_cluster(dir.path(), 2).await;
+    let (mut nodes, ids) = start_cluster_with(dir.path(), 2, UNREPLICATED).await;
     let _follow = past_unfollowed(&nodes, "work", &texts_of("w", 100)).await;
     let (a_id, a_gossip) = ids[0].clone();
     let generation = states(&nodes[1]).await[&a_id].1;
@@ -1237,11 +1264,12 @@ async fn a_group_waits_for_messages_of_an_unreachable_origin() {
     .await;
     m.expect_nothing(Duration::from_millis(500), "A's messages are not here")
         .await;
-    nodes[0] = member(
+    nodes[0] = member_with(
         &dir.path().join("n0"),
         KEY,
         &a_gossip,
         std::slice::from_ref(&ids[1].1),
+        UNREPLICATED,
     );
     back_alive(&nodes[1], &a_id, generation).await;
     let got = m.recv(100, Duration::from_secs(20)).await;
@@ -1263,7 +1291,7 @@ async fn a_group_waits_for_messages_of_an_unreachable_origin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn older_messages_of_a_dead_origin_come_from_a_peer_that_holds_them() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut nodes, ids) = start_cluster(dir.path(), 3).await;
+    let (mut nodes, ids) = start_cluster_with(dir.path(), 3, UNREPLICATED).await;
     // B follows `jobs` from the start of A's log; C follows only `u`, so
     // its watermark for A moves past A's `jobs` and `other` messages.
     let mut on_b = Sse::connect(
@@ -1693,4 +1721,39 @@ async fn a_group_resumes_after_its_coordinator_is_killed() {
     assert_ne!(v["coordinator"], coordinator.as_str(), "{v:#}");
     assert_eq!(counter(&v, "acked"), 320, "{v:#}");
     assert_eq!(counter(&v, "inflight"), 0, "{v:#}");
+}
+
+/// The first reproduction again with the default replication: B, which
+/// follows only `u`, holds A's whole log as A's replica, so once A is dead
+/// B's pull from the start returns all of A's `jobs` messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_replication_a_dead_origins_messages_are_pulled_from_its_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, ids) = start_cluster(dir.path(), 2).await;
+    let jobs = texts_of("job", 100);
+    // `acks=quorum` by default: each publish is answered once B holds it.
+    let _follow = past_unfollowed(&nodes, "jobs", &jobs).await;
+    nodes[0].kill9();
+    wait_until(Duration::from_secs(15), "A down on B", || async {
+        state_of(&nodes[1], &ids[0].0).await.as_deref() == Some("down")
+    })
+    .await;
+    let v = nodes[1]
+        .get_json("/v1/messages?topic=jobs&from=earliest&limit=1000")
+        .await;
+    assert_eq!(payloads(&v), jobs, "{v:#}");
+    assert_eq!(v["gaps"], serde_json::json!([]), "{v:#}");
+    // With A down, B alone cannot give a publish a quorum of two copies:
+    // `quorum` answers 503, `local` is stored.
+    let (status, _, body) = nodes[1]
+        .raw(nodes[1].request("POST", "/v1/topics/jobs"), "alone")
+        .await;
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    let (status, _, _) = nodes[1]
+        .raw(
+            nodes[1].request("POST", "/v1/topics/jobs?acks=local"),
+            "alone-local",
+        )
+        .await;
+    assert_eq!(status, 201);
 }

@@ -53,6 +53,9 @@ pub struct ClusterConfig {
     pub replication_factor: usize,
 }
 
+/// Default nodes that hold each origin's whole log, the origin included.
+pub const DEFAULT_REPLICATION_FACTOR: usize = 3;
+
 impl ClusterConfig {
     /// Defaults, listening on `gossip_listen`, with `key`.
     pub fn new(gossip_listen: SocketAddr, key: Vec<u8>) -> Self {
@@ -68,7 +71,7 @@ impl ClusterConfig {
             gossip_interval: Duration::from_millis(100),
             gossip_fanout: 3,
             rejoin_interval: Duration::from_secs(1),
-            replication_factor: 1,
+            replication_factor: DEFAULT_REPLICATION_FACTOR,
         }
     }
 
