@@ -1757,3 +1757,94 @@ async fn with_replication_a_dead_origins_messages_are_pulled_from_its_replica() 
         .await;
     assert_eq!(status, 201);
 }
+
+/// Pull every message of `pattern` from `node`: (payload, origin, id).
+async fn pulled(node: &Node, pattern: &str) -> Vec<(String, String, Option<String>)> {
+    node.pull_all(pattern)
+        .await
+        .iter()
+        .map(|m| {
+            (
+                m["payload"].as_str().unwrap().to_owned(),
+                m["origin"].as_str().unwrap().to_owned(),
+                m["id"].as_str().map(str::to_owned),
+            )
+        })
+        .collect()
+}
+
+/// Checks that `got` holds exactly the messages `published` (ids), in
+/// per-origin order.
+fn assert_all_once(got: &[(String, String, Option<String>)], published: &[String], what: &str) {
+    assert_origin_order(got);
+    let mut ids: Vec<&str> = got.iter().filter_map(|(_, _, id)| id.as_deref()).collect();
+    ids.sort_unstable();
+    let mut want: Vec<&str> = published.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    let missing = want
+        .iter()
+        .filter(|id| ids.binary_search(id).is_err())
+        .count();
+    assert_eq!(
+        missing, 0,
+        "{what}: {missing} acknowledged messages missing"
+    );
+    assert_eq!(ids.len(), want.len(), "{what}: repeats or strangers");
+}
+
+/// Three nodes with the default replication (3 copies, `acks=quorum`):
+/// 5,010 messages published across them, then one node is killed and its
+/// data directory deleted. Both survivors hold every acknowledged message,
+/// in per-origin order; the node returns empty as a new origin, and reads
+/// the old origin's log from the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_messages_survive_a_node_killed_with_its_disk() {
+    use serde_json::json;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, ids) = start_cluster(dir.path(), 3).await;
+    let mut published = Vec::new();
+    for round in 0..10 {
+        for (i, node) in nodes.iter().enumerate() {
+            let entries: Vec<Value> = (0..167)
+                .map(|j| json!({"topic": format!("d.n{i}"), "payload": format!("{i}-{}", round * 167 + j)}))
+                .collect();
+            published.extend(publish_batch(node, "d.x", &entries).await);
+        }
+    }
+    assert_eq!(published.len(), 5010);
+    nodes[0].kill9();
+    std::fs::remove_dir_all(dir.path().join("n0")).unwrap();
+    for node in &nodes[1..] {
+        let got = pulled(node, "d.>").await;
+        assert_all_once(&got, &published, "a survivor");
+    }
+    // The node returns with an empty directory: a new origin.
+    nodes[0] = member(
+        &dir.path().join("n0"),
+        KEY,
+        "127.0.0.1:0",
+        std::slice::from_ref(&ids[1].1),
+    );
+    let (new_id, _) = whoami(&nodes[0]).await;
+    assert_ne!(new_id, ids[0].0);
+    for node in &nodes[1..] {
+        wait_until(Duration::from_secs(20), "the new node alive", || async {
+            state_of(node, &new_id).await.as_deref() == Some("alive")
+        })
+        .await;
+    }
+    // It learns of the old origin from the others' gossip, and once it too
+    // sees that one down, reads its log through a node that holds it.
+    wait_until(
+        Duration::from_secs(20),
+        "the old origin down on the new node",
+        || async { state_of(&nodes[0], &ids[0].0).await.as_deref() == Some("down") },
+    )
+    .await;
+    published.extend(publish_texts(&nodes[0], "d.new", &["new-0".to_owned()]).await);
+    for (i, node) in nodes.iter().enumerate() {
+        let got = pulled(node, "d.>").await;
+        assert_all_once(&got, &published, &format!("node {i}"));
+    }
+}

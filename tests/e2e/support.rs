@@ -41,7 +41,12 @@ impl Node {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .args(args)
-            .env("SWITCHYARD_LOG", "warn")
+            // `E2E_NODE_LOG` (a `SWITCHYARD_LOG` filter) says what the
+            // nodes write to their `node.log`.
+            .env(
+                "SWITCHYARD_LOG",
+                std::env::var("E2E_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()

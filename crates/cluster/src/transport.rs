@@ -180,6 +180,12 @@ pub struct FeedResponse {
     /// The end of the answering node's log when it answered: when
     /// `through` reaches it, the asking node is up to date with it.
     pub head: u64,
+    /// For a head request (`limit` 0): the other origins whose whole log
+    /// the answering node holds from the start, each with how far (its
+    /// watermark). A node learns from it of origins that are gone, to
+    /// read their logs through the node that holds them.
+    #[serde(default)]
+    pub held: Vec<(u64, u64)>,
 }
 
 impl WireMessage {
@@ -516,6 +522,7 @@ mod tests {
             }],
             trimmed: vec![("orders.eu".into(), 2, 7)],
             head: 12,
+            held: vec![(7, 30)],
         };
         let back: FeedResponse = decode(&encode(&r)).unwrap();
         assert_eq!(back, r);

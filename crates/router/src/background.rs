@@ -1,8 +1,9 @@
 //! The router's background work, owned by the router and stopped by
 //! [`crate::Router::shutdown`]: while the node is part of a cluster, one
 //! task stores membership events on `$sys.cluster` and keeps one pull
-//! running per live peer (see [`crate::feeds`]), starting and stopping
-//! pulls as the membership changes.
+//! running per live peer (see [`crate::feeds`]), and one per origin that is
+//! gone but whose log a live peer holds (pulled through that peer),
+//! starting and stopping pulls as the membership changes.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -80,6 +81,10 @@ struct Pulls {
     set: JoinSet<()>,
     /// Per peer: its address, whether this node replicates it, the task.
     running: HashMap<u64, (String, bool, AbortHandle)>,
+    /// Per origin that is gone but whose log a live peer holds: the
+    /// peer's address, whether this node replicates the origin, the task
+    /// pulling the origin's log through that peer.
+    relayed: HashMap<u64, (String, bool, AbortHandle)>,
 }
 
 impl Pulls {
@@ -122,11 +127,66 @@ impl Pulls {
                 peer: NodeId(node),
                 addr: addr.clone(),
                 replica,
+                relayed: false,
             };
             let task = self.set.spawn(pull.run());
             self.running.insert(node, (addr, replica, task));
         }
+        self.sync_relayed(&peers_by_id(&self.cluster), &live);
     }
+
+    /// Asks the live peers, in the background, which origins that are
+    /// gone they hold (see [`crate::feeds::discover`]).
+    fn discover(&mut self) {
+        let (interest, cluster) = (self.interest.clone(), self.cluster.clone());
+        self.set
+            .spawn(async move { crate::feeds::discover(&interest, &cluster).await });
+    }
+
+    /// Starts a pull through a holding peer for each origin that is gone
+    /// but whose log a live peer holds (as a replica when this node is one
+    /// of the origin's replicas among the live members, so that replicas
+    /// lost with a node are replaced), and stops those of origins back
+    /// alive or whose holder is gone.
+    fn sync_relayed(&mut self, peers: &HashMap<u64, String>, live: &[u64]) {
+        let me = self.store.node_id().0;
+        let orphans: HashMap<u64, (String, bool)> = self
+            .interest
+            .orphans(peers)
+            .into_iter()
+            .filter(|(o, _, _)| o.0 != me)
+            .map(|(o, addr, _)| (o.0, (addr, self.cluster.replicates(me, o.0, live))))
+            .collect();
+        self.relayed.retain(|origin, (addr, replica, task)| {
+            let keep =
+                orphans.get(origin) == Some(&(addr.clone(), *replica)) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (origin, (addr, replica)) in orphans {
+            if self.relayed.contains_key(&origin) {
+                continue;
+            }
+            tracing::info!(origin = %NodeId(origin), through = %addr, replica, "pulling the log of an origin that is gone through a node that holds it");
+            let pull = Pull {
+                store: self.store.clone(),
+                interest: self.interest.clone(),
+                cluster: self.cluster.clone(),
+                peer: NodeId(origin),
+                addr: addr.clone(),
+                replica,
+                relayed: true,
+            };
+            let task = self.set.spawn(pull.run());
+            self.relayed.insert(origin, (addr, replica, task));
+        }
+    }
+}
+
+fn peers_by_id(cluster: &Cluster) -> HashMap<u64, String> {
+    cluster.peers().into_iter().collect()
 }
 
 /// Stores membership events and follows the membership with pulls until
@@ -151,11 +211,13 @@ pub(crate) async fn cluster_task(
         cluster,
         set: JoinSet::new(),
         running: HashMap::new(),
+        relayed: HashMap::new(),
     };
     if *stop.borrow_and_update() {
         return;
     }
     pulls.sync();
+    pulls.discover();
     let mut events_open = true;
     let mut resync = tokio::time::interval(RESYNC);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -167,12 +229,17 @@ pub(crate) async fn cluster_task(
                 Some(e) => {
                     store_event(&store, &topic, &e).await;
                     pulls.sync();
+                    pulls.discover();
                 }
                 None => events_open = false,
             },
             // A pull ends only when aborted; the set is drained here.
             Some(_) = pulls.set.join_next() => {}
-            _ = resync.tick() => pulls.sync(),
+            () = pulls.interest.orphans_found.notified() => pulls.sync(),
+            _ = resync.tick() => {
+                pulls.sync();
+                pulls.discover();
+            }
         }
     }
     pulls.set.shutdown().await;

@@ -364,6 +364,11 @@ impl Cluster {
             .count()
     }
 
+    /// This node's id.
+    pub fn local_id(&self) -> u64 {
+        self.shared.local.lock().node
+    }
+
     /// Nodes holding each origin's whole log, the origin included.
     pub fn replication_factor(&self) -> usize {
         self.replication_factor

@@ -189,7 +189,8 @@ pub(crate) async fn past_peer_heads(
     topics: &TopicSet,
     cursor: &mut Cursor,
 ) {
-    for (node, head) in peer_heads(cluster, topics, |peer| interest.is_current(peer)).await {
+    let heads = peer_heads(interest, cluster, topics, |peer| interest.is_current(peer)).await;
+    for (node, head) in heads {
         cursor.advance(node, head);
     }
 }
@@ -212,7 +213,7 @@ pub(crate) async fn await_peer_heads(
     let deadline = tokio::time::Instant::now() + within;
     // A peer whose pull is current needs no wait: this node's watermark
     // for it trails its head by one long poll at most.
-    let heads = peer_heads(cluster, topics, |peer| interest.is_current(peer)).await;
+    let heads = peer_heads(interest, cluster, topics, |peer| interest.is_current(peer)).await;
     let mut changes = store.changes();
     loop {
         let behind: Vec<NodeId> = heads
@@ -236,10 +237,20 @@ pub(crate) async fn await_peer_heads(
     }
 }
 
+/// Asks every live peer for its head, to learn of origins that are gone
+/// but whose logs live peers hold (recorded in the interest, whose
+/// `orphans_found` is then told).
+pub(crate) async fn discover(interest: &Interest, cluster: &Cluster) {
+    peer_heads(interest, cluster, &pull::whole_log(), |_| false).await;
+}
+
 /// The heads of the live peers' logs (a feed request with limit 0 each,
-/// in parallel), except those `skip` names. A peer that does not answer
-/// within [`HEAD_WAIT`] is left out.
+/// in parallel), except those `skip` names, and how far live peers hold
+/// the logs of origins that are gone (those the answers name are
+/// recorded in the interest, and every one recorded is returned). A peer
+/// that does not answer within [`HEAD_WAIT`] is left out.
 async fn peer_heads(
+    interest: &Interest,
     cluster: &Cluster,
     topics: &TopicSet,
     skip: impl Fn(NodeId) -> bool,
@@ -270,9 +281,20 @@ async fn peer_heads(
         });
     }
     let mut heads = Vec::new();
+    let live: HashMap<u64, String> = cluster.peers().into_iter().collect();
+    let local = cluster.local_id();
     while let Some(r) = asks.join_next().await {
         match r {
-            Ok((node, Ok(resp))) if resp.origin == node => heads.push((NodeId(node), resp.through)),
+            Ok((node, Ok(resp))) if resp.origin == node => {
+                heads.push((NodeId(node), resp.through));
+                if let Some(addr) = live.get(&node) {
+                    for &(origin, through) in &resp.held {
+                        if origin != local && !live.contains_key(&origin) {
+                            interest.record_orphan(NodeId(origin), addr, through);
+                        }
+                    }
+                }
+            }
             Ok((node, Ok(_))) => {
                 tracing::warn!(peer = %NodeId(node), "a peer answered for another origin")
             }
@@ -282,5 +304,6 @@ async fn peer_heads(
             Err(_) => {}
         }
     }
+    heads.extend(interest.orphans(&live).into_iter().map(|(o, _, t)| (o, t)));
     heads
 }

@@ -28,9 +28,9 @@ use crate::RouterError;
 
 mod catch_up;
 mod pull;
-pub(crate) use catch_up::{await_peer_heads, catch_up, past_peer_heads};
+pub(crate) use catch_up::{await_peer_heads, catch_up, discover, past_peer_heads};
 pub(crate) use pull::Pull;
-use pull::WHOLE_LOG;
+use pull::{WHOLE_LOG, whole_log};
 
 /// Most messages per feed answer.
 pub const FEED_LIMIT: u32 = 1024;
@@ -69,6 +69,12 @@ pub(crate) struct Interest {
     /// Origins this node holds whole from a position on (it replicates
     /// them): every message of theirs after it, up to the watermark.
     full: Mutex<HashMap<NodeId, u64>>,
+    /// Origins that are not live members but whose whole log a live peer
+    /// holds, as the peers' head answers tell: the peer's address and how
+    /// far it holds the log. Their logs are pulled through that peer.
+    orphans: Mutex<HashMap<NodeId, (String, u64)>>,
+    /// Told when an origin enters `orphans`.
+    pub(crate) orphans_found: tokio::sync::Notify,
 }
 
 fn pattern_names(topics: &TopicSet) -> Vec<String> {
@@ -94,7 +100,39 @@ impl Interest {
             caught_up: Mutex::new(HashMap::new()),
             current: Mutex::new(std::collections::HashSet::new()),
             full: Mutex::new(HashMap::new()),
+            orphans: Mutex::new(HashMap::new()),
+            orphans_found: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Records that the live peer at `addr` holds the whole log of
+    /// `origin`, which is not a live member, through `through`; the peer
+    /// that holds the most is kept.
+    fn record_orphan(&self, origin: NodeId, addr: &str, through: u64) {
+        let mut orphans = self.orphans.lock();
+        let fresh = !orphans.contains_key(&origin);
+        let e = orphans
+            .entry(origin)
+            .or_insert_with(|| (addr.to_owned(), through));
+        if through > e.1 {
+            *e = (addr.to_owned(), through);
+        }
+        drop(orphans);
+        if fresh {
+            self.orphans_found.notify_one();
+        }
+    }
+
+    /// The origins gone from the membership whose logs live peers hold:
+    /// origin, the holding peer's address, how far it holds the log.
+    /// Those that are `live` again or whose holder is not are forgotten.
+    pub(crate) fn orphans(&self, live: &HashMap<u64, String>) -> Vec<(NodeId, String, u64)> {
+        let mut orphans = self.orphans.lock();
+        orphans.retain(|o, (addr, _)| !live.contains_key(&o.0) && live.values().any(|a| a == addr));
+        orphans
+            .iter()
+            .map(|(o, (a, t))| (*o, a.clone(), *t))
+            .collect()
     }
 
     /// Whether everything of `patterns` from `origin` after `after` is
@@ -290,12 +328,20 @@ pub(crate) async fn answer(
     if req.limit == 0 {
         // Only the head: where this node's own log ends now.
         let head = store.held_through(local);
+        let whole = whole_log();
+        let held = store
+            .visible()
+            .into_iter()
+            .filter(|&(o, through)| o != local && through > 0 && interest.holds(&whole, o, 0))
+            .map(|(o, through)| (o.0, through))
+            .collect();
         return Ok(FeedResponse {
             origin: local.0,
             through: head,
             messages: Vec::new(),
             trimmed: Vec::new(),
             head,
+            held,
         });
     }
     // A catch-up also learns what this node removed by retention.
@@ -329,6 +375,7 @@ pub(crate) async fn answer(
                 messages: wire(&messages),
                 trimmed,
                 head: store.held_through(local),
+                held: Vec::new(),
             });
         }
         match tokio::time::timeout_at(deadline, changes.changed()).await {
@@ -340,6 +387,7 @@ pub(crate) async fn answer(
                     messages: Vec::new(),
                     trimmed,
                     head: store.held_through(local),
+                    held: Vec::new(),
                 });
             }
         }
@@ -371,6 +419,7 @@ async fn answer_for(
         messages: Vec::new(),
         trimmed: Vec::new(),
         head,
+        held: Vec::new(),
     };
     if until <= req.after || !interest.holds(&q.topics, origin, req.after) {
         return Ok(nothing);
@@ -391,6 +440,7 @@ async fn answer_for(
         messages: wire(&messages),
         trimmed,
         head,
+        held: Vec::new(),
     })
 }
 

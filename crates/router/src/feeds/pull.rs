@@ -13,12 +13,19 @@ pub(crate) struct Pull {
     /// This node replicates the peer: it copies the peer's whole log, not
     /// only the topics of the interest.
     pub(crate) replica: bool,
+    /// The peer is an origin that is not a live member: its log is pulled
+    /// through the live node at `addr`, which holds it.
+    pub(crate) relayed: bool,
 }
+
+/// Pause between two pulls through a relay that brought nothing: a gone
+/// origin's log grows only while its holder is still copying it.
+const RELAY_IDLE: Duration = Duration::from_secs(1);
 
 /// The patterns of a whole log: every topic, the system's included.
 pub(super) const WHOLE_LOG: [&str; 3] = [">", "$sys.>", "$dlq.>"];
 
-fn whole_log() -> TopicSet {
+pub(super) fn whole_log() -> TopicSet {
     TopicSet::new(
         WHOLE_LOG
             .iter()
@@ -57,7 +64,7 @@ impl Pull {
                 until: 0,
                 limit: FEED_LIMIT,
                 wait_ms: FEED_WAIT.as_millis() as u32,
-                origin: 0,
+                origin: if self.relayed { self.peer.0 } else { 0 },
                 from: self.store.node_id().0,
             };
             let answer = tokio::select! {
@@ -67,12 +74,19 @@ impl Pull {
             let failure = match answer {
                 Ok(resp) => {
                     let caught_up = resp.through >= resp.head;
+                    let idle = self.relayed && resp.through <= req.after;
                     match self.apply(ver, resp).await {
                         Ok(applied) => {
                             // A batch asked for with other patterns says
                             // nothing about the patterns followed now.
                             self.interest.set_current(self.peer, applied && caught_up);
                             backoff = Duration::from_millis(100);
+                            if idle {
+                                tokio::select! {
+                                    () = tokio::time::sleep(RELAY_IDLE) => {}
+                                    _ = version.changed() => {}
+                                }
+                            }
                             continue;
                         }
                         Err(e) => e,
