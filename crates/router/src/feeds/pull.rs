@@ -18,6 +18,9 @@ pub(crate) struct Pull {
     pub(crate) relayed: bool,
 }
 
+/// Failed pulls from a peer after which its messages are asked of the
+/// other peers.
+const RELAY_AFTER_FAILURES: u32 = 2;
 /// Pause between two pulls through a relay that brought nothing: a gone
 /// origin's log grows only while its holder is still copying it.
 const RELAY_IDLE: Duration = Duration::from_secs(1);
@@ -45,6 +48,7 @@ impl Pull {
         self.interest.set_current(self.peer, false);
         let mut version = self.interest.version.subscribe();
         let mut backoff = Duration::from_millis(100);
+        let mut failures = 0u32;
         loop {
             let (ver, mut patterns) = self.interest.snapshot();
             version.borrow_and_update();
@@ -81,6 +85,7 @@ impl Pull {
                             // nothing about the patterns followed now.
                             self.interest.set_current(self.peer, applied && caught_up);
                             backoff = Duration::from_millis(100);
+                            failures = 0;
                             if idle {
                                 tokio::select! {
                                     () = tokio::time::sleep(RELAY_IDLE) => {}
@@ -96,6 +101,15 @@ impl Pull {
             };
             self.interest.set_current(self.peer, false);
             tracing::debug!(peer = %self.peer, addr = %self.addr, error = %failure, "pull failed; retrying");
+            failures += 1;
+            // The peer may be dead before the membership says so: its
+            // messages that other nodes hold come from them meanwhile.
+            if !self.relayed
+                && failures >= RELAY_AFTER_FAILURES
+                && self.through_others(ver, &req).await
+            {
+                continue;
+            }
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
                 _ = version.changed() => {}
@@ -137,6 +151,32 @@ impl Pull {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
+    }
+
+    /// Asks the other live peers in turn for what the request asks of the
+    /// peer's log (they answer what they hold of it, as replicas do) and
+    /// stores the first answer that brings something. Whether one did.
+    async fn through_others(&self, ver: u64, req: &FeedRequest) -> bool {
+        let relayed = FeedRequest {
+            origin: self.peer.0,
+            wait_ms: 0,
+            from: 0,
+            ..req.clone()
+        };
+        for (node, addr) in self.cluster.peers() {
+            if node == self.peer.0 {
+                continue;
+            }
+            let resp = match self.cluster.client().feed(&addr, &relayed, FEED_WAIT).await {
+                Ok(resp) if resp.origin == self.peer.0 && resp.through > relayed.after => resp,
+                _ => continue,
+            };
+            if let Ok(true) = self.apply(ver, resp).await {
+                tracing::debug!(peer = %self.peer, through = %addr, "pulled a peer's messages through another node");
+                return true;
+            }
+        }
+        false
     }
 
     /// Stores a batch; `false` when it was asked for with other patterns
