@@ -74,6 +74,16 @@ async fn state_of(node: &Node, id: &str) -> Option<String> {
     states(node).await.remove(id).map(|(s, _)| s)
 }
 
+/// Waits (at most 20 s) until `node` sees member `id` in `state`.
+async fn wait_state(node: &Node, id: &str, state: &str) {
+    wait_until(
+        Duration::from_secs(20),
+        &format!("member {id} {state}"),
+        || async { state_of(node, id).await.as_deref() == Some(state) },
+    )
+    .await;
+}
+
 /// Starts `n` nodes under `dir`, the first one the seed of the others,
 /// and waits until every node sees every other alive.
 async fn start_cluster(dir: &Path, n: usize) -> (Vec<Node>, Vec<(String, String)>) {
@@ -209,12 +219,7 @@ async fn three_nodes_see_each_other_and_a_graceful_leave() {
     let left = ids[2].0.clone();
     signal(&nodes[2], libc::SIGTERM);
     for node in &nodes[..2] {
-        wait_until(
-            Duration::from_secs(10),
-            "the member seen as left",
-            || async { state_of(node, &left).await.as_deref() == Some("left") },
-        )
-        .await;
+        wait_state(node, &left, "left").await;
     }
     nodes[2].kill9();
     // Membership changes are events a subscriber can read.
@@ -339,10 +344,7 @@ async fn kill9_is_detected_by_every_member_within_three_seconds() {
         );
         assert_eq!(whoami(&nodes[victim]).await.0, victim_id);
         for node in &nodes {
-            wait_until(Duration::from_secs(15), "the node rejoined", || async {
-                state_of(node, &victim_id).await.as_deref() == Some("alive")
-            })
-            .await;
+            wait_state(node, &victim_id, "alive").await;
         }
     }
     let mut sorted = worst.clone();
@@ -418,12 +420,7 @@ async fn pauses_and_load_do_not_declare_members_down_but_a_long_pause_does() {
     let before = states(&nodes[0]).await[&paused].1;
     signal(&nodes[2], libc::SIGSTOP);
     for node in &nodes[..2] {
-        wait_until(
-            Duration::from_secs(9),
-            "the paused node declared down",
-            || async { state_of(node, &paused).await.as_deref() == Some("down") },
-        )
-        .await;
+        wait_state(node, &paused, "down").await;
     }
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(Duration::from_secs(3))).await;
     signal(&nodes[2], libc::SIGCONT);
@@ -442,12 +439,18 @@ async fn pauses_and_load_do_not_declare_members_down_but_a_long_pause_does() {
     assert!(took < Duration::from_secs(2), "rejoin took {took:?}");
 }
 
-/// Reads `n` message events from `sse` (JSON format): (payload, origin, id).
-async fn read_messages(
-    sse: &mut Sse,
-    n: usize,
-    within: Duration,
-) -> Vec<(String, String, Option<String>)> {
+/// One message event of a stream in JSON format.
+struct Read {
+    payload: String,
+    origin: String,
+    /// The message id.
+    id: Option<String>,
+    /// The event id (a cursor to resume from).
+    event_id: Option<String>,
+}
+
+/// Reads `n` message events from `sse` (JSON format).
+async fn read_events(sse: &mut Sse, n: usize, within: Duration) -> Vec<Read> {
     let deadline = Instant::now() + within;
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
@@ -464,13 +467,28 @@ async fn read_messages(
             continue;
         }
         let v: Value = serde_json::from_str(&e.data).unwrap();
-        out.push((
-            v["payload"].as_str().unwrap().to_owned(),
-            v["origin"].as_str().unwrap().to_owned(),
-            e.id,
-        ));
+        out.push(Read {
+            payload: v["payload"].as_str().unwrap().to_owned(),
+            origin: v["origin"].as_str().unwrap().to_owned(),
+            id: v["id"].as_str().map(str::to_owned),
+            event_id: e.id,
+        });
     }
     out
+}
+
+/// Reads `n` message events from `sse` (JSON format): (payload, origin,
+/// event id).
+async fn read_messages(
+    sse: &mut Sse,
+    n: usize,
+    within: Duration,
+) -> Vec<(String, String, Option<String>)> {
+    read_events(sse, n, within)
+        .await
+        .into_iter()
+        .map(|r| (r.payload, r.origin, r.event_id))
+        .collect()
 }
 
 /// Checks that each origin's messages arrived in publish order: payloads
@@ -830,12 +848,7 @@ async fn a_coordinator_that_leaves_hands_its_group_over() {
     // A graceful shutdown of the coordinator hands the group over.
     signal(&nodes[leaving], libc::SIGTERM);
     for i in &stay {
-        wait_until(
-            Duration::from_secs(10),
-            "the coordinator seen as left",
-            || async { state_of(&nodes[*i], &coordinator).await.as_deref() == Some("left") },
-        )
-        .await;
+        wait_state(&nodes[*i], &coordinator, "left").await;
     }
     nodes[leaving].kill9();
     // The member's stream ended with the old coordinator; it joins again
@@ -869,10 +882,7 @@ async fn a_coordinator_that_leaves_hands_its_group_over() {
         std::slice::from_ref(&ids[stay[0]].1),
     );
     for i in &stay {
-        wait_until(Duration::from_secs(20), "the coordinator back", || async {
-            state_of(&nodes[*i], &coordinator).await.as_deref() == Some("alive")
-        })
-        .await;
+        wait_state(&nodes[*i], &coordinator, "alive").await;
     }
     let v = info(&nodes[stay[1]], "handover").await;
     assert_eq!(v["coordinator"], coordinator.as_str(), "{v:#}");
@@ -1082,10 +1092,7 @@ async fn a_catch_up_reports_what_the_origin_removed() {
         UNREPLICATED,
     );
     let a_id = whoami(&a).await.0;
-    wait_until(Duration::from_secs(20), "b sees a", || async {
-        state_of(&b, &a_id).await.as_deref() == Some("alive")
-    })
-    .await;
+    wait_state(&b, &a_id, "alive").await;
     let mut other = Sse::connect(&b, "/v1/events?topic=other&format=json", None)
         .await
         .unwrap();
@@ -1252,10 +1259,7 @@ async fn a_group_waits_for_messages_of_an_unreachable_origin() {
     let generation = states(&nodes[1]).await[&a_id].1;
     nodes[0].kill9();
     // B alone coordinates the group once it sees A down.
-    wait_until(Duration::from_secs(15), "A down on B", || async {
-        state_of(&nodes[1], &a_id).await.as_deref() == Some("down")
-    })
-    .await;
+    wait_state(&nodes[1], &a_id, "down").await;
     let mut m = GroupMember::join(
         &nodes[1],
         "waits",
@@ -1321,10 +1325,7 @@ async fn older_messages_of_a_dead_origin_come_from_a_peer_that_holds_them() {
     let a_id = ids[0].0.clone();
     nodes[0].kill9();
     for node in &nodes[1..] {
-        wait_until(Duration::from_secs(15), "A down", || async {
-            state_of(node, &a_id).await.as_deref() == Some("down")
-        })
-        .await;
+        wait_state(node, &a_id, "down").await;
     }
     // C gets A's `jobs` from B.
     let v = nodes[2]
@@ -1359,10 +1360,7 @@ async fn replicas_keep_a_dead_origins_log() {
     let c = replicated(&dir.path().join("c"), std::slice::from_ref(&seed));
     let mut nodes = [a, b, c];
     for node in &nodes[1..] {
-        wait_until(Duration::from_secs(20), "A alive", || async {
-            state_of(node, &a_id).await.as_deref() == Some("alive")
-        })
-        .await;
+        wait_state(node, &a_id, "alive").await;
     }
     // Nobody follows these topics.
     let texts = texts_of("r", 200);
@@ -1469,10 +1467,7 @@ async fn publishes_wait_for_the_copies_their_acks_ask_for() {
     let c = start(&dir.path().join("c"), std::slice::from_ref(&seed));
     let ids = [whoami(&b).await.0, whoami(&c).await.0];
     for id in &ids {
-        wait_until(Duration::from_secs(20), "peers alive on A", || async {
-            state_of(&a, id).await.as_deref() == Some("alive")
-        })
-        .await;
+        wait_state(&a, id, "alive").await;
     }
     let a = &a;
     let post = |path: &str, body: &'static str| {
@@ -1630,10 +1625,7 @@ async fn a_group_resumes_after_its_coordinator_is_killed() {
     for (i, node) in nodes.iter().enumerate() {
         for (j, id) in ids.iter().enumerate() {
             if i != j {
-                wait_until(Duration::from_secs(20), "every member alive", || async {
-                    state_of(node, id).await.as_deref() == Some("alive")
-                })
-                .await;
+                wait_state(node, id, "alive").await;
             }
         }
     }
@@ -1680,12 +1672,7 @@ async fn a_group_resumes_after_its_coordinator_is_killed() {
     nodes[dead].kill9();
     drop(m);
     for i in &stay {
-        wait_until(
-            Duration::from_secs(20),
-            "the coordinator seen down",
-            || async { state_of(&nodes[*i], &coordinator).await.as_deref() == Some("down") },
-        )
-        .await;
+        wait_state(&nodes[*i], &coordinator, "down").await;
     }
     // A member joins again through either survivor and gets exactly the
     // messages that were in flight.
@@ -1734,10 +1721,7 @@ async fn with_replication_a_dead_origins_messages_are_pulled_from_its_replica() 
     // `acks=quorum` by default: each publish is answered once B holds it.
     let _follow = past_unfollowed(&nodes, "jobs", &jobs).await;
     nodes[0].kill9();
-    wait_until(Duration::from_secs(15), "A down on B", || async {
-        state_of(&nodes[1], &ids[0].0).await.as_deref() == Some("down")
-    })
-    .await;
+    wait_state(&nodes[1], &ids[0].0, "down").await;
     let v = nodes[1]
         .get_json("/v1/messages?topic=jobs&from=earliest&limit=1000")
         .await;
@@ -1765,31 +1749,13 @@ async fn stream_ids(
     n: usize,
     within: Duration,
 ) -> (Vec<(String, String, Option<String>)>, Option<String>) {
-    let deadline = Instant::now() + within;
-    let mut out = Vec::with_capacity(n);
-    let mut last = None;
-    while out.len() < n {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(
-            !left.is_zero(),
-            "only {} of {n} messages arrived",
-            out.len()
-        );
-        let Some(e) = sse.next(left).await else {
-            panic!("the stream ended after {} of {n} messages", out.len());
-        };
-        if e.event != "message" {
-            continue;
-        }
-        let v: Value = serde_json::from_str(&e.data).unwrap();
-        out.push((
-            v["payload"].as_str().unwrap().to_owned(),
-            v["origin"].as_str().unwrap().to_owned(),
-            v["id"].as_str().map(str::to_owned),
-        ));
-        last = e.id;
-    }
-    (out, last)
+    let read = read_events(sse, n, within).await;
+    let last = read.last().and_then(|r| r.event_id.clone());
+    let got = read
+        .into_iter()
+        .map(|r| (r.payload, r.origin, r.id))
+        .collect();
+    (got, last)
 }
 
 /// Pull every message of `pattern` from `node`: (payload, origin, id).
@@ -1863,19 +1829,11 @@ async fn quorum_messages_survive_a_node_killed_with_its_disk() {
     let (new_id, _) = whoami(&nodes[0]).await;
     assert_ne!(new_id, ids[0].0);
     for node in &nodes[1..] {
-        wait_until(Duration::from_secs(20), "the new node alive", || async {
-            state_of(node, &new_id).await.as_deref() == Some("alive")
-        })
-        .await;
+        wait_state(node, &new_id, "alive").await;
     }
     // It learns of the old origin from the others' gossip, and once it too
     // sees that one down, reads its log through a node that holds it.
-    wait_until(
-        Duration::from_secs(20),
-        "the old origin down on the new node",
-        || async { state_of(&nodes[0], &ids[0].0).await.as_deref() == Some("down") },
-    )
-    .await;
+    wait_state(&nodes[0], &ids[0].0, "down").await;
     published.extend(publish_texts(&nodes[0], "d.new", &["new-0".to_owned()]).await);
     for (i, node) in nodes.iter().enumerate() {
         let got = pulled(node, "d.>").await;
@@ -1937,25 +1895,12 @@ async fn a_paused_origin_loses_nothing_and_resumed_streams_repeat_nothing() {
             .map(|k| format!("{node}-{}", next[node] + k))
             .collect();
         next[node] += n;
-        let req = nodes[node]
-            .request("POST", "/v1/batch?topic=p.x&acks=quorum")
-            .header("content-type", "application/json");
         let body: Vec<Value> = texts
             .iter()
             .map(|t| serde_json::json!({"topic": format!("p.n{node}"), "payload": t}))
             .collect();
-        let (status, _, body) = nodes[node]
-            .raw(req, serde_json::to_vec(&body).unwrap())
-            .await;
-        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
-        let v: Value = serde_json::from_slice(&body).unwrap();
-        published.extend(
-            v["results"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|r| r["id"].as_str().unwrap().to_owned()),
-        );
+        // `acks=quorum`, the default in a cluster.
+        published.extend(publish_batch(&nodes[node], "p.x", &body).await);
     };
     publish(0, 50, &mut published).await;
     signal(&nodes[0], libc::SIGSTOP);

@@ -120,19 +120,24 @@ impl Pulls {
                 continue;
             }
             let replica = replicated.get(&node).copied().unwrap_or(false);
-            let pull = Pull {
-                store: self.store.clone(),
-                interest: self.interest.clone(),
-                cluster: self.cluster.clone(),
-                peer: NodeId(node),
-                addr: addr.clone(),
-                replica,
-                relayed: false,
-            };
-            let task = self.set.spawn(pull.run());
+            let task = self.spawn(node, &addr, replica, false);
             self.running.insert(node, (addr, replica, task));
         }
         self.sync_relayed(&peers_by_id(&self.cluster), &live);
+    }
+
+    /// Starts the pull of `origin`'s log from the node at `addr`.
+    fn spawn(&mut self, origin: u64, addr: &str, replica: bool, relayed: bool) -> AbortHandle {
+        let pull = Pull {
+            store: self.store.clone(),
+            interest: self.interest.clone(),
+            cluster: self.cluster.clone(),
+            peer: NodeId(origin),
+            addr: addr.to_owned(),
+            replica,
+            relayed,
+        };
+        self.set.spawn(pull.run())
     }
 
     /// Asks the live peers, in the background, which origins that are
@@ -170,16 +175,7 @@ impl Pulls {
                 continue;
             }
             tracing::info!(origin = %NodeId(origin), through = %addr, replica, "pulling the log of an origin that is gone through a node that holds it");
-            let pull = Pull {
-                store: self.store.clone(),
-                interest: self.interest.clone(),
-                cluster: self.cluster.clone(),
-                peer: NodeId(origin),
-                addr: addr.clone(),
-                replica,
-                relayed: true,
-            };
-            let task = self.set.spawn(pull.run());
+            let task = self.spawn(origin, &addr, replica, true);
             self.relayed.insert(origin, (addr, replica, task));
         }
     }
