@@ -1,0 +1,464 @@
+//! `chaos`: runs a Switchyard cluster of real nodes through faults drawn
+//! from a seed, with clients publishing (every `acks` mode, idempotency
+//! keys), streaming (resuming with `Last-Event-ID`, moving between nodes)
+//! and consuming in a group, then heals everything, waits for the cluster
+//! to converge and checks that nothing acknowledged was lost, that no
+//! stream repeated or skipped a message, and that the group acknowledged
+//! every message. It prints the seed and the schedule first and one
+//! summary line last, and exits non-zero on any violation.
+//!
+//! ```text
+//! chaos [--profile short|long] [--seed N] [--nodes N] [--bin PATH] [--fsync never|always] [--dir PATH]
+//! ```
+//!
+//! It needs root for its network namespaces; without them it runs the
+//! nodes on 127.0.0.1 with faults on processes only, and says so.
+
+mod check;
+mod net;
+mod nodes;
+mod schedule;
+mod workload;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use net::Net;
+use nodes::{Mode, Nodes};
+use schedule::{Fault, Planned, Profile};
+use tokio::sync::Mutex;
+use workload::{Records, Targets};
+
+/// Most resident memory a node may reach.
+const MAX_RSS_KIB: u64 = 1024 * 1024;
+
+struct Args {
+    profile: Profile,
+    profile_name: String,
+    seed: u64,
+    nodes: usize,
+    bin: PathBuf,
+    fsync: String,
+    dir: Option<PathBuf>,
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("chaos: {msg}");
+    eprintln!(
+        "usage: chaos [--profile short|long] [--seed N] [--nodes N] [--bin PATH] [--fsync never|always] [--dir PATH]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        profile: Profile::short(),
+        profile_name: "short".into(),
+        seed: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64 % 1_000_000_007),
+        nodes: 5,
+        bin: default_bin(),
+        fsync: "never".into(),
+        dir: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| usage(&format!("{a} needs a value")));
+        match a.as_str() {
+            "--profile" => {
+                args.profile_name = value();
+                args.profile = match args.profile_name.as_str() {
+                    "short" => Profile::short(),
+                    "long" => Profile::long(),
+                    other => usage(&format!("unknown profile {other:?}")),
+                };
+            }
+            "--seed" => {
+                args.seed = value()
+                    .parse()
+                    .unwrap_or_else(|_| usage("--seed takes a number"))
+            }
+            "--nodes" => {
+                args.nodes = value()
+                    .parse()
+                    .ok()
+                    .filter(|n| (3..=9).contains(n))
+                    .unwrap_or_else(|| usage("--nodes takes 3 to 9"))
+            }
+            "--bin" => args.bin = PathBuf::from(value()),
+            "--fsync" => args.fsync = value(),
+            "--dir" => args.dir = Some(PathBuf::from(value())),
+            "-h" | "--help" => usage("fault injection for a Switchyard cluster"),
+            other => usage(&format!("unknown argument {other:?}")),
+        }
+    }
+    args
+}
+
+/// The switchyard binary next to this one (both are built into the same
+/// target directory).
+fn default_bin() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("switchyard")))
+        .unwrap_or_else(|| PathBuf::from("switchyard"))
+}
+
+fn main() {
+    let args = parse_args();
+    if !args.bin.is_file() {
+        usage(&format!(
+            "no switchyard binary at {} (build it: cargo build -p switchyard)",
+            args.bin.display()
+        ));
+    }
+    let dir = args.dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("switchyard-chaos-{}", std::process::id()))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| usage(&format!("{}: {e}", dir.display())));
+    // The namespaces, entered before any other thread exists.
+    let net = if Net::available() {
+        match Net::create(args.nodes).and_then(|n| n.enter_hub().map(|()| n)) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                eprintln!("chaos: network namespaces unavailable ({e}); running on 127.0.0.1");
+                None
+            }
+        }
+    } else {
+        eprintln!("chaos: not root or no `ip`: running on 127.0.0.1 with faults on processes only");
+        None
+    };
+    let mode = if net.is_some() {
+        Mode::Namespaces
+    } else {
+        Mode::Loopback
+    };
+    let plan = schedule::draw(args.seed, args.nodes, args.profile, net.is_some());
+    println!(
+        "chaos: seed={} profile={} nodes={} net={} fsync={} dir={}",
+        args.seed,
+        args.profile_name,
+        args.nodes,
+        mode_name(mode),
+        args.fsync,
+        dir.display()
+    );
+    for p in &plan {
+        println!(
+            "  at {:>6.1}s for {:>4.1}s: {}",
+            p.at.as_secs_f64(),
+            p.lasts.as_secs_f64(),
+            p.fault
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let nodes = Nodes::new(&args.bin, &dir, args.nodes, mode, &args.fsync);
+    let ok = runtime.block_on(run(&args, nodes, net, plan, mode));
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    if ok {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        eprintln!("chaos: node logs kept in {}", dir.display());
+    }
+    std::process::exit(if ok { 0 } else { 1 });
+}
+
+fn mode_name(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Namespaces => "namespaces",
+        Mode::Loopback => "loopback",
+    }
+}
+
+/// One step of the schedule: a fault starting or ending.
+#[derive(Debug)]
+enum Step {
+    Start(Fault),
+    End(Fault),
+    /// A flapping link: cut (`true`) or healed.
+    FlapCut(usize, bool),
+}
+
+fn steps(plan: &[Planned]) -> Vec<(Duration, Step)> {
+    let mut out = Vec::new();
+    for p in plan {
+        if let Fault::Flap { node, flips } = p.fault {
+            let each = p.lasts / (2 * flips);
+            for k in 0..2 * flips {
+                out.push((p.at + each * k, Step::FlapCut(node, k % 2 == 0)));
+            }
+            out.push((p.at + p.lasts, Step::FlapCut(node, false)));
+        } else {
+            out.push((p.at, Step::Start(p.fault.clone())));
+            out.push((p.at + p.lasts, Step::End(p.fault.clone())));
+        }
+    }
+    out.sort_by_key(|(t, _)| *t);
+    out
+}
+
+async fn wait_all_alive(nodes: &Nodes, n: usize, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        let mut all = true;
+        for i in 0..n {
+            let c = switchyard::client::Client::new(&nodes.url(i)).expect("valid URL");
+            let alive = match tokio::time::timeout(Duration::from_secs(2), c.get_json("/v1/cluster")).await {
+                Ok(Ok(v)) => v["members"].as_array().is_some_and(|m| {
+                    m.iter().filter(|m| m["state"] == "alive").count() == n
+                }),
+                _ => false,
+            };
+            all &= alive;
+        }
+        if all {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
+async fn apply(
+    step: &Step,
+    nodes: &mut Nodes,
+    net: &mut Option<Net>,
+    ids: &mut [Option<String>],
+) -> Result<(), String> {
+    let no_net = || "a network fault without namespaces".to_owned();
+    match step {
+        Step::Start(f) => match f {
+            Fault::Kill { node } => nodes.kill9(*node),
+            Fault::Wipe { node } => {
+                nodes.kill9(*node);
+                nodes.wipe(*node, ids[*node].take())?;
+            }
+            Fault::Pause { node } => nodes.pause(*node),
+            Fault::Isolate { node } => net.as_mut().ok_or_else(no_net)?.split(&[*node])?,
+            Fault::Split { minority } => net.as_mut().ok_or_else(no_net)?.split(minority)?,
+            Fault::Bridge { a, c, .. } => net.as_mut().ok_or_else(no_net)?.cut(*a, *c)?,
+            Fault::Flap { .. } => {}
+            Fault::Netem {
+                node,
+                delay_ms,
+                jitter_ms,
+                loss_pct,
+            } => net
+                .as_mut()
+                .ok_or_else(no_net)?
+                .netem(*node, *delay_ms, *jitter_ms, *loss_pct)?,
+        },
+        Step::End(f) => match f {
+            Fault::Kill { node } | Fault::Wipe { node } => {
+                nodes.start(*node)?;
+                ids[*node] = None;
+            }
+            Fault::Pause { node } => nodes.resume(*node),
+            Fault::Netem { .. } => net.as_mut().ok_or_else(no_net)?.clear_netem()?,
+            _ => net.as_mut().ok_or_else(no_net)?.heal()?,
+        },
+        Step::FlapCut(node, cut) => {
+            let net = net.as_mut().ok_or_else(no_net)?;
+            if *cut {
+                net.split(&[*node])?;
+            } else {
+                net.heal()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run(args: &Args, mut nodes: Nodes, mut net: Option<Net>, plan: Vec<Planned>, mode: Mode) -> bool {
+    let n = args.nodes;
+    for i in 0..n {
+        if let Err(e) = nodes.start(i) {
+            eprintln!("chaos: {e}");
+            return false;
+        }
+    }
+    if !wait_all_alive(&nodes, n, Duration::from_secs(60)).await {
+        eprintln!("chaos: the nodes did not all see each other within 60 s");
+        return false;
+    }
+    let mut ids: Vec<Option<String>> = Vec::new();
+    for i in 0..n {
+        ids.push(workload::node_id(&nodes.url(i)).await);
+    }
+    let targets = Arc::new(Targets {
+        urls: (0..n).map(|i| nodes.url(i)).collect(),
+    });
+    let acks_modes: [&'static str; 4] = ["quorum", "all", "local", "quorum"];
+    let (subscribers, members) = (3, 3);
+    let records = Arc::new(Mutex::new(Records {
+        published: vec![Vec::new(); acks_modes.len()],
+        streams: vec![Vec::new(); subscribers],
+        resumes: vec![0; subscribers],
+        group_acked: Vec::new(),
+    }));
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let started = tokio::time::Instant::now();
+    let mut publishers = Vec::new();
+    for (i, acks) in acks_modes.iter().enumerate() {
+        publishers.push(tokio::spawn(workload::publisher(
+            i,
+            acks,
+            targets.clone(),
+            records.clone(),
+            stop.clone(),
+            started,
+        )));
+    }
+    let mut readers = Vec::new();
+    for i in 0..subscribers {
+        readers.push(tokio::spawn(workload::subscriber(
+            i,
+            args.seed ^ (i as u64 + 1) << 32,
+            targets.clone(),
+            records.clone(),
+            done.clone(),
+        )));
+    }
+    for i in 0..members {
+        readers.push(tokio::spawn(workload::member(
+            i,
+            args.seed ^ (i as u64 + 101) << 32,
+            targets.clone(),
+            records.clone(),
+            done.clone(),
+        )));
+    }
+    // The schedule.
+    let mut failures = Vec::new();
+    for (at, step) in steps(&plan) {
+        let when = started + at;
+        while tokio::time::Instant::now() < when {
+            nodes.sample_rss();
+            tokio::time::sleep_until(when.min(tokio::time::Instant::now() + Duration::from_secs(1))).await;
+        }
+        if matches!(&step, Step::Start(Fault::Wipe { node }) | Step::Start(Fault::Kill { node }) if ids[*node].is_none())
+        {
+            // Learn the id of a node restarted since (a wiped one is new).
+            if let Step::Start(Fault::Wipe { node } | Fault::Kill { node }) = &step {
+                ids[*node] = workload::node_id(&nodes.url(*node)).await;
+            }
+        }
+        println!("chaos: {:>6.1}s {step:?}", started.elapsed().as_secs_f64());
+        if let Err(e) = apply(&step, &mut nodes, &mut net, &mut ids).await {
+            failures.push(format!("applying {step:?}: {e}"));
+        }
+    }
+    while started.elapsed() < args.profile.duration {
+        nodes.sample_rss();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // Heal everything.
+    let healed = Instant::now();
+    if let Some(net) = net.as_mut() {
+        let _ = net.heal();
+        let _ = net.clear_netem();
+    }
+    for i in 0..n {
+        nodes.resume(i);
+        if !nodes.running(i)
+            && let Err(e) = nodes.start(i)
+        {
+            failures.push(e);
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for p in publishers {
+        let _ = p.await;
+    }
+    // Converge: every live node holds the same log, every stream all of
+    // it, the group has acknowledged all of it.
+    let converge_limit = if args.profile_name == "long" {
+        Duration::from_secs(300)
+    } else {
+        Duration::from_secs(90)
+    };
+    let mut verdict;
+    loop {
+        nodes.sample_rss();
+        let mut logs = Vec::new();
+        for i in 0..n {
+            if let Some(log) = workload::pull_all(&nodes.url(i)).await {
+                logs.push(log);
+            }
+        }
+        {
+            let r = records.lock().await;
+            verdict = check::check(&r.published, &logs, &r.streams, &r.group_acked, &nodes.wiped_origins);
+        }
+        if logs.len() < n {
+            verdict.diverged_nodes += n - logs.len();
+        }
+        if verdict.ok() || healed.elapsed() > converge_limit {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let converge = healed.elapsed();
+    done.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.abort();
+    }
+    nodes.stop_all(Duration::from_secs(10));
+    let rss_ok = nodes.max_rss_kib.iter().all(|&k| k <= MAX_RSS_KIB);
+    let r = records.lock().await;
+    let attempts: usize = r.published.iter().map(Vec::len).sum();
+    let resumes: u32 = r.resumes.iter().sum();
+    println!(
+        "chaos: {attempts} publishes attempted, {} acknowledged; streams resumed {resumes} times; max node RSS {} MiB",
+        verdict.acked,
+        nodes.max_rss_kib.iter().max().copied().unwrap_or(0) / 1024
+    );
+    for e in &verdict.examples {
+        println!("chaos: violation: {e}");
+    }
+    for f in &failures {
+        println!("chaos: fault not applied: {f}");
+    }
+    if !rss_ok {
+        println!(
+            "chaos: violation: a node's RSS passed {} MiB: {:?} KiB",
+            MAX_RSS_KIB / 1024,
+            nodes.max_rss_kib
+        );
+    }
+    let ok = verdict.ok() && rss_ok && failures.is_empty();
+    println!(
+        "chaos: seed={} nodes={n} faults={} acked={} lost={} stream_repeats={} stream_gaps={} group_redelivered={} local_lost_disk={} max_failover_s={:.1} converge_s={:.1} stored_twice={} order_violations={} group_missing={} diverged_nodes={} net={} result={}",
+        args.seed,
+        plan.len(),
+        verdict.acked,
+        verdict.lost,
+        verdict.stream_repeats,
+        verdict.stream_gaps,
+        verdict.group_redelivered,
+        verdict.local_lost_disk,
+        verdict.max_failover.as_secs_f64(),
+        converge.as_secs_f64(),
+        verdict.stored_twice,
+        verdict.order_violations,
+        verdict.group_missing,
+        verdict.diverged_nodes,
+        match (mode, net.as_ref().is_some_and(Net::used_tbf)) {
+            (Mode::Loopback, _) => "loopback",
+            (_, true) => "namespaces(tbf)",
+            _ => "namespaces",
+        },
+        if ok { "pass" } else { "FAIL" }
+    );
+    ok
+}

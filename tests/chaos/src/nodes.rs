@@ -1,0 +1,210 @@
+//! The nodes: real `switchyard serve` processes, each with its own data
+//! directory and config file, in its network namespace (or, without
+//! namespaces, on 127.0.0.1 with ports of its own). Killed, paused,
+//! wiped and restarted as the schedule says.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::net::Net;
+
+/// How the nodes are reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// One network namespace per node (see [`Net`]).
+    Namespaces,
+    /// All on 127.0.0.1 (no network faults).
+    Loopback,
+}
+
+pub struct Nodes {
+    bin: PathBuf,
+    dir: PathBuf,
+    mode: Mode,
+    fsync: String,
+    procs: Vec<Option<Child>>,
+    /// Ids of origins whose data directory was deleted (their
+    /// `acks=local` messages may be lost).
+    pub wiped_origins: Vec<String>,
+    /// Most resident memory seen per node, in KiB.
+    pub max_rss_kib: Vec<u64>,
+}
+
+const KEY: &str = "the chaos harness's cluster key";
+
+impl Nodes {
+    pub fn new(bin: &Path, dir: &Path, n: usize, mode: Mode, fsync: &str) -> Nodes {
+        Nodes {
+            bin: bin.to_owned(),
+            dir: dir.to_owned(),
+            mode,
+            fsync: fsync.to_owned(),
+            procs: (0..n).map(|_| None).collect(),
+            wiped_origins: Vec::new(),
+            max_rss_kib: vec![0; n],
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    fn http(&self, i: usize) -> String {
+        match self.mode {
+            Mode::Namespaces => format!("{}:7070", Net::ip(i)),
+            Mode::Loopback => format!("127.0.0.1:{}", 17070 + i),
+        }
+    }
+
+    fn gossip(&self, i: usize) -> String {
+        match self.mode {
+            Mode::Namespaces => format!("{}:7946", Net::ip(i)),
+            Mode::Loopback => format!("127.0.0.1:{}", 17946 + i),
+        }
+    }
+
+    /// Node `i`'s base URL.
+    pub fn url(&self, i: usize) -> String {
+        format!("http://{}", self.http(i))
+    }
+
+    fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("n{i}"))
+    }
+
+    /// Starts node `i` (on its existing data directory, if any).
+    pub fn start(&mut self, i: usize) -> Result<(), String> {
+        let seeds: Vec<String> = (0..self.len())
+            .map(|j| format!("\"{}\"", self.gossip(j)))
+            .collect();
+        let config = format!(
+            "listen = \"{}\"\ndata_dir = \"{}\"\n\n[cluster]\nname = \"chaos\"\nkey = \"{KEY}\"\n\
+             gossip_listen = \"{}\"\nseeds = [{}]\nreplication_factor = 3\n",
+            self.http(i),
+            self.data_dir(i).display(),
+            self.gossip(i),
+            seeds.join(", ")
+        );
+        let path = self.dir.join(format!("n{i}.toml"));
+        std::fs::write(&path, config).map_err(|e| format!("{}: {e}", path.display()))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join(format!("n{i}.log")))
+            .map_err(|e| e.to_string())?;
+        let mut cmd = match self.mode {
+            Mode::Namespaces => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &Net::namespace(i)]).arg(&self.bin);
+                c
+            }
+            Mode::Loopback => Command::new(&self.bin),
+        };
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .args(["--fsync", &self.fsync])
+            .env("SWITCHYARD_LOG", "info,fjall=warn,lsm_tree=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        let child = cmd.spawn().map_err(|e| format!("start n{i}: {e}"))?;
+        self.procs[i] = Some(child);
+        Ok(())
+    }
+
+    fn pid(&self, i: usize) -> Option<i32> {
+        self.procs[i].as_ref().map(|c| c.id() as i32)
+    }
+
+    fn signal(&self, i: usize, sig: i32) {
+        if let Some(pid) = self.pid(i) {
+            // SAFETY: kill(2) on the pid of a child process this harness
+            // started and has not reaped.
+            #[allow(unsafe_code)]
+            unsafe {
+                libc::kill(pid, sig);
+            }
+        }
+    }
+
+    /// `kill -9` node `i` and reaps it.
+    pub fn kill9(&mut self, i: usize) {
+        self.signal(i, libc::SIGCONT);
+        self.signal(i, libc::SIGKILL);
+        if let Some(mut c) = self.procs[i].take() {
+            let _ = c.wait();
+        }
+    }
+
+    pub fn pause(&self, i: usize) {
+        self.signal(i, libc::SIGSTOP);
+    }
+
+    pub fn resume(&self, i: usize) {
+        self.signal(i, libc::SIGCONT);
+    }
+
+    /// Deletes node `i`'s data directory (the node must be stopped);
+    /// `origin` is the id it had.
+    pub fn wipe(&mut self, i: usize, origin: Option<String>) -> Result<(), String> {
+        if let Some(o) = origin {
+            self.wiped_origins.push(o);
+        }
+        let d = self.data_dir(i);
+        match std::fs::remove_dir_all(&d) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("{}: {e}", d.display())),
+        }
+    }
+
+    /// Whether node `i`'s process runs (it may be paused).
+    pub fn running(&mut self, i: usize) -> bool {
+        match &mut self.procs[i] {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Records each running node's resident memory.
+    pub fn sample_rss(&mut self) {
+        for i in 0..self.len() {
+            let Some(pid) = self.pid(i) else { continue };
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+                continue;
+            };
+            let kib = status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+            self.max_rss_kib[i] = self.max_rss_kib[i].max(kib);
+        }
+    }
+
+    /// Stops every node: SIGTERM, then `kill -9` after `grace`.
+    pub fn stop_all(&mut self, grace: Duration) {
+        for i in 0..self.len() {
+            self.resume(i);
+            self.signal(i, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + grace;
+        for i in 0..self.len() {
+            while self.running(i) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            self.kill9(i);
+        }
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for i in 0..self.len() {
+            self.kill9(i);
+        }
+    }
+}

@@ -1,0 +1,358 @@
+//! The clients: publishers (one per `acks` mode and more, every message
+//! with its own idempotency key, retried until acknowledged), fan-out
+//! SSE subscribers that resume with `Last-Event-ID` after every disconnect
+//! and move between nodes, and consumer group members that acknowledge by
+//! hand. Each records what it saw for the checker.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::Value;
+use switchyard::client::{Client, ClientError};
+use switchyard::sse::SseParser;
+use tokio::sync::Mutex;
+
+use crate::schedule::Rng;
+
+/// The consumer group (on `chaos.>`, the topics the publishers use:
+/// `chaos.p<publisher>`).
+pub const GROUP: &str = "chaos";
+
+/// One message a publisher tried to publish.
+#[derive(Clone, Debug)]
+pub struct Attempt {
+    pub payload: String,
+    pub acks: &'static str,
+    /// The id the node answered (once acknowledged in its mode).
+    pub acked: Option<String>,
+    /// Requests sent for it (retries included).
+    pub tries: u32,
+    /// When it was acknowledged, from the start of the run.
+    pub acked_at: Option<Duration>,
+}
+
+/// A message as a reader saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub id: String,
+    pub payload: String,
+    pub origin: String,
+    pub seq: u64,
+}
+
+impl Seen {
+    fn from_json(v: &Value) -> Option<Seen> {
+        Some(Seen {
+            id: v["id"].as_str()?.to_owned(),
+            payload: v["payload"].as_str()?.to_owned(),
+            origin: v["origin"].as_str()?.to_owned(),
+            seq: v["seq"].as_u64()?,
+        })
+    }
+}
+
+/// What every client saw.
+#[derive(Default)]
+pub struct Records {
+    pub published: Vec<Vec<Attempt>>,
+    /// Per subscriber, in order of arrival.
+    pub streams: Vec<Vec<Seen>>,
+    /// Per subscriber: how often it resumed.
+    pub resumes: Vec<u32>,
+    /// Group deliveries acknowledged: message id, payload.
+    pub group_acked: Vec<(String, String)>,
+}
+
+pub type Shared = Arc<Mutex<Records>>;
+
+/// The node URLs.
+pub struct Targets {
+    pub urls: Vec<String>,
+}
+
+fn client(url: &str) -> Client {
+    Client::new(url).expect("node URLs are valid")
+}
+
+/// Publishes `chaos.p<index>` messages with `acks` to node `home` (moving
+/// to the next node when it stays unreachable for 15 s), each with an
+/// idempotency key equal to its payload, until `stop`; a message is retried
+/// with its key until it is acknowledged (the last one may stay
+/// unacknowledged at the stop).
+pub async fn publisher(
+    index: usize,
+    acks: &'static str,
+    targets: Arc<Targets>,
+    records: Shared,
+    stop: Arc<AtomicBool>,
+    started: tokio::time::Instant,
+) {
+    let mut node = index % targets.urls.len();
+    let topic = format!("chaos.p{index}");
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let payload = format!("p{index}-{n}");
+        n += 1;
+        let slot = {
+            let mut r = records.lock().await;
+            r.published[index].push(Attempt {
+                payload: payload.clone(),
+                acks,
+                acked: None,
+                tries: 0,
+                acked_at: None,
+            });
+            r.published[index].len() - 1
+        };
+        let mut failing_since: Option<tokio::time::Instant> = None;
+        loop {
+            let c = client(&targets.urls[node]);
+            let req = c
+                .request(
+                    http::Method::POST,
+                    &format!("/v1/topics/{topic}?acks={acks}"),
+                )
+                .header("idempotency-key", &payload)
+                .body(Full::new(Bytes::from(payload.clone())))
+                .expect("a valid request");
+            let answer = tokio::time::timeout(Duration::from_secs(10), c.send(req)).await;
+            records.lock().await.published[index][slot].tries += 1;
+            let ok = match answer {
+                Ok(Ok(resp)) => resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Value>(&b.to_bytes()).ok())
+                    .and_then(|v| v["id"].as_str().map(str::to_owned)),
+                _ => None,
+            };
+            if let Some(id) = ok {
+                let mut r = records.lock().await;
+                r.published[index][slot].acked = Some(id);
+                r.published[index][slot].acked_at = Some(started.elapsed());
+                break;
+            }
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            // A refusal (503 not_replicated, a full disk) or an unreachable
+            // node: try again, on the same node while it may come back.
+            let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+            if since.elapsed() > Duration::from_secs(15) {
+                node = (node + 1) % targets.urls.len();
+                failing_since = None;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads one SSE stream until it ends, `idle` passes without a byte, or
+/// `until` passes; hands each event to `on_event`.
+async fn read_stream(
+    resp: hyper::Response<hyper::body::Incoming>,
+    parser: &mut SseParser,
+    idle: Duration,
+    until: tokio::time::Instant,
+    mut on_event: impl FnMut(switchyard::sse::Event),
+) {
+    let mut body = resp.into_body();
+    loop {
+        let next = tokio::select! {
+            f = tokio::time::timeout(idle, body.frame()) => f,
+            () = tokio::time::sleep_until(until) => return,
+        };
+        match next {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    for e in parser.push(&data) {
+                        on_event(e);
+                    }
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
+fn get(c: &Client, path: &str, last_id: Option<&str>) -> http::Request<Full<Bytes>> {
+    let mut req = c
+        .request(http::Method::GET, path)
+        .header("accept", "text/event-stream");
+    if let Some(id) = last_id {
+        req = req.header("last-event-id", id);
+    }
+    req.body(Full::new(Bytes::new())).expect("a valid request")
+}
+
+/// A fan-out subscriber of `chaos.>` from the start of the log: it
+/// reconnects to a random node after every 3-15 s of reading and after
+/// every failure, resuming from the last event id, until `stop` and then
+/// `done`.
+pub async fn subscriber(
+    index: usize,
+    seed: u64,
+    targets: Arc<Targets>,
+    records: Shared,
+    done: Arc<AtomicBool>,
+) {
+    let mut rng = Rng::new(seed);
+    let path = format!("/v1/events?topic={}&from=earliest&format=json", "chaos.%3E");
+    let mut last_id: Option<String> = None;
+    let mut node = index % targets.urls.len();
+    let mut first = true;
+    while !done.load(Ordering::Relaxed) {
+        if !first {
+            records.lock().await.resumes[index] += 1;
+        }
+        first = false;
+        let c = client(&targets.urls[node]);
+        let connected =
+            tokio::time::timeout(Duration::from_secs(5), c.send(get(&c, &path, last_id.as_deref()))).await;
+        if let Ok(Ok(resp)) = connected {
+            let mut parser = SseParser::new();
+            let until = tokio::time::Instant::now() + Duration::from_millis(rng.range(3000, 15000));
+            let mut got = Vec::new();
+            read_stream(resp, &mut parser, Duration::from_secs(10), until, |e| {
+                if e.event == "message"
+                    && let Some(s) = serde_json::from_str::<Value>(&e.data)
+                        .ok()
+                        .as_ref()
+                        .and_then(Seen::from_json)
+                {
+                    got.push(s);
+                }
+            })
+            .await;
+            if let Some(id) = parser.last_id() {
+                last_id = Some(id.to_owned());
+            }
+            records.lock().await.streams[index].extend(got);
+        } else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        node = rng.below(targets.urls.len());
+    }
+}
+
+/// A member of the group [`GROUP`] on `chaos.>` (manual acks, a 5 s ack
+/// timeout, at most 1000 deliveries): acknowledges everything it gets,
+/// and joins again through a random node whenever its stream ends or its
+/// acknowledgements fail, until `done`.
+pub async fn member(index: usize, seed: u64, targets: Arc<Targets>, records: Shared, done: Arc<AtomicBool>) {
+    let mut rng = Rng::new(seed);
+    let path = format!(
+        "/v1/events?group={GROUP}&topic=chaos.%3E&from=earliest&ack_timeout_ms=5000&max_deliveries=1000&max_inflight=64&format=json"
+    );
+    let mut node = index % targets.urls.len();
+    while !done.load(Ordering::Relaxed) {
+        let c = client(&targets.urls[node]);
+        let connected = tokio::time::timeout(Duration::from_secs(5), c.send(get(&c, &path, None))).await;
+        if let Ok(Ok(resp)) = connected {
+            let mut parser = SseParser::new();
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Seen>();
+            let until = tokio::time::Instant::now() + Duration::from_secs(3600);
+            let reader = read_stream(resp, &mut parser, Duration::from_secs(10), until, |e| {
+                if e.event == "message"
+                    && let Some(s) = serde_json::from_str::<Value>(&e.data)
+                        .ok()
+                        .as_ref()
+                        .and_then(Seen::from_json)
+                {
+                    let _ = tx.send(s);
+                }
+            });
+            tokio::pin!(reader);
+            // Acknowledge as messages arrive, while the stream is read.
+            let mut pending: Vec<Seen> = Vec::new();
+            loop {
+                tokio::select! {
+                    () = &mut reader => break,
+                    Some(s) = rx.recv() => {
+                        pending.push(s);
+                        while let Ok(s) = rx.try_recv() {
+                            pending.push(s);
+                        }
+                    }
+                }
+                if done.load(Ordering::Relaxed) {
+                    break;
+                }
+                let ids: Vec<&str> = pending.iter().map(|s| s.id.as_str()).collect();
+                let body = serde_json::json!({ "ids": ids });
+                let acked = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    c.send_json(
+                        http::Method::POST,
+                        &format!("/v1/groups/{GROUP}/ack"),
+                        Bytes::from(body.to_string()),
+                        "application/json",
+                    ),
+                )
+                .await;
+                match acked {
+                    Ok(Ok(v)) => {
+                        let applied: Vec<&str> = v["applied"]
+                            .as_array()
+                            .map(|a| a.iter().filter_map(Value::as_str).collect())
+                            .unwrap_or_default();
+                        let mut r = records.lock().await;
+                        for s in pending.drain(..) {
+                            if applied.contains(&s.id.as_str()) {
+                                r.group_acked.push((s.id, s.payload));
+                            }
+                        }
+                    }
+                    Ok(Err(ClientError::Api { .. })) | Ok(Err(_)) | Err(_) => {
+                        // Not acknowledged: delivered again after the ack
+                        // timeout, to this member or another.
+                        pending.clear();
+                        break;
+                    }
+                }
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        node = rng.below(targets.urls.len());
+    }
+}
+
+/// Every message of `chaos.>` that the node at `url` holds, read with
+/// pulls from the start; `None` when the node does not answer.
+pub async fn pull_all(url: &str) -> Option<Vec<Seen>> {
+    let c = client(url);
+    let mut from = "earliest".to_owned();
+    let mut out = Vec::new();
+    loop {
+        let path = format!("/v1/messages?topic=chaos.%3E&from={from}&limit=1000");
+        let v = tokio::time::timeout(Duration::from_secs(15), c.get_json(&path))
+            .await
+            .ok()?
+            .ok()?;
+        let msgs = v["messages"].as_array()?;
+        if msgs.is_empty() {
+            return Some(out);
+        }
+        out.extend(msgs.iter().filter_map(Seen::from_json));
+        from = v["cursor"].as_str()?.to_owned();
+    }
+}
+
+/// Node ids by URL (`GET /v1/cluster`'s `self` member).
+pub async fn node_id(url: &str) -> Option<String> {
+    let v = tokio::time::timeout(Duration::from_secs(3), client(url).get_json("/v1/cluster"))
+        .await
+        .ok()?
+        .ok()?;
+    v["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["self"] == true)
+        .and_then(|m| m["id"].as_str().map(str::to_owned))
+}
