@@ -3,7 +3,8 @@
 # the gates (rustfmt, and clippy with every warning an error), then builds
 # and runs every test of the workspace (unit, store integration, router
 # tests in process, plugin host tests on real components, and end-to-end
-# tests that start the real binary).
+# tests that start the real binary), then the short fault-injection run
+# (scripts/chaos.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,3 +36,7 @@ cargo test --workspace --locked "$@"
 # The example plugins' own unit tests, run natively with the SDK's
 # in-process host functions.
 cargo test --manifest-path plugins/Cargo.toml --locked
+# Fault injection, short profile (about 1.5 minutes): five nodes through
+# kills, wipes, pauses, partitions and slow links, with a fixed seed
+# unless CHAOS_SEED says otherwise.
+./scripts/chaos.sh --profile short --seed "${CHAOS_SEED:-1}"

@@ -66,7 +66,10 @@ fn parse_args() -> Args {
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| usage(&format!("{a} needs a value")));
+        let mut value = || {
+            it.next()
+                .unwrap_or_else(|| usage(&format!("{a} needs a value")))
+        };
         match a.as_str() {
             "--profile" => {
                 args.profile_name = value();
@@ -212,12 +215,14 @@ async fn wait_all_alive(nodes: &Nodes, n: usize, within: Duration) -> bool {
         let mut all = true;
         for i in 0..n {
             let c = switchyard::client::Client::new(&nodes.url(i)).expect("valid URL");
-            let alive = match tokio::time::timeout(Duration::from_secs(2), c.get_json("/v1/cluster")).await {
-                Ok(Ok(v)) => v["members"].as_array().is_some_and(|m| {
-                    m.iter().filter(|m| m["state"] == "alive").count() == n
-                }),
-                _ => false,
-            };
+            let alive =
+                match tokio::time::timeout(Duration::from_secs(2), c.get_json("/v1/cluster")).await
+                {
+                    Ok(Ok(v)) => v["members"]
+                        .as_array()
+                        .is_some_and(|m| m.iter().filter(|m| m["state"] == "alive").count() == n),
+                    _ => false,
+                };
             all &= alive;
         }
         if all {
@@ -278,7 +283,13 @@ async fn apply(
     Ok(())
 }
 
-async fn run(args: &Args, mut nodes: Nodes, mut net: Option<Net>, plan: Vec<Planned>, mode: Mode) -> bool {
+async fn run(
+    args: &Args,
+    mut nodes: Nodes,
+    mut net: Option<Net>,
+    plan: Vec<Planned>,
+    mode: Mode,
+) -> bool {
     let n = args.nodes;
     for i in 0..n {
         if let Err(e) = nodes.start(i) {
@@ -344,7 +355,10 @@ async fn run(args: &Args, mut nodes: Nodes, mut net: Option<Net>, plan: Vec<Plan
         let when = started + at;
         while tokio::time::Instant::now() < when {
             nodes.sample_rss();
-            tokio::time::sleep_until(when.min(tokio::time::Instant::now() + Duration::from_secs(1))).await;
+            tokio::time::sleep_until(
+                when.min(tokio::time::Instant::now() + Duration::from_secs(1)),
+            )
+            .await;
         }
         if matches!(&step, Step::Start(Fault::Wipe { node }) | Step::Start(Fault::Kill { node }) if ids[*node].is_none())
         {
@@ -398,7 +412,13 @@ async fn run(args: &Args, mut nodes: Nodes, mut net: Option<Net>, plan: Vec<Plan
         }
         {
             let r = records.lock().await;
-            verdict = check::check(&r.published, &logs, &r.streams, &r.group_acked, &nodes.wiped_origins);
+            verdict = check::check(
+                &r.published,
+                &logs,
+                &r.streams,
+                &r.group_acked,
+                &nodes.wiped_origins,
+            );
         }
         if logs.len() < n {
             verdict.diverged_nodes += n - logs.len();

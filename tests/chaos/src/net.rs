@@ -72,10 +72,7 @@ impl Net {
         };
         run("ip", &["netns", "add", HUB])?;
         run("ip", &["-n", HUB, "link", "set", "lo", "up"])?;
-        run(
-            "ip",
-            &["-n", HUB, "link", "add", BRIDGE, "type", "bridge"],
-        )?;
+        run("ip", &["-n", HUB, "link", "add", BRIDGE, "type", "bridge"])?;
         run(
             "ip",
             &[
@@ -97,15 +94,23 @@ impl Net {
             run(
                 "ip",
                 &[
-                    "-n", HUB, "link", "add", &hv, "type", "veth", "peer", "name", "eth0",
-                    "netns", &ns,
+                    "-n", HUB, "link", "add", &hv, "type", "veth", "peer", "name", "eth0", "netns",
+                    &ns,
                 ],
             )?;
             run("ip", &["-n", HUB, "link", "set", &hv, "master", BRIDGE])?;
             run("ip", &["-n", HUB, "link", "set", &hv, "up"])?;
             run(
                 "ip",
-                &["-n", &ns, "addr", "add", &format!("{}/24", Net::ip(i)), "dev", "eth0"],
+                &[
+                    "-n",
+                    &ns,
+                    "addr",
+                    "add",
+                    &format!("{}/24", Net::ip(i)),
+                    "dev",
+                    "eth0",
+                ],
             )?;
             run("ip", &["-n", &ns, "link", "set", "eth0", "up"])?;
         }
@@ -197,7 +202,13 @@ impl Net {
     /// bucket (`tbf`) slows the link instead: its rate gives a queueing
     /// delay of about `delay_ms` for a 64 KiB burst, and packets that would
     /// wait longer than twice that are dropped.
-    pub fn netem(&mut self, i: usize, delay_ms: u32, jitter_ms: u32, loss_pct: u32) -> Result<(), String> {
+    pub fn netem(
+        &mut self,
+        i: usize,
+        delay_ms: u32,
+        jitter_ms: u32,
+        loss_pct: u32,
+    ) -> Result<(), String> {
         self.netem.insert(i);
         let (delay, jitter, loss) = (
             format!("{delay_ms}ms"),
@@ -206,7 +217,10 @@ impl Net {
         );
         let rate = format!("{}kbit", (512 * 1000 / delay_ms.max(1)).max(64));
         let latency = format!("{}ms", 2 * delay_ms.max(1));
-        for (ns, dev) in [(HUB.to_owned(), hub_veth(i)), (node_ns(i), "eth0".to_owned())] {
+        for (ns, dev) in [
+            (HUB.to_owned(), hub_veth(i)),
+            (node_ns(i), "eth0".to_owned()),
+        ] {
             let netem = run(
                 "tc",
                 &[
@@ -237,7 +251,10 @@ impl Net {
     pub fn clear_netem(&mut self) -> Result<(), String> {
         let mut first_error = Ok(());
         for i in std::mem::take(&mut self.netem) {
-            for (ns, dev) in [(HUB.to_owned(), hub_veth(i)), (node_ns(i), "eth0".to_owned())] {
+            for (ns, dev) in [
+                (HUB.to_owned(), hub_veth(i)),
+                (node_ns(i), "eth0".to_owned()),
+            ] {
                 let r = run("tc", &["-n", &ns, "qdisc", "del", "dev", &dev, "root"]);
                 if first_error.is_ok() {
                     first_error = r;

@@ -166,11 +166,7 @@ pub fn draw(seed: u64, nodes: usize, profile: Profile, network: bool) -> Vec<Pla
     let mut net_free = 0u64;
     for i in 0..profile.faults as u64 {
         let start = i * slot + rng.range(0, slot / 2);
-        let kind = if network {
-            rng.below(8)
-        } else {
-            rng.below(3)
-        };
+        let kind = if network { rng.below(8) } else { rng.below(3) };
         let node = rng.below(nodes);
         let fault = match kind {
             0 => Fault::Kill { node },

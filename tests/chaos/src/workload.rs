@@ -212,8 +212,11 @@ pub async fn subscriber(
         }
         first = false;
         let c = client(&targets.urls[node]);
-        let connected =
-            tokio::time::timeout(Duration::from_secs(5), c.send(get(&c, &path, last_id.as_deref()))).await;
+        let connected = tokio::time::timeout(
+            Duration::from_secs(5),
+            c.send(get(&c, &path, last_id.as_deref())),
+        )
+        .await;
         if let Ok(Ok(resp)) = connected {
             let mut parser = SseParser::new();
             let until = tokio::time::Instant::now() + Duration::from_millis(rng.range(3000, 15000));
@@ -244,7 +247,13 @@ pub async fn subscriber(
 /// timeout, at most 1000 deliveries): acknowledges everything it gets,
 /// and joins again through a random node whenever its stream ends or its
 /// acknowledgements fail, until `done`.
-pub async fn member(index: usize, seed: u64, targets: Arc<Targets>, records: Shared, done: Arc<AtomicBool>) {
+pub async fn member(
+    index: usize,
+    seed: u64,
+    targets: Arc<Targets>,
+    records: Shared,
+    done: Arc<AtomicBool>,
+) {
     let mut rng = Rng::new(seed);
     let path = format!(
         "/v1/events?group={GROUP}&topic=chaos.%3E&from=earliest&ack_timeout_ms=5000&max_deliveries=1000&max_inflight=64&format=json"
@@ -252,7 +261,8 @@ pub async fn member(index: usize, seed: u64, targets: Arc<Targets>, records: Sha
     let mut node = index % targets.urls.len();
     while !done.load(Ordering::Relaxed) {
         let c = client(&targets.urls[node]);
-        let connected = tokio::time::timeout(Duration::from_secs(5), c.send(get(&c, &path, None))).await;
+        let connected =
+            tokio::time::timeout(Duration::from_secs(5), c.send(get(&c, &path, None))).await;
         if let Ok(Ok(resp)) = connected {
             let mut parser = SseParser::new();
             let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Seen>();
