@@ -8,7 +8,7 @@
 //! summary line last, and exits non-zero on any violation.
 //!
 //! ```text
-//! chaos [--profile short|long] [--seed N] [--nodes N] [--bin PATH] [--fsync never|always] [--dir PATH]
+//! chaos [--profile short|long] [--seed N] [--nodes N] [--bin PATH] [--fsync never|always] [--dir PATH] [--dry-run] [--keep]
 //! ```
 //!
 //! It needs root for its network namespaces; without them it runs the
@@ -31,6 +31,8 @@ use schedule::{Fault, Planned, Profile};
 use tokio::sync::Mutex;
 use workload::{Records, Targets};
 
+/// Size of each node's disk (a tmpfs) with namespaces.
+const DISK_MIB: u64 = 512;
 /// Most resident memory a node may reach.
 const MAX_RSS_KIB: u64 = 1024 * 1024;
 
@@ -42,12 +44,16 @@ struct Args {
     bin: PathBuf,
     fsync: String,
     dir: Option<PathBuf>,
+    /// Print the schedule and stop.
+    dry_run: bool,
+    /// Keep the nodes' logs after a run that passed.
+    keep: bool,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!("chaos: {msg}");
     eprintln!(
-        "usage: chaos [--profile short|long] [--seed N] [--nodes N] [--bin PATH] [--fsync never|always] [--dir PATH]"
+        "usage: chaos [--profile short|long] [--seed N] [--nodes N] [--bin PATH] [--fsync never|always] [--dir PATH] [--dry-run] [--keep]"
     );
     std::process::exit(2)
 }
@@ -63,6 +69,8 @@ fn parse_args() -> Args {
         bin: default_bin(),
         fsync: "never".into(),
         dir: None,
+        dry_run: false,
+        keep: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -94,6 +102,8 @@ fn parse_args() -> Args {
             "--bin" => args.bin = PathBuf::from(value()),
             "--fsync" => args.fsync = value(),
             "--dir" => args.dir = Some(PathBuf::from(value())),
+            "--dry-run" => args.dry_run = true,
+            "--keep" => args.keep = true,
             "-h" | "--help" => usage("fault injection for a Switchyard cluster"),
             other => usage(&format!("unknown argument {other:?}")),
         }
@@ -112,6 +122,22 @@ fn default_bin() -> PathBuf {
 
 fn main() {
     let args = parse_args();
+    if args.dry_run {
+        let network = Net::available();
+        println!(
+            "chaos: seed={} profile={} nodes={}",
+            args.seed, args.profile_name, args.nodes
+        );
+        for p in schedule::draw(args.seed, args.nodes, args.profile, network) {
+            println!(
+                "  at {:>6.1}s for {:>4.1}s: {}",
+                p.at.as_secs_f64(),
+                p.lasts.as_secs_f64(),
+                p.fault
+            );
+        }
+        return;
+    }
     if !args.bin.is_file() {
         usage(&format!(
             "no switchyard binary at {} (build it: cargo build -p switchyard)",
@@ -167,7 +193,7 @@ fn main() {
     let nodes = Nodes::new(&args.bin, &dir, args.nodes, mode, &args.fsync);
     let ok = runtime.block_on(run(&args, nodes, net, plan, mode));
     runtime.shutdown_timeout(Duration::from_secs(2));
-    if ok {
+    if ok && !args.keep {
         let _ = std::fs::remove_dir_all(&dir);
     } else {
         eprintln!("chaos: node logs kept in {}", dir.display());
@@ -233,6 +259,15 @@ async fn wait_all_alive(nodes: &Nodes, n: usize, within: Duration) -> bool {
     false
 }
 
+/// Whether the node at `url` answers `/readyz` with 200.
+async fn ready(url: &str) -> bool {
+    let c = switchyard::client::Client::new(url).expect("valid URL");
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), c.get_json("/readyz")).await,
+        Ok(Ok(_))
+    )
+}
+
 async fn apply(
     step: &Step,
     nodes: &mut Nodes,
@@ -248,6 +283,9 @@ async fn apply(
                 nodes.wipe(*node, ids[*node].take())?;
             }
             Fault::Pause { node } => nodes.pause(*node),
+            Fault::DiskFull { node } => {
+                nodes.fill_disk(*node)?;
+            }
             Fault::Isolate { node } => net.as_mut().ok_or_else(no_net)?.split(&[*node])?,
             Fault::Split { minority } => net.as_mut().ok_or_else(no_net)?.split(minority)?,
             Fault::Bridge { a, c, .. } => net.as_mut().ok_or_else(no_net)?.cut(*a, *c)?,
@@ -268,6 +306,15 @@ async fn apply(
                 ids[*node] = None;
             }
             Fault::Pause { node } => nodes.resume(*node),
+            Fault::DiskFull { node } => {
+                nodes.free_disk(*node);
+                // A node that failed a write refuses writes until it is
+                // restarted (what an operator does once /readyz says 503).
+                if !ready(&nodes.url(*node)).await {
+                    nodes.kill9(*node);
+                    nodes.start(*node)?;
+                }
+            }
             Fault::Netem { .. } => net.as_mut().ok_or_else(no_net)?.clear_netem()?,
             _ => net.as_mut().ok_or_else(no_net)?.heal()?,
         },
@@ -291,6 +338,12 @@ async fn run(
     mode: Mode,
 ) -> bool {
     let n = args.nodes;
+    if mode == Mode::Namespaces
+        && let Err(e) = nodes.mount_disks(DISK_MIB)
+    {
+        eprintln!("chaos: {e}");
+        return false;
+    }
     for i in 0..n {
         if let Err(e) = nodes.start(i) {
             eprintln!("chaos: {e}");
@@ -308,7 +361,8 @@ async fn run(
     let targets = Arc::new(Targets {
         urls: (0..n).map(|i| nodes.url(i)).collect(),
     });
-    let acks_modes: [&'static str; 4] = ["quorum", "all", "local", "quorum"];
+    // One publisher per node (while it has as many nodes as modes listed).
+    let acks_modes: [&'static str; 5] = ["quorum", "all", "local", "quorum", "local"];
     let (subscribers, members) = (3, 3);
     let records = Arc::new(Mutex::new(Records {
         published: vec![Vec::new(); acks_modes.len()],

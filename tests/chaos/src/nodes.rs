@@ -29,6 +29,8 @@ pub struct Nodes {
     pub wiped_origins: Vec<String>,
     /// Most resident memory seen per node, in KiB.
     pub max_rss_kib: Vec<u64>,
+    /// tmpfs mounts to remove at the end.
+    mounted: Vec<PathBuf>,
 }
 
 const KEY: &str = "the chaos harness's cluster key";
@@ -43,6 +45,7 @@ impl Nodes {
             procs: (0..n).map(|_| None).collect(),
             wiped_origins: Vec::new(),
             max_rss_kib: vec![0; n],
+            mounted: Vec::new(),
         }
     }
 
@@ -146,18 +149,73 @@ impl Nodes {
         self.signal(i, libc::SIGCONT);
     }
 
-    /// Deletes node `i`'s data directory (the node must be stopped);
-    /// `origin` is the id it had.
+    /// Deletes everything in node `i`'s data directory (the node must be
+    /// stopped); `origin` is the id it had.
     pub fn wipe(&mut self, i: usize, origin: Option<String>) -> Result<(), String> {
         if let Some(o) = origin {
             self.wiped_origins.push(o);
         }
         let d = self.data_dir(i);
-        match std::fs::remove_dir_all(&d) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(format!("{}: {e}", d.display())),
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(format!("{}: {e}", d.display())),
+        };
+        for entry in entries.flatten() {
+            let p = entry.path();
+            let r = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            r.map_err(|e| format!("{}: {e}", p.display()))?;
         }
+        Ok(())
+    }
+
+    /// Puts each node's data directory on a tmpfs of `mib` MiB, so that a
+    /// disk can fill up. Needs root.
+    pub fn mount_disks(&mut self, mib: u64) -> Result<(), String> {
+        for i in 0..self.len() {
+            let d = self.data_dir(i);
+            std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+            let out = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+                .arg(&d)
+                .output()
+                .map_err(|e| format!("mount: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "mount tmpfs on {}: {}",
+                    d.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            self.mounted.push(d);
+        }
+        Ok(())
+    }
+
+    /// Fills node `i`'s disk with a filler file until it is full.
+    pub fn fill_disk(&self, i: usize) -> Result<u64, String> {
+        use std::io::Write;
+        let path = self.data_dir(i).join("filler");
+        let mut f = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let chunk = vec![0u8; 1 << 20];
+        let mut written = 0u64;
+        while let Ok(n) = f.write(&chunk) {
+            if n == 0 {
+                break;
+            }
+            written += n as u64;
+        }
+        let _ = f.sync_all();
+        Ok(written)
+    }
+
+    /// Removes node `i`'s filler file.
+    pub fn free_disk(&self, i: usize) {
+        let _ = std::fs::remove_file(self.data_dir(i).join("filler"));
     }
 
     /// Whether node `i`'s process runs (it may be paused).
@@ -205,6 +263,9 @@ impl Drop for Nodes {
     fn drop(&mut self) {
         for i in 0..self.len() {
             self.kill9(i);
+        }
+        for d in self.mounted.drain(..) {
+            let _ = Command::new("umount").arg(&d).output();
         }
     }
 }

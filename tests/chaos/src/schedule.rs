@@ -64,6 +64,9 @@ pub enum Fault {
     /// A partition of `node` from the rest, switched on and off `flips`
     /// times over the fault's duration.
     Flap { node: usize, flips: u32 },
+    /// The node's data directory (a size-capped tmpfs) filled up, then
+    /// freed.
+    DiskFull { node: usize },
     /// Delay and loss on a node's link.
     Netem {
         node: usize,
@@ -74,12 +77,12 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// Whether the fault takes a node's process away (so at most one such
-    /// fault runs at a time, keeping a majority up).
+    /// Whether the fault takes a node away (so at most one such fault runs
+    /// at a time, keeping a majority up).
     pub fn stops_a_node(&self) -> bool {
         matches!(
             self,
-            Fault::Kill { .. } | Fault::Wipe { .. } | Fault::Pause { .. }
+            Fault::Kill { .. } | Fault::Wipe { .. } | Fault::Pause { .. } | Fault::DiskFull { .. }
         )
     }
 }
@@ -90,6 +93,7 @@ impl fmt::Display for Fault {
             Fault::Kill { node } => write!(f, "kill -9 n{node}, restart"),
             Fault::Wipe { node } => write!(f, "kill -9 n{node}, delete its data, restart"),
             Fault::Pause { node } => write!(f, "SIGSTOP n{node}, SIGCONT"),
+            Fault::DiskFull { node } => write!(f, "fill n{node}'s disk, free it"),
             Fault::Isolate { node } => write!(f, "isolate n{node}"),
             Fault::Split { minority } => {
                 let names: Vec<String> = minority.iter().map(|n| format!("n{n}")).collect();
@@ -156,7 +160,8 @@ impl Profile {
 /// start in order; one that stops a node never overlaps another such fault
 /// (a majority stays up), network faults never overlap each other (one
 /// partition at a time), and every fault ends before the run does.
-/// Without `network`, only faults on processes are drawn.
+/// Without `network` (no namespaces, and so no root for tmpfs mounts),
+/// only faults on processes are drawn.
 pub fn draw(seed: u64, nodes: usize, profile: Profile, network: bool) -> Vec<Planned> {
     let mut rng = Rng::new(seed);
     let total = profile.duration.as_millis() as u64;
@@ -166,13 +171,14 @@ pub fn draw(seed: u64, nodes: usize, profile: Profile, network: bool) -> Vec<Pla
     let mut net_free = 0u64;
     for i in 0..profile.faults as u64 {
         let start = i * slot + rng.range(0, slot / 2);
-        let kind = if network { rng.below(8) } else { rng.below(3) };
+        let kind = if network { rng.below(9) } else { rng.below(3) };
         let node = rng.below(nodes);
         let fault = match kind {
             0 => Fault::Kill { node },
             1 => Fault::Wipe { node },
             2 => Fault::Pause { node },
             3 => Fault::Isolate { node },
+            8 => Fault::DiskFull { node },
             4 => Fault::Split {
                 minority: rng.pick(nodes, (nodes - 1) / 2),
             },
