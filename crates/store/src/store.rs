@@ -216,10 +216,24 @@ impl Store {
         std::fs::create_dir_all(&config.path).map_err(|e| {
             StoreError::DataDir(format!("cannot create {}: {e}", config.path.display()))
         })?;
-        let db = Database::builder(&config.path)
+        let db = match Database::builder(&config.path)
             .cache_size(config.cache_bytes)
             .open()
-            .storage()?;
+        {
+            Ok(db) => db,
+            // A journal record whose checksum does not match, or a table
+            // the engine cannot read back: never served.
+            Err(e @ (fjall::Error::JournalRecovery(_) | fjall::Error::Unrecoverable)) => {
+                return Err(StoreError::DataDir(format!(
+                    "{} is damaged ({e:?}): a record does not match its checksum, so the node \
+                     will not serve it. In a cluster, move the directory away and start the \
+                     node with an empty one: it joins as a new origin, and the copies of its \
+                     old log on its replicas stay readable",
+                    config.path.display()
+                )));
+            }
+            Err(e) => return Err(e).storage(),
+        };
         let log = open_keyspace(&db, "log")?;
         let index = open_keyspace(&db, "index")?;
         let meta = open_keyspace(&db, "meta")?;

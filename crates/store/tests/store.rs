@@ -1766,3 +1766,37 @@ async fn copies_of_another_origin_answer_an_idempotent_retry() {
     let all = drain(&store, &query(&["pay.>"]), &Cursor::earliest());
     assert_eq!(all.messages.len(), 5);
 }
+
+/// A byte flipped in the journal while the node is stopped is detected
+/// when the store opens: it refuses to open, with a message that says the
+/// directory is damaged and what to do, and serves nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flipped_byte_in_the_journal_is_refused_at_open() {
+    let dir = tempdir();
+    let store = open(config(&dir));
+    for i in 0..50 {
+        append_one(&store, plain("f.x", format!("message-{i}-{}", "a".repeat(100)))).await;
+    }
+    shut(store);
+    let journal = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "jnl"))
+        .expect("a journal file");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let at = bytes
+        .windows(11)
+        .position(|w| w == b"message-25-")
+        .expect("the journal holds the messages");
+    bytes[at + 3] ^= 1;
+    std::fs::write(&journal, bytes).unwrap();
+    match Store::open(config(&dir)) {
+        Err(StoreError::DataDir(msg)) => {
+            assert!(msg.contains("damaged"), "{msg}");
+            assert!(msg.contains("empty one"), "{msg}");
+        }
+        Err(e) => panic!("opened with another error: {e}"),
+        Ok(_) => panic!("a damaged journal was opened"),
+    }
+}
