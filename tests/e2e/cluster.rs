@@ -1937,3 +1937,53 @@ async fn a_paused_origin_loses_nothing_and_resumed_streams_repeat_nothing() {
         );
     }
 }
+
+/// A repeat of an idempotent publish that reaches a node holding no copy of
+/// the original (not one of its origin's replicas) is answered with the
+/// original: the node asks its peers before storing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_on_a_node_without_a_copy_finds_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, ids) = start_cluster_with(dir.path(), 3, &["--replication-factor", "2"]).await;
+    let a_id = &ids[0].0;
+    // The node that is not A's replica.
+    let replicas_of_a = || async {
+        let r = &cluster_view(&nodes[0]).await["replication"];
+        r["origins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["origin"] == a_id.as_str())
+            .and_then(|o| o["replicas"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|x| x["node"].as_str().map(str::to_owned))
+            .collect::<Vec<String>>()
+    };
+    wait_until(Duration::from_secs(20), "A's replica known", || async {
+        replicas_of_a().await.len() == 1
+    })
+    .await;
+    let replicas = replicas_of_a().await;
+    let outsider = (1..3).find(|i| !replicas.contains(&ids[*i].0));
+    let outsider = &nodes[outsider.unwrap()];
+    let keyed = |node: &Node| {
+        node.request("POST", "/v1/topics/idem.x")
+            .header("idempotency-key", "order-7")
+    };
+    let (status, _, body) = nodes[0].raw(keyed(&nodes[0]), "first").await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let first: Value = serde_json::from_slice(&body).unwrap();
+    let (status, headers, body) = outsider.raw(keyed(outsider), "again").await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let again: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(again["id"], first["id"], "{again:#}");
+    assert_eq!(again["duplicate"], true, "{again:#}");
+    assert_eq!(headers["idempotent-replayed"], "true");
+    for node in &nodes {
+        let v = node
+            .get_json("/v1/messages?topic=idem.x&from=earliest")
+            .await;
+        assert_eq!(payloads(&v), ["first"], "{v:#}");
+    }
+}

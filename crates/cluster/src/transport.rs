@@ -35,6 +35,9 @@ pub const GROUP_TAKE_PATH: &str = "/cluster/v1/groups/take";
 /// Path of a request that hands a consumer group's state to the node that
 /// coordinates it next, from a node that is leaving the cluster.
 pub const GROUP_GIVE_PATH: &str = "/cluster/v1/groups/give";
+/// Path of a request that asks a peer which of a publisher's idempotency
+/// keys it already holds a message for.
+pub const IDEMPOTENCY_PATH: &str = "/cluster/v1/idempotency";
 /// Prefix of a client request relayed to the node that serves it: the rest
 /// of the path and the query are the client's (`/cluster/v1/forward/v1/...`).
 pub const FORWARD_PREFIX: &str = "/cluster/v1/forward";
@@ -109,6 +112,35 @@ pub struct GroupGive {
     /// Its state.
     pub state: GroupState,
 }
+
+/// Asks a peer for the messages it holds under these (topic, idempotency
+/// key) pairs: a publish with a key this node does not know may repeat one
+/// that reached another node (a retry after a failure).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdempotencyLookup {
+    /// (topic, key) pairs, at most [`MAX_IDEMPOTENCY_LOOKUP`].
+    pub entries: Vec<(String, String)>,
+}
+
+/// Most pairs in one [`IdempotencyLookup`].
+pub const MAX_IDEMPOTENCY_LOOKUP: usize = 10_000;
+
+/// The message a peer holds under an idempotency key: its origin, origin
+/// sequence, stream sequence and timestamp.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// The message's origin.
+    pub origin: u64,
+    /// Its origin sequence.
+    pub seq: u64,
+    /// Its stream sequence.
+    pub stream_seq: u64,
+    /// Its timestamp (HLC).
+    pub timestamp: u64,
+}
+
+/// The answer to an [`IdempotencyLookup`]: one entry per pair, in order.
+pub type IdempotencyFound = Vec<Option<IdempotencyRecord>>;
 
 /// The answer to a [`GroupTake`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -384,6 +416,17 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<GroupTaken, TransportError> {
         self.call(addr, GROUP_TAKE_PATH, req, timeout).await
+    }
+
+    /// Asks the peer at `addr` which of `req`'s idempotency keys it holds
+    /// a message for. Bounded by `timeout`.
+    pub async fn lookup_idempotency(
+        &self,
+        addr: &str,
+        req: &IdempotencyLookup,
+        timeout: Duration,
+    ) -> Result<IdempotencyFound, TransportError> {
+        self.call(addr, IDEMPOTENCY_PATH, req, timeout).await
     }
 
     /// Hands a group's state to the peer at `addr` (see [`GroupGive`]).

@@ -125,6 +125,26 @@ pub(crate) async fn feed(app: &App, req: Request<Incoming>) -> Result<Response<B
     Ok(postcard_response(transport::encode(&answer)))
 }
 
+/// `POST /cluster/v1/idempotency`: a peer asks which idempotency keys this
+/// node holds a message for.
+pub(crate) async fn idempotency(
+    app: &App,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Problem> {
+    let (cluster, request) = signed_body::<transport::IdempotencyLookup>(
+        app,
+        req,
+        transport::IDEMPOTENCY_PATH,
+        transport::MAX_REQUEST,
+    )
+    .await?;
+    let answer = app
+        .router
+        .idempotency_lookup(&request)
+        .inspect_err(|_| cluster.stats().refused_request())?;
+    Ok(postcard_response(transport::encode(&answer)))
+}
+
 /// `POST /cluster/v1/groups/take`: the peer that now coordinates a group
 /// takes its state from this node.
 pub(crate) async fn take(app: &App, req: Request<Incoming>) -> Result<Response<Body>, Problem> {

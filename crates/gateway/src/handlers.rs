@@ -92,6 +92,10 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
             Method::POST => crate::cluster::take(&app, req).await,
             _ => Err(not_allowed("POST")),
         },
+        (switchyard_cluster::transport::IDEMPOTENCY_PATH, _) => match method {
+            Method::POST => crate::cluster::idempotency(&app, req).await,
+            _ => Err(not_allowed("POST")),
+        },
         (switchyard_cluster::transport::GROUP_GIVE_PATH, _) => match method {
             Method::POST => crate::cluster::give(&app, req).await,
             _ => Err(not_allowed("POST")),

@@ -14,6 +14,7 @@ mod background;
 mod error;
 mod feeds;
 mod groups;
+mod idempotency;
 mod plugins;
 mod replication;
 mod router;

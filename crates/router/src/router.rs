@@ -201,6 +201,15 @@ impl Router {
         });
     }
 
+    /// Answers a peer's question which idempotency keys this node holds a
+    /// message for (node-to-node transport).
+    pub fn idempotency_lookup(
+        &self,
+        req: &switchyard_cluster::transport::IdempotencyLookup,
+    ) -> Result<switchyard_cluster::transport::IdempotencyFound, RouterError> {
+        crate::idempotency::answer(&self.store, req)
+    }
+
     /// Answers a peer's feed request (node-to-node transport).
     pub async fn feed(&self, req: FeedRequest) -> Result<FeedResponse, RouterError> {
         crate::feeds::answer(&self.store, &self.interest, &self.progress, req).await
@@ -356,8 +365,32 @@ impl Router {
             });
         }
         if !self.plugins.has_routes() {
-            let appended = self.store.append(batch).await?;
-            return Ok(appended.into_iter().map(Published::stored).collect());
+            // A repeat of a message that reached another node first.
+            let elsewhere = match self.cluster.get() {
+                Some(c) => crate::idempotency::held_elsewhere(&self.store, c, &batch).await,
+                None => vec![None; batch.len()],
+            };
+            if elsewhere.iter().all(Option::is_none) {
+                let appended = self.store.append(batch).await?;
+                return Ok(appended.into_iter().map(Published::stored).collect());
+            }
+            let fresh: Vec<PublishRequest> = batch
+                .into_iter()
+                .zip(&elsewhere)
+                .filter(|(_, e)| e.is_none())
+                .map(|(r, _)| r)
+                .collect();
+            let mut stored = if fresh.is_empty() {
+                Vec::new()
+            } else {
+                self.store.append(fresh).await?
+            }
+            .into_iter();
+            return Ok(elsewhere
+                .into_iter()
+                .filter_map(|e| e.or_else(|| stored.next()))
+                .map(Published::stored)
+                .collect());
         }
         let mut routed: Vec<Routed> = Vec::with_capacity(batch.len());
         for r in batch {

@@ -97,6 +97,20 @@ fn decode_idem(topic: &Topic, b: &[u8]) -> Result<(Appended, u64), StoreError> {
     Ok((appended, expires))
 }
 
+impl crate::Store {
+    /// The message stored under idempotency key `key` on `topic` within
+    /// the idempotency window (this node's own, or one of another origin
+    /// that this node holds), as a repeat would be answered.
+    pub fn idempotent(&self, topic: &Topic, key: &str) -> Result<Option<Appended>, StoreError> {
+        let sh = &*self.shared;
+        let Some(v) = sh.idem.get(keys::idem_key(topic, key)).storage()? else {
+            return Ok(None);
+        };
+        let (prev, expires) = decode_idem(topic, &v)?;
+        Ok((expires > now_ms()).then_some(prev))
+    }
+}
+
 /// Stages the idempotency record of `m`, a message of another origin that
 /// carries its key in the [`IDEMPOTENCY_HEADER`] header, unless the record
 /// exists or has expired (the window counts from the message's

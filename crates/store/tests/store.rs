@@ -1775,7 +1775,11 @@ async fn a_flipped_byte_in_the_journal_is_refused_at_open() {
     let dir = tempdir();
     let store = open(config(&dir));
     for i in 0..50 {
-        append_one(&store, plain("f.x", format!("message-{i}-{}", "a".repeat(100)))).await;
+        append_one(
+            &store,
+            plain("f.x", format!("message-{i}-{}", "a".repeat(100))),
+        )
+        .await;
     }
     shut(store);
     let journal = std::fs::read_dir(dir.path())

@@ -273,6 +273,7 @@ async fn apply(
     nodes: &mut Nodes,
     net: &mut Option<Net>,
     ids: &mut [Option<String>],
+    corrupted: &mut Vec<usize>,
 ) -> Result<(), String> {
     let no_net = || "a network fault without namespaces".to_owned();
     match step {
@@ -285,6 +286,16 @@ async fn apply(
             Fault::Pause { node } => nodes.pause(*node),
             Fault::DiskFull { node } => {
                 nodes.fill_disk(*node)?;
+            }
+            Fault::Corrupt { node } => {
+                nodes.kill9(*node);
+                let pick = ids[*node].as_deref().map_or(0, |s| s.len() as u64);
+                if nodes.flip_journal_byte(*node, pick)? {
+                    nodes.start(*node)?;
+                    corrupted.push(*node);
+                } else {
+                    nodes.start(*node)?;
+                }
             }
             Fault::Isolate { node } => net.as_mut().ok_or_else(no_net)?.split(&[*node])?,
             Fault::Split { minority } => net.as_mut().ok_or_else(no_net)?.split(minority)?,
@@ -304,6 +315,26 @@ async fn apply(
             Fault::Kill { node } | Fault::Wipe { node } => {
                 nodes.start(*node)?;
                 ids[*node] = None;
+            }
+            Fault::Corrupt { node } => {
+                if corrupted.contains(node) {
+                    corrupted.retain(|n| n != node);
+                    // The damaged directory must have been refused.
+                    if nodes.running(*node) {
+                        return Err(format!(
+                            "n{node} started on a journal with a flipped byte (undetected corruption)"
+                        ));
+                    }
+                    let tail = nodes.log_tail(*node);
+                    if !tail.contains("damaged") {
+                        return Err(format!(
+                            "n{node} refused its damaged journal without saying so: {tail}"
+                        ));
+                    }
+                    // The operator's repair: an empty directory.
+                    nodes.wipe(*node, ids[*node].take())?;
+                    nodes.start(*node)?;
+                }
             }
             Fault::Pause { node } => nodes.resume(*node),
             Fault::DiskFull { node } => {
@@ -405,6 +436,7 @@ async fn run(
     }
     // The schedule.
     let mut failures = Vec::new();
+    let mut corrupted = Vec::new();
     for (at, step) in steps(&plan) {
         let when = started + at;
         while tokio::time::Instant::now() < when {
@@ -414,15 +446,15 @@ async fn run(
             )
             .await;
         }
-        if matches!(&step, Step::Start(Fault::Wipe { node }) | Step::Start(Fault::Kill { node }) if ids[*node].is_none())
+        // Learn the id of a node restarted since (a wiped one is new).
+        if let Step::Start(Fault::Wipe { node } | Fault::Kill { node } | Fault::Corrupt { node }) =
+            &step
+            && ids[*node].is_none()
         {
-            // Learn the id of a node restarted since (a wiped one is new).
-            if let Step::Start(Fault::Wipe { node } | Fault::Kill { node }) = &step {
-                ids[*node] = workload::node_id(&nodes.url(*node)).await;
-            }
+            ids[*node] = workload::node_id(&nodes.url(*node)).await;
         }
         println!("chaos: {:>6.1}s {step:?}", started.elapsed().as_secs_f64());
-        if let Err(e) = apply(&step, &mut nodes, &mut net, &mut ids).await {
+        if let Err(e) = apply(&step, &mut nodes, &mut net, &mut ids, &mut corrupted).await {
             failures.push(format!("applying {step:?}: {e}"));
         }
     }

@@ -213,6 +213,42 @@ impl Nodes {
         Ok(written)
     }
 
+    /// Flips one byte of a stored message (its topic name) in node `i`'s
+    /// newest journal (the node must be stopped). Whether one was found.
+    pub fn flip_journal_byte(&self, i: usize, pick: u64) -> Result<bool, String> {
+        let dir = self.data_dir(i);
+        let newest = std::fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jnl"))
+            .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
+        let Some(path) = newest else {
+            return Ok(false);
+        };
+        let mut bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let hits: Vec<usize> = bytes
+            .windows(7)
+            .enumerate()
+            .filter(|(_, w)| *w == b"chaos.p")
+            .map(|(at, _)| at)
+            .collect();
+        if hits.is_empty() {
+            return Ok(false);
+        }
+        let at = hits[(pick % hits.len() as u64) as usize] + 2;
+        bytes[at] ^= 0x20;
+        std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(true)
+    }
+
+    /// The last lines of node `i`'s log.
+    pub fn log_tail(&self, i: usize) -> String {
+        let text = std::fs::read_to_string(self.dir.join(format!("n{i}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    }
+
     /// Removes node `i`'s filler file.
     pub fn free_disk(&self, i: usize) {
         let _ = std::fs::remove_file(self.data_dir(i).join("filler"));

@@ -67,6 +67,10 @@ pub enum Fault {
     /// The node's data directory (a size-capped tmpfs) filled up, then
     /// freed.
     DiskFull { node: usize },
+    /// `kill -9`, a byte of a stored message flipped in its journal, a
+    /// restart (which must refuse the damaged directory), then the
+    /// operator's repair: an empty directory, a new origin.
+    Corrupt { node: usize },
     /// Delay and loss on a node's link.
     Netem {
         node: usize,
@@ -82,7 +86,11 @@ impl Fault {
     pub fn stops_a_node(&self) -> bool {
         matches!(
             self,
-            Fault::Kill { .. } | Fault::Wipe { .. } | Fault::Pause { .. } | Fault::DiskFull { .. }
+            Fault::Kill { .. }
+                | Fault::Wipe { .. }
+                | Fault::Pause { .. }
+                | Fault::DiskFull { .. }
+                | Fault::Corrupt { .. }
         )
     }
 }
@@ -94,6 +102,9 @@ impl fmt::Display for Fault {
             Fault::Wipe { node } => write!(f, "kill -9 n{node}, delete its data, restart"),
             Fault::Pause { node } => write!(f, "SIGSTOP n{node}, SIGCONT"),
             Fault::DiskFull { node } => write!(f, "fill n{node}'s disk, free it"),
+            Fault::Corrupt { node } => {
+                write!(f, "kill -9 n{node}, flip a byte of its journal, restart")
+            }
             Fault::Isolate { node } => write!(f, "isolate n{node}"),
             Fault::Split { minority } => {
                 let names: Vec<String> = minority.iter().map(|n| format!("n{n}")).collect();
@@ -171,7 +182,7 @@ pub fn draw(seed: u64, nodes: usize, profile: Profile, network: bool) -> Vec<Pla
     let mut net_free = 0u64;
     for i in 0..profile.faults as u64 {
         let start = i * slot + rng.range(0, slot / 2);
-        let kind = if network { rng.below(9) } else { rng.below(3) };
+        let kind = if network { rng.below(10) } else { rng.below(3) };
         let node = rng.below(nodes);
         let fault = match kind {
             0 => Fault::Kill { node },
@@ -179,6 +190,7 @@ pub fn draw(seed: u64, nodes: usize, profile: Profile, network: bool) -> Vec<Pla
             2 => Fault::Pause { node },
             3 => Fault::Isolate { node },
             8 => Fault::DiskFull { node },
+            9 => Fault::Corrupt { node },
             4 => Fault::Split {
                 minority: rng.pick(nodes, (nodes - 1) / 2),
             },

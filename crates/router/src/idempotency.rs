@@ -1,0 +1,101 @@
+//! Idempotency across a cluster. A message published with an
+//! `Idempotency-Key` carries the key to every node that holds a copy (see
+//! [`switchyard_model::IDEMPOTENCY_HEADER`]), so a repeat on any of them is
+//! answered with the original. A repeat can also reach a node that holds
+//! no copy yet: a retry moved to another node after the first one failed,
+//! or a node that just returned with an empty disk. So before storing a
+//! keyed message whose key it does not know, a node in a replicated
+//! cluster asks its live peers (one request each, in parallel, at most
+//! [`LOOKUP_TIME`]) whether they hold a message under that key, and if one
+//! does, answers with that message instead of storing a second one.
+
+use std::time::Duration;
+
+use switchyard_cluster::Cluster;
+use switchyard_cluster::transport::{
+    IdempotencyFound, IdempotencyLookup, IdempotencyRecord, MAX_IDEMPOTENCY_LOOKUP,
+};
+use switchyard_model::{MessageId, NodeId, Timestamp, Topic};
+use switchyard_store::{Appended, Store};
+
+use crate::{PublishRequest, RouterError};
+
+/// Longest a publish waits for its peers' answers.
+const LOOKUP_TIME: Duration = Duration::from_secs(1);
+
+/// Answers a peer's lookup from this node's idempotency records.
+pub(crate) fn answer(
+    store: &Store,
+    req: &IdempotencyLookup,
+) -> Result<IdempotencyFound, RouterError> {
+    if req.entries.len() > MAX_IDEMPOTENCY_LOOKUP {
+        return Err(RouterError::Cluster(format!(
+            "an idempotency lookup holds at most {MAX_IDEMPOTENCY_LOOKUP} keys"
+        )));
+    }
+    req.entries
+        .iter()
+        .map(|(topic, key)| {
+            let Ok(topic) = topic.parse::<Topic>() else {
+                return Ok(None);
+            };
+            Ok(store.idempotent(&topic, key)?.map(|a| IdempotencyRecord {
+                origin: a.id.origin.0,
+                seq: a.id.seq,
+                stream_seq: a.stream_seq,
+                timestamp: a.timestamp.0,
+            }))
+        })
+        .collect()
+}
+
+/// For each request of `batch`: the message a live peer holds under its
+/// idempotency key, when this node holds none. `None` for a request
+/// without a key, one this node knows, or one no peer answered for.
+pub(crate) async fn held_elsewhere(
+    store: &Store,
+    cluster: &Cluster,
+    batch: &[PublishRequest],
+) -> Vec<Option<Appended>> {
+    let mut out = vec![None; batch.len()];
+    let mut asked: Vec<usize> = Vec::new();
+    let mut entries = Vec::new();
+    for (i, r) in batch.iter().enumerate() {
+        let Some(key) = &r.idempotency_key else {
+            continue;
+        };
+        if matches!(store.idempotent(&r.topic, key), Ok(None)) {
+            asked.push(i);
+            entries.push((r.topic.as_str().to_owned(), key.clone()));
+        }
+    }
+    let peers = cluster.peers();
+    if entries.is_empty() || peers.is_empty() || cluster.replication_factor() < 2 {
+        return out;
+    }
+    let req = IdempotencyLookup { entries };
+    let mut calls = tokio::task::JoinSet::new();
+    for (_, addr) in peers {
+        let (client, req) = (cluster.client().clone(), req.clone());
+        calls.spawn(async move { client.lookup_idempotency(&addr, &req, LOOKUP_TIME).await });
+    }
+    while let Some(joined) = calls.join_next().await {
+        let Ok(Ok(found)) = joined else { continue };
+        for (slot, record) in asked.iter().zip(found) {
+            let Some(rec) = record else { continue };
+            if out[*slot].is_none() {
+                out[*slot] = Some(Appended {
+                    id: MessageId {
+                        origin: NodeId(rec.origin),
+                        seq: rec.seq,
+                    },
+                    topic: batch[*slot].topic.clone(),
+                    stream_seq: rec.stream_seq,
+                    timestamp: Timestamp(rec.timestamp),
+                    duplicate: true,
+                });
+            }
+        }
+    }
+    out
+}
