@@ -6,6 +6,8 @@
 #
 #   scripts/chaos.sh --profile short --seed 7     # about 1.5 minutes
 #   scripts/chaos.sh --profile long --seed 7      # 20 minutes of faults
+#   scripts/chaos.sh --profile soak --seed 7      # 10 minutes of 1-2 s pauses under stress-ng:
+#                                                 # no node may be declared down
 #   scripts/chaos.sh --nodes 3 --fsync always
 #
 # The harness needs root for its namespaces (10.213.0.0/24, inside them
@@ -18,10 +20,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/switchyard/ci-target}"
 
-if [ "$(id -u)" = 0 ] && ! command -v ip >/dev/null 2>&1; then
-    if command -v apt-get >/dev/null 2>&1; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null
-    fi
+need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+case " $* " in
+    *" soak "*) command -v stress-ng >/dev/null 2>&1 || need+=(stress-ng) ;;
+esac
+if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null ||
+        { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; }
 fi
 cargo build --locked -q -p switchyard -p switchyard-chaos
 exec "$CARGO_TARGET_DIR/debug/chaos" --bin "$CARGO_TARGET_DIR/debug/switchyard" "$@"

@@ -145,6 +145,8 @@ pub struct Profile {
     pub max_fault: Duration,
     /// Longest pause.
     pub max_pause: Duration,
+    /// Only pauses, of 1 s to `max_pause` (the false-positive soak).
+    pub pauses_only: bool,
 }
 
 impl Profile {
@@ -154,6 +156,7 @@ impl Profile {
             faults: 8,
             max_fault: Duration::from_secs(8),
             max_pause: Duration::from_secs(6),
+            pauses_only: false,
         }
     }
 
@@ -163,6 +166,19 @@ impl Profile {
             faults: 120,
             max_fault: Duration::from_secs(30),
             max_pause: Duration::from_secs(30),
+            pauses_only: false,
+        }
+    }
+
+    /// Ten minutes of short pauses (1-2 s) on a machine whose cores are
+    /// saturated: no node may be declared down.
+    pub fn soak() -> Profile {
+        Profile {
+            duration: Duration::from_secs(10 * 60),
+            faults: 60,
+            max_fault: Duration::from_secs(2),
+            max_pause: Duration::from_secs(2),
+            pauses_only: true,
         }
     }
 }
@@ -182,7 +198,13 @@ pub fn draw(seed: u64, nodes: usize, profile: Profile, network: bool) -> Vec<Pla
     let mut net_free = 0u64;
     for i in 0..profile.faults as u64 {
         let start = i * slot + rng.range(0, slot / 2);
-        let kind = if network { rng.below(10) } else { rng.below(3) };
+        let kind = if profile.pauses_only {
+            2
+        } else if network {
+            rng.below(10)
+        } else {
+            rng.below(3)
+        };
         let node = rng.below(nodes);
         let fault = match kind {
             0 => Fault::Kill { node },

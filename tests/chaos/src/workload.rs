@@ -354,6 +354,39 @@ pub async fn pull_all(url: &str) -> Option<Vec<Seen>> {
     }
 }
 
+/// How many `down` events the node at `url` recorded on `$sys.cluster`.
+pub async fn down_events(url: &str) -> usize {
+    let c = client(url);
+    let mut from = "earliest".to_owned();
+    let mut downs = 0;
+    loop {
+        let path = format!("/v1/messages?topic=%24sys.cluster&from={from}&limit=1000");
+        let Ok(Ok(v)) = tokio::time::timeout(Duration::from_secs(15), c.get_json(&path)).await
+        else {
+            return downs;
+        };
+        let Some(msgs) = v["messages"].as_array() else {
+            return downs;
+        };
+        if msgs.is_empty() {
+            return downs;
+        }
+        downs += msgs
+            .iter()
+            .filter(|m| {
+                m["payload"]
+                    .as_str()
+                    .and_then(|p| serde_json::from_str::<Value>(p).ok())
+                    .is_some_and(|e| e["event"] == "down")
+            })
+            .count();
+        let Some(next) = v["cursor"].as_str() else {
+            return downs;
+        };
+        from = next.to_owned();
+    }
+}
+
 /// Node ids by URL (`GET /v1/cluster`'s `self` member).
 pub async fn node_id(url: &str) -> Option<String> {
     let v = tokio::time::timeout(Duration::from_secs(3), client(url).get_json("/v1/cluster"))
