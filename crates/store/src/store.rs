@@ -296,6 +296,12 @@ impl Store {
             })?);
         }
         {
+            let (stopper, sh) = (stopper.clone(), shared.clone());
+            threads.push(spawn("switchyard-health", move || {
+                watch_engine(&sh, &stopper)
+            })?);
+        }
+        {
             let (tx, stopper, sh) = (tx.clone(), stopper.clone(), shared.clone());
             threads.push(spawn("switchyard-retention", move || {
                 crate::retention::run(&sh, &tx, &stopper)
@@ -323,7 +329,8 @@ impl Store {
     }
 
     /// Whether the store still accepts writes (false after a failed write or
-    /// sync, or once closed).
+    /// sync, including one in a background thread of the storage engine,
+    /// noticed within half a second; or once closed).
     pub fn is_writable(&self) -> bool {
         !self.shared.poisoned.load(Ordering::SeqCst) && !self.closed.load(Ordering::SeqCst)
     }
@@ -542,6 +549,29 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// How often the storage engine is asked whether it still takes writes.
+const ENGINE_CHECK_PERIOD: Duration = Duration::from_millis(500);
+
+/// Poisons the store when the storage engine stops taking writes on its
+/// own: a memtable flush or a compaction that fails (a full disk, an I/O
+/// error) ends fjall's background worker and makes fjall refuse every
+/// later write, without any write of the store failing yet. Without this
+/// check the store would look writable (and the node ready) until the next
+/// publish met the refusal. Asking is a buffered-journal persist, which
+/// fjall refuses once poisoned; it does no I/O when the journal buffer is
+/// empty, as it is between commits. A separate thread, because the call
+/// takes the journal lock and may wait behind a slow sync.
+fn watch_engine(sh: &Shared, stopper: &Stopper) {
+    while !stopper.wait(ENGINE_CHECK_PERIOD) {
+        if sh.poisoned.load(Ordering::SeqCst) {
+            continue;
+        }
+        if let Err(e) = sh.db.persist(PersistMode::Buffer) {
+            sh.poison("storage engine", &e);
+        }
     }
 }
 
