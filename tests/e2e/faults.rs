@@ -23,7 +23,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
-use crate::support::{Node, Rng, enc, wait_until};
+use crate::support::{Node, Rng, Sse, enc, wait_until};
 
 /// A publish not answered within this long counts as hung.
 const HANG: Duration = Duration::from_secs(30);
@@ -565,4 +565,135 @@ async fn retry_after_a_failed_sync_stores_one_copy() {
     if stored_before_retry == 1 {
         assert_eq!(retry["duplicate"], true, "{retry}");
     }
+}
+
+/// Publishes `n` messages to `fast.x` on `from`, one every 100 ms, and
+/// returns how long each took to reach the subscriber `sse` on another
+/// node (a message not seen within 30 s counts as 30 s).
+async fn delivery_delays(from: &Node, sse: &mut Sse, round: &str, n: usize) -> Vec<Duration> {
+    let mut delays = Vec::with_capacity(n);
+    for i in 0..n {
+        let text = format!("{round}-{i}");
+        let sent = Instant::now();
+        let req = from.request("POST", "/v1/topics/fast.x?acks=local");
+        let (status, _, body) = from.raw(req, text.clone()).await;
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+        let mut took = Duration::from_secs(30);
+        while let Some(ev) = sse
+            .next(Duration::from_secs(30).saturating_sub(sent.elapsed()))
+            .await
+        {
+            if ev.data == text {
+                took = sent.elapsed();
+                break;
+            }
+        }
+        delays.push(took);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    delays.sort();
+    delays
+}
+
+/// Relayed group members that never read their streams, with a large
+/// backlog, against an ordinary subscriber on the relaying node that reads
+/// messages of the coordinating node: the member streams and the relaying
+/// node's pulls share one HTTP/2 connection between the two nodes. Prints
+/// the subscriber's delivery delays with 0, 1 and 4 stuck members; fails
+/// when a message takes more than 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stuck_relayed_members_do_not_stall_a_peers_pulls() {
+    use crate::cluster::{start_cluster, whoami};
+    use crate::groups::{GroupMember, info};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, ids) = start_cluster(dir.path(), 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    assert_eq!(whoami(a).await.0, ids[0].0);
+    let query = format!("topic={}&max_inflight=10000", enc("slow.>"));
+    // A group the first node coordinates, joined through the second.
+    let mut name = String::new();
+    for i in 0.. {
+        name = format!("slow-{i}");
+        let first = GroupMember::join(b, &name, &query).await;
+        let v = info(b, &name).await;
+        drop(first);
+        if v["coordinator"] == ids[0].0.as_str() {
+            break;
+        }
+    }
+    // Another group the first node coordinates, for the last measurement.
+    let mut other = String::new();
+    for i in 0.. {
+        other = format!("other-{i}");
+        let first = GroupMember::join(b, &other, &format!("topic={}", enc("other.>"))).await;
+        let v = info(b, &other).await;
+        drop(first);
+        if v["coordinator"] == ids[0].0.as_str() {
+            break;
+        }
+    }
+    let mut sse = Sse::connect(b, "/v1/events?topic=fast.x", None)
+        .await
+        .unwrap();
+    let baseline = delivery_delays(a, &mut sse, "baseline", 10).await;
+    let mut report = vec![(0, baseline)];
+    let mut stuck = Vec::new();
+    let mut rng = Rng::new(11);
+    for (members, backlog_mib) in [(1usize, 32usize), (4, 96)] {
+        while stuck.len() < members {
+            stuck.push(GroupMember::join(b, &name, &query).await);
+        }
+        // 256 KiB payloads that do not compress, in batches of 8.
+        for _ in 0..backlog_mib / 2 {
+            let entries: Vec<Value> = (0..8)
+                .map(|_| {
+                    let mut p = String::with_capacity(256 * 1024);
+                    while p.len() < 256 * 1024 {
+                        p.push_str(&format!("{:016x}", rng.below(u64::MAX)));
+                    }
+                    serde_json::json!({ "payload": p })
+                })
+                .collect();
+            // acks=local: this measures the pulls, not the publishes.
+            let req = a
+                .request("POST", "/v1/batch?topic=slow.x&acks=local")
+                .header("content-type", "application/json");
+            let (status, _, body) = a.raw(req, serde_json::to_vec(&entries).unwrap()).await;
+            assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+        }
+        // Let the member streams fill every buffer on the way.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let delays = delivery_delays(a, &mut sse, &format!("stuck{members}"), 10).await;
+        report.push((members, delays));
+    }
+    for (members, d) in &report {
+        println!(
+            "{members} stuck relayed members: subscriber delays median {} ms, max {} ms",
+            d[d.len() / 2].as_millis(),
+            d[d.len() - 1].as_millis()
+        );
+    }
+    // What the stuck members still hold up: other relayed requests to the
+    // same peer, such as a join to another group it coordinates. Measured,
+    // not asserted.
+    let path = format!("/v1/events?group={other}&topic={}", enc("other.>"));
+    let started = Instant::now();
+    let joined =
+        match tokio::time::timeout(Duration::from_secs(10), Sse::connect(b, &path, None)).await {
+            Ok(Ok(mut sse)) => sse.next(Duration::from_secs(10)).await.is_some(),
+            _ => false,
+        };
+    println!(
+        "a relayed join to another group with 4 stuck members: joined={joined} after {} ms",
+        started.elapsed().as_millis()
+    );
+    for (members, d) in &report {
+        assert!(
+            d[d.len() - 1] < Duration::from_secs(5),
+            "with {members} stuck relayed members a message took {:?} to reach a subscriber",
+            d[d.len() - 1]
+        );
+    }
+    drop(stuck);
 }
