@@ -1,11 +1,14 @@
-//! Faults of the disk under a running node: a full data directory (a
-//! size-capped tmpfs, which needs root to mount) and syncs that fail with
-//! `EIO` (an `LD_PRELOAD` shim, `tests/faults/failsync.c`, built here with
-//! `cc`). What must hold: every publish is answered within a bounded time,
-//! a write that was not stored is never answered 2xx, the node turns
-//! unready, a restart brings it back with every acknowledged message, and
-//! a retry with the same `Idempotency-Key` after an ambiguous failure
-//! stores one copy.
+//! Faults under a running node. Of the disk: a full data directory (a
+//! size-capped tmpfs, which needs root to mount), syncs that fail with
+//! `EIO` and syncs that do not return (an `LD_PRELOAD` shim,
+//! `tests/faults/failsync.c`, built here with `cc`). What must hold: every
+//! publish is answered within a bounded time while the disk fails, a write
+//! that was not stored is never answered 2xx, the node turns unready (also
+//! when the failure is in the storage engine's background work, or the
+//! disk stops answering), a restart brings it back with every acknowledged
+//! message, and a retry with the same `Idempotency-Key` after an ambiguous
+//! failure stores one copy. Of a peer: relayed group members that stop
+//! reading must not stall the relaying node's pulls.
 //!
 //! The tmpfs tests print a message and return early when not run as root;
 //! CI runs them as root.
@@ -696,4 +699,56 @@ async fn stuck_relayed_members_do_not_stall_a_peers_pulls() {
         );
     }
     drop(stuck);
+}
+
+/// A disk that stops answering (a sync that does not return) holds every
+/// publish until it answers again: the node must turn unready meanwhile,
+/// and ready again, with the held publish stored, once it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_disk_makes_the_node_unready_until_it_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let shim = build_failsync(dir.path());
+    let stall = dir.path().join("stall-syncs");
+    let node = Node::start_with_env(
+        dir.path(),
+        &["--fsync", "always"],
+        &[("LD_PRELOAD", &shim), ("FAILSYNC_STALL", &stall)],
+    );
+    let client = http_client();
+    let topic = "faults.stall";
+    std::fs::write(&stall, b"").unwrap();
+    let held = {
+        let (client, url) = (client.clone(), node.url.clone());
+        tokio::spawn(async move {
+            let sent = Instant::now();
+            let answer = post(&client, &url, topic, None, "held".into()).await;
+            (answer, sent.elapsed())
+        })
+    };
+    let stalled = Instant::now();
+    wait_until(
+        Duration::from_secs(15),
+        "/readyz answers 503 while the disk does not answer",
+        || async { get_status(&node, "/readyz").await == 503 },
+    )
+    .await;
+    let unready_after = stalled.elapsed();
+    // Reads go on meanwhile.
+    assert_eq!(get_status(&node, "/healthz").await, 200);
+    std::fs::remove_file(&stall).unwrap();
+    let (answer, took) = held.await.unwrap();
+    let (status, body) = answer.expect("the held publish is answered");
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    wait_until(Duration::from_secs(5), "/readyz 200 again", || async {
+        get_status(&node, "/readyz").await == 200
+    })
+    .await;
+    println!(
+        "stalled disk: /readyz 503 after {} ms; the held publish answered 201 after {} ms; \
+         ready again once the disk answered",
+        unready_after.as_millis(),
+        took.as_millis()
+    );
+    let stored = node.pull_all(topic).await;
+    assert_eq!(stored.len(), 1);
 }
