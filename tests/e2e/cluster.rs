@@ -42,7 +42,7 @@ async fn cluster_view(node: &Node) -> Value {
 }
 
 /// This node's id and gossip address.
-async fn whoami(node: &Node) -> (String, String) {
+pub(crate) async fn whoami(node: &Node) -> (String, String) {
     let v = cluster_view(node).await;
     let me = &v["members"][0];
     assert_eq!(me["self"], true, "{v:#}");
@@ -86,7 +86,7 @@ async fn wait_state(node: &Node, id: &str, state: &str) {
 
 /// Starts `n` nodes under `dir`, the first one the seed of the others,
 /// and waits until every node sees every other alive.
-async fn start_cluster(dir: &Path, n: usize) -> (Vec<Node>, Vec<(String, String)>) {
+pub(crate) async fn start_cluster(dir: &Path, n: usize) -> (Vec<Node>, Vec<(String, String)>) {
     start_cluster_with(dir, n, &[]).await
 }
 

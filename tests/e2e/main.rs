@@ -8,6 +8,7 @@ mod support;
 mod bad_input;
 mod cluster;
 mod crash;
+mod faults;
 mod groups;
 mod memory;
 mod patterns;

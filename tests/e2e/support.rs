@@ -31,6 +31,12 @@ pub struct Node {
 impl Node {
     /// Starts `switchyard serve` on 127.0.0.1:0 with `dir/data`, plus `args`.
     pub fn start(dir: &Path, args: &[&str]) -> Node {
+        Node::start_with_env(dir, args, &[])
+    }
+
+    /// [`Node::start`] with extra environment variables for the process
+    /// (for example `LD_PRELOAD` for fault injection).
+    pub fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> Node {
         let data_dir = dir.join("data");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -47,6 +53,7 @@ impl Node {
                 "SWITCHYARD_LOG",
                 std::env::var("E2E_NODE_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
@@ -92,6 +99,19 @@ impl Node {
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Waits up to `timeout` for the process to exit (after a signal);
+    /// returns whether it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     /// Resident memory of the node process in KiB.

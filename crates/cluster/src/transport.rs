@@ -369,31 +369,55 @@ pub enum TransportError {
     },
 }
 
-/// An HTTP/2 client for peers: one multiplexed connection per peer, kept
-/// alive and reconnected by the pool.
+type H2Client = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+/// An HTTP/2 client of one connection per peer, kept alive and
+/// reconnected by its pool.
+fn h2_client() -> H2Client {
+    let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .timer(hyper_util::rt::TokioTimer::new())
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .http2_keep_alive_timeout(Duration::from_secs(5))
+        .build(connector)
+}
+
+/// An HTTP/2 client for peers: two multiplexed connections per peer, one
+/// for the feed and group hand-overs, one for relayed client requests.
+///
+/// Relayed requests have their own connection because a relayed group
+/// member's event stream is read only as fast as the member reads it: the
+/// data a member leaves unread holds its share of the connection's
+/// receive window (hyper's client: 2 MiB per stream, 5 MiB per
+/// connection), so three members that stop reading stall every stream of
+/// their connection. Sharing it, they stalled this node's pulls from the
+/// coordinator, and with them its subscribers and its replication of that
+/// peer's log (measured: every message delayed past 30 s with four such
+/// members). Apart, they can hold up only other relayed requests to the
+/// same peer.
 #[derive(Clone)]
 pub struct PeerClient {
-    http: hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        Full<Bytes>,
-    >,
+    /// Feeds, group takes and gives.
+    http: H2Client,
+    /// Relayed client requests ([`PeerClient::forward`]).
+    relay: H2Client,
     signer: Signer,
 }
 
 impl PeerClient {
     /// A client that signs with `signer`.
     pub fn new(signer: Signer) -> Self {
-        let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let http =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .http2_only(true)
-                .timer(hyper_util::rt::TokioTimer::new())
-                .http2_keep_alive_interval(Duration::from_secs(5))
-                .http2_keep_alive_timeout(Duration::from_secs(5))
-                .build(connector);
-        PeerClient { http, signer }
+        PeerClient {
+            http: h2_client(),
+            relay: h2_client(),
+            signer,
+        }
     }
 
     /// Asks the peer at `addr` (`host:port`) for its feed. Bounded by
@@ -439,9 +463,9 @@ impl PeerClient {
         self.call(addr, GROUP_GIVE_PATH, req, timeout).await
     }
 
-    /// Relays a client request to the peer at `addr`: `target` is the
-    /// client's path and query (`/v1/...`), signed together with the
-    /// forward prefix. Only the wait for the response head is bounded by
+    /// Relays a client request to the peer at `addr` over the relay
+    /// connection: `target` is the client's path and query (`/v1/...`),
+    /// signed together with the forward prefix. Only the wait for the response head is bounded by
     /// `timeout`; the body streams for as long as the peer sends it (an SSE
     /// stream ends when either side drops it).
     pub async fn forward(
@@ -474,7 +498,7 @@ impl PeerClient {
         let request = request
             .body(Full::new(body))
             .map_err(|e| unreachable(e.to_string()))?;
-        tokio::time::timeout(timeout, self.http.request(request))
+        tokio::time::timeout(timeout, self.relay.request(request))
             .await
             .map_err(|_| unreachable("timed out".into()))?
             .map_err(|e| unreachable(e.to_string()))

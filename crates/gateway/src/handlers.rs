@@ -116,7 +116,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
         } else {
             json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"status": "not ready", "detail": "the store refuses writes"}),
+                &json!({"status": "not ready", "detail": "the store refuses writes, or its disk has not finished a write for 5 s"}),
             )
         }),
         _ => Err(Problem::new(

@@ -80,7 +80,7 @@ pub async fn serve(
     http2
         .timer(TokioTimer::new())
         // A peer relays each group member connected to it as one stream
-        // of its single connection to the group's coordinator.
+        // of its relay connection to the group's coordinator.
         .max_concurrent_streams(MAX_H2_STREAMS)
         .max_header_list_size(config.max_header_bytes.max(8192) as u32);
     let first_bytes_timeout = config.header_read_timeout;

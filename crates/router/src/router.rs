@@ -276,9 +276,11 @@ impl Router {
         &self.config
     }
 
-    /// Whether the node accepts publishes (the store is healthy and open).
+    /// Whether the node accepts publishes (the store is healthy and open)
+    /// and its disk answers (no write stalled for
+    /// [`switchyard_store::STALLED_AFTER`]).
     pub fn is_ready(&self) -> bool {
-        self.store.is_writable()
+        self.store.is_writable() && !self.store.is_stalled()
     }
 
     /// Validates every message, runs the route plugins that apply, then

@@ -335,6 +335,7 @@ impl<'a> Staged<'a> {
             batch.insert(&sh.meta, keys::origin_meta_key(origin), om.encode());
         }
         let started = Instant::now();
+        let committing = sh.committing();
         let written = batch.commit().and_then(|()| match durability {
             Durability::Publish if sh.config.fsync == FsyncMode::Always => {
                 sh.db.persist(PersistMode::SyncData)
@@ -342,6 +343,7 @@ impl<'a> Staged<'a> {
             Durability::Synced => sh.db.persist(PersistMode::SyncAll),
             Durability::Publish | Durability::Deferred => Ok(()),
         });
+        drop(committing);
         let took = started.elapsed();
         if took > SLOW_COMMIT {
             tracing::warn!(

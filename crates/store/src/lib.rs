@@ -69,4 +69,4 @@ pub use error::{StorageError, StoreError};
 pub use groups::{GroupWrite, StoredGroup};
 pub use read::{Gap, ReadBatch, ReadQuery};
 pub use replica::OriginTrim;
-pub use store::Store;
+pub use store::{STALLED_AFTER, Store};

@@ -1,6 +1,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -48,9 +48,39 @@ pub(crate) struct Shared {
     /// Set after a failed write or sync, or a panic in the writer: no
     /// further writes are accepted.
     pub poisoned: AtomicBool,
+    /// Commits (writes and syncs to the storage engine) in progress.
+    pub commits: AtomicUsize,
+    /// When a commit last finished, or began with none in progress
+    /// (milliseconds since the Unix epoch): with commits in progress, how
+    /// long the disk has made no progress.
+    pub progress_ms: AtomicU64,
+}
+
+/// Counts a commit in progress for as long as it lives (see
+/// [`Shared::committing`]).
+pub(crate) struct Committing<'a>(&'a Shared);
+
+impl Drop for Committing<'_> {
+    fn drop(&mut self) {
+        self.0
+            .progress_ms
+            .store(crate::writer::now_ms(), Ordering::SeqCst);
+        self.0.commits.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shared {
+    /// Marks a write or sync to the storage engine in progress until the
+    /// guard drops, so that a disk that stops answering shows
+    /// ([`Store::is_stalled`]).
+    pub fn committing(&self) -> Committing<'_> {
+        if self.commits.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.progress_ms
+                .store(crate::writer::now_ms(), Ordering::SeqCst);
+        }
+        Committing(self)
+    }
+
     /// Makes the store refuse all further writes after `what` failed with
     /// `error`. Logged once, when the store becomes poisoned.
     pub fn poison(&self, what: &str, error: &dyn std::fmt::Display) {
@@ -279,6 +309,8 @@ impl Store {
             node_id,
             changes,
             poisoned: AtomicBool::new(false),
+            commits: AtomicUsize::new(0),
+            progress_ms: AtomicU64::new(0),
             config,
         });
         let (tx, rx) = mpsc::channel(shared.config.write_queue.max(1));
@@ -310,6 +342,12 @@ impl Store {
             })?);
         }
         {
+            let (stopper, sh) = (stopper.clone(), shared.clone());
+            threads.push(spawn("switchyard-health", move || {
+                watch_engine(&sh, &stopper)
+            })?);
+        }
+        {
             let (tx, stopper, sh) = (tx.clone(), stopper.clone(), shared.clone());
             threads.push(spawn("switchyard-retention", move || {
                 crate::retention::run(&sh, &tx, &stopper)
@@ -337,9 +375,22 @@ impl Store {
     }
 
     /// Whether the store still accepts writes (false after a failed write or
-    /// sync, or once closed).
+    /// sync, including one in a background thread of the storage engine,
+    /// noticed within half a second; or once closed).
     pub fn is_writable(&self) -> bool {
         !self.shared.poisoned.load(Ordering::SeqCst) && !self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Whether a write or sync to disk has been in progress for more than
+    /// [`STALLED_AFTER`] without any finishing: the disk stopped answering
+    /// (a hung device or network filesystem). Publishes wait for it, so the
+    /// node should not be sent more of them; it clears by itself once the
+    /// disk answers again.
+    pub fn is_stalled(&self) -> bool {
+        let sh = &*self.shared;
+        sh.commits.load(Ordering::SeqCst) > 0
+            && crate::writer::now_ms().saturating_sub(sh.progress_ms.load(Ordering::SeqCst))
+                > STALLED_AFTER.as_millis() as u64
     }
 
     /// Appends messages atomically: all of them are stored or none. Resolves
@@ -556,6 +607,34 @@ impl Store {
 impl Drop for Store {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// A disk that has finished no write or sync for this long while one is in
+/// progress counts as stalled ([`Store::is_stalled`]). Well above a slow
+/// but working sync (tens to hundreds of milliseconds under load).
+pub const STALLED_AFTER: Duration = Duration::from_secs(5);
+
+/// How often the storage engine is asked whether it still takes writes.
+const ENGINE_CHECK_PERIOD: Duration = Duration::from_millis(500);
+
+/// Poisons the store when the storage engine stops taking writes on its
+/// own: a memtable flush or a compaction that fails (a full disk, an I/O
+/// error) ends fjall's background worker and makes fjall refuse every
+/// later write, without any write of the store failing yet. Without this
+/// check the store would look writable (and the node ready) until the next
+/// publish met the refusal. Asking is a buffered-journal persist, which
+/// fjall refuses once poisoned; it does no I/O when the journal buffer is
+/// empty, as it is between commits. A separate thread, because the call
+/// takes the journal lock and may wait behind a slow sync.
+fn watch_engine(sh: &Shared, stopper: &Stopper) {
+    while !stopper.wait(ENGINE_CHECK_PERIOD) {
+        if sh.poisoned.load(Ordering::SeqCst) {
+            continue;
+        }
+        if let Err(e) = sh.db.persist(PersistMode::Buffer) {
+            sh.poison("storage engine", &e);
+        }
     }
 }
 

@@ -329,7 +329,10 @@ impl Writer {
         if self.pending_visible.is_empty() {
             return;
         }
-        match self.shared.db.persist(PersistMode::SyncData) {
+        let committing = self.shared.committing();
+        let synced = self.shared.db.persist(PersistMode::SyncData);
+        drop(committing);
+        match synced {
             Ok(()) => {
                 let fresh = std::mem::take(&mut self.pending_visible);
                 self.make_visible(fresh);
