@@ -71,7 +71,7 @@ fn parse_args() -> Args {
             .map_or(1, |d| d.as_nanos() as u64 % 1_000_000_007),
         nodes: 5,
         bin: default_bin(),
-        fsync: "never".into(),
+        fsync: "always".into(),
         dir: None,
         dry_run: false,
         keep: false,
@@ -292,6 +292,8 @@ async fn apply(
             Fault::DiskFull { node } => {
                 nodes.fill_disk(*node)?;
             }
+            Fault::SyncFail { node } => nodes.sync_fault(*node, "fail", true)?,
+            Fault::SyncStall { node } => nodes.sync_fault(*node, "stall", true)?,
             Fault::Corrupt { node } => {
                 nodes.kill9(*node);
                 let pick = ids[*node].as_deref().map_or(0, |s| s.len() as u64);
@@ -342,6 +344,15 @@ async fn apply(
                 }
             }
             Fault::Pause { node } => nodes.resume(*node),
+            Fault::SyncStall { node } => nodes.sync_fault(*node, "stall", false)?,
+            Fault::SyncFail { node } => {
+                nodes.sync_fault(*node, "fail", false)?;
+                // A failed sync poisons the store until a restart.
+                if !ready(&nodes.url(*node)).await {
+                    nodes.kill9(*node);
+                    nodes.start(*node)?;
+                }
+            }
             Fault::DiskFull { node } => {
                 nodes.free_disk(*node);
                 // A node that failed a write refuses writes until it is
@@ -375,7 +386,9 @@ async fn run(
 ) -> bool {
     let n = args.nodes;
     if mode == Mode::Namespaces
-        && let Err(e) = nodes.mount_disks(DISK_MIB)
+        && let Err(e) = nodes
+            .mount_disks(DISK_MIB)
+            .and_then(|()| nodes.build_shim())
     {
         eprintln!("chaos: {e}");
         return false;

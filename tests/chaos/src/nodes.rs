@@ -31,9 +31,14 @@ pub struct Nodes {
     pub max_rss_kib: Vec<u64>,
     /// tmpfs mounts to remove at the end.
     mounted: Vec<PathBuf>,
+    /// The fsync fault shim (`tests/faults/failsync.c`), preloaded into
+    /// every node once built.
+    shim: Option<PathBuf>,
 }
 
 const KEY: &str = "the chaos harness's cluster key";
+/// The fsync fault shim's source.
+const SHIM_SOURCE: &str = include_str!("../../faults/failsync.c");
 
 impl Nodes {
     pub fn new(bin: &Path, dir: &Path, n: usize, mode: Mode, fsync: &str) -> Nodes {
@@ -46,6 +51,7 @@ impl Nodes {
             wiped_origins: Vec::new(),
             max_rss_kib: vec![0; n],
             mounted: Vec::new(),
+            shim: None,
         }
     }
 
@@ -104,6 +110,11 @@ impl Nodes {
             }
             Mode::Loopback => Command::new(&self.bin),
         };
+        if let Some(shim) = &self.shim {
+            cmd.env("LD_PRELOAD", shim)
+                .env("FAILSYNC_TRIGGER", self.sync_file(i, "fail"))
+                .env("FAILSYNC_STALL", self.sync_file(i, "stall"));
+        }
         cmd.arg("serve")
             .arg("--config")
             .arg(&path)
@@ -247,6 +258,44 @@ impl Nodes {
         let text = std::fs::read_to_string(self.dir.join(format!("n{i}.log"))).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(5)..].join("\n")
+    }
+
+    /// Builds the fsync fault shim with `cc`; the nodes started from now
+    /// on preload it.
+    pub fn build_shim(&mut self) -> Result<(), String> {
+        let source = self.dir.join("failsync.c");
+        std::fs::write(&source, SHIM_SOURCE).map_err(|e| format!("{}: {e}", source.display()))?;
+        let out = self.dir.join("libfailsync.so");
+        let status = Command::new("cc")
+            .args(["-shared", "-fPIC", "-O2", "-o"])
+            .arg(&out)
+            .arg(&source)
+            .arg("-ldl")
+            .status()
+            .map_err(|e| format!("cc (a C compiler builds the fsync fault shim): {e}"))?;
+        if !status.success() {
+            return Err(format!("cc {} failed", source.display()));
+        }
+        self.shim = Some(out);
+        Ok(())
+    }
+
+    fn sync_file(&self, i: usize, what: &str) -> PathBuf {
+        self.dir.join(format!("n{i}.sync-{what}"))
+    }
+
+    /// Switches node `i`'s fsync fault `what` (`fail` or `stall`) on or off.
+    pub fn sync_fault(&self, i: usize, what: &str, on: bool) -> Result<(), String> {
+        let path = self.sync_file(i, what);
+        if on {
+            std::fs::write(&path, b"").map_err(|e| format!("{}: {e}", path.display()))
+        } else {
+            match std::fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(format!("{}: {e}", path.display())),
+            }
+        }
     }
 
     /// Removes node `i`'s filler file.

@@ -67,6 +67,12 @@ pub enum Fault {
     /// The node's data directory (a size-capped tmpfs) filled up, then
     /// freed.
     DiskFull { node: usize },
+    /// The node's fsync and fdatasync fail with EIO (an LD_PRELOAD shim),
+    /// then work again.
+    SyncFail { node: usize },
+    /// The node's fsync and fdatasync hang (a disk that stopped
+    /// answering), then return.
+    SyncStall { node: usize },
     /// `kill -9`, a byte of a stored message flipped in its journal, a
     /// restart (which must refuse the damaged directory), then the
     /// operator's repair: an empty directory, a new origin.
@@ -90,6 +96,8 @@ impl Fault {
                 | Fault::Wipe { .. }
                 | Fault::Pause { .. }
                 | Fault::DiskFull { .. }
+                | Fault::SyncFail { .. }
+                | Fault::SyncStall { .. }
                 | Fault::Corrupt { .. }
         )
     }
@@ -102,6 +110,8 @@ impl fmt::Display for Fault {
             Fault::Wipe { node } => write!(f, "kill -9 n{node}, delete its data, restart"),
             Fault::Pause { node } => write!(f, "SIGSTOP n{node}, SIGCONT"),
             Fault::DiskFull { node } => write!(f, "fill n{node}'s disk, free it"),
+            Fault::SyncFail { node } => write!(f, "fsync fails on n{node}"),
+            Fault::SyncStall { node } => write!(f, "fsync hangs on n{node}"),
             Fault::Corrupt { node } => {
                 write!(f, "kill -9 n{node}, flip a byte of its journal, restart")
             }
@@ -201,7 +211,7 @@ pub fn draw(seed: u64, nodes: usize, profile: Profile, network: bool) -> Vec<Pla
         let kind = if profile.pauses_only {
             2
         } else if network {
-            rng.below(10)
+            rng.below(12)
         } else {
             rng.below(3)
         };
@@ -213,6 +223,8 @@ pub fn draw(seed: u64, nodes: usize, profile: Profile, network: bool) -> Vec<Pla
             3 => Fault::Isolate { node },
             8 => Fault::DiskFull { node },
             9 => Fault::Corrupt { node },
+            10 => Fault::SyncFail { node },
+            11 => Fault::SyncStall { node },
             4 => Fault::Split {
                 minority: rng.pick(nodes, (nodes - 1) / 2),
             },
