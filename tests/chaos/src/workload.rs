@@ -40,16 +40,21 @@ pub struct Seen {
     pub id: String,
     pub payload: String,
     pub origin: String,
+    /// The origin sequence.
     pub seq: u64,
 }
 
 impl Seen {
     fn from_json(v: &Value) -> Option<Seen> {
+        let id = v["id"].as_str()?;
+        // `seq` in the JSON is the stream sequence; the origin sequence is
+        // the id's.
+        let seq = id.rsplit_once('-')?.1.parse().ok()?;
         Some(Seen {
-            id: v["id"].as_str()?.to_owned(),
+            id: id.to_owned(),
             payload: v["payload"].as_str()?.to_owned(),
             origin: v["origin"].as_str()?.to_owned(),
-            seq: v["seq"].as_u64()?,
+            seq,
         })
     }
 }
