@@ -149,6 +149,11 @@ fn main() {
             args.bin.display()
         ));
     }
+    // One run at a time: the namespaces and ports are fixed.
+    let _lock = match lock() {
+        Ok(f) => f,
+        Err(e) => usage(&e),
+    };
     let dir = args.dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("switchyard-chaos-{}", std::process::id()))
     });
@@ -204,6 +209,28 @@ fn main() {
         eprintln!("chaos: node logs kept in {}", dir.display());
     }
     std::process::exit(if ok { 0 } else { 1 });
+}
+
+/// Takes the lock that keeps a second run from starting while one runs.
+fn lock() -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    let path = std::env::temp_dir().join("switchyard-chaos.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor this function holds open.
+    #[allow(unsafe_code)]
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        return Err(format!(
+            "another chaos run holds {} (runs share fixed namespaces and ports)",
+            path.display()
+        ));
+    }
+    Ok(f)
 }
 
 fn mode_name(mode: Mode) -> &'static str {
@@ -553,6 +580,13 @@ async fn run(
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let converge = healed.elapsed();
+    if !verdict.ok() {
+        // What each node says about itself, for the investigation.
+        for i in 0..n {
+            let state = workload::describe(&nodes.url(i)).await;
+            let _ = std::fs::write(nodes.dir().join(format!("n{i}.state.json")), state);
+        }
+    }
     // Members declared down, as the nodes recorded it.
     let mut downs = 0;
     for i in 0..n {

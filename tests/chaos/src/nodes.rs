@@ -73,6 +73,11 @@ impl Nodes {
         }
     }
 
+    /// The run's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Node `i`'s base URL.
     pub fn url(&self, i: usize) -> String {
         format!("http://{}", self.http(i))

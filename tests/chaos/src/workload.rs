@@ -359,6 +359,26 @@ pub async fn pull_all(url: &str) -> Option<Vec<Seen>> {
     }
 }
 
+/// The node's `GET /v1/cluster`, its topics, and the first page of a pull
+/// of `chaos.>` from the start (with its gaps), as pretty JSON.
+pub async fn describe(url: &str) -> String {
+    let c = client(url);
+    let mut out = serde_json::Map::new();
+    for (name, path) in [
+        ("cluster", "/v1/cluster"),
+        ("topics", "/v1/topics"),
+        ("pull", "/v1/messages?topic=chaos.%3E&from=earliest&limit=1"),
+    ] {
+        let v = match tokio::time::timeout(Duration::from_secs(10), c.get_json(path)).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => Value::String(e.to_string()),
+            Err(_) => Value::String("no answer in 10 s".into()),
+        };
+        out.insert(name.into(), v);
+    }
+    serde_json::to_string_pretty(&Value::Object(out)).unwrap_or_default()
+}
+
 /// How many `down` events the node at `url` recorded on `$sys.cluster`.
 pub async fn down_events(url: &str) -> usize {
     let c = client(url);
