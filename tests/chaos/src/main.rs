@@ -212,15 +212,19 @@ fn main() {
 }
 
 /// Takes the lock that keeps a second run from starting while one runs.
-fn lock() -> Result<std::fs::File, String> {
+fn lock() -> Result<Option<std::fs::File>, String> {
     use std::os::fd::AsRawFd;
     let path = std::env::temp_dir().join("switchyard-chaos.lock");
-    let f = std::fs::OpenOptions::new()
+    // Another user's lock file cannot be opened: that user's runs use
+    // namespaces (root) or other ports; go on without the lock.
+    let Ok(f) = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    else {
+        return Ok(None);
+    };
     // SAFETY: flock on a descriptor this function holds open.
     #[allow(unsafe_code)]
     let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
@@ -230,7 +234,7 @@ fn lock() -> Result<std::fs::File, String> {
             path.display()
         ));
     }
-    Ok(f)
+    Ok(Some(f))
 }
 
 fn mode_name(mode: Mode) -> &'static str {
