@@ -502,9 +502,28 @@ async fn run(
     // The schedule.
     let mut failures = Vec::new();
     let mut corrupted = Vec::new();
+    // SIGINT or SIGTERM ends the run early, with the usual clean-up (the
+    // nodes stopped, the namespaces and mounts removed).
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for kind in [
+        tokio::signal::unix::SignalKind::interrupt(),
+        tokio::signal::unix::SignalKind::terminate(),
+    ] {
+        if let Ok(mut sig) = tokio::signal::unix::signal(kind) {
+            let flag = interrupted.clone();
+            tokio::spawn(async move {
+                sig.recv().await;
+                eprintln!("chaos: interrupted; cleaning up");
+                flag.store(true, Ordering::Relaxed);
+            });
+        }
+    }
     for (at, step) in steps(&plan) {
+        if interrupted.load(Ordering::Relaxed) {
+            break;
+        }
         let when = started + at;
-        while tokio::time::Instant::now() < when {
+        while tokio::time::Instant::now() < when && !interrupted.load(Ordering::Relaxed) {
             nodes.sample_rss();
             tokio::time::sleep_until(
                 when.min(tokio::time::Instant::now() + Duration::from_secs(1)),
@@ -523,7 +542,7 @@ async fn run(
             failures.push(format!("applying {step:?}: {e}"));
         }
     }
-    while started.elapsed() < args.profile.duration {
+    while started.elapsed() < args.profile.duration && !interrupted.load(Ordering::Relaxed) {
         nodes.sample_rss();
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -578,7 +597,8 @@ async fn run(
         if logs.len() < n {
             verdict.diverged_nodes += n - logs.len();
         }
-        if verdict.ok() || healed.elapsed() > converge_limit {
+        if verdict.ok() || healed.elapsed() > converge_limit || interrupted.load(Ordering::Relaxed)
+        {
             break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -625,6 +645,9 @@ async fn run(
     }
     if args.profile.pauses_only && downs > 0 {
         println!("chaos: violation: {downs} `down` events during the soak (false positives)");
+    }
+    if interrupted.load(Ordering::Relaxed) {
+        failures.push("the run was interrupted".into());
     }
     let ok =
         verdict.ok() && rss_ok && failures.is_empty() && (!args.profile.pauses_only || downs == 0);
