@@ -9,8 +9,9 @@
 #
 # - throughput: closed-loop publishers on A on 16 and 64 connections
 #   (CONNS) for DURATION seconds, 256 B, with acks=local, quorum and all
-#   (ACKS); the shared suite's load generator (`sse_bench latency --subs 0`)
-#   reports req/s and the publish round trip p50/p99. Afterwards every
+#   (ACKS), each on a fresh cluster; the shared suite's load generator
+#   (`sse_bench latency --subs 0`) reports req/s and the publish round
+#   trip p50/p99. Afterwards every
 #   node must hold as many messages of the topic as A accepted. Meanwhile
 #   a sampler reads `GET /v1/topics` on A, B and C every 100 ms and records
 #   how far B and C are behind A's head (messages, and how long ago A was
@@ -18,7 +19,8 @@
 # - latency: an open-loop publisher on one connection at RATE msg/s for
 #   DURATION seconds with acks=local and quorum (LAT_ACKS): publish round
 #   trip p50/p90/p99/max (a small HTTP/1.1 client in this script, which
-#   reports the maximum the load generator does not).
+#   reports the maximum the load generator does not). Latency and lag share
+#   one fresh cluster per round.
 # - lag: replication at idle: IDLE single publishes per mode, 20 ms apart,
 #   alternating acks=local and acks=all, with an SSE subscriber on B and on
 #   C; the round trip of acks=all (the origin has learnt from both replicas'
@@ -36,12 +38,14 @@
 #
 # Every measurement counts messages: nothing accepted may be missing or
 # repeated. Before each measurement the script waits (at most QUIET_WAIT s)
-# until the 1-minute load average is below MAX_LOAD and the machine's CPU
-# stays below QUIET_BELOW % of one core for a second; it records the load
-# average, each node's CPU seconds and the CPU anything else used ("other
-# load", % of one core; the load generator and this script excluded).
+# until the 1-minute load average is below MAX_LOAD (2.5: the saturating
+# measurements raise it themselves) and the machine's CPU stays below
+# QUIET_BELOW % of one core for QUIET_SECS seconds in a row (the nodes are
+# idle then); it records the load average, each node's CPU seconds and the
+# CPU anything else used ("other load", % of one core; the load generator
+# and this script excluded).
 #
-#   bench/replication.sh                          # RUNS=3, about 10-15 minutes
+#   bench/replication.sh                          # RUNS=3, about 15 minutes
 #   RUNS=1 DURATION=5 FAILOVERS=3 bench/replication.sh   # a quick pass
 #   ONLY=failover bench/replication.sh            # a subset (throughput, latency, lag, failover)
 #   FSYNC=always bench/replication.sh
@@ -70,10 +74,11 @@ LAT_ACKS=${LAT_ACKS:-"local quorum"}
 IDLE=${IDLE:-200}
 FAILOVERS=${FAILOVERS:-10}
 FAIL_MSGS=${FAIL_MSGS:-100}
-FAIL_WAIT=${FAIL_WAIT:-20}
+FAIL_WAIT=${FAIL_WAIT:-15}
 ONLY=${ONLY:-throughput,latency,lag,failover}
 FSYNC=${FSYNC:-never}
-MAX_LOAD=${MAX_LOAD:-1.5}
+MAX_LOAD=${MAX_LOAD:-2.5}
+QUIET_SECS=${QUIET_SECS:-3}
 QUIET_BELOW=${QUIET_BELOW:-30}
 QUIET_WAIT=${QUIET_WAIT:-120}
 SUITE_SRC=${SUITE_SRC:-$ROOT/../shared/bench}
@@ -247,13 +252,21 @@ class Http:
         self.s, self.buf = None, b""
 
     def request(self, method, path, body=b""):
-        if self.s is None:
-            self.s = socket.create_connection(self.addr, timeout=self.timeout)
-            self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.s.sendall(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
-                       f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        req = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        reused = self.s is not None
         try:
+            if self.s is None:
+                self.s = socket.create_connection(self.addr, timeout=self.timeout)
+                self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.s.sendall(req)
             return self._response()
+        except (ConnectionError, BrokenPipeError) as e:
+            self.close()
+            # The node closes idle keep-alive connections: once more on a new one.
+            if reused and not self.got_bytes:
+                return self.request(method, path, body)
+            raise e
         except Exception:
             self.close()
             raise
@@ -262,9 +275,11 @@ class Http:
         d = self.s.recv(65536)
         if not d:
             raise ConnectionError("connection closed")
+        self.got_bytes = True
         self.buf += d
 
     def _response(self):
+        self.got_bytes = bool(self.buf)
         while b"\r\n\r\n" not in self.buf:
             self._fill()
         head, _, self.buf = self.buf.partition(b"\r\n\r\n")
@@ -401,15 +416,16 @@ def loadavg():
 
 
 def quiet():
-    """Waits until the load average is below MAX_LOAD and one second stays below QUIET_BELOW % of a core."""
-    t0 = time.time()
+    """Waits until the load average is below MAX_LOAD and QUIET_SECS seconds in a row each stay below
+    QUIET_BELOW % of a core (the nodes are idle then, so that is other work)."""
+    t0, calm = time.time(), 0
     while True:
         a = busy_ticks(True)
         time.sleep(1)
         b = busy_ticks(True)
-        pct = (b - a) * 100 / HZ
+        calm = calm + 1 if (b - a) * 100 / HZ < float(E["QUIET_BELOW"]) else 0
         la = loadavg()
-        if (la < float(E["MAX_LOAD"]) and pct < float(E["QUIET_BELOW"])) or time.time() - t0 > float(E["QUIET_WAIT"]):
+        if (la < float(E["MAX_LOAD"]) and calm >= int(E["QUIET_SECS"])) or time.time() - t0 > float(E["QUIET_WAIT"]):
             return la, time.time() - t0
 
 
@@ -711,19 +727,13 @@ def idle_lag(run):
           f"other {r['other_pct']:.0f} %", file=sys.stderr, flush=True)
 
 
-def main():
+def latency_lag(run):
     only = E["ONLY"].split(",")
-    for run in range(int(E["RUNS"])):
-        print(f"round {run + 1}", file=sys.stderr, flush=True)
-        if "throughput" in only:
-            for conns in E["CONNS"].split():
-                for acks in E["ACKS"].split():
-                    throughput(int(conns), acks, run)
-        if "latency" in only:
-            for acks in E["LAT_ACKS"].split():
-                latency(acks, run)
-        if "lag" in only:
-            idle_lag(run)
+    if "latency" in only:
+        for acks in E["LAT_ACKS"].split():
+            latency(acks, run)
+    if "lag" in only:
+        idle_lag(run)
 
 
 class Watch(threading.Thread):
@@ -836,8 +846,10 @@ if cmd == "report":
     report(sys.argv[2])
 elif cmd == "ready":
     ready(sys.argv[2:])
-elif cmd == "main":
-    main()
+elif cmd == "throughput":
+    throughput(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
+elif cmd == "latency-lag":
+    latency_lag(int(sys.argv[2]))
 elif cmd == "failover":
     failover(int(sys.argv[2]))
 PY
@@ -891,19 +903,43 @@ node_warnings() {
 RESULTS=${RESULTS:-$WORK/results.jsonl}
 : >"$RESULTS"
 export LOADGEN RUNS DURATION SIZE CONNS ACKS RATE LAT_ACKS IDLE FAILOVERS FAIL_MSGS FAIL_WAIT ONLY FSYNC \
-    MAX_LOAD QUIET_BELOW QUIET_WAIT RESULTS
+    MAX_LOAD QUIET_SECS QUIET_BELOW QUIET_WAIT RESULTS
 
-if [[ ",$ONLY," == *,throughput,* || ",$ONLY," == *,latency,* || ",$ONLY," == *,lag,* ]]; then
-    start_cluster m
-    echo "nodes A $URL_A (pid $PID_A), B $URL_B (pid $PID_B), C $URL_C (pid $PID_C): replication ready" >&2
-    sleep 2
-    driver main
+# Stops the nodes of cluster $1 after a measurement, with a word if one of
+# them no longer sees the others alive or logged warnings.
+stop_cluster() {
+    local url
     for url in "$URL_A" "$URL_B" "$URL_C"; do
         [ "$(alive "$url")" -eq 3 ] || echo "warning: $url does not see 3 members alive at the end" >&2
     done
-    node_warnings m
+    node_warnings "$1"
     cleanup
-fi
+    rm -rf "$WORK/$1"?
+}
+
+# Each throughput measurement runs on a fresh cluster: otherwise later
+# measurements would pay for the flushes and compactions of the messages
+# the earlier ones left (about a million per round, three copies each).
+# Latency and lag, which write little, share one cluster per round.
+for run in $(seq "$RUNS"); do
+    echo "round $run" >&2
+    if [[ ",$ONLY," == *,throughput,* ]]; then
+        for conns in $CONNS; do
+            for acks in $ACKS; do
+                start_cluster "t$run-$conns-$acks-"
+                sleep 1
+                driver throughput "$conns" "$acks" "$run"
+                stop_cluster "t$run-$conns-$acks-"
+            done
+        done
+    fi
+    if [[ ",$ONLY," == *,latency,* || ",$ONLY," == *,lag,* ]]; then
+        start_cluster "l$run-"
+        sleep 1
+        driver latency-lag "$run"
+        stop_cluster "l$run-"
+    fi
+done
 
 if [[ ",$ONLY," == *,failover,* ]]; then
     for run in $(seq "$FAILOVERS"); do
