@@ -142,14 +142,18 @@ def report(path):
         print(f"\nThroughput: closed-loop publishers on node A, {r0['size']} B, {r0['duration']:.0f} s, fsync {r0['fsync']}, "
               f"{len(next(iter(g.values())))} runs per row; median (± half the min-max spread); publish round trip "
               "p50 and p99 in ms, median (min-max)\n")
-        print("| conns | acks | req/s | of local | p50 ms | p99 ms | copies on A/B/C = accepted (all runs) "
+        print("| conns | acks | req/s | of local (same round) | p50 ms | p99 ms | copies on A/B/C = accepted (all runs) "
               "| replicas behind A (p50 / max), msgs | replicas behind A (p50 / max), ms "
               "| CPU s A / B / C | load avg before (max) / other load (max) |")
         print("|---:|---|---:|---:|---:|---:|---|---:|---:|---:|---|")
         order = {"local": 0, "quorum": 1, "all": 2}
         for (conns, acks), rs in sorted(g.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))):
+            # Each run's rate over the acks=local rate of the same round.
             base = g.get((conns, "local"))
-            ratio = f"{med(rs, 'pub_rate') / med(base, 'pub_rate') * 100:.0f} %" if base else ""
+            ratio = ""
+            if base:
+                v = [r["pub_rate"] / b["pub_rate"] * 100 for r, b in zip(rs, base)]
+                ratio = f"{statistics.median(v):.0f} %" + (f" ({min(v):.0f}-{max(v):.0f} %)" if len(v) > 1 else "")
             acc = sum(r["accepted"] for r in rs)
             bad = [r for r in rs if not r["complete"] or r["pub_errors"]]
             held = f"{acc:,} on each" if not bad else \
@@ -212,17 +216,19 @@ def report(path):
     fo = by.get("failover", [])
     if fo:
         print(f"\nFailover: {len(fo)} runs, each on a fresh cluster; {fo[0]['n']} messages acknowledged with "
-              "acks=quorum while B was paused, then A killed; times in ms from the kill\n")
+              "acks=quorum while B was paused, then A killed; times in ms from the kill; C holds them and the "
+              "two messages before\n")
         print("| run | B paused ms | B's position at A before the kill / first held-back seq | C: A suspect | C: A down "
-              "| B: A down | first message on B | every message on B | delivered on B | load avg before / other load |")
-        print("|---:|---:|---|---:|---:|---:|---:|---:|---|---|")
+              "| B: A down | first message on B | every message on B | delivered on B | held on C "
+              "| load avg before / other load |")
+        print("|---:|---:|---|---:|---:|---:|---:|---:|---|---:|---|")
         def ms(v):
             return "never" if v is None else f"{v:,.0f}"
         for r in fo:
             print(f"| {r['run']} | {r['paused_ms']:.0f} | {r['b_through']} / {r['first_seq']} | {ms(r['c_suspect_ms'])} "
                   f"| {ms(r['c_down_ms'])} | {ms(r['b_down_ms'])} | {ms(r['first_ms'])} | {ms(r['all_ms'])} "
                   f"| {r['delivered']}/{r['n']}{', ' + str(r['dups']) + ' dups' if r['dups'] else ''} "
-                  f"| {r['loadavg']:.2f} / {r['other_pct']:.0f} % |")
+                  f"| {r['c_held']} | {r['loadavg']:.2f} / {r['other_pct']:.0f} % |")
         done = [r["all_ms"] for r in fo if r["all_ms"] is not None]
         if done:
             print(f"\nEvery message on B: median {statistics.median(done):,.0f} ms, max {max(done):,.0f} ms "
