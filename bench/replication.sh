@@ -11,9 +11,8 @@
 #   (CONNS) for DURATION seconds, 256 B, with acks=local, quorum and all
 #   (ACKS), each on a fresh cluster; the shared suite's load generator
 #   (`sse_bench latency --subs 0`) reports req/s and the publish round
-#   trip p50/p99. Afterwards every
-#   node must hold as many messages of the topic as A accepted. Meanwhile
-#   a sampler reads `GET /v1/topics` on A, B and C every 100 ms and records
+#   trip p50/p99. Afterwards every node must hold as many messages of the
+#   topic as A accepted. Meanwhile a sampler reads `GET /v1/topics` on A, B and C every 100 ms and records
 #   how far B and C are behind A's head (messages, and how long ago A was
 #   where the replica is now).
 # - latency: an open-loop publisher on one connection at RATE msg/s for
@@ -31,7 +30,7 @@
 #   answers B's open pull) and then FAIL_MSGS messages with acks=quorum
 #   (stored on A and C, not on B: the script checks that A's view of B's
 #   position is below them), A is killed (SIGKILL) and B resumed (SIGCONT)
-#   at once, after about 0.2 s paused, well inside the failure detection
+#   at once, after about 0.1 s paused, well inside the failure detection
 #   time. Measured: the time from the kill until the subscriber on B has
 #   every acknowledged message (at most FAIL_WAIT seconds), and when B and
 #   C list A as suspect and down.
@@ -45,7 +44,8 @@
 # CPU anything else used ("other load", % of one core; the load generator
 # and this script excluded).
 #
-#   bench/replication.sh                          # RUNS=3, about 15 minutes
+#   bench/replication.sh                          # RUNS=3: about 12 minutes on a quiet machine; each
+#                                                 # quiet wait may add up to QUIET_WAIT
 #   RUNS=1 DURATION=5 FAILOVERS=3 bench/replication.sh   # a quick pass
 #   ONLY=failover bench/replication.sh            # a subset (throughput, latency, lag, failover)
 #   FSYNC=always bench/replication.sh
@@ -84,7 +84,8 @@ QUIET_WAIT=${QUIET_WAIT:-120}
 SUITE_SRC=${SUITE_SRC:-$ROOT/../shared/bench}
 
 # The measurements and the report, in Python; the first argument picks one:
-# report FILE | ready | main | failover RUN.
+# report FILE | ready URL... | throughput CONNS ACKS RUN | latency-lag RUN |
+# failover RUN.
 driver() {
 python3 - "$@" <<'PY'
 import gc, json, os, resource, signal, socket, statistics, subprocess, sys, threading, time
