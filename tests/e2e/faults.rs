@@ -26,6 +26,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+use switchyard_testkit::disk::{Tmpfs, root_or_skip};
+
 use crate::support::{Node, Rng, Sse, enc, wait_until};
 
 /// A publish not answered within this long counts as hung.
@@ -38,86 +40,6 @@ const PAYLOAD: usize = 16 * 1024;
 const WRITERS: u64 = 4;
 /// Refused publishes collected after the first one.
 const REFUSALS: usize = 40;
-
-/// Whether the test runs as root; otherwise says why it skips.
-#[allow(unsafe_code)]
-fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    let uid = unsafe { libc::geteuid() };
-    if uid != 0 {
-        println!("SKIPPED {test}: mounting a tmpfs needs root (euid {uid})");
-        return false;
-    }
-    true
-}
-
-/// A size-capped tmpfs mounted on a directory, unmounted on drop (also when
-/// the test fails). Declare it before the node that uses it, so that the
-/// node is killed first.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, size_mib: u64) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "mount tmpfs on {}", dir.display());
-        Tmpfs {
-            dir: dir.to_owned(),
-        }
-    }
-
-    /// Free bytes left on the tmpfs.
-    fn free_bytes(&self) -> u64 {
-        let out = Command::new("df")
-            .args(["-B1", "--output=avail"])
-            .arg(&self.dir)
-            .output()
-            .expect("run df");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .nth(1)
-            .and_then(|l| l.trim().parse().ok())
-            .expect("df answer")
-    }
-
-    /// Writes a filler file of up to `bytes` (real pages: a sparse file
-    /// would take no room on a tmpfs); stops quietly when the disk is full.
-    fn fill(&self, bytes: u64) -> PathBuf {
-        use std::io::Write;
-        let path = self.dir.join("filler");
-        let mut f = std::fs::File::create(&path).expect("create filler");
-        let chunk = vec![0xa5u8; 1 << 20];
-        let mut left = bytes;
-        while left > 0 {
-            let n = left.min(chunk.len() as u64) as usize;
-            if f.write_all(&chunk[..n]).is_err() {
-                break;
-            }
-            left -= n as u64;
-        }
-        path
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            // Busy (a process still holds a file): detach it now, freed
-            // when the last user goes.
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
-}
 
 /// A plain HTTP client that leaves error statuses to the caller.
 fn http_client() -> Client<HttpConnector, Full<Bytes>> {

@@ -5,70 +5,17 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use switchyard_model::{Cursor, TopicSet};
 use switchyard_store::{Append, GroupWrite, ReadQuery, Store, StoreConfig, StoreError};
-
-/// Whether the test runs as root; otherwise says why it skips.
-#[allow(unsafe_code)]
-fn root_or_skip(test: &str) -> bool {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    let uid = unsafe { libc::geteuid() };
-    if uid != 0 {
-        println!("SKIPPED {test}: mounting a tmpfs needs root (euid {uid})");
-        return false;
-    }
-    true
-}
-
-/// A size-capped tmpfs, unmounted on drop (also when the test fails).
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(dir: &Path, size_mib: u64) -> Tmpfs {
-        std::fs::create_dir_all(dir).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
-            .arg(dir)
-            .status()
-            .expect("run mount");
-        assert!(status.success(), "mount tmpfs on {}", dir.display());
-        Tmpfs {
-            dir: dir.to_owned(),
-        }
-    }
-
-    /// Fills the tmpfs to its last byte with a filler file.
-    fn fill(&self) {
-        let mut f = std::fs::File::create(self.dir.join("filler")).unwrap();
-        let chunk = vec![0x5au8; 64 * 1024];
-        while f.write_all(&chunk).is_ok() {}
-        while f.write_all(&chunk[..1]).is_ok() {}
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        }
-    }
-}
+use switchyard_testkit::disk::{Tmpfs, root_or_skip};
 
 /// Opens a store on a fresh 16 MiB tmpfs holding one message and one
 /// group, then fills the disk.
 async fn full_store(dir: &Path) -> (Tmpfs, Store) {
     let fs = Tmpfs::mount(&dir.join("mnt"), 16);
-    let store = Store::open(StoreConfig::new(fs.dir.join("store"))).unwrap();
+    let store = Store::open(StoreConfig::new(fs.dir().join("store"))).unwrap();
     store
         .append(vec![Append::new(
             "faults.t".parse().unwrap(),
@@ -79,7 +26,7 @@ async fn full_store(dir: &Path) -> (Tmpfs, Store) {
     store
         .create_group("g", b"settings", &Cursor::earliest())
         .unwrap();
-    fs.fill();
+    fs.fill(u64::MAX);
     (fs, store)
 }
 

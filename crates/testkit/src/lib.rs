@@ -7,6 +7,7 @@
 //! - [`build_guest_plugins`] and [`guest_plugin`]: the WebAssembly
 //!   components of the repository's `plugins/` workspace, built once per
 //!   test process.
+//! - [`disk`]: a size-capped tmpfs that a test fills up.
 //!
 //! What it does not do: start nodes or open stores. It depends on no
 //! Switchyard crate, so that any of them can use it as a dev-dependency
@@ -29,6 +30,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod disk;
 mod guests;
 mod wait;
 
