@@ -464,24 +464,19 @@ async fn run(
             started,
         )));
     }
+    let ctx = Arc::new(workload::Readers {
+        targets: targets.clone(),
+        records: records.clone(),
+        done: done.clone(),
+    });
     let mut readers = Vec::new();
     for i in 0..subscribers {
-        readers.push(tokio::spawn(workload::subscriber(
-            i,
-            args.seed ^ (i as u64 + 1) << 32,
-            targets.clone(),
-            records.clone(),
-            done.clone(),
-        )));
+        let seed = args.seed ^ (i as u64 + 1) << 32;
+        readers.push(tokio::spawn(workload::subscriber(i, seed, ctx.clone())));
     }
     for i in 0..members {
-        readers.push(tokio::spawn(workload::member(
-            i,
-            args.seed ^ (i as u64 + 101) << 32,
-            targets.clone(),
-            records.clone(),
-            done.clone(),
-        )));
+        let seed = args.seed ^ (i as u64 + 101) << 32;
+        readers.push(tokio::spawn(workload::member(i, seed, ctx.clone())));
     }
     // The soak saturates the cores.
     let mut stress = if args.profile.pauses_only {

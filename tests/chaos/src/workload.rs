@@ -73,6 +73,14 @@ pub struct Records {
 
 pub type Shared = Arc<Mutex<Records>>;
 
+/// What the subscribers and group members share: where the nodes are,
+/// where to record, and when to stop.
+pub struct Readers {
+    pub targets: Arc<Targets>,
+    pub records: Shared,
+    pub done: Arc<AtomicBool>,
+}
+
 /// The node URLs.
 pub struct Targets {
     pub urls: Vec<String>,
@@ -199,13 +207,12 @@ fn get(c: &Client, path: &str, last_id: Option<&str>) -> http::Request<Full<Byte
 /// reconnects to a random node after every 3-15 s of reading and after
 /// every failure, resuming from the last event id, until `stop` and then
 /// `done`.
-pub async fn subscriber(
-    index: usize,
-    seed: u64,
-    targets: Arc<Targets>,
-    records: Shared,
-    done: Arc<AtomicBool>,
-) {
+pub async fn subscriber(index: usize, seed: u64, ctx: Arc<Readers>) {
+    let Readers {
+        targets,
+        records,
+        done,
+    } = &*ctx;
     let mut rng = Rng::new(seed);
     let path = format!("/v1/events?topic={}&from=earliest&format=json", "chaos.%3E");
     let mut last_id: Option<String> = None;
@@ -252,13 +259,12 @@ pub async fn subscriber(
 /// timeout, at most 1000 deliveries): acknowledges everything it gets,
 /// and joins again through a random node whenever its stream ends or its
 /// acknowledgements fail, until `done`.
-pub async fn member(
-    index: usize,
-    seed: u64,
-    targets: Arc<Targets>,
-    records: Shared,
-    done: Arc<AtomicBool>,
-) {
+pub async fn member(index: usize, seed: u64, ctx: Arc<Readers>) {
+    let Readers {
+        targets,
+        records,
+        done,
+    } = &*ctx;
     let mut rng = Rng::new(seed);
     let path = format!(
         "/v1/events?group={GROUP}&topic=chaos.%3E&from=earliest&ack_timeout_ms=5000&max_deliveries=1000&max_inflight=64&format=json"
