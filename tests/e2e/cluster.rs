@@ -1987,3 +1987,39 @@ async fn a_repeat_on_a_node_without_a_copy_finds_the_original() {
         assert_eq!(payloads(&v), ["first"], "{v:#}");
     }
 }
+
+/// A replica remembers across a restart that it holds an origin's whole
+/// log: once the origin and the other replica are gone, it still serves
+/// the origin's messages, although no live peer could vouch for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_replica_still_serves_a_dead_origins_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, ids) = start_cluster(dir.path(), 3).await;
+    let texts = texts_of("w", 50);
+    // acks=quorum and then acks=all: both replicas hold every message.
+    publish_texts(&nodes[0], "whole.x", &texts).await;
+    let (status, _, body) = nodes[0]
+        .raw(
+            nodes[0].request("POST", "/v1/topics/whole.y?acks=all"),
+            "last",
+        )
+        .await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    nodes[0].kill9();
+    // B restarts on its directory, then C is gone too.
+    nodes[1].kill9();
+    nodes[1] = member(
+        &dir.path().join("n1"),
+        KEY,
+        "127.0.0.1:0",
+        std::slice::from_ref(&ids[2].1),
+    );
+    wait_state(&nodes[1], &ids[2].0, "alive").await;
+    nodes[2].kill9();
+    wait_state(&nodes[1], &ids[2].0, "down").await;
+    let v = nodes[1]
+        .get_json("/v1/messages?topic=whole.x&from=earliest&limit=100")
+        .await;
+    assert_eq!(payloads(&v), texts, "{v:#}");
+    assert_eq!(v["gaps"], serde_json::json!([]), "{v:#}");
+}

@@ -99,22 +99,25 @@ impl Pulls {
             .keys()
             .map(|&n| (n, self.cluster.replicates(me, n, &live)))
             .collect();
-        let interest = &self.interest;
         self.running.retain(|node, (addr, replica, task)| {
             let keep = peers.get(node) == Some(addr)
                 && replicated.get(node) == Some(replica)
                 && !task.is_finished();
             if !keep {
                 task.abort();
-                // Still live, no longer replicated: its log is no longer
-                // copied whole from here on. (A peer gone keeps what was
-                // copied: it stays complete up to the watermark.)
-                if *replica && replicated.get(node) == Some(&false) {
-                    interest.drop_full(NodeId(*node));
-                }
             }
             keep
         });
+        // A live peer this node does not replicate (any longer, or since
+        // before a restart): its log is no longer copied whole from here
+        // on. (A peer gone keeps what was copied: it stays complete up to
+        // the watermark.)
+        for (&node, &replica) in &replicated {
+            if !replica && self.interest.has_full(NodeId(node)) {
+                self.interest.drop_full(NodeId(node));
+                crate::feeds::persist_full(&self.store, NodeId(node), None);
+            }
+        }
         for (node, addr) in peers {
             if self.running.contains_key(&node) {
                 continue;
@@ -160,7 +163,12 @@ impl Pulls {
             .orphans(peers)
             .into_iter()
             .filter(|(o, _, _)| o.0 != me)
-            .map(|(o, addr, _)| (o.0, (addr, self.cluster.replicates(me, o.0, live))))
+            // A node that holds such a log whole keeps copying it whole:
+            // it may be the last holder the others can copy it from.
+            .map(|(o, addr, _)| {
+                let replica = self.cluster.replicates(me, o.0, live) || self.interest.has_full(o);
+                (o.0, (addr, replica))
+            })
             .collect();
         self.relayed.retain(|origin, (addr, replica, task)| {
             let keep =

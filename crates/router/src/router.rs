@@ -165,6 +165,7 @@ impl Router {
             config.max_payload,
         )?);
         let interest = Interest::new();
+        interest.restore_full(&store);
         let groups = Arc::new(Groups::open(
             store.clone(),
             plugins.clone(),

@@ -293,7 +293,7 @@ impl Store {
         Ok(total)
     }
 
-    fn check_writable(&self) -> Result<(), StoreError> {
+    pub(crate) fn check_writable(&self) -> Result<(), StoreError> {
         if self
             .shared
             .poisoned

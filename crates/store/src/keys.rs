@@ -54,6 +54,16 @@ pub fn origin_meta_key(origin: NodeId) -> [u8; 9] {
     k
 }
 
+/// `meta` key of the record that this node holds an origin's whole log
+/// (it replicates it): `w` ++ origin -> the origin sequence from which on
+/// it holds every message, up to its watermark.
+pub fn whole_log_key(origin: NodeId) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'w';
+    k[1..].copy_from_slice(&origin.0.to_be_bytes());
+    k
+}
+
 /// `meta` key of the run marker: `running <fsync mode> <boot id>` while a
 /// process has the store open, `clean` after it closed.
 pub const RUN_KEY: &[u8] = b"run";

@@ -364,6 +364,44 @@ impl Store {
         })
     }
 
+    /// Records that this node holds every message of `origin` after
+    /// origin sequence `from` up to its watermark (it replicates the
+    /// origin's whole log), or, with `None`, that it no longer does.
+    /// Durable, so that the record outlives a restart. Blocking.
+    pub fn set_whole_log(&self, origin: NodeId, from: Option<u64>) -> Result<(), StoreError> {
+        self.check_writable()?;
+        let sh = &*self.shared;
+        let mut batch =
+            crate::batch::Staged::new(sh, "whole-log record", crate::batch::Durability::Synced);
+        match from {
+            Some(from) => batch.insert(
+                &sh.meta,
+                keys::whole_log_key(origin),
+                from.to_be_bytes().to_vec(),
+            ),
+            None => batch.remove(&sh.meta, keys::whole_log_key(origin)),
+        }
+        batch.commit()
+    }
+
+    /// The origins whose whole log this node recorded holding (see
+    /// [`Store::set_whole_log`]), each with the sequence it holds it from.
+    /// Blocking.
+    pub fn whole_logs(&self) -> Result<Vec<(NodeId, u64)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.shared.meta.prefix(b"w") {
+            let (k, v) = item.into_inner().storage()?;
+            let (Some(origin), Ok(from)) = (
+                k.get(1..9).and_then(|b| <[u8; 8]>::try_from(b).ok()),
+                <[u8; 8]>::try_from(&v[..]),
+            ) else {
+                return Err(StoreError::Corrupt("whole-log record"));
+            };
+            out.push((NodeId(u64::from_be_bytes(origin)), u64::from_be_bytes(from)));
+        }
+        Ok(out)
+    }
+
     /// This node's id (created on first open, kept in the data directory).
     pub fn node_id(&self) -> NodeId {
         self.shared.node_id

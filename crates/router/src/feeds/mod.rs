@@ -168,6 +168,24 @@ impl Interest {
         self.full.lock().remove(&origin);
     }
 
+    /// Whether this node holds `origin`'s whole log from some position on.
+    pub(crate) fn has_full(&self, origin: NodeId) -> bool {
+        self.full.lock().contains_key(&origin)
+    }
+
+    /// Takes back the whole-log records the store kept across a restart
+    /// (see [`persist_full`]).
+    pub(crate) fn restore_full(&self, store: &Store) {
+        match store.whole_logs() {
+            Ok(records) => {
+                for (origin, from) in records {
+                    self.record_full(origin, from);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the whole-log records"),
+        }
+    }
+
     fn set_current(&self, peer: NodeId, current: bool) {
         let mut set = self.current.lock();
         if current {
@@ -288,6 +306,19 @@ impl Drop for InterestGuard {
         // than needed, never less), so subscribers leaving neither cancel
         // nor discard pulls. The next pull asks without them.
     }
+}
+
+/// Keeps, durably, whether this node holds `origin`'s whole log (from
+/// `from` on), so that a restart does not forget it: a node that held a
+/// dead origin's log and forgot it could neither serve that log nor let
+/// other nodes copy it. In the background; a failure is logged.
+pub(crate) fn persist_full(store: &Arc<Store>, origin: NodeId, from: Option<u64>) {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = store.set_whole_log(origin, from) {
+            tracing::warn!(%origin, error = %e, "could not record whether this node holds an origin's whole log");
+        }
+    });
 }
 
 /// Answers a peer's feed request from this node's own origin log: up to
