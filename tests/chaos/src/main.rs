@@ -449,6 +449,7 @@ async fn run(
         streams: vec![Vec::new(); subscribers],
         resumes: vec![0; subscribers],
         group_acked: Vec::new(),
+        group_unconfirmed: 0,
     }));
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
@@ -621,8 +622,9 @@ async fn run(
     let attempts: usize = r.published.iter().map(Vec::len).sum();
     let resumes: u32 = r.resumes.iter().sum();
     println!(
-        "chaos: {attempts} publishes attempted, {} acknowledged; streams resumed {resumes} times; max node RSS {} MiB",
+        "chaos: {attempts} publishes attempted, {} acknowledged; streams resumed {resumes} times; group acks without an answer {}; max node RSS {} MiB",
         verdict.acked,
+        r.group_unconfirmed,
         nodes.max_rss_kib.iter().max().copied().unwrap_or(0) / 1024
     );
     for e in &verdict.examples {

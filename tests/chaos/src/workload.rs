@@ -67,8 +67,11 @@ pub struct Records {
     pub streams: Vec<Vec<Seen>>,
     /// Per subscriber: how often it resumed.
     pub resumes: Vec<u32>,
-    /// Group deliveries acknowledged: message id, payload.
+    /// Group deliveries handled (their ack applied, or sent without an
+    /// answer): message id, payload.
     pub group_acked: Vec<(String, String)>,
+    /// Deliveries whose ack got no answer.
+    pub group_unconfirmed: usize,
 }
 
 pub type Shared = Arc<Mutex<Records>>;
@@ -316,25 +319,41 @@ pub async fn member(index: usize, seed: u64, ctx: Arc<Readers>) {
                     ),
                 )
                 .await;
-                match acked {
-                    Ok(Ok(v)) => {
-                        let applied: Vec<&str> = v["applied"]
+                // A message counts as handled once its ack was applied,
+                // or once its ack got no answer (the coordinator died
+                // after applying it, or before: then it is delivered again
+                // after the ack timeout, and counted again). An ack the
+                // node answered without applying it (an error, or the id
+                // missing from `applied`) does not count: the message must
+                // come again.
+                let (applied, ambiguous): (Vec<String>, bool) = match &acked {
+                    Ok(Ok(v)) => (
+                        v["applied"]
                             .as_array()
-                            .map(|a| a.iter().filter_map(Value::as_str).collect())
-                            .unwrap_or_default();
-                        let mut r = records.lock().await;
-                        for s in pending.drain(..) {
-                            if applied.contains(&s.id.as_str()) {
-                                r.group_acked.push((s.id, s.payload));
-                            }
-                        }
+                            .map(|a| {
+                                a.iter()
+                                    .filter_map(Value::as_str)
+                                    .map(str::to_owned)
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        false,
+                    ),
+                    Ok(Err(ClientError::Api { .. })) => (Vec::new(), false),
+                    Ok(Err(_)) | Err(_) => (Vec::new(), true),
+                };
+                let mut r = records.lock().await;
+                for s in pending.drain(..) {
+                    if applied.contains(&s.id) {
+                        r.group_acked.push((s.id, s.payload));
+                    } else if ambiguous {
+                        r.group_unconfirmed += 1;
+                        r.group_acked.push((s.id, s.payload));
                     }
-                    Ok(Err(ClientError::Api { .. })) | Ok(Err(_)) | Err(_) => {
-                        // Not acknowledged: delivered again after the ack
-                        // timeout, to this member or another.
-                        pending.clear();
-                        break;
-                    }
+                }
+                drop(r);
+                if !matches!(acked, Ok(Ok(_))) {
+                    break;
                 }
             }
         } else {
