@@ -16,6 +16,18 @@ const KEY: &str = "an end-to-end cluster key";
 const DETECTION: Duration = Duration::from_secs(3);
 
 /// Starts a node that gossips on `gossip` and joins through `seeds`.
+/// Restarts node 0 of an unreplicated cluster in `dir` on its data and its
+/// gossip address, joining through `seed`.
+fn back_unreplicated(dir: &Path, gossip: &str, seed: &str) -> Node {
+    member_with(
+        &dir.join("n0"),
+        KEY,
+        gossip,
+        &[seed.to_owned()],
+        UNREPLICATED,
+    )
+}
+
 /// Arguments of a node that copies no origin's whole log: what it holds of
 /// another origin is what its readers pulled.
 const UNREPLICATED: &[&str] = &["--replication-factor", "1"];
@@ -1227,13 +1239,7 @@ async fn a_pull_never_passes_messages_of_an_unreachable_origin() {
     assert!(early.is_none(), "{early:?}");
     // A comes back with its data: the stream delivers all 100, and the
     // pull's cursor now gives them too.
-    nodes[0] = member_with(
-        &dir.path().join("n0"),
-        KEY,
-        &a_gossip,
-        std::slice::from_ref(&ids[1].1),
-        UNREPLICATED,
-    );
+    nodes[0] = back_unreplicated(dir.path(), &a_gossip, &ids[1].1);
     back_alive(&nodes[1], &a_id, generation).await;
     let (got, others) =
         messages_and_others(&mut sse, 100, Duration::from_secs(20), &mut Vec::new()).await;
@@ -1268,13 +1274,7 @@ async fn a_group_waits_for_messages_of_an_unreachable_origin() {
     .await;
     m.expect_nothing(Duration::from_millis(500), "A's messages are not here")
         .await;
-    nodes[0] = member_with(
-        &dir.path().join("n0"),
-        KEY,
-        &a_gossip,
-        std::slice::from_ref(&ids[1].1),
-        UNREPLICATED,
-    );
+    nodes[0] = back_unreplicated(dir.path(), &a_gossip, &ids[1].1);
     back_alive(&nodes[1], &a_id, generation).await;
     let got = m.recv(100, Duration::from_secs(20)).await;
     let seqs: Vec<u64> = got
