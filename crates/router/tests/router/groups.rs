@@ -11,30 +11,16 @@ use switchyard_router::{
 use switchyard_testkit::poll_until;
 
 use crate::common::{
-    TIMEOUT, ack, delivered, from_earliest, idle, ids, info, join, keyed, next, open, publish,
-    receive, receive_all, reopen, settle, strs, texts, wait_info,
+    TIMEOUT, ack, delivered, from_earliest, idle, ids, info, join, join_earliest, keyed, next,
+    open, publish, receive, receive_all, reopen, settle, strs, texts, wait_info,
 };
 
 #[tokio::test]
 async fn each_message_goes_to_exactly_one_member() {
     let dir = tempfile::tempdir().unwrap();
     let router = open(dir.path());
-    let mut a = join(
-        &router,
-        "workers",
-        &["work"],
-        from_earliest(),
-        MemberOptions::default(),
-    )
-    .await;
-    let mut b = join(
-        &router,
-        "workers",
-        &["work"],
-        from_earliest(),
-        MemberOptions::default(),
-    )
-    .await;
+    let mut a = join_earliest(&router, "workers", &["work"]).await;
+    let mut b = join_earliest(&router, "workers", &["work"]).await;
     assert_ne!(a.id(), b.id());
     let sent = texts("w", 20);
     let stored = publish(&router, "work", &strs(&sent)).await;
@@ -69,14 +55,7 @@ async fn each_message_goes_to_exactly_one_member() {
 async fn a_nacked_message_is_delivered_again_and_an_ack_ends_it() {
     let dir = tempfile::tempdir().unwrap();
     let router = open(dir.path());
-    let mut m = join(
-        &router,
-        "retry",
-        &["jobs"],
-        from_earliest(),
-        MemberOptions::default(),
-    )
-    .await;
+    let mut m = join_earliest(&router, "retry", &["jobs"]).await;
     publish(&router, "jobs", &["job"]).await;
     let first = next(&mut m).await;
     assert_eq!((first.len(), first[0].delivery), (1, 1));
@@ -107,14 +86,7 @@ async fn a_nacked_message_is_delivered_again_and_an_ack_ends_it() {
 async fn settling_an_id_the_group_never_delivered_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let router = open(dir.path());
-    let mut m = join(
-        &router,
-        "strict",
-        &["jobs"],
-        from_earliest(),
-        MemberOptions::default(),
-    )
-    .await;
+    let mut m = join_earliest(&router, "strict", &["jobs"]).await;
     let stored = publish(&router, "jobs", &["one", "two"]).await;
     let got = receive(&mut m, 2).await;
     let never = MessageId {
@@ -150,14 +122,7 @@ async fn settling_an_id_the_group_never_delivered_is_refused() {
 async fn a_member_that_leaves_hands_its_unacked_messages_to_another() {
     let dir = tempfile::tempdir().unwrap();
     let router = open(dir.path());
-    let mut a = join(
-        &router,
-        "handoff",
-        &["jobs"],
-        from_earliest(),
-        MemberOptions::default(),
-    )
-    .await;
+    let mut a = join_earliest(&router, "handoff", &["jobs"]).await;
     publish(&router, "jobs", &["j0", "j1", "j2"]).await;
     let held = receive(&mut a, 3).await;
     ack(&router, &a, &held[..1]).await;
@@ -227,14 +192,7 @@ async fn a_new_group_starts_at_latest_unless_asked_for_earliest() {
         MemberOptions::default(),
     )
     .await;
-    let mut early = join(
-        &router,
-        "early",
-        &["feed"],
-        from_earliest(),
-        MemberOptions::default(),
-    )
-    .await;
+    let mut early = join_earliest(&router, "early", &["feed"]).await;
     publish(&router, "feed", &["after"]).await;
     assert_eq!(delivered(&receive(&mut late, 1).await), ["after"]);
     assert_eq!(

@@ -274,6 +274,19 @@ pub async fn join(
         .expect("joins")
 }
 
+/// Joins group `name` on `topics` with default member options, creating
+/// it (if new) at the oldest message held.
+pub async fn join_earliest(router: &Router, name: &str, topics: &[&str]) -> Member {
+    join(
+        router,
+        name,
+        topics,
+        from_earliest(),
+        MemberOptions::default(),
+    )
+    .await
+}
+
 /// Group options that start a new group at the oldest message held.
 pub fn from_earliest() -> GroupOptions {
     GroupOptions {
