@@ -6,8 +6,9 @@
 //! that was not stored is never answered 2xx, the node turns unready (also
 //! when the failure is in the storage engine's background work, or the
 //! disk stops answering), a restart brings it back with every acknowledged
-//! message, and a retry with the same `Idempotency-Key` after an ambiguous
-//! failure stores one copy. Of a peer: relayed group members that stop
+//! message, a retry with the same `Idempotency-Key` after an ambiguous
+//! failure stores one copy, and an acknowledgement answered `503` after a
+//! failed sync may be kept. Of a peer: relayed group members that stop
 //! reading must not stall the relaying node's pulls.
 //!
 //! The tmpfs tests print a message and return early when not run as root;
@@ -28,6 +29,7 @@ use tokio::sync::Mutex;
 
 use switchyard_testkit::disk::{Tmpfs, root_or_skip};
 
+use crate::groups::GroupMember;
 use crate::support::{Node, Rng, Sse, enc, wait_until};
 
 /// A publish not answered within this long counts as hung.
@@ -490,6 +492,62 @@ async fn retry_after_a_failed_sync_stores_one_copy() {
     if stored_before_retry == 1 {
         assert_eq!(retry["duplicate"], true, "{retry}");
     }
+}
+
+/// An acknowledgement whose sync fails is answered `503`, yet its write
+/// reached the operating system, so it is kept after a restart: that
+/// message is not delivered again, while the one nobody acknowledged is.
+/// docs/api.md calls such a `503` ambiguous; the chaos harness counts the
+/// messages of a 5xx settle as handled for this reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_whose_sync_fails_is_ambiguous() {
+    let dir = tempfile::tempdir().unwrap();
+    let shim = build_failsync(dir.path());
+    let trigger = dir.path().join("fail-syncs");
+    let args = ["--fsync", "always"];
+    let mut node = Node::start_with_env(
+        dir.path(),
+        &args,
+        &[("LD_PRELOAD", &shim), ("FAILSYNC_TRIGGER", &trigger)],
+    );
+    let query = "topic=amb.t&ack_timeout_ms=1000";
+    let mut m = GroupMember::join(&node, "amb", query).await;
+    let first = node.publish("amb.t", "first").await;
+    let second = node.publish("amb.t", "second").await;
+    let got = m.recv(2, Duration::from_secs(10)).await;
+    let ids: Vec<String> = got.iter().map(|d| d.id.clone()).collect();
+    assert_eq!(
+        ids,
+        [
+            first["id"].as_str().unwrap(),
+            second["id"].as_str().unwrap()
+        ]
+    );
+
+    std::fs::write(&trigger, b"").unwrap();
+    let (status, v) = m.settle("ack", &ids[..1], serde_json::json!({})).await;
+    println!("ack while fsync fails: {status} {v}");
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["code"], "unavailable", "{v}");
+    drop(m);
+
+    node.kill9();
+    std::fs::remove_file(&trigger).unwrap();
+    let node = Node::start(dir.path(), &args);
+    let mut m = GroupMember::join(&node, "amb", query).await;
+    let again = m.recv(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        again[0].id, ids[1],
+        "the unacknowledged message comes again"
+    );
+    m.ack(&ids[1..]).await;
+    m.expect_nothing(
+        Duration::from_secs(3),
+        "the ack answered 503 reached the disk and is kept",
+    )
+    .await;
+    let info = node.get_json("/v1/groups/amb").await;
+    assert_eq!(info["inflight"], 0, "{info}");
 }
 
 /// Publishes `n` messages to `fast.x` on `from`, one every 100 ms, and

@@ -178,7 +178,7 @@ impl GroupMember {
 
     /// POST /v1/groups/{group}/{op} for `ids` as this member, with `extra`
     /// fields (`delay_ms`, `reason`) merged into the body.
-    async fn settle(&self, op: &str, ids: &[String], extra: Value) -> (u16, Value) {
+    pub(crate) async fn settle(&self, op: &str, ids: &[String], extra: Value) -> (u16, Value) {
         let mut body = json!({"ids": ids, "member": self.id});
         if let Value::Object(fields) = extra {
             body.as_object_mut().unwrap().extend(fields);

@@ -320,12 +320,13 @@ pub async fn member(index: usize, seed: u64, ctx: Arc<Readers>) {
                 )
                 .await;
                 // A message counts as handled once its ack was applied,
-                // or once its ack got no answer (the coordinator died
-                // after applying it, or before: then it is delivered again
-                // after the ack timeout, and counted again). An ack the
-                // node answered without applying it (an error, or the id
-                // missing from `applied`) does not count: the message must
-                // come again.
+                // or once its ack got no answer or a 5xx (the coordinator
+                // died or its store failed, after applying it or before:
+                // a write whose fsync failed may still be on disk after a
+                // restart; if not, the message is delivered again after
+                // the ack timeout, and counted again). An ack the node
+                // refused (a 4xx, or the id missing from `applied`) does
+                // not count: the message must come again.
                 let (applied, ambiguous): (Vec<String>, bool) = match &acked {
                     Ok(Ok(v)) => (
                         v["applied"]
@@ -339,7 +340,9 @@ pub async fn member(index: usize, seed: u64, ctx: Arc<Readers>) {
                             .unwrap_or_default(),
                         false,
                     ),
-                    Ok(Err(ClientError::Api { .. })) => (Vec::new(), false),
+                    Ok(Err(ClientError::Api { status, .. })) if !status.is_server_error() => {
+                        (Vec::new(), false)
+                    }
                     Ok(Err(_)) | Err(_) => (Vec::new(), true),
                 };
                 let mut r = records.lock().await;
@@ -393,6 +396,7 @@ pub async fn describe(url: &str) -> String {
         ("cluster", "/v1/cluster"),
         ("topics", "/v1/topics"),
         ("pull", "/v1/messages?topic=chaos.%3E&from=earliest&limit=1"),
+        ("group", &format!("/v1/groups/{GROUP}")),
     ] {
         let v = match tokio::time::timeout(Duration::from_secs(10), c.get_json(path)).await {
             Ok(Ok(v)) => v,
