@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fault injection on a real cluster: builds the node and the harness
 # (tests/chaos), installs what the harness needs (iproute2 for network
-# namespaces and tc, a C compiler for the fsync fault shim) when it is
-# missing, and runs it. Arguments go to the
+# namespaces and tc, a C compiler for the fsync fault shim, libfaketime
+# for clock jumps) when it is missing, and runs it. Arguments go to the
 # harness:
 #
 #   scripts/chaos.sh --profile short --seed 7     # about 1.5 minutes
@@ -25,6 +25,8 @@ need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 # The fsync fault shim (tests/faults/failsync.c) is built with cc.
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+# Clock jumps step a node's wall clock through libfaketime.
+compgen -G "/usr/lib/*/faketime/libfaketimeMT.so.1" >/dev/null || need+=(libfaketime)
 case " $* " in
     *" soak "*) command -v stress-ng >/dev/null 2>&1 || need+=(stress-ng) ;;
 esac

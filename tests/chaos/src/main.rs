@@ -339,6 +339,7 @@ async fn apply(
             Fault::Split { minority } => net.as_mut().ok_or_else(no_net)?.split(minority)?,
             Fault::Bridge { a, c, .. } => net.as_mut().ok_or_else(no_net)?.cut(*a, *c)?,
             Fault::Flap { .. } => {}
+            Fault::ClockJump { node, offset_s } => nodes.set_clock(*node, *offset_s)?,
             Fault::Netem {
                 node,
                 delay_ms,
@@ -394,6 +395,7 @@ async fn apply(
                 }
             }
             Fault::Netem { .. } => net.as_mut().ok_or_else(no_net)?.clear_netem()?,
+            Fault::ClockJump { node, .. } => nodes.set_clock(*node, 0)?,
             _ => net.as_mut().ok_or_else(no_net)?.heal()?,
         },
         Step::FlapCut(node, cut) => {
@@ -420,6 +422,7 @@ async fn run(
         && let Err(e) = nodes
             .mount_disks(DISK_MIB)
             .and_then(|()| nodes.build_shim())
+            .and_then(|()| nodes.find_faketime())
     {
         eprintln!("chaos: {e}");
         return false;
@@ -554,6 +557,9 @@ async fn run(
     }
     for i in 0..n {
         nodes.resume(i);
+        if mode == Mode::Namespaces {
+            let _ = nodes.set_clock(i, 0);
+        }
         if !nodes.running(i)
             && let Err(e) = nodes.start(i)
         {

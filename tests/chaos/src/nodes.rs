@@ -34,7 +34,16 @@ pub struct Nodes {
     /// The fsync fault shim (`tests/faults/failsync.c`), preloaded into
     /// every node once built.
     shim: Option<PathBuf>,
+    /// libfaketime, preloaded into every node once found: each node's
+    /// wall clock follows the offset in its `n<i>.faketime` file.
+    faketime: Option<PathBuf>,
 }
+
+/// Where Debian's `libfaketime` package puts the multi-threaded library.
+const FAKETIME_PATHS: [&str; 2] = [
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+];
 
 const KEY: &str = "the chaos harness's cluster key";
 /// The fsync fault shim's source.
@@ -52,6 +61,7 @@ impl Nodes {
             max_rss_kib: vec![0; n],
             mounted: Vec::new(),
             shim: None,
+            faketime: None,
         }
     }
 
@@ -115,10 +125,27 @@ impl Nodes {
             }
             Mode::Loopback => Command::new(&self.bin),
         };
+        let mut preload: Vec<String> = Vec::new();
         if let Some(shim) = &self.shim {
-            cmd.env("LD_PRELOAD", shim)
-                .env("FAILSYNC_TRIGGER", self.sync_file(i, "fail"))
+            preload.push(shim.display().to_string());
+            cmd.env("FAILSYNC_TRIGGER", self.sync_file(i, "fail"))
                 .env("FAILSYNC_STALL", self.sync_file(i, "stall"));
+        }
+        if let Some(lib) = &self.faketime {
+            let rc = self.clock_file(i);
+            if !rc.exists() {
+                std::fs::write(&rc, "+0\n").map_err(|e| format!("{}: {e}", rc.display()))?;
+            }
+            preload.push(lib.display().to_string());
+            // Read the offset on every call (a jump takes effect at once),
+            // and leave the monotonic clock alone: only the wall clock
+            // steps, as with NTP.
+            cmd.env("FAKETIME_TIMESTAMP_FILE", rc)
+                .env("FAKETIME_NO_CACHE", "1")
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
+        if !preload.is_empty() {
+            cmd.env("LD_PRELOAD", preload.join(":"));
         }
         cmd.arg("serve")
             .arg("--config")
@@ -283,6 +310,29 @@ impl Nodes {
         }
         self.shim = Some(out);
         Ok(())
+    }
+
+    /// Finds libfaketime; the nodes started from now on preload it.
+    pub fn find_faketime(&mut self) -> Result<(), String> {
+        let found = FAKETIME_PATHS
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists());
+        self.faketime = Some(found.ok_or(
+            "libfaketime is missing (Debian package libfaketime; scripts/chaos.sh installs it)",
+        )?);
+        Ok(())
+    }
+
+    fn clock_file(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("n{i}.faketime"))
+    }
+
+    /// Steps node `i`'s wall clock to `offset_s` seconds from the real one
+    /// (0: back to the real time).
+    pub fn set_clock(&self, i: usize, offset_s: i64) -> Result<(), String> {
+        let rc = self.clock_file(i);
+        std::fs::write(&rc, format!("{offset_s:+}\n")).map_err(|e| format!("{}: {e}", rc.display()))
     }
 
     fn sync_file(&self, i: usize, what: &str) -> PathBuf {

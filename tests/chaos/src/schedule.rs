@@ -77,6 +77,10 @@ pub enum Fault {
     /// restart (which must refuse the damaged directory), then the
     /// operator's repair: an empty directory, a new origin.
     Corrupt { node: usize },
+    /// The node's wall clock (`CLOCK_REALTIME`, through libfaketime)
+    /// stepped by `offset_s` seconds, then stepped back; its monotonic
+    /// clock runs on. What an NTP step or a resumed virtual machine does.
+    ClockJump { node: usize, offset_s: i64 },
     /// Delay and loss on a node's link.
     Netem {
         node: usize,
@@ -122,6 +126,9 @@ impl fmt::Display for Fault {
             }
             Fault::Bridge { a, b, c } => write!(f, "bridge n{a} - n{b} - n{c} (n{a} x n{c})"),
             Fault::Flap { node, flips } => write!(f, "flap n{node} {flips} times"),
+            Fault::ClockJump { node, offset_s } => {
+                write!(f, "step n{node}'s wall clock by {offset_s:+} s, then back")
+            }
             Fault::Netem {
                 node,
                 delay_ms,
@@ -199,6 +206,11 @@ impl Profile {
 /// partition at a time), and every fault ends before the run does.
 /// Without `network` (no namespaces, and so no root for tmpfs mounts),
 /// only faults on processes are drawn.
+///
+/// Clock jumps run in a lane of their own, drawn from a second generator
+/// after the others, so that adding them left every other fault of a seed
+/// where it was: one jump per 8 faults, never two at once, each stepping
+/// one node's wall clock by 2 to 300 s either way.
 pub fn draw(seed: u64, nodes: usize, profile: Profile, network: bool) -> Vec<Planned> {
     let mut rng = Rng::new(seed);
     let total = profile.duration.as_millis() as u64;
@@ -269,8 +281,33 @@ pub fn draw(seed: u64, nodes: usize, profile: Profile, network: bool) -> Vec<Pla
             fault,
         });
     }
+    if network && !profile.pauses_only {
+        let mut rng = Rng::new(seed ^ CLOCK_LANE);
+        let jumps = (profile.faults / 8).max(1) as u64;
+        let slot = total / jumps;
+        let mut free = 0u64;
+        for i in 0..jumps {
+            let start = (i * slot + rng.range(0, slot / 2)).max(free);
+            let lasts = rng.range(1000, profile.max_fault.as_millis() as u64);
+            let node = rng.below(nodes);
+            let size = rng.range(2, 300) as i64;
+            let offset_s = if rng.below(2) == 0 { size } else { -size };
+            if start + lasts > total {
+                continue;
+            }
+            free = start + lasts + 500;
+            out.push(Planned {
+                at: Duration::from_millis(start),
+                lasts: Duration::from_millis(lasts),
+                fault: Fault::ClockJump { node, offset_s },
+            });
+        }
+    }
     out
 }
+
+/// Seeds the clock-jump lane's generator (with the run's seed).
+const CLOCK_LANE: u64 = 0x00c1_0c45_7e95_1a7e;
 
 #[cfg(test)]
 mod tests {
@@ -294,7 +331,11 @@ mod tests {
             for w in stops.windows(2) {
                 assert!(w[0].at + w[0].lasts <= w[1].at, "seed {seed}: {w:?}");
             }
-            let mut nets: Vec<&Planned> = s.iter().filter(|p| !p.fault.stops_a_node()).collect();
+            let mut nets: Vec<&Planned> = s
+                .iter()
+                .filter(|p| !p.fault.stops_a_node())
+                .filter(|p| !matches!(p.fault, Fault::ClockJump { .. }))
+                .collect();
             nets.sort_by_key(|p| p.at);
             for w in nets.windows(2) {
                 assert!(w[0].at + w[0].lasts <= w[1].at, "seed {seed}: {w:?}");
@@ -317,6 +358,38 @@ mod tests {
                     .all(|p| p.fault.stops_a_node())
             );
         }
+    }
+
+    #[test]
+    fn clock_jumps_leave_the_other_faults_of_a_seed_alone() {
+        for seed in 0..50 {
+            let s = draw(seed, 5, Profile::long(), true);
+            let jumps: Vec<&Planned> = s
+                .iter()
+                .filter(|p| matches!(p.fault, Fault::ClockJump { .. }))
+                .collect();
+            assert!(!jumps.is_empty(), "seed {seed}");
+            for w in jumps.windows(2) {
+                assert!(w[0].at + w[0].lasts <= w[1].at, "seed {seed}: {w:?}");
+            }
+            for j in &jumps {
+                let Fault::ClockJump { offset_s, .. } = j.fault else {
+                    unreachable!()
+                };
+                assert!((2..=300).contains(&offset_s.abs()), "{offset_s}");
+            }
+            // The other faults are those of the first lane, unchanged.
+            let rest: Vec<&Planned> = s
+                .iter()
+                .filter(|p| !matches!(p.fault, Fault::ClockJump { .. }))
+                .collect();
+            assert_eq!(rest.len() + jumps.len(), s.len());
+            assert!(s[..rest.len()].iter().zip(&rest).all(|(a, b)| a == *b));
+        }
+        // The first fault of seed 1's short run is where it always was.
+        let s = draw(1, 5, Profile::short(), true);
+        assert_eq!(s[0].fault.to_string(), "netem n0 delay 180ms±3ms loss 2%");
+        assert!((2350..2450).contains(&s[0].at.as_millis()), "{:?}", s[0].at);
     }
 
     #[test]
