@@ -13,7 +13,7 @@ use crate::support::*;
 
 const KEY: &str = "an end-to-end cluster key";
 /// The documented failure detection time with the default timing.
-const DETECTION: Duration = Duration::from_secs(3);
+const DETECTION: Duration = Duration::from_millis(4500);
 
 /// Starts a node that gossips on `gossip` and joins through `seeds`.
 /// Restarts node 0 of an unreplicated cluster in `dir` on its data and its
@@ -302,7 +302,7 @@ async fn wrong_key_and_garbage_are_refused() {
 /// within the documented detection time. The killed node restarts with its
 /// data directory on the same gossip address and rejoins before the next run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill9_is_detected_by_every_member_within_three_seconds() {
+async fn kill9_is_detected_by_every_member_in_time() {
     let _serial = TIMING.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let (mut nodes, ids) = start_cluster(dir.path(), 5).await;
@@ -404,12 +404,12 @@ async fn pauses_and_load_do_not_declare_members_down_but_a_long_pause_does() {
     let _serial = TIMING.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let (nodes, ids) = start_cluster(dir.path(), 3).await;
-    // A 1 s pause, three times.
+    // A 2 s pause, three times.
     for _ in 0..3 {
         signal(&nodes[2], libc::SIGSTOP);
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
         signal(&nodes[2], libc::SIGCONT);
-        nobody_down_for(&nodes, Duration::from_secs(2), "after a 1 s pause").await;
+        nobody_down_for(&nodes, Duration::from_secs(2), "after a 2 s pause").await;
     }
     // Both cores saturated (twice as many busy loops as cores) for 6 s.
     let mut hogs = load_cores(4);
@@ -1986,6 +1986,54 @@ async fn a_repeat_on_a_node_without_a_copy_finds_the_original() {
             .await;
         assert_eq!(payloads(&v), ["first"], "{v:#}");
     }
+}
+
+/// A keyed publish says when its key could not be checked with every
+/// member that may hold a copy: a member that does not answer (paused),
+/// or one that went down within the idempotency window. A retry that
+/// moved there from a node it cannot reach may then store a second copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_publish_says_when_a_member_could_not_be_asked() {
+    let _serial = TIMING.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, ids) = start_cluster(dir.path(), 3).await;
+    let publish = |node: &Node, key: &str| {
+        node.request("POST", "/v1/topics/idem.k?acks=local")
+            .header("idempotency-key", key)
+    };
+    let answer = |(status, _, body): (u16, http::HeaderMap, bytes::Bytes)| {
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice::<Value>(&body).unwrap()
+    };
+    let all_there = answer(nodes[0].raw(publish(&nodes[0], "k-1"), "1").await);
+    assert!(all_there.get("key_checked").is_none(), "{all_there}");
+    // A paused member does not answer the lookup.
+    signal(&nodes[2], libc::SIGSTOP);
+    let paused = answer(nodes[0].raw(publish(&nodes[0], "k-2"), "2").await);
+    signal(&nodes[2], libc::SIGCONT);
+    assert_eq!(paused["key_checked"], false, "{paused}");
+    // A repeat it already holds is an answer, not a new copy.
+    signal(&nodes[2], libc::SIGSTOP);
+    let repeat = answer(nodes[0].raw(publish(&nodes[0], "k-2"), "2").await);
+    signal(&nodes[2], libc::SIGCONT);
+    assert_eq!(repeat["duplicate"], true, "{repeat}");
+    assert!(repeat.get("key_checked").is_none(), "{repeat}");
+    // A member down within the window may hold a copy; so may one that
+    // left on purpose.
+    nodes[2].kill9();
+    wait_state(&nodes[0], &ids[2].0, "down").await;
+    let down = answer(nodes[0].raw(publish(&nodes[0], "k-3"), "3").await);
+    assert_eq!(down["key_checked"], false, "{down}");
+    // Without a key there is nothing to check.
+    let plain = answer(
+        nodes[0]
+            .raw(
+                nodes[0].request("POST", "/v1/topics/idem.k?acks=local"),
+                "4",
+            )
+            .await,
+    );
+    assert!(plain.get("key_checked").is_none(), "{plain}");
 }
 
 /// A replica remembers across a restart that it holds an origin's whole

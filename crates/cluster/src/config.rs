@@ -12,14 +12,13 @@ pub const MAX_REPLICATION_FACTOR: usize = 7;
 
 /// How a node joins and watches its cluster.
 ///
-/// The timing defaults detect a dead node on every peer within 3 s (a
+/// The timing defaults detect a dead node on every peer within 4.5 s (a
 /// probe period of 400 ms, 150 ms to answer a probe, indirect probes until
-/// the period ends, then 1.2 s of suspicion on each member before it
-/// declares the node down; about 2 s in all, 2.5 s at worst). A node is
-/// suspected at the earliest about 0.4 s after it stops answering, so one
-/// paused for 1 s (or starved by a saturated CPU for as long) still has
-/// about 0.6 s to refute after it resumes: it is suspected at most, never
-/// declared down.
+/// the period ends, then 2.5 s of suspicion on each member before it
+/// declares the node down; about 3.3 s in all). A node is suspected at the
+/// earliest about 0.4 s after it stops answering, so one paused for 2 s
+/// (or starved by a saturated CPU for as long) still has about 0.9 s to
+/// refute after it resumes: it is suspected at most, never declared down.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
     /// Cluster name: nodes of another name are refused (default `switchyard`).
@@ -67,7 +66,7 @@ impl ClusterConfig {
             seeds: Vec::new(),
             probe_period: Duration::from_millis(400),
             probe_rtt: Duration::from_millis(150),
-            suspect_timeout: Duration::from_millis(1200),
+            suspect_timeout: Duration::from_millis(2500),
             gossip_interval: Duration::from_millis(100),
             gossip_fanout: 3,
             rejoin_interval: Duration::from_secs(1),

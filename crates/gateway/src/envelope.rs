@@ -48,7 +48,9 @@ pub(crate) fn envelope(m: &Message) -> Value {
 /// The answer for one published message, as JSON text: the stored
 /// message's fields; when a route plugin rerouted it, also `routed_from`
 /// and `routed` (every stored copy); when it was dropped, `dropped`,
-/// `plugin` and `reason`; when a plugin failed on it, `plugin_error`.
+/// `plugin` and `reason`; when a plugin failed on it, `plugin_error`;
+/// `key_checked: false` when its idempotency key could not be checked
+/// with every member that may hold a copy.
 pub(crate) fn published(p: &Published) -> String {
     if let ([a], None, None, None, None) = (
         &p.results[..],
@@ -56,7 +58,8 @@ pub(crate) fn published(p: &Published) -> String {
         &p.dropped,
         &p.plugin_error,
         &p.copies,
-    ) {
+    ) && p.key_checked
+    {
         return appended(a);
     }
     let mut obj = match p.results.first() {
@@ -82,6 +85,9 @@ pub(crate) fn published(p: &Published) -> String {
     if let Some((acks, copies)) = &p.copies {
         obj.insert("acks".into(), json!(acks.to_string()));
         obj.insert("copies".into(), json!(copies));
+    }
+    if !p.key_checked {
+        obj.insert("key_checked".into(), json!(false));
     }
     Value::Object(obj).to_string()
 }

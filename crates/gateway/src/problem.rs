@@ -161,10 +161,19 @@ impl From<RouterError> for Problem {
                 ..Problem::new(StatusCode::CONFLICT, "not_in_flight", e.to_string())
             },
             RouterError::InvalidAcks(_) => Problem::bad_request("invalid_acks", e.to_string()),
-            RouterError::NotReplicated { copies, needed, .. } => Problem {
+            RouterError::NotReplicated {
+                copies,
+                needed,
+                key_checked,
+                ..
+            } => Problem {
                 extra: Some((
                     "copies",
-                    json!({"reached": copies, "needed": needed, "stored": true}),
+                    if key_checked {
+                        json!({"reached": copies, "needed": needed, "stored": true})
+                    } else {
+                        json!({"reached": copies, "needed": needed, "stored": true, "key_checked": false})
+                    },
                 )),
                 ..Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -112,6 +112,10 @@ pub enum RouterError {
         needed: usize,
         /// How long the publish waited.
         timeout_ms: u64,
+        /// False when a message was stored under an idempotency key that
+        /// could not be checked with every member (see
+        /// [`crate::Published::key_checked`]).
+        key_checked: bool,
     },
     /// A node-to-node request was refused.
     #[error("{0}")]

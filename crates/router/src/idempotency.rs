@@ -8,13 +8,21 @@
 //! cluster asks its live peers (one request each, in parallel, at most
 //! [`LOOKUP_TIME`]) whether they hold a message under that key, and if one
 //! does, answers with that message instead of storing a second one.
+//!
+//! The lookup cannot reach a member that is partitioned away, paused, or
+//! down: an earlier attempt it stored (answered `503`, or not answered)
+//! is then unknown here, and a retry stores a second copy. Such a lookup
+//! is incomplete, and the publish's answer says so (`key_checked: false`),
+//! so a client that cannot accept duplicates retries on the node it tried
+//! first. A member gone for longer than the idempotency window cannot
+//! hold a copy that the window would still catch, so it does not count.
 
 use std::time::Duration;
 
-use switchyard_cluster::Cluster;
 use switchyard_cluster::transport::{
     IdempotencyFound, IdempotencyLookup, IdempotencyRecord, MAX_IDEMPOTENCY_LOOKUP,
 };
+use switchyard_cluster::{Cluster, MemberState};
 use switchyard_model::{MessageId, NodeId, Timestamp, Topic};
 use switchyard_store::{Appended, Store};
 
@@ -49,14 +57,36 @@ pub(crate) fn answer(
         .collect()
 }
 
-/// For each request of `batch`: the message a live peer holds under its
-/// idempotency key, when this node holds none. `None` for a request
-/// without a key, one this node knows, or one no peer answered for.
+/// What the peers said about a batch's idempotency keys.
+pub(crate) struct Lookup {
+    /// For each request: the message a live peer holds under its key, when
+    /// this node holds none. `None` for a request without a key, one this
+    /// node knows, or one no peer answered for.
+    pub(crate) found: Vec<Option<Appended>>,
+    /// Whether every member that may hold a copy answered: every live
+    /// peer did, and no member went away within the idempotency window.
+    /// True when nothing had to be asked.
+    pub(crate) complete: bool,
+}
+
+/// Whether a member that is not live (down, or gone on purpose) was heard
+/// from within `window_ms`, so that it may hold a copy under a key the
+/// window still covers.
+fn recently_gone(cluster: &Cluster, window_ms: u64) -> bool {
+    cluster.members().iter().any(|m| {
+        !m.is_self
+            && matches!(m.state, MemberState::Down | MemberState::Left)
+            && m.last_heard_ms.is_none_or(|ms| ms < window_ms)
+    })
+}
+
+/// Asks the live peers about the keys of `batch` that this node does not
+/// know (see [`Lookup`]).
 pub(crate) async fn held_elsewhere(
     store: &Store,
     cluster: &Cluster,
     batch: &[PublishRequest],
-) -> Vec<Option<Appended>> {
+) -> Lookup {
     let mut out = vec![None; batch.len()];
     let mut asked: Vec<usize> = Vec::new();
     let mut entries = Vec::new();
@@ -70,9 +100,14 @@ pub(crate) async fn held_elsewhere(
         }
     }
     let peers = cluster.peers();
-    if entries.is_empty() || peers.is_empty() || cluster.replication_factor() < 2 {
-        return out;
+    if entries.is_empty() || cluster.replication_factor() < 2 {
+        return Lookup {
+            found: out,
+            complete: true,
+        };
     }
+    let window_ms = store.config().idempotency_window.as_millis() as u64;
+    let mut complete = !recently_gone(cluster, window_ms);
     let req = IdempotencyLookup { entries };
     let mut calls = tokio::task::JoinSet::new();
     for (_, addr) in peers {
@@ -80,7 +115,10 @@ pub(crate) async fn held_elsewhere(
         calls.spawn(async move { client.lookup_idempotency(&addr, &req, LOOKUP_TIME).await });
     }
     while let Some(joined) = calls.join_next().await {
-        let Ok(Ok(found)) = joined else { continue };
+        let Ok(Ok(found)) = joined else {
+            complete = false;
+            continue;
+        };
         for (slot, record) in asked.iter().zip(found) {
             let Some(rec) = record else { continue };
             if out[*slot].is_none() {
@@ -97,5 +135,8 @@ pub(crate) async fn held_elsewhere(
             }
         }
     }
-    out
+    Lookup {
+        found: out,
+        complete,
+    }
 }

@@ -77,6 +77,11 @@ pub struct Published {
     /// In a replicated cluster, the mode the publish waited for and the
     /// copies of its messages that existed when it was answered.
     pub copies: Option<(Acks, usize)>,
+    /// False when the message was stored under an idempotency key that
+    /// this node could not check with every member that may hold a copy
+    /// (one did not answer, or went away recently): a copy stored there
+    /// by an earlier attempt may exist (see the `idempotency` module).
+    pub key_checked: bool,
 }
 
 impl Published {
@@ -87,6 +92,7 @@ impl Published {
             dropped: None,
             plugin_error: None,
             copies: None,
+            key_checked: true,
         }
     }
 }
@@ -330,6 +336,7 @@ impl Router {
                         copies,
                         needed,
                         timeout_ms: timeout.as_millis() as u64,
+                        key_checked: published.iter().all(|p| p.key_checked),
                     });
                 }
                 copies
@@ -369,13 +376,23 @@ impl Router {
         }
         if !self.plugins.has_routes() {
             // A repeat of a message that reached another node first.
-            let elsewhere = match self.cluster.get() {
-                Some(c) => crate::idempotency::held_elsewhere(&self.store, c, &batch).await,
-                None => vec![None; batch.len()],
+            let (elsewhere, complete) = match self.cluster.get() {
+                Some(c) => {
+                    let l = crate::idempotency::held_elsewhere(&self.store, c, &batch).await;
+                    (l.found, l.complete)
+                }
+                None => (vec![None; batch.len()], true),
+            };
+            // A keyed message stored new: checked only if the lookup was.
+            let keyed: Vec<bool> = batch.iter().map(|r| r.idempotency_key.is_some()).collect();
+            let stored = |(a, keyed): (Appended, bool)| {
+                let mut p = Published::stored(a);
+                p.key_checked = complete || !keyed || p.results.iter().all(|a| a.duplicate);
+                p
             };
             if elsewhere.iter().all(Option::is_none) {
                 let appended = self.store.append(batch).await?;
-                return Ok(appended.into_iter().map(Published::stored).collect());
+                return Ok(appended.into_iter().zip(keyed).map(stored).collect());
             }
             let fresh: Vec<PublishRequest> = batch
                 .into_iter()
@@ -383,7 +400,7 @@ impl Router {
                 .filter(|(_, e)| e.is_none())
                 .map(|(r, _)| r)
                 .collect();
-            let mut stored = if fresh.is_empty() {
+            let mut stored_new = if fresh.is_empty() {
                 Vec::new()
             } else {
                 self.store.append(fresh).await?
@@ -391,8 +408,11 @@ impl Router {
             .into_iter();
             return Ok(elsewhere
                 .into_iter()
-                .filter_map(|e| e.or_else(|| stored.next()))
-                .map(Published::stored)
+                .zip(keyed)
+                .filter_map(|(e, k)| match e {
+                    Some(found) => Some(Published::stored(found)),
+                    None => stored_new.next().map(|a| stored((a, k))),
+                })
                 .collect());
         }
         let mut routed: Vec<Routed> = Vec::with_capacity(batch.len());
@@ -417,6 +437,7 @@ impl Router {
                 dropped: r.dropped,
                 plugin_error: r.failure,
                 copies: None,
+                key_checked: true,
             })
             .collect())
     }

@@ -18,8 +18,13 @@ pub struct Verdict {
     /// `acks=local` messages missing because their origin lost its disk.
     pub local_lost_disk: usize,
     /// Payloads stored under two ids (an idempotent retry that stored a
-    /// second copy).
+    /// second copy) although every node that stored one had checked the
+    /// key with every member.
     pub stored_twice: usize,
+    /// Payloads stored under two ids by a node that said it could not
+    /// check the key with every member (`key_checked: false`): what the
+    /// API allows across a partition, counted apart.
+    pub stored_twice_unchecked: usize,
     /// Messages a stream delivered more than once.
     pub stream_repeats: usize,
     /// Messages of the final log a stream never delivered.
@@ -132,10 +137,20 @@ pub fn check(
     for m in union.values() {
         ids_of.entry(&m.payload).or_default().insert(&m.id);
     }
+    let unchecked: HashSet<&str> = published
+        .iter()
+        .flatten()
+        .filter(|a| a.unchecked)
+        .map(|a| a.payload.as_str())
+        .collect();
     for (payload, ids) in &ids_of {
         if ids.len() > 1 {
-            v.stored_twice += 1;
-            example(&mut v, format!("{payload} stored as {ids:?}"));
+            if unchecked.contains(payload) {
+                v.stored_twice_unchecked += 1;
+            } else {
+                v.stored_twice += 1;
+                example(&mut v, format!("{payload} stored as {ids:?}"));
+            }
         }
     }
     // Streams: each message once, in origin order, all of the log.
@@ -210,6 +225,7 @@ mod tests {
             acked: Some(id.into()),
             tries: 1,
             acked_at: Some(Duration::from_millis(at_ms)),
+            unchecked: false,
         }
     }
 
@@ -278,6 +294,40 @@ mod tests {
         assert_eq!(v.stream_gaps, 1);
         assert_eq!(v.group_missing, 2);
         assert_eq!(v.group_redelivered, 1);
+        assert!(!v.ok());
+    }
+
+    #[test]
+    fn a_second_copy_is_allowed_only_where_the_key_was_not_checked() {
+        let log = vec![
+            seen("a-1", "p0-0"),
+            seen("b-1", "p0-0"),
+            seen("b-2", "p0-1"),
+        ];
+        let mut first = acked("p0-0", "quorum", "b-1", 0);
+        first.unchecked = true;
+        let published = vec![vec![first, acked("p0-1", "quorum", "b-2", 0)]];
+        let v = check(
+            &published,
+            std::slice::from_ref(&log),
+            std::slice::from_ref(&log),
+            &acks_all(&log),
+            &[],
+        );
+        assert_eq!((v.stored_twice, v.stored_twice_unchecked), (0, 1), "{v:?}");
+        assert!(v.ok(), "{v:?}");
+        let published = vec![vec![
+            acked("p0-0", "quorum", "b-1", 0),
+            acked("p0-1", "quorum", "b-2", 0),
+        ]];
+        let v = check(
+            &published,
+            std::slice::from_ref(&log),
+            std::slice::from_ref(&log),
+            &acks_all(&log),
+            &[],
+        );
+        assert_eq!((v.stored_twice, v.stored_twice_unchecked), (1, 0), "{v:?}");
         assert!(!v.ok());
     }
 }

@@ -304,6 +304,9 @@ async fn ready(url: &str) -> bool {
     )
 }
 
+/// Longest a node started on a damaged journal may take to refuse it.
+const CORRUPT_REFUSAL: Duration = Duration::from_secs(30);
+
 async fn apply(
     step: &Step,
     nodes: &mut Nodes,
@@ -358,7 +361,13 @@ async fn apply(
             Fault::Corrupt { node } => {
                 if corrupted.contains(node) {
                     corrupted.retain(|n| n != node);
-                    // The damaged directory must have been refused.
+                    // The damaged directory must have been refused: the
+                    // node exits once it has read the journal, which on a
+                    // loaded machine can take longer than the fault.
+                    let deadline = Instant::now() + CORRUPT_REFUSAL;
+                    while nodes.running(*node) && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                     if nodes.running(*node) {
                         return Err(format!(
                             "n{node} started on a journal with a flipped byte (undetected corruption)"
@@ -655,7 +664,7 @@ async fn run(
     let ok =
         verdict.ok() && rss_ok && failures.is_empty() && (!args.profile.pauses_only || downs == 0);
     println!(
-        "chaos: seed={} nodes={n} faults={} acked={} lost={} stream_repeats={} stream_gaps={} group_redelivered={} local_lost_disk={} max_failover_s={:.1} converge_s={:.1} stored_twice={} order_violations={} group_missing={} diverged_nodes={} downs={downs} net={} result={}",
+        "chaos: seed={} nodes={n} faults={} acked={} lost={} stream_repeats={} stream_gaps={} group_redelivered={} local_lost_disk={} max_failover_s={:.1} converge_s={:.1} stored_twice={} stored_twice_unchecked={} order_violations={} group_missing={} diverged_nodes={} downs={downs} net={} result={}",
         args.seed,
         plan.len(),
         verdict.acked,
@@ -667,6 +676,7 @@ async fn run(
         verdict.max_failover.as_secs_f64(),
         converge.as_secs_f64(),
         verdict.stored_twice,
+        verdict.stored_twice_unchecked,
         verdict.order_violations,
         verdict.group_missing,
         verdict.diverged_nodes,

@@ -32,6 +32,10 @@ pub struct Attempt {
     pub tries: u32,
     /// When it was acknowledged, from the start of the run.
     pub acked_at: Option<Duration>,
+    /// Whether a node said it stored it under a key it could not check
+    /// with every member (`key_checked: false`, in a 2xx answer or a
+    /// `503 not_replicated`): a second copy is then possible.
+    pub unchecked: bool,
 }
 
 /// A message as a reader saw it.
@@ -120,6 +124,7 @@ pub async fn publisher(
                 acked: None,
                 tries: 0,
                 acked_at: None,
+                unchecked: false,
             });
             r.published[index].len() - 1
         };
@@ -135,17 +140,30 @@ pub async fn publisher(
                 .body(Full::new(Bytes::from(payload.clone())))
                 .expect("a valid request");
             let answer = tokio::time::timeout(Duration::from_secs(10), c.send(req)).await;
-            records.lock().await.published[index][slot].tries += 1;
-            let ok = match answer {
-                Ok(Ok(resp)) => resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<Value>(&b.to_bytes()).ok())
-                    .and_then(|v| v["id"].as_str().map(str::to_owned)),
+            let body = match answer {
+                Ok(Ok(resp)) => {
+                    let ok = resp.status().is_success();
+                    resp.into_body()
+                        .collect()
+                        .await
+                        .ok()
+                        .and_then(|b| serde_json::from_slice::<Value>(&b.to_bytes()).ok())
+                        .map(|v| (ok, v))
+                }
                 _ => None,
             };
+            let unchecked = body.as_ref().is_some_and(|(_, v)| {
+                v["key_checked"] == false || v["copies"]["key_checked"] == false
+            });
+            {
+                let mut r = records.lock().await;
+                let a = &mut r.published[index][slot];
+                a.tries += 1;
+                a.unchecked |= unchecked;
+            }
+            let ok = body
+                .filter(|(ok, _)| *ok)
+                .and_then(|(_, v)| v["id"].as_str().map(str::to_owned));
             if let Some(id) = ok {
                 let mut r = records.lock().await;
                 r.published[index][slot].acked = Some(id);

@@ -66,7 +66,7 @@ pub struct ClusterSection {
     pub probe_period_ms: Option<u64>,
     /// Time to answer a probe, in ms (default 150).
     pub probe_rtt_ms: Option<u64>,
-    /// Time a suspect has to refute, in ms (default 1200).
+    /// Time a suspect has to refute, in ms (default 2500).
     pub suspect_timeout_ms: Option<u64>,
     /// Time between gossip rounds, in ms (default 100).
     pub gossip_interval_ms: Option<u64>,
