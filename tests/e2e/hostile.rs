@@ -627,3 +627,60 @@ async fn batch_entries_are_counted_while_reading() {
     let (status, _, answer) = node.raw(req, "{}\n".repeat(10_000)).await;
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_lock_peers_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = "k".repeat(32);
+    let config = |limits: &str| format!("{limits}[cluster]\nkey = \"{key}\"\n");
+    let args = ["--fsync", "never", "--gossip-listen", "127.0.0.1:0"];
+    std::fs::create_dir_all(dir.path().join("a")).unwrap();
+    let a = Node::start_with_config(
+        &dir.path().join("a"),
+        &config("[limits]\nmax_connections = 4\n"),
+        &args,
+    );
+    let gossip = crate::cluster::whoami(&a).await.1;
+    legit_publish(&a).await;
+    // Clients take every client place of node A: each new socket holds an
+    // event stream until one is answered 503.
+    let addr_a = addr(&a);
+    let mut held = Vec::new();
+    loop {
+        let mut s = TcpStream::connect(&addr_a).await.unwrap();
+        s.write_all(
+            format!("GET /v1/events?topic=hold.t HTTP/1.1\r\nhost: {addr_a}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut buf = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        match &buf[9..12] {
+            b"200" => held.push(s),
+            b"503" => break,
+            other => panic!("unexpected status {}", String::from_utf8_lossy(other)),
+        }
+        assert!(
+            held.len() <= 4,
+            "more client connections than max_connections"
+        );
+    }
+    // A node joining now still reaches A over its own connections: it
+    // reads A's message through them.
+    std::fs::create_dir_all(dir.path().join("b")).unwrap();
+    let mut b_args = args.to_vec();
+    b_args.extend(["--join", gossip.as_str()]);
+    let b = Node::start_with_config(&dir.path().join("b"), &config(""), &b_args);
+    crate::support::wait_until(Duration::from_secs(20), "B reads A's message", || async {
+        b.pull_all("legit.t").await.len() == 1
+    })
+    .await;
+    // Clients are still held to their budget on A.
+    let (status, _, _) = a.raw(a.request("GET", "/healthz"), "").await;
+    assert_eq!(status, 503);
+    drop(held);
+    wait_for_publish(&a).await;
+}
