@@ -684,3 +684,42 @@ async fn clients_cannot_lock_peers_out() {
     drop(held);
     wait_for_publish(&a).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_rates_per_address_are_limited_when_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with_config(
+        dir.path(),
+        "[limits]\nrequests_per_sec_per_ip = 2\nrequest_burst_per_ip = 4\n",
+        &["--fsync", "never"],
+    );
+    // From 127.0.0.1: the burst passes, then 429 with Retry-After.
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..10 {
+        let (status, headers, _) = node.raw(node.request("GET", "/healthz"), "").await;
+        if status == 429 {
+            retry_after = headers.get("retry-after").cloned();
+        }
+        statuses.push(status);
+    }
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!(
+        limited >= 3 && statuses[..4].iter().all(|s| *s == 200),
+        "{statuses:?}"
+    );
+    assert_eq!(retry_after.unwrap(), "1");
+    // Another address has its own bucket.
+    let a = addr(&node);
+    let mut s = connect_from("127.0.0.2", &node).await.unwrap();
+    s.write_all(
+        format!("POST /v1/topics/legit.t HTTP/1.1\r\nhost: {a}\r\ncontent-length: 1\r\nconnection: close\r\n\r\nx")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let (_, answer) = closed_within(&mut s, Duration::from_secs(5), "publish from 127.0.0.2").await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 201"));
+    // The bucket refills: 127.0.0.1 is served again within a second or so.
+    wait_for_publish(&node).await;
+}

@@ -62,6 +62,12 @@ pub struct GatewayConfig {
     pub max_connections_per_ip: usize,
     /// Most concurrent requests on one client connection (HTTP/2 streams).
     pub max_streams_per_connection: u32,
+    /// Requests per second one IP address may make (a token bucket refilled
+    /// at this rate); `None`: no limit. Beyond it: `429` with `Retry-After`.
+    pub requests_per_sec_per_ip: Option<u32>,
+    /// Requests one IP address may make at once before the rate applies
+    /// (the bucket's size); `None`: twice the rate.
+    pub request_burst_per_ip: Option<u32>,
     /// Time a client has to send its request headers, and a new connection
     /// to start its first request.
     pub header_read_timeout: Duration,
@@ -108,6 +114,8 @@ impl Default for GatewayConfig {
             max_peer_connections: DEFAULT_MAX_PEER_CONNECTIONS,
             max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
             max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            requests_per_sec_per_ip: None,
+            request_burst_per_ip: None,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,

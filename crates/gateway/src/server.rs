@@ -21,6 +21,10 @@
 //! arrive within `header_read_timeout` (hyper's timer), request bodies
 //! within `body_read_timeout` (`408`), and HTTP/2 keep-alive pings must be
 //! answered within `h2_keepalive_timeout`.
+//!
+//! Rate. With `requests_per_sec_per_ip` set, each client address has a
+//! token bucket of `request_burst_per_ip` requests refilled at that rate;
+//! a request that finds it empty is answered `429` with `Retry-After`.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -110,6 +114,43 @@ struct Budgets {
     /// Open sockets per address.
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     max_per_ip: usize,
+    /// Requests per address, when limited.
+    rate: Option<RateLimit>,
+}
+
+/// Requests per address: a token bucket per address, refilled at `rate`
+/// per second up to `burst`.
+struct RateLimit {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+/// Addresses whose buckets are kept before full ones are forgotten.
+const RATE_BUCKETS: usize = 65_536;
+
+impl RateLimit {
+    /// `Err` with the time until a request would be allowed.
+    fn take(&self, ip: IpAddr) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut buckets = lock(&self.buckets);
+        if buckets.len() >= RATE_BUCKETS {
+            // A bucket that has refilled is the same as none.
+            let (rate, burst) = (self.rate, self.burst);
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
+        }
+        let (tokens, at) = buckets.entry(ip).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / self.rate))
+        }
+    }
 }
 
 /// One socket's place in its address's budget; given back on drop.
@@ -254,6 +295,7 @@ async fn serve_request(
     budgets: Arc<Budgets>,
     conn: Arc<Conn>,
     h2: bool,
+    ip: IpAddr,
     req: hyper::Request<Incoming>,
 ) -> Response<Body> {
     conn.served.store(true, Ordering::Release);
@@ -281,6 +323,22 @@ async fn serve_request(
             }
         }
     };
+    if !peer
+        && let Some(rate) = &budgets.rate
+        && let Err(wait) = rate.take(ip)
+    {
+        let mut resp = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "this address sends more requests than limits.requests_per_sec_per_ip allows",
+        )
+        .into_response();
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
     let before = conn.open.fetch_add(1, Ordering::AcqRel);
     let mut in_flight = InFlight {
         conn: conn.clone(),
@@ -407,6 +465,17 @@ pub async fn serve(
         peers: Arc::new(Semaphore::new(config.max_peer_connections.max(1))),
         per_ip: Mutex::new(HashMap::new()),
         max_per_ip: config.max_connections_per_ip.max(1),
+        rate: config.requests_per_sec_per_ip.map(|rate| {
+            let rate = f64::from(rate.max(1));
+            RateLimit {
+                rate,
+                burst: config
+                    .request_burst_per_ip
+                    .map_or(2.0 * rate, f64::from)
+                    .max(1.0),
+                buckets: Mutex::new(HashMap::new()),
+            }
+        }),
     });
     // HTTP/1.1 for clients; HTTP/2 with prior knowledge (h2c) for
     // node-to-node requests and clients that speak it. The protocol is
@@ -488,7 +557,14 @@ pub async fn serve(
             let service = {
                 let (app, conn) = (app.clone(), conn.clone());
                 service_fn(move |req: hyper::Request<Incoming>| {
-                    let fut = serve_request(app.clone(), budgets.clone(), conn.clone(), h2, req);
+                    let fut = serve_request(
+                        app.clone(),
+                        budgets.clone(),
+                        conn.clone(),
+                        h2,
+                        peer.ip().to_canonical(),
+                        req,
+                    );
                     async move { Ok::<_, Infallible>(fut.await) }
                 })
             };

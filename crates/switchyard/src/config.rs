@@ -257,6 +257,24 @@ impl NodeConfig {
             gateway.max_streams_per_connection = v as u32;
         }
         if let Some(v) = positive(
+            "limits.requests_per_sec_per_ip",
+            l.requests_per_sec_per_ip.map(u64::from),
+        )? {
+            gateway.requests_per_sec_per_ip = Some(v as u32);
+        }
+        if let Some(v) = positive(
+            "limits.request_burst_per_ip",
+            l.request_burst_per_ip.map(u64::from),
+        )? {
+            if l.requests_per_sec_per_ip.is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "limits.request_burst_per_ip",
+                    detail: "it needs limits.requests_per_sec_per_ip".into(),
+                });
+            }
+            gateway.request_burst_per_ip = Some(v as u32);
+        }
+        if let Some(v) = positive(
             "limits.header_read_timeout_secs",
             l.header_read_timeout_secs,
         )? {

@@ -192,6 +192,10 @@ pub struct LimitsSection {
     pub max_connections_per_ip: Option<usize>,
     /// Most concurrent requests (HTTP/2 streams) on one client connection.
     pub max_streams_per_connection: Option<u32>,
+    /// Requests per second one address may make (no limit when unset).
+    pub requests_per_sec_per_ip: Option<u32>,
+    /// Requests one address may make at once before the rate applies.
+    pub request_burst_per_ip: Option<u32>,
     /// Time to send request headers, in seconds.
     pub header_read_timeout_secs: Option<u64>,
     /// Time a client connection may stay open with no request, in seconds.

@@ -240,6 +240,19 @@ fn http_hardening_settings() {
     assert_eq!(g.body_read_timeout, Duration::from_secs(5));
     assert_eq!(g.h2_keepalive_interval, Duration::from_secs(7));
     assert_eq!(g.h2_keepalive_timeout, Duration::from_secs(3));
+    assert_eq!(g.requests_per_sec_per_ip, None);
+    let c = build(
+        "[limits]\nrequests_per_sec_per_ip = 50\nrequest_burst_per_ip = 200\n",
+        Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            c.gateway.requests_per_sec_per_ip,
+            c.gateway.request_burst_per_ip
+        ),
+        (Some(50), Some(200))
+    );
     // The flag replaces the file's list.
     let over = Overrides {
         allowed_hosts: vec!["*".into()],
@@ -253,6 +266,8 @@ fn http_hardening_settings() {
         "[limits]\nmax_connections_per_ip = 0\n",
         "[limits]\nbody_read_timeout_secs = 0\n",
         "[limits]\nmax_streams_per_connection = 0\n",
+        "[limits]\nrequests_per_sec_per_ip = 0\n",
+        "[limits]\nrequest_burst_per_ip = 5\n",
     ] {
         assert!(build(bad, Overrides::default()).is_err(), "{bad}");
     }
