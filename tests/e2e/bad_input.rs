@@ -20,7 +20,8 @@ async fn bad_input_answers_4xx_and_changes_nothing() {
     // A body over the limit: the node may answer before it has read the
     // body, so this one goes over a raw socket.
     let big = 1024 * 1024 + 1;
-    let mut req = format!("POST /v1/topics/ok.t HTTP/1.1\r\nhost: x\r\ncontent-length: {big}\r\nconnection: close\r\n\r\n").into_bytes();
+    let host = node.url.trim_start_matches("http://");
+    let mut req = format!("POST /v1/topics/ok.t HTTP/1.1\r\nhost: {host}\r\ncontent-length: {big}\r\nconnection: close\r\n\r\n").into_bytes();
     req.resize(req.len() + big, b'x');
     let (status, head, body) = raw_tcp(&node, req).await;
     assert_eq!(status, 413, "{head}{body}");
@@ -160,12 +161,12 @@ async fn garbage_on_the_socket_does_not_hurt_the_node() {
     let addr = node.url.trim_start_matches("http://").to_owned();
     let garbage: Vec<Vec<u8>> = vec![
         b"\x00\x01\x02\xff\xfe garbage\r\n\r\n".to_vec(),
-        b"GET /v1/events?topic=%ff%fe HTTP/1.1\r\nhost: x\r\n\r\n".to_vec(),
-        b"POST /v1/topics/a HTTP/1.1\r\nhost: x\r\ncontent-length: 99999999999999999999\r\n\r\n"
-            .to_vec(),
-        b"POST /v1/topics/a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n"
-            .to_vec(),
-        format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(100_000)).into_bytes(),
+        format!("GET /v1/events?topic=%ff%fe HTTP/1.1\r\nhost: {addr}\r\n\r\n").into_bytes(),
+        format!("POST /v1/topics/a HTTP/1.1\r\nhost: {addr}\r\ncontent-length: 99999999999999999999\r\n\r\n")
+            .into_bytes(),
+        format!("POST /v1/topics/a HTTP/1.1\r\nhost: {addr}\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n")
+            .into_bytes(),
+        format!("GET /{} HTTP/1.1\r\nhost: {addr}\r\n\r\n", "a".repeat(100_000)).into_bytes(),
     ];
     for g in garbage {
         let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();

@@ -10,6 +10,7 @@ mod cluster;
 mod crash;
 mod faults;
 mod groups;
+mod hostile;
 mod memory;
 mod patterns;
 mod plugins;

@@ -140,8 +140,8 @@ async fn batches_and_idempotency() {
         .map(|r| r["seq"].as_u64().unwrap())
         .collect();
     assert_eq!(seqs, [1, 2, 3]);
-    // Without a JSON content type (curl's default form type), the body's
-    // first character decides between an array and NDJSON.
+    // Without a JSON content type (curl's default form type, which a web
+    // page can send without a preflight, or none), nothing is stored.
     for (body, ct) in [
         ("[{\"payload\":\"x\"}]", "application/x-www-form-urlencoded"),
         ("{\"payload\":\"y\"}\n", ""),
@@ -151,8 +151,9 @@ async fn batches_and_idempotency() {
             req = req.header("content-type", ct);
         }
         let (status, _, answer) = node.raw(req, body).await;
-        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
+        assert_eq!(status, 415, "{}", String::from_utf8_lossy(&answer));
     }
+    assert!(node.pull_all("b.sniff").await.is_empty());
 
     // Idempotency: the retry returns the first answer and stores nothing new.
     let req = || {

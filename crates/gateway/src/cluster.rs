@@ -60,6 +60,29 @@ fn authenticate<'a>(app: &'a App, headers: &HeaderMap, path: &str) -> Result<&'a
     Ok(cluster)
 }
 
+/// Whether a request is a node-to-node request with a valid signature: the
+/// server counts its connection as a peer's. Refusals are counted by the
+/// handler, not here.
+pub(crate) fn is_peer_request<B>(app: &App, req: &Request<B>) -> bool {
+    let uri = req.uri();
+    if !uri.path().starts_with(crate::handlers::NODE_TO_NODE_PREFIX) {
+        return false;
+    }
+    let Some(cluster) = app.router.cluster() else {
+        return false;
+    };
+    // A relayed request signs its path with the query; the others their path.
+    let path = if uri.path().starts_with(FORWARD_PREFIX) {
+        path_and_query(uri)
+    } else {
+        uri.path().to_owned()
+    };
+    req.headers()
+        .get(AUTH_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|h| cluster.signer().verify(h, &path).is_ok())
+}
+
 /// A signed node-to-node request's body (at most `max` bytes), decoded;
 /// refusals are counted.
 async fn signed_body<'a, T: serde::de::DeserializeOwned>(

@@ -8,7 +8,25 @@ pub const DEFAULT_MAX_BATCH_MESSAGES: usize = 10_000;
 /// one; the open-files limit of the process must be higher.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default time a client has to send its request headers (slowloris defence).
+/// A new connection must also start its first request within it.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a connection may stay open with no request in progress.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time a client has to send a whole request body.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default interval of HTTP/2 keep-alive pings.
+pub const DEFAULT_H2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+/// Default time an HTTP/2 keep-alive ping has to be answered.
+pub const DEFAULT_H2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default most concurrent requests (HTTP/2 streams) on one client connection.
+pub const DEFAULT_MAX_STREAMS_PER_CONNECTION: u32 = 100;
+/// Default most connections from one IP address: a tenth of the default
+/// `max_connections`, room for a service that holds hundreds of SSE streams
+/// or group members from one address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
+/// Default most connections from other nodes of the cluster, counted apart
+/// from client connections.
+pub const DEFAULT_MAX_PEER_CONNECTIONS: usize = 128;
 /// Default most request headers.
 pub const DEFAULT_MAX_REQUEST_HEADERS: usize = 100;
 /// Default most bytes of request line and headers together (64 KiB).
@@ -33,10 +51,39 @@ pub struct GatewayConfig {
     pub max_batch_bytes: usize,
     /// Most messages in one batch publish.
     pub max_batch_messages: usize,
-    /// Most concurrent connections; further clients wait in the accept queue.
+    /// Most concurrent client connections, each HTTP/2 stream beyond the
+    /// first open on a connection counting as one more; beyond it requests
+    /// are answered `503 overloaded`.
     pub max_connections: usize,
-    /// Time a client has to send its request headers.
+    /// Most connections from other nodes of the cluster (authenticated by
+    /// their first request), apart from `max_connections`.
+    pub max_peer_connections: usize,
+    /// Most connections from one IP address; further ones are closed at accept.
+    pub max_connections_per_ip: usize,
+    /// Most concurrent requests on one client connection (HTTP/2 streams).
+    pub max_streams_per_connection: u32,
+    /// Requests per second one IP address may make (a token bucket refilled
+    /// at this rate); `None`: no limit. Beyond it: `429` with `Retry-After`.
+    pub requests_per_sec_per_ip: Option<u32>,
+    /// Requests one IP address may make at once before the rate applies
+    /// (the bucket's size); `None`: twice the rate.
+    pub request_burst_per_ip: Option<u32>,
+    /// Time a client has to send its request headers, and a new connection
+    /// to start its first request.
     pub header_read_timeout: Duration,
+    /// Time a client connection may stay open with no request in progress.
+    pub idle_timeout: Duration,
+    /// Time a client has to send a whole request body; `408` after it.
+    pub body_read_timeout: Duration,
+    /// Interval of HTTP/2 keep-alive pings.
+    pub h2_keepalive_interval: Duration,
+    /// Time a keep-alive ping has to be answered before the connection is closed.
+    pub h2_keepalive_timeout: Duration,
+    /// Host names (`Host`, or HTTP/2 `:authority`) the node answers to:
+    /// `name` (any port), `name:port`, `*.suffix` or `*`. `None`: the
+    /// default of the listen address (loopback names on a loopback
+    /// address, any host otherwise).
+    pub allowed_hosts: Option<Vec<String>>,
     /// Most request headers.
     pub max_request_headers: usize,
     /// Most bytes of request line and headers.
@@ -64,7 +111,17 @@ impl Default for GatewayConfig {
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_batch_messages: DEFAULT_MAX_BATCH_MESSAGES,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_peer_connections: DEFAULT_MAX_PEER_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            max_streams_per_connection: DEFAULT_MAX_STREAMS_PER_CONNECTION,
+            requests_per_sec_per_ip: None,
+            request_burst_per_ip: None,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            h2_keepalive_interval: DEFAULT_H2_KEEPALIVE_INTERVAL,
+            h2_keepalive_timeout: DEFAULT_H2_KEEPALIVE_TIMEOUT,
+            allowed_hosts: None,
             max_request_headers: DEFAULT_MAX_REQUEST_HEADERS,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             heartbeat: DEFAULT_HEARTBEAT,

@@ -27,6 +27,36 @@ const KEY_HEADER: &str = "switchyard-key";
 const HEADER_PREFIX: &str = "switchyard-header-";
 
 pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    // Node-to-node requests carry their own signature; a browser cannot
+    // make one, and peers name each other by their advertised addresses.
+    if !req.uri().path().starts_with(NODE_TO_NODE_PREFIX) {
+        let host = request_host(&req);
+        let Ok(host) = host else {
+            return Problem::bad_request("invalid_header", "the Host header is not visible ASCII")
+                .into_response();
+        };
+        if !app.hosts.allows(host) {
+            return Problem::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "misdirected_request",
+                format!(
+                    "this node does not answer to the host {:?}; see [http] allowed_hosts",
+                    host.unwrap_or_default()
+                ),
+            )
+            .into_response();
+        }
+        if req.method() != Method::OPTIONS
+            && !cors::origin_permitted(&app.config.cors_origins, req.headers(), host)
+        {
+            return Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden_origin",
+                "requests from this origin are not allowed; see [cors] allow_origins",
+            )
+            .into_response();
+        }
+    }
     let origin = cors::allowed_origin(&app.config.cors_origins, req.headers());
     if req.method() == Method::OPTIONS {
         return cors::preflight(origin, req.headers());
@@ -36,6 +66,41 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
         cors::decorate(&mut resp, origin);
     }
     resp
+}
+
+/// Paths of node-to-node requests.
+pub(crate) const NODE_TO_NODE_PREFIX: &str = "/cluster/v1/";
+
+/// The host a request names: HTTP/2's `:authority` (or an absolute URI),
+/// else the `Host` header; `Err` for a header that is not visible ASCII.
+fn request_host<B>(req: &Request<B>) -> Result<Option<&str>, ()> {
+    if let Some(a) = req.uri().authority() {
+        return Ok(Some(a.as_str()));
+    }
+    req.headers()
+        .get(header::HOST)
+        .map(|h| h.to_str().map_err(|_| ()))
+        .transpose()
+}
+
+tokio::task_local! {
+    /// When the body of the request being served must have arrived; set
+    /// by the server around each request.
+    pub(crate) static BODY_DEADLINE: tokio::time::Instant;
+}
+
+/// The body deadline of the request being served, if any.
+pub(crate) fn body_deadline() -> Option<tokio::time::Instant> {
+    BODY_DEADLINE.try_with(|d| *d).ok()
+}
+
+/// The 408 of a body that did not arrive in time.
+pub(crate) fn body_timed_out() -> Problem {
+    Problem::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "request_timeout",
+        "the request body did not arrive in time; see limits.body_read_timeout_secs",
+    )
 }
 
 async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
@@ -153,7 +218,8 @@ fn json_text(status: StatusCode, text: String) -> Response<Body> {
     resp
 }
 
-/// Reads a body up to `max` bytes; 413 beyond.
+/// Reads a body up to `max` bytes; 413 beyond, 408 when it has not arrived
+/// by the request's body deadline.
 pub(crate) async fn read_body(
     body: Incoming,
     headers: &HeaderMap,
@@ -173,7 +239,14 @@ pub(crate) async fn read_body(
     if declared.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
-    match Limited::new(body, max).collect().await {
+    let collect = Limited::new(body, max).collect();
+    let collected = match body_deadline() {
+        Some(d) => tokio::time::timeout_at(d, collect)
+            .await
+            .map_err(|_| body_timed_out())?,
+        None => collect.await,
+    };
+    match collected {
         // Copy into an allocation of exactly the body's size: a chunk of
         // hyper's read buffer would pin the whole buffer for as long as the
         // message stays in the store's in-memory tail.
@@ -360,60 +433,62 @@ async fn publish_batch(app: &App, req: Request<Incoming>) -> Result<Response<Bod
     let query = Query::parse(req.uri().query(), &["topic", "acks"])?;
     let acks = acks_of(&query, req.headers())?;
     let default_topic = query.one("topic")?.map(str::parse::<Topic>).transpose()?;
-    // `None` means: decide by the body's first character. That also covers
-    // curl's default form type, which no one sends on purpose here.
+    // Only JSON types: the CORS-safelisted ones (form, multipart, text)
+    // would let any web page post a batch without a preflight.
     let ndjson = match header_str(req.headers(), "content-type")?
-        .map(|c| c.split(';').next().unwrap_or("").trim())
+        .map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .as_deref()
     {
-        Some("application/x-ndjson" | "application/jsonl" | "application/jsonlines") => Some(true),
-        Some("application/json") => Some(false),
-        None | Some("application/x-www-form-urlencoded") => None,
-        Some(other) => {
+        Some("application/x-ndjson" | "application/jsonl" | "application/jsonlines") => true,
+        Some("application/json") => false,
+        other => {
             return Err(Problem::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 format!(
-                    "batch bodies are application/json (an array) or application/x-ndjson, not {other}"
+                    "batch bodies are application/json (an array) or application/x-ndjson, not {}",
+                    other.unwrap_or("a body without Content-Type")
                 ),
             ));
         }
     };
     let (parts, body) = req.into_parts();
-    let body = read_body(body, &parts.headers, app.config.max_batch_bytes).await?;
-    let ndjson =
-        ndjson.unwrap_or_else(|| body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'['));
+    let max = app.config.max_batch_messages;
+    let body = crate::batch_body::read(
+        body,
+        &parts.headers,
+        app.config.max_batch_bytes,
+        max,
+        ndjson,
+    )
+    .await?;
     let raw: Vec<Result<BatchEntry, String>> = if ndjson {
-        std::str::from_utf8(&body)
+        let lines = std::str::from_utf8(&body)
             .map_err(|_| Problem::bad_request("invalid_batch", "the body is not UTF-8"))?
             .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str::<BatchEntry>(l).map_err(|e| e.to_string()))
-            .collect()
+            .filter(|l| !l.trim().is_empty());
+        let mut raw = Vec::new();
+        for l in lines {
+            if raw.len() == max {
+                return Err(crate::batch_body::too_many(max));
+            }
+            raw.push(serde_json::from_str::<BatchEntry>(l).map_err(|e| e.to_string()));
+        }
+        raw
     } else {
-        let values: Vec<Value> = serde_json::from_slice(&body).map_err(|e| {
-            Problem::bad_request(
-                "invalid_batch",
-                format!("the body is not a JSON array: {e}"),
-            )
-        })?;
-        values
+        crate::batch_body::json_entries(&body, max)?
             .into_iter()
-            .map(|v| serde_json::from_value::<BatchEntry>(v).map_err(|e| e.to_string()))
+            .map(|v| serde_json::from_str::<BatchEntry>(v.get()).map_err(|e| e.to_string()))
             .collect()
     };
     if raw.is_empty() {
         return Err(Problem::bad_request("invalid_batch", "the batch is empty"));
-    }
-    if raw.len() > app.config.max_batch_messages {
-        return Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
-            format!(
-                "{} messages; a batch holds at most {}",
-                raw.len(),
-                app.config.max_batch_messages
-            ),
-        ));
     }
     let mut requests = Vec::with_capacity(raw.len());
     let mut errors = Vec::new();

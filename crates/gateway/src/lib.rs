@@ -11,8 +11,10 @@
 //! mapped to a status and code there too, while a handler builds the
 //! `Problem` for what it checks itself (query parameters, headers, body
 //! limits, methods, signatures). Nothing a client sends can panic the node.
-//! Limits (body sizes, connections, header read time) are fields of
-//! [`GatewayConfig`] with documented defaults.
+//! Limits (body sizes, connections, streams, timeouts) are fields of
+//! [`GatewayConfig`] with documented defaults. Requests naming a host the
+//! node does not answer to, and requests from browser origins that are not
+//! allowed, are refused before any handler runs (see `docs/security-http.md`).
 //!
 //! In a cluster it also talks to other nodes: it relays a client's request
 //! for a consumer group that another node coordinates to that node (with
@@ -22,12 +24,14 @@
 //! What it does not do: store, or validate messages (the router does).
 #![warn(missing_docs)]
 
+mod batch_body;
 mod cluster;
 mod config;
 mod cors;
 mod envelope;
 mod groups;
 mod handlers;
+mod hosts;
 mod plugins;
 mod problem;
 mod query;
@@ -35,5 +39,6 @@ mod server;
 mod sse;
 
 pub use config::GatewayConfig;
+pub use hosts::check_allowed_host;
 pub use server::serve;
 pub use switchyard_router::Router;

@@ -1,25 +1,74 @@
-//! The accept loop: a connection permit before each accept, one task per
-//! connection, graceful drain on shutdown.
+//! The accept loop and the life of a connection: the budgets a connection
+//! and its requests take (see `docs/security-http.md`), the timeouts that
+//! close connections that do nothing, and graceful drain on shutdown.
+//!
+//! Budgets. Every accepted socket holds one of `max_connections +
+//! max_peer_connections` places (the accept loop waits when none is free)
+//! and one of `max_connections_per_ip` for its address (a socket beyond it
+//! is closed at once). Its first request decides what it is: a
+//! node-to-node request with a valid signature makes it a peer connection,
+//! which takes one of `max_peer_connections`; anything else a client
+//! connection, which takes one of `max_connections`. Each further request
+//! open at the same time on a client connection (HTTP/2 streams) takes one
+//! more of `max_connections`, and at most `max_streams_per_connection` are
+//! open on one. A request that finds no place is answered `503 overloaded`
+//! (a connection's first: the connection is then closed). Peers have their
+//! own budget, so clients cannot lock them out.
+//!
+//! Timeouts. A connection must begin its first request within
+//! `header_read_timeout`, and a client connection with no request in
+//! progress is closed after `idle_timeout`; HTTP/1.1 request headers must
+//! arrive within `header_read_timeout` (hyper's timer), request bodies
+//! within `body_read_timeout` (`408`), and HTTP/2 keep-alive pings must be
+//! answered within `h2_keepalive_timeout`.
+//!
+//! Rate. With `requests_per_sec_per_ip` set, each client address has a
+//! token bucket of `request_burst_per_ip` requests refilled at that rate;
+//! a request that finds it empty is answered `429` with `Retry-After`.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::GracefulConnection;
 use switchyard_router::Router;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
 
 use crate::GatewayConfig;
+use crate::hosts::AllowedHosts;
+use crate::problem::Problem;
 
-/// Most concurrent HTTP/2 streams per connection.
-pub(crate) const MAX_H2_STREAMS: u32 = 4096;
+/// Most concurrent HTTP/2 streams on a connection from another node of the
+/// cluster: a peer relays each group member connected to it as one stream
+/// of its relay connection to the group's coordinator. Advertised to every
+/// connection of a node in a cluster (a client connection is held to
+/// `max_streams_per_connection` by answering `503` beyond it).
+pub(crate) const MAX_PEER_STREAMS: u32 = 4096;
+
+/// How long a connection closed for idleness gets to say goodbye (an
+/// HTTP/2 GOAWAY) before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Locks `m`; a panic elsewhere while it was held leaves nothing half done.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Whether a new connection opens with the HTTP/2 preface (`PRI * HTTP/2.0`;
 /// no HTTP/1.1 request starts with `PRI`). Waits for the first bytes.
@@ -32,7 +81,7 @@ async fn is_h2(stream: &tokio::net::TcpStream) -> bool {
             Ok(n) if n >= PREFIX.len() => return buf == PREFIX,
             Ok(n) if buf[..n] != PREFIX[..n] => return false,
             // Part of the prefix so far: wait for the rest.
-            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(2)).await,
         }
     }
     false
@@ -52,6 +101,347 @@ pub(crate) struct App {
     pub config: GatewayConfig,
     /// Turns true when the node shuts down; SSE streams end on it.
     pub shutdown: watch::Receiver<bool>,
+    /// The host names this node answers to.
+    pub hosts: AllowedHosts,
+}
+
+/// The node-wide connection budgets.
+struct Budgets {
+    /// Client connections, and client streams beyond a connection's first.
+    clients: Arc<Semaphore>,
+    /// Peer connections.
+    peers: Arc<Semaphore>,
+    /// Open sockets per address.
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    max_per_ip: usize,
+    /// Requests per address, when limited.
+    rate: Option<RateLimit>,
+}
+
+/// Requests per address: a token bucket per address, refilled at `rate`
+/// per second up to `burst`.
+struct RateLimit {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+/// Addresses whose buckets are kept before full ones are forgotten.
+const RATE_BUCKETS: usize = 65_536;
+
+impl RateLimit {
+    /// `Err` with the time until a request would be allowed.
+    fn take(&self, ip: IpAddr) -> Result<(), Duration> {
+        let now = Instant::now();
+        let mut buckets = lock(&self.buckets);
+        if buckets.len() >= RATE_BUCKETS {
+            // A bucket that has refilled is the same as none.
+            let (rate, burst) = (self.rate, self.burst);
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
+        }
+        let (tokens, at) = buckets.entry(ip).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.rate).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) / self.rate))
+        }
+    }
+}
+
+/// One socket's place in its address's budget; given back on drop.
+struct IpSlot {
+    budgets: Arc<Budgets>,
+    ip: IpAddr,
+}
+
+impl Budgets {
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let mut per_ip = lock(&self.per_ip);
+        let n = per_ip.entry(ip).or_insert(0);
+        if *n >= self.max_per_ip {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            budgets: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut per_ip = lock(&self.budgets.per_ip);
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// What a connection turned out to be at its first request.
+enum Kind {
+    Unknown,
+    Client(#[allow(dead_code)] OwnedSemaphorePermit),
+    Peer(#[allow(dead_code)] OwnedSemaphorePermit),
+    /// No place was free: every request is answered 503.
+    Refused,
+}
+
+/// One connection's state, shared by its requests and its driver.
+struct Conn {
+    kind: Mutex<Kind>,
+    /// Requests in progress (from the handler's start to the end of the
+    /// response body).
+    open: AtomicUsize,
+    /// A request has begun on this connection.
+    served: AtomicBool,
+    /// When the connection was accepted or its last request ended.
+    last_active: Mutex<Instant>,
+    /// Wakes the driver: the last open request ended, or the connection is
+    /// to be closed.
+    wake: Notify,
+    close: AtomicBool,
+}
+
+impl Conn {
+    fn is_peer(&self) -> bool {
+        matches!(*lock(&self.kind), Kind::Peer(_))
+    }
+
+    /// When the connection is to be closed for doing nothing, if it does
+    /// nothing until then; `None` while a request is open, and for peers
+    /// (whose connections are kept alive by their pings).
+    fn idle_deadline(&self, config: &GatewayConfig) -> Option<Instant> {
+        if self.open.load(Ordering::Acquire) > 0 || self.is_peer() {
+            return None;
+        }
+        let limit = if self.served.load(Ordering::Acquire) {
+            config.idle_timeout
+        } else {
+            config.header_read_timeout
+        };
+        Some(*lock(&self.last_active) + limit)
+    }
+}
+
+/// A request in progress: given back when its response body is dropped.
+struct InFlight {
+    conn: Arc<Conn>,
+    /// The budget place of a stream beyond the connection's first.
+    _extra: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *lock(&self.conn.last_active) = Instant::now();
+        if self.conn.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.conn.wake.notify_one();
+        }
+    }
+}
+
+/// A response body that holds its request's [`InFlight`].
+struct Tracked {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// `503 overloaded`, with `Retry-After`.
+fn overloaded(detail: &str, close: bool) -> Response<Body> {
+    let mut resp =
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", detail).into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    if close {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// Serves one request of connection `conn`: classifies the connection at
+/// its first request, takes the request's place in the budgets, and runs
+/// the handler with the body deadline set.
+async fn serve_request(
+    app: Arc<App>,
+    budgets: Arc<Budgets>,
+    conn: Arc<Conn>,
+    h2: bool,
+    ip: IpAddr,
+    req: hyper::Request<Incoming>,
+) -> Response<Body> {
+    conn.served.store(true, Ordering::Release);
+    let peer = {
+        let mut kind = lock(&conn.kind);
+        if matches!(*kind, Kind::Unknown) {
+            *kind = if crate::cluster::is_peer_request(&app, &req)
+                && let Ok(p) = budgets.peers.clone().try_acquire_owned()
+            {
+                Kind::Peer(p)
+            } else if let Ok(p) = budgets.clients.clone().try_acquire_owned() {
+                Kind::Client(p)
+            } else {
+                Kind::Refused
+            };
+        }
+        match *kind {
+            Kind::Peer(_) => true,
+            Kind::Client(_) => false,
+            Kind::Unknown | Kind::Refused => {
+                drop(kind);
+                conn.close.store(true, Ordering::Release);
+                conn.wake.notify_one();
+                return overloaded("the node serves as many connections as it may", !h2);
+            }
+        }
+    };
+    if !peer
+        && let Some(rate) = &budgets.rate
+        && let Err(wait) = rate.take(ip)
+    {
+        let mut resp = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "this address sends more requests than limits.requests_per_sec_per_ip allows",
+        )
+        .into_response();
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return resp;
+    }
+    let before = conn.open.fetch_add(1, Ordering::AcqRel);
+    let mut in_flight = InFlight {
+        conn: conn.clone(),
+        _extra: None,
+    };
+    if !peer && before > 0 {
+        // Outside a cluster the node advertises the client limit, which
+        // HTTP/2 enforces itself; in one it advertises its peers' limit.
+        if app.router.cluster().is_some()
+            && before >= app.config.max_streams_per_connection as usize
+        {
+            return Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_streams",
+                format!(
+                    "at most {} requests at once on one connection",
+                    app.config.max_streams_per_connection
+                ),
+            )
+            .into_response();
+        }
+        match budgets.clients.clone().try_acquire_owned() {
+            Ok(p) => in_flight._extra = Some(p),
+            Err(_) => return overloaded("the node serves as many requests as it may", false),
+        }
+    }
+    let deadline = Instant::now() + app.config.body_read_timeout;
+    let resp = crate::handlers::BODY_DEADLINE
+        .scope(deadline, crate::handlers::handle(app, req))
+        .await;
+    resp.map(|inner| {
+        Tracked {
+            inner,
+            _in_flight: in_flight,
+        }
+        .boxed_unsync()
+    })
+}
+
+/// Drives one connection to its end: closes it gracefully when the node
+/// shuts down, when it has been idle too long, or when it was refused, and
+/// drops it when a graceful close does not finish in time.
+async fn drive<C>(
+    connection: C,
+    conn: Arc<Conn>,
+    app: Arc<App>,
+    mut stop: watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    tokio::pin!(connection);
+    let mut stopping = *stop.borrow();
+    if stopping {
+        connection.as_mut().graceful_shutdown();
+    }
+    // Set once a close for idleness or refusal has begun.
+    let mut drop_at: Option<Instant> = None;
+    loop {
+        let wake_at = drop_at.or_else(|| conn.idle_deadline(&app.config));
+        let sleep = async {
+            match wake_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ended = connection.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            r = stop.changed(), if !stopping => {
+                stopping = true;
+                if r.is_err() || *stop.borrow() {
+                    connection.as_mut().graceful_shutdown();
+                }
+            }
+            () = conn.wake.notified() => {
+                if drop_at.is_none() && conn.close.load(Ordering::Acquire) {
+                    connection.as_mut().graceful_shutdown();
+                    drop_at = Some(Instant::now() + CLOSE_GRACE);
+                }
+            }
+            () = sleep => {
+                if let Some(t) = drop_at {
+                    if Instant::now() >= t {
+                        tracing::debug!(%peer, "connection did not close in time; dropped");
+                        return;
+                    }
+                } else if conn
+                    .idle_deadline(&app.config)
+                    .is_some_and(|t| Instant::now() >= t)
+                {
+                    tracing::debug!(%peer, "idle connection closed");
+                    connection.as_mut().graceful_shutdown();
+                    drop_at = Some(Instant::now() + CLOSE_GRACE);
+                }
+            }
+        }
+    }
 }
 
 /// Serves the HTTP API on `listener` until `shutdown` resolves, then stops
@@ -65,7 +455,28 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let grace = config.shutdown_grace;
-    let permits = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let local = listener.local_addr()?;
+    let hosts = AllowedHosts::new(config.allowed_hosts.as_deref(), local);
+    tracing::debug!(hosts = %hosts.describe(), "allowed hosts");
+    let places = config.max_connections.max(1) + config.max_peer_connections.max(1);
+    let open = Arc::new(Semaphore::new(places));
+    let budgets = Arc::new(Budgets {
+        clients: Arc::new(Semaphore::new(config.max_connections.max(1))),
+        peers: Arc::new(Semaphore::new(config.max_peer_connections.max(1))),
+        per_ip: Mutex::new(HashMap::new()),
+        max_per_ip: config.max_connections_per_ip.max(1),
+        rate: config.requests_per_sec_per_ip.map(|rate| {
+            let rate = f64::from(rate.max(1));
+            RateLimit {
+                rate,
+                burst: config
+                    .request_burst_per_ip
+                    .map_or(2.0 * rate, f64::from)
+                    .max(1.0),
+                buckets: Mutex::new(HashMap::new()),
+            }
+        }),
+    });
     // HTTP/1.1 for clients; HTTP/2 with prior knowledge (h2c) for
     // node-to-node requests and clients that speak it. The protocol is
     // chosen from the first bytes (peeked, not read), so an HTTP/1.1
@@ -75,25 +486,31 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
         .max_headers(config.max_request_headers)
+        .max_header_size(config.max_header_bytes)
         .max_buf_size(config.max_header_bytes.max(8192));
+    let streams = if router.cluster().is_some() {
+        MAX_PEER_STREAMS.max(config.max_streams_per_connection)
+    } else {
+        config.max_streams_per_connection
+    };
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2
         .timer(TokioTimer::new())
-        // A peer relays each group member connected to it as one stream
-        // of its relay connection to the group's coordinator.
-        .max_concurrent_streams(MAX_H2_STREAMS)
+        .max_concurrent_streams(streams.max(1))
+        .keep_alive_interval(config.h2_keepalive_interval)
+        .keep_alive_timeout(config.h2_keepalive_timeout)
         .max_header_list_size(config.max_header_bytes.max(8192) as u32);
     let first_bytes_timeout = config.header_read_timeout;
     let app = Arc::new(App {
         router,
         config,
-        shutdown: stop_rx,
+        shutdown: stop_rx.clone(),
+        hosts,
     });
-    let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+        let place = tokio::select! {
+            p = open.clone().acquire_owned() => p.expect("semaphore is never closed"),
             () = &mut shutdown => break,
         };
         let (stream, peer) = tokio::select! {
@@ -102,42 +519,76 @@ pub async fn serve(
                 Err(e) => {
                     // Out of file descriptors and similar: back off briefly.
                     tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
+        let Some(slot) = budgets.enter(peer.ip().to_canonical()) else {
+            tracing::debug!(%peer, "too many connections from this address; closed");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = service_fn(move |req: hyper::Request<Incoming>| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(crate::handlers::handle(app, req).await) }
+        let conn = Arc::new(Conn {
+            kind: Mutex::new(Kind::Unknown),
+            open: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            last_active: Mutex::new(Instant::now()),
+            wake: Notify::new(),
+            close: AtomicBool::new(false),
         });
+        let (app, budgets) = (app.clone(), budgets.clone());
         let (http1, http2) = (http1.clone(), http2.clone());
-        let watcher = graceful.watcher();
+        let stop = stop_rx.clone();
         tokio::spawn(async move {
-            let Ok(h2) = tokio::time::timeout(first_bytes_timeout, is_h2(&stream)).await else {
-                tracing::debug!(%peer, "no request in time; connection closed");
-                return;
+            let _held = (place, slot);
+            let mut stopped = stop.clone();
+            let h2 = tokio::select! {
+                r = tokio::time::timeout(first_bytes_timeout, is_h2(&stream)) => match r {
+                    Ok(h2) => h2,
+                    Err(_) => {
+                        tracing::debug!(%peer, "no request in time; connection closed");
+                        return;
+                    }
+                },
+                _ = stopped.wait_for(|s| *s) => return,
+            };
+            let service = {
+                let (app, conn) = (app.clone(), conn.clone());
+                service_fn(move |req: hyper::Request<Incoming>| {
+                    let fut = serve_request(
+                        app.clone(),
+                        budgets.clone(),
+                        conn.clone(),
+                        h2,
+                        peer.ip().to_canonical(),
+                        req,
+                    );
+                    async move { Ok::<_, Infallible>(fut.await) }
+                })
             };
             let io = TokioIo::new(stream);
             // Boxed, so that the task of an HTTP/1.1 connection (most of
             // them, each idle subscriber) is not sized for HTTP/2's state.
-            let ended = if h2 {
-                Box::pin(watcher.watch(http2.serve_connection(io, service))).await
+            if h2 {
+                Box::pin(drive(
+                    http2.serve_connection(io, service),
+                    conn,
+                    app,
+                    stop,
+                    peer,
+                ))
+                .await;
             } else {
-                watcher.watch(http1.serve_connection(io, service)).await
-            };
-            if let Err(e) = ended {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                drive(http1.serve_connection(io, service), conn, app, stop, peer).await;
             }
-            drop(permit);
         });
     }
     drop(listener);
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    // Every connection task holds one place until it ends.
+    if tokio::time::timeout(grace, open.acquire_many(places as u32))
         .await
         .is_err()
     {

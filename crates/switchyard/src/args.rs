@@ -67,6 +67,14 @@ pub struct ServeArgs {
     /// Nodes holding each origin's whole log, the origin included (1 to 7).
     #[arg(long, env = "SWITCHYARD_REPLICATION_FACTOR")]
     pub replication_factor: Option<usize>,
+    /// A host name the node answers to (repeatable): name, name:port,
+    /// *.suffix or * (see http.allowed_hosts).
+    #[arg(
+        long = "allowed-host",
+        env = "SWITCHYARD_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
 }
 
 impl ServeArgs {
@@ -82,6 +90,7 @@ impl ServeArgs {
             join: self.join,
             cluster_name: self.cluster_name,
             replication_factor: self.replication_factor,
+            allowed_hosts: self.allowed_hosts,
             cluster_key: std::env::var("SWITCHYARD_CLUSTER_KEY")
                 .ok()
                 .filter(|k| !k.is_empty()),

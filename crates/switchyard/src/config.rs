@@ -21,8 +21,8 @@ use switchyard_router::{
 
 pub use error::ConfigError;
 pub use file::{
-    ClusterSection, CorsSection, FileConfig, LimitsSection, PluginBindingSection, PluginsSection,
-    PublishSection, RetentionSection, RetentionTopic, SseSection, StorageSection,
+    ClusterSection, CorsSection, FileConfig, HttpSection, LimitsSection, PluginBindingSection,
+    PluginsSection, PublishSection, RetentionSection, RetentionTopic, SseSection, StorageSection,
 };
 
 /// Default listen address.
@@ -73,6 +73,9 @@ pub struct Overrides {
     /// `SWITCHYARD_CLUSTER_KEY` (an environment variable only, so that the
     /// secret never shows in a process list).
     pub cluster_key: Option<String>,
+    /// `--allowed-host` / `SWITCHYARD_ALLOWED_HOSTS` (replaces the file's
+    /// `http.allowed_hosts` when given).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Everything a node needs, validated.
@@ -236,10 +239,64 @@ impl NodeConfig {
             gateway.max_connections = v as usize;
         }
         if let Some(v) = positive(
+            "limits.max_peer_connections",
+            l.max_peer_connections.map(|v| v as u64),
+        )? {
+            gateway.max_peer_connections = v as usize;
+        }
+        if let Some(v) = positive(
+            "limits.max_connections_per_ip",
+            l.max_connections_per_ip.map(|v| v as u64),
+        )? {
+            gateway.max_connections_per_ip = v as usize;
+        }
+        if let Some(v) = positive(
+            "limits.max_streams_per_connection",
+            l.max_streams_per_connection.map(u64::from),
+        )? {
+            gateway.max_streams_per_connection = v as u32;
+        }
+        if let Some(v) = positive(
+            "limits.requests_per_sec_per_ip",
+            l.requests_per_sec_per_ip.map(u64::from),
+        )? {
+            gateway.requests_per_sec_per_ip = Some(v as u32);
+        }
+        if let Some(v) = positive(
+            "limits.request_burst_per_ip",
+            l.request_burst_per_ip.map(u64::from),
+        )? {
+            if l.requests_per_sec_per_ip.is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "limits.request_burst_per_ip",
+                    detail: "it needs limits.requests_per_sec_per_ip".into(),
+                });
+            }
+            gateway.request_burst_per_ip = Some(v as u32);
+        }
+        if let Some(v) = positive(
             "limits.header_read_timeout_secs",
             l.header_read_timeout_secs,
         )? {
             gateway.header_read_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = positive("limits.idle_timeout_secs", l.idle_timeout_secs)? {
+            gateway.idle_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = positive("limits.body_read_timeout_secs", l.body_read_timeout_secs)? {
+            gateway.body_read_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = positive(
+            "limits.h2_keepalive_interval_secs",
+            l.h2_keepalive_interval_secs,
+        )? {
+            gateway.h2_keepalive_interval = Duration::from_secs(v);
+        }
+        if let Some(v) = positive(
+            "limits.h2_keepalive_timeout_secs",
+            l.h2_keepalive_timeout_secs,
+        )? {
+            gateway.h2_keepalive_timeout = Duration::from_secs(v);
         }
         if let Some(v) = positive(
             "limits.max_request_headers",
@@ -296,6 +353,20 @@ impl NodeConfig {
             }
         }
         gateway.cors_origins = fc.cors.allow_origins;
+        let allowed_hosts = if over.allowed_hosts.is_empty() {
+            fc.http.allowed_hosts
+        } else {
+            Some(over.allowed_hosts)
+        };
+        for host in allowed_hosts.iter().flatten() {
+            switchyard_gateway::check_allowed_host(host).map_err(|detail| {
+                ConfigError::Invalid {
+                    key: "http.allowed_hosts",
+                    detail,
+                }
+            })?;
+        }
+        gateway.allowed_hosts = allowed_hosts;
         plugins(&mut router, &mut gateway, fc.plugins, fc.plugin)?;
         if gateway.max_batch_bytes < router.max_payload {
             return Err(ConfigError::TooSmall {

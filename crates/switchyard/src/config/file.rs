@@ -34,6 +34,9 @@ pub struct FileConfig {
     /// Cross-origin settings for browser clients.
     #[serde(default)]
     pub cors: CorsSection,
+    /// HTTP settings: the host names the node answers to.
+    #[serde(default)]
+    pub http: HttpSection,
     /// Plugin engine settings and defaults.
     #[serde(default)]
     pub plugins: PluginsSection,
@@ -141,6 +144,16 @@ pub struct CorsSection {
     pub allow_origins: Vec<String>,
 }
 
+/// `[http]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// Host names (`Host` / `:authority`) the node answers to: `name`,
+    /// `name:port`, `*.suffix`, or `"*"` for any. Default: the loopback
+    /// names on a loopback listen address, any host otherwise.
+    pub allowed_hosts: Option<Vec<String>>,
+}
+
 /// `[storage]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -171,10 +184,28 @@ pub struct LimitsSection {
     pub max_batch_bytes: Option<usize>,
     /// Most messages per batch publish.
     pub max_batch_messages: Option<usize>,
-    /// Most concurrent connections.
+    /// Most concurrent client connections.
     pub max_connections: Option<usize>,
+    /// Most connections from other cluster nodes.
+    pub max_peer_connections: Option<usize>,
+    /// Most connections from one IP address.
+    pub max_connections_per_ip: Option<usize>,
+    /// Most concurrent requests (HTTP/2 streams) on one client connection.
+    pub max_streams_per_connection: Option<u32>,
+    /// Requests per second one address may make (no limit when unset).
+    pub requests_per_sec_per_ip: Option<u32>,
+    /// Requests one address may make at once before the rate applies.
+    pub request_burst_per_ip: Option<u32>,
     /// Time to send request headers, in seconds.
     pub header_read_timeout_secs: Option<u64>,
+    /// Time a client connection may stay open with no request, in seconds.
+    pub idle_timeout_secs: Option<u64>,
+    /// Time to send a request body, in seconds.
+    pub body_read_timeout_secs: Option<u64>,
+    /// Interval of HTTP/2 keep-alive pings, in seconds.
+    pub h2_keepalive_interval_secs: Option<u64>,
+    /// Time to answer an HTTP/2 keep-alive ping, in seconds.
+    pub h2_keepalive_timeout_secs: Option<u64>,
     /// Most request headers.
     pub max_request_headers: Option<usize>,
     /// Most messages per pull.

@@ -214,3 +214,61 @@ fn load_names_the_file() {
     assert!(matches!(e, ConfigError::Parse { .. }), "{e}");
     assert!(std::error::Error::source(&e).is_some());
 }
+
+#[test]
+fn http_hardening_settings() {
+    let c = build("", Overrides::default()).unwrap();
+    assert_eq!(c.gateway.allowed_hosts, None);
+    assert_eq!(c.gateway.max_connections_per_ip, 1024);
+    assert_eq!(c.gateway.max_streams_per_connection, 100);
+    let c = build(
+        "[http]\nallowed_hosts = [\"node.example.com\", \"*.svc.example\", \"10.0.0.5:7070\"]\n[limits]\nmax_connections_per_ip = 8\nmax_peer_connections = 16\nmax_streams_per_connection = 10\nidle_timeout_secs = 30\nbody_read_timeout_secs = 5\nh2_keepalive_interval_secs = 7\nh2_keepalive_timeout_secs = 3\n",
+        Overrides::default(),
+    )
+    .unwrap();
+    let g = &c.gateway;
+    assert_eq!(g.allowed_hosts.as_ref().unwrap().len(), 3);
+    assert_eq!(
+        (
+            g.max_connections_per_ip,
+            g.max_peer_connections,
+            g.max_streams_per_connection
+        ),
+        (8, 16, 10)
+    );
+    assert_eq!(g.idle_timeout, Duration::from_secs(30));
+    assert_eq!(g.body_read_timeout, Duration::from_secs(5));
+    assert_eq!(g.h2_keepalive_interval, Duration::from_secs(7));
+    assert_eq!(g.h2_keepalive_timeout, Duration::from_secs(3));
+    assert_eq!(g.requests_per_sec_per_ip, None);
+    let c = build(
+        "[limits]\nrequests_per_sec_per_ip = 50\nrequest_burst_per_ip = 200\n",
+        Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            c.gateway.requests_per_sec_per_ip,
+            c.gateway.request_burst_per_ip
+        ),
+        (Some(50), Some(200))
+    );
+    // The flag replaces the file's list.
+    let over = Overrides {
+        allowed_hosts: vec!["*".into()],
+        ..Default::default()
+    };
+    let c = build("[http]\nallowed_hosts = [\"a.example\"]\n", over).unwrap();
+    assert_eq!(c.gateway.allowed_hosts, Some(vec!["*".to_owned()]));
+    for bad in [
+        "[http]\nallowed_hosts = [\"http://a.example\"]\n",
+        "[http]\nallowed_hosts = [\"a.example/x\"]\n",
+        "[limits]\nmax_connections_per_ip = 0\n",
+        "[limits]\nbody_read_timeout_secs = 0\n",
+        "[limits]\nmax_streams_per_connection = 0\n",
+        "[limits]\nrequests_per_sec_per_ip = 0\n",
+        "[limits]\nrequest_burst_per_ip = 5\n",
+    ] {
+        assert!(build(bad, Overrides::default()).is_err(), "{bad}");
+    }
+}
