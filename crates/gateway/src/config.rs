@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use crate::auth::AuthConfig;
+
 /// Default most bytes of a batch publish body (16 MiB).
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// Default most messages in one batch publish.
@@ -103,6 +105,8 @@ pub struct GatewayConfig {
     pub cors_origins: Vec<String>,
     /// Largest plugin component accepted by `PUT /v1/plugins/{name}`.
     pub max_plugin_bytes: usize,
+    /// Who may do what on the client API (tokens, anonymous access).
+    pub auth: AuthConfig,
 }
 
 impl Default for GatewayConfig {
@@ -131,6 +135,7 @@ impl Default for GatewayConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             cors_origins: Vec::new(),
             max_plugin_bytes: DEFAULT_MAX_PLUGIN_BYTES,
+            auth: AuthConfig::default(),
         }
     }
 }

@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 use switchyard_model::{Cursor, Header, Topic};
 use switchyard_router::{Acks, InvalidMessage, PublishRequest, RouterError, Start};
 
+use crate::auth::{self, Access, Anonymous, Denied};
+use crate::cluster::Relayed;
 use crate::cors;
 use crate::envelope::{envelope, gap, published, unavailable};
 use crate::problem::{Problem, invalid_message};
@@ -118,21 +120,30 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
     }
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
+    let access = if path.starts_with("/v1/") {
+        match authorize(&app, &req) {
+            Ok(a) => a,
+            Err(p) => return p.into_response(),
+        }
+    } else {
+        // Health endpoints are open; node-to-node ones check signatures.
+        Access::trusted()
+    };
     let result = match (path.as_str(), path.strip_prefix("/v1/topics/")) {
         (_, Some(topic)) if !topic.is_empty() => match method {
-            Method::POST => publish(&app, topic, req).await,
+            Method::POST => publish(&app, topic, req, &access).await,
             _ => Err(not_allowed("POST")),
         },
         ("/v1/batch", _) => match method {
-            Method::POST => publish_batch(&app, req).await,
+            Method::POST => publish_batch(&app, req, &access).await,
             _ => Err(not_allowed("POST")),
         },
         ("/v1/events", _) => match method {
-            Method::GET => events(&app, &req).await,
+            Method::GET => events(&app, &req, &access).await,
             _ => Err(not_allowed("GET")),
         },
         ("/v1/messages", _) => match method {
-            Method::GET => pull(&app, &req).await,
+            Method::GET => pull(&app, &req, &access).await,
             _ => Err(not_allowed("GET")),
         },
         ("/v1/plugins", _) => crate::plugins::handle(&app, None, req).await,
@@ -191,6 +202,59 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
         )),
     };
     result.unwrap_or_else(Problem::into_response)
+}
+
+/// The access of a client request to `/v1/...`, and the check of the
+/// endpoints whose permission does not depend on topics (publishing and
+/// subscribing are checked by their handlers, which know the topics).
+/// A request a peer relayed here was authorized by that peer.
+fn authorize(app: &App, req: &Request<Incoming>) -> Result<Access, Problem> {
+    if req.extensions().get::<Relayed>().is_some() {
+        return Ok(Access::trusted());
+    }
+    // A node without keys has nothing to verify a token with: it gives
+    // every request its anonymous access.
+    let token = if app.auth.accepts_tokens() {
+        let cookie = matches!(*req.method(), Method::GET | Method::HEAD);
+        auth::token_of(req.headers(), req.uri().query(), cookie).inspect_err(|e| {
+            tracing::debug!(error = %e, "token refused");
+        })?
+    } else {
+        None
+    };
+    let access = match token {
+        Some(t) => app.auth.authenticate(&t).inspect_err(|e| {
+            tracing::debug!(error = %e, "token refused");
+        })?,
+        None => app.auth.anonymous(),
+    };
+    if !access.has_token() && app.auth.anonymous_level() == Anonymous::None {
+        return Err(Denied::NoToken("this node needs a token".into()).into());
+    }
+    let (path, method) = (req.uri().path(), req.method());
+    let read = matches!(*method, Method::GET | Method::HEAD);
+    if path == "/v1/plugins" || path.starts_with("/v1/plugins/") {
+        access.admin("managing plugins")?;
+    } else if path == "/v1/cluster" || path.starts_with("/v1/cluster/") {
+        if read {
+            access.read("cluster membership")?;
+        } else {
+            access.admin("administering the cluster")?;
+        }
+    } else if path == "/v1/topics" {
+        access.read("the topic list")?;
+    } else if path == "/v1/groups" {
+        access.read("the group list")?;
+    } else if let Some(rest) = path.strip_prefix("/v1/groups/") {
+        match (rest.split_once('/'), method) {
+            (None, &Method::DELETE) => access.admin("deleting a group")?,
+            (None, _) => access.read("a group")?,
+            // ack, nack, progress, term: the group's topics are known only
+            // to its coordinator, so any subscribe permission will do.
+            (Some(_), _) => access.subscribe_any()?,
+        }
+    }
+    Ok(access)
 }
 
 pub(crate) fn not_allowed(allow: &'static str) -> Problem {
@@ -304,8 +368,10 @@ async fn publish(
     app: &App,
     topic: &str,
     req: Request<Incoming>,
+    access: &Access,
 ) -> Result<Response<Body>, Problem> {
     let topic: Topic = topic.parse()?;
+    access.publish(&topic)?;
     if topic.is_reserved() {
         return Err(invalid(InvalidMessage::ReservedTopic(topic.to_string())));
     }
@@ -429,7 +495,11 @@ fn entry_request(
     })
 }
 
-async fn publish_batch(app: &App, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
+async fn publish_batch(
+    app: &App,
+    req: Request<Incoming>,
+    access: &Access,
+) -> Result<Response<Body>, Problem> {
     let query = Query::parse(req.uri().query(), &["topic", "acks"])?;
     let acks = acks_of(&query, req.headers())?;
     let default_topic = query.one("topic")?.map(str::parse::<Topic>).transpose()?;
@@ -518,6 +588,26 @@ async fn publish_batch(app: &App, req: Request<Incoming>) -> Result<Response<Bod
             )
         });
     }
+    // Every entry's topic must be allowed, or nothing is stored.
+    let mut denied = None;
+    for (i, r) in requests.iter().enumerate() {
+        if let Err(d) = access.publish(&r.topic) {
+            let detail = match &d {
+                Denied::NoToken(s) | Denied::Forbidden(s) => s.clone(),
+            };
+            errors.push(json!({"index": i, "code": "forbidden", "detail": detail}));
+            denied.get_or_insert(d);
+        }
+    }
+    if let Some(d) = denied {
+        let mut p = Problem::from(d);
+        p.detail = format!(
+            "{} batch entries name topics the request may not publish to; nothing was stored",
+            errors.len()
+        );
+        p.extra = Some(("errors", Value::Array(errors)));
+        return Err(p);
+    }
     let results = match app.router.publish_with(requests, acks).await {
         // A batch of one reports its error like a batch.
         Err(RouterError::Invalid(e)) => return Err(RouterError::InvalidBatch(vec![(0, e)]).into()),
@@ -554,7 +644,11 @@ pub(crate) fn parse_format(query: &Query) -> Result<Format, Problem> {
     }
 }
 
-async fn events(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Problem> {
+async fn events(
+    app: &App,
+    req: &Request<Incoming>,
+    access: &Access,
+) -> Result<Response<Body>, Problem> {
     let allowed = [
         &[
             "topic",
@@ -569,6 +663,8 @@ async fn events(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Pr
     ]
     .concat();
     let query = Query::parse(req.uri().query(), &allowed)?;
+    let topics = query.topics()?;
+    access.subscribe(&topics)?;
     if let Some(group) = query.one("group")?
         && let Some(addr) = crate::cluster::group_elsewhere(app, req, group)
     {
@@ -582,7 +678,6 @@ async fn events(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Pr
         )
         .await;
     }
-    let topics = query.topics()?;
     let format = parse_format(&query)?;
     if let Some(group) = query.one("group")? {
         return crate::groups::join(app, group, topics, format, &query).await;
@@ -637,12 +732,17 @@ pub(crate) fn sse_response(app: &App, events: impl sse::Events, prelude: &str) -
     resp
 }
 
-async fn pull(app: &App, req: &Request<Incoming>) -> Result<Response<Body>, Problem> {
+async fn pull(
+    app: &App,
+    req: &Request<Incoming>,
+    access: &Access,
+) -> Result<Response<Body>, Problem> {
     let query = Query::parse(
         req.uri().query(),
         &["topic", "from", "limit", "wait", "filter", "filter_config"],
     )?;
     let topics = query.topics()?;
+    access.subscribe(&topics)?;
     let filter = filter_of(app, &query)?;
     let start = query
         .one("from")?

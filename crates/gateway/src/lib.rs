@@ -21,9 +21,14 @@
 //! the cluster's `PeerClient`) and streams the answer back, and asks the
 //! live peers for their groups to list them.
 //!
+//! Client requests are authorized with JSON Web Tokens whose claims list
+//! the topic patterns a client may publish to and subscribe to ([`auth`]);
+//! requests without a token get the node's anonymous access.
+//!
 //! What it does not do: store, or validate messages (the router does).
 #![warn(missing_docs)]
 
+pub mod auth;
 mod batch_body;
 mod cluster;
 mod config;
@@ -38,6 +43,7 @@ mod query;
 mod server;
 mod sse;
 
+pub use auth::{Anonymous, AuthConfig, Authorizer, Scope, VerifyKey};
 pub use config::GatewayConfig;
 pub use hosts::check_allowed_host;
 pub use server::serve;

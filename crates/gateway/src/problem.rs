@@ -7,6 +7,7 @@ use switchyard_model::ModelError;
 use switchyard_router::StoreError;
 use switchyard_router::{InvalidMessage, PluginError, RouterError};
 
+use crate::auth::{Denied, TokenError};
 use crate::server::{Body, full};
 
 /// An error answer.
@@ -20,6 +21,9 @@ pub(crate) struct Problem {
     pub extra: Option<(&'static str, Value)>,
     /// Methods for the `Allow` header of a 405.
     pub allow: Option<&'static str>,
+    /// The `WWW-Authenticate` challenge of a 401 or 403 (its description
+    /// is `detail`).
+    pub www_authenticate: Option<Challenge>,
 }
 
 impl Problem {
@@ -30,6 +34,7 @@ impl Problem {
             detail: detail.into(),
             extra: None,
             allow: None,
+            www_authenticate: None,
         }
     }
 
@@ -58,7 +63,76 @@ impl Problem {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
+        if let Some(challenge) = self
+            .www_authenticate
+            .and_then(|c| HeaderValue::from_str(&challenge(c, &self.detail)).ok())
+        {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
+        }
         resp
+    }
+}
+
+/// The realm named in every `WWW-Authenticate` challenge.
+const REALM: &str = "switchyard";
+
+/// The error of a `Bearer` challenge (RFC 6750 §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Challenge {
+    /// No error: a token is needed.
+    Token,
+    /// `error="invalid_token"`.
+    InvalidToken,
+    /// `error="insufficient_scope"`.
+    InsufficientScope,
+}
+
+/// A `Bearer` challenge with the problem's detail as its description,
+/// reduced to characters a quoted string may hold as they are.
+fn challenge(c: Challenge, description: &str) -> String {
+    let code = match c {
+        Challenge::Token => return format!("Bearer realm=\"{REALM}\""),
+        Challenge::InvalidToken => "invalid_token",
+        Challenge::InsufficientScope => "insufficient_scope",
+    };
+    let description: String = description
+        .chars()
+        .map(|c| match c {
+            '"' | '\\' => '\'',
+            c if c == ' ' || c.is_ascii_graphic() => c,
+            _ => '?',
+        })
+        .collect();
+    format!("Bearer realm=\"{REALM}\", error=\"{code}\", error_description=\"{description}\"")
+}
+
+impl From<TokenError> for Problem {
+    fn from(e: TokenError) -> Self {
+        let code = match e {
+            TokenError::Expired | TokenError::NotYetValid => "token_expired",
+            _ => "invalid_token",
+        };
+        let detail = e.to_string();
+        Problem {
+            www_authenticate: Some(Challenge::InvalidToken),
+            ..Problem::new(StatusCode::UNAUTHORIZED, code, detail)
+        }
+    }
+}
+
+impl From<Denied> for Problem {
+    fn from(d: Denied) -> Self {
+        match d {
+            Denied::NoToken(detail) => Problem {
+                www_authenticate: Some(Challenge::Token),
+                ..Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+            },
+            Denied::Forbidden(detail) => Problem {
+                www_authenticate: Some(Challenge::InsufficientScope),
+                ..Problem::new(StatusCode::FORBIDDEN, "forbidden", detail)
+            },
+        }
     }
 }
 

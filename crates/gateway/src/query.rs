@@ -12,9 +12,12 @@ pub(crate) struct Query {
 }
 
 impl Query {
-    /// Parses the query and refuses parameters not in `allowed`.
+    /// Parses the query and refuses parameters not in `allowed`. The
+    /// token parameter (`authorization`) is taken by every endpoint and
+    /// read by the authorization step, so it is left out here.
     pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Query, Problem> {
         let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.unwrap_or("").as_bytes())
+            .filter(|(k, _)| k != crate::auth::QUERY_PARAMETER)
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
         if pairs.len() > 256 {

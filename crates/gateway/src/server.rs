@@ -99,6 +99,8 @@ pub(crate) fn full(b: impl Into<Bytes>) -> Body {
 pub(crate) struct App {
     pub router: Router,
     pub config: GatewayConfig,
+    /// Verifies client tokens (and caches the verified ones).
+    pub auth: crate::auth::Authorizer,
     /// Turns true when the node shuts down; SSE streams end on it.
     pub shutdown: watch::Receiver<bool>,
     /// The host names this node answers to.
@@ -503,6 +505,7 @@ pub async fn serve(
     let first_bytes_timeout = config.header_read_timeout;
     let app = Arc::new(App {
         router,
+        auth: crate::auth::Authorizer::new(config.auth.clone()),
         config,
         shutdown: stop_rx.clone(),
         hosts,

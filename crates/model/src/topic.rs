@@ -162,6 +162,50 @@ impl TopicPattern {
         }
         it.next().is_none()
     }
+
+    /// Whether this pattern matches every topic that `other` matches, so
+    /// that a permission granted for this pattern also grants `other`:
+    /// `orders.>` covers `orders.*.created` and `orders.eu`, `*.eu`
+    /// covers `orders.eu`, but `orders.*` does not cover `orders.>` (which
+    /// also matches `orders.eu.created`) and `>` does not cover `$sys.>`
+    /// (a wildcard never matches a reserved first token).
+    ///
+    /// Tokens are drawn from an unbounded alphabet, so a wildcard of
+    /// `other` is covered only by a wildcard of this pattern. Every pattern
+    /// covers itself.
+    pub fn covers(&self, other: &TopicPattern) -> bool {
+        covers_tokens(&self.tokens, &other.tokens)
+    }
+
+    /// Whether this pattern ends with `>`.
+    fn is_open(&self) -> bool {
+        matches!(self.tokens.last(), Some(Token::Rest))
+    }
+}
+
+/// Whether the tokens `a` match every topic the tokens `b` match (see
+/// [`TopicPattern::covers`]).
+fn covers_tokens(a: &[Token], b: &[Token]) -> bool {
+    let reserved = |t: &Token| matches!(t, Token::Literal(l) if l.starts_with('$'));
+    for (i, at) in a.iter().enumerate() {
+        // `b` is shorter: its topics are shorter than any `a` matches.
+        let Some(bt) = b.get(i) else {
+            return false;
+        };
+        match (at, bt) {
+            // The rest of `a` takes any tokens, as long as there is one
+            // (`b` has one here), except a reserved first token.
+            (Token::Rest, _) => return !(i == 0 && reserved(bt)),
+            // `b` goes on with any number of tokens; `a` does not.
+            (_, Token::Rest) => return false,
+            (Token::Literal(x), Token::Literal(y)) if x == y => {}
+            (Token::Literal(_), _) => return false,
+            (Token::One, Token::Literal(_)) if i == 0 && reserved(bt) => return false,
+            (Token::One, Token::Literal(_) | Token::One) => {}
+        }
+    }
+    // `a` has no `>`: its topics have exactly its length.
+    a.len() == b.len()
 }
 
 impl FromStr for TopicPattern {
@@ -260,6 +304,52 @@ impl TopicSet {
         self.patterns.iter().any(|p| p.matches_name(name))
     }
 
+    /// Whether the patterns of this set together match every topic that
+    /// `pattern` matches (see [`TopicPattern::covers`]).
+    ///
+    /// One pattern of the set covering `pattern` is enough, and it is also
+    /// necessary for a pattern without `>`: a topic whose wildcard tokens
+    /// are fresh names matches only patterns with wildcards there. A
+    /// pattern ending with `>` matches topics of every length from its
+    /// own on, and patterns of different lengths may share them out (`a.*`
+    /// and `a.*.>` together cover `a.>`); so it is split into one pattern
+    /// per length, with `*` in place of `>`, up to one token longer than
+    /// the longest pattern of the set, beyond which the answer no longer
+    /// changes.
+    pub fn covers(&self, pattern: &TopicPattern) -> bool {
+        if self.patterns.iter().any(|a| a.covers(pattern)) {
+            return true;
+        }
+        if !pattern.is_open() {
+            return false;
+        }
+        let fixed = &pattern.tokens[..pattern.tokens.len() - 1];
+        let longest = self
+            .patterns
+            .iter()
+            .map(|a| a.tokens.len())
+            .max()
+            .unwrap_or(0);
+        let mut expanded: Vec<Token> = fixed.to_vec();
+        expanded.push(Token::One);
+        while expanded.len() <= longest.max(pattern.tokens.len()) + 1 {
+            if !self
+                .patterns
+                .iter()
+                .any(|a| covers_tokens(&a.tokens, &expanded))
+            {
+                return false;
+            }
+            expanded.push(Token::One);
+        }
+        true
+    }
+
+    /// Whether this set covers every pattern of `other`.
+    pub fn covers_set(&self, other: &TopicSet) -> bool {
+        other.patterns.iter().all(|p| self.covers(p))
+    }
+
     /// The topics this set names exactly, when no pattern holds a wildcard.
     pub fn exact_topics(&self) -> Option<Vec<Topic>> {
         self.patterns.iter().map(TopicPattern::exact).collect()
@@ -346,6 +436,166 @@ mod tests {
         assert!(!p("*.cluster").matches(&t("$sys.cluster")));
         assert!(p("$sys.>").matches(&t("$sys.cluster")));
         assert!(p("$dlq.*").matches(&t("$dlq.orders")));
+    }
+
+    #[test]
+    fn covers_by_examples() {
+        for (a, b) in [
+            ("orders.>", "orders.*.created"),
+            ("orders.>", "orders.eu"),
+            ("orders.>", "orders.>"),
+            ("orders.>", "orders.*.>"),
+            ("*.eu", "orders.eu"),
+            ("*.*", "*.eu"),
+            (">", "orders.>"),
+            (">", "*"),
+            (">", "*.>"),
+            ("*.>", "a.b.>"),
+            ("a.b", "a.b"),
+            ("$sys.>", "$sys.cluster"),
+            ("$sys.*", "$sys.*"),
+            ("$dlq.>", "$dlq.orders.*"),
+        ] {
+            assert!(p(a).covers(&p(b)), "{a} should cover {b}");
+        }
+        for (a, b) in [
+            ("orders.*", "orders.>"),
+            ("orders.*", "orders.eu.x"),
+            ("orders.eu", "orders.*"),
+            ("orders.>", "orders"),
+            ("orders.>", ">"),
+            ("*.>", ">"),
+            ("a.*.>", "a.>"),
+            (">", "$sys.cluster"),
+            (">", "$sys.>"),
+            ("*", "$sys"),
+            ("*.cluster", "$sys.cluster"),
+            ("a.b", "a.b.c"),
+            ("a.b.c", "a.b"),
+            ("a.*", "b.*"),
+            ("$sys.>", "*.cluster"),
+        ] {
+            assert!(!p(a).covers(&p(b)), "{a} should not cover {b}");
+        }
+    }
+
+    #[test]
+    fn a_set_covers_what_its_patterns_share_out() {
+        let set = |ps: &[&str]| TopicSet::new(ps.iter().map(|s| p(s)).collect());
+        assert!(set(&["a.*", "a.*.>"]).covers(&p("a.>")));
+        assert!(set(&["a.*", "a.*.*", "a.*.*.>"]).covers(&p("a.>")));
+        assert!(!set(&["a.*", "a.*.*.>"]).covers(&p("a.>")));
+        assert!(set(&["*", "*.>"]).covers(&p(">")));
+        assert!(!set(&["*", "*.>"]).covers(&p("$sys.>")));
+        assert!(!set(&["a.x", "a.y"]).covers(&p("a.*")));
+        assert!(set(&["a.x", "b.>"]).covers_set(&set(&["a.x", "b.*"])));
+        assert!(!set(&["a.x", "b.>"]).covers_set(&set(&["a.x", "c"])));
+        assert!(!set(&[]).covers(&p("a")));
+    }
+
+    /// Every valid pattern of up to `max_len` tokens over the literals
+    /// `a`, `b` (and `$r` first).
+    fn small_patterns(max_len: usize) -> Vec<TopicPattern> {
+        let mut out: Vec<Vec<&str>> = vec![vec![]];
+        let mut all = Vec::new();
+        for len in 1..=max_len {
+            let mut next = Vec::new();
+            for prefix in &out {
+                let first = ["a", "b", "*", ">", "$r"];
+                let later = ["a", "b", "*", ">"];
+                for tok in if len == 1 { &first[..] } else { &later[..] } {
+                    if prefix.last() == Some(&">") {
+                        continue;
+                    }
+                    let mut v = prefix.clone();
+                    v.push(tok);
+                    next.push(v);
+                }
+            }
+            all.extend(next.iter().filter_map(|v| v.join(".").parse().ok()));
+            out = next
+                .into_iter()
+                .filter(|v| v.last() != Some(&">"))
+                .collect();
+        }
+        all
+    }
+
+    /// Every topic of up to `max_len` tokens over `a`, `b`, a token no
+    /// pattern names (`c`), and `$r` first.
+    fn small_topics(max_len: usize) -> Vec<String> {
+        let mut level: Vec<String> = ["a", "b", "c", "$r"].map(String::from).to_vec();
+        let mut all = level.clone();
+        for _ in 1..max_len {
+            level = level
+                .iter()
+                .flat_map(|t| ["a", "b", "c"].map(|x| format!("{t}.{x}")))
+                .collect();
+            all.extend(level.iter().cloned());
+        }
+        all
+    }
+
+    /// The topics of `topics` that `pattern` matches, as a bit set.
+    fn matched(pattern: &TopicPattern, topics: &[String]) -> Vec<u64> {
+        let mut bits = vec![0u64; topics.len().div_ceil(64)];
+        for (i, t) in topics.iter().enumerate() {
+            if pattern.matches_name(t) {
+                bits[i / 64] |= 1 << (i % 64);
+            }
+        }
+        bits
+    }
+
+    fn subset(small: &[u64], large: &[u64]) -> bool {
+        small.iter().zip(large).all(|(s, l)| s & !l == 0)
+    }
+
+    /// `covers` agrees with enumeration: a pattern covers another exactly
+    /// when it matches every topic the other matches. Patterns of up to 3
+    /// tokens are checked against topics of up to 5 tokens, which is long
+    /// enough to tell `>` from any run of `*`; the token `c` stands for
+    /// every name no pattern mentions.
+    #[test]
+    fn covers_agrees_with_brute_force() {
+        let patterns = small_patterns(3);
+        let topics = small_topics(5);
+        let sets: Vec<Vec<u64>> = patterns.iter().map(|q| matched(q, &topics)).collect();
+        let mut checked = 0;
+        for (a, sa) in patterns.iter().zip(&sets) {
+            for (b, sb) in patterns.iter().zip(&sets) {
+                assert_eq!(a.covers(b), subset(sb, sa), "{a} covers {b}?");
+                checked += 1;
+            }
+        }
+        assert!(checked > 4000, "{checked} pairs");
+    }
+
+    /// The same for sets of two patterns, whose union may cover a pattern
+    /// that neither covers alone.
+    #[test]
+    fn set_covers_agrees_with_brute_force() {
+        let patterns = small_patterns(3);
+        let topics = small_topics(5);
+        let sets: Vec<Vec<u64>> = patterns.iter().map(|q| matched(q, &topics)).collect();
+        let mut shared_out = 0;
+        for (i, a1) in patterns.iter().enumerate() {
+            for (j, a2) in patterns.iter().enumerate().skip(i) {
+                let union: Vec<u64> = sets[i].iter().zip(&sets[j]).map(|(x, y)| x | y).collect();
+                let set = TopicSet::new(vec![a1.clone(), a2.clone()]);
+                for (b, sb) in patterns.iter().zip(&sets) {
+                    let want = subset(sb, &union);
+                    assert_eq!(set.covers(b), want, "{{{a1}, {a2}}} covers {b}?");
+                    if want && !a1.covers(b) && !a2.covers(b) {
+                        shared_out += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            shared_out > 0,
+            "no case where two patterns share a cover out"
+        );
     }
 
     #[test]

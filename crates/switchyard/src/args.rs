@@ -75,6 +75,11 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allowed_hosts: Vec<String>,
+    /// Start on a non-loopback address without [auth] keys (or with
+    /// anonymous = "all"): every client that reaches it may publish and
+    /// administer. For trusted networks only.
+    #[arg(long, env = "SWITCHYARD_ALLOW_ANONYMOUS")]
+    pub allow_anonymous: bool,
 }
 
 impl ServeArgs {
@@ -94,6 +99,7 @@ impl ServeArgs {
             cluster_key: std::env::var("SWITCHYARD_CLUSTER_KEY")
                 .ok()
                 .filter(|k| !k.is_empty()),
+            allow_anonymous: self.allow_anonymous,
         };
         (self.config, over)
     }
@@ -117,16 +123,106 @@ pub enum ClientCommand {
         /// Node URL.
         #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
         url: String,
+        /// Bearer token sent with every request (see `switchyard token issue`).
+        #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Manage WebAssembly plugins on a node, or test one locally.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Issue tokens for the client API.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// List topics with their message counts and sizes.
     Topics {
         /// Node URL.
         #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
         url: String,
+        /// Bearer token sent with every request (see `switchyard token issue`).
+        #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
+}
+
+/// `switchyard token ...`.
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Sign a token whose `switchyard` claim lists what its holder may do,
+    /// and print it.
+    Issue(IssueArgs),
+}
+
+/// `switchyard token issue`.
+#[derive(Args)]
+pub struct IssueArgs {
+    /// File holding the HS256 shared secret (the node's auth.hs256_secret_file).
+    #[arg(
+        long,
+        required_unless_present = "private_key_file",
+        conflicts_with = "private_key_file"
+    )]
+    pub secret_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8 for EC and Ed25519; PKCS#1 or PKCS#8 for RSA)
+    /// whose public key the node lists in auth.public_key_files.
+    #[arg(long)]
+    pub private_key_file: Option<PathBuf>,
+    /// Signing algorithm; default HS256 with --secret-file, and with
+    /// --private-key-file EdDSA, ES256 or RS256 by the key's type.
+    #[arg(long, value_enum, hide_possible_values = true)]
+    pub alg: Option<AlgArg>,
+    /// Topic pattern the holder may publish to (repeatable).
+    #[arg(long = "publish", value_name = "PATTERN")]
+    pub publish: Vec<String>,
+    /// Topic pattern the holder may subscribe to (repeatable).
+    #[arg(long = "subscribe", value_name = "PATTERN")]
+    pub subscribe: Vec<String>,
+    /// The holder may manage plugins, delete groups and administer the cluster.
+    #[arg(long)]
+    pub admin: bool,
+    /// Lifetime: seconds, or a number with s, m, h or d (e.g. 15m, 1h, 30d);
+    /// `never` leaves out `exp`.
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
+    /// `sub` claim (who the token is for).
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// `aud` claim (the node's auth.audience).
+    #[arg(long)]
+    pub audience: Option<String>,
+    /// `iss` claim (the node's auth.issuer).
+    #[arg(long)]
+    pub issuer: Option<String>,
+}
+
+/// `--alg`: a JWT signing algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "verbatim")]
+#[allow(clippy::upper_case_acronyms)]
+pub enum AlgArg {
+    /// HMAC with SHA-256 (shared secret).
+    HS256,
+    /// HMAC with SHA-384 (shared secret).
+    HS384,
+    /// HMAC with SHA-512 (shared secret).
+    HS512,
+    /// RSA PKCS#1 v1.5 with SHA-256.
+    RS256,
+    /// RSA PKCS#1 v1.5 with SHA-384.
+    RS384,
+    /// RSA PKCS#1 v1.5 with SHA-512.
+    RS512,
+    /// RSA-PSS with SHA-256.
+    PS256,
+    /// RSA-PSS with SHA-384.
+    PS384,
+    /// RSA-PSS with SHA-512.
+    PS512,
+    /// ECDSA on P-256 with SHA-256.
+    ES256,
+    /// ECDSA on P-384 with SHA-384.
+    ES384,
+    /// Ed25519.
+    EdDSA,
 }
 
 /// `switchyard publish`.
@@ -148,6 +244,9 @@ pub struct PublishArgs {
     /// Node URL.
     #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
     pub url: String,
+    /// Bearer token sent with every request (see `switchyard token issue`).
+    #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// `switchyard subscribe`.
@@ -184,6 +283,9 @@ pub struct SubscribeArgs {
     /// Node URL.
     #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
     pub url: String,
+    /// Bearer token sent with every request (see `switchyard token issue`).
+    #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// `switchyard cluster ...`.
@@ -197,6 +299,9 @@ pub enum ClusterCommand {
         /// Node URL.
         #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
         url: String,
+        /// Bearer token sent with every request (see `switchyard token issue`).
+        #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
 }
 
@@ -231,6 +336,9 @@ pub enum PluginCommand {
         /// Node URL.
         #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
         url: String,
+        /// Bearer token sent with every request (see `switchyard token issue`).
+        #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// List bindings with their counters.
     List {
@@ -240,6 +348,9 @@ pub enum PluginCommand {
         /// Node URL.
         #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
         url: String,
+        /// Bearer token sent with every request (see `switchyard token issue`).
+        #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Unbind a plugin and delete its key-value data.
     Rm {
@@ -248,6 +359,9 @@ pub enum PluginCommand {
         /// Node URL.
         #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
         url: String,
+        /// Bearer token sent with every request (see `switchyard token issue`).
+        #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Run a hook locally, without a node, and print each decision as JSON.
     Test {

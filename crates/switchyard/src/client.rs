@@ -17,6 +17,9 @@ pub enum ClientError {
     /// The URL is not an `http://host:port` URL.
     #[error("invalid node URL {0:?}: expected http://host:port")]
     BadUrl(String),
+    /// The token holds characters a header cannot carry.
+    #[error("the token is not a valid header value (a JWT is base64url text with dots)")]
+    BadToken,
     /// No connection could be made, or it broke.
     #[error("cannot reach the node at {url}: {detail}")]
     Unreachable {
@@ -39,6 +42,8 @@ pub enum ClientError {
 #[derive(Clone)]
 pub struct Client {
     base: String,
+    /// `Authorization` header value sent with every request.
+    authorization: Option<http::HeaderValue>,
     http: HyperClient<HttpConnector, Full<Bytes>>,
 }
 
@@ -53,7 +58,27 @@ impl Client {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
         let http = HyperClient::builder(TokioExecutor::new()).build(connector);
-        Ok(Client { base, http })
+        Ok(Client {
+            base,
+            authorization: None,
+            http,
+        })
+    }
+
+    /// The same client sending `token`, when given, as a Bearer token
+    /// with every request.
+    pub fn with_token(mut self, token: Option<String>) -> Result<Client, ClientError> {
+        self.authorization = token
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                let mut v = http::HeaderValue::from_str(&format!("Bearer {t}"))
+                    .map_err(|_| ClientError::BadToken)?;
+                v.set_sensitive(true);
+                Ok(v)
+            })
+            .transpose()?;
+        Ok(self)
     }
 
     /// The node URL.
@@ -93,9 +118,13 @@ impl Client {
 
     /// A request builder for `path` (which starts with `/`).
     pub fn request(&self, method: http::Method, path: &str) -> http::request::Builder {
-        Request::builder()
+        let req = Request::builder()
             .method(method)
-            .uri(format!("{}{}", self.base, path))
+            .uri(format!("{}{}", self.base, path));
+        match &self.authorization {
+            Some(v) => req.header(header::AUTHORIZATION, v.clone()),
+            None => req,
+        }
     }
 
     /// GETs `path` and parses the JSON answer.

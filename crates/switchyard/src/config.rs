@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use switchyard_cluster::ClusterConfig;
-use switchyard_gateway::GatewayConfig;
+use switchyard_gateway::{Anonymous, AuthConfig, GatewayConfig, VerifyKey};
 use switchyard_model::TopicPattern;
 use switchyard_router::{
     BindingSpec, ConfiguredBinding, ErrorPolicy, FsyncMode, Limits, RetentionPolicy, RetentionRule,
@@ -21,8 +21,9 @@ use switchyard_router::{
 
 pub use error::ConfigError;
 pub use file::{
-    ClusterSection, CorsSection, FileConfig, HttpSection, LimitsSection, PluginBindingSection,
-    PluginsSection, PublishSection, RetentionSection, RetentionTopic, SseSection, StorageSection,
+    AuthSection, ClusterSection, CorsSection, FileConfig, HttpSection, LimitsSection,
+    PluginBindingSection, PluginsSection, PublishSection, RetentionSection, RetentionTopic,
+    SseSection, StorageSection,
 };
 
 /// Default listen address.
@@ -76,6 +77,8 @@ pub struct Overrides {
     /// `--allowed-host` / `SWITCHYARD_ALLOWED_HOSTS` (replaces the file's
     /// `http.allowed_hosts` when given).
     pub allowed_hosts: Vec<String>,
+    /// `--allow-anonymous` / `SWITCHYARD_ALLOW_ANONYMOUS`.
+    pub allow_anonymous: bool,
 }
 
 /// Everything a node needs, validated.
@@ -123,6 +126,16 @@ impl NodeConfig {
             for b in &mut fc.plugin {
                 if b.file.is_relative() {
                     b.file = dir.join(&b.file);
+                }
+            }
+            let a = &mut fc.auth;
+            for f in a
+                .hs256_secret_file
+                .iter_mut()
+                .chain(&mut a.public_key_files)
+            {
+                if f.is_relative() {
+                    *f = dir.join(&*f);
                 }
             }
         }
@@ -367,6 +380,8 @@ impl NodeConfig {
             })?;
         }
         gateway.allowed_hosts = allowed_hosts;
+        let allow_anonymous = over.allow_anonymous || fc.auth.allow_anonymous == Some(true);
+        gateway.auth = auth(fc.auth)?;
         plugins(&mut router, &mut gateway, fc.plugins, fc.plugin)?;
         if gateway.max_batch_bytes < router.max_payload {
             return Err(ConfigError::TooSmall {
@@ -414,6 +429,13 @@ impl NodeConfig {
                 });
             }
         }
+        // Open to anyone who can reach the address: fine on loopback,
+        // a decision to make explicitly anywhere else.
+        let auth = &config.gateway.auth;
+        let open = auth.keys.is_empty() || auth.anonymous == Anonymous::All;
+        if open && !listen.ip().is_loopback() && !allow_anonymous {
+            return Err(ConfigError::AnonymousBeyondLoopback { listen });
+        }
         Ok(config)
     }
 
@@ -439,6 +461,67 @@ impl NodeConfig {
             _ => Err(ConfigError::NoHttpAddress { listen: bound }),
         }
     }
+}
+
+/// The `[auth]` section: reads the key files and settles the anonymous
+/// access (none with keys, all without, unless set).
+fn auth(a: AuthSection) -> Result<AuthConfig, ConfigError> {
+    let mut config = AuthConfig::default();
+    let read = |key: &'static str, path: &Path| {
+        std::fs::read(path).map_err(|e| ConfigError::Invalid {
+            key,
+            detail: format!("cannot read {}: {e}", path.display()),
+        })
+    };
+    if let Some(path) = &a.hs256_secret_file {
+        let bytes = read("auth.hs256_secret_file", path)?;
+        let secret = bytes.trim_ascii();
+        let key = VerifyKey::secret(secret, path.display().to_string()).map_err(|detail| {
+            ConfigError::Invalid {
+                key: "auth.hs256_secret_file",
+                detail,
+            }
+        })?;
+        config.keys.push(key);
+    }
+    for path in &a.public_key_files {
+        let bytes = read("auth.public_key_files", path)?;
+        let key = VerifyKey::public_pem(&bytes, path.display().to_string()).map_err(|detail| {
+            ConfigError::Invalid {
+                key: "auth.public_key_files",
+                detail,
+            }
+        })?;
+        config.keys.push(key);
+    }
+    config.anonymous = match a.anonymous.as_deref() {
+        Some(text) => text.parse().map_err(|detail| ConfigError::Invalid {
+            key: "auth.anonymous",
+            detail,
+        })?,
+        None if config.keys.is_empty() => Anonymous::All,
+        None => Anonymous::None,
+    };
+    if config.keys.is_empty() && config.anonymous == Anonymous::None {
+        return Err(ConfigError::Invalid {
+            key: "auth.anonymous",
+            detail: "\"none\" needs keys (hs256_secret_file or public_key_files): \
+                     without them no request could ever be allowed"
+                .into(),
+        });
+    }
+    if let Some(v) = a.leeway_secs {
+        config.leeway = Duration::from_secs(v);
+    }
+    if let Some(v) = a.require_exp {
+        config.require_exp = v;
+    }
+    config.audience = a.audience;
+    config.issuer = a.issuer;
+    if let Some(v) = positive("auth.token_cache", a.token_cache.map(|v| v as u64))? {
+        config.cache_entries = v as usize;
+    }
+    Ok(config)
 }
 
 /// Refuses an announced HTTP address that is not `host:port`: peers put

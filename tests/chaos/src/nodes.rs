@@ -151,6 +151,9 @@ impl Nodes {
             .arg("--config")
             .arg(&path)
             .args(["--fsync", &self.fsync])
+            // Nodes listen on the namespaces' 10.213.0.x addresses; the
+            // workload's clients carry no tokens.
+            .arg("--allow-anonymous")
             .env("SWITCHYARD_LOG", "info,fjall=warn,lsm_tree=warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

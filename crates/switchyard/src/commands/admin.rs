@@ -56,8 +56,12 @@ struct Group {
 
 /// GETs `path`; with `json` prints the answer whole and returns `None`,
 /// else returns it read as `T`.
-async fn get_or_print<T: DeserializeOwned>(url: &str, path: &str, json: bool) -> Result<Option<T>> {
-    let v = Client::new(url)?.get_json(path).await?;
+async fn get_or_print<T: DeserializeOwned>(
+    client: &Client,
+    path: &str,
+    json: bool,
+) -> Result<Option<T>> {
+    let v = client.get_json(path).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(None);
@@ -66,8 +70,8 @@ async fn get_or_print<T: DeserializeOwned>(url: &str, path: &str, json: bool) ->
 }
 
 /// `switchyard cluster members`.
-pub(crate) async fn cluster_members(url: &str, json: bool) -> Result<()> {
-    if let Some(answer) = get_or_print::<ClusterAnswer>(url, "/v1/cluster", json).await? {
+pub(crate) async fn cluster_members(client: &Client, json: bool) -> Result<()> {
+    if let Some(answer) = get_or_print::<ClusterAnswer>(client, "/v1/cluster", json).await? {
         std::io::stdout()
             .lock()
             .write_all(members_table(&answer).as_bytes())?;
@@ -76,8 +80,8 @@ pub(crate) async fn cluster_members(url: &str, json: bool) -> Result<()> {
 }
 
 /// `switchyard groups`.
-pub(crate) async fn groups(url: &str, json: bool) -> Result<()> {
-    if let Some(answer) = get_or_print::<GroupsAnswer>(url, "/v1/groups", json).await? {
+pub(crate) async fn groups(client: &Client, json: bool) -> Result<()> {
+    if let Some(answer) = get_or_print::<GroupsAnswer>(client, "/v1/groups", json).await? {
         std::io::stdout()
             .lock()
             .write_all(groups_table(&answer).as_bytes())?;
@@ -86,8 +90,7 @@ pub(crate) async fn groups(url: &str, json: bool) -> Result<()> {
 }
 
 /// `switchyard topics`: the node's answer, pretty-printed.
-pub(crate) async fn topics(url: &str) -> Result<()> {
-    let client = Client::new(url)?;
+pub(crate) async fn topics(client: &Client) -> Result<()> {
     let v = client.get_json("/v1/topics").await?;
     println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())

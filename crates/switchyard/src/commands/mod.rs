@@ -7,19 +7,26 @@ mod admin;
 mod plugin;
 mod publish;
 mod subscribe;
+mod token;
 
-use crate::args::{ClientCommand, ClusterCommand};
+use crate::args::{ClientCommand, ClusterCommand, TokenCommand};
+use crate::client::Client;
 
 /// Runs one client command.
 pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
     match command {
-        ClientCommand::Cluster(ClusterCommand::Members { json, url }) => {
-            admin::cluster_members(&url, json).await
+        ClientCommand::Cluster(ClusterCommand::Members { json, url, token }) => {
+            admin::cluster_members(&Client::new(&url)?.with_token(token)?, json).await
         }
         ClientCommand::Publish(args) => publish::run(args).await,
         ClientCommand::Subscribe(args) => subscribe::run(args).await,
-        ClientCommand::Groups { json, url } => admin::groups(&url, json).await,
+        ClientCommand::Groups { json, url, token } => {
+            admin::groups(&Client::new(&url)?.with_token(token)?, json).await
+        }
         ClientCommand::Plugin(cmd) => plugin::run(cmd).await,
-        ClientCommand::Topics { url } => admin::topics(&url).await,
+        ClientCommand::Token(TokenCommand::Issue(args)) => token::issue(args),
+        ClientCommand::Topics { url, token } => {
+            admin::topics(&Client::new(&url)?.with_token(token)?).await
+        }
     }
 }

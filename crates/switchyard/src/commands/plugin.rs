@@ -25,8 +25,9 @@ pub(crate) async fn run(cmd: PluginCommand) -> Result<()> {
             fuel,
             memory_mb,
             url,
+            token,
         } => {
-            let client = Client::new(&url)?;
+            let client = Client::new(&url)?.with_token(token)?;
             let bound = plugin_cli::push(
                 &client,
                 &plugin_cli::Push {
@@ -47,8 +48,11 @@ pub(crate) async fn run(cmd: PluginCommand) -> Result<()> {
             );
             Ok(())
         }
-        PluginCommand::List { json, url } => {
-            let v = Client::new(&url)?.get_json("/v1/plugins").await?;
+        PluginCommand::List { json, url, token } => {
+            let v = Client::new(&url)?
+                .with_token(token)?
+                .get_json("/v1/plugins")
+                .await?;
             if json {
                 println!("{v}");
             } else {
@@ -57,8 +61,8 @@ pub(crate) async fn run(cmd: PluginCommand) -> Result<()> {
             }
             Ok(())
         }
-        PluginCommand::Rm { name, url } => {
-            let client = Client::new(&url)?;
+        PluginCommand::Rm { name, url, token } => {
+            let client = Client::new(&url)?.with_token(token)?;
             let req = client
                 .request(http::Method::DELETE, &format!("/v1/plugins/{name}"))
                 .body(Full::new(Bytes::new()))?;

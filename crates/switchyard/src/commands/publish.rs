@@ -10,7 +10,7 @@ use crate::client::Client;
 
 /// Publishes the message and prints the node's answer as it came.
 pub(crate) async fn run(a: PublishArgs) -> Result<()> {
-    let client = Client::new(&a.url)?;
+    let client = Client::new(&a.url)?.with_token(a.token.clone())?;
     let payload = read_data(a.data.as_deref())?;
     let headers = parse_headers(&a.headers)?;
     let answer = client

@@ -28,11 +28,11 @@ pub(crate) async fn run(a: SubscribeArgs) -> Result<()> {
     match &a.group {
         Some(group) => {
             let mut member = GroupMember::new(&a, group)?;
-            let client = Client::new(&a.url)?;
+            let client = Client::new(&a.url)?.with_token(a.token.clone())?;
             follow(&client, &mut member).await
         }
         None => {
-            let client = Client::new(&a.url)?;
+            let client = Client::new(&a.url)?.with_token(a.token.clone())?;
             let mut follower = Plain::new(&client, &a).await?;
             follow(&client, &mut follower).await
         }

@@ -95,6 +95,18 @@ pub enum ConfigError {
         /// The HTTP listen address.
         listen: SocketAddr,
     },
+    /// The node would listen beyond loopback with anonymous clients allowed
+    /// to publish and administer.
+    #[error(
+        "the node listens on {listen}, beyond loopback, and without keys every client may \
+         publish and administer: configure [auth] (hs256_secret_file or public_key_files; \
+         see docs/security.md) or, on a trusted network, pass --allow-anonymous \
+         (auth.allow_anonymous = true)"
+    )]
+    AnonymousBeyondLoopback {
+        /// The HTTP listen address.
+        listen: SocketAddr,
+    },
     /// Gossip listens on a wildcard address and no `gossip_advertise` is set.
     #[error(
         "gossip listens on {listen}, which other nodes cannot reach; set cluster.gossip_advertise"

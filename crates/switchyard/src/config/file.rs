@@ -46,6 +46,37 @@ pub struct FileConfig {
     /// Cluster membership (gossip).
     #[serde(default)]
     pub cluster: ClusterSection,
+    /// Authorization of the client API (JWT keys, anonymous access).
+    #[serde(default)]
+    pub auth: AuthSection,
+}
+
+/// `[auth]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// A file holding the HS256 shared secret (at least 32 bytes; the
+    /// whitespace around it is ignored).
+    pub hs256_secret_file: Option<PathBuf>,
+    /// PEM public keys (RSA, EC P-256/P-384, Ed25519); any may verify.
+    #[serde(default)]
+    pub public_key_files: Vec<PathBuf>,
+    /// What a request without a token may do: none, subscribe or all
+    /// (default: none with keys, all without).
+    pub anonymous: Option<String>,
+    /// Start on a non-loopback address although anonymous clients may
+    /// publish and administer (no keys, or `anonymous = "all"`).
+    pub allow_anonymous: Option<bool>,
+    /// Allowance for clock skew on `exp` and `nbf`, in seconds (default 30).
+    pub leeway_secs: Option<u64>,
+    /// Refuse tokens without `exp` (default false).
+    pub require_exp: Option<bool>,
+    /// When set, tokens must carry this `aud`.
+    pub audience: Option<String>,
+    /// When set, tokens must carry this `iss`.
+    pub issuer: Option<String>,
+    /// Most verified tokens cached (default 10000).
+    pub token_cache: Option<usize>,
 }
 
 /// `[cluster]`

@@ -10,6 +10,8 @@ fn cluster_over(gossip: &str) -> Overrides {
     Overrides {
         gossip_listen: Some(gossip.parse().unwrap()),
         cluster_key: Some("k".repeat(32)),
+        // Some of these nodes listen beyond loopback.
+        allow_anonymous: true,
         ..Default::default()
     }
 }
@@ -270,5 +272,133 @@ fn http_hardening_settings() {
         "[limits]\nrequest_burst_per_ip = 5\n",
     ] {
         assert!(build(bad, Overrides::default()).is_err(), "{bad}");
+    }
+}
+
+/// A config with an `[auth]` section whose key files are written to `dir`.
+fn with_keys(dir: &Path, auth: &str) -> String {
+    std::fs::write(dir.join("jwt.secret"), format!("{}\n", "s".repeat(40))).unwrap();
+    std::fs::write(dir.join("short.secret"), "short").unwrap();
+    std::fs::write(dir.join("not-a-key.pem"), "hello").unwrap();
+    format!("[auth]\n{auth}\n")
+}
+
+fn load_in(dir: &Path, toml: &str, over: Overrides) -> Result<NodeConfig, ConfigError> {
+    let path = dir.join("node.toml");
+    std::fs::write(&path, toml).unwrap();
+    NodeConfig::load(Some(&path), over)
+}
+
+#[test]
+fn auth_defaults_follow_the_keys() {
+    // No keys, loopback: anyone may do anything (the quick start).
+    let c = build("", Overrides::default()).unwrap();
+    assert!(c.gateway.auth.keys.is_empty());
+    assert_eq!(c.gateway.auth.anonymous, Anonymous::All);
+    // Keys (relative to the file): anonymous none by default.
+    let dir = tempfile::tempdir().unwrap();
+    let toml = with_keys(dir.path(), "hs256_secret_file = \"jwt.secret\"");
+    let c = load_in(dir.path(), &toml, Overrides::default()).unwrap();
+    assert_eq!(c.gateway.auth.keys.len(), 1);
+    assert_eq!(c.gateway.auth.anonymous, Anonymous::None);
+    let toml = with_keys(
+        dir.path(),
+        "hs256_secret_file = \"jwt.secret\"\nanonymous = \"subscribe\"\nleeway_secs = 5\nrequire_exp = true\naudience = \"a\"\nissuer = \"i\"\ntoken_cache = 7",
+    );
+    let c = load_in(dir.path(), &toml, Overrides::default()).unwrap();
+    let a = &c.gateway.auth;
+    assert_eq!(a.anonymous, Anonymous::Subscribe);
+    assert_eq!(a.leeway, Duration::from_secs(5));
+    assert!(a.require_exp);
+    assert_eq!(
+        (a.audience.as_deref(), a.issuer.as_deref()),
+        (Some("a"), Some("i"))
+    );
+    assert_eq!(a.cache_entries, 7);
+}
+
+#[test]
+fn auth_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    for (auth, key, needle) in [
+        (
+            "hs256_secret_file = \"missing\"",
+            "auth.hs256_secret_file",
+            "cannot read",
+        ),
+        (
+            "hs256_secret_file = \"short.secret\"",
+            "auth.hs256_secret_file",
+            "at least 32",
+        ),
+        (
+            "public_key_files = [\"not-a-key.pem\"]",
+            "auth.public_key_files",
+            "not a PEM public key",
+        ),
+        ("anonymous = \"none\"", "auth.anonymous", "needs keys"),
+        (
+            "hs256_secret_file = \"jwt.secret\"\nanonymous = \"some\"",
+            "auth.anonymous",
+            "expected none",
+        ),
+    ] {
+        let toml = with_keys(dir.path(), auth);
+        let e = load_in(dir.path(), &toml, Overrides::default()).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::Invalid { key: k, detail } if *k == key && detail.contains(needle)),
+            "{auth}: {e}"
+        );
+    }
+    let toml = with_keys(dir.path(), "token_cache = 0");
+    assert!(matches!(
+        load_in(dir.path(), &toml, Overrides::default()),
+        Err(ConfigError::NotPositive("auth.token_cache"))
+    ));
+}
+
+#[test]
+fn beyond_loopback_needs_keys_or_consent() {
+    let dir = tempfile::tempdir().unwrap();
+    for listen in ["0.0.0.0:7070", "10.0.0.5:7070", "[::]:7070"] {
+        let toml = format!("listen = \"{listen}\"");
+        let e = build(&toml, Overrides::default()).unwrap_err();
+        assert!(
+            matches!(e, ConfigError::AnonymousBeyondLoopback { .. }),
+            "{listen}: {e}"
+        );
+        assert!(e.to_string().contains("--allow-anonymous"), "{e}");
+        let consent = Overrides {
+            allow_anonymous: true,
+            ..Default::default()
+        };
+        assert!(build(&toml, consent).is_ok(), "{listen}");
+        assert!(
+            build(
+                &format!("{toml}\n[auth]\nallow_anonymous = true"),
+                Overrides::default()
+            )
+            .is_ok()
+        );
+        // Keys make it fine, unless anonymous access is still "all".
+        let toml = format!(
+            "listen = \"{listen}\"\n{}",
+            with_keys(dir.path(), "hs256_secret_file = \"jwt.secret\"")
+        );
+        assert!(
+            load_in(dir.path(), &toml, Overrides::default()).is_ok(),
+            "{listen}"
+        );
+        let all = format!("{toml}anonymous = \"all\"\n");
+        assert!(
+            load_in(dir.path(), &all, Overrides::default()).is_err(),
+            "{listen}"
+        );
+    }
+    for listen in ["127.0.0.1:7070", "127.0.0.2:7070", "[::1]:7070"] {
+        assert!(
+            build(&format!("listen = \"{listen}\""), Overrides::default()).is_ok(),
+            "{listen}"
+        );
     }
 }
