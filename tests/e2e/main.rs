@@ -12,6 +12,7 @@ mod faults;
 mod groups;
 mod memory;
 mod patterns;
+mod peer_tamper;
 mod plugins;
 mod publish;
 mod resume;
