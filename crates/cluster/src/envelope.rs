@@ -237,7 +237,12 @@ struct Inner {
     name: Vec<u8>,
     node: u64,
     boot: u64,
+    /// Request nonces: one per request sent.
     counter: AtomicU64,
+    /// Answer ids: one per answer sealed. Apart from the request counter
+    /// so that answering does not move this node's requests through the
+    /// receivers' replay windows.
+    answers: AtomicU64,
     /// Per sender process (node, boot): the request counters accepted
     /// recently.
     windows: Mutex<HashMap<(u64, u64), Window>>,
@@ -312,6 +317,7 @@ impl Envelope {
                 boot: getrandom::u64()
                     .unwrap_or_else(|_| now_ms() ^ u64::from(std::process::id()).rotate_left(32)),
                 counter: AtomicU64::new(1),
+                answers: AtomicU64::new(1),
                 windows: Mutex::new(HashMap::new()),
                 stats,
             }),
@@ -457,7 +463,8 @@ impl Envelope {
     pub fn answer_sealer(&self, id: &RequestId) -> AnswerSealer {
         let mut answer_id = [0u8; 16];
         answer_id[..8].copy_from_slice(&self.inner.boot.to_be_bytes());
-        answer_id[8..].copy_from_slice(&self.next_counter().to_be_bytes());
+        let n = self.inner.answers.fetch_add(1, Ordering::Relaxed);
+        answer_id[8..].copy_from_slice(&n.to_be_bytes());
         AnswerSealer {
             envelope: self.clone(),
             request: id.nonce(),

@@ -340,11 +340,10 @@ pub struct ForwardedRequest {
 }
 
 /// Client headers a relayed request carries.
-pub const FORWARDED_HEADERS: [http::HeaderName; 4] = [
+pub const FORWARDED_HEADERS: [http::HeaderName; 3] = [
     http::header::ACCEPT,
     http::header::CONTENT_TYPE,
     http::header::USER_AGENT,
-    http::header::HeaderName::from_static("last-event-id"),
 ];
 
 /// An HTTP/2 client for peers: two multiplexed connections per peer, one
