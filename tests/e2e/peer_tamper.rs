@@ -239,7 +239,14 @@ async fn tampered_node_to_node_traffic_is_refused_and_replication_resumes() {
     let mut publish = async |n: usize| {
         for _ in 0..n {
             let text = format!("m{}", published.len());
-            b.publish(topic, text.clone()).await;
+            // acks=local: while A's pulls fail, B holds the only copy.
+            let req = b.request("POST", &format!("/v1/topics/{topic}?acks=local"));
+            let (status, _, answer) = b.raw(req, text.clone()).await;
+            assert!(
+                (200..300).contains(&status),
+                "{status}: {}",
+                String::from_utf8_lossy(&answer)
+            );
             published.push(text);
         }
         published.len() as u64

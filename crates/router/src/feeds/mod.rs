@@ -462,7 +462,11 @@ pub(crate) async fn answer(
                 through,
                 messages: wire(&messages),
                 trimmed,
-                head: store.held_through(local),
+                // The writer adds new messages to the tail just before it
+                // moves the watermark: a read in between sees further
+                // than the watermark, and the head is never short of what
+                // was read (the asking node checks it).
+                head: store.held_through(local).max(through),
                 held: Vec::new(),
             });
         }
