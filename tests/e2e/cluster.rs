@@ -913,81 +913,181 @@ async fn a_coordinator_that_leaves_hands_its_group_over() {
     assert_eq!(counter(&v, "inflight"), 0, "{v:#}");
 }
 
+/// A sealed node-to-node request from a node `0x5eed` that holds the
+/// key: the request builder (auth header set), the sealed body and its id.
+pub(crate) fn sealed_request(
+    envelope: &switchyard_cluster::envelope::Envelope,
+    node: &Node,
+    to: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (
+    http::request::Builder,
+    Vec<u8>,
+    switchyard_cluster::envelope::RequestId,
+) {
+    let (id, sealed) = envelope.seal_request(
+        switchyard_cluster::envelope::Target { method, to, path },
+        body,
+    );
+    let req = node
+        .request(method, path)
+        .header("switchyard-cluster-auth", id.header());
+    (req, sealed, id)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn signed_junk_between_nodes_is_refused_and_counted() {
-    use switchyard_cluster::transport::Signer;
+async fn sealed_junk_between_nodes_is_refused_and_counted() {
+    use switchyard_cluster::envelope::{Envelope, RequestId};
 
     let dir = tempfile::tempdir().unwrap();
     let node = member(&dir.path().join("n0"), KEY, "127.0.0.1:0", &[]);
-    let refused = || async {
-        cluster_view(&node).await["gossip"]["refused_requests"]
-            .as_u64()
-            .unwrap()
+    let view = cluster_view(&node).await;
+    let to = view["members"][0]["http_addr"].as_str().unwrap().to_owned();
+    let name = view["cluster"].as_str().unwrap().to_owned();
+    let counters = || async {
+        let v = cluster_view(&node).await;
+        [
+            "refused_requests",
+            "refused_http_bad_auth",
+            "refused_http_tampered",
+            "refused_http_replayed",
+            "refused_http_stale",
+        ]
+        .map(|c| v["gossip"][c].as_u64().unwrap())
     };
-    let signer = Signer::new(KEY.as_bytes(), 0x5eed);
-    let junk: Vec<u8> = (0..300u32).map(|i| (i * 7919 % 251) as u8).collect();
-    let mut expected = refused().await;
+    let envelope = Envelope::new(KEY.as_bytes(), &name, 0x5eed, Default::default());
+    let opens = |id: &RequestId, body: &[u8]| envelope.answer_opener(id).whole(body);
+    let mut junk: Vec<u8> = (0..300u32).map(|i| (i * 7919 % 251) as u8).collect();
+    // An overlong length prefix: no request type decodes from it.
+    junk[..10].fill(0xff);
+    let mut expected = counters().await;
     for path in [
         "/cluster/v1/feed",
         "/cluster/v1/groups/take",
         "/cluster/v1/groups/give",
+        "/cluster/v1/idempotency",
     ] {
+        // Sealed, but not a valid body: a sealed 400.
         for body in [&b""[..], &b"\xff\xff\xff\xff"[..], &junk[..]] {
-            let req = node
-                .request("POST", path)
-                .header("switchyard-cluster-auth", signer.sign(path));
-            let (status, _, text) = node.raw(req, body.to_vec()).await;
-            assert_eq!(status, 400, "{path}: {}", String::from_utf8_lossy(&text));
-            expected += 1;
+            let (req, sealed, id) = sealed_request(&envelope, &node, &to, "POST", path, body);
+            let (status, _, answer) = node.raw(req, sealed).await;
+            assert_eq!(status, 200, "{path}");
+            let (head, text) = opens(&id, &answer).unwrap();
+            assert_eq!(
+                head.status,
+                400,
+                "{path}: {}",
+                String::from_utf8_lossy(&text)
+            );
+            expected[0] += 1;
         }
-        // Signed for another path.
+        // Sealed for another path, another node, with a flipped byte, with
+        // another key, replayed, from a clock far off, with no or an old
+        // header: 401, nothing read.
+        let (_, sealed, id) =
+            sealed_request(&envelope, &node, &to, "POST", "/cluster/v1/other", &junk);
         let req = node
             .request("POST", path)
-            .header("switchyard-cluster-auth", signer.sign("/cluster/v1/other"));
-        let (status, _, _) = node.raw(req, junk.clone()).await;
+            .header("switchyard-cluster-auth", id.header());
+        assert_eq!(node.raw(req, sealed).await.0, 401, "{path}");
+        let (req, sealed, _) = sealed_request(&envelope, &node, "127.0.0.1:1", "POST", path, &junk);
+        assert_eq!(node.raw(req, sealed).await.0, 401, "{path}");
+        let (req, mut sealed, _) = sealed_request(&envelope, &node, &to, "POST", path, &junk);
+        sealed[7] ^= 0x10;
+        assert_eq!(node.raw(req, sealed).await.0, 401, "{path}");
+        let other = Envelope::new(b"another cluster key!", &name, 0x5eed, Default::default());
+        let (req, sealed, _) = sealed_request(&other, &node, &to, "POST", path, &junk);
+        assert_eq!(node.raw(req, sealed).await.0, 401, "{path}");
+        expected[2] += 4;
+        let (req, sealed, id) = sealed_request(&envelope, &node, &to, "POST", path, &junk);
+        assert_eq!(node.raw(req, sealed.clone()).await.0, 200, "{path}");
+        expected[0] += 1;
+        let again = node
+            .request("POST", path)
+            .header("switchyard-cluster-auth", id.header());
+        let (status, _, text) = node.raw(again, sealed).await;
         assert_eq!(status, 401, "{path}");
-        expected += 1;
-    }
-    // A relay may only reach the client API, and its signature covers the
-    // query too.
-    for (signed, sent) in [
-        (
-            "/cluster/v1/forward/cluster/v1/feed",
-            "/cluster/v1/forward/cluster/v1/feed",
-        ),
-        (
-            "/cluster/v1/forward/v1/groups?x=1",
-            "/cluster/v1/forward/v1/groups?x=2",
-        ),
-    ] {
+        assert!(String::from_utf8_lossy(&text).contains("replayed"));
+        expected[3] += 1;
+        let old = RequestId {
+            ms: id.ms - 60_000,
+            counter: id.counter + 1_000_000,
+            ..id
+        };
         let req = node
-            .request("GET", sent)
-            .header("switchyard-cluster-auth", signer.sign(signed));
-        let (status, _, _) = node.raw(req, "").await;
-        assert!(status == 404 || status == 401, "{sent}: {status}");
-        if status == 401 {
-            expected += 1;
+            .request("POST", path)
+            .header("switchyard-cluster-auth", old.header());
+        assert_eq!(node.raw(req, junk.clone()).await.0, 401, "{path}");
+        expected[4] += 1;
+        for header in [
+            None,
+            Some(format!("{:016x}.{}.{}", 0x5eed, id.ms, "00".repeat(32))),
+        ] {
+            let mut req = node.request("POST", path);
+            if let Some(h) = header {
+                req = req.header("switchyard-cluster-auth", h);
+            }
+            let (status, _, text) = node.raw(req, junk.clone()).await;
+            assert_eq!(status, 401, "{path}");
+            assert!(String::from_utf8_lossy(&text).contains("v2"), "{path}");
+            expected[1] += 1;
         }
     }
+    // A relay may only reach the client API, and its seal covers the query.
+    let (req, sealed, id) = sealed_request(
+        &envelope,
+        &node,
+        &to,
+        "GET",
+        "/cluster/v1/forward/cluster/v1/feed",
+        &[0, 0],
+    );
+    let (status, _, answer) = node.raw(req, sealed).await;
+    assert_eq!(status, 200);
+    assert_eq!(opens(&id, &answer).unwrap().0.status, 404);
+    let (_, sealed, id) = sealed_request(
+        &envelope,
+        &node,
+        &to,
+        "GET",
+        "/cluster/v1/forward/v1/groups?x=1",
+        &[0, 0],
+    );
+    let req = node
+        .request("GET", "/cluster/v1/forward/v1/groups?x=2")
+        .header("switchyard-cluster-auth", id.header());
+    assert_eq!(node.raw(req, sealed).await.0, 401);
+    expected[2] += 1;
     // An oversized hand-over is refused before it is read.
     let path = "/cluster/v1/groups/give";
+    let (_, _, id) = sealed_request(&envelope, &node, &to, "POST", path, b"");
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nhost: x\r\nswitchyard-cluster-auth: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        signer.sign(path),
+        id.header(),
         9 * 1024 * 1024
     )
     .into_bytes();
     request.extend(vec![0u8; 9 * 1024 * 1024]);
     let (status, _, _) = raw_tcp(&node, request).await;
     assert_eq!(status, 413);
-    assert_eq!(refused().await, expected);
-    // A properly signed relayed request is served.
-    let target = "/cluster/v1/forward/v1/groups";
-    let req = node
-        .request("GET", target)
-        .header("switchyard-cluster-auth", signer.sign(target));
-    let (status, _, body) = node.raw(req, "").await;
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(counters().await, expected);
+    // A properly sealed relayed request is served, its answer sealed.
+    let (req, sealed, id) = sealed_request(
+        &envelope,
+        &node,
+        &to,
+        "GET",
+        "/cluster/v1/forward/v1/groups",
+        &[0, 0],
+    );
+    let (status, _, answer) = node.raw(req, sealed).await;
+    assert_eq!(status, 200);
+    let (head, body) = opens(&id, &answer).unwrap();
+    assert_eq!(head.status, 200, "{}", String::from_utf8_lossy(&body));
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["groups"].is_array(), "{v}");
     assert_eq!(node.get_json("/healthz").await["status"], "ok");
 }
 

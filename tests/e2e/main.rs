@@ -14,6 +14,7 @@ mod groups;
 mod hostile;
 mod memory;
 mod patterns;
+mod peer_tamper;
 mod plugins;
 mod publish;
 mod resume;

@@ -9,15 +9,18 @@
 //! and counted, never trusted.
 //!
 //! [`transport`] is the client side of the node-to-node requests: their
-//! wire types (the feed, group take-over and hand-over), the request
-//! signatures ([`transport::Signer`]) and an HTTP/2 client for peers
-//! ([`transport::PeerClient`]), which also relays client requests to a peer.
+//! wire types (the feed, group take-over and hand-over), an HTTP/2 client
+//! for peers ([`transport::PeerClient`]), which also relays client
+//! requests to a peer, and the sealed answer bodies. [`envelope`] seals
+//! every node-to-node request and answer with the cluster key and refuses
+//! replayed requests.
 //!
 //! What it does not do: serve HTTP (the gateway serves the node-to-node
 //! endpoints), storage, or decide anything about messages.
 #![warn(missing_docs)]
 
 mod config;
+pub mod envelope;
 mod membership;
 pub mod seal;
 pub mod transport;

@@ -1,12 +1,13 @@
 //! Node-to-node transport: HTTP/2 (cleartext, prior knowledge) between
-//! nodes, compact postcard bodies, every request signed with a key derived
-//! from the cluster key.
+//! nodes, compact postcard bodies, every request and every answer sealed
+//! with keys derived from the cluster key ([`crate::envelope`]).
 //!
-//! Four exchanges use it: the **feed** (below), a group **take** (a node
+//! Five exchanges use it: the **feed** (below), a group **take** (a node
 //! that starts coordinating a group asks a peer for its copy), a group
-//! **give** (a leaving node hands a group over) and a **forward** (a group
-//! request relayed to the group's coordinator). See
-//! `docs/internals/protocol.md` for their bodies.
+//! **give** (a leaving node hands a group over), an **idempotency** lookup
+//! and a **forward** (a group request relayed to the group's coordinator,
+//! whose answer may be an event stream). See `docs/api.md` for their
+//! bodies.
 //!
 //! In the feed, a node asks a peer for the
 //! peer's own messages (its origin log) that match the patterns the asking
@@ -18,14 +19,20 @@
 //! a queue per peer: the asking node pulls, so a slow node slows only its
 //! own pulls (backpressure), and memory is bounded by one batch per peer.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body as HttpBody, Frame, Incoming};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 use switchyard_model::{Header, Message, MessageId, NodeId, Timestamp, Topic};
+
+pub use crate::envelope::AUTH_HEADER;
+use crate::envelope::{
+    AnswerHead, AnswerOpener, AnswerSealer, Envelope, Opened, RequestId, Target,
+};
 
 /// Path of the feed request.
 pub const FEED_PATH: &str = "/cluster/v1/feed";
@@ -41,16 +48,18 @@ pub const IDEMPOTENCY_PATH: &str = "/cluster/v1/idempotency";
 /// Prefix of a client request relayed to the node that serves it: the rest
 /// of the path and the query are the client's (`/cluster/v1/forward/v1/...`).
 pub const FORWARD_PREFIX: &str = "/cluster/v1/forward";
-/// Header carrying the request signature.
-pub const AUTH_HEADER: &str = "switchyard-cluster-auth";
-/// Content type of transport bodies.
-pub const CONTENT_TYPE: &str = "application/x-switchyard-cluster";
-/// Largest feed request body.
+/// Content type of transport bodies (sealed requests and answers).
+pub const CONTENT_TYPE: &str = "application/x-switchyard-cluster; v=2";
+/// Largest feed request body (plaintext).
 pub const MAX_REQUEST: usize = 64 * 1024;
-/// Largest feed answer body.
+/// Largest feed answer body (plaintext).
 pub const MAX_RESPONSE: usize = 16 * 1024 * 1024;
-/// Signatures older or newer than this are refused.
-const MAX_SKEW_MS: u64 = 30_000;
+/// Largest relayed client request body (plaintext, its headers included).
+pub const MAX_FORWARD: usize = 2 * 1024 * 1024;
+/// Bytes sealing adds to a whole answer: the prefix, two frames (head and
+/// body) and a head of a few headers.
+const ANSWER_OVERHEAD: usize =
+    crate::envelope::ANSWER_PREFIX + 2 * crate::envelope::FRAME_OVERHEAD + 4096;
 
 /// What a node asks a peer for.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -270,74 +279,6 @@ pub fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Result<T, String> {
     postcard::from_bytes(b).map_err(|e| format!("undecodable body: {e}"))
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// Signs and checks node-to-node requests with a key derived from the
-/// cluster key: `<node hex>.<ms>.<hex HMAC-SHA256 of node, ms and path>`.
-#[derive(Clone)]
-pub struct Signer {
-    key: [u8; 32],
-    node: u64,
-}
-
-impl Signer {
-    /// A signer for `node` with the cluster key `secret`.
-    pub fn new(secret: &[u8], node: u64) -> Self {
-        let mut derived = b"switchyard transport key v1\0".to_vec();
-        derived.extend_from_slice(secret);
-        Signer {
-            key: crate::seal::derive_key(&derived),
-            node,
-        }
-    }
-
-    fn mac(&self, node: u64, ms: u64, path: &str) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key length");
-        mac.update(&node.to_be_bytes());
-        mac.update(&ms.to_be_bytes());
-        mac.update(path.as_bytes());
-        mac
-    }
-
-    /// The header value for a request to `path`.
-    pub fn sign(&self, path: &str) -> String {
-        let ms = now_ms();
-        let tag = self.mac(self.node, ms, path).finalize().into_bytes();
-        let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{:016x}.{ms}.{hex}", self.node)
-    }
-
-    /// Checks a header value for `path`; the signing node's id.
-    pub fn verify(&self, header: &str, path: &str) -> Result<u64, &'static str> {
-        let mut parts = header.split('.');
-        let (Some(node), Some(ms), Some(tag), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err("malformed signature");
-        };
-        let node = u64::from_str_radix(node, 16).map_err(|_| "malformed signature")?;
-        let ms: u64 = ms.parse().map_err(|_| "malformed signature")?;
-        if tag.len() != 64 || !tag.is_ascii() {
-            return Err("malformed signature");
-        }
-        let tag: Vec<u8> = (0..32)
-            .map(|i| u8::from_str_radix(&tag[2 * i..2 * i + 2], 16))
-            .collect::<Result<_, _>>()
-            .map_err(|_| "malformed signature")?;
-        self.mac(node, ms, path)
-            .verify_slice(&tag)
-            .map_err(|_| "bad signature")?;
-        if now_ms().abs_diff(ms) > MAX_SKEW_MS {
-            return Err("signature too old or from a clock too far off");
-        }
-        Ok(node)
-    }
-}
-
 /// Why a request to a peer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -388,6 +329,23 @@ fn h2_client() -> H2Client {
         .build(connector)
 }
 
+/// A relayed client request as it travels sealed: the client's headers
+/// that the serving node reads, and its body.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ForwardedRequest {
+    /// Headers (name, value).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// The client's body.
+    pub body: Vec<u8>,
+}
+
+/// Client headers a relayed request carries.
+pub const FORWARDED_HEADERS: [http::HeaderName; 3] = [
+    http::header::ACCEPT,
+    http::header::CONTENT_TYPE,
+    http::header::USER_AGENT,
+];
+
 /// An HTTP/2 client for peers: two multiplexed connections per peer, one
 /// for the feed and group hand-overs, one for relayed client requests.
 ///
@@ -407,21 +365,23 @@ pub struct PeerClient {
     http: H2Client,
     /// Relayed client requests ([`PeerClient::forward`]).
     relay: H2Client,
-    signer: Signer,
+    envelope: Envelope,
 }
 
 impl PeerClient {
-    /// A client that signs with `signer`.
-    pub fn new(signer: Signer) -> Self {
+    /// A client that seals with `envelope`.
+    pub fn new(envelope: Envelope) -> Self {
         PeerClient {
             http: h2_client(),
             relay: h2_client(),
-            signer,
+            envelope,
         }
     }
 
     /// Asks the peer at `addr` (`host:port`) for its feed. Bounded by
-    /// `timeout`, which should exceed the request's wait.
+    /// `timeout`, which should exceed the request's wait. The answer is
+    /// authentic (it opened for this request); its values are the
+    /// caller's to check.
     pub async fn feed(
         &self,
         addr: &str,
@@ -465,9 +425,13 @@ impl PeerClient {
 
     /// Relays a client request to the peer at `addr` over the relay
     /// connection: `target` is the client's path and query (`/v1/...`),
-    /// signed together with the forward prefix. Only the wait for the response head is bounded by
-    /// `timeout`; the body streams for as long as the peer sends it (an SSE
-    /// stream ends when either side drops it).
+    /// sealed with the client's body and the headers in
+    /// [`FORWARDED_HEADERS`]. Only the wait for the answer's head is
+    /// bounded by `timeout`; the body streams for as long as the peer
+    /// sends it (an SSE stream ends when either side drops it). The
+    /// answer's status, headers and body are the peer's, opened frame by
+    /// frame: a frame that does not open, or a stream that ends without
+    /// its last frame, ends the body with an error.
     pub async fn forward(
         &self,
         addr: &str,
@@ -476,35 +440,69 @@ impl PeerClient {
         headers: &http::HeaderMap,
         body: Bytes,
         timeout: Duration,
-    ) -> Result<http::Response<hyper::body::Incoming>, TransportError> {
+    ) -> Result<http::Response<OpenedBody>, TransportError> {
         let unreachable = |detail: String| TransportError::Unreachable {
             addr: addr.to_owned(),
             detail,
         };
         let path = format!("{FORWARD_PREFIX}{target}");
-        let mut request = http::Request::builder()
+        let forwarded = ForwardedRequest {
+            headers: FORWARDED_HEADERS
+                .iter()
+                .filter_map(|name| {
+                    let v = headers.get(name)?;
+                    Some((name.as_str().to_owned(), v.as_bytes().to_vec()))
+                })
+                .collect(),
+            body: body.to_vec(),
+        };
+        let (id, sealed) = self.envelope.seal_request(
+            Target {
+                method: method.as_str(),
+                to: addr,
+                path: &path,
+            },
+            &encode(&forwarded),
+        );
+        let request = http::Request::builder()
             .method(method)
             .uri(format!("http://{addr}{path}"))
-            .header(AUTH_HEADER, self.signer.sign(&path));
-        for name in [
-            http::header::ACCEPT,
-            http::header::CONTENT_TYPE,
-            http::header::USER_AGENT,
-        ] {
-            if let Some(v) = headers.get(&name) {
-                request = request.header(name, v);
-            }
-        }
-        let request = request
-            .body(Full::new(body))
+            .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
+            .header(AUTH_HEADER, id.header())
+            .body(Full::new(Bytes::from(sealed)))
             .map_err(|e| unreachable(e.to_string()))?;
-        tokio::time::timeout(timeout, self.relay.request(request))
+        let deadline = tokio::time::Instant::now() + timeout;
+        let resp = tokio::time::timeout_at(deadline, self.relay.request(request))
             .await
             .map_err(|_| unreachable("timed out".into()))?
-            .map_err(|e| unreachable(e.to_string()))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let resp = refused_unless_ok(addr, resp, timeout).await?;
+        let mut body = OpenedBody {
+            inner: resp.into_body(),
+            opener: self.envelope.answer_opener(&id),
+            addr: addr.to_owned(),
+        };
+        let head = tokio::time::timeout_at(deadline, body.head())
+            .await
+            .map_err(|_| unreachable("timed out".into()))??;
+        let mut out = http::Response::new(body);
+        *out.status_mut() =
+            http::StatusCode::from_u16(head.status).map_err(|_| TransportError::Invalid {
+                addr: addr.to_owned(),
+                detail: format!("status {}", head.status),
+            })?;
+        for (name, value) in head.headers {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(name.as_bytes()),
+                http::HeaderValue::from_bytes(&value),
+            ) {
+                out.headers_mut().append(name, value);
+            }
+        }
+        Ok(out)
     }
 
-    /// One signed request with a postcard body and a postcard answer.
+    /// One sealed request with a postcard body and a postcard answer.
     async fn call<Q: Serialize, A: for<'de> Deserialize<'de>>(
         &self,
         addr: &str,
@@ -516,28 +514,44 @@ impl PeerClient {
             addr: addr.to_owned(),
             detail,
         };
+        let (id, sealed) = self.envelope.seal_request(
+            Target {
+                method: "POST",
+                to: addr,
+                path,
+            },
+            &encode(req),
+        );
         let request = http::Request::post(format!("http://{addr}{path}"))
             .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
-            .header(AUTH_HEADER, self.signer.sign(path))
-            .body(Full::new(Bytes::from(encode(req))))
+            .header(AUTH_HEADER, id.header())
+            .body(Full::new(Bytes::from(sealed)))
             .map_err(|e| unreachable(e.to_string()))?;
         let resp = tokio::time::timeout(timeout, self.http.request(request))
             .await
             .map_err(|_| unreachable("timed out".into()))?
             .map_err(|e| unreachable(e.to_string()))?;
-        let status = resp.status();
+        let resp = refused_unless_ok(addr, resp, timeout).await?;
         let body = tokio::time::timeout(
             timeout,
-            Limited::new(resp.into_body(), MAX_RESPONSE).collect(),
+            Limited::new(resp.into_body(), MAX_RESPONSE + ANSWER_OVERHEAD).collect(),
         )
         .await
         .map_err(|_| unreachable("timed out reading the answer".into()))?
         .map_err(|e| unreachable(e.to_string()))?
         .to_bytes();
-        if !status.is_success() {
+        let (head, body) =
+            self.envelope
+                .answer_opener(&id)
+                .whole(&body)
+                .map_err(|_| TransportError::Invalid {
+                    addr: addr.to_owned(),
+                    detail: "the answer's seal does not open for this request".into(),
+                })?;
+        if !(200..300).contains(&head.status) {
             return Err(TransportError::Refused {
                 addr: addr.to_owned(),
-                status: status.as_u16(),
+                status: head.status,
                 detail: String::from_utf8_lossy(&body[..body.len().min(512)]).into_owned(),
             });
         }
@@ -548,28 +562,248 @@ impl PeerClient {
     }
 }
 
+/// A sealed answer comes as `200`; any other status is a refusal before
+/// the request was opened (unsealed, with a short reason), read for the
+/// error.
+async fn refused_unless_ok(
+    addr: &str,
+    resp: http::Response<Incoming>,
+    timeout: Duration,
+) -> Result<http::Response<Incoming>, TransportError> {
+    if resp.status() == http::StatusCode::OK {
+        return Ok(resp);
+    }
+    let status = resp.status().as_u16();
+    let detail =
+        match tokio::time::timeout(timeout, Limited::new(resp.into_body(), 4096).collect()).await {
+            Ok(Ok(b)) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+            _ => String::new(),
+        };
+    Err(TransportError::Refused {
+        addr: addr.to_owned(),
+        status,
+        detail,
+    })
+}
+
+/// A peer's sealed answer, opened frame by frame (see
+/// [`crate::envelope`]): yields the plaintext of each frame after the head.
+pub struct OpenedBody {
+    inner: Incoming,
+    opener: AnswerOpener,
+    addr: String,
+}
+
+impl OpenedBody {
+    fn invalid(&self, detail: &str) -> TransportError {
+        TransportError::Invalid {
+            addr: self.addr.clone(),
+            detail: detail.to_owned(),
+        }
+    }
+
+    /// Reads up to the head frame.
+    async fn head(&mut self) -> Result<AnswerHead, TransportError> {
+        loop {
+            match self.opener.next_frame() {
+                Ok(Opened::Frame(data)) => {
+                    return self
+                        .opener
+                        .head(&data)
+                        .map_err(|_| self.invalid("the answer's head does not decode"));
+                }
+                Ok(Opened::Pending) => {}
+                Err(_) => return Err(self.invalid("the answer's seal does not open")),
+            }
+            match self.inner.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.opener.push(&data);
+                    }
+                }
+                Some(Err(e)) => {
+                    return Err(TransportError::Unreachable {
+                        addr: self.addr.clone(),
+                        detail: e.to_string(),
+                    });
+                }
+                None => {
+                    return Err(self.invalid("the answer ended before its head"));
+                }
+            }
+        }
+    }
+}
+
+impl HttpBody for OpenedBody {
+    type Data = Bytes;
+    type Error = TransportError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, TransportError>>> {
+        loop {
+            match self.opener.next_frame() {
+                Ok(Opened::Frame(data)) if data.is_empty() => continue,
+                Ok(Opened::Frame(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Opened::Pending) if self.opener.is_done() => return Poll::Ready(None),
+                Ok(Opened::Pending) => {}
+                Err(_) => {
+                    return Poll::Ready(Some(Err(
+                        self.invalid("a frame of the answer does not open")
+                    )));
+                }
+            }
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.opener.push(&data);
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Some(Err(TransportError::Unreachable {
+                        addr: self.addr.clone(),
+                        detail: e.to_string(),
+                    })));
+                }
+                Poll::Ready(None) => {
+                    // Ended cleanly without the last frame: cut short on
+                    // the way.
+                    self.opener.truncated();
+                    return Poll::Ready(Some(Err(self.invalid("the answer was cut short"))));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// A node's answer to an opened request, sealed frame by frame as the
+/// inner body yields data: the head (status and headers) first, each data
+/// chunk as one frame, and a last frame when the inner body ends. An
+/// inner body that fails ends the stream without a last frame, which the
+/// peer sees as cut short.
+pub struct SealedBody<B> {
+    inner: B,
+    sealer: AnswerSealer,
+    first: Option<Bytes>,
+    finished: bool,
+}
+
+impl<B> SealedBody<B> {
+    /// Seals `inner` as the answer to request `id` with status and
+    /// headers `head`.
+    pub fn new(envelope: &Envelope, id: &RequestId, head: &AnswerHead, inner: B) -> Self {
+        let mut sealer = envelope.answer_sealer(id);
+        let mut first = sealer.prefix().to_vec();
+        first.extend_from_slice(&sealer.frame(&encode(head), false));
+        SealedBody {
+            inner,
+            sealer,
+            first: Some(Bytes::from(first)),
+            finished: false,
+        }
+    }
+}
+
+impl<B> HttpBody for SealedBody<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        if let Some(first) = self.first.take() {
+            return Poll::Ready(Some(Ok(Frame::data(first))));
+        }
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        loop {
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => {
+                        let sealed = self.sealer.frame(&data, false);
+                        return Poll::Ready(Some(Ok(Frame::data(sealed))));
+                    }
+                    // Empty chunks and trailers carry nothing to relay.
+                    _ => continue,
+                },
+                Poll::Ready(Some(Err(e))) => {
+                    self.finished = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(None) => {
+                    self.finished = true;
+                    let last = self.sealer.frame(&[], true);
+                    return Poll::Ready(Some(Ok(Frame::data(last))));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.finished
+    }
+}
+
+/// A whole sealed answer to request `id`: status, headers and body.
+pub fn seal_whole(envelope: &Envelope, id: &RequestId, head: &AnswerHead, body: &[u8]) -> Vec<u8> {
+    envelope.answer_sealer(id).whole(head, body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn signatures_verify_only_with_the_key_and_path() {
-        let a = Signer::new(b"cluster secret", 7);
-        let b = Signer::new(b"cluster secret", 9);
-        let other = Signer::new(b"other secret", 9);
-        let h = a.sign(FEED_PATH);
-        assert_eq!(b.verify(&h, FEED_PATH), Ok(7));
-        assert!(b.verify(&h, "/elsewhere").is_err());
-        assert!(other.verify(&h, FEED_PATH).is_err());
-        for junk in [
-            "",
-            "x",
-            "1.2.3",
-            "zz.1.00",
-            &h[..h.len() - 1],
-            &format!("{h}.x"),
-        ] {
-            assert!(b.verify(junk, FEED_PATH).is_err(), "{junk}");
+    #[tokio::test]
+    async fn sealed_bodies_open_frame_by_frame() {
+        use crate::envelope::HttpStats;
+        use std::sync::Arc;
+        let a = Envelope::new(b"cluster secret", "edge", 1, Arc::new(HttpStats::default()));
+        let b = Envelope::new(b"cluster secret", "edge", 2, Arc::new(HttpStats::default()));
+        let (id, _) = a.seal_request(
+            Target {
+                method: "GET",
+                to: "127.0.0.1:1",
+                path: "/cluster/v1/forward/v1/events",
+            },
+            b"",
+        );
+        let head = AnswerHead {
+            status: 200,
+            headers: vec![("content-type".into(), b"text/event-stream".to_vec())],
+        };
+        let chunks = ["data: one\n\n", "", "data: two\n\n"];
+        let inner = Chunks(chunks.iter().map(|c| Bytes::from(*c)).collect());
+        let sealed = SealedBody::new(&b, &id, &head, inner)
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        let (h, body) = a.answer_opener(&id).whole(&sealed).unwrap();
+        assert_eq!(h, head);
+        assert_eq!(body, b"data: one\n\ndata: two\n\n");
+    }
+
+    /// A body of given chunks.
+    struct Chunks(std::collections::VecDeque<Bytes>);
+
+    impl HttpBody for Chunks {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|c| Ok(Frame::data(c))))
         }
     }
 

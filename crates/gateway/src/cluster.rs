@@ -1,8 +1,15 @@
 //! `/v1/cluster` (membership as this node sees it) and the node-to-node
-//! endpoints, each signed with the cluster key: the feed
-//! (`POST /cluster/v1/feed`), handing a consumer group over
-//! (`POST /cluster/v1/groups/take`), and client requests relayed to the
-//! node that serves them (`/cluster/v1/forward/v1/...`).
+//! endpoints, every request and answer sealed with the cluster key (see
+//! `switchyard_cluster::envelope`): the feed (`POST /cluster/v1/feed`),
+//! handing a consumer group over (`POST /cluster/v1/groups/take`,
+//! `/give`), idempotency lookups, and client requests relayed to the node
+//! that serves them (`/cluster/v1/forward/v1/...`).
+//!
+//! A request that does not open (no or another version's auth header, a
+//! seal that does not verify, a replay, a clock too far off) is refused
+//! with `401` and a body that names only the reason, and counted; nothing
+//! of it is read further. Everything answered to a request that opened,
+//! errors included, is sealed for that request.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,14 +18,16 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body::{Body as HttpBody, Frame};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
+use switchyard_cluster::envelope::{AnswerHead, Refusal, RequestId, Target};
 use switchyard_cluster::transport::{
-    self, AUTH_HEADER, CONTENT_TYPE, FEED_PATH, FORWARD_PREFIX, FeedRequest, GROUP_GIVE_PATH,
-    GROUP_TAKE_PATH, GroupGive, GroupTake,
+    self, AUTH_HEADER, CONTENT_TYPE, FORWARD_PREFIX, FeedRequest, ForwardedRequest, GroupGive,
+    GroupTake, OpenedBody, SealedBody,
 };
 use switchyard_router::Cluster;
 
@@ -35,73 +44,162 @@ const RELAY_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Relayed;
 
-/// Checks a node-to-node request's signature for `path`; counts refusals.
-fn authenticate<'a>(app: &'a App, headers: &HeaderMap, path: &str) -> Result<&'a Cluster, Problem> {
-    let Some(cluster) = app.router.cluster() else {
-        return Err(Problem::new(
+/// The body of a request a peer relayed here, opened: the handlers that
+/// take a body in a relayed request read it from here (the request's own
+/// body was the sealed one, already read).
+#[derive(Clone, Debug)]
+pub(crate) struct RelayedBody(pub(crate) Bytes);
+
+/// Sealing this bound on top of a request's plaintext limit: the tag.
+const SEAL_TAG: usize = 16;
+
+/// The refusal of a node-to-node request that did not open: `401`, naming
+/// only the reason.
+fn refusal(why: Refusal) -> Problem {
+    let detail = match why {
+        Refusal::BadAuth => format!(
+            "node-to-node request refused: bad_auth (no or another version's {AUTH_HEADER} header; this node speaks cluster transport v{})",
+            switchyard_cluster::envelope::PROTOCOL_VERSION
+        ),
+        other => format!("node-to-node request refused: {}", other.name()),
+    };
+    Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+}
+
+fn cluster_of(app: &App) -> Result<&Cluster, Problem> {
+    app.router.cluster().ok_or_else(|| {
+        Problem::new(
             StatusCode::NOT_FOUND,
             "not_found",
             "this node is not part of a cluster",
-        ));
-    };
-    let signed = headers
-        .get(AUTH_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .ok_or("no signature")
-        .and_then(|h| cluster.signer().verify(h, path));
-    if let Err(why) = signed {
-        cluster.stats().refused_request();
-        return Err(Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            format!("node-to-node request refused: {why}"),
-        ));
-    }
-    Ok(cluster)
+        )
+    })
 }
 
-/// Whether a request is a node-to-node request with a valid signature: the
-/// server counts its connection as a peer's. Refusals are counted by the
-/// handler, not here.
-pub(crate) fn is_peer_request<B>(app: &App, req: &Request<B>) -> bool {
-    let uri = req.uri();
-    if !uri.path().starts_with(crate::handlers::NODE_TO_NODE_PREFIX) {
+/// Whether a request is a node-to-node request from a live member: its
+/// auth header parses as this protocol's, names a live peer, and the
+/// connection comes from that peer's advertised HTTP address (its IP).
+/// The server counts such a connection as a peer's. Only the sealed body
+/// proves the sender (the handler opens it); the address check keeps a
+/// client elsewhere from taking the peers' connection budget with a
+/// forged header. Refusals are counted by the handler, not here.
+pub(crate) fn is_peer_request<B>(app: &App, req: &Request<B>, from: std::net::IpAddr) -> bool {
+    if !req
+        .uri()
+        .path()
+        .starts_with(crate::handlers::NODE_TO_NODE_PREFIX)
+    {
         return false;
     }
     let Some(cluster) = app.router.cluster() else {
         return false;
     };
-    // A relayed request signs its path with the query; the others their path.
-    let path = if uri.path().starts_with(FORWARD_PREFIX) {
-        path_and_query(uri)
-    } else {
-        uri.path().to_owned()
-    };
-    req.headers()
+    let Some(id) = req
+        .headers()
         .get(AUTH_HEADER)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|h| cluster.signer().verify(h, &path).is_ok())
+        .and_then(|h| switchyard_cluster::envelope::RequestId::parse(h).ok())
+    else {
+        return false;
+    };
+    cluster.peers().iter().any(|(node, addr)| {
+        *node == id.node
+            && addr
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|a| a.ip() == from)
+    })
 }
 
-/// A signed node-to-node request's body (at most `max` bytes), decoded;
-/// refusals are counted.
-async fn signed_body<'a, T: serde::de::DeserializeOwned>(
-    app: &'a App,
+/// Opens a sealed node-to-node request (a plaintext of at most `max`
+/// bytes): its id, parts and plaintext. Refusals are counted.
+async fn open_request(
+    app: &App,
     req: Request<Incoming>,
-    path: &str,
     max: usize,
-) -> Result<(&'a Cluster, T), Problem> {
-    let cluster = authenticate(app, req.headers(), path)?;
+) -> Result<(&Cluster, RequestId, Parts, Bytes), Problem> {
+    let cluster = cluster_of(app)?;
+    let envelope = cluster.envelope();
+    let header = req.headers().get(AUTH_HEADER).and_then(|v| v.to_str().ok());
+    let id = envelope.precheck(header).map_err(refusal)?;
     let (parts, body) = req.into_parts();
-    let body = read_body(body, &parts.headers, max).await?;
-    let request = transport::decode(&body).map_err(|e| {
-        cluster.stats().refused_request();
-        Problem::bad_request("invalid_body", e)
-    })?;
-    Ok((cluster, request))
+    let sealed = read_body(body, &parts.headers, max + SEAL_TAG).await?;
+    let path = path_and_query(&parts.uri);
+    let target = Target {
+        method: parts.method.as_str(),
+        to: cluster.http_addr(),
+        path: &path,
+    };
+    let plain = envelope
+        .open_request(&id, target, &sealed)
+        .map_err(refusal)?;
+    Ok((cluster, id, parts, Bytes::from(plain)))
 }
 
-/// A request's path with its query, as signed.
+/// Serves one sealed node-to-node call: opens the request, decodes its
+/// body as `Q`, runs `serve` with the sender's node id and the request,
+/// and seals what it answers (an error too).
+async fn sealed_call<Q, A, F, Fut>(
+    app: &App,
+    req: Request<Incoming>,
+    max: usize,
+    serve: F,
+) -> Result<Response<Body>, Problem>
+where
+    Q: serde::de::DeserializeOwned,
+    A: serde::Serialize,
+    F: FnOnce(u64, Q) -> Fut,
+    Fut: Future<Output = Result<A, Problem>>,
+{
+    let (cluster, id, _, body) = open_request(app, req, max).await?;
+    let answer = match transport::decode::<Q>(&body) {
+        Ok(request) => serve(id.node, request).await,
+        Err(e) => Err(Problem::bad_request("invalid_body", e)),
+    };
+    match answer {
+        // One buffer: prefix, head and body in one write.
+        Ok(a) => {
+            let head = AnswerHead {
+                status: StatusCode::OK.as_u16(),
+                headers: Vec::new(),
+            };
+            let sealed =
+                transport::seal_whole(cluster.envelope(), &id, &head, &transport::encode(&a));
+            Ok(postcard_response(sealed))
+        }
+        Err(p) => {
+            cluster.stats().refused_request();
+            Ok(seal_response(cluster, &id, p.into_response()))
+        }
+    }
+}
+
+/// Seals `resp` (status, headers and body, streamed frame by frame) as the
+/// answer to request `id`: the response on the wire is `200` with the
+/// transport's content type.
+fn seal_response(cluster: &Cluster, id: &RequestId, resp: Response<Body>) -> Response<Body> {
+    let (parts, body) = resp.into_parts();
+    let head = AnswerHead {
+        status: parts.status.as_u16(),
+        headers: parts
+            .headers
+            .iter()
+            .filter(|(name, _)| {
+                !matches!(
+                    *name,
+                    &header::CONNECTION | &header::TRANSFER_ENCODING | &header::CONTENT_LENGTH
+                )
+            })
+            .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+            .collect(),
+    };
+    let sealed = SealedBody::new(cluster.envelope(), id, &head, body);
+    let mut out = Response::new(sealed.boxed_unsync());
+    out.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+    out
+}
+
+/// A request's path with its query, as sealed.
 fn path_and_query(uri: &Uri) -> String {
     uri.path_and_query()
         .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned())
@@ -138,14 +236,23 @@ pub(crate) fn members(app: &App, req: &Request<Incoming>) -> Result<Response<Bod
 
 /// `POST /cluster/v1/feed`: a peer pulls this node's messages.
 pub(crate) async fn feed(app: &App, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
-    let (cluster, request) =
-        signed_body::<FeedRequest>(app, req, FEED_PATH, transport::MAX_REQUEST).await?;
-    let answer = app.router.feed(request).await.inspect_err(|e| {
-        if matches!(e, switchyard_router::RouterError::Cluster(_)) {
-            cluster.stats().refused_request();
-        }
-    })?;
-    Ok(postcard_response(transport::encode(&answer)))
+    sealed_call(
+        app,
+        req,
+        transport::MAX_REQUEST,
+        |sender, request: FeedRequest| async move {
+            // A replica's pull tells how far it holds this node's log: only
+            // for itself.
+            if request.from != 0 && request.from != sender {
+                return Err(Problem::bad_request(
+                    "invalid_body",
+                    "a feed request's from names another node than its sender",
+                ));
+            }
+            Ok(app.router.feed(request).await?)
+        },
+    )
+    .await
 }
 
 /// `POST /cluster/v1/idempotency`: a peer asks which idempotency keys this
@@ -154,32 +261,33 @@ pub(crate) async fn idempotency(
     app: &App,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Problem> {
-    let (cluster, request) = signed_body::<transport::IdempotencyLookup>(
+    sealed_call(
         app,
         req,
-        transport::IDEMPOTENCY_PATH,
         transport::MAX_REQUEST,
+        |_, request: transport::IdempotencyLookup| async move {
+            Ok(app.router.idempotency_lookup(&request)?)
+        },
     )
-    .await?;
-    let answer = app
-        .router
-        .idempotency_lookup(&request)
-        .inspect_err(|_| cluster.stats().refused_request())?;
-    Ok(postcard_response(transport::encode(&answer)))
+    .await
 }
 
 /// `POST /cluster/v1/groups/take`: the peer that now coordinates a group
 /// takes its state from this node.
 pub(crate) async fn take(app: &App, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
-    let (cluster, request) =
-        signed_body::<GroupTake>(app, req, GROUP_TAKE_PATH, transport::MAX_REQUEST).await?;
-    let answer = app
-        .router
-        .groups()
-        .surrender(&request.name, request.confirm)
-        .await
-        .inspect_err(|_| cluster.stats().refused_request())?;
-    Ok(postcard_response(transport::encode(&answer)))
+    sealed_call(
+        app,
+        req,
+        transport::MAX_REQUEST,
+        |_, request: GroupTake| async move {
+            Ok(app
+                .router
+                .groups()
+                .surrender(&request.name, request.confirm)
+                .await?)
+        },
+    )
+    .await
 }
 
 /// Largest group hand-over body (a group holds at most 100,000 messages
@@ -189,39 +297,154 @@ const MAX_GIVE: usize = 8 * 1024 * 1024;
 /// `POST /cluster/v1/groups/give`: a leaving peer hands over a group this
 /// node coordinates next.
 pub(crate) async fn give(app: &App, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
-    let (cluster, request) = signed_body::<GroupGive>(app, req, GROUP_GIVE_PATH, MAX_GIVE).await?;
-    let stored = app
-        .router
-        .groups()
-        .receive(request)
-        .await
-        .inspect_err(|_| cluster.stats().refused_request())?;
-    Ok(postcard_response(transport::encode(&stored)))
+    sealed_call(app, req, MAX_GIVE, |_, request: GroupGive| async move {
+        Ok(app.router.groups().receive(request).await?)
+    })
+    .await
 }
 
-/// Unwraps a request a peer relayed (`/cluster/v1/forward/v1/...`) into the
-/// client's request, marked [`Relayed`].
-pub(crate) fn unwrap_relayed(
+/// A request a peer relayed, opened: serve the inner request with
+/// [`Unwrapped::seal`] around its answer.
+pub(crate) struct Unwrapped {
+    id: RequestId,
+}
+
+impl Unwrapped {
+    /// Seals the answer to the relayed request.
+    pub(crate) fn seal(&self, app: &App, resp: Response<Body>) -> Response<Body> {
+        match app.router.cluster() {
+            Some(cluster) => seal_response(cluster, &self.id, resp),
+            None => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "this node left the cluster",
+            )
+            .into_response(),
+        }
+    }
+}
+
+/// Opens a request a peer relayed (`/cluster/v1/forward/v1/...`) into the
+/// client's request, marked [`Relayed`], with the client's headers and
+/// body (a [`RelayedBody`]) as sealed. A refusal is the response to send.
+pub(crate) async fn unwrap_relayed(
     app: &App,
     req: Request<Incoming>,
-) -> Result<Request<Incoming>, Problem> {
-    let signed_path = path_and_query(req.uri());
-    authenticate(app, req.headers(), &signed_path)?;
-    let target = &signed_path[FORWARD_PREFIX.len()..];
-    if !target.starts_with("/v1/") {
-        return Err(Problem::new(
+) -> Result<(Request<Incoming>, Unwrapped), Response<Body>> {
+    let (mut req, id, forwarded) = open_relayed(app, req)
+        .await
+        .map_err(Problem::into_response)?;
+    let unwrapped = Unwrapped { id };
+    let target = path_and_query(req.uri())[FORWARD_PREFIX.len()..].to_owned();
+    let inner = if !target.starts_with("/v1/") {
+        Err(Problem::new(
             StatusCode::NOT_FOUND,
             "not_found",
             format!("no endpoint at {target} to relay to"),
-        ));
+        ))
+    } else if !forwarded.body.is_empty() && !target.starts_with("/v1/groups/") {
+        // Only group requests take a relayed body (see [`RelayedBody`]).
+        Err(Problem::bad_request(
+            "invalid_body",
+            "a relayed request with a body must be a group request",
+        ))
+    } else {
+        target.parse::<Uri>().map_err(|_| {
+            Problem::bad_request("invalid_parameter", "relayed path is not a valid URI")
+        })
+    };
+    let uri = match inner {
+        Ok(uri) => uri,
+        Err(p) => return Err(unwrapped.seal(app, p.into_response())),
+    };
+    *req.uri_mut() = uri;
+    let headers = req.headers_mut();
+    headers.remove(AUTH_HEADER);
+    headers.remove(header::CONTENT_TYPE);
+    headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in forwarded.headers {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_bytes(&value),
+        ) {
+            headers.append(name, value);
+        }
     }
-    let uri: Uri = target.parse().map_err(|_| {
-        Problem::bad_request("invalid_parameter", "relayed path is not a valid URI")
+    req.extensions_mut().insert(Relayed);
+    if !forwarded.body.is_empty() {
+        req.extensions_mut()
+            .insert(RelayedBody(Bytes::from(forwarded.body)));
+    }
+    Ok((req, unwrapped))
+}
+
+/// Reads and opens a relayed request's sealed body, keeping the request
+/// (its body read to the end) for the parts.
+async fn open_relayed(
+    app: &App,
+    req: Request<Incoming>,
+) -> Result<(Request<Incoming>, RequestId, ForwardedRequest), Problem> {
+    let cluster = cluster_of(app)?;
+    let envelope = cluster.envelope();
+    let header = req.headers().get(AUTH_HEADER).and_then(|v| v.to_str().ok());
+    let id = envelope.precheck(header).map_err(refusal)?;
+    let (parts, mut body) = req.into_parts();
+    let max = transport::MAX_FORWARD + SEAL_TAG;
+    if parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > max as u64)
+    {
+        return Err(too_large(max));
+    }
+    let mut sealed = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Problem::bad_request("invalid_body", e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if sealed.len() + data.len() > max {
+                return Err(too_large(max));
+            }
+            sealed.extend_from_slice(&data);
+        }
+    }
+    let path = path_and_query(&parts.uri);
+    let target = Target {
+        method: parts.method.as_str(),
+        to: cluster.http_addr(),
+        path: &path,
+    };
+    let plain = envelope
+        .open_request(&id, target, &sealed)
+        .map_err(refusal)?;
+    let forwarded = transport::decode::<ForwardedRequest>(&plain).map_err(|e| {
+        cluster.stats().refused_request();
+        Problem::bad_request("invalid_body", e)
     })?;
-    let (mut parts, body) = req.into_parts();
-    parts.uri = uri;
-    parts.extensions.insert(Relayed);
-    Ok(Request::from_parts(parts, body))
+    Ok((Request::from_parts(parts, body), id, forwarded))
+}
+
+fn too_large(max: usize) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        format!("the body exceeds the limit of {max} bytes"),
+    )
+}
+
+/// A request's body: the opened one when a peer relayed the request,
+/// else read from the request (at most `max` bytes).
+pub(crate) async fn body_of(
+    parts: &mut Parts,
+    body: Incoming,
+    max: usize,
+) -> Result<Bytes, Problem> {
+    match parts.extensions.remove::<RelayedBody>() {
+        Some(RelayedBody(b)) if b.len() > max => Err(too_large(max)),
+        Some(RelayedBody(b)) => Ok(b),
+        None => read_body(body, &parts.headers, max).await,
+    }
 }
 
 /// The HTTP address of the node that coordinates group `name`, when the
@@ -235,8 +458,10 @@ pub(crate) fn group_elsewhere(app: &App, req: &Request<Incoming>, name: &str) ->
 }
 
 /// Relays a client request to the peer at `addr` and streams the peer's
-/// answer back unchanged (an SSE stream included: it ends when either
-/// side drops it or this node shuts down).
+/// answer back, opened frame by frame (an SSE stream included: it ends
+/// when either side drops it or this node shuts down). A frame of the
+/// peer's answer that does not open, or an answer cut short, ends the
+/// stream there (counted in `refused_http_answers`).
 pub(crate) async fn relay(
     app: &App,
     addr: &str,
@@ -265,7 +490,11 @@ pub(crate) async fn relay(
             )
         })?;
     let (mut parts, incoming) = resp.into_parts();
-    for h in [header::CONNECTION, header::TRANSFER_ENCODING] {
+    for h in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::CONTENT_LENGTH,
+    ] {
         parts.headers.remove(h);
     }
     let mut stop = app.shutdown.clone();
@@ -281,7 +510,7 @@ pub(crate) async fn relay(
 /// A peer's response body passed through; a broken peer stream or this
 /// node's shutdown ends it.
 struct Relay {
-    inner: Incoming,
+    inner: OpenedBody,
     stop: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
@@ -299,15 +528,11 @@ impl HttpBody for Relay {
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
             Poll::Ready(Some(Err(e))) => {
-                tracing::debug!(error = %e, "relayed stream ended");
+                tracing::debug!(error = %e, "relayed answer ended");
                 Poll::Ready(None)
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
     }
 }

@@ -271,8 +271,8 @@ async fn settle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Problem> {
     Query::parse(req.uri().query(), &[])?;
-    let (parts, body) = req.into_parts();
-    let body = read_body(body, &parts.headers, MAX_SETTLE_BODY).await?;
+    let (mut parts, body) = req.into_parts();
+    let body = crate::cluster::body_of(&mut parts, body, MAX_SETTLE_BODY).await?;
     let b: SettleBody = serde_json::from_slice(&body).map_err(|e| {
         Problem::bad_request(
             "invalid_body",

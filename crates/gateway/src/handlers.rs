@@ -112,10 +112,10 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
         .path()
         .starts_with(switchyard_cluster::transport::FORWARD_PREFIX)
     {
-        return match crate::cluster::unwrap_relayed(&app, req) {
+        return match crate::cluster::unwrap_relayed(&app, req).await {
             // Served here: a relayed request is never relayed again.
-            Ok(inner) => Box::pin(route(&app, inner)).await,
-            Err(p) => p.into_response(),
+            Ok((inner, unwrapped)) => unwrapped.seal(&app, Box::pin(route(&app, inner)).await),
+            Err(refused) => refused,
         };
     }
     let path = req.uri().path().to_owned();

@@ -304,7 +304,7 @@ async fn serve_request(
     let peer = {
         let mut kind = lock(&conn.kind);
         if matches!(*kind, Kind::Unknown) {
-            *kind = if crate::cluster::is_peer_request(&app, &req)
+            *kind = if crate::cluster::is_peer_request(&app, &req, ip)
                 && let Ok(p) = budgets.peers.clone().try_acquire_owned()
             {
                 Kind::Peer(p)

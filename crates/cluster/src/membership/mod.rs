@@ -20,8 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::config::{ClusterConfig, MAX_PACKET};
+use crate::envelope::{Envelope, HttpStats};
 use crate::seal::{Refusal, Sealer};
-use crate::transport::{PeerClient, Signer};
+use crate::transport::PeerClient;
 
 mod actor;
 use actor::{Actor, foca_config};
@@ -158,8 +159,13 @@ pub struct GossipStats {
     pub refused_invalid: AtomicU64,
     /// Membership events dropped because the node did not take them in time.
     pub events_dropped: AtomicU64,
-    /// Node-to-node requests refused (bad signature or body).
+    /// Node-to-node requests that opened but were refused: an
+    /// undecodable body, or the request itself was invalid.
     pub refused_requests: AtomicU64,
+    /// Refused node-to-node HTTP traffic (requests that do not open, are
+    /// replayed or stale; answers that do not open; feed answers whose
+    /// values fail the puller's checks).
+    pub http: Arc<HttpStats>,
 }
 
 impl GossipStats {
@@ -196,6 +202,9 @@ impl GossipStats {
             ("events_dropped", get(&self.events_dropped)),
             ("refused_requests", get(&self.refused_requests)),
         ])
+        .into_iter()
+        .chain(self.http.snapshot())
+        .collect()
     }
 }
 
@@ -240,9 +249,10 @@ enum Command {
 pub struct Cluster {
     shared: Arc<Shared>,
     commands: mpsc::Sender<Command>,
-    signer: Signer,
+    envelope: Envelope,
     client: PeerClient,
     replication_factor: usize,
+    http: String,
 }
 
 impl Cluster {
@@ -286,7 +296,7 @@ impl Cluster {
             node,
             generation: now_ms(),
             gossip,
-            http,
+            http: http.clone(),
         };
         let shared = Arc::new(Shared {
             local: Mutex::new(identity.clone()),
@@ -320,15 +330,16 @@ impl Cluster {
         tracing::info!(node = %format!("{node:016x}"), %gossip, cluster = %config.name,
             seeds = config.seeds.len(), "gossip started");
         tokio::spawn(actor.run(command_rx));
-        let signer = Signer::new(&config.key, node);
-        let client = PeerClient::new(signer.clone());
+        let envelope = Envelope::new(&config.key, &config.name, node, shared.stats.http.clone());
+        let client = PeerClient::new(envelope.clone());
         Ok((
             Cluster {
                 shared,
                 commands,
-                signer,
+                envelope,
                 client,
                 replication_factor,
+                http,
             },
             event_rx,
         ))
@@ -406,9 +417,15 @@ impl Cluster {
             .collect()
     }
 
-    /// Signs and checks node-to-node requests.
-    pub fn signer(&self) -> &Signer {
-        &self.signer
+    /// Seals and opens node-to-node requests and answers.
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// This node's advertised HTTP address, as peers dial it: requests
+    /// sealed for another address do not open here.
+    pub fn http_addr(&self) -> &str {
+        &self.http
     }
 
     /// The HTTP/2 client for peers.

@@ -44,7 +44,7 @@ pub(crate) async fn catch_up(
         }
         let fetch = Fetch {
             store: store.clone(),
-            client: cluster.client().clone(),
+            cluster: cluster.clone(),
             topics: topics.clone(),
             patterns: patterns.clone(),
             origin,
@@ -73,7 +73,7 @@ pub(crate) async fn catch_up(
 /// One origin's range of a catch-up.
 struct Fetch {
     store: Arc<Store>,
-    client: switchyard_cluster::transport::PeerClient,
+    cluster: Cluster,
     topics: TopicSet,
     patterns: Vec<String>,
     origin: NodeId,
@@ -137,11 +137,7 @@ impl Fetch {
         let left = self
             .deadline
             .saturating_duration_since(tokio::time::Instant::now());
-        let resp = self
-            .client
-            .feed(addr, &req, left)
-            .await
-            .map_err(|e| e.to_string())?;
+        let resp = checked_feed(&self.cluster, self.origin.0, addr, &req, left).await?;
         if resp.origin != self.origin.0 || resp.through <= pos {
             return Err(format!("{addr} does not hold the range"));
         }
@@ -274,9 +270,9 @@ async fn peer_heads(
             origin: 0,
             from: 0,
         };
-        let client = cluster.client().clone();
+        let cluster = cluster.clone();
         asks.spawn(async move {
-            let r = client.feed(&addr, &req, HEAD_WAIT).await;
+            let r = checked_feed(&cluster, node, &addr, &req, HEAD_WAIT).await;
             (node, r)
         });
     }

@@ -27,6 +27,7 @@ use tokio::sync::{RwLock, watch};
 use crate::RouterError;
 
 mod catch_up;
+mod check;
 mod pull;
 pub(crate) use catch_up::{await_peer_heads, catch_up, discover, past_peer_heads};
 pub(crate) use pull::Pull;
@@ -49,6 +50,57 @@ const HELD_POLL: Duration = Duration::from_millis(20);
 pub const PULL_CATCH_UP: Duration = Duration::from_secs(5);
 /// Longest a reader waits for older messages from peers before it starts.
 pub const CATCH_UP_TIME: Duration = Duration::from_secs(10);
+
+/// How often a peer whose feed answers are refused is warned of in the
+/// log, at most.
+const REFUSAL_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Asks the peer `peer` at `addr` for a feed and checks what the answer
+/// claims (see [`check`]) before anything of it is used: an answer that
+/// fails is refused as a whole, counted (`refused_feed_answers`) and
+/// logged at warn once per peer per [`REFUSAL_WARN_EVERY`].
+pub(crate) async fn checked_feed(
+    cluster: &Cluster,
+    peer: u64,
+    addr: &str,
+    req: &FeedRequest,
+    timeout: Duration,
+) -> Result<FeedResponse, String> {
+    let resp = cluster
+        .client()
+        .feed(addr, req, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    if let Err(v) = check::check_answer(peer, req, &resp, now) {
+        cluster.stats().http.refused_feed_answer();
+        warn_refused(addr, &v);
+        return Err(format!("refused the feed answer of {addr}: {v}"));
+    }
+    Ok(resp)
+}
+
+/// Logs a refused feed answer at warn, once per address per interval.
+fn warn_refused(addr: &str, why: &check::Violation) {
+    static WARNED: std::sync::LazyLock<Mutex<HashMap<String, tokio::time::Instant>>> =
+        std::sync::LazyLock::new(Default::default);
+    let now = tokio::time::Instant::now();
+    let mut warned = WARNED.lock();
+    if warned.len() > 1024 {
+        warned.retain(|_, t| now.duration_since(*t) < REFUSAL_WARN_EVERY);
+    }
+    match warned.get(addr) {
+        Some(t) if now.duration_since(*t) < REFUSAL_WARN_EVERY => {
+            tracing::debug!(peer = %addr, reason = %why, "refused a peer's feed answer");
+        }
+        _ => {
+            warned.insert(addr.to_owned(), now);
+            tracing::warn!(peer = %addr, reason = %why, "refused a peer's feed answer; nothing of it is stored (further refusals of this peer's answers are logged at debug for a minute)");
+        }
+    }
+}
 
 /// The patterns this node's subscribers and groups want.
 pub(crate) struct Interest {
@@ -353,7 +405,12 @@ pub(crate) async fn answer(
     }
     // A replica's pull of the whole log: it holds this node's log up to
     // where it asks from.
-    if req.from != 0 && req.until == 0 && req.patterns.iter().eq(WHOLE_LOG.iter()) {
+    // It cannot hold more than there is.
+    if req.from != 0
+        && req.until == 0
+        && req.patterns.iter().eq(WHOLE_LOG.iter())
+        && req.after <= store.held_through(local)
+    {
         progress.record(NodeId(req.from), req.after);
     }
     if req.limit == 0 {
@@ -405,7 +462,11 @@ pub(crate) async fn answer(
                 through,
                 messages: wire(&messages),
                 trimmed,
-                head: store.held_through(local),
+                // The writer adds new messages to the tail just before it
+                // moves the watermark: a read in between sees further
+                // than the watermark, and the head is never short of what
+                // was read (the asking node checks it).
+                head: store.held_through(local).max(through),
                 held: Vec::new(),
             });
         }

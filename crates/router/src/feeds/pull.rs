@@ -72,7 +72,7 @@ impl Pull {
                 from: self.store.node_id().0,
             };
             let answer = tokio::select! {
-                r = self.cluster.client().feed(&self.addr, &req, FEED_WAIT * 2) => r,
+                r = checked_feed(&self.cluster, self.peer.0, &self.addr, &req, FEED_WAIT * 2) => r,
                 _ = version.changed() => continue,
             };
             let failure = match answer {
@@ -97,7 +97,7 @@ impl Pull {
                         Err(e) => e,
                     }
                 }
-                Err(e) => e.to_string(),
+                Err(e) => e,
             };
             self.interest.set_current(self.peer, false);
             tracing::debug!(peer = %self.peer, addr = %self.addr, error = %failure, "pull failed; retrying");
@@ -168,7 +168,7 @@ impl Pull {
             if node == self.peer.0 {
                 continue;
             }
-            let resp = match self.cluster.client().feed(&addr, &relayed, FEED_WAIT).await {
+            let resp = match checked_feed(&self.cluster, node, &addr, &relayed, FEED_WAIT).await {
                 Ok(resp) if resp.origin == self.peer.0 && resp.through > relayed.after => resp,
                 _ => continue,
             };
