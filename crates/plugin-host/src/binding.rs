@@ -322,52 +322,17 @@ impl Binding {
             Inst::Route(i) => i.switchyard_plugin_route().call_route(store, &m),
             _ => unreachable!("a route binding holds route instances"),
         })?;
-        match decision {
-            wit::RouteDecision::Deliver => Ok(RouteDecision::Deliver),
-            wit::RouteDecision::Drop(reason) => Ok(RouteDecision::Drop(reason)),
-            wit::RouteDecision::Reroute(topics) => {
-                if topics.is_empty() || topics.len() > MAX_REROUTE_TOPICS {
-                    return Err(self.invalid_result(format!(
-                        "reroute to {} topics; allowed are 1 to {MAX_REROUTE_TOPICS}",
-                        topics.len()
-                    )));
-                }
-                for (i, t) in topics.iter().enumerate() {
-                    match t.parse::<Topic>() {
-                        Ok(topic) if topic.is_reserved() => {
-                            return Err(
-                                self.invalid_result(format!("reroute to the reserved topic {t:?}"))
-                            );
-                        }
-                        Ok(_) if topics[..i].contains(t) => {
-                            return Err(self.invalid_result(format!("reroute names {t:?} twice")));
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            return Err(
-                                self.invalid_result(format!("reroute to {:?}: {e}", truncated(t)))
-                            );
-                        }
-                    }
-                }
-                Ok(RouteDecision::Reroute(topics))
-            }
-            wit::RouteDecision::Replace(r) => {
-                if let Some(p) = &r.payload
-                    && p.len() > self.spec.limits.max_output_bytes
-                {
-                    return Err(self.invalid_result(format!(
-                        "replacement payload of {} bytes; the limit is {}",
-                        p.len(),
-                        self.spec.limits.max_output_bytes
-                    )));
-                }
-                Ok(RouteDecision::Replace {
-                    headers: r.headers.map(model_headers),
-                    payload: r.payload,
-                })
-            }
-        }
+        let decision = match decision {
+            wit::RouteDecision::Deliver => RouteDecision::Deliver,
+            wit::RouteDecision::Drop(reason) => RouteDecision::Drop(reason),
+            wit::RouteDecision::Reroute(topics) => RouteDecision::Reroute(topics),
+            wit::RouteDecision::Replace(r) => RouteDecision::Replace {
+                headers: r.headers.map(model_headers),
+                payload: r.payload,
+            },
+        };
+        check_route(decision, self.spec.limits.max_output_bytes)
+            .map_err(|detail| self.invalid_result(detail))
     }
 
     /// Calls `filter`. A transformed payload is checked against the output
@@ -378,18 +343,13 @@ impl Binding {
             Inst::Filter(i) => i.switchyard_plugin_filter().call_filter(store, &m),
             _ => unreachable!("a filter binding holds filter instances"),
         })?;
-        match decision {
-            wit::FilterDecision::Keep => Ok(FilterDecision::Keep),
-            wit::FilterDecision::Skip => Ok(FilterDecision::Skip),
-            wit::FilterDecision::Transform(p) if p.len() > self.spec.limits.max_output_bytes => {
-                Err(self.invalid_result(format!(
-                    "transformed payload of {} bytes; the limit is {}",
-                    p.len(),
-                    self.spec.limits.max_output_bytes
-                )))
-            }
-            wit::FilterDecision::Transform(p) => Ok(FilterDecision::Transform(p)),
-        }
+        let decision = match decision {
+            wit::FilterDecision::Keep => FilterDecision::Keep,
+            wit::FilterDecision::Skip => FilterDecision::Skip,
+            wit::FilterDecision::Transform(p) => FilterDecision::Transform(p),
+        };
+        check_filter(decision, self.spec.limits.max_output_bytes)
+            .map_err(|detail| self.invalid_result(detail))
     }
 
     /// Calls `pick`: the index of the chosen candidate, or `None` to leave
@@ -414,14 +374,72 @@ impl Binding {
             Inst::Pick(i) => i.switchyard_plugin_pick().call_pick(store, &m, &cands),
             _ => unreachable!("a pick binding holds pick instances"),
         })?;
-        match chosen {
-            None => Ok(None),
-            Some(i) if (i as usize) < candidates.len() => Ok(Some(i as usize)),
-            Some(i) => Err(self.invalid_result(format!(
-                "picked index {i} of {} candidates",
-                candidates.len()
-            ))),
+        check_pick(chosen, candidates.len()).map_err(|detail| self.invalid_result(detail))
+    }
+}
+
+/// Checks a plugin's `route` answer: reroute targets are 1 to
+/// [`MAX_REROUTE_TOPICS`] distinct valid topics outside the `$` namespace;
+/// a replaced payload is at most `max_output_bytes`. The refusal's detail
+/// is what the binding reports as an invalid result.
+pub fn check_route(
+    decision: RouteDecision,
+    max_output_bytes: usize,
+) -> Result<RouteDecision, String> {
+    match decision {
+        RouteDecision::Reroute(topics) => {
+            if topics.is_empty() || topics.len() > MAX_REROUTE_TOPICS {
+                return Err(format!(
+                    "reroute to {} topics; allowed are 1 to {MAX_REROUTE_TOPICS}",
+                    topics.len()
+                ));
+            }
+            for (i, t) in topics.iter().enumerate() {
+                match t.parse::<Topic>() {
+                    Ok(topic) if topic.is_reserved() => {
+                        return Err(format!("reroute to the reserved topic {t:?}"));
+                    }
+                    Ok(_) if topics[..i].contains(t) => {
+                        return Err(format!("reroute names {t:?} twice"));
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(format!("reroute to {:?}: {e}", truncated(t))),
+                }
+            }
+            Ok(RouteDecision::Reroute(topics))
         }
+        RouteDecision::Replace {
+            payload: Some(p), ..
+        } if p.len() > max_output_bytes => Err(format!(
+            "replacement payload of {} bytes; the limit is {max_output_bytes}",
+            p.len()
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Checks a plugin's `filter` answer: a transformed payload is at most
+/// `max_output_bytes`.
+pub fn check_filter(
+    decision: FilterDecision,
+    max_output_bytes: usize,
+) -> Result<FilterDecision, String> {
+    match decision {
+        FilterDecision::Transform(p) if p.len() > max_output_bytes => Err(format!(
+            "transformed payload of {} bytes; the limit is {max_output_bytes}",
+            p.len()
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Checks a plugin's `pick` answer: the index of one of `candidates`
+/// candidates, or `None` to leave the choice to the group's default.
+pub fn check_pick(chosen: Option<u32>, candidates: usize) -> Result<Option<usize>, String> {
+    match chosen {
+        None => Ok(None),
+        Some(i) if (i as usize) < candidates => Ok(Some(i as usize)),
+        Some(i) => Err(format!("picked index {i} of {candidates} candidates")),
     }
 }
 

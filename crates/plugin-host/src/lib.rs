@@ -41,3 +41,10 @@ pub use types::{
     BindingSpec, Candidate, ErrorPolicy, FilterDecision, Hook, Limits, MAX_REROUTE_TOPICS,
     PluginMessage, RouteDecision,
 };
+
+/// The checks the host applies to what a plugin returns, callable without
+/// a running plugin (for the fuzz targets in `fuzz/`). Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use crate::binding::{check_filter, check_pick, check_route};
+}

@@ -6,7 +6,7 @@
 pub struct Event {
     /// The `id:` of this event, or the last id seen before it.
     pub id: Option<String>,
-    /// The event type (`message` when the stream gave none).
+    /// The event type (`message` when the stream gave none, or an empty one).
     pub event: String,
     /// The data lines joined with `\n`.
     pub data: String,
@@ -65,7 +65,11 @@ impl SseParser {
             if let Some(data) = self.data.take() {
                 out.push(Event {
                     id: self.last_id.clone(),
-                    event: self.event.take().unwrap_or_else(|| "message".into()),
+                    event: self
+                        .event
+                        .take()
+                        .filter(|e| !e.is_empty())
+                        .unwrap_or_else(|| "message".into()),
                     data,
                 });
             }
@@ -119,5 +123,28 @@ mod tests {
             assert_eq!(ev[2].data, "x");
             assert_eq!(p.last_id(), Some("B"));
         }
+    }
+
+    #[test]
+    fn an_empty_event_type_is_message() {
+        // Found by the `sse` fuzz target: an `event` line without a value
+        // dispatched an event of type "" instead of "message". Its input is
+        // a count of split points (0), then the stream.
+        let input = include_bytes!("../../../fuzz/regressions/sse/empty-event-type");
+        let stream = &input[1..];
+        let mut p = SseParser::new();
+        let whole = p.push(stream);
+        assert_eq!(
+            whole,
+            vec![Event {
+                id: None,
+                event: "message".into(),
+                data: String::new()
+            }]
+        );
+        let mut p = SseParser::new();
+        let bytes: Vec<Event> = stream.iter().flat_map(|b| p.push(&[*b])).collect();
+        assert_eq!(bytes, whole);
+        assert_eq!(p.push(b"event:\ndata: x\n\n")[0].event, "message");
     }
 }
