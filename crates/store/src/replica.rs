@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use switchyard_model::{Message, NodeId, Topic, TopicSet};
+use switchyard_model::{Message, NodeId, Timestamp, Topic, TopicSet};
 
 use crate::StoreError;
 use crate::append::stage_remote_idem;
@@ -16,6 +16,10 @@ use crate::error::Storage;
 use crate::keys;
 use crate::store::Shared;
 use crate::writer::{Writer, now_ms};
+
+/// How far past this node's wall clock a peer's message timestamp may move
+/// this node's hybrid logical clock.
+const OBSERVE_AHEAD_MS: u64 = 60_000;
 
 /// A range of a stream that its origin removed by retention: stream
 /// sequences up to `stream_seq`, origin sequences up to `origin_seq`.
@@ -72,7 +76,14 @@ impl Writer {
         for m in messages.into_iter().filter(|m| m.id.seq > held) {
             if staged.push_head(&m) {
                 stage_remote_idem(sh, &mut staged, &m, now)?;
-                self.hlc.observe(m.timestamp);
+                // A peer whose wall clock was stepped ahead stamps ahead
+                // until its clock catches up; its messages are kept as
+                // stamped, but move this node's clock at most
+                // `OBSERVE_AHEAD_MS` past its own wall clock.
+                self.hlc.observe(
+                    m.timestamp
+                        .min(Timestamp::from_millis(now.saturating_add(OBSERVE_AHEAD_MS))),
+                );
                 fresh.push(Arc::new(m));
             }
         }

@@ -1483,6 +1483,42 @@ fn remote(origin: NodeId, seq: u64, t: &str, stream_seq: u64, payload: &str) -> 
     }
 }
 
+/// A peer's message stamped an hour ahead (its wall clock was stepped) is
+/// stored as stamped, but moves this node's clock at most 60 s ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_stamping_ahead_moves_this_clock_a_bounded_step() {
+    let dir = tempdir();
+    let store = open(config(&dir));
+    let other = NodeId(0xfeed);
+    let wall = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let mut ahead = remote(other, 1, "clock.x", 1, "ahead");
+    ahead.timestamp = Timestamp::from_millis(wall() + 3_600_000);
+    assert_eq!(
+        store.ingest(other, vec![ahead.clone()], 1).await.unwrap(),
+        1
+    );
+    let local = append_n(&store, "clock.x", "local", 1).await;
+    let stamped = local[0].timestamp.millis();
+    assert!(
+        stamped <= wall() + 61_000 && stamped + 1_000 >= wall(),
+        "a local message stamped {stamped}, wall clock {}",
+        wall()
+    );
+    let held = store
+        .message(MessageId {
+            origin: other,
+            seq: 1,
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(held.timestamp, ahead.timestamp);
+}
+
 /// Ingested messages read like local ones, with their own ids and stream
 /// sequences; a repeat changes nothing; the watermark survives a reopen; a
 /// stream first held part way through reads as a gap from before it.

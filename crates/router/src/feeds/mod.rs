@@ -71,10 +71,7 @@ pub(crate) async fn checked_feed(
         .feed(addr, req, timeout)
         .await
         .map_err(|e| e.to_string())?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    if let Err(v) = check::check_answer(peer, req, &resp, now) {
+    if let Err(v) = check::check_answer(peer, req, &resp) {
         cluster.stats().http.refused_feed_answer();
         warn_refused(addr, &v);
         return Err(format!("refused the feed answer of {addr}: {v}"));
