@@ -14,7 +14,7 @@
 //! Limits (body sizes, connections, streams, timeouts) are fields of
 //! [`GatewayConfig`] with documented defaults. Requests naming a host the
 //! node does not answer to, and requests from browser origins that are not
-//! allowed, are refused before any handler runs (see `docs/security-http.md`).
+//! allowed, are refused before any handler runs (see `docs/security.md`).
 //!
 //! In a cluster it also talks to other nodes: it relays a client's request
 //! for a consumer group that another node coordinates to that node (with

@@ -1,5 +1,5 @@
 //! The accept loop and the life of a connection: the budgets a connection
-//! and its requests take (see `docs/security-http.md`), the timeouts that
+//! and its requests take (see `docs/security.md`), the timeouts that
 //! close connections that do nothing, and graceful drain on shutdown.
 //!
 //! Budgets. Every accepted socket holds one of `max_connections +
