@@ -10,18 +10,22 @@
 //! - 10: a gossip body sealed and opened: the body comes back, a second
 //!   open is refused as a replay, and the packet altered in one byte (the
 //!   body's first two bytes pick where and how) is refused.
-//! - 11: a request signature header checked with a fixed key: refused; a
-//!   signature made for the path in the input verifies for it.
+//! - 11: a node-to-node request: an auth header parsed from the input
+//!   never panics and, when it parses, prints back as itself; the rest of
+//!   the input opened as a sealed body under a fixed key is refused; a
+//!   body sealed for the path in the input opens to itself once, and is
+//!   refused when replayed, sent to another path, or altered in a byte.
 #![no_main]
 
 use std::fmt::Debug;
 
 use libfuzzer_sys::fuzz_target;
 use serde::{Deserialize, Serialize};
+use switchyard_cluster::envelope::{Envelope, HttpStats, RequestId, Target};
 use switchyard_cluster::seal::{Refusal, Sealer};
 use switchyard_cluster::transport::{
     self, FeedRequest, FeedResponse, GroupGive, GroupTake, GroupTaken, IdempotencyFound,
-    IdempotencyLookup, Signer,
+    IdempotencyLookup,
 };
 use switchyard_model::NodeId;
 
@@ -105,14 +109,44 @@ fuzz_target!(|data: &[u8]| {
         }
         11 => {
             let text = String::from_utf8_lossy(body);
-            let signer = Signer::new(KEY, 7);
-            let (header, path) = text.split_once('\n').unwrap_or((&text, "/cluster/v1/feed"));
-            assert!(
-                signer.verify(header, path).is_err(),
-                "a forged signature verified"
+            let (header, rest) = text.split_once('\n').unwrap_or((&text, ""));
+            if let Ok(id) = RequestId::parse(header) {
+                assert_eq!(RequestId::parse(&id.header()), Ok(id));
+            }
+            let sender = Envelope::new(KEY, CLUSTER, 7, Default::default());
+            let receiver =
+                Envelope::new(KEY, CLUSTER, 9, std::sync::Arc::new(HttpStats::default()));
+            let path = format!("/cluster/v1/feed?{}", rest.len());
+            let target = Target {
+                method: "POST",
+                to: "10.0.0.9:7070",
+                path: &path,
+            };
+            if let Ok(id) = RequestId::parse(header) {
+                assert!(
+                    receiver.open_request(&id, target, rest.as_bytes()).is_err(),
+                    "a forged request opened"
+                );
+            }
+            let (id, sealed) = sender.seal_request(target, rest.as_bytes());
+            let other = Target {
+                path: "/cluster/v1/groups/take",
+                ..target
+            };
+            assert!(receiver.open_request(&id, other, &sealed).is_err());
+            let mut altered = sealed.clone();
+            if let Some(b) = altered.first_mut() {
+                *b ^= 1;
+                assert!(receiver.open_request(&id, target, &altered).is_err());
+            }
+            assert_eq!(
+                receiver.open_request(&id, target, &sealed).as_deref(),
+                Ok(rest.as_bytes())
             );
-            let signed = signer.sign(path);
-            assert_eq!(signer.verify(&signed, path), Ok(7));
+            assert!(
+                receiver.open_request(&id, target, &sealed).is_err(),
+                "a replay opened"
+            );
         }
         _ => {}
     }
