@@ -350,8 +350,7 @@ async fn a_failed_background_flush_makes_the_node_unready() {
     // Room for the journal up to the first flush (64 MiB of memtable), not
     // for the journal and the table the flush writes.
     let fs = Tmpfs::mount(&dir.path().join("data"), 100);
-    let args = ["--fsync", "always"];
-    let node = Node::start(dir.path(), &args);
+    let node = Node::start(dir.path(), &ARGS);
     let client = http_client();
     let topic = "faults.flush";
     let mut rng = Rng::new(7);
@@ -395,7 +394,7 @@ async fn a_failed_background_flush_makes_the_node_unready() {
         .expect("answered");
     assert_eq!(status, 503);
     drop(node);
-    let node = Node::start(dir.path(), &args);
+    let node = Node::start(dir.path(), &ARGS);
     let stored = node.pull_all(topic).await;
     assert_eq!(
         stored.len(),
@@ -427,6 +426,22 @@ fn build_failsync(dir: &Path) -> PathBuf {
     out
 }
 
+/// The arguments of the nodes whose syncs fail.
+const ARGS: [&str; 2] = ["--fsync", "always"];
+
+/// Starts a node in `dir` with the fsync shim preloaded; its syncs fail
+/// while the returned file exists.
+fn start_with_failing_syncs(dir: &Path, args: &[&str]) -> (Node, PathBuf) {
+    let shim = build_failsync(dir);
+    let trigger = dir.join("fail-syncs");
+    let node = Node::start_with_env(
+        dir,
+        args,
+        &[("LD_PRELOAD", &shim), ("FAILSYNC_TRIGGER", &trigger)],
+    );
+    (node, trigger)
+}
+
 /// A publish whose sync fails is answered 5xx, but its batch reached the
 /// operating system and comes back after a restart: the answer is
 /// ambiguous. A retry with the same `Idempotency-Key` must then answer the
@@ -434,14 +449,7 @@ fn build_failsync(dir: &Path) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_after_a_failed_sync_stores_one_copy() {
     let dir = tempfile::tempdir().unwrap();
-    let shim = build_failsync(dir.path());
-    let trigger = dir.path().join("fail-syncs");
-    let args = ["--fsync", "always"];
-    let mut node = Node::start_with_env(
-        dir.path(),
-        &args,
-        &[("LD_PRELOAD", &shim), ("FAILSYNC_TRIGGER", &trigger)],
-    );
+    let (mut node, trigger) = start_with_failing_syncs(dir.path(), &ARGS);
     let client = http_client();
     let topic = "faults.idem";
     let first = post(&client, &node.url, topic, None, "before".into())
@@ -464,7 +472,7 @@ async fn retry_after_a_failed_sync_stores_one_copy() {
 
     node.kill9();
     std::fs::remove_file(&trigger).unwrap();
-    let node = Node::start(dir.path(), &args);
+    let node = Node::start(dir.path(), &ARGS);
     let stored_before_retry = node
         .pull_all(topic)
         .await
@@ -502,14 +510,7 @@ async fn retry_after_a_failed_sync_stores_one_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ack_whose_sync_fails_is_ambiguous() {
     let dir = tempfile::tempdir().unwrap();
-    let shim = build_failsync(dir.path());
-    let trigger = dir.path().join("fail-syncs");
-    let args = ["--fsync", "always"];
-    let mut node = Node::start_with_env(
-        dir.path(),
-        &args,
-        &[("LD_PRELOAD", &shim), ("FAILSYNC_TRIGGER", &trigger)],
-    );
+    let (mut node, trigger) = start_with_failing_syncs(dir.path(), &ARGS);
     let query = "topic=amb.t&ack_timeout_ms=1000";
     let mut m = GroupMember::join(&node, "amb", query).await;
     let first = node.publish("amb.t", "first").await;
@@ -533,7 +534,7 @@ async fn an_ack_whose_sync_fails_is_ambiguous() {
 
     node.kill9();
     std::fs::remove_file(&trigger).unwrap();
-    let node = Node::start(dir.path(), &args);
+    let node = Node::start(dir.path(), &ARGS);
     let mut m = GroupMember::join(&node, "amb", query).await;
     let again = m.recv(1, Duration::from_secs(10)).await;
     assert_eq!(
