@@ -18,8 +18,15 @@ use crate::{InvalidMessage, RouterError, validate};
 
 /// Default most messages one subscription read returns.
 pub const DEFAULT_READ_LIMIT: usize = 256;
-/// Default most payload bytes one subscription read returns.
-pub const DEFAULT_READ_BYTES: usize = 1024 * 1024;
+/// Default most payload bytes one subscription read returns: a stream
+/// reads the log in steps of this size as its connection drains, so a
+/// subscriber that does not read holds about this much in the node (and a
+/// message larger than it, alone).
+pub const DEFAULT_READ_BYTES: usize = 64 * 1024;
+
+/// Most payload bytes one pull answer holds (a pull answers at once; a
+/// stream reads in steps of `read_max_bytes` as its connection drains).
+pub const PULL_MAX_BYTES: usize = 1024 * 1024;
 
 /// Router settings.
 #[derive(Clone, Debug)]
@@ -575,6 +582,7 @@ impl Router {
             .await;
         }
         sub.set_limit(limit);
+        sub.set_max_bytes(PULL_MAX_BYTES);
         if let Some(f) = filter {
             sub.set_filter(f);
         }

@@ -222,6 +222,11 @@ impl Subscription {
         self.query.limit = limit.max(1);
     }
 
+    /// Sets the most payload bytes one read returns (at least one message).
+    pub(crate) fn set_max_bytes(&mut self, max_bytes: usize) {
+        self.query.max_bytes = max_bytes.max(1);
+    }
+
     async fn read(&self) -> Result<ReadBatch, RouterError> {
         if let Some(b) = self.store.read_cached(&self.query, &self.cursor) {
             return Ok(b);
