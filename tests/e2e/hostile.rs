@@ -143,14 +143,19 @@ async fn a_foreign_host_is_misdirected() {
     }
 }
 
+/// A node whose CORS list allows `https://app.example` only.
+fn app_origin_node(dir: &std::path::Path) -> Node {
+    Node::start_with_config(
+        dir,
+        "[cors]\nallow_origins = [\"https://app.example\"]\n",
+        &["--fsync", "never"],
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_foreign_origin_is_forbidden() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start_with_config(
-        dir.path(),
-        "[cors]\nallow_origins = [\"https://app.example\"]\n",
-        &["--fsync", "never"],
-    );
+    let node = app_origin_node(dir.path());
     // The measured attack: a form post of a JSON body from another origin.
     let (status, _, body) = node
         .raw(
@@ -248,11 +253,7 @@ async fn batches_take_only_json_types() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn preflight_names_the_api_methods_and_headers() {
     let dir = tempfile::tempdir().unwrap();
-    let node = Node::start_with_config(
-        dir.path(),
-        "[cors]\nallow_origins = [\"https://app.example\"]\n",
-        &["--fsync", "never"],
-    );
+    let node = app_origin_node(dir.path());
     let (status, headers, _) = node
         .raw(
             node.request("OPTIONS", "/v1/plugins/p")

@@ -123,16 +123,28 @@ async fn open_request(
     let id = envelope.precheck(header).map_err(refusal)?;
     let (parts, body) = req.into_parts();
     let sealed = read_body(body, &parts.headers, max + SEAL_TAG).await?;
+    let plain = open_sealed(cluster, &id, &parts, &sealed)?;
+    Ok((cluster, id, parts, Bytes::from(plain)))
+}
+
+/// Opens the sealed body of a request with header `id` and `parts`, as
+/// sent to this node (refusals are counted).
+fn open_sealed(
+    cluster: &Cluster,
+    id: &RequestId,
+    parts: &Parts,
+    sealed: &[u8],
+) -> Result<Vec<u8>, Problem> {
     let path = path_and_query(&parts.uri);
     let target = Target {
         method: parts.method.as_str(),
         to: cluster.http_addr(),
         path: &path,
     };
-    let plain = envelope
-        .open_request(&id, target, &sealed)
-        .map_err(refusal)?;
-    Ok((cluster, id, parts, Bytes::from(plain)))
+    cluster
+        .envelope()
+        .open_request(id, target, sealed)
+        .map_err(refusal)
 }
 
 /// Serves one sealed node-to-node call: opens the request, decodes its
@@ -409,15 +421,7 @@ async fn open_relayed(
             sealed.extend_from_slice(&data);
         }
     }
-    let path = path_and_query(&parts.uri);
-    let target = Target {
-        method: parts.method.as_str(),
-        to: cluster.http_addr(),
-        path: &path,
-    };
-    let plain = envelope
-        .open_request(&id, target, &sealed)
-        .map_err(refusal)?;
+    let plain = open_sealed(cluster, &id, &parts, &sealed)?;
     let forwarded = transport::decode::<ForwardedRequest>(&plain).map_err(|e| {
         cluster.stats().refused_request();
         Problem::bad_request("invalid_body", e)
