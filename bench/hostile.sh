@@ -18,15 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 PARALLEL=${PARALLEL:-8}
-BIN=${SWITCHYARD_BIN:-}
-if [ -z "$BIN" ]; then
-    if [ -x "$ROOT/target/release/switchyard" ]; then
-        BIN=$ROOT/target/release/switchyard
-    else
-        BIN=$ROOT/target/debug/switchyard
-    fi
-fi
-[ -x "$BIN" ] || { echo "error: no binary at $BIN" >&2; exit 1; }
+# shellcheck source=bench/bin.sh
+. "$ROOT/bench/bin.sh"
 
 WORK=$(mktemp -d)
 PID=

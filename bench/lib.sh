@@ -7,18 +7,8 @@
 # temporary folder removed on exit) and PIDS (processes stopped by cleanup
 # and on exit), sets a fresh cluster key, and defines start_node and alive.
 
-BIN=${SWITCHYARD_BIN:-}
-if [ -z "$BIN" ]; then
-    if [ -x "$ROOT/target/release/switchyard" ]; then
-        BIN=$ROOT/target/release/switchyard
-    else
-        BIN=$ROOT/target/debug/switchyard
-    fi
-fi
-if [ ! -x "$BIN" ]; then
-    echo "error: no binary at $BIN; run cargo build --release -p switchyard" >&2
-    exit 1
-fi
+# shellcheck source=bench/bin.sh
+. "$ROOT/bench/bin.sh"
 if ! "$BIN" serve --help | grep -q -- --gossip-listen; then
     echo "error: $BIN predates cluster membership; rebuild it" >&2
     exit 1
