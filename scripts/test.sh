@@ -23,6 +23,16 @@ for component in rustfmt clippy; do
         rustup component add "$component"
     fi
 done
+# An end-to-end test steps a node's wall clock with libfaketime.
+if ! compgen -G "/usr/lib/*/faketime/libfaketimeMT.so.1" >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfaketime >/dev/null ||
+            { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfaketime >/dev/null; }
+    else
+        echo "error: the tests need libfaketime (Debian package libfaketime); install it" >&2
+        exit 1
+    fi
+fi
 # The end-to-end tests open many sockets and files.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 

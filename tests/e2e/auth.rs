@@ -28,7 +28,7 @@ fn start(dir: &std::path::Path, auth: &str) -> Node {
     Node::start_with_config(dir, &format!("[auth]\n{auth}\n"), &[])
 }
 
-fn secret_config() -> String {
+pub(crate) fn secret_config() -> String {
     format!("hs256_secret_file = {:?}", fixture("hs256.secret"))
 }
 
@@ -51,7 +51,7 @@ fn issue(args: &[&str]) -> String {
 }
 
 /// A shared-secret token for `publish` and `subscribe` patterns.
-fn hs_token(publish: &[&str], subscribe: &[&str], admin: bool) -> String {
+pub(crate) fn hs_token(publish: &[&str], subscribe: &[&str], admin: bool) -> String {
     let mut args = vec!["--secret-file".to_owned(), fixture("hs256.secret")];
     for p in publish {
         args.extend(["--publish".to_owned(), (*p).to_owned()]);
@@ -608,4 +608,71 @@ fn beyond_loopback_without_keys_needs_allow_anonymous() {
     .unwrap();
     // On loopback without keys, the quick start, it starts as before.
     serve_on(dir.path(), "127.0.0.1:0", &[]).unwrap();
+}
+
+/// The status of a request whose answer may be an endless event stream
+/// (the stream is dropped at once).
+pub(crate) async fn status_of(req: http::request::Builder) -> u16 {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    client
+        .request(req.body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Members without admin rights create groups only while the node holds
+/// fewer than `max_groups_without_admin`; they still join existing ones,
+/// and a member with an admin token creates more.
+#[tokio::test]
+async fn members_without_admin_rights_create_a_bounded_number_of_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with_config(
+        dir.path(),
+        &format!(
+            "[auth]\n{}\nanonymous = \"subscribe\"\n[limits]\nmax_groups_without_admin = 2\n",
+            secret_config()
+        ),
+        &[],
+    );
+    let join = |group: &str| format!("/v1/events?topic=jobs&group={group}");
+    for g in ["g1", "g2"] {
+        assert_eq!(status_of(node.request("GET", &join(g))).await, 200, "{g}");
+    }
+    let (status, _, v) = call(&node, node.request("GET", &join("g3")), "").await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (403, Some("forbidden")),
+        "{v}"
+    );
+    assert!(
+        v["detail"].as_str().unwrap().contains("admin"),
+        "the answer says what would help: {v}"
+    );
+    // A token with subscribe rights only is limited alike.
+    let member = hs_token(&[], &[">"], false);
+    let (status, _, _) = call(&node, bearer(node.request("GET", &join("g3")), &member), "").await;
+    assert_eq!(status, 403);
+    // Existing groups take new members.
+    assert_eq!(status_of(node.request("GET", &join("g1"))).await, 200);
+    // An admin creates one more.
+    let admin = hs_token(&[], &[">"], true);
+    assert_eq!(
+        status_of(bearer(node.request("GET", &join("g3")), &admin)).await,
+        200
+    );
+    let groups = node.get_json("/v1/groups").await;
+    assert_eq!(groups["groups"].as_array().unwrap().len(), 3, "{groups}");
+    // A client cannot pass itself off as a relayed join with admin rights,
+    // nor mark itself: the header is ignored on a client's request.
+    let (status, _, _) = call(
+        &node,
+        node.request("GET", &join("g4"))
+            .header("switchyard-join-without-admin", "0"),
+        "",
+    )
+    .await;
+    assert_eq!(status, 403);
 }

@@ -1390,6 +1390,23 @@ async fn a_group_waits_for_messages_of_an_unreachable_origin() {
         .await;
 }
 
+/// Streams on B following `jobs` from the start and on C following only
+/// `u` from now: C's watermark for A moves past A's `jobs` messages that
+/// only B holds.
+async fn jobs_on_b_and_u_on_c(nodes: &[Node]) -> (Sse, Sse) {
+    let on_b = Sse::connect(
+        &nodes[1],
+        "/v1/events?topic=jobs&from=earliest&format=json",
+        None,
+    )
+    .await
+    .unwrap();
+    let on_c = Sse::connect(&nodes[2], "/v1/events?topic=u&format=json", None)
+        .await
+        .unwrap();
+    (on_b, on_c)
+}
+
 /// With their origin down, a node fetches older messages from a peer that
 /// holds them (it followed the same topics), and only from such a peer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1398,16 +1415,7 @@ async fn older_messages_of_a_dead_origin_come_from_a_peer_that_holds_them() {
     let (mut nodes, ids) = start_cluster_with(dir.path(), 3, UNREPLICATED).await;
     // B follows `jobs` from the start of A's log; C follows only `u`, so
     // its watermark for A moves past A's `jobs` and `other` messages.
-    let mut on_b = Sse::connect(
-        &nodes[1],
-        "/v1/events?topic=jobs&from=earliest&format=json",
-        None,
-    )
-    .await
-    .unwrap();
-    let mut on_c = Sse::connect(&nodes[2], "/v1/events?topic=u&format=json", None)
-        .await
-        .unwrap();
+    let (mut on_b, mut on_c) = jobs_on_b_and_u_on_c(&nodes).await;
     let mut jobs = texts_of("job", 100);
     publish_texts(&nodes[0], "jobs", &jobs).await;
     publish_texts(&nodes[0], "other", &texts_of("o", 5)).await;
@@ -1441,6 +1449,71 @@ async fn older_messages_of_a_dead_origin_come_from_a_peer_that_holds_them() {
     assert_eq!(v["messages"], serde_json::json!([]), "{v:#}");
     assert_eq!(v["gaps"][0]["reason"], "unavailable", "{v:#}");
     assert_eq!(v["gaps"][0]["origin"], a_id.as_str(), "{v:#}");
+}
+
+/// A dead origin's last messages reached no live node that follows their
+/// topic, though another node's watermark for the origin passed them:
+/// readers there get every message a live node could give, in order, and
+/// an `unavailable` gap for only the part nobody holds (not the whole
+/// origin held back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_that_gets_part_of_a_range_delivers_that_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, ids) = start_cluster_with(dir.path(), 3, UNREPLICATED).await;
+    let (mut on_b, mut on_c) = jobs_on_b_and_u_on_c(&nodes).await;
+    let jobs = texts_of("job", 100);
+    publish_texts(&nodes[0], "jobs", &jobs).await;
+    let (got, _) =
+        messages_and_others(&mut on_b, 100, Duration::from_secs(10), &mut Vec::new()).await;
+    assert_eq!(got, jobs);
+    // B stops for longer than a pull waits (5 s): A answers B's waiting
+    // pull empty, and B asks nothing more. So A's last `jobs` messages
+    // reach nobody who follows them, but C's pull of `u` moves its
+    // watermark for A past them.
+    signal(&nodes[1], libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    publish_texts(&nodes[0], "jobs", &texts_of("unheld", 2)).await;
+    publish_texts(&nodes[0], "u", &["marker".to_owned()]).await;
+    let (got, _) =
+        messages_and_others(&mut on_c, 1, Duration::from_secs(10), &mut Vec::new()).await;
+    assert_eq!(got, ["marker"]);
+    let a_id = ids[0].0.clone();
+    nodes[0].kill9();
+    signal(&nodes[1], libc::SIGCONT);
+    for node in &nodes[1..] {
+        wait_state(node, &a_id, "down").await;
+    }
+    wait_state(&nodes[2], &ids[1].0, "alive").await;
+    // C gets from B the part B holds, and is told of the rest.
+    let v = nodes[2]
+        .get_json("/v1/messages?topic=jobs&from=earliest&limit=1000")
+        .await;
+    assert_eq!(payloads(&v), jobs, "{v:#}");
+    let gaps = v["gaps"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "{v:#}");
+    assert_eq!(gaps[0]["reason"], "unavailable", "{v:#}");
+    assert_eq!(gaps[0]["origin"], a_id.as_str(), "{v:#}");
+    let after = gaps[0]["after_origin_seq"].as_u64().unwrap();
+    assert!(
+        after >= 100 && after < gaps[0]["through_origin_seq"].as_u64().unwrap(),
+        "{v:#}"
+    );
+    // A stream from the start delivers the same part.
+    let mut from_start = Sse::connect(
+        &nodes[2],
+        "/v1/events?topic=jobs&from=earliest&format=json",
+        None,
+    )
+    .await
+    .unwrap();
+    let (got, others) = messages_and_others(
+        &mut from_start,
+        100,
+        Duration::from_secs(10),
+        &mut Vec::new(),
+    )
+    .await;
+    assert_eq!(got, jobs, "{others:?}");
 }
 
 /// With `replication_factor = 3` on three nodes, every node copies every
@@ -2170,4 +2243,54 @@ async fn a_restarted_replica_still_serves_a_dead_origins_log() {
         .await;
     assert_eq!(payloads(&v), texts, "{v:#}");
     assert_eq!(v["gaps"], serde_json::json!([]), "{v:#}");
+}
+
+/// The limit on groups created without admin rights holds for joins a
+/// node relays to the group's coordinator too: the relaying node marks
+/// them, and a client cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_joins_without_admin_rights_are_limited_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[cluster]\nkey = \"{KEY}\"\n[auth]\n{}\nanonymous = \"subscribe\"\n\
+         [limits]\nmax_groups_without_admin = 0\n",
+        crate::auth::secret_config()
+    );
+    let start = |d: &Path, seeds: &[String]| {
+        std::fs::create_dir_all(d).unwrap();
+        let mut args = vec!["--fsync", "never", "--gossip-listen", "127.0.0.1:0"];
+        for s in seeds {
+            args.extend(["--join", s.as_str()]);
+        }
+        Node::start_with_config(d, &toml, &args)
+    };
+    let a = start(&dir.path().join("a"), &[]);
+    let (a_id, seed) = whoami(&a).await;
+    let b = start(&dir.path().join("b"), std::slice::from_ref(&seed));
+    let (b_id, _) = whoami(&b).await;
+    wait_state(&b, &a_id, "alive").await;
+    wait_state(&a, &b_id, "alive").await;
+    let names: Vec<String> = (0..8).map(|i| format!("g{i}")).collect();
+    let join = |g: &str| format!("/v1/events?topic=jobs&group={g}");
+    for g in &names {
+        let status = crate::auth::status_of(
+            b.request("GET", &join(g))
+                .header("switchyard-join-without-admin", "0"),
+        )
+        .await;
+        assert_eq!(status, 403, "{g}");
+    }
+    let admin = crate::auth::hs_token(&[], &[">"], true);
+    let mut relayed = 0;
+    for g in &names {
+        let req = b
+            .request("GET", &join(g))
+            .header("authorization", format!("Bearer {admin}"));
+        assert_eq!(crate::auth::status_of(req).await, 200, "{g}");
+        let v = b.get_json(&format!("/v1/groups/{g}")).await;
+        if v["coordinator"] == a_id.as_str() {
+            relayed += 1;
+        }
+    }
+    assert!(relayed > 0, "some of the groups are coordinated by A");
 }

@@ -733,3 +733,60 @@ async fn a_stalled_disk_makes_the_node_unready_until_it_answers() {
     let stored = node.pull_all(topic).await;
     assert_eq!(stored.len(), 1);
 }
+
+/// Where Debian's `libfaketime` puts the multi-threaded library
+/// (`scripts/test.sh` installs the package).
+const FAKETIME_LIBS: [&str; 2] = [
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
+];
+
+/// The idempotency window runs on a clock that a step of the wall clock
+/// does not move: a retry after the node's wall clock was stepped ten
+/// minutes ahead (past the 2-minute window) still answers the original
+/// message, and one after a step back does too. Found by the long chaos
+/// run of seed 103: after steps of up to +287 s, retries stored copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stepped_wall_clock_does_not_move_the_idempotency_window() {
+    let lib = FAKETIME_LIBS
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .expect("libfaketime is installed (scripts/test.sh installs it)");
+    let dir = tempfile::tempdir().unwrap();
+    let clock = dir.path().join("clock");
+    std::fs::write(&clock, "+0\n").unwrap();
+    let data = dir.path().join("n");
+    std::fs::create_dir_all(&data).unwrap();
+    let node = Node::start_with_env(
+        &data,
+        &["--fsync", "never"],
+        &[
+            ("LD_PRELOAD", lib),
+            ("FAKETIME_TIMESTAMP_FILE", &clock),
+            ("FAKETIME_NO_CACHE", Path::new("1")),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", Path::new("1")),
+        ],
+    );
+    let publish = async || {
+        let req = node
+            .request("POST", "/v1/topics/idem.t")
+            .header("idempotency-key", "order-1");
+        let (status, headers, body) = node.raw(req, "once").await;
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        (
+            status,
+            headers.contains_key("idempotent-replayed"),
+            v["id"].clone(),
+        )
+    };
+    let (status, replayed, first) = publish().await;
+    assert_eq!((status, replayed), (201, false));
+    for step in ["+600", "-600", "+0"] {
+        std::fs::write(&clock, format!("{step}\n")).unwrap();
+        let (_, replayed, again) = publish().await;
+        assert!(replayed, "wall clock {step} s: the retry is a repeat");
+        assert_eq!(again, first, "wall clock {step} s");
+    }
+    assert_eq!(node.pull_all("idem.t").await.len(), 1);
+}

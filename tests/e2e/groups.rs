@@ -882,6 +882,55 @@ async fn max_inflight_caps_a_member() {
     assert_eq!(counter(&v, "lag"), 0, "{v:#}");
 }
 
+/// `max_inflight_bytes` bounds what a member holds in bytes: it gets
+/// messages while their sizes fit, one at a time when a message alone
+/// passes the bound, and an ack makes room for the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_inflight_bytes_caps_a_member_in_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--fsync", "never"]);
+    // 1,000 payload bytes plus 5 of topic each: two fit in 2,500.
+    let mut m = GroupMember::join(&node, "bytes", "topic=byt.t&max_inflight_bytes=2500").await;
+    assert_eq!(m.joined["max_inflight_bytes"], 2500, "{}", m.joined);
+    let big = "x".repeat(1000);
+    let published = publish_texts(&node, "byt.t", &vec![big; 5]).await;
+    let got = m.recv(2, Duration::from_secs(10)).await;
+    assert_eq!(ids_of(&got), published[..2]);
+    m.expect_nothing(Duration::from_millis(300), "it holds its bytes")
+        .await;
+    let v = info(&node, "bytes").await;
+    assert_eq!(v["members"][0]["inflight_bytes"], 2010, "{v:#}");
+    assert_eq!(v["members"][0]["max_inflight_bytes"], 2500, "{v:#}");
+    m.ack(&published[..1]).await;
+    let got = m.recv(1, Duration::from_secs(10)).await;
+    assert_eq!(ids_of(&got), published[2..3]);
+    // A message larger than the whole bound still goes to a member that
+    // holds nothing.
+    let mut small = GroupMember::join(&node, "tiny", "topic=tin.t&max_inflight_bytes=10").await;
+    let huge = publish_texts(&node, "tin.t", &["y".repeat(5000), "z".to_owned()]).await;
+    let got = small.recv(1, Duration::from_secs(10)).await;
+    assert_eq!(ids_of(&got), huge[..1]);
+    small
+        .expect_nothing(Duration::from_millis(300), "one message passes its bound")
+        .await;
+    small.ack(&huge[..1]).await;
+    let got = small.recv(1, Duration::from_secs(10)).await;
+    assert_eq!(ids_of(&got), huge[1..]);
+    // Out of range: refused.
+    for bad in ["0", "67108865", "lots"] {
+        let (status, code) = refused_join(
+            &node,
+            &format!("topic=byt.t&group=bad&max_inflight_bytes={bad}"),
+        )
+        .await;
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "invalid_group_setting"),
+            "{bad}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_bad_input_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();

@@ -64,6 +64,26 @@ async fn h2(
     (sender, tokio::spawn(conn))
 }
 
+/// Opens `n` event streams on the HTTP/2 connection of `sender`, each
+/// answered 200.
+async fn open_streams(
+    node: &Node,
+    sender: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    n: usize,
+) -> Vec<http::Response<hyper::body::Incoming>> {
+    let mut streams = Vec::new();
+    for _ in 0..n {
+        sender.ready().await.unwrap();
+        let resp = sender
+            .send_request(h2_request(node, "GET", "/v1/events?topic=s.t", ""))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        streams.push(resp);
+    }
+    streams
+}
+
 fn h2_request(node: &Node, method: &str, path: &str, body: &str) -> http::Request<Full<Bytes>> {
     http::Request::builder()
         .method(method)
@@ -378,16 +398,7 @@ async fn http2_streams_count_against_the_budget() {
     );
     // Three streams open on one connection: the connection's place and two more.
     let (mut sender, _conn) = h2(&node).await;
-    let mut streams = Vec::new();
-    for _ in 0..3 {
-        sender.ready().await.unwrap();
-        let resp = sender
-            .send_request(h2_request(&node, "GET", "/v1/events?topic=s.t", ""))
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        streams.push(resp);
-    }
+    let mut streams = open_streams(&node, &mut sender, 3).await;
     // A fourth waits in the client: the node advertised three.
     sender.ready().await.unwrap();
     let fourth = sender.send_request(h2_request(&node, "GET", "/healthz", ""));
@@ -484,16 +495,7 @@ async fn streams_per_connection_are_bounded_in_a_cluster() {
         &["--fsync", "never"],
     );
     let (mut sender, _conn) = h2(&node).await;
-    let mut streams = Vec::new();
-    for _ in 0..3 {
-        sender.ready().await.unwrap();
-        let resp = sender
-            .send_request(h2_request(&node, "GET", "/v1/events?topic=s.t", ""))
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        streams.push(resp);
-    }
+    let streams = open_streams(&node, &mut sender, 3).await;
     let (status, body) = h2_send(
         &mut sender,
         h2_request(&node, "POST", "/v1/topics/s.t", "x"),
@@ -507,6 +509,81 @@ async fn streams_per_connection_are_bounded_in_a_cluster() {
     drop(streams);
     wait_for_publish(&node).await;
     assert_eq!(node.pull_all("s.t").await.len(), 0);
+}
+
+/// One HTTP/2 frame: 24-bit length, type, flags, stream id, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap();
+    let mut f = len.to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HPACK literal header without indexing, new name, no Huffman coding
+/// (names and values shorter than 127 bytes).
+fn hpack_literal(block: &mut Vec<u8>, name: &str, value: &str) {
+    block.push(0);
+    block.push(u8::try_from(name.len()).unwrap());
+    block.extend_from_slice(name.as_bytes());
+    block.push(u8::try_from(value.len()).unwrap());
+    block.extend_from_slice(value.as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_sent_before_the_settings_ack_are_bounded() {
+    // A client that sends its SETTINGS and 150 requests at once, and never
+    // acknowledges the node's SETTINGS, still gets at most
+    // max_streams_per_connection (100) event streams: the HTTP/2 server
+    // refuses the rest (RST_STREAM) from the first frame, without waiting
+    // for the acknowledgement.
+    const STREAMS: u32 = 150;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--fsync", "never"]);
+    let mut block = Vec::new();
+    hpack_literal(&mut block, ":method", "GET");
+    hpack_literal(&mut block, ":scheme", "http");
+    hpack_literal(&mut block, ":path", "/v1/events?topic=s.t");
+    hpack_literal(&mut block, ":authority", &addr(&node));
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(4, 0, 0, &[]));
+    for i in 0..STREAMS {
+        // HEADERS with END_STREAM | END_HEADERS.
+        out.extend(h2_frame(1, 0x5, 2 * i + 1, &block));
+    }
+    let mut s = TcpStream::connect(addr(&node)).await.unwrap();
+    s.write_all(&out).await.unwrap();
+    let mut ended = std::collections::HashSet::new();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ended.len() < (STREAMS - 100) as usize {
+        let n = match tokio::time::timeout_at(deadline.into(), s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => break,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        while buf.len() >= 9 {
+            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+            if buf.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (buf[3], buf[4]);
+            let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+            // DATA or HEADERS that end a stream; a reset also closes one.
+            if ((kind == 0 || kind == 1) && flags & 1 == 1) || kind == 3 {
+                ended.insert(stream);
+            }
+            buf.drain(..9 + len);
+        }
+    }
+    assert_eq!(
+        ended.len(),
+        (STREAMS - 100) as usize,
+        "streams beyond the default 100 should be refused"
+    );
+    legit_publish(&node).await;
 }
 
 /// Connects to `node` from the loopback address `source`.
@@ -629,6 +706,33 @@ async fn batch_entries_are_counted_while_reading() {
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
 }
 
+/// Opens event streams on new connections to `addr` until one is answered
+/// 503, keeping those answered 200 in `held`, which never exceeds `max`.
+async fn fill_places(addr: &str, held: &mut Vec<TcpStream>, max: usize) {
+    loop {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET /v1/events?topic=hold.t HTTP/1.1\r\nhost: {addr}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut buf = [0u8; 12];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        match &buf[9..12] {
+            b"200" => held.push(s),
+            b"503" => return,
+            other => panic!("unexpected status {}", String::from_utf8_lossy(other)),
+        }
+        assert!(
+            held.len() <= max,
+            "more client connections than max_connections"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_cannot_lock_peers_out() {
     let dir = tempfile::tempdir().unwrap();
@@ -642,33 +746,22 @@ async fn clients_cannot_lock_peers_out() {
         &args,
     );
     let gossip = crate::cluster::whoami(&a).await.1;
-    legit_publish(&a).await;
+    let addr_a = addr(&a);
+    // One message, on a connection that closes (no pooled connection of
+    // the test's client keeps a place).
+    let (status, _, _) = raw_tcp(
+        &a,
+        format!(
+            "POST /v1/topics/legit.t HTTP/1.1\r\nhost: {addr_a}\r\ncontent-length: 5\r\nconnection: close\r\n\r\nhello"
+        )
+        .into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 201);
     // Clients take every client place of node A: each new socket holds an
     // event stream until one is answered 503.
-    let addr_a = addr(&a);
     let mut held = Vec::new();
-    loop {
-        let mut s = TcpStream::connect(&addr_a).await.unwrap();
-        s.write_all(
-            format!("GET /v1/events?topic=hold.t HTTP/1.1\r\nhost: {addr_a}\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut buf = [0u8; 12];
-        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
-            .await
-            .expect("an answer")
-            .unwrap();
-        match &buf[9..12] {
-            b"200" => held.push(s),
-            b"503" => break,
-            other => panic!("unexpected status {}", String::from_utf8_lossy(other)),
-        }
-        assert!(
-            held.len() <= 4,
-            "more client connections than max_connections"
-        );
-    }
+    fill_places(&addr_a, &mut held, 4).await;
     // A node joining now still reaches A over its own connections: it
     // reads A's message through them.
     std::fs::create_dir_all(dir.path().join("b")).unwrap();
@@ -679,9 +772,10 @@ async fn clients_cannot_lock_peers_out() {
         b.pull_all("legit.t").await.len() == 1
     })
     .await;
-    // Clients are still held to their budget on A.
-    let (status, _, _) = a.raw(a.request("GET", "/healthz"), "").await;
-    assert_eq!(status, 503);
+    // Clients are still held to their budget on A: places freed since
+    // (the test client's own connections close a moment late) are taken
+    // again, and then a new client connection is answered 503.
+    fill_places(&addr_a, &mut held, 4).await;
     drop(held);
     wait_for_publish(&a).await;
 }
@@ -723,4 +817,166 @@ async fn request_rates_per_address_are_limited_when_set() {
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 201"));
     // The bucket refills: 127.0.0.1 is served again within a second or so.
     wait_for_publish(&node).await;
+}
+
+/// 200 messages of 64 KiB on `big`: more than the kernel's socket buffers
+/// hold for one connection, so a subscriber that does not read stalls
+/// the node's output.
+async fn publish_big(node: &Node) -> usize {
+    let payload = Bytes::from(vec![b'x'; 64 * 1024]);
+    for _ in 0..200 {
+        node.publish("big", payload.clone()).await;
+    }
+    200 * 64 * 1024
+}
+
+/// An SSE subscription from the start of `big` on a socket with a small
+/// receive buffer that the test does not read.
+async fn stalled_subscriber(node: &Node) -> TcpStream {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    let mut s = s.connect(addr(node).parse().unwrap()).await.unwrap();
+    s.write_all(
+        format!(
+            "GET /v1/events?topic=big&from=earliest HTTP/1.1\r\nHost: {}\r\n\r\n",
+            addr(node)
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    s
+}
+
+/// A subscriber that stops reading is disconnected once its output has
+/// not been taken for `limits.output_stall_timeout_secs`: what it had not
+/// read never arrives, and the connection ends. A reading subscriber gets
+/// everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_is_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with_config(
+        dir.path(),
+        "[limits]\noutput_stall_timeout_secs = 2\n",
+        &["--fsync", "never"],
+    );
+    let total = publish_big(&node).await;
+    let mut stalled = stalled_subscriber(&node).await;
+    // The fault: it reads nothing for twice the timeout.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (_, got) = closed_within(&mut stalled, Duration::from_secs(20), "a stalled stream").await;
+    assert!(
+        got.len() < total,
+        "closed before all of it: {} of {total} bytes",
+        got.len()
+    );
+    let mut reader =
+        crate::support::Sse::connect(&node, "/v1/events?topic=big&from=earliest", None)
+            .await
+            .unwrap();
+    for i in 0..200 {
+        let e = reader.next(Duration::from_secs(10)).await;
+        assert!(e.is_some(), "message {i} of 200");
+    }
+    legit_publish(&node).await;
+}
+
+/// Over the node's pending-output budget, subscribers that do not read
+/// are disconnected within seconds, well before the stall timeout, and a
+/// subscriber that reads still gets every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_output_budget_stalled_subscribers_are_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with_config(
+        dir.path(),
+        "[limits]\nmax_pending_output_bytes = 1048576\n",
+        &["--fsync", "never"],
+    );
+    publish_big(&node).await;
+    let mut stalled = Vec::new();
+    for _ in 0..40 {
+        stalled.push(stalled_subscriber(&node).await);
+    }
+    let mut reader =
+        crate::support::Sse::connect(&node, "/v1/events?topic=big&from=earliest", None)
+            .await
+            .unwrap();
+    for i in 0..200 {
+        let e = reader.next(Duration::from_secs(20)).await;
+        assert!(e.is_some(), "message {i} of 200");
+    }
+    // 40 × 64 KiB is over the 1 MiB budget: stalled streams go after 5 s,
+    // not 60, until what the others hold fits in the budget.
+    // The fault: they read nothing for 8 s.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let mut ends = tokio::task::JoinSet::new();
+    for mut s in stalled {
+        ends.spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+            loop {
+                match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+                    Err(_) => return false,
+                    Ok(Ok(0) | Err(_)) => return true,
+                    Ok(Ok(_)) => {}
+                }
+            }
+        });
+    }
+    let closed = ends.join_all().await.into_iter().filter(|&c| c).count();
+    // Those holding output when the budget ran out went after 5 s (the
+    // ones that then got room go 5 s later); none would before 60 s.
+    assert!(
+        closed >= 10,
+        "only {closed} of 40 stalled streams were closed"
+    );
+    legit_publish(&node).await;
+}
+
+/// Batch bodies share a node-wide budget of bytes in flight: while one
+/// batch holds all of it, another waits (here until the first one's body
+/// deadline ends it with 408), and single publishes are not held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batch_bytes_in_flight_are_bounded_node_wide() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with_config(
+        dir.path(),
+        "[limits]\nmax_batch_bytes = 1048576\nmax_batch_bytes_in_flight = 1048576\nbody_read_timeout_secs = 3\n",
+        &["--fsync", "never"],
+    );
+    // A batch that declares the whole budget and sends its body slowly.
+    let mut slow = TcpStream::connect(addr(&node)).await.unwrap();
+    slow.write_all(
+        format!(
+            "POST /v1/batch?topic=b.t HTTP/1.1\r\nhost: {}\r\ncontent-type: application/x-ndjson\r\ncontent-length: 1048576\r\n\r\n{{\"payload\":\"x\"}}\n",
+            addr(&node)
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    // Within the slow batch's 3 s, a single publish goes through at once.
+    legit_publish(&node).await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The second batch starts a second later, so its own deadline comes a
+    // second after the slow one's, when the budget is free again.
+    tokio::time::sleep_until((started + Duration::from_secs(1)).into()).await;
+    let (status, _, body) = node
+        .raw(
+            node.request("POST", "/v1/batch?topic=b.t")
+                .header("content-type", "application/x-ndjson"),
+            "{\"payload\":\"y\"}\n",
+        )
+        .await;
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "the second batch waited for the first to give the budget back ({:?})",
+        started.elapsed()
+    );
+    let (_, got) = closed_within(&mut slow, Duration::from_secs(10), "the slow batch").await;
+    let got = String::from_utf8_lossy(&got).into_owned();
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert_eq!(node.pull_all("b.t").await.len(), 1);
 }

@@ -18,3 +18,4 @@ mod peer_tamper;
 mod plugins;
 mod publish;
 mod resume;
+mod tls;

@@ -594,7 +594,9 @@ async fn invalid_uploads_and_settings_are_refused_and_change_nothing() {
         );
         assert!(!detail.is_empty());
     }
-    assert_eq!(node.get_json("/v1/plugins").await, json!({"plugins": []}));
+    let list = node.get_json("/v1/plugins").await;
+    assert_eq!(list["plugins"], json!([]));
+    assert_eq!(list["memory_budget"]["reserved_bytes"], 0, "{list}");
     let (status, _, _) = node
         .raw(node.request("DELETE", "/v1/plugins/nope"), "")
         .await;
@@ -742,4 +744,255 @@ async fn bindings_survive_restarts_and_the_cli_and_config_file_work() {
     );
     assert!(!ok);
     assert!(err.contains("failed"), "{err}");
+}
+
+/// `/healthz` while a plugin spins through the node's whole fuel maximum on
+/// every publish of four concurrent publishers: it answers within a
+/// second every time, and so do publishes to other topics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_answers_while_a_spinner_runs_on_every_publish() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--fsync", "never"]);
+    let max_fuel = 1_000_000_000u64;
+    bind_ok(
+        &node,
+        "spinner",
+        "spin",
+        &format!("hook=route&topic=spin&fuel={max_fuel}&max_instances=4"),
+    )
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut publishers = Vec::new();
+    for _ in 0..4 {
+        let (url, stop) = (node.url.clone(), stop.clone());
+        publishers.push(tokio::spawn(async move {
+            let client = switchyard::client::Client::new(&url).unwrap();
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = client
+                    .publish("spin", Bytes::from_static(b"x"), None, &[], None)
+                    .await;
+                n += 1;
+            }
+            n
+        }));
+    }
+    // Let the spinner get going.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut worst = Duration::ZERO;
+    let start = Instant::now();
+    let mut checks = 0;
+    while start.elapsed() < Duration::from_secs(4) {
+        let t = Instant::now();
+        let health = tokio::time::timeout(Duration::from_secs(1), node.get_json("/healthz"))
+            .await
+            .expect("/healthz answers within a second while the spinner runs");
+        assert_eq!(health["status"], "ok");
+        let (status, _) =
+            tokio::time::timeout(Duration::from_secs(1), post(&node, "other", "y", None))
+                .await
+                .expect("a publish to another topic answers within a second");
+        assert_eq!(status, 201);
+        worst = worst.max(t.elapsed());
+        checks += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut spun = 0;
+    for p in publishers {
+        spun += p.await.unwrap();
+    }
+    let c = counters(&node, "spinner").await;
+    eprintln!("health and publish checks: {checks}, worst {worst:?}; spinner calls: {spun}; {c}");
+    assert!(c["failures"]["out_of_fuel"].as_u64().unwrap() >= 4, "{c}");
+    // A spinning call runs on a plugin thread, not on the worker that
+    // serves the request: many fuel-exhausting calls ran meanwhile.
+    assert!(spun >= 4);
+}
+
+/// The node-wide plugin limits against hostile components: the fuel cap,
+/// the memory budget (returned on unbind and on replace), the key-value
+/// byte limit, the log rate limit, and a compile cache that keeps nothing
+/// of a rejected component.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_wide_plugin_limits_hold_against_hostile_components() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with_config(
+        dir.path(),
+        "[plugins]\nmemory_budget_bytes = 268435456\nmax_fuel = 500000000\n",
+        &["--fsync", "never"],
+    );
+    // Fuel over the node's maximum.
+    let (status, v) = bind(&node, "f", "passthrough", "hook=route&fuel=500000001").await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (400, Some("invalid_parameter")),
+        "{v}"
+    );
+    assert!(v["detail"].as_str().unwrap().contains("500000000"), "{v}");
+
+    // The memory budget: 256 MiB. 128 MiB + 64 MiB fit, another 128 MiB
+    // does not; unbinding returns it.
+    bind_ok(
+        &node,
+        "big",
+        "passthrough",
+        "hook=route&topic=b&memory_mb=32&max_instances=4",
+    )
+    .await;
+    bind_ok(
+        &node,
+        "mid",
+        "memhog",
+        "hook=route&topic=m&memory_mb=16&max_instances=4",
+    )
+    .await;
+    let (status, v) = bind(
+        &node,
+        "more",
+        "passthrough",
+        "hook=route&topic=x&memory_mb=32&max_instances=4",
+    )
+    .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (409, Some("memory_budget_exceeded")),
+        "{v}"
+    );
+    assert!(
+        v["detail"].as_str().unwrap().contains("67108864"),
+        "says what is left: {v}"
+    );
+    let list = node.get_json("/v1/plugins").await;
+    assert_eq!(list["memory_budget"]["reserved_bytes"], 192 << 20, "{list}");
+    assert_eq!(list["memory_budget"]["total_bytes"], 256 << 20, "{list}");
+    // The memory hog still stops at its own cap.
+    let (_, v) = post(&node, "m", "x", None).await;
+    assert!(
+        v["plugin_error"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("memory_limit"),
+        "{v}"
+    );
+    // A replacement may take what the binding it replaces holds.
+    bind_ok(&node, "big", "", "memory_mb=48&max_instances=4").await;
+    let (status, _) = bind(
+        &node,
+        "more",
+        "passthrough",
+        "hook=route&topic=x&memory_mb=4&max_instances=1",
+    )
+    .await;
+    assert_eq!(status, 409);
+    let (status, _, _) = node
+        .raw(node.request("DELETE", "/v1/plugins/big"), Vec::new())
+        .await;
+    assert_eq!(status, 200);
+    bind_ok(
+        &node,
+        "more",
+        "passthrough",
+        "hook=route&topic=x&memory_mb=32&max_instances=4",
+    )
+    .await;
+    let (status, _, _) = node
+        .raw(node.request("DELETE", "/v1/plugins/mid"), Vec::new())
+        .await;
+    assert_eq!(status, 200);
+
+    // Key-value bytes: 63 values of 64 KiB (and 9-byte keys) fit in 4 MiB,
+    // the 64th is refused and the plugin sees why.
+    bind_ok(
+        &node,
+        "filler",
+        "kv_filler",
+        "hook=route&topic=kv&max_instances=1",
+    )
+    .await;
+    for _ in 0..2 {
+        let (status, v) = post(&node, "kv", "x", None).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["dropped"], true, "{v}");
+        assert!(
+            v["reason"]
+                .as_str()
+                .unwrap()
+                .contains("the limit is 4194304"),
+            "the plugin's reason carries the host's refusal: {v}"
+        );
+    }
+    let c = counters(&node, "filler").await;
+    assert_eq!(c["kv_keys"], 63, "{c}");
+    assert_eq!(c["kv_bytes"], 63 * (9 + 65536), "{c}");
+    assert_eq!(c["kv_refused"], 2, "{c}");
+
+    // Logs: 900 lines of 4 KiB in one call; 64 KiB a second pass.
+    bind_ok(
+        &node,
+        "flood",
+        "log_flooder",
+        "hook=route&topic=log&max_instances=1",
+    )
+    .await;
+    let (status, v) = post(&node, "log", "x", None).await;
+    assert_eq!(status, 201, "{v}");
+    let c = counters(&node, "flood").await;
+    let (logs, dropped) = (
+        c["logs"].as_u64().unwrap(),
+        c["logs_dropped"].as_u64().unwrap(),
+    );
+    assert_eq!(logs + dropped, 900, "{c}");
+    assert!((16..=24).contains(&logs), "{c}");
+    let flooded = std::fs::read_to_string(dir.path().join("node.log"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("xxxxxxxxxxxxxxxx"))
+        .count() as u64;
+    assert_eq!(
+        flooded, logs,
+        "the node's log holds only the admitted lines"
+    );
+
+    // A component whose init fails leaves nothing in the compile cache; the
+    // cache holds the bound components only.
+    let (status, v) = bind(
+        &node,
+        "bad",
+        "trap",
+        "hook=route&topic=t&config=init&max_instances=1",
+    )
+    .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (422, Some("config_rejected")),
+        "{v}"
+    );
+    let cached = std::fs::read_dir(node.data_dir.join("plugin-cache"))
+        .unwrap()
+        .count();
+    assert_eq!(cached, 3, "passthrough, kv_filler and log_flooder");
+}
+
+/// A component that compiles for longer than the node's compile timeout
+/// is refused, and nothing of it stays behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_compilation_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with_config(
+        dir.path(),
+        "[plugins]\ncompile_timeout_ms = 1\n",
+        &["--fsync", "never"],
+    );
+    let (status, v) = bind(&node, "slow", "field_router", "hook=route").await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (422, Some("compile_refused")),
+        "{v}"
+    );
+    assert!(v["detail"].as_str().unwrap().contains("longer than"), "{v}");
+    let cached = std::fs::read_dir(node.data_dir.join("plugin-cache")).map_or(0, |d| d.count());
+    assert_eq!(cached, 0);
+    assert_eq!(node.get_json("/v1/plugins").await["plugins"], json!([]));
+    assert_eq!(node.get_json("/healthz").await["status"], "ok");
 }

@@ -73,7 +73,10 @@ impl Node {
             .strip_prefix("switchyard listening on ")
             .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
             .to_owned();
-        let client = Client::new(&url).expect("client");
+        // An https node's client trusts the CA in `dir/ca.pem`.
+        let ca = dir.join("ca.pem");
+        let client =
+            Client::with_ca_file(&url, ca.exists().then_some(ca.as_path())).expect("client");
         Node {
             child,
             url,

@@ -1,6 +1,7 @@
 //! Cluster settings with defaults suited to a LAN.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Shortest cluster key accepted, in bytes.
@@ -50,6 +51,10 @@ pub struct ClusterConfig {
     /// rendezvous hashing over the live members). 1 copies nothing beyond
     /// what subscribers pull.
     pub replication_factor: usize,
+    /// TLS for requests to peers (`https://`); `None`: cleartext HTTP/2.
+    /// Every node of a cluster must agree: a node dials its peers the way
+    /// it serves (see [`crate::transport::peer_tls_config`]).
+    pub peer_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// Default nodes that hold each origin's whole log, the origin included.
@@ -71,6 +76,7 @@ impl ClusterConfig {
             gossip_fanout: 3,
             rejoin_interval: Duration::from_secs(1),
             replication_factor: DEFAULT_REPLICATION_FACTOR,
+            peer_tls: None,
         }
     }
 

@@ -1,5 +1,6 @@
-//! Node-to-node transport: HTTP/2 (cleartext, prior knowledge) between
-//! nodes, compact postcard bodies, every request and every answer sealed
+//! Node-to-node transport: HTTP/2 between nodes (cleartext with prior
+//! knowledge, or TLS with ALPN `h2` when the nodes serve TLS), compact
+//! postcard bodies, every request and every answer sealed
 //! with keys derived from the cluster key ([`crate::envelope`]).
 //!
 //! Five exchanges use it: the **feed** (below), a group **take** (a node
@@ -311,22 +312,120 @@ pub enum TransportError {
 }
 
 type H2Client = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Full<Bytes>,
 >;
 
 /// An HTTP/2 client of one connection per peer, kept alive and
-/// reconnected by its pool.
-fn h2_client() -> H2Client {
+/// reconnected by its pool; it speaks TLS to `https://` URLs with `tls`
+/// (ALPN `h2`).
+fn h2_client(tls: &rustls::ClientConfig) -> H2Client {
     let mut connector = hyper_util::client::legacy::connect::HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    connector.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls.clone())
+        .https_or_http()
+        .enable_http2()
+        .wrap_connector(connector);
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .timer(hyper_util::rt::TokioTimer::new())
         .http2_keep_alive_interval(Duration::from_secs(5))
         .http2_keep_alive_timeout(Duration::from_secs(5))
         .build(connector)
+}
+
+/// The rustls crypto provider of every TLS configuration of the node:
+/// `ring`. rustls marks it deprecated because it has no post-quantum key
+/// exchange; the alternative, aws-lc-rs, needs cmake and a long C build.
+#[allow(deprecated)]
+pub fn tls_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The TLS settings a node dials its peers with when it serves TLS.
+///
+/// With `ca` (the `[tls] ca_file` certificates) a peer's certificate must
+/// chain to one of them and name the host of the peer's advertised
+/// address. Without, any certificate is taken (its handshake signature
+/// still checked): the sealed envelope ([`crate::envelope`]) already
+/// authenticates and encrypts every body with the cluster key, and TLS
+/// then adds confidentiality of the rest (paths, headers) against a
+/// passive observer.
+pub fn peer_tls_config(
+    ca: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
+) -> Result<rustls::ClientConfig, String> {
+    let provider = tls_provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let config = match ca {
+        Some(certs) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("not a usable CA certificate: {e}"))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(AnyPeerCert(provider)))
+            .with_no_client_auth(),
+    };
+    Ok(config)
+}
+
+/// Takes any certificate of a peer: see [`peer_tls_config`].
+#[derive(Debug)]
+struct AnyPeerCert(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyPeerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// A relayed client request as it travels sealed: the client's headers
@@ -340,11 +439,18 @@ pub struct ForwardedRequest {
 }
 
 /// Client headers a relayed request carries.
-pub const FORWARDED_HEADERS: [http::HeaderName; 3] = [
+pub const FORWARDED_HEADERS: [http::HeaderName; 4] = [
     http::header::ACCEPT,
     http::header::CONTENT_TYPE,
     http::header::USER_AGENT,
+    http::HeaderName::from_static(JOIN_WITHOUT_ADMIN),
 ];
+
+/// Header the relaying node sets on a group join whose member has no
+/// admin rights: the coordinator, which trusts relayed requests, limits
+/// the groups such a join may create. The relaying node removes a
+/// client's own header of this name.
+pub const JOIN_WITHOUT_ADMIN: &str = "switchyard-join-without-admin";
 
 /// An HTTP/2 client for peers: two multiplexed connections per peer, one
 /// for the feed and group hand-overs, one for relayed client requests.
@@ -361,6 +467,8 @@ pub const FORWARDED_HEADERS: [http::HeaderName; 3] = [
 /// same peer.
 #[derive(Clone)]
 pub struct PeerClient {
+    /// `https` when the nodes serve TLS, else `http`.
+    scheme: &'static str,
     /// Feeds, group takes and gives.
     http: H2Client,
     /// Relayed client requests ([`PeerClient::forward`]).
@@ -369,11 +477,21 @@ pub struct PeerClient {
 }
 
 impl PeerClient {
-    /// A client that seals with `envelope`.
-    pub fn new(envelope: Envelope) -> Self {
+    /// A client that seals with `envelope`, and dials its peers over TLS
+    /// with `tls` when given (see [`peer_tls_config`]).
+    pub fn new(envelope: Envelope, tls: Option<std::sync::Arc<rustls::ClientConfig>>) -> Self {
+        let (scheme, tls) = match tls {
+            Some(tls) => ("https", tls),
+            // Never used for an `http` URL, but the connector wants one.
+            None => match peer_tls_config(None) {
+                Ok(c) => ("http", std::sync::Arc::new(c)),
+                Err(_) => unreachable!("ring supports the default protocol versions"),
+            },
+        };
         PeerClient {
-            http: h2_client(),
-            relay: h2_client(),
+            scheme,
+            http: h2_client(&tls),
+            relay: h2_client(&tls),
             envelope,
         }
     }
@@ -466,7 +584,7 @@ impl PeerClient {
         );
         let request = http::Request::builder()
             .method(method)
-            .uri(format!("http://{addr}{path}"))
+            .uri(format!("{}://{addr}{path}", self.scheme))
             .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
             .header(AUTH_HEADER, id.header())
             .body(Full::new(Bytes::from(sealed)))
@@ -522,7 +640,7 @@ impl PeerClient {
             },
             &encode(req),
         );
-        let request = http::Request::post(format!("http://{addr}{path}"))
+        let request = http::Request::post(format!("{}://{addr}{path}", self.scheme))
             .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
             .header(AUTH_HEADER, id.header())
             .body(Full::new(Bytes::from(sealed)))

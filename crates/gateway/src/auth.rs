@@ -393,7 +393,17 @@ pub struct Authorizer {
     capacity: usize,
     /// Verified tokens by their text; bounded by `capacity`.
     cache: RwLock<HashMap<Box<str>, Cached>>,
+    /// Refused tokens (expired, or invalid for good) by their text, with
+    /// when they were refused: a client that sends the same bad token
+    /// again (an `EventSource` reconnecting) costs no second signature
+    /// check for [`REFUSED_FOR`]. Bounded by [`REFUSED_ENTRIES`].
+    refused: RwLock<HashMap<Box<str>, (TokenError, u64)>>,
 }
+
+/// How long a refused token is answered from memory, in seconds.
+const REFUSED_FOR: u64 = 60;
+/// Most refused tokens remembered.
+const REFUSED_ENTRIES: usize = 1024;
 
 fn now_secs() -> u64 {
     SystemTime::now()
@@ -440,6 +450,7 @@ impl Authorizer {
             leeway: config.leeway.as_secs(),
             capacity: config.cache_entries.max(1),
             cache: RwLock::new(HashMap::new()),
+            refused: RwLock::new(HashMap::new()),
         }
     }
 
@@ -472,7 +483,14 @@ impl Authorizer {
                 });
             }
         } else {
-            let cached = self.verify(token)?;
+            if let Some((error, at)) = self.refused.read().get(token)
+                && now < at.saturating_add(REFUSED_FOR)
+            {
+                return Err(error.clone());
+            }
+            let cached = self
+                .verify(token)
+                .inspect_err(|e| self.refuse(token, e, now))?;
             let access = Access {
                 anonymous: self.anonymous,
                 token: Some(cached.permissions.clone()),
@@ -488,6 +506,21 @@ impl Authorizer {
     /// Number of tokens in the cache.
     pub fn cached(&self) -> usize {
         self.cache.read().len()
+    }
+
+    /// Remembers a refused token, unless it may become valid (`nbf`).
+    fn refuse(&self, token: &str, error: &TokenError, now: u64) {
+        if *error == TokenError::NotYetValid || token.len() > MAX_TOKEN_BYTES {
+            return;
+        }
+        let mut refused = self.refused.write();
+        if refused.len() >= REFUSED_ENTRIES {
+            refused.retain(|_, (_, at)| now < at.saturating_add(REFUSED_FOR));
+            if refused.len() >= REFUSED_ENTRIES {
+                refused.clear();
+            }
+        }
+        refused.insert(token.into(), (error.clone(), now));
     }
 
     fn remember(&self, token: &str, cached: Cached, now: u64) {

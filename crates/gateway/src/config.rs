@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use crate::auth::AuthConfig;
+use crate::tls::ServerCert;
 
 /// Default most bytes of a batch publish body (16 MiB).
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -45,6 +46,15 @@ pub const DEFAULT_MAX_PULL_WAIT: Duration = Duration::from_secs(60);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Default largest plugin component upload.
 pub const DEFAULT_MAX_PLUGIN_BYTES: usize = 16 * 1024 * 1024;
+/// Default budget of output handed to connections and not taken yet.
+pub const DEFAULT_MAX_PENDING_OUTPUT_BYTES: usize = 256 * 1024 * 1024;
+/// Default time a connection may leave its output untaken before it is
+/// closed.
+pub const DEFAULT_OUTPUT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default budget of batch bytes read, parsed and stored at once.
+pub const DEFAULT_MAX_BATCH_BYTES_IN_FLIGHT: usize = 32 * 1024 * 1024;
+/// Default most groups a join without admin rights may bring a node to.
+pub const DEFAULT_MAX_GROUPS_WITHOUT_ADMIN: usize = 64;
 
 /// HTTP API settings. Every limit is documented in `docs/api.md`.
 #[derive(Clone, Debug)]
@@ -105,8 +115,27 @@ pub struct GatewayConfig {
     pub cors_origins: Vec<String>,
     /// Largest plugin component accepted by `PUT /v1/plugins/{name}`.
     pub max_plugin_bytes: usize,
+    /// Budget of output handed to connections and not taken yet: over it,
+    /// event streams read nothing more until connections take their
+    /// output, and stalled connections are closed sooner (see
+    /// `crate::output`).
+    pub max_pending_output_bytes: usize,
+    /// Bytes of batch bodies read, parsed and stored at once, node-wide
+    /// (at least `max_batch_bytes`): a batch waits for its declared size
+    /// until its body deadline, then is answered `503 overloaded`.
+    pub max_batch_bytes_in_flight: usize,
+    /// A client connection whose output is not taken for this long is
+    /// closed (at most 5 s while the pending output is over its budget).
+    pub output_stall_timeout: Duration,
+    /// Groups a join without admin rights may bring the node to: beyond
+    /// it, only a member with admin rights creates a group (joining an
+    /// existing one is not limited).
+    pub max_groups_without_admin: usize,
     /// Who may do what on the client API (tokens, anonymous access).
     pub auth: AuthConfig,
+    /// The listener's certificate: `Some` serves TLS only (no cleartext on
+    /// the port), `None` cleartext HTTP.
+    pub tls: Option<ServerCert>,
 }
 
 impl Default for GatewayConfig {
@@ -135,7 +164,12 @@ impl Default for GatewayConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             cors_origins: Vec::new(),
             max_plugin_bytes: DEFAULT_MAX_PLUGIN_BYTES,
+            max_groups_without_admin: DEFAULT_MAX_GROUPS_WITHOUT_ADMIN,
+            max_pending_output_bytes: DEFAULT_MAX_PENDING_OUTPUT_BYTES,
+            max_batch_bytes_in_flight: DEFAULT_MAX_BATCH_BYTES_IN_FLIGHT,
+            output_stall_timeout: DEFAULT_OUTPUT_STALL_TIMEOUT,
             auth: AuthConfig::default(),
+            tls: None,
         }
     }
 }

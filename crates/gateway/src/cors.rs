@@ -69,15 +69,24 @@ fn request_header_allowed(name: &str) -> bool {
     ALLOWED_REQUEST_HEADERS.contains(&name.as_str()) || name.starts_with("switchyard-header-")
 }
 
-/// Adds the CORS headers of an allowed origin to a response.
+/// Adds the CORS headers of an allowed origin to a response. A named
+/// origin (not `*`) may send credentials: the `switchyardAuthorization`
+/// cookie that carries a token for `EventSource` (with
+/// `withCredentials: true`).
 pub(crate) fn decorate(resp: &mut Response<Body>, origin: HeaderValue) {
     let h = resp.headers_mut();
+    if origin.as_bytes() != b"*" {
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+            HeaderValue::from_static("true"),
+        );
+    }
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     h.insert(header::VARY, HeaderValue::from_static("origin"));
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static(
-            "idempotent-replayed, retry-after, switchyard-group, switchyard-member",
+            "idempotent-replayed, retry-after, switchyard-group, switchyard-member, www-authenticate",
         ),
     );
 }
@@ -186,6 +195,29 @@ mod tests {
         assert_eq!(
             resp.headers()[header::ACCESS_CONTROL_ALLOW_METHODS],
             METHODS
+        );
+        assert_eq!(
+            resp.headers()[header::ACCESS_CONTROL_ALLOW_CREDENTIALS],
+            "true"
+        );
+        assert!(
+            resp.headers()[header::ACCESS_CONTROL_EXPOSE_HEADERS]
+                .to_str()
+                .unwrap()
+                .contains("www-authenticate")
+        );
+    }
+
+    #[test]
+    fn any_origin_gets_no_credentials() {
+        let resp = preflight(
+            Some(HeaderValue::from_static("*")),
+            &with_origin("https://x.example"),
+        );
+        assert!(
+            !resp
+                .headers()
+                .contains_key(header::ACCESS_CONTROL_ALLOW_CREDENTIALS)
         );
     }
 }

@@ -9,6 +9,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use switchyard_cluster::transport::JOIN_WITHOUT_ADMIN;
 use switchyard_model::{MessageId, TopicSet};
 use switchyard_router::{
     AckMode, GroupOptions, GroupStart, MemberOptions, RouterError, Settle, Strategy,
@@ -25,12 +26,35 @@ use crate::sse::{self, Format};
 pub(crate) const JOIN_ONLY: &[&str] = &[
     "ack",
     "max_inflight",
+    "max_inflight_bytes",
     "strategy",
     "ack_timeout_ms",
     "max_deliveries",
     "weight",
     "label",
 ];
+
+/// Whether a join may create groups up to the node's whole limit: the
+/// member has admin rights, or, for a join a peer relayed, the peer did
+/// not mark it as without them.
+pub(crate) fn joins_as_admin(req: &Request<Incoming>, access: &crate::auth::Access) -> bool {
+    if req.extensions().get::<Relayed>().is_some() {
+        !req.headers().contains_key(JOIN_WITHOUT_ADMIN)
+    } else {
+        access.admin("creating groups").is_ok()
+    }
+}
+
+/// The client's headers for a join relayed to its coordinator, marked
+/// when the member has no admin rights.
+pub(crate) fn relayed_join_headers(headers: &http::HeaderMap, admin: bool) -> http::HeaderMap {
+    let mut headers = headers.clone();
+    headers.remove(JOIN_WITHOUT_ADMIN);
+    if !admin {
+        headers.insert(JOIN_WITHOUT_ADMIN, HeaderValue::from_static("1"));
+    }
+    headers
+}
 
 /// Largest settle request body.
 const MAX_SETTLE_BODY: usize = 1024 * 1024;
@@ -68,6 +92,7 @@ pub(crate) async fn join(
     topics: TopicSet,
     format: Format,
     query: &Query,
+    admin: bool,
 ) -> Result<Response<Body>, Problem> {
     for p in ["last_event_id", "filter", "filter_config"] {
         if query.one(p)?.is_some() {
@@ -94,6 +119,7 @@ pub(crate) async fn join(
         ack_timeout: number(query, "ack_timeout_ms")?.map(Duration::from_millis),
         max_deliveries: number(query, "max_deliveries")?.map(saturate),
         start,
+        create_limit: (!admin).then_some(app.config.max_groups_without_admin),
     };
     let labels = query
         .all("label")
@@ -112,10 +138,12 @@ pub(crate) async fn join(
         ack: parse::<AckMode>(query, "ack")?.unwrap_or(AckMode::Manual),
         max_inflight: number(query, "max_inflight")?
             .map_or(switchyard_router::DEFAULT_MAX_INFLIGHT, saturate),
+        max_inflight_bytes: number(query, "max_inflight_bytes")?
+            .unwrap_or(switchyard_router::DEFAULT_MAX_INFLIGHT_BYTES),
         weight: number(query, "weight")?.map_or(1, saturate),
         labels,
     };
-    let max_inflight = member.max_inflight;
+    let (max_inflight, max_inflight_bytes) = (member.max_inflight, member.max_inflight_bytes);
     let member = app
         .router
         .groups()
@@ -126,6 +154,7 @@ pub(crate) async fn join(
         "member": member.id(),
         "ack": member.ack(),
         "max_inflight": max_inflight,
+        "max_inflight_bytes": max_inflight_bytes,
     });
     let prelude = sse::event("joined", &joined.to_string());
     let id = HeaderValue::from_str(member.id()).ok();

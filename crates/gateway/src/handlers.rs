@@ -530,6 +530,29 @@ async fn publish_batch(
     };
     let (parts, body) = req.into_parts();
     let max = app.config.max_batch_messages;
+    // The node-wide budget of batch bytes being read, parsed and stored:
+    // a batch waits for its declared size (the largest allowed when it
+    // declares none) until its body deadline.
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .unwrap_or(app.config.max_batch_bytes)
+        .clamp(1, app.config.max_batch_bytes);
+    let wanted = u32::try_from(declared.min(app.batch_budget_bytes)).unwrap_or(u32::MAX);
+    let acquire = app.batch_bytes.clone().acquire_many_owned(wanted);
+    let _budget = match body_deadline() {
+        Some(deadline) => tokio::time::timeout_at(deadline, acquire).await,
+        None => Ok(acquire.await),
+    }
+    .map_err(|_| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the node is reading as many batch bytes as limits.max_batch_bytes_in_flight allows; retry",
+        )
+    })?
+    .map_err(|_| Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the node is shutting down"))?;
     let body = crate::batch_body::read(
         body,
         &parts.headers,
@@ -621,10 +644,12 @@ async fn publish_batch(
 }
 
 /// The subscription's filter plugin from `filter=` and `filter_config=`.
-fn filter_of(app: &App, query: &Query) -> Result<Option<switchyard_router::Filter>, Problem> {
+/// A configuration not in use yet runs the plugin's `init` on the plugin
+/// threads while this awaits.
+async fn filter_of(app: &App, query: &Query) -> Result<Option<switchyard_router::Filter>, Problem> {
     let config = query.one("filter_config")?.map(str::to_owned);
     match query.one("filter")? {
-        Some(name) => Ok(Some(app.router.plugins().filter(name, config)?)),
+        Some(name) => Ok(Some(app.router.plugins().filter(name, config).await?)),
         None if config.is_some() => Err(Problem::bad_request(
             "invalid_parameter",
             "filter_config= needs filter=",
@@ -665,6 +690,7 @@ async fn events(
     let query = Query::parse(req.uri().query(), &allowed)?;
     let topics = query.topics()?;
     access.subscribe(&topics)?;
+    let admin = crate::groups::joins_as_admin(req, access);
     if let Some(group) = query.one("group")?
         && let Some(addr) = crate::cluster::group_elsewhere(app, req, group)
     {
@@ -673,14 +699,14 @@ async fn events(
             &addr,
             Method::GET,
             req.uri(),
-            req.headers(),
+            &crate::groups::relayed_join_headers(req.headers(), admin),
             Bytes::new(),
         )
         .await;
     }
     let format = parse_format(&query)?;
     if let Some(group) = query.one("group")? {
-        return crate::groups::join(app, group, topics, format, &query).await;
+        return crate::groups::join(app, group, topics, format, &query, admin).await;
     }
     for p in crate::groups::JOIN_ONLY {
         if query.one(p)?.is_some() {
@@ -690,7 +716,7 @@ async fn events(
             ));
         }
     }
-    let filter = filter_of(app, &query)?;
+    let filter = filter_of(app, &query).await?;
     // Precedence: the Last-Event-ID header (a reconnecting EventSource), then
     // ?last_event_id= (a first EventSource request cannot set headers), then ?from=.
     let start =
@@ -720,6 +746,7 @@ pub(crate) fn sse_response(app: &App, events: impl sse::Events, prelude: &str) -
         app.config.heartbeat,
         app.config.retry,
         app.shutdown.clone(),
+        app.output.clone(),
     );
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
@@ -743,7 +770,7 @@ async fn pull(
     )?;
     let topics = query.topics()?;
     access.subscribe(&topics)?;
-    let filter = filter_of(app, &query)?;
+    let filter = filter_of(app, &query).await?;
     let start = query
         .one("from")?
         .map_or(Ok(Start::Earliest), parse_start)?;

@@ -25,6 +25,10 @@
 //! the topic patterns a client may publish to and subscribe to ([`auth`]);
 //! requests without a token get the node's anonymous access.
 //!
+//! With a certificate configured ([`tls`]) the listener speaks TLS only,
+//! with ALPN choosing HTTP/2 or HTTP/1.1; the certificate is replaced
+//! while the node runs.
+//!
 //! What it does not do: store, or validate messages (the router does).
 #![warn(missing_docs)]
 
@@ -37,11 +41,13 @@ mod envelope;
 mod groups;
 mod handlers;
 mod hosts;
+mod output;
 mod plugins;
 mod problem;
 mod query;
 mod server;
 mod sse;
+pub mod tls;
 
 pub use auth::{Anonymous, AuthConfig, Authorizer, Scope, VerifyKey};
 pub use config::GatewayConfig;

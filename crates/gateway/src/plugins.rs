@@ -31,8 +31,16 @@ pub(crate) async fn handle(
     match (name, req.method().clone()) {
         (None, Method::GET) => {
             Query::parse(req.uri().query(), &[])?;
-            let list: Vec<Value> = app.router.plugins().list().iter().map(info_json).collect();
-            Ok(json_response(StatusCode::OK, &json!({ "plugins": list })))
+            let plugins = app.router.plugins();
+            let list: Vec<Value> = plugins.list().iter().map(info_json).collect();
+            let (used, total) = plugins.engine().memory_budget();
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({
+                    "plugins": list,
+                    "memory_budget": { "reserved_bytes": used, "total_bytes": total },
+                }),
+            ))
         }
         (None, _) => Err(not_allowed("GET")),
         (Some(name), Method::GET) => {
@@ -103,7 +111,7 @@ async fn put(app: &App, name: &str, req: Request<Incoming>) -> Result<Response<B
         .as_ref()
         .map_or_else(|| plugins.default_limits(), |e| e.limits);
     let limits = Limits {
-        fuel: query.number("fuel", base.fuel, 1, 10_000_000_000)?,
+        fuel: query.number("fuel", base.fuel, 1, plugins.engine().config().max_fuel)?,
         memory_bytes: query.number("memory_mb", (base.memory_bytes >> 20) as u64, 1, 4096)?
             as usize
             * 1024
@@ -167,6 +175,11 @@ pub(crate) fn info_json(p: &PluginInfo) -> Value {
             "instances_created": s.instances_created,
             "failures": s.failures,
             "custom": s.custom,
+            "kv_keys": s.kv_keys,
+            "kv_bytes": s.kv_bytes,
+            "kv_refused": s.kv_refused,
+            "logs": s.logs,
+            "logs_dropped": s.logs_dropped,
         },
     })
 }

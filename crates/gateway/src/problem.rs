@@ -230,6 +230,9 @@ impl From<RouterError> for Problem {
             RouterError::GroupConflict(_) => {
                 Problem::new(StatusCode::CONFLICT, "group_conflict", e.to_string())
             }
+            RouterError::GroupLimit(_) => {
+                Problem::new(StatusCode::FORBIDDEN, "forbidden", e.to_string())
+            }
             RouterError::NotInFlight { ref ids, .. } => Problem {
                 extra: Some(("ids", json!(ids))),
                 ..Problem::new(StatusCode::CONFLICT, "not_in_flight", e.to_string())
@@ -266,6 +269,14 @@ impl From<RouterError> for Problem {
                     PluginError::WrongHook { .. } => "wrong_hook",
                     PluginError::ConfigRejected(_) => "config_rejected",
                     PluginError::InvalidSetting(_) => "invalid_plugin_setting",
+                    PluginError::CompileRefused(_) => "compile_refused",
+                    PluginError::OverBudget(_) => {
+                        return Problem::new(
+                            StatusCode::CONFLICT,
+                            "memory_budget_exceeded",
+                            p.to_string(),
+                        );
+                    }
                     PluginError::Call { .. } => "plugin_failed",
                     PluginError::Engine(_) => {
                         tracing::error!(error = %p, "plugin engine error");

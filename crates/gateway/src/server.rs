@@ -16,7 +16,8 @@
 //! own budget, so clients cannot lock them out.
 //!
 //! Timeouts. A connection must begin its first request within
-//! `header_read_timeout`, and a client connection with no request in
+//! `header_read_timeout` (with TLS, the handshake must also be over within
+//! it, counted from the accept), and a client connection with no request in
 //! progress is closed after `idle_timeout`; HTTP/1.1 request headers must
 //! arrive within `header_read_timeout` (hyper's timer), request bodies
 //! within `body_read_timeout` (`408`), and HTTP/2 keep-alive pings must be
@@ -31,7 +32,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -52,6 +53,7 @@ use tokio::time::Instant;
 
 use crate::GatewayConfig;
 use crate::hosts::AllowedHosts;
+use crate::output::Output;
 use crate::problem::Problem;
 
 /// Most concurrent HTTP/2 streams on a connection from another node of the
@@ -64,6 +66,9 @@ pub(crate) const MAX_PEER_STREAMS: u32 = 4096;
 /// How long a connection closed for idleness gets to say goodbye (an
 /// HTTP/2 GOAWAY) before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// How often a connection with a request open looks at its output.
+const STALL_CHECK: Duration = Duration::from_secs(1);
 
 /// Locks `m`; a panic elsewhere while it was held leaves nothing half done.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -105,6 +110,12 @@ pub(crate) struct App {
     pub shutdown: watch::Receiver<bool>,
     /// The host names this node answers to.
     pub hosts: AllowedHosts,
+    /// Output handed to connections and not taken yet, and its budget.
+    pub output: Arc<Output>,
+    /// Bytes of batch bodies being read, parsed and stored (permits).
+    pub batch_bytes: Arc<Semaphore>,
+    /// The permits `batch_bytes` started with.
+    pub batch_budget_bytes: usize,
 }
 
 /// The node-wide connection budgets.
@@ -211,11 +222,22 @@ struct Conn {
     /// to be closed.
     wake: Notify,
     close: AtomicBool,
+    /// Response bodies whose last chunk the connection has not taken yet:
+    /// body serial, and when the chunk was handed over.
+    handed: Mutex<HashMap<u64, Instant>>,
+    /// Serials of this connection's response bodies.
+    bodies: AtomicU64,
 }
 
 impl Conn {
     fn is_peer(&self) -> bool {
         matches!(*lock(&self.kind), Kind::Peer(_))
+    }
+
+    /// When the oldest chunk of output the connection has not taken was
+    /// handed to it.
+    fn stalled_since(&self) -> Option<Instant> {
+        lock(&self.handed).values().min().copied()
     }
 
     /// When the connection is to be closed for doing nothing, if it does
@@ -250,10 +272,32 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that holds its request's [`InFlight`].
+/// A response body that holds its request's [`InFlight`] and counts its
+/// output in the node's [`Output`] until the connection takes it.
 struct Tracked {
     inner: Body,
-    _in_flight: InFlight,
+    in_flight: InFlight,
+    output: Arc<Output>,
+    serial: u64,
+    /// Bytes of the last chunk handed over, not taken yet.
+    handed: usize,
+}
+
+impl Tracked {
+    /// The connection came back for more: the last chunk was taken.
+    fn taken(&mut self) {
+        if self.handed > 0 {
+            self.output.take(self.handed);
+            self.handed = 0;
+            lock(&self.in_flight.conn.handed).remove(&self.serial);
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.taken();
+    }
 }
 
 impl http_body::Body for Tracked {
@@ -264,7 +308,17 @@ impl http_body::Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        self.taken();
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+            && !data.is_empty()
+        {
+            self.handed = data.len();
+            self.output.add(self.handed);
+            lock(&self.in_flight.conn.handed).insert(self.serial, Instant::now());
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -342,6 +396,10 @@ async fn serve_request(
         return resp;
     }
     let before = conn.open.fetch_add(1, Ordering::AcqRel);
+    if before == 0 {
+        // The driver now watches the connection's output (see `drive`).
+        conn.wake.notify_one();
+    }
     let mut in_flight = InFlight {
         conn: conn.clone(),
         _extra: None,
@@ -368,13 +426,18 @@ async fn serve_request(
         }
     }
     let deadline = Instant::now() + app.config.body_read_timeout;
+    let output = app.output.clone();
     let resp = crate::handlers::BODY_DEADLINE
         .scope(deadline, crate::handlers::handle(app, req))
         .await;
+    let serial = conn.bodies.fetch_add(1, Ordering::Relaxed);
     resp.map(|inner| {
         Tracked {
             inner,
-            _in_flight: in_flight,
+            in_flight,
+            output,
+            serial,
+            handed: 0,
         }
         .boxed_unsync()
     })
@@ -401,7 +464,21 @@ async fn drive<C>(
     // Set once a close for idleness or refusal has begun.
     let mut drop_at: Option<Instant> = None;
     loop {
-        let wake_at = drop_at.or_else(|| conn.idle_deadline(&app.config));
+        // While a request is open, look at its output at least every
+        // second: a chunk it does not take is noticed within a second
+        // of its stall limit.
+        // Peers' connections are exempt: a relayed group member that
+        // reads slowly must not cut its peer's other streams.
+        let watched = conn.open.load(Ordering::Acquire) > 0 && !conn.is_peer();
+        let stall_check = watched.then(|| {
+            let check = Instant::now() + STALL_CHECK;
+            conn.stalled_since()
+                .map_or(check, |t| check.min(t + app.output.stall_limit()))
+        });
+        let wake_at = drop_at.or_else(|| match (conn.idle_deadline(&app.config), stall_check) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        });
         let sleep = async {
             match wake_at {
                 Some(t) => tokio::time::sleep_until(t).await,
@@ -440,8 +517,95 @@ async fn drive<C>(
                     tracing::debug!(%peer, "idle connection closed");
                     connection.as_mut().graceful_shutdown();
                     drop_at = Some(Instant::now() + CLOSE_GRACE);
+                } else if watched
+                    && let Some(since) = conn.stalled_since()
+                    && since.elapsed() >= app.output.stall_limit()
+                {
+                    // A graceful close would wait for the very output the
+                    // client does not take: drop the connection.
+                    app.output.count_closed();
+                    tracing::debug!(%peer, stalled_ms = since.elapsed().as_millis() as u64,
+                        pending = app.output.pending(), "connection closed: its output stalled");
+                    return;
                 }
             }
+        }
+    }
+}
+
+/// A connection's transport once its first bytes or TLS handshake are in.
+enum Io {
+    Plain(tokio::net::TcpStream),
+    /// Boxed: a TLS session's buffers would otherwise size every
+    /// connection's task.
+    Tls(Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>),
+}
+
+/// Ends a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One accepted connection whose protocol is known.
+struct Served {
+    app: Arc<App>,
+    budgets: Arc<Budgets>,
+    conn: Arc<Conn>,
+    stop: watch::Receiver<bool>,
+    peer: SocketAddr,
+    h2: bool,
+}
+
+impl Served {
+    /// Serves the connection's requests with the protocol chosen for it
+    /// until it ends.
+    async fn run<I>(
+        self,
+        io: I,
+        http1: hyper::server::conn::http1::Builder,
+        http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+    ) where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let Served {
+            app,
+            budgets,
+            conn,
+            stop,
+            peer,
+            h2,
+        } = self;
+        let service = {
+            let (app, conn) = (app.clone(), conn.clone());
+            service_fn(move |req: hyper::Request<Incoming>| {
+                let fut = serve_request(
+                    app.clone(),
+                    budgets.clone(),
+                    conn.clone(),
+                    h2,
+                    peer.ip().to_canonical(),
+                    req,
+                );
+                async move { Ok::<_, Infallible>(fut.await) }
+            })
+        };
+        // Boxed, so that the task of an HTTP/1.1 connection (most of
+        // them, each idle subscriber) is not sized for HTTP/2's state.
+        if h2 {
+            Box::pin(drive(
+                http2.serve_connection(io, service),
+                conn,
+                app,
+                stop,
+                peer,
+            ))
+            .await;
+        } else {
+            drive(http1.serve_connection(io, service), conn, app, stop, peer).await;
         }
     }
 }
@@ -482,7 +646,8 @@ pub async fn serve(
     // HTTP/1.1 for clients; HTTP/2 with prior knowledge (h2c) for
     // node-to-node requests and clients that speak it. The protocol is
     // chosen from the first bytes (peeked, not read), so an HTTP/1.1
-    // connection costs no more than with an HTTP/1.1-only server.
+    // connection costs no more than with an HTTP/1.1-only server. With
+    // TLS, ALPN chooses (HTTP/1.1 when the client offers neither).
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
         .timer(TokioTimer::new())
@@ -503,9 +668,31 @@ pub async fn serve(
         .keep_alive_timeout(config.h2_keepalive_timeout)
         .max_header_list_size(config.max_header_bytes.max(8192) as u32);
     let first_bytes_timeout = config.header_read_timeout;
+    let acceptor = match &config.tls {
+        Some(cert) => Some(tokio_rustls::TlsAcceptor::from(
+            cert.server_config().map_err(std::io::Error::other)?,
+        )),
+        None => None,
+    };
+    // Checks the certificate files for changes while the server runs.
+    let _watch = config
+        .tls
+        .clone()
+        .map(|cert| AbortOnDrop(tokio::spawn(cert.watch())));
+    // At least one batch of the largest size fits.
+    let batch_budget = config
+        .max_batch_bytes_in_flight
+        .max(config.max_batch_bytes)
+        .min(u32::MAX as usize);
     let app = Arc::new(App {
         router,
         auth: crate::auth::Authorizer::new(config.auth.clone()),
+        output: Arc::new(Output::new(
+            config.max_pending_output_bytes,
+            config.output_stall_timeout,
+        )),
+        batch_bytes: Arc::new(Semaphore::new(batch_budget)),
+        batch_budget_bytes: batch_budget,
         config,
         shutdown: stop_rx.clone(),
         hosts,
@@ -540,16 +727,40 @@ pub async fn serve(
             last_active: Mutex::new(Instant::now()),
             wake: Notify::new(),
             close: AtomicBool::new(false),
+            handed: Mutex::new(HashMap::new()),
+            bodies: AtomicU64::new(0),
         });
         let (app, budgets) = (app.clone(), budgets.clone());
         let (http1, http2) = (http1.clone(), http2.clone());
         let stop = stop_rx.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let _held = (place, slot);
             let mut stopped = stop.clone();
-            let h2 = tokio::select! {
-                r = tokio::time::timeout(first_bytes_timeout, is_h2(&stream)) => match r {
-                    Ok(h2) => h2,
+            // The TLS handshake, like the first bytes of a cleartext
+            // connection, must be over within `header_read_timeout`.
+            let start = async move {
+                match acceptor {
+                    None => {
+                        let h2 = is_h2(&stream).await;
+                        Ok((Io::Plain(stream), h2))
+                    }
+                    Some(acceptor) => {
+                        // Boxed: the handshake's state would otherwise
+                        // size the task of every connection, cleartext too.
+                        let tls = Box::pin(acceptor.accept(stream)).await?;
+                        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                        Ok::<_, std::io::Error>((Io::Tls(Box::new(tls)), h2))
+                    }
+                }
+            };
+            let (io, h2) = tokio::select! {
+                r = tokio::time::timeout(first_bytes_timeout, start) => match r {
+                    Ok(Ok(started)) => started,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed; connection closed");
+                        return;
+                    }
                     Err(_) => {
                         tracing::debug!(%peer, "no request in time; connection closed");
                         return;
@@ -557,34 +768,17 @@ pub async fn serve(
                 },
                 _ = stopped.wait_for(|s| *s) => return,
             };
-            let service = {
-                let (app, conn) = (app.clone(), conn.clone());
-                service_fn(move |req: hyper::Request<Incoming>| {
-                    let fut = serve_request(
-                        app.clone(),
-                        budgets.clone(),
-                        conn.clone(),
-                        h2,
-                        peer.ip().to_canonical(),
-                        req,
-                    );
-                    async move { Ok::<_, Infallible>(fut.await) }
-                })
+            let served = Served {
+                app,
+                budgets,
+                conn,
+                stop,
+                peer,
+                h2,
             };
-            let io = TokioIo::new(stream);
-            // Boxed, so that the task of an HTTP/1.1 connection (most of
-            // them, each idle subscriber) is not sized for HTTP/2's state.
-            if h2 {
-                Box::pin(drive(
-                    http2.serve_connection(io, service),
-                    conn,
-                    app,
-                    stop,
-                    peer,
-                ))
-                .await;
-            } else {
-                drive(http1.serve_connection(io, service), conn, app, stop, peer).await;
+            match io {
+                Io::Plain(s) => served.run(TokioIo::new(s), http1, http2).await,
+                Io::Tls(s) => served.run(TokioIo::new(s), http1, http2).await,
             }
         });
     }

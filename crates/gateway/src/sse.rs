@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -16,6 +17,7 @@ use switchyard_router::{Delivery, Member, Subscription};
 use tokio::sync::watch;
 
 use crate::envelope::{envelope, gap};
+use crate::output::Output;
 use crate::server::Body;
 
 /// How `data:` carries a message.
@@ -163,18 +165,22 @@ struct State<E> {
     heartbeat: Duration,
     shutdown: watch::Receiver<bool>,
     prelude: Option<Bytes>,
+    output: Arc<Output>,
 }
 
 /// The body of an SSE response: a `retry:` hint and `prelude` events, then
 /// events as they come, and a heartbeat comment whenever the stream was
 /// idle for `heartbeat`. It reads only when hyper asks for more, so a
-/// client that does not read holds one chunk at most.
+/// client that does not read holds one chunk at most; and while the
+/// node's pending `output` is over its budget it reads nothing more (the
+/// stream lags in the log) until connections take their output.
 pub(crate) fn body<E: Events>(
     events: E,
     prelude: &str,
     heartbeat: Duration,
     retry: Duration,
     shutdown: watch::Receiver<bool>,
+    output: Arc<Output>,
 ) -> Body {
     let prelude = Bytes::from(format!(
         "retry: {}\n: connected\n\n{prelude}",
@@ -185,6 +191,7 @@ pub(crate) fn body<E: Events>(
         heartbeat,
         shutdown,
         prelude: Some(prelude),
+        output,
     };
     let events = stream::unfold(state, |mut st| async move {
         if let Some(p) = st.prelude.take() {
@@ -192,6 +199,12 @@ pub(crate) fn body<E: Events>(
         }
         if *st.shutdown.borrow() {
             return None;
+        }
+        if st.output.is_over() {
+            tokio::select! {
+                () = st.output.room() => {}
+                _ = st.shutdown.changed() => return None,
+            }
         }
         tokio::select! {
             chunk = st.events.next_chunk() => chunk.map(|c| (Ok(Frame::data(c)), st)),

@@ -1,7 +1,7 @@
 //! A plugin bound to a hook: a pool of reusable instances and the calls.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use parking_lot::{Condvar, Mutex, MutexGuard};
@@ -10,7 +10,9 @@ use wasmtime::{Engine, Store, Trap};
 
 use crate::bindings::route::switchyard::plugin::types as wit;
 use crate::bindings::{filter, pick, route};
+use crate::budget::Reservation;
 use crate::engine::{Plugin, PluginEngine};
+use crate::executor::Executor;
 use crate::host::{HostState, Shared};
 use crate::kv::KvBackend;
 use crate::stats::Stats;
@@ -20,7 +22,8 @@ use crate::{
 };
 
 /// Fuel for `init`: generous, since it runs once per instance (at least
-/// this much, or four times the per-call budget).
+/// this much, or four times the per-call budget; at most the node's
+/// `max_fuel`).
 const INIT_FUEL: u64 = 200_000_000;
 
 enum Inst {
@@ -45,21 +48,29 @@ struct Pool {
 /// A plugin bound to a hook with its settings. Immutable once built: a new
 /// version of a plugin is a new `Binding`, and calls that started on the old
 /// one finish on it. Calls are synchronous and short (bounded by the fuel
-/// budget); they may run on any thread.
+/// budget).
 ///
-/// At most `max_instances` calls run at once; a call beyond waits for an
-/// instance. An async caller first awaits [`Binding::permit`] and holds it
-/// across the call, so the call never waits on a thread: with one permit
-/// per instance, a caller holding one always finds an instance free or may
-/// create one.
+/// A node calls [`Binding::route_async`], [`Binding::filter_async`] and
+/// [`Binding::pick_async`]: they await a permit (one per instance, so
+/// waiting for an instance never blocks a thread), then run the call on
+/// the engine's plugin threads and await its answer; the caller's async
+/// worker serves other tasks meanwhile. The blocking [`Binding::route`],
+/// [`Binding::filter`] and [`Binding::pick`] run on the caller's thread
+/// and, past `max_instances` concurrent calls, block it until an
+/// instance is free: for tools, tests and benchmarks, not for a node.
 pub struct Binding {
     spec: BindingSpec,
     plugin: Arc<Plugin>,
     engine: Engine,
     shared: Arc<Shared>,
     pool: Mutex<Pool>,
+    /// Wakes blocking callers (never an async one: those hold a permit).
     freed: Condvar,
     permits: Arc<tokio::sync::Semaphore>,
+    exec: Arc<Executor>,
+    /// The binding's share of the node's plugin memory budget.
+    reservation: Reservation,
+    max_fuel: u64,
 }
 
 /// The right to make one call on a [`Binding`] without waiting for an
@@ -69,14 +80,32 @@ pub struct CallPermit(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
 impl Binding {
     /// Binds `plugin` as `spec` describes, using `kv` for its key-value
     /// store and `stats` for its counters (pass the old binding's to keep
-    /// counting across a reload). Creates the first instance and runs
-    /// `init`, so that a rejected configuration is reported here.
+    /// counting across a reload). Reserves `memory_bytes × max_instances`
+    /// of the engine's memory budget, creates the first instance and runs
+    /// `init`, so that a rejected configuration is reported here. Once
+    /// accepted, the plugin's compiled artifact is written to the compile
+    /// cache. Blocking (`init` runs on the caller's thread: a node runs
+    /// this on the plugin threads or a blocking thread).
     pub fn new(
         engine: &PluginEngine,
         plugin: Arc<Plugin>,
         spec: BindingSpec,
         kv: Arc<dyn KvBackend>,
         stats: Arc<Stats>,
+    ) -> Result<Arc<Binding>, PluginError> {
+        Binding::new_replacing(engine, plugin, spec, kv, stats, None)
+    }
+
+    /// [`Binding::new`] for a binding that is to replace `old`: what `old`
+    /// holds of the memory budget counts as free. Call
+    /// [`Binding::release_budget`] on `old` once the new one is in place.
+    pub fn new_replacing(
+        engine: &PluginEngine,
+        plugin: Arc<Plugin>,
+        spec: BindingSpec,
+        kv: Arc<dyn KvBackend>,
+        stats: Arc<Stats>,
+        old: Option<&Binding>,
     ) -> Result<Arc<Binding>, PluginError> {
         let hooks = plugin.hooks();
         if !hooks.contains(&spec.hook) {
@@ -96,9 +125,10 @@ impl Binding {
                 l.memory_bytes, engine.config.max_memory_bytes
             )));
         }
-        if l.fuel == 0 || l.fuel > 10_000_000_000 {
+        let max_fuel = engine.config.max_fuel;
+        if l.fuel == 0 || l.fuel > max_fuel {
             return Err(PluginError::InvalidSetting(format!(
-                "fuel {}; allowed are 1 to 10000000000",
+                "fuel {}; allowed are 1 to {max_fuel} (the node's max_fuel)",
                 l.fuel
             )));
         }
@@ -113,12 +143,32 @@ impl Binding {
                 "a binding needs at least one topic pattern".into(),
             ));
         }
-        let kv_keys = kv.count(&spec.name).map_err(PluginError::Engine)?;
+        let need = (l.memory_bytes as u64).saturating_mul(l.max_instances as u64);
+        let reservation = engine
+            .budget
+            .reserve(need, old.map(|o| &o.reservation))
+            .map_err(|left| {
+                PluginError::OverBudget(format!(
+                    "binding {} needs {need} bytes ({} instances of {} bytes); \
+                     {left} of the node's {} bytes are left (lower memory_mb or \
+                     max_instances, or unbind another plugin)",
+                    spec.name,
+                    l.max_instances,
+                    l.memory_bytes,
+                    engine.budget.total()
+                ))
+            })?;
+        let (kv_keys, kv_bytes) = kv.usage(&spec.name).map_err(PluginError::Engine)?;
+        stats.kv_keys.store(kv_keys, Ordering::Relaxed);
+        stats.kv_bytes.store(kv_bytes, Ordering::Relaxed);
+        let c = &engine.config;
         let shared = Arc::new(Shared {
             name: spec.name.as_str().into(),
             kv,
-            kv_keys: AtomicUsize::new(kv_keys),
             stats,
+            kv_max_bytes: c.kv_max_bytes,
+            log_lines_per_sec: c.log_lines_per_sec,
+            log_bytes_per_sec: c.log_bytes_per_sec,
         });
         let max_instances = spec.limits.max_instances;
         let binding = Binding {
@@ -133,6 +183,9 @@ impl Binding {
             }),
             freed: Condvar::new(),
             permits: Arc::new(tokio::sync::Semaphore::new(max_instances)),
+            exec: engine.exec.clone(),
+            reservation,
+            max_fuel,
         };
         let first = binding.instantiate().map_err(|e| match e {
             PluginError::Call { detail, .. } => PluginError::ConfigRejected(detail),
@@ -143,7 +196,20 @@ impl Binding {
             pool.live = 1;
             pool.idle.push(first);
         }
+        engine.persist(&binding.plugin);
         Ok(Arc::new(binding))
+    }
+
+    /// Returns the binding's share of the memory budget now, before the
+    /// binding is dropped (calls still running on it finish): for a
+    /// binding just replaced or unbound.
+    pub fn release_budget(&self) {
+        self.reservation.release();
+    }
+
+    /// Bytes of the memory budget the binding holds.
+    pub fn budget_bytes(&self) -> u64 {
+        self.reservation.bytes()
     }
 
     /// The binding's settings.
@@ -176,7 +242,14 @@ impl Binding {
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
         store
-            .set_fuel(self.spec.limits.fuel.saturating_mul(4).max(INIT_FUEL))
+            .set_fuel(
+                self.spec
+                    .limits
+                    .fuel
+                    .saturating_mul(4)
+                    .max(INIT_FUEL)
+                    .min(self.max_fuel),
+            )
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         self.shared.stats.instance_created();
         let fail = |store: &Store<HostState>, e: wasmtime::Error| classify(store, e);
@@ -214,8 +287,9 @@ impl Binding {
     }
 
     /// Waits, without blocking a thread, until a call on this binding would
-    /// find an instance free (or may create one). Hold the permit across
-    /// the call.
+    /// find an instance free (or may create one). The `_async` calls take
+    /// one themselves; a caller of the blocking calls may hold one across
+    /// them so they never wait on a thread.
     pub async fn permit(&self) -> Option<CallPermit> {
         // The semaphore is never closed, so this waits and succeeds.
         self.permits
@@ -224,6 +298,23 @@ impl Binding {
             .await
             .ok()
             .map(CallPermit)
+    }
+
+    /// Runs `f` on the plugin threads holding a permit, so that it finds
+    /// an instance without waiting.
+    async fn on_pool<R: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Binding) -> Result<R, PluginError> + Send + 'static,
+    ) -> Result<R, PluginError> {
+        let permit = self.permit().await;
+        let me = self.clone();
+        self.exec
+            .run(move || {
+                let r = f(&me);
+                drop(permit);
+                r
+            })
+            .await?
     }
 
     fn acquire(&self) -> Result<Slot, PluginError> {
@@ -313,15 +404,34 @@ impl Binding {
         err
     }
 
-    /// Calls `route`. The answer is validated: reroute targets are 1 to
+    /// Calls `route` on the caller's thread (blocking; see [`Binding`]).
+    /// The answer is validated: reroute targets are 1 to
     /// [`MAX_REROUTE_TOPICS`] distinct valid topics outside the `$`
     /// namespace; a replaced payload is within the output limit.
     pub fn route(&self, msg: &PluginMessage<'_>) -> Result<RouteDecision, PluginError> {
+        let d = self.call_route(&wit_message(msg))?;
+        self.finish_route(d)
+    }
+
+    /// [`Binding::route`] on the plugin threads: waits for an instance
+    /// and for the answer without blocking the caller's thread.
+    pub async fn route_async(
+        self: &Arc<Self>,
+        msg: &PluginMessage<'_>,
+    ) -> Result<RouteDecision, PluginError> {
         let m = wit_message(msg);
-        let decision = self.call(|store, inst| match inst {
-            Inst::Route(i) => i.switchyard_plugin_route().call_route(store, &m),
+        let d = self.on_pool(move |b| b.call_route(&m)).await?;
+        self.finish_route(d)
+    }
+
+    fn call_route(&self, m: &wit::Message) -> Result<wit::RouteDecision, PluginError> {
+        self.call(|store, inst| match inst {
+            Inst::Route(i) => i.switchyard_plugin_route().call_route(store, m),
             _ => unreachable!("a route binding holds route instances"),
-        })?;
+        })
+    }
+
+    fn finish_route(&self, decision: wit::RouteDecision) -> Result<RouteDecision, PluginError> {
         let decision = match decision {
             wit::RouteDecision::Deliver => RouteDecision::Deliver,
             wit::RouteDecision::Drop(reason) => RouteDecision::Drop(reason),
@@ -335,14 +445,31 @@ impl Binding {
             .map_err(|detail| self.invalid_result(detail))
     }
 
-    /// Calls `filter`. A transformed payload is checked against the output
-    /// limit.
+    /// Calls `filter` on the caller's thread (blocking; see [`Binding`]).
+    /// A transformed payload is checked against the output limit.
     pub fn filter(&self, msg: &PluginMessage<'_>) -> Result<FilterDecision, PluginError> {
+        let d = self.call_filter(&wit_message(msg))?;
+        self.finish_filter(d)
+    }
+
+    /// [`Binding::filter`] on the plugin threads.
+    pub async fn filter_async(
+        self: &Arc<Self>,
+        msg: &PluginMessage<'_>,
+    ) -> Result<FilterDecision, PluginError> {
         let m = wit_message(msg);
-        let decision = self.call(|store, inst| match inst {
-            Inst::Filter(i) => i.switchyard_plugin_filter().call_filter(store, &m),
+        let d = self.on_pool(move |b| b.call_filter(&m)).await?;
+        self.finish_filter(d)
+    }
+
+    fn call_filter(&self, m: &wit::Message) -> Result<wit::FilterDecision, PluginError> {
+        self.call(|store, inst| match inst {
+            Inst::Filter(i) => i.switchyard_plugin_filter().call_filter(store, m),
             _ => unreachable!("a filter binding holds filter instances"),
-        })?;
+        })
+    }
+
+    fn finish_filter(&self, decision: wit::FilterDecision) -> Result<FilterDecision, PluginError> {
         let decision = match decision {
             wit::FilterDecision::Keep => FilterDecision::Keep,
             wit::FilterDecision::Skip => FilterDecision::Skip,
@@ -352,30 +479,52 @@ impl Binding {
             .map_err(|detail| self.invalid_result(detail))
     }
 
-    /// Calls `pick`: the index of the chosen candidate, or `None` to leave
-    /// the choice to the group's default strategy. An index out of range is
-    /// an [`FailureKind::InvalidResult`] failure.
+    /// Calls `pick` on the caller's thread (blocking; see [`Binding`]):
+    /// the index of the chosen candidate, or `None` to leave the choice to
+    /// the group's default strategy. An index out of range is an
+    /// [`FailureKind::InvalidResult`] failure.
     pub fn pick(
         &self,
         msg: &PluginMessage<'_>,
         candidates: &[Candidate],
     ) -> Result<Option<usize>, PluginError> {
-        let m = wit_message(msg);
-        let cands: Vec<wit::Candidate> = candidates
-            .iter()
-            .map(|c| wit::Candidate {
-                id: c.id.clone(),
-                inflight: c.inflight,
-                weight: c.weight,
-                labels: wit_headers(&c.labels),
-            })
-            .collect();
-        let chosen = self.call(|store, inst| match inst {
-            Inst::Pick(i) => i.switchyard_plugin_pick().call_pick(store, &m, &cands),
-            _ => unreachable!("a pick binding holds pick instances"),
-        })?;
+        let chosen = self.call_pick(&wit_message(msg), &wit_candidates(candidates))?;
         check_pick(chosen, candidates.len()).map_err(|detail| self.invalid_result(detail))
     }
+
+    /// [`Binding::pick`] on the plugin threads.
+    pub async fn pick_async(
+        self: &Arc<Self>,
+        msg: &PluginMessage<'_>,
+        candidates: &[Candidate],
+    ) -> Result<Option<usize>, PluginError> {
+        let (m, cands) = (wit_message(msg), wit_candidates(candidates));
+        let chosen = self.on_pool(move |b| b.call_pick(&m, &cands)).await?;
+        check_pick(chosen, candidates.len()).map_err(|detail| self.invalid_result(detail))
+    }
+
+    fn call_pick(
+        &self,
+        m: &wit::Message,
+        cands: &[wit::Candidate],
+    ) -> Result<Option<u32>, PluginError> {
+        self.call(|store, inst| match inst {
+            Inst::Pick(i) => i.switchyard_plugin_pick().call_pick(store, m, cands),
+            _ => unreachable!("a pick binding holds pick instances"),
+        })
+    }
+}
+
+fn wit_candidates(candidates: &[Candidate]) -> Vec<wit::Candidate> {
+    candidates
+        .iter()
+        .map(|c| wit::Candidate {
+            id: c.id.clone(),
+            inflight: c.inflight,
+            weight: c.weight,
+            labels: wit_headers(&c.labels),
+        })
+        .collect()
 }
 
 /// Checks a plugin's `route` answer: reroute targets are 1 to

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -13,8 +15,15 @@ use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings::{filter, pick, route};
+use crate::budget::MemoryBudget;
+use crate::executor::Executor;
 use crate::host::HostState;
 use crate::{Hook, PluginError};
+
+/// Compilations that may run at once, counting those whose caller gave up
+/// at the compile timeout (wasmtime cannot interrupt a compilation: an
+/// abandoned one runs to its end on its own thread).
+pub const MAX_COMPILES: usize = 2;
 
 /// Engine settings, shared by every plugin of a node.
 #[derive(Clone, Debug)]
@@ -28,6 +37,25 @@ pub struct EngineConfig {
     /// failed call about a third cheaper; reserved address space grows with
     /// the count, memory does not.
     pub pooled_instances: u32,
+    /// The most fuel per call a binding may ask for (default 10^9, about
+    /// 150 ms of a tight loop on one core). `init` gets at most this much.
+    pub max_fuel: u64,
+    /// Memory all plugin instances of the node may take together (default
+    /// 1 GiB). A binding reserves `memory_bytes × max_instances` of it.
+    pub memory_budget_bytes: u64,
+    /// Longest a component may take to compile (default 10 s).
+    pub compile_timeout: Duration,
+    /// Most bytes (keys and values) one binding may keep in its key-value
+    /// store (default 4 MiB).
+    pub kv_max_bytes: u64,
+    /// Log lines a second one binding may write (default 100; a second's
+    /// worth may come at once). Lines beyond are dropped and counted.
+    pub log_lines_per_sec: u32,
+    /// Log bytes a second one binding may write (default 64 KiB).
+    pub log_bytes_per_sec: u64,
+    /// Threads that run plugin calls (0, the default: one per core, at
+    /// most 8).
+    pub threads: usize,
 }
 
 impl Default for EngineConfig {
@@ -36,6 +64,13 @@ impl Default for EngineConfig {
             cache_dir: None,
             max_memory_bytes: 256 * 1024 * 1024,
             pooled_instances: 128,
+            max_fuel: 1_000_000_000,
+            memory_budget_bytes: 1024 * 1024 * 1024,
+            compile_timeout: Duration::from_secs(10),
+            kv_max_bytes: crate::kv::DEFAULT_KV_MAX_BYTES,
+            log_lines_per_sec: 100,
+            log_bytes_per_sec: 64 * 1024,
+            threads: 0,
         }
     }
 }
@@ -50,6 +85,19 @@ pub struct PluginEngine {
     /// compiled with other settings is never loaded.
     compat: String,
     compiled: Mutex<HashMap<[u8; 32], Weak<Plugin>>>,
+    /// Compilations running (see [`MAX_COMPILES`]).
+    compiling: Arc<AtomicUsize>,
+    pub(crate) exec: Arc<Executor>,
+    pub(crate) budget: Arc<MemoryBudget>,
+}
+
+/// Counts a running compilation until dropped.
+struct CompileSlot(Arc<AtomicUsize>);
+
+impl Drop for CompileSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn wasmtime_config(config: &EngineConfig, pooling: bool) -> Config {
@@ -95,37 +143,134 @@ impl PluginEngine {
                 PluginError::Engine(format!("cache directory {}: {e}", dir.display()))
             })?;
         }
+        let threads = match config.threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get().min(8)),
+            n => n,
+        };
+        let exec = Arc::new(Executor::new(threads)?);
+        let budget = MemoryBudget::new(config.memory_budget_bytes);
         Ok(PluginEngine {
             engine,
             linker,
             config,
             compat,
             compiled: Mutex::new(HashMap::new()),
+            compiling: Arc::new(AtomicUsize::new(0)),
+            exec,
+            budget,
         })
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// How many threads run plugin calls.
+    pub fn threads(&self) -> usize {
+        self.exec.threads()
+    }
+
+    /// Bytes of the memory budget reserved by bindings now, and the
+    /// budget's size.
+    pub fn memory_budget(&self) -> (u64, u64) {
+        (self.budget.used(), self.budget.total())
+    }
+
+    /// Runs `f` (plugin work: building a binding, which runs `init`) on
+    /// the plugin threads, and awaits its result without blocking the
+    /// caller's thread.
+    pub async fn run<R: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, PluginError> {
+        self.exec.run(f).await
     }
 
     /// Validates and compiles a component, or returns the already compiled
     /// one with the same sha256. Blocking: compiling takes tens of
-    /// milliseconds (a cached artifact loads in well under one).
+    /// milliseconds (a cached artifact loads in well under one), and at
+    /// most the compile timeout.
+    ///
+    /// Nothing is written to the compile cache here: a binding writes its
+    /// plugin's artifact once it is accepted (see [`Binding::new`]), so a
+    /// rejected component never reaches the disk.
+    ///
+    /// [`Binding::new`]: crate::Binding::new
     pub fn load(&self, bytes: &[u8]) -> Result<Arc<Plugin>, PluginError> {
         let sha256: [u8; 32] = Sha256::digest(bytes).into();
-        let mut compiled = self.compiled.lock();
-        if let Some(p) = compiled.get(&sha256).and_then(Weak::upgrade) {
+        if let Some(p) = self.compiled.lock().get(&sha256).and_then(Weak::upgrade) {
             return Ok(p);
         }
         let component = self.compile(bytes, &sha256)?;
         let plugin = Arc::new(self.inspect(component, sha256, bytes.len())?);
+        let mut compiled = self.compiled.lock();
+        if let Some(p) = compiled.get(&sha256).and_then(Weak::upgrade) {
+            // Compiled at the same time by another caller.
+            return Ok(p);
+        }
         compiled.retain(|_, w| w.strong_count() > 0);
         compiled.insert(sha256, Arc::downgrade(&plugin));
         Ok(plugin)
     }
 
-    fn compile(&self, bytes: &[u8], sha256: &[u8; 32]) -> Result<Component, PluginError> {
-        let cached = self
-            .config
+    fn cache_path(&self, sha256: &[u8; 32]) -> Option<PathBuf> {
+        self.config
             .cache_dir
             .as_ref()
-            .map(|d| d.join(format!("{}-{}.cwasm", hex(sha256), self.compat)));
+            .map(|d| d.join(format!("{}-{}.cwasm", hex(sha256), self.compat)))
+    }
+
+    /// Writes the compiled artifact of an accepted plugin to the compile
+    /// cache, if there is one and it is not there yet.
+    pub(crate) fn persist(&self, plugin: &Plugin) {
+        let Some(path) = self.cache_path(&plugin.sha256) else {
+            return;
+        };
+        if path.exists() {
+            return;
+        }
+        let Ok(artifact) = plugin.component.serialize() else {
+            return;
+        };
+        let tmp = path.with_extension("tmp");
+        if std::fs::write(&tmp, &artifact)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .is_err()
+        {
+            tracing::warn!(path = %path.display(), "could not cache a compiled plugin");
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+
+    /// Removes from the compile cache every artifact but those of the
+    /// plugins with these sha256s (in hex) compiled by this engine's
+    /// settings: artifacts of unbound plugins, of older engine settings,
+    /// and unfinished writes. Returns how many files were removed.
+    pub fn prune_cache(&self, keep: &[String]) -> usize {
+        let Some(dir) = &self.config.cache_dir else {
+            return 0;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let kept = keep
+                .iter()
+                .any(|sha| name == format!("{sha}-{}.cwasm", self.compat));
+            let ours = name.ends_with(".cwasm") || name.ends_with(".tmp");
+            if ours && !kept && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    fn compile(&self, bytes: &[u8], sha256: &[u8; 32]) -> Result<Component, PluginError> {
+        let cached = self.cache_path(sha256);
         if let Some(path) = &cached
             && path.exists()
         {
@@ -145,22 +290,50 @@ impl PluginEngine {
                 "this is a core WebAssembly module, not a component; build the plugin with `cargo build --target wasm32-wasip2` (see docs/plugins.md)".into(),
             ));
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| {
-            PluginError::InvalidComponent(crate::binding::one_line(&format!("{e:#}")))
-        })?;
-        if let Some(path) = cached
-            && let Ok(artifact) = component.serialize()
-        {
-            let tmp = path.with_extension("tmp");
-            if std::fs::write(&tmp, &artifact)
-                .and_then(|()| std::fs::rename(&tmp, &path))
-                .is_err()
-            {
-                tracing::warn!(path = %path.display(), "could not cache a compiled plugin");
-                let _ = std::fs::remove_file(&tmp);
+        self.compile_bounded(bytes)
+    }
+
+    /// Compiles on a thread of its own and waits at most the compile
+    /// timeout. wasmtime cannot interrupt a compilation, so one that takes
+    /// longer is refused and left to finish on its thread, its result
+    /// thrown away; at most [`MAX_COMPILES`] run at once (counting those),
+    /// and the component's size is bounded by the upload limit, so the
+    /// work a client can leave behind is bounded too.
+    fn compile_bounded(&self, bytes: &[u8]) -> Result<Component, PluginError> {
+        let timeout = self.config.compile_timeout;
+        if self.compiling.fetch_add(1, Ordering::SeqCst) >= MAX_COMPILES {
+            self.compiling.fetch_sub(1, Ordering::SeqCst);
+            return Err(PluginError::CompileRefused(format!(
+                "{MAX_COMPILES} compilations are running already (slow ones run to their end \
+                 after their timeout); try again later"
+            )));
+        }
+        let slot = CompileSlot(self.compiling.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let engine = self.engine.clone();
+        let bytes = bytes.to_vec();
+        std::thread::Builder::new()
+            .name("plugin-compile".into())
+            .spawn(move || {
+                let _slot = slot;
+                let _ = tx.send(Component::new(&engine, &bytes));
+            })
+            .map_err(|e| PluginError::Engine(format!("cannot start a compiler thread: {e}")))?;
+        match rx.recv_timeout(timeout) {
+            Ok(r) => r.map_err(|e| {
+                PluginError::InvalidComponent(crate::binding::one_line(&format!("{e:#}")))
+            }),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                Err(PluginError::CompileRefused(format!(
+                    "compiling took longer than the node's limit of {} ms; \
+                     make the component smaller or simpler",
+                    timeout.as_millis()
+                )))
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                Err(PluginError::Engine("the compiler thread failed".into()))
             }
         }
-        Ok(component)
     }
 
     fn inspect(
@@ -195,6 +368,7 @@ impl PluginEngine {
         Ok(Plugin {
             sha256,
             size,
+            component,
             route,
             filter,
             pick,
@@ -216,6 +390,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 pub struct Plugin {
     sha256: [u8; 32],
     size: usize,
+    component: Component,
     pub(crate) route: Option<route::RoutePluginPre<HostState>>,
     pub(crate) filter: Option<filter::FilterPluginPre<HostState>>,
     pub(crate) pick: Option<pick::PickPluginPre<HostState>>,

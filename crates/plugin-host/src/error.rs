@@ -62,6 +62,14 @@ pub enum PluginError {
     /// The plugin's `init` refused the configuration string.
     #[error("the plugin rejected its configuration: {0}")]
     ConfigRejected(String),
+    /// Compiling the component was refused: it took longer than the
+    /// node's compile timeout, or too many compilations are running.
+    #[error("the component was not compiled: {0}")]
+    CompileRefused(String),
+    /// The binding's instances would not fit in what is left of the node's
+    /// plugin memory budget.
+    #[error("plugin memory budget: {0}")]
+    OverBudget(String),
     /// A binding setting is out of range.
     #[error("invalid plugin setting: {0}")]
     InvalidSetting(String),

@@ -1,7 +1,7 @@
 //! What a plugin instance's store holds, and the host side of the imports.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use wasmtime::{ResourceLimiter, Result};
@@ -20,9 +20,23 @@ const MAX_LOG: usize = 4 * 1024;
 pub(crate) struct Shared {
     pub name: Arc<str>,
     pub kv: Arc<dyn KvBackend>,
-    /// Keys the binding holds (checked against [`MAX_KV_KEYS`]).
-    pub kv_keys: AtomicUsize,
+    /// Counters, and the key-value usage and log rate of the binding
+    /// (shared with its other versions and filter variants).
     pub stats: Arc<Stats>,
+    /// Most bytes (keys and values) the binding may hold in its store.
+    pub kv_max_bytes: u64,
+    /// Most log lines and bytes a second the binding may write.
+    pub log_lines_per_sec: u32,
+    pub log_bytes_per_sec: u64,
+}
+
+/// Subtracts `n` without going below zero (the counters are re-read from
+/// the store when a binding is built, so a concurrent change may have
+/// been counted already).
+fn sub(counter: &AtomicU64, n: u64) {
+    let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+        Some(v.saturating_sub(n))
+    });
 }
 
 /// Caps an instance's memories and tables, and remembers whether it asked
@@ -119,16 +133,25 @@ impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) -> Result<()> {
         self.host_call()?;
         let message = truncate(message, MAX_LOG);
-        let plugin = &*self.shared.name;
+        if matches!(level, log::Level::Error) {
+            // Kept for the failure report even when the line is dropped.
+            self.last_error = Some(truncate(message.clone(), LAST_ERROR));
+        }
+        let shared = &self.shared;
+        if !shared.stats.admit_log(
+            shared.log_lines_per_sec,
+            shared.log_bytes_per_sec,
+            message.len(),
+        ) {
+            return Ok(());
+        }
+        let plugin = &*shared.name;
         match level {
             log::Level::Trace => tracing::trace!(target: "switchyard::plugin", plugin, "{message}"),
             log::Level::Debug => tracing::debug!(target: "switchyard::plugin", plugin, "{message}"),
             log::Level::Info => tracing::info!(target: "switchyard::plugin", plugin, "{message}"),
             log::Level::Warn => tracing::warn!(target: "switchyard::plugin", plugin, "{message}"),
-            log::Level::Error => {
-                tracing::error!(target: "switchyard::plugin", plugin, "{message}");
-                self.last_error = Some(truncate(message, LAST_ERROR));
-            }
+            log::Level::Error => tracing::error!(target: "switchyard::plugin", plugin, "{message}"),
         }
         Ok(())
     }
@@ -178,17 +201,42 @@ impl kv::Host for HostState {
             )));
         }
         let shared = &self.shared;
-        let exists = match shared.kv.get(&shared.name, &key) {
-            Ok(v) => v.is_some(),
+        let stats = &shared.stats;
+        let old = match shared.kv.get(&shared.name, &key) {
+            Ok(v) => v.map(|v| (key.len() + v.len()) as u64),
             Err(e) => return Ok(Err(e)),
         };
-        if !exists && shared.kv_keys.fetch_add(1, Ordering::Relaxed) >= MAX_KV_KEYS {
-            shared.kv_keys.fetch_sub(1, Ordering::Relaxed);
+        if old.is_none() && stats.kv_keys.fetch_add(1, Ordering::Relaxed) >= MAX_KV_KEYS as u64 {
+            sub(&stats.kv_keys, 1);
+            stats.kv_refused();
             return Ok(Err(format!("the binding holds {MAX_KV_KEYS} keys already")));
         }
+        let new = (key.len() + value.len()) as u64;
+        let grow = new.saturating_sub(old.unwrap_or(0));
+        if grow > 0 {
+            let before = stats.kv_bytes.fetch_add(grow, Ordering::Relaxed);
+            if before.saturating_add(grow) > shared.kv_max_bytes {
+                sub(&stats.kv_bytes, grow);
+                if old.is_none() {
+                    sub(&stats.kv_keys, 1);
+                }
+                stats.kv_refused();
+                return Ok(Err(format!(
+                    "the binding's key-value store would hold {} bytes; the limit is {} (delete keys first)",
+                    before.saturating_add(grow),
+                    shared.kv_max_bytes
+                )));
+            }
+        }
         let r = shared.kv.set(&shared.name, &key, &value);
-        if r.is_err() && !exists {
-            shared.kv_keys.fetch_sub(1, Ordering::Relaxed);
+        match &r {
+            Err(_) => {
+                sub(&stats.kv_bytes, grow);
+                if old.is_none() {
+                    sub(&stats.kv_keys, 1);
+                }
+            }
+            Ok(()) => sub(&stats.kv_bytes, old.unwrap_or(0).saturating_sub(new)),
         }
         Ok(r)
     }
@@ -196,10 +244,11 @@ impl kv::Host for HostState {
     fn delete(&mut self, key: String) -> Result<()> {
         self.host_call()?;
         let shared = &self.shared;
-        if let Ok(Some(_)) = shared.kv.get(&shared.name, &key)
+        if let Ok(Some(v)) = shared.kv.get(&shared.name, &key)
             && shared.kv.delete(&shared.name, &key).is_ok()
         {
-            shared.kv_keys.fetch_sub(1, Ordering::Relaxed);
+            sub(&shared.stats.kv_keys, 1);
+            sub(&shared.stats.kv_bytes, (key.len() + v.len()) as u64);
         }
         Ok(())
     }

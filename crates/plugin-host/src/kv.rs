@@ -11,6 +11,9 @@ pub const MAX_KV_KEY: usize = 256;
 pub const MAX_KV_VALUE: usize = 64 * 1024;
 /// Most keys per binding.
 pub const MAX_KV_KEYS: usize = 100_000;
+/// Default of the most bytes (keys and values) per binding: see
+/// `EngineConfig::kv_max_bytes`.
+pub const DEFAULT_KV_MAX_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Where plugin key-value data lives. Each binding has its own `scope` (the
 /// binding name); scopes never see each other's keys. Errors are strings
@@ -22,8 +25,8 @@ pub trait KvBackend: Send + Sync {
     fn set(&self, scope: &str, key: &str, value: &[u8]) -> Result<(), String>;
     /// Removes `key`.
     fn delete(&self, scope: &str, key: &str) -> Result<(), String>;
-    /// How many keys `scope` holds.
-    fn count(&self, scope: &str) -> Result<usize, String>;
+    /// How many keys `scope` holds, and their bytes (keys and values).
+    fn usage(&self, scope: &str) -> Result<(u64, u64), String>;
     /// Removes every key of `scope`.
     fn clear(&self, scope: &str) -> Result<(), String>;
 }
@@ -60,8 +63,13 @@ impl KvBackend for MemoryKv {
         Ok(())
     }
 
-    fn count(&self, scope: &str) -> Result<usize, String> {
-        Ok(self.with(|s| s.get(scope).map_or(0, BTreeMap::len)))
+    fn usage(&self, scope: &str) -> Result<(u64, u64), String> {
+        Ok(self.with(|s| {
+            s.get(scope).map_or((0, 0), |m| {
+                let bytes = m.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum();
+                (m.len() as u64, bytes)
+            })
+        }))
     }
 
     fn clear(&self, scope: &str) -> Result<(), String> {

@@ -18,24 +18,35 @@
 //! Plugins get no filesystem, network, environment or stdio: of WASI they
 //! get random numbers and clocks, and every other WASI function traps.
 //!
+//! Node-wide limits bound what all bindings together may take (see
+//! [`EngineConfig`]): calls run on a fixed set of plugin threads, never on
+//! the caller's async worker (the `_async` calls of [`Binding`]); a
+//! binding reserves `memory × instances` of a memory budget; fuel per call
+//! is capped; compilation has a deadline; each binding's key-value bytes
+//! and log rate are bounded. Only accepted plugins reach the compile
+//! cache on disk.
+//!
 //! What it does not do: decide what a failure means for a message (the
 //! router applies the binding's error policy) or persist bindings.
 #![warn(missing_docs)]
 
 mod binding;
 mod bindings;
+mod budget;
 mod engine;
 mod error;
+mod executor;
 mod host;
 mod kv;
+mod ratelimit;
 mod stats;
 mod types;
 mod wasi;
 
 pub use binding::{Binding, CallPermit};
-pub use engine::{EngineConfig, Plugin, PluginEngine};
+pub use engine::{EngineConfig, MAX_COMPILES, Plugin, PluginEngine};
 pub use error::{FailureKind, PluginError};
-pub use kv::{KvBackend, MAX_KV_KEY, MAX_KV_KEYS, MAX_KV_VALUE, MemoryKv};
+pub use kv::{DEFAULT_KV_MAX_BYTES, KvBackend, MAX_KV_KEY, MAX_KV_KEYS, MAX_KV_VALUE, MemoryKv};
 pub use stats::{Stats, StatsSnapshot};
 pub use types::{
     BindingSpec, Candidate, ErrorPolicy, FilterDecision, Hook, Limits, MAX_REROUTE_TOPICS,

@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
 use crate::error::FailureKind;
+use crate::ratelimit::LogLimiter;
 
 /// Most custom counter names per binding.
 pub const MAX_CUSTOM_COUNTERS: usize = 64;
@@ -21,8 +23,11 @@ const KINDS: [FailureKind; 6] = [
     FailureKind::Instantiate,
 ];
 
-/// Counters of one binding. Updated lock-free on the hot path (custom
-/// counters take a short lock).
+/// Counters of one binding, shared by its versions and by the filter
+/// variants subscribers create, and with them what the binding's limits
+/// count across all of those: its key-value usage and its log rate.
+/// Updated lock-free on the hot path (custom counters and the log limiter
+/// take a short lock).
 #[derive(Default)]
 pub struct Stats {
     calls: AtomicU64,
@@ -31,6 +36,14 @@ pub struct Stats {
     instances_created: AtomicU64,
     by_kind: [AtomicU64; 6],
     custom: Mutex<BTreeMap<String, u64>>,
+    /// Keys the binding holds in its key-value store.
+    pub(crate) kv_keys: AtomicU64,
+    /// Bytes (keys and values) the binding holds in its key-value store.
+    pub(crate) kv_bytes: AtomicU64,
+    kv_refused: AtomicU64,
+    logs: AtomicU64,
+    logs_dropped: AtomicU64,
+    log_limiter: Mutex<LogLimiter>,
 }
 
 /// A copy of a binding's counters.
@@ -48,6 +61,16 @@ pub struct StatsSnapshot {
     pub failures: BTreeMap<&'static str, u64>,
     /// Counters the plugin keeps through the `metrics` import.
     pub custom: BTreeMap<String, u64>,
+    /// Keys in the binding's key-value store.
+    pub kv_keys: u64,
+    /// Bytes (keys and values) in the binding's key-value store.
+    pub kv_bytes: u64,
+    /// Key-value writes refused for the binding's size limits.
+    pub kv_refused: u64,
+    /// Log lines written.
+    pub logs: u64,
+    /// Log lines dropped by the rate limit.
+    pub logs_dropped: u64,
 }
 
 impl Stats {
@@ -78,6 +101,25 @@ impl Stats {
         }
     }
 
+    pub(crate) fn kv_refused(&self) {
+        self.kv_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Whether a log line of `len` bytes may be written now; counts it
+    /// either way.
+    pub(crate) fn admit_log(&self, lines_per_sec: u32, bytes_per_sec: u64, len: usize) -> bool {
+        let ok = self
+            .log_limiter
+            .lock()
+            .admit(Instant::now(), lines_per_sec, bytes_per_sec, len);
+        if ok {
+            self.logs.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.logs_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
     /// A consistent-enough copy for listing.
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
@@ -91,6 +133,11 @@ impl Stats {
                 .map(|(k, v)| (k.as_str(), v.load(Ordering::Relaxed)))
                 .collect(),
             custom: self.custom.lock().clone(),
+            kv_keys: self.kv_keys.load(Ordering::Relaxed),
+            kv_bytes: self.kv_bytes.load(Ordering::Relaxed),
+            kv_refused: self.kv_refused.load(Ordering::Relaxed),
+            logs: self.logs.load(Ordering::Relaxed),
+            logs_dropped: self.logs_dropped.load(Ordering::Relaxed),
         }
     }
 }

@@ -105,9 +105,12 @@ pub struct Limits {
     /// it may execute. The default, 50 million, is about 8 ms of a tight
     /// loop on a 2 GHz x86-64 core; a typical hook call uses a few thousand.
     pub fuel: u64,
-    /// Largest linear memory of one instance, in bytes (default 32 MiB).
+    /// Largest linear memory of one instance, in bytes (default 16 MiB).
     pub memory_bytes: usize,
-    /// Most instances kept for the binding; calls beyond wait (default 8).
+    /// Most instances kept for the binding; calls beyond wait (default 4).
+    /// A binding reserves `memory_bytes × max_instances` of the node's
+    /// plugin memory budget; on a node, calls run on the plugin threads,
+    /// so more instances than threads are never in use at once.
     pub max_instances: usize,
     /// Most host calls (kv, log, clock, metrics) per hook call (default 1000).
     pub max_host_calls: u32,
@@ -120,8 +123,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             fuel: 50_000_000,
-            memory_bytes: 32 * 1024 * 1024,
-            max_instances: 8,
+            memory_bytes: 16 * 1024 * 1024,
+            max_instances: 4,
             max_host_calls: 1000,
             max_output_bytes: switchyard_model::limits::DEFAULT_MAX_PAYLOAD,
         }

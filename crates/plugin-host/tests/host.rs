@@ -139,17 +139,41 @@ fn compiled_components_are_cached_on_disk_and_reused() {
         ..EngineConfig::default()
     };
     let bytes = wasm("passthrough");
+    let cached = || -> Vec<String> {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect()
+    };
     let sha = {
         let e = PluginEngine::new(config.clone()).unwrap();
         let p = e.load(&bytes).unwrap();
         // The same bytes give the same compiled plugin.
         assert!(Arc::ptr_eq(&p, &e.load(&bytes).unwrap()));
+        // Nothing reaches the disk before a binding accepts the plugin.
+        assert!(cached().is_empty());
+        // A component whose `init` fails leaves nothing behind either.
+        let trap = e.load(&wasm("trap")).unwrap();
+        let refused = Binding::new(
+            &e,
+            trap,
+            spec("t", Hook::Route, "init"),
+            Arc::new(MemoryKv::default()),
+            Arc::new(Stats::default()),
+        );
+        assert!(refused.is_err());
+        assert!(cached().is_empty());
+        Binding::new(
+            &e,
+            p.clone(),
+            spec("p", Hook::Route, ""),
+            Arc::new(MemoryKv::default()),
+            Arc::new(Stats::default()),
+        )
+        .unwrap();
         p.sha256()
     };
-    let cached: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
+    let cached = cached();
     assert_eq!(cached.len(), 1, "{cached:?}");
     assert!(cached[0].starts_with(&sha) && cached[0].ends_with(".cwasm"));
     // A new engine loads the artifact and it works.
@@ -345,7 +369,7 @@ fn rate_limiter_keeps_state_in_the_kv_store() {
     );
     // Another key has its own bucket.
     assert_eq!(b.route(&m(b"bob")).unwrap(), RouteDecision::Deliver);
-    assert_eq!(kv.count("rl").unwrap(), 2);
+    assert_eq!(kv.usage("rl").unwrap().0, 2);
     // A new binding over the same store (a reload) sees the same state.
     let b2 = bind_with(
         &e,
@@ -472,4 +496,206 @@ fn calls_from_many_threads_share_a_bounded_pool() {
     let s = b.stats().snapshot();
     assert_eq!(s.calls, 800);
     assert!(s.instances_created <= 2, "{s:?}");
+}
+
+#[test]
+fn unused_artifacts_are_pruned_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = PluginEngine::new(EngineConfig {
+        cache_dir: Some(dir.path().to_owned()),
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let a = bind_with(
+        &e,
+        "passthrough",
+        spec("a", Hook::Route, ""),
+        Arc::new(MemoryKv::default()),
+    )
+    .unwrap();
+    let b = bind_with(
+        &e,
+        "header_tagger",
+        spec("b", Hook::Route, r#"{"name": "x", "value": "v"}"#),
+        Arc::new(MemoryKv::default()),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("leftover.tmp"), b"x").unwrap();
+    let count = || std::fs::read_dir(dir.path()).unwrap().count();
+    assert_eq!(count(), 3);
+    assert_eq!(e.prune_cache(&[a.plugin().sha256()]), 2);
+    assert_eq!(count(), 1);
+    drop(b);
+}
+
+#[test]
+fn fuel_beyond_the_node_maximum_is_refused() {
+    let e = PluginEngine::new(EngineConfig {
+        max_fuel: 100_000_000,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let mut s = spec("p", Hook::Route, "");
+    s.limits.fuel = 100_000_001;
+    match bind_with(&e, "passthrough", s.clone(), Arc::new(MemoryKv::default())) {
+        Err(PluginError::InvalidSetting(m)) => assert!(m.contains("100000000"), "{m}"),
+        other => panic!("{:?}", other.err()),
+    }
+    s.limits.fuel = 100_000_000;
+    bind_with(&e, "passthrough", s, Arc::new(MemoryKv::default())).unwrap();
+}
+
+#[test]
+fn bindings_share_the_node_memory_budget() {
+    const MIB: usize = 1024 * 1024;
+    let e = PluginEngine::new(EngineConfig {
+        memory_budget_bytes: 64 * MIB as u64,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let with = |name: &str, mib: usize, instances: usize| {
+        let mut s = spec(name, Hook::Route, "");
+        s.limits.memory_bytes = mib * MIB;
+        s.limits.max_instances = instances;
+        s
+    };
+    let kv: Arc<dyn KvBackend> = Arc::new(MemoryKv::default());
+    let a = bind_with(&e, "passthrough", with("a", 16, 2), kv.clone()).unwrap();
+    assert_eq!(a.budget_bytes(), 32 * MIB as u64);
+    let b = bind_with(&e, "passthrough", with("b", 8, 3), kv.clone()).unwrap();
+    assert_eq!(e.memory_budget(), (56 * MIB as u64, 64 * MIB as u64));
+    match bind_with(&e, "passthrough", with("c", 16, 1), kv.clone()) {
+        Err(PluginError::OverBudget(m)) => {
+            assert!(m.contains(&(8 * MIB).to_string()), "says what is left: {m}")
+        }
+        other => panic!("{:?}", other.err()),
+    }
+    // A replacement may reuse what the binding it replaces holds.
+    let plugin = a.plugin().clone();
+    let a2 = Binding::new_replacing(
+        &e,
+        plugin,
+        with("a", 20, 2),
+        kv.clone(),
+        a.stats().clone(),
+        Some(&a),
+    )
+    .unwrap();
+    a.release_budget();
+    assert_eq!(e.memory_budget().0, 64 * MIB as u64);
+    drop(a);
+    // Unbinding returns the budget.
+    drop((a2, b));
+    assert_eq!(e.memory_budget().0, 0);
+    bind_with(&e, "passthrough", with("c", 16, 4), kv).unwrap();
+}
+
+#[test]
+fn kv_writes_stop_at_the_binding_byte_limit() {
+    let e = PluginEngine::new(EngineConfig {
+        kv_max_bytes: 1024 * 1024,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let kv: Arc<dyn KvBackend> = Arc::new(MemoryKv::default());
+    let b = bind_with(&e, "kv_filler", spec("fill", Hook::Route, ""), kv.clone()).unwrap();
+    for _ in 0..2 {
+        match b.route(&msg("t", b"x", &[])).unwrap() {
+            RouteDecision::Drop(reason) => {
+                assert!(reason.contains("the limit is 1048576"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let s = b.stats().snapshot();
+    // 15 entries of a 9-byte key and a 64 KiB value fit in 1 MiB; a 16th does not.
+    assert_eq!((s.kv_keys, s.kv_bytes), (15, 15 * (9 + 65536)));
+    assert_eq!(s.kv_refused, 2);
+    assert_eq!(kv.usage("fill").unwrap(), (15, 15 * (9 + 65536)));
+    // A new version of the binding counts from what the store holds.
+    let again = Binding::new(
+        &e,
+        b.plugin().clone(),
+        spec("fill", Hook::Route, ""),
+        kv,
+        b.stats().clone(),
+    )
+    .unwrap();
+    assert!(matches!(
+        again.route(&msg("t", b"x", &[])).unwrap(),
+        RouteDecision::Drop(_)
+    ));
+    assert_eq!(again.stats().snapshot().kv_bytes, 15 * (9 + 65536));
+}
+
+#[test]
+fn plugin_logs_are_rate_limited_and_drops_counted() {
+    let e = PluginEngine::new(EngineConfig {
+        log_lines_per_sec: 100,
+        log_bytes_per_sec: 64 * 1024,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let b = bind(&e, "log_flooder", Hook::Route, "");
+    assert_eq!(
+        b.route(&msg("t", b"x", &[])).unwrap(),
+        RouteDecision::Deliver
+    );
+    let s = b.stats().snapshot();
+    assert_eq!(s.logs + s.logs_dropped, 900);
+    // 64 KiB a second is 16 lines of 4 KiB (and a few more if the call
+    // took a while).
+    assert!((16..=24).contains(&s.logs), "{s:?}");
+}
+
+#[test]
+fn a_compilation_past_the_timeout_is_refused() {
+    let e = PluginEngine::new(EngineConfig {
+        compile_timeout: std::time::Duration::from_millis(1),
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    match e.load(&wasm("passthrough")) {
+        Err(PluginError::CompileRefused(m)) => assert!(m.contains("longer than"), "{m}"),
+        other => panic!("{:?}", other.err()),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn async_calls_run_off_the_callers_thread() {
+    let e = PluginEngine::new(EngineConfig {
+        threads: 2,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let mut s = spec("spin", Hook::Route, "");
+    s.limits.fuel = e.config().max_fuel;
+    s.limits.max_instances = 4;
+    let b = bind_with(&e, "spin", s, Arc::new(MemoryKv::default())).unwrap();
+    // Eight calls that each spin through a billion fuel (two at a time on
+    // the two plugin threads), while this single-threaded runtime keeps
+    // ticking every 10 ms.
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let b = b.clone();
+        set.spawn(async move { b.route_async(&msg("t", b"x", &[])).await });
+    }
+    let calls = set.join_all();
+    let ticks = async {
+        let mut worst = std::time::Duration::ZERO;
+        for _ in 0..20 {
+            let t = std::time::Instant::now();
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            worst = worst.max(t.elapsed());
+        }
+        worst
+    };
+    let (results, worst) = tokio::join!(calls, ticks);
+    for r in results {
+        expect_failure(r, FailureKind::OutOfFuel);
+    }
+    assert!(
+        worst < std::time::Duration::from_millis(100),
+        "a 10 ms sleep took {worst:?}"
+    );
 }

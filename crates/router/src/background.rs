@@ -115,7 +115,7 @@ impl Pulls {
         for (&node, &replica) in &replicated {
             if !replica && self.interest.has_full(NodeId(node)) {
                 self.interest.drop_full(NodeId(node));
-                crate::feeds::persist_full(&self.store, NodeId(node), None);
+                crate::feeds::persist_full(&self.store, &self.interest, NodeId(node));
             }
         }
         for (node, addr) in peers {

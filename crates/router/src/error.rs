@@ -74,6 +74,10 @@ pub enum RouterError {
     /// The request conflicts with the group's settings or state.
     #[error("{0}")]
     GroupConflict(String),
+    /// The join would create a group beyond what it may create (see
+    /// [`crate::GroupOptions::create_limit`]).
+    #[error("{0}")]
+    GroupLimit(String),
     /// Settle request naming messages the group never delivered; nothing changed.
     #[error("group {group:?} has not delivered {}: they are not in flight", .ids.join(", "))]
     NotInFlight {

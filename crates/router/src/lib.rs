@@ -23,10 +23,11 @@ mod validate;
 
 pub use error::{InvalidMessage, RouterError};
 pub use groups::{
-    AckMode, DEFAULT_ACK_TIMEOUT, DEFAULT_MAX_DELIVERIES, DEFAULT_MAX_INFLIGHT, DELIVERIES_HEADER,
-    GROUP_HEADER, GroupCounters, GroupDelivery, GroupInfo, GroupOptions, GroupStart, Groups,
-    MAX_GROUPS, MAX_INFLIGHT, MAX_MEMBERS, MAX_SETTLE_IDS, MAX_UNSETTLED, Member, MemberInfo,
-    MemberOptions, Settle, Settled, StaleId, Strategy, validate_group_name,
+    AckMode, DEFAULT_ACK_TIMEOUT, DEFAULT_MAX_DELIVERIES, DEFAULT_MAX_INFLIGHT,
+    DEFAULT_MAX_INFLIGHT_BYTES, DELIVERIES_HEADER, GROUP_HEADER, GroupCounters, GroupDelivery,
+    GroupInfo, GroupOptions, GroupStart, Groups, MAX_GROUPS, MAX_INFLIGHT, MAX_INFLIGHT_BYTES,
+    MAX_MEMBERS, MAX_SETTLE_IDS, MAX_UNSETTLED, Member, MemberInfo, MemberOptions, Settle, Settled,
+    StaleId, Strategy, validate_group_name,
 };
 pub use plugins::{
     ConfiguredBinding, ERROR_HEADER, Filter, MAX_BINDINGS, MAX_CONFIG, MAX_FILTER_VARIANTS,

@@ -128,9 +128,8 @@ impl Subscription {
         let mut kept = Vec::with_capacity(messages.len());
         let mut skipped = 0;
         let mut dead = Vec::new();
-        let _permit = filter.permit().await?;
         for m in messages {
-            match filter.apply(m)? {
+            match filter.apply(m).await? {
                 Filtered::Keep(m) => kept.push(m),
                 Filtered::Skip => skipped += 1,
                 Filtered::DeadLetter(a) => {
@@ -158,22 +157,32 @@ impl Subscription {
     }
 
     /// Holds back the origins of `behind` (origin and how far this node
-    /// knows its log): the subscription reads nothing of them and its
-    /// position in them stays, until a catch-up through `recovery` fetches
-    /// what this node may not hold of them.
+    /// knows its log): the subscription reads of each only what this node
+    /// is known to hold (nothing, or up to where a catch-up got), and its
+    /// position in them stops there, until a catch-up through `recovery`
+    /// fetches the rest.
     pub(crate) fn hold_back(&mut self, behind: BTreeMap<NodeId, u64>, recovery: Recovery) {
-        self.query.hold = behind.keys().copied().collect();
+        self.query.hold =
+            recovery
+                .interest
+                .hold_limits(&self.query.topics, &self.cursor, behind.keys());
         self.behind = behind;
         self.recovery = Some(recovery);
     }
 
-    /// The origins held back now, with the position in each.
+    /// The origins held back now, with the range of each not held.
     pub fn held_back(&self) -> Vec<Unavailable> {
         self.behind
             .iter()
             .map(|(&origin, &through)| Unavailable {
                 origin,
-                after_origin_seq: self.cursor.get(origin),
+                after_origin_seq: self
+                    .query
+                    .hold
+                    .get(&origin)
+                    .copied()
+                    .unwrap_or(0)
+                    .max(self.cursor.get(origin)),
                 through_origin_seq: through,
             })
             .collect()
@@ -207,7 +216,7 @@ impl Subscription {
         let (interest, cursor) = (&r.interest, &self.cursor);
         self.behind
             .retain(|&o, _| !interest.holds(&topics, o, cursor.get(o)));
-        self.query.hold = self.behind.keys().copied().collect();
+        self.query.hold = interest.hold_limits(&topics, cursor, self.behind.keys());
         self.recovery_delay = if self.behind.len() < before {
             RECOVERY_RETRY
         } else {

@@ -14,7 +14,7 @@ use crate::batch::{Durability, Staged};
 use crate::codec::{decode_u64s, encode_u64s};
 use crate::error::Storage;
 use crate::keys;
-use crate::writer::{Writer, now_ms};
+use crate::writer::{Writer, now_ms, steady_ms};
 
 /// What a committed group of append requests gives: each request's
 /// results, and the new messages for the readers' tail.
@@ -107,7 +107,7 @@ impl crate::Store {
             return Ok(None);
         };
         let (prev, expires) = decode_idem(topic, &v)?;
-        Ok((expires > now_ms()).then_some(prev))
+        Ok((expires > steady_ms()).then_some(prev))
     }
 }
 
@@ -175,6 +175,7 @@ impl Writer {
         let sh = &*self.shared;
         let local = sh.node_id;
         let now = now_ms();
+        let idem_now = steady_ms();
         let window = sh.config.idempotency_window.as_millis() as u64;
         let mut staged = Staged::new(sh, "publish", Durability::Publish);
         let mut seen_idem: HashMap<Vec<u8>, Appended> = HashMap::new();
@@ -194,7 +195,7 @@ impl Writer {
                     }
                     if let Some(v) = sh.idem.get(ik).storage()? {
                         let (prev, expires) = decode_idem(&a.topic, &v)?;
-                        if expires > now {
+                        if expires > idem_now {
                             out.push(prev);
                             continue;
                         }
@@ -228,7 +229,11 @@ impl Writer {
                     duplicate: false,
                 };
                 if let Some(ik) = idem {
-                    staged.insert(&sh.idem, ik.clone(), idem_record(&appended, now + window));
+                    staged.insert(
+                        &sh.idem,
+                        ik.clone(),
+                        idem_record(&appended, idem_now + window),
+                    );
                     seen_idem.insert(
                         ik,
                         Appended {

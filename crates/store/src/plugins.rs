@@ -132,12 +132,20 @@ impl Store {
 
     /// How many key-value entries `scope` holds.
     pub fn kv_count(&self, scope: &str) -> Result<usize, StoreError> {
-        let mut n = 0;
-        for item in self.shared.plugin_kv.prefix(kv_prefix(scope)) {
-            item.key().storage()?;
+        Ok(self.kv_usage(scope)?.0 as usize)
+    }
+
+    /// How many key-value entries `scope` holds, and their bytes (keys as
+    /// the plugin named them, and values).
+    pub fn kv_usage(&self, scope: &str) -> Result<(u64, u64), StoreError> {
+        let prefix = kv_prefix(scope);
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for item in self.shared.plugin_kv.prefix(&prefix) {
+            let (k, v) = item.into_inner().storage()?;
             n += 1;
+            bytes += (k.len().saturating_sub(prefix.len()) + v.len()) as u64;
         }
-        Ok(n)
+        Ok((n, bytes))
     }
 
     /// Removes every key-value entry of `scope`.

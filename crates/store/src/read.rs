@@ -2,7 +2,7 @@
 //! recent, from fjall otherwise. Each call reads a bounded amount and holds
 //! nothing afterwards, so a slow reader costs disk reads, never memory.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use switchyard_model::{Cursor, Message, NodeId, Topic, TopicSet};
@@ -35,10 +35,11 @@ pub struct ReadQuery {
     pub limit: usize,
     /// Most payload bytes per read.
     pub max_bytes: usize,
-    /// Origins not to read: the reader's position in them stays where it is
-    /// (a node that does not hold an origin's messages of these topics
-    /// after the position must not pass over them).
-    pub hold: BTreeSet<NodeId>,
+    /// Origins read only up to an origin sequence: the reader's position in
+    /// each stops there (a node that does not hold an origin's messages of
+    /// these topics past a position must not pass over them). A limit at
+    /// or below the reader's position reads nothing of the origin.
+    pub hold: BTreeMap<NodeId, u64>,
 }
 
 impl ReadQuery {
@@ -48,8 +49,16 @@ impl ReadQuery {
             topics,
             limit: DEFAULT_READ_LIMIT,
             max_bytes: DEFAULT_READ_BYTES,
-            hold: BTreeSet::new(),
+            hold: BTreeMap::new(),
         }
+    }
+
+    /// How far the reader may read `origin` when the node holds it through
+    /// `held`: `held`, or less when the origin is held back.
+    fn reach(&self, origin: NodeId, held: u64) -> u64 {
+        self.hold
+            .get(&origin)
+            .map_or(held, |&limit| limit.min(held))
     }
 }
 
@@ -125,9 +134,16 @@ impl Store {
         let sh = &*self.shared;
         let local = sh.node_id;
         let mut reads = Vec::new();
-        if !q.hold.contains(&local) {
-            let tail = sh.tail.read();
-            reads.push(read_tail(q, local, from.get(local), &tail, None)?);
+        match q.hold.get(&local) {
+            None => {
+                let tail = sh.tail.read();
+                reads.push(read_tail(q, local, from.get(local), &tail, None)?);
+            }
+            Some(&limit) if limit > from.get(local) => {
+                let tail = sh.tail.read();
+                reads.push(read_tail(q, local, from.get(local), &tail, Some(limit))?);
+            }
+            Some(_) => {}
         }
         // Watermarks first, then the tails: a tail is pushed before its
         // watermark moves, so it holds everything up to what was read here.
@@ -136,8 +152,8 @@ impl Store {
             catalog
                 .visible
                 .iter()
-                .filter(|&(&o, &v)| o != local && v > from.get(o) && !q.hold.contains(&o))
-                .map(|(&o, &v)| (o, v))
+                .map(|(&o, &v)| (o, q.reach(o, v)))
+                .filter(|&(o, v)| o != local && v > from.get(o))
                 .collect()
         };
         if !visible.is_empty() {
@@ -162,8 +178,9 @@ impl Store {
             catalog
                 .visible
                 .iter()
-                .filter(|&(&o, &v)| v > from.get(o) && !q.hold.contains(&o))
-                .map(|(&o, &v)| {
+                .map(|(&o, &v)| (o, q.reach(o, v)))
+                .filter(|&(o, v)| v > from.get(o))
+                .map(|(o, v)| {
                     let c = from.get(o);
                     (o, c, v, index_topics(&catalog, q, o, c))
                 })
@@ -415,7 +432,7 @@ fn gaps(catalog: &Catalog, q: &ReadQuery, from: &Cursor) -> Vec<Gap> {
     let mut out = Vec::new();
     for (&o, om) in &catalog.origins {
         let c = from.get(o);
-        if om.max_trimmed_seq <= c || q.hold.contains(&o) {
+        if om.max_trimmed_seq <= c || q.reach(o, u64::MAX) <= c {
             continue;
         }
         for (topic, streams) in &catalog.streams {

@@ -150,6 +150,18 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Milliseconds since the Unix epoch as the wall clock read when the
+/// process first asked, advanced by the monotonic clock since: time that
+/// a step of the wall clock does not move. Idempotency windows run on it,
+/// so a clock stepped ahead does not end them early (a step of +5 min
+/// made retries within the 2-minute window store duplicates), nor one
+/// stepped back make them last longer.
+pub(crate) fn steady_ms() -> u64 {
+    static ANCHOR: std::sync::OnceLock<(u64, std::time::Instant)> = std::sync::OnceLock::new();
+    let (wall, at) = ANCHOR.get_or_init(|| (now_ms(), std::time::Instant::now()));
+    wall + at.elapsed().as_millis() as u64
+}
+
 /// The write side of the store: sequence assignment, the HLC, commits,
 /// trims. Exactly one holder of its mutex writes at a time: the writer
 /// thread, or with `fsync = never` also a publisher committing inline.

@@ -1519,6 +1519,56 @@ async fn a_peer_stamping_ahead_moves_this_clock_a_bounded_step() {
     assert_eq!(held.timestamp, ahead.timestamp);
 }
 
+/// A held-back origin is read only up to its limit: its messages past it
+/// stay unread and the reader's position in it stops there, from the disk
+/// and from the in-memory tail alike; other origins read as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_back_origin_is_read_up_to_its_limit() {
+    let dir = tempdir();
+    let store = open(config(&dir));
+    let other = NodeId(0xfeed);
+    append_n(&store, "hold.x", "local", 2).await;
+    let batch: Vec<Message> = (1..=6)
+        .map(|seq| remote(other, seq, "hold.x", seq, &format!("r{seq}")))
+        .collect();
+    assert_eq!(store.ingest(other, batch, 6).await.unwrap(), 6);
+    let seqs = |got: &Drained| -> Vec<u64> {
+        got.messages
+            .iter()
+            .filter(|m| m.id.origin == other)
+            .map(|m| m.id.seq)
+            .collect()
+    };
+    let mut q = query(&["hold.>"]);
+    q.hold.insert(other, 4);
+    let got = drain(&store, &q, &Cursor::earliest());
+    assert_eq!(seqs(&got), vec![1, 2, 3, 4]);
+    assert_eq!(got.cursor.get(other), 4, "the position stops at the limit");
+    assert_eq!(
+        got.cursor.get(store.node_id()),
+        2,
+        "the local origin reads on"
+    );
+    let cached = store
+        .read_cached(&q, &Cursor::earliest())
+        .expect("the tail covers the start");
+    let cached: Vec<u64> = cached
+        .messages
+        .iter()
+        .filter(|m| m.id.origin == other)
+        .map(|m| m.id.seq)
+        .collect();
+    assert_eq!(cached, vec![1, 2, 3, 4]);
+    // A limit at the position reads nothing more of the origin.
+    q.hold.insert(other, 4);
+    let again = store.read(&q, &got.cursor).unwrap();
+    assert!(again.messages.is_empty() && again.cursor == got.cursor);
+    // Released, the rest follows.
+    q.hold.clear();
+    let rest = drain(&store, &q, &got.cursor);
+    assert_eq!(seqs(&rest), vec![5, 6]);
+}
+
 /// Ingested messages read like local ones, with their own ids and stream
 /// sequences; a repeat changes nothing; the watermark survives a reopen; a
 /// stream first held part way through reads as a gap from before it.

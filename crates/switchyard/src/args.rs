@@ -24,6 +24,10 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Client commands: PEM CA certificates to trust for an https:// node
+    /// URL, instead of the system's trust store.
+    #[arg(long, global = true, env = "SWITCHYARD_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Every command.
@@ -80,6 +84,13 @@ pub struct ServeArgs {
     /// administer. For trusted networks only.
     #[arg(long, env = "SWITCHYARD_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
+    /// PEM certificate chain: the listener speaks TLS only (with --tls-key;
+    /// see tls.cert_file). Reloaded on SIGHUP and when the file changes.
+    #[arg(long, env = "SWITCHYARD_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SWITCHYARD_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -100,6 +111,8 @@ impl ServeArgs {
                 .ok()
                 .filter(|k| !k.is_empty()),
             allow_anonymous: self.allow_anonymous,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
         };
         (self.config, over)
     }
@@ -120,7 +133,7 @@ pub enum ClientCommand {
         /// Print the whole JSON answer instead of a table.
         #[arg(long)]
         json: bool,
-        /// Node URL.
+        /// Node URL (http:// or https://).
         #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
         url: String,
         /// Bearer token sent with every request (see `switchyard token issue`).
@@ -135,7 +148,7 @@ pub enum ClientCommand {
     Token(TokenCommand),
     /// List topics with their message counts and sizes.
     Topics {
-        /// Node URL.
+        /// Node URL (http:// or https://).
         #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
         url: String,
         /// Bearer token sent with every request (see `switchyard token issue`).
@@ -241,7 +254,7 @@ pub struct PublishArgs {
     /// Content type stored with the message.
     #[arg(long)]
     pub content_type: Option<String>,
-    /// Node URL.
+    /// Node URL (http:// or https://).
     #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
     pub url: String,
     /// Bearer token sent with every request (see `switchyard token issue`).
@@ -280,7 +293,7 @@ pub struct SubscribeArgs {
     /// With --group: the group's strategy, when this creates the group.
     #[arg(long, requires = "group")]
     pub strategy: Option<String>,
-    /// Node URL.
+    /// Node URL (http:// or https://).
     #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
     pub url: String,
     /// Bearer token sent with every request (see `switchyard token issue`).
@@ -296,7 +309,7 @@ pub enum ClusterCommand {
         /// Print the whole JSON answer instead of a table.
         #[arg(long)]
         json: bool,
-        /// Node URL.
+        /// Node URL (http:// or https://).
         #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
         url: String,
         /// Bearer token sent with every request (see `switchyard token issue`).
@@ -333,7 +346,7 @@ pub enum PluginCommand {
         /// Memory cap per instance, in MiB.
         #[arg(long)]
         memory_mb: Option<u64>,
-        /// Node URL.
+        /// Node URL (http:// or https://).
         #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
         url: String,
         /// Bearer token sent with every request (see `switchyard token issue`).
@@ -345,7 +358,7 @@ pub enum PluginCommand {
         /// Print the node's JSON answer.
         #[arg(long)]
         json: bool,
-        /// Node URL.
+        /// Node URL (http:// or https://).
         #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
         url: String,
         /// Bearer token sent with every request (see `switchyard token issue`).
@@ -356,7 +369,7 @@ pub enum PluginCommand {
     Rm {
         /// Binding name.
         name: String,
-        /// Node URL.
+        /// Node URL (http:// or https://).
         #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
         url: String,
         /// Bearer token sent with every request (see `switchyard token issue`).

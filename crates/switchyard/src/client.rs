@@ -1,12 +1,19 @@
 //! A small HTTP client for the node's API, used by the command-line client
 //! commands. Errors say whether the node was unreachable or answered an error.
+//!
+//! `https://` URLs are verified against the CA certificates of a file
+//! (`--ca-file`) or else the operating system's trust store; ALPN offers
+//! HTTP/2 and HTTP/1.1.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -14,9 +21,12 @@ use hyper_util::rt::TokioExecutor;
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The URL is not an `http://host:port` URL.
-    #[error("invalid node URL {0:?}: expected http://host:port")]
+    /// The URL is not an `http://host:port` or `https://host:port` URL.
+    #[error("invalid node URL {0:?}: expected http://host:port or https://host:port")]
     BadUrl(String),
+    /// The CA file (or the system's trust store) cannot be used.
+    #[error("{0}")]
+    Trust(String),
     /// The token holds characters a header cannot carry.
     #[error("the token is not a valid header value (a JWT is base64url text with dots)")]
     BadToken,
@@ -44,19 +54,44 @@ pub struct Client {
     base: String,
     /// `Authorization` header value sent with every request.
     authorization: Option<http::HeaderValue>,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    http: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl Client {
-    /// A client for the node at `url` (for example `http://127.0.0.1:7070`).
+    /// A client for the node at `url` (for example `http://127.0.0.1:7070`);
+    /// an `https://` node's certificate must chain to the system's trust store.
     pub fn new(url: &str) -> Result<Client, ClientError> {
+        Client::with_ca_file(url, None)
+    }
+
+    /// A client for the node at `url` whose certificate, for an `https://`
+    /// URL, must chain to a certificate of the PEM file `ca` when given,
+    /// else to the system's trust store.
+    pub fn with_ca_file(url: &str, ca: Option<&Path>) -> Result<Client, ClientError> {
         let base = url.trim_end_matches('/').to_owned();
-        if !base.starts_with("http://") || base.parse::<http::Uri>().is_err() {
+        let https = base.starts_with("https://");
+        if !(https || base.starts_with("http://")) || base.parse::<http::Uri>().is_err() {
             return Err(ClientError::BadUrl(url.to_owned()));
         }
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        connector.enforce_http(false);
+        // The trust store is read only for an https URL.
+        let tls = if https {
+            tls_config(ca)?
+        } else {
+            rustls::ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| ClientError::Trust(e.to_string()))?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        };
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(connector);
         let http = HyperClient::builder(TokioExecutor::new()).build(connector);
         Ok(Client {
             base,
@@ -203,6 +238,45 @@ impl Client {
         let resp = self.send(req).await?;
         self.json_body(resp).await
     }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    switchyard_gateway::tls::provider()
+}
+
+/// The TLS settings of an https URL: the CA certificates of `ca`, or the
+/// system's trust store.
+fn tls_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, ClientError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let certs = switchyard_gateway::tls::read_certs(path).map_err(ClientError::Trust)?;
+            for cert in certs {
+                roots.add(cert).map_err(|e| {
+                    ClientError::Trust(format!(
+                        "{}: not a usable CA certificate: {e}",
+                        path.display()
+                    ))
+                })?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(ClientError::Trust(
+                    "no CA certificates in the system's trust store: pass --ca-file \
+                     (or SWITCHYARD_CA_FILE)"
+                        .into(),
+                ));
+            }
+        }
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ClientError::Trust(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

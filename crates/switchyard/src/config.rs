@@ -23,7 +23,7 @@ pub use error::ConfigError;
 pub use file::{
     AuthSection, ClusterSection, CorsSection, FileConfig, HttpSection, LimitsSection,
     PluginBindingSection, PluginsSection, PublishSection, RetentionSection, RetentionTopic,
-    SseSection, StorageSection,
+    SseSection, StorageSection, TlsSection,
 };
 
 /// Default listen address.
@@ -79,6 +79,10 @@ pub struct Overrides {
     pub allowed_hosts: Vec<String>,
     /// `--allow-anonymous` / `SWITCHYARD_ALLOW_ANONYMOUS`.
     pub allow_anonymous: bool,
+    /// `--tls-cert` / `SWITCHYARD_TLS_CERT`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key` / `SWITCHYARD_TLS_KEY`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Everything a node needs, validated.
@@ -129,10 +133,14 @@ impl NodeConfig {
                 }
             }
             let a = &mut fc.auth;
+            let t = &mut fc.tls;
             for f in a
                 .hs256_secret_file
                 .iter_mut()
                 .chain(&mut a.public_key_files)
+                .chain(&mut t.cert_file)
+                .chain(&mut t.key_file)
+                .chain(&mut t.ca_file)
             {
                 if f.is_relative() {
                     *f = dir.join(&*f);
@@ -262,6 +270,36 @@ impl NodeConfig {
             l.max_connections_per_ip.map(|v| v as u64),
         )? {
             gateway.max_connections_per_ip = v as usize;
+        }
+        if let Some(v) = positive(
+            "limits.max_batch_bytes_in_flight",
+            l.max_batch_bytes_in_flight.map(|v| v as u64),
+        )? {
+            gateway.max_batch_bytes_in_flight = v as usize;
+        }
+        if let Some(v) = positive(
+            "limits.max_pending_output_bytes",
+            l.max_pending_output_bytes.map(|v| v as u64),
+        )? {
+            gateway.max_pending_output_bytes = v as usize;
+        }
+        if let Some(v) = positive(
+            "limits.output_stall_timeout_secs",
+            l.output_stall_timeout_secs,
+        )? {
+            gateway.output_stall_timeout = Duration::from_secs(v);
+        }
+        if let Some(v) = l.max_groups_without_admin {
+            if v > switchyard_router::MAX_GROUPS {
+                return Err(ConfigError::Invalid {
+                    key: "limits.max_groups_without_admin",
+                    detail: format!(
+                        "{v} is above the node's limit of {} groups",
+                        switchyard_router::MAX_GROUPS
+                    ),
+                });
+            }
+            gateway.max_groups_without_admin = v;
         }
         if let Some(v) = positive(
             "limits.max_streams_per_connection",
@@ -401,7 +439,7 @@ impl NodeConfig {
         if let Some(v) = positive("cluster.ack_timeout_ms", fc.cluster.ack_timeout_ms)? {
             router.ack_timeout = Duration::from_millis(v);
         }
-        let cluster = cluster(
+        let mut cluster = cluster(
             fc.cluster,
             over.gossip_listen,
             over.join,
@@ -409,6 +447,12 @@ impl NodeConfig {
             over.cluster_key,
             over.replication_factor,
         )?;
+        let peer_ca = tls(&mut gateway, fc.tls, over.tls_cert, over.tls_key)?;
+        if let (Some(cc), Some(_)) = (&mut cluster, &gateway.tls) {
+            let peer = switchyard_cluster::transport::peer_tls_config(peer_ca)
+                .map_err(|e| ConfigError::Tls(format!("ca_file: {e}")))?;
+            cc.peer_tls = Some(std::sync::Arc::new(peer));
+        }
         let config = NodeConfig {
             listen,
             log_format,
@@ -524,8 +568,52 @@ fn auth(a: AuthSection) -> Result<AuthConfig, ConfigError> {
     Ok(config)
 }
 
+/// The `[tls]` section with its overrides: loads the listener's
+/// certificate into `gateway`, and returns the CA certificates peers'
+/// certificates must chain to, when given.
+fn tls(
+    gateway: &mut GatewayConfig,
+    t: TlsSection,
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+) -> Result<Option<Vec<rustls_pki_types::CertificateDer<'static>>>, ConfigError> {
+    let poll_interval = positive("tls.poll_interval_secs", t.poll_interval_secs)?.map_or(
+        switchyard_gateway::tls::DEFAULT_TLS_POLL_INTERVAL,
+        Duration::from_secs,
+    );
+    let (cert, key) = match (cert.or(t.cert_file), key.or(t.key_file)) {
+        (Some(c), Some(k)) => (c, k),
+        (None, None) => {
+            if t.ca_file.is_some() {
+                return Err(ConfigError::Tls(
+                    "ca_file is for TLS between nodes: it needs cert_file and key_file".into(),
+                ));
+            }
+            return Ok(None);
+        }
+        _ => {
+            return Err(ConfigError::Tls(
+                "cert_file (--tls-cert) and key_file (--tls-key) go together".into(),
+            ));
+        }
+    };
+    let settings = switchyard_gateway::tls::TlsSettings {
+        cert_file: cert,
+        key_file: key,
+        poll_interval,
+    };
+    gateway.tls =
+        Some(switchyard_gateway::tls::ServerCert::load(settings).map_err(ConfigError::Tls)?);
+    t.ca_file
+        .map(|path| {
+            switchyard_gateway::tls::read_certs(&path)
+                .map_err(|e| ConfigError::Tls(format!("ca_file: {e}")))
+        })
+        .transpose()
+}
+
 /// Refuses an announced HTTP address that is not `host:port`: peers put
-/// `http://` in front of it.
+/// `http://` (or `https://`) in front of it.
 fn check_host_port(value: &str) -> Result<(), ConfigError> {
     let ok = value
         .parse::<http::uri::Authority>()
@@ -611,6 +699,31 @@ fn plugins(
         section.max_upload_bytes.map(|v| v as u64),
     )? {
         gateway.max_plugin_bytes = v as usize;
+    }
+    let e = &mut p.engine;
+    if let Some(v) = positive("plugins.max_fuel", section.max_fuel)? {
+        e.max_fuel = v;
+    }
+    if let Some(v) = positive("plugins.memory_budget_bytes", section.memory_budget_bytes)? {
+        e.memory_budget_bytes = v;
+    }
+    if let Some(v) = positive("plugins.compile_timeout_ms", section.compile_timeout_ms)? {
+        e.compile_timeout = std::time::Duration::from_millis(v);
+    }
+    if let Some(v) = positive("plugins.kv_max_bytes", section.kv_max_bytes)? {
+        e.kv_max_bytes = v;
+    }
+    if let Some(v) = positive(
+        "plugins.log_lines_per_sec",
+        section.log_lines_per_sec.map(u64::from),
+    )? {
+        e.log_lines_per_sec = v.min(u64::from(u32::MAX)) as u32;
+    }
+    if let Some(v) = positive("plugins.log_bytes_per_sec", section.log_bytes_per_sec)? {
+        e.log_bytes_per_sec = v;
+    }
+    if let Some(v) = positive("plugins.threads", section.threads.map(|v| v as u64))? {
+        e.threads = v.min(256) as usize;
     }
     let d = &mut p.limits;
     d.max_output_bytes = router.max_payload;

@@ -11,13 +11,19 @@ use switchyard::args::{Cli, Command, ServeArgs};
 use switchyard::config::NodeConfig;
 use switchyard::node::{Node, NodeError};
 
+/// mimalloc instead of the system allocator, with `--features mimalloc`
+/// (see docs/BENCHMARKS.md, "Allocator").
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Tunes glibc malloc for a server whose threads allocate and free many
 /// small message buffers: without padding, every thread arena grows and
 /// shrinks its heap a few pages at a time (an `mprotect` per step), which
 /// showed as 3-4 % of CPU under publish load.
 #[allow(unsafe_code)]
 fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "mimalloc")))]
     // SAFETY: mallopt only changes allocator parameters; it is called once,
     // before any other thread exists.
     unsafe {
@@ -43,7 +49,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
-            Command::Client(cmd) => switchyard::commands::run(cmd).await,
+            Command::Client(cmd) => switchyard::commands::run(cmd, cli.ca_file.as_deref()).await,
         }
     });
     match result {
@@ -70,11 +76,36 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // Installed before the node reports itself ready, so that a signal from
     // then on always means a graceful stop.
     let signals = Signals::install()?;
+    let tls = config.gateway.tls.clone();
+    if let Some(cert) = &tls {
+        reload_on_hangup(cert.clone())?;
+    }
     let node = Node::start(config, listener).await?;
     // The first stdout line tells scripts and tests where the node listens.
-    println!("switchyard listening on http://{}", node.addr());
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("switchyard listening on {scheme}://{}", node.addr());
     std::io::stdout().flush()?;
     node.run(signals.first_then_watch()).await?;
+    Ok(())
+}
+
+/// Reads the TLS certificate and key again on every SIGHUP (the new pair
+/// serves new connections; a pair that does not load is logged and the
+/// current one kept).
+fn reload_on_hangup(cert: switchyard_gateway::tls::ServerCert) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup())?;
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                let cert = cert.clone();
+                let _ = tokio::task::spawn_blocking(move || cert.reload()).await;
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = cert;
     Ok(())
 }
 

@@ -331,7 +331,7 @@ impl Cluster {
             seeds = config.seeds.len(), "gossip started");
         tokio::spawn(actor.run(command_rx));
         let envelope = Envelope::new(&config.key, &config.name, node, shared.stats.http.clone());
-        let client = PeerClient::new(envelope.clone());
+        let client = PeerClient::new(envelope.clone(), config.peer_tls.clone());
         Ok((
             Cluster {
                 shared,

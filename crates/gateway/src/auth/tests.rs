@@ -382,3 +382,28 @@ fn debug_output_hides_keys() {
     let shown = format!("{k:?}");
     assert!(shown.contains("secret.txt") && !shown.contains("0123456789"));
 }
+
+#[test]
+fn refused_tokens_are_answered_from_memory_and_bounded() {
+    let a = authorizer(Anonymous::None);
+    let forged = signed(
+        Algorithm::HS256,
+        &EncodingKey::from_secret(b"another secret of the same length......"),
+        &scope(&["a"], &[], false),
+    );
+    let first = a.authenticate(&forged).unwrap_err();
+    assert_eq!(a.refused.read().len(), 1);
+    assert_eq!(a.authenticate(&forged).unwrap_err(), first);
+    let expired = hs(&json!({"exp": now() - 3600, "switchyard": {}}));
+    assert_eq!(a.authenticate(&expired).unwrap_err(), TokenError::Expired);
+    assert_eq!(a.refused.read().len(), 2);
+    // A token not valid yet may become valid: not remembered.
+    let early = hs(&json!({"nbf": now() + 3600, "exp": now() + 7200, "switchyard": {}}));
+    assert_eq!(a.authenticate(&early).unwrap_err(), TokenError::NotYetValid);
+    assert_eq!(a.refused.read().len(), 2);
+    for i in 0..(REFUSED_ENTRIES + 10) {
+        let t = hs(&json!({"exp": now() - 3600, "jti": i, "switchyard": {}}));
+        let _ = a.authenticate(&t);
+        assert!(a.refused.read().len() <= REFUSED_ENTRIES);
+    }
+}

@@ -12,9 +12,12 @@ use super::*;
 /// it is a live peer; otherwise from any live peer that holds it (a peer
 /// answers for another origin only what it holds of exactly these
 /// patterns). Bounded by [`CATCH_UP_TIME`]; a range no node gives in time
-/// is not recorded as held, so readers hold that origin back. The caller
-/// keeps `topics` in the interest throughout (it holds their
-/// [`InterestGuard`]); a range an earlier catch-up of the same patterns
+/// is not recorded as held, so readers hold that origin back. When the
+/// sources gave only the first part of a range (say a gone origin's last
+/// messages reached no live node that holds its whole log), that part is
+/// recorded: readers read up to it and hold the origin back from there.
+/// The caller keeps `topics` in the interest throughout (it holds their
+/// [`InterestGuard`]); what an earlier catch-up of the same patterns
 /// already fetched is not fetched again.
 pub(crate) async fn catch_up(
     store: &Arc<Store>,
@@ -30,8 +33,14 @@ pub(crate) async fn catch_up(
     let peers = cluster.peers();
     let mut fetches = tokio::task::JoinSet::new();
     for (&origin, &until) in held {
-        let after = from.get(origin);
-        if origin == local || after >= until || interest.held_from(&patterns, origin, after) {
+        if origin == local {
+            continue;
+        }
+        // On from what earlier catch-ups fetched.
+        let Some(after) = interest.reach_names(&patterns, origin, from.get(origin)) else {
+            continue;
+        };
+        if after >= until {
             continue;
         }
         // The origin itself, or else every live peer in turn.
@@ -55,19 +64,34 @@ pub(crate) async fn catch_up(
         fetches.spawn(fetch.run(sources));
     }
     while let Some(r) = fetches.join_next().await {
-        match r {
-            Ok(Ok((origin, after, n))) => {
-                interest.record_caught_up(&patterns, origin, after);
-                if n > 0 {
-                    tracing::debug!(%origin, messages = n, "caught up with older messages of another origin");
+        let Ok(done) = r else { continue };
+        match done.failed {
+            None => {
+                interest.record_caught_up(&patterns, done.origin, done.after);
+                if done.stored > 0 {
+                    tracing::debug!(origin = %done.origin, messages = done.stored,
+                        "caught up with older messages of another origin");
                 }
             }
-            Err(_) => {}
-            Ok(Err(e)) => {
+            Some(e) => {
+                interest.record_partial(&patterns, done.origin, done.after, done.reached);
                 tracing::warn!(error = %e, "catching up with another origin's older messages failed")
             }
         }
     }
+}
+
+/// How one origin's range of a catch-up ended.
+struct Fetched {
+    origin: NodeId,
+    /// Where the range began.
+    after: u64,
+    /// Everything of the patterns in `(after, reached]` is stored.
+    reached: u64,
+    /// Messages stored.
+    stored: usize,
+    /// Why no source gave the rest, when one did not.
+    failed: Option<String>,
 }
 
 /// One origin's range of a catch-up.
@@ -85,9 +109,8 @@ struct Fetch {
 impl Fetch {
     /// Fetches the range from `sources` in turn (address, and whether it is
     /// another node than the origin), going on from where the last one
-    /// stopped; the origin, the first message and the count stored, or why
-    /// no source gave all of it.
-    async fn run(self, sources: Vec<(String, bool)>) -> Result<(NodeId, u64, usize), String> {
+    /// stopped.
+    async fn run(self, sources: Vec<(String, bool)>) -> Fetched {
         let mut pos = self.after;
         let mut stored = 0;
         // What was removed by retention, as the first answer (from
@@ -108,13 +131,25 @@ impl Fetch {
                 }
             }
             if pos >= self.until {
-                return Ok((self.origin, self.after, stored));
+                return Fetched {
+                    origin: self.origin,
+                    after: self.after,
+                    reached: pos,
+                    stored,
+                    failed: None,
+                };
             }
         }
-        Err(format!(
-            "origin {} from {pos} to {}: {last_error}",
-            self.origin, self.until
-        ))
+        Fetched {
+            origin: self.origin,
+            after: self.after,
+            reached: pos,
+            stored,
+            failed: Some(format!(
+                "origin {} from {pos} to {}: {last_error}",
+                self.origin, self.until
+            )),
+        }
     }
 
     /// One request to `addr`: the position reached and the messages stored.

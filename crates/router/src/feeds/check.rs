@@ -25,9 +25,13 @@
 //!   the head, not the last message.
 //! - Each stream sequence is at least 1 and at most the message's origin
 //!   sequence (a stream counts only some of its origin's messages), and
-//!   within one answer the messages of one topic have consecutive stream
-//!   sequences: a stream's messages all match the same patterns, and
-//!   retention removes only the oldest of a stream.
+//!   within one answer the messages of one topic have increasing stream
+//!   sequences. Not necessarily consecutive: a node answering for another
+//!   origin holds what it was given of that origin's streams, which may
+//!   lack messages (the store reads a stream that resumes past its next
+//!   sequence as one with a gap, and tells readers so). Refusing such an
+//!   answer would stop the pull from that peer for good, since every
+//!   retry gets the same answer.
 //! - Every sequence is at most [`MAX_SEQ`].
 //!
 //! A timestamp far ahead of this node's clock is not refused: a node whose
@@ -93,7 +97,11 @@ pub fn check_answer(peer: u64, req: &FeedRequest, resp: &FeedResponse) -> Result
             resp.through, req.after
         ));
     }
-    if resp.through > resp.head {
+    // An answer of no progress (`through` at the request's `after`, no
+    // messages) claims nothing, whatever the head: a node asked for
+    // another origin from a position past what it holds answers so.
+    let no_progress = resp.through == req.after && resp.messages.is_empty();
+    if resp.through > resp.head && !no_progress {
         return bad(format!(
             "through {} past its head {}",
             resp.through, resp.head
@@ -137,7 +145,7 @@ pub fn check_answer(peer: u64, req: &FeedRequest, resp: &FeedResponse) -> Result
             ));
         }
         if let Some(prev) = streams.insert(m.topic.as_str(), m.stream_seq)
-            && m.stream_seq != prev + 1
+            && m.stream_seq <= prev
         {
             return bad(format!(
                 "message {}: stream sequence {} of {} follows {prev}",
@@ -222,10 +230,21 @@ mod tests {
             msg(13, "a.x", 5, NOW + 59_000),
         ];
         assert!(ok(&r, &resp(13, 30, three)));
+        // A stream with a gap (its holder lacks some of it).
+        let gapped = vec![msg(11, "a.x", 4, NOW - 5), msg(14, "a.x", 7, NOW - 4)];
+        assert!(ok(&r, &resp(14, 14, gapped)));
         // A peer whose clock was stepped ahead: stored as stamped.
         assert!(ok(
             &r,
             &resp(11, 11, vec![msg(11, "a.x", 1, NOW + 3_600_000)])
+        ));
+        // A holder behind the asker: no progress, its head below `after`.
+        assert!(ok(
+            &FeedRequest { origin: 9, ..req() },
+            &FeedResponse {
+                origin: 9,
+                ..resp(10, 4, vec![])
+            }
         ));
         // A catch-up stops at until; a head answer is its head.
         let r2 = FeedRequest { until: 12, ..req() };
@@ -300,12 +319,12 @@ mod tests {
                 ),
             ),
             (
-                "a gap in a stream",
+                "a stream going back",
                 r.clone(),
                 resp(
                     12,
                     12,
-                    vec![msg(11, "a.x", 1, NOW), msg(12, "a.x", 3, NOW + 1)],
+                    vec![msg(11, "a.x", 3, NOW), msg(12, "a.x", 3, NOW + 1)],
                 ),
             ),
             (

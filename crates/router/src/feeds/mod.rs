@@ -99,6 +99,9 @@ fn warn_refused(addr: &str, why: &check::Violation) {
     }
 }
 
+/// Origin sequences `(from, to]`.
+type Range = (u64, u64);
+
 /// The patterns this node's subscribers and groups want.
 pub(crate) struct Interest {
     patterns: Mutex<BTreeMap<String, usize>>,
@@ -111,6 +114,11 @@ pub(crate) struct Interest {
     /// pattern leaves), the node holds all of it from there on, and a
     /// later catch-up from there or after needs no fetch.
     caught_up: Mutex<HashMap<String, HashMap<NodeId, u64>>>,
+    /// Per pattern and origin, a range of origin sequences `(from, to]` of
+    /// which a catch-up fetched everything of the pattern, though it could
+    /// not fetch on to the watermark (no live node held the rest): readers
+    /// may read up to `to`, and a later catch-up goes on from there.
+    partial: Mutex<HashMap<String, HashMap<NodeId, Range>>>,
     /// Peers whose pull is up to date: its last answer reached the end of
     /// the peer's log and the pull goes on, so this node's watermark for
     /// the peer trails it by at most one long poll.
@@ -147,6 +155,7 @@ impl Interest {
             version: watch::channel(0).0,
             gate: RwLock::new(()),
             caught_up: Mutex::new(HashMap::new()),
+            partial: Mutex::new(HashMap::new()),
             current: Mutex::new(std::collections::HashSet::new()),
             full: Mutex::new(HashMap::new()),
             orphans: Mutex::new(HashMap::new()),
@@ -184,24 +193,67 @@ impl Interest {
             .collect()
     }
 
+    /// How far everything of `patterns` from `origin` after `after` is
+    /// held, as far as earlier catch-ups tell: `None` when all of it is
+    /// (on to the watermark and with the pulls beyond), else the origin
+    /// sequence through which it is (`after` when nothing is known).
+    fn reach_names(&self, patterns: &[String], origin: NodeId, after: u64) -> Option<u64> {
+        let full = self.full.lock().get(&origin).copied();
+        if full.is_some_and(|from| from <= after) {
+            return None;
+        }
+        let caught = self.caught_up.lock();
+        let partial = self.partial.lock();
+        let mut reach: Option<u64> = None;
+        for p in patterns {
+            let from = match (full, caught.get(p).and_then(|o| o.get(&origin))) {
+                (Some(a), Some(&b)) => Some(a.min(b)),
+                (a, b) => a.or(b.copied()),
+            };
+            if from.is_some_and(|from| from <= after) {
+                continue;
+            }
+            let to = match partial.get(p).and_then(|o| o.get(&origin)) {
+                Some(&(a, b)) if a <= after && b > after => b,
+                _ => return Some(after),
+            };
+            if from.is_some_and(|from| from <= to) {
+                continue;
+            }
+            reach = Some(reach.map_or(to, |r| r.min(to)));
+        }
+        reach
+    }
+
     /// Whether everything of `patterns` from `origin` after `after` is
     /// held, as far as earlier catch-ups tell.
     fn held_from(&self, patterns: &[String], origin: NodeId, after: u64) -> bool {
-        if self
-            .full
-            .lock()
-            .get(&origin)
-            .is_some_and(|&from| from <= after)
-        {
-            return true;
-        }
-        let caught = self.caught_up.lock();
-        patterns.iter().all(|p| {
-            caught
-                .get(p)
-                .and_then(|o| o.get(&origin))
-                .is_some_and(|&from| from <= after)
-        })
+        self.reach_names(patterns, origin, after).is_none()
+    }
+
+    /// How far this node holds every message of `topics` from `origin`
+    /// after `after`: `None` when it holds all of them, else the origin
+    /// sequence through which it does (see [`Interest::reach_names`]).
+    pub(crate) fn reach(&self, topics: &TopicSet, origin: NodeId, after: u64) -> Option<u64> {
+        self.reach_names(&pattern_names(topics), origin, after)
+    }
+
+    /// The limits to read the origins of `behind` up to, for a reader of
+    /// `topics` at `cursor` (see [`ReadQuery::hold`]).
+    pub(crate) fn hold_limits<'a>(
+        &self,
+        topics: &TopicSet,
+        cursor: &Cursor,
+        behind: impl IntoIterator<Item = &'a NodeId>,
+    ) -> BTreeMap<NodeId, u64> {
+        let patterns = pattern_names(topics);
+        behind
+            .into_iter()
+            .map(|&o| {
+                let at = cursor.get(o);
+                (o, self.reach_names(&patterns, o, at).unwrap_or(at))
+            })
+            .collect()
     }
 
     /// Records that this node holds every message of `origin` after
@@ -212,9 +264,23 @@ impl Interest {
         *from = (*from).min(after);
     }
 
-    /// This node no longer copies `origin`'s whole log from now on.
+    /// This node no longer copies `origin`'s whole log from now on. What
+    /// catch-ups of the whole log recorded goes too: the whole-log
+    /// patterns are not in the interest, so those records would otherwise
+    /// outlive the pull that kept them complete, and a later backfill
+    /// would take the log for held while it misses what came meanwhile.
     pub(crate) fn drop_full(&self, origin: NodeId) {
         self.full.lock().remove(&origin);
+        let mut caught = self.caught_up.lock();
+        let mut partial = self.partial.lock();
+        for p in WHOLE_LOG {
+            if let Some(o) = caught.get_mut(p) {
+                o.remove(&origin);
+            }
+            if let Some(o) = partial.get_mut(p) {
+                o.remove(&origin);
+            }
+        }
     }
 
     /// Whether this node holds `origin`'s whole log from some position on.
@@ -282,6 +348,29 @@ impl Interest {
         }
     }
 
+    /// Records a catch-up of `patterns` from `origin` that fetched
+    /// everything in `(after, to]` but could not go on to the watermark.
+    /// A range that meets the one held is joined to it; otherwise the
+    /// later one is kept.
+    fn record_partial(&self, patterns: &[String], origin: NodeId, after: u64, to: u64) {
+        if to <= after {
+            return;
+        }
+        let mut partial = self.partial.lock();
+        for p in patterns {
+            let range = partial
+                .entry(p.clone())
+                .or_default()
+                .entry(origin)
+                .or_insert((after, to));
+            if after <= range.1 && range.0 <= to {
+                *range = (range.0.min(after), range.1.max(to));
+            } else if to > range.1 {
+                *range = (after, to);
+            }
+        }
+    }
+
     /// Records a complete catch-up of `patterns` from `origin` after `after`.
     fn record_caught_up(&self, patterns: &[String], origin: NodeId, after: u64) {
         let mut caught = self.caught_up.lock();
@@ -346,8 +435,10 @@ impl Drop for InterestGuard {
         if !gone.is_empty() {
             // No longer pulled: what a catch-up fetched stops being complete.
             let mut caught = self.interest.caught_up.lock();
+            let mut partial = self.interest.partial.lock();
             for p in gone {
                 caught.remove(p);
+                partial.remove(p);
             }
         }
         // The version moves only when a pattern is added: a pull asked for
@@ -357,13 +448,19 @@ impl Drop for InterestGuard {
     }
 }
 
-/// Keeps, durably, whether this node holds `origin`'s whole log (from
-/// `from` on), so that a restart does not forget it: a node that held a
-/// dead origin's log and forgot it could neither serve that log nor let
-/// other nodes copy it. In the background; a failure is logged.
-pub(crate) fn persist_full(store: &Arc<Store>, origin: NodeId, from: Option<u64>) {
-    let store = store.clone();
+/// Keeps, durably, whether this node holds `origin`'s whole log (and from
+/// where), as `interest` says when the write runs, so that a restart does
+/// not forget it: a node that held a dead origin's log and forgot it
+/// could neither serve that log nor let other nodes copy it. In the
+/// background; a failure is logged. Each write records the state at its
+/// own time, so writes that run out of order still leave the last state.
+pub(crate) fn persist_full(store: &Arc<Store>, interest: &Arc<Interest>, origin: NodeId) {
+    let (store, interest) = (store.clone(), interest.clone());
+    // One write at a time, so the last one to run reads the last state.
+    static WRITING: Mutex<()> = Mutex::new(());
     tokio::task::spawn_blocking(move || {
+        let _one = WRITING.lock();
+        let from = interest.full.lock().get(&origin).copied();
         if let Err(e) = store.set_whole_log(origin, from) {
             tracing::warn!(%origin, error = %e, "could not record whether this node holds an origin's whole log");
         }
@@ -485,10 +582,12 @@ pub(crate) async fn answer(
 
 /// Answers a catch-up for another origin's log (that origin is down or
 /// unreachable for the asking node): what this node holds of exactly the
-/// request's patterns from that origin, after `after`, up to `until`. When
-/// this node does not hold that range completely (it did not follow the
-/// same patterns from there on), it answers no progress (`through` equal to
-/// `after`), and the asking node tries another source.
+/// request's patterns from that origin, after `after`, up to `until`, or
+/// up to where it holds all of them when that is short of `until` (an
+/// earlier catch-up of its own got only that far). When it holds none of
+/// the range (it did not follow the same patterns from there on), it
+/// answers no progress (`through` equal to `after`), and the asking node
+/// tries another source for the rest.
 async fn answer_for(
     store: &Arc<Store>,
     interest: &Interest,
@@ -510,7 +609,13 @@ async fn answer_for(
         head,
         held: Vec::new(),
     };
-    if until <= req.after || !interest.holds(&q.topics, origin, req.after) {
+    // Up to where this node holds the range: all of it, or part of it
+    // when an earlier catch-up of its own got only that far.
+    let until = match interest.reach(&q.topics, origin, req.after) {
+        None => until,
+        Some(reach) => until.min(reach),
+    };
+    if until <= req.after {
         return Ok(nothing);
     }
     let (s, q2, after) = (store.clone(), q.clone(), req.after);
@@ -549,4 +654,122 @@ fn wire(messages: &[Arc<switchyard_model::Message>]) -> Vec<WireMessage> {
         .iter()
         .map(|m| WireMessage::from_message(m))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topics(patterns: &[&str]) -> TopicSet {
+        TopicSet::new(patterns.iter().map(|p| p.parse().unwrap()).collect())
+    }
+
+    const O: NodeId = NodeId(7);
+
+    #[test]
+    fn nothing_known_is_held_nowhere() {
+        let i = Interest::new();
+        assert_eq!(i.reach(&topics(&["a.>"]), O, 5), Some(5));
+        assert!(!i.holds(&topics(&["a.>"]), O, 5));
+    }
+
+    #[test]
+    fn a_complete_catch_up_holds_from_its_start_on() {
+        let i = Interest::new();
+        i.record_caught_up(&["a.>".to_owned()], O, 10);
+        assert_eq!(i.reach(&topics(&["a.>"]), O, 10), None);
+        assert_eq!(i.reach(&topics(&["a.>"]), O, 50), None);
+        assert_eq!(i.reach(&topics(&["a.>"]), O, 9), Some(9));
+        // Every pattern must be held.
+        assert_eq!(i.reach(&topics(&["a.>", "b.>"]), O, 10), Some(10));
+    }
+
+    #[test]
+    fn a_partial_catch_up_reads_up_to_where_it_got() {
+        let i = Interest::new();
+        let a = vec!["a.>".to_owned()];
+        i.record_partial(&a, O, 0, 12_280);
+        assert_eq!(i.reach(&topics(&["a.>"]), O, 0), Some(12_280));
+        assert_eq!(i.reach(&topics(&["a.>"]), O, 100), Some(12_280));
+        // At its end nothing more is known.
+        assert_eq!(i.reach(&topics(&["a.>"]), O, 12_280), Some(12_280));
+        // A second part that meets the first joins it.
+        i.record_partial(&a, O, 12_280, 12_281);
+        assert_eq!(i.reach(&topics(&["a.>"]), O, 0), Some(12_281));
+        // A complete catch-up from its end completes the whole range.
+        i.record_caught_up(&a, O, 12_281);
+        assert_eq!(i.reach(&topics(&["a.>"]), O, 0), None);
+    }
+
+    #[test]
+    fn partial_ranges_bound_a_reader_by_the_shortest_pattern() {
+        let i = Interest::new();
+        i.record_partial(&["a.>".to_owned()], O, 0, 30);
+        i.record_partial(&["b.>".to_owned()], O, 0, 20);
+        assert_eq!(i.reach(&topics(&["a.>", "b.>"]), O, 0), Some(20));
+        // A pattern held whole does not bound it.
+        i.record_caught_up(&["b.>".to_owned()], O, 0);
+        assert_eq!(i.reach(&topics(&["a.>", "b.>"]), O, 0), Some(30));
+        // One pattern with nothing known holds the reader where it is.
+        assert_eq!(i.reach(&topics(&["a.>", "c.>"]), O, 3), Some(3));
+    }
+
+    #[test]
+    fn a_later_range_that_does_not_meet_replaces_the_earlier() {
+        let i = Interest::new();
+        let a = vec!["a.>".to_owned()];
+        i.record_partial(&a, O, 0, 10);
+        i.record_partial(&a, O, 40, 50);
+        assert_eq!(i.reach(&topics(&["a.>"]), O, 5), Some(5));
+        assert_eq!(i.reach(&topics(&["a.>"]), O, 45), Some(50));
+        // An empty range records nothing.
+        i.record_partial(&a, O, 60, 60);
+        assert_eq!(i.reach(&topics(&["a.>"]), O, 60), Some(60));
+    }
+
+    #[test]
+    fn a_whole_log_held_covers_every_pattern() {
+        let i = Interest::new();
+        i.record_full(O, 100);
+        assert_eq!(i.reach(&topics(&["a.>"]), O, 100), None);
+        i.record_partial(&["a.>".to_owned()], O, 0, 100);
+        assert_eq!(i.reach(&topics(&["a.>"]), O, 0), None);
+    }
+
+    /// Found by the long chaos run of seed 103: a node that replicated an
+    /// origin, stopped (a membership change), then replicated it again
+    /// took its copy for whole from the start, though it missed what the
+    /// origin wrote in between, and served it with holes.
+    #[test]
+    fn dropping_a_whole_log_forgets_its_catch_ups() {
+        let i = Interest::new();
+        let whole = whole_log();
+        let names: Vec<String> = WHOLE_LOG.iter().map(|p| (*p).to_owned()).collect();
+        i.record_caught_up(&names, O, 0);
+        i.record_full(O, 0);
+        assert!(i.holds(&whole, O, 0));
+        i.drop_full(O);
+        assert!(!i.holds(&whole, O, 0), "a backfill must fetch again");
+        assert_eq!(i.reach(&whole, O, 0), Some(0));
+    }
+
+    #[test]
+    fn hold_limits_follow_the_reach() {
+        let i = Interest::new();
+        i.record_partial(&["a.>".to_owned()], O, 0, 12);
+        let mut cursor = Cursor::earliest();
+        cursor.advance(NodeId(8), 4);
+        let limits = i.hold_limits(&topics(&["a.>"]), &cursor, [O, NodeId(8)].iter());
+        assert_eq!(limits.get(&O), Some(&12));
+        assert_eq!(limits.get(&NodeId(8)), Some(&4));
+    }
+
+    #[test]
+    fn patterns_leaving_the_interest_forget_their_ranges() {
+        let i = Interest::new();
+        let guard = i.add(&topics(&["a.>"]));
+        i.record_partial(&["a.>".to_owned()], O, 0, 12);
+        drop(guard);
+        assert_eq!(i.reach(&topics(&["a.>"]), O, 0), Some(0));
+    }
 }

@@ -145,7 +145,7 @@ impl Pull {
             }
             if through == 0 || self.interest.holds(&all, self.peer, 0) {
                 self.interest.record_full(self.peer, 0);
-                persist_full(&self.store, self.peer, Some(0));
+                persist_full(&self.store, &self.interest, self.peer);
                 tracing::debug!(peer = %self.peer, through, "replicating a peer's whole log");
                 return;
             }

@@ -5,7 +5,7 @@
 //! dead-letter copies, and only then answers the requests and sends the
 //! round's messages to the members' connections.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,9 +19,7 @@ use super::snapshots::{self, SNAPSHOT_INTERVAL};
 use super::state::{
     DeadLetter, DeadLetterOutcome, GroupCommand, GroupState, Lookup, MemberKey, Picker,
 };
-use super::types::{
-    GroupDelivery, GroupInfo, GroupOptions, MemberOptions, Settle, Settled, Strategy,
-};
+use super::types::{GroupDelivery, GroupInfo, GroupOptions, MemberOptions, Settle, Settled};
 use super::{DELIVERIES_HEADER, GROUP_HEADER};
 use crate::RouterError;
 use crate::feeds::InterestGuard;
@@ -122,6 +120,9 @@ pub(super) struct Actor {
     _interest: InterestGuard,
     /// Origins held back (see [`Actor::hold_back`]).
     behind: Behind,
+    /// How far the group reads each origin held back (see
+    /// [`ReadQuery::hold`]).
+    hold: BTreeMap<NodeId, u64>,
     /// How to fetch what is held back.
     recovery: Option<Recovery>,
     /// Whether the group's state is recorded in the origin log (see
@@ -155,6 +156,7 @@ impl Actor {
             released: None,
             _interest: interest,
             behind: Behind::new(),
+            hold: BTreeMap::new(),
             recovery: None,
             snapshots: false,
             snapshot_due: None,
@@ -201,6 +203,21 @@ impl Actor {
     pub(super) fn hold_back(&mut self, behind: Behind, recovery: Recovery) {
         self.behind = behind;
         self.recovery = Some(recovery);
+        self.set_hold_limits();
+    }
+
+    /// How far the group reads each origin held back: what this node is
+    /// known to hold of it from the group's position there (nothing, or up
+    /// to where a catch-up got).
+    fn set_hold_limits(&mut self) {
+        self.hold = match &self.recovery {
+            Some(r) => r.interest.hold_limits(
+                &self.state.settings().topics,
+                self.state.cursor(),
+                self.behind.keys(),
+            ),
+            None => BTreeMap::new(),
+        };
     }
 
     /// Tries the catch-up again for the origins held back (from the origin
@@ -224,12 +241,15 @@ impl Actor {
         let topics = self.state.settings().topics.clone();
         crate::feeds::catch_up(&r.store, &r.interest, &r.cluster, &topics, &from, &until).await;
         let interest = r.interest.clone();
-        self.behind
-            .retain(|&origin, &mut (after, _)| !interest.holds(&topics, origin, after));
+        let cursor = self.state.cursor();
+        self.behind.retain(|&origin, &mut (after, _)| {
+            !interest.holds(&topics, origin, after.max(cursor.get(origin)))
+        });
         if self.behind.is_empty() {
             tracing::info!(group = %self.state.name(), "group caught up with the origins it held back");
             self.recovery = None;
         }
+        self.set_hold_limits();
         self.behind.len() < before
     }
 
@@ -435,11 +455,8 @@ impl Actor {
             return;
         }
         let plugins = self.plugins.clone();
-        // A pick plugin's calls never wait for an instance on this thread.
-        let _permit = match &self.state.settings().strategy {
-            Strategy::Plugin(name) => plugins.pick_permit(name).await,
-            _ => None,
-        };
+        // A pick plugin's calls run on the plugin threads (see
+        // `Plugins::pick`).
         let mut picker = PluginPicker(&plugins);
         let mut after = None;
         loop {
@@ -469,7 +486,7 @@ impl Actor {
                 topics: self.state.settings().topics.clone(),
                 limit: room.min(READ_LIMIT),
                 max_bytes: READ_BYTES,
-                hold: self.behind.keys().copied().collect(),
+                hold: self.hold.clone(),
             };
             let cursor = self.state.cursor().clone();
             let batch = match self.store.read_cached(&q, &cursor) {

@@ -16,9 +16,11 @@
 //! `fsync = always`). After a crash, whatever was in flight is delivered
 //! again; nothing acknowledged is delivered again.
 //!
-//! Memory is bounded by the members' `max_inflight`: the coordinator reads
-//! from the log only as many messages as members have room for, and holds
-//! message ids, not messages, for what is in flight.
+//! Memory is bounded by the members' `max_inflight` and
+//! `max_inflight_bytes`: the coordinator reads from the log only as many
+//! messages as members have room for, and holds message ids, not
+//! messages, for what is in flight; a member's connection holds at most
+//! what the member has in flight.
 //!
 //! The module's parts: [`types`] (the public types), [`settings`] (what a
 //! group is configured with, and validation), [`state`] (the group logic
@@ -69,6 +71,11 @@ pub const MAX_MAX_DELIVERIES: u32 = 1000;
 pub const DEFAULT_MAX_INFLIGHT: u32 = 64;
 /// Most unacknowledged messages per member.
 pub const MAX_INFLIGHT: u32 = 10_000;
+/// Default bytes of unacknowledged messages per member (see
+/// [`MemberOptions::max_inflight_bytes`]).
+pub const DEFAULT_MAX_INFLIGHT_BYTES: u64 = 4 * 1024 * 1024;
+/// Most bytes of unacknowledged messages per member.
+pub const MAX_INFLIGHT_BYTES: u64 = 64 * 1024 * 1024;
 /// Most groups per node.
 pub const MAX_GROUPS: usize = 1024;
 /// Most members connected to one group.

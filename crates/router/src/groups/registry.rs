@@ -316,6 +316,14 @@ impl Groups {
                     "this node has {MAX_GROUPS} groups already; delete one first"
                 )));
             }
+            if let Some(limit) = o.create_limit
+                && table.count() >= limit
+            {
+                return Err(RouterError::GroupLimit(format!(
+                    "this node holds {limit} groups, the most a member without admin rights may create; \
+                     join an existing group, or create this one with an admin token"
+                )));
+            }
             table.creating += 1;
         }
         let created = self.create_reserved(name, topics, o).await;

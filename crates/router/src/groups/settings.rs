@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_model::TopicSet;
 
 use super::types::{GroupOptions, MemberOptions, Strategy};
-use super::{MAX_ACK_TIMEOUT, MAX_INFLIGHT, MAX_MAX_DELIVERIES};
+use super::{MAX_ACK_TIMEOUT, MAX_INFLIGHT, MAX_INFLIGHT_BYTES, MAX_MAX_DELIVERIES};
 use crate::RouterError;
 
 /// A group's settings as persisted.
@@ -134,6 +134,12 @@ pub(crate) fn validate_options(o: &GroupOptions, m: &MemberOptions) -> Result<()
         return bad(format!(
             "max_inflight={} is out of range; use 1 to {MAX_INFLIGHT}",
             m.max_inflight
+        ));
+    }
+    if !(1..=MAX_INFLIGHT_BYTES).contains(&m.max_inflight_bytes) {
+        return bad(format!(
+            "max_inflight_bytes={} is out of range; use 1 to {MAX_INFLIGHT_BYTES}",
+            m.max_inflight_bytes
         ));
     }
     if !(1..=10_000).contains(&m.weight) {

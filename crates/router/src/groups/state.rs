@@ -59,6 +59,8 @@ struct Slot {
     ack: AckMode,
     max_inflight: u32,
     inflight: u32,
+    max_inflight_bytes: u64,
+    inflight_bytes: u64,
     delivered: u64,
     acked: u64,
     weight: u32,
@@ -72,10 +74,27 @@ struct Slot {
 
 impl Slot {
     fn has_room(&self) -> bool {
-        self.inflight < self.max_inflight
+        self.inflight < self.max_inflight && self.inflight_bytes < self.max_inflight_bytes
+    }
+
+    /// Whether it may take a message of `bytes` now: within both bounds,
+    /// or any message when it holds none.
+    fn has_room_for(&self, bytes: u64) -> bool {
+        self.inflight == 0
+            || (self.inflight < self.max_inflight
+                && self.inflight_bytes.saturating_add(bytes) <= self.max_inflight_bytes)
+    }
+
+    /// Takes back a message of `bytes` it held.
+    fn take_back(&mut self, bytes: u64) {
+        self.inflight = self.inflight.saturating_sub(1);
+        self.inflight_bytes = self.inflight_bytes.saturating_sub(bytes);
     }
 
     fn free(&self) -> usize {
+        if self.inflight > 0 && self.inflight_bytes >= self.max_inflight_bytes {
+            return 0;
+        }
         self.max_inflight.saturating_sub(self.inflight) as usize
     }
 }
@@ -84,6 +103,9 @@ impl Slot {
 #[derive(Clone, Debug)]
 struct Entry {
     deliveries: u32,
+    /// Its size as counted against a member's `max_inflight_bytes` (set
+    /// when it is delivered).
+    bytes: u64,
     state: EntryState,
     /// The member it was delivered to last.
     last_member: Option<MemberKey>,
@@ -179,6 +201,7 @@ impl GroupState {
                 id,
                 Entry {
                     deliveries,
+                    bytes: 0,
                     state: EntryState::Waiting { due: now },
                     last_member: None,
                 },
@@ -287,6 +310,8 @@ impl GroupState {
                 ack: m.ack,
                 max_inflight: m.max_inflight,
                 inflight: 0,
+                max_inflight_bytes: m.max_inflight_bytes,
+                inflight_bytes: 0,
                 delivered: 0,
                 acked: 0,
                 weight: m.weight,
@@ -336,7 +361,7 @@ impl GroupState {
             EntryState::Delivered { member, deadline } => {
                 self.timers.remove(&(deadline, id));
                 if let Some(s) = self.members.get_mut(&member) {
-                    s.inflight = s.inflight.saturating_sub(1);
+                    s.take_back(e.bytes);
                 }
             }
             EntryState::Waiting { due } => {
@@ -386,7 +411,7 @@ impl GroupState {
             match e.state {
                 EntryState::Delivered { member, deadline } if deadline == t => {
                     if let Some(s) = self.members.get_mut(&member) {
-                        s.inflight = s.inflight.saturating_sub(1);
+                        s.take_back(e.bytes);
                     }
                     self.counters.expired += 1;
                     self.counters_dirty = true;
@@ -608,11 +633,15 @@ impl GroupState {
         avoid: Option<MemberKey>,
         picker: &mut dyn Picker,
     ) -> Option<MemberKey> {
+        let bytes = weight(m);
         let skip = avoid.filter(|a| {
             self.settings.strategy != Strategy::KeyHash
-                && self.members.iter().any(|(k, s)| k != a && s.has_room())
+                && self
+                    .members
+                    .iter()
+                    .any(|(k, s)| k != a && s.has_room_for(bytes))
         });
-        let open = move |k: &MemberKey, s: &Slot| s.has_room() && Some(*k) != skip;
+        let open = move |k: &MemberKey, s: &Slot| s.has_room_for(bytes) && Some(*k) != skip;
         let least = |members: &BTreeMap<MemberKey, Slot>| {
             members
                 .iter()
@@ -633,7 +662,7 @@ impl GroupState {
                     .members
                     .iter()
                     .max_by_key(|(_, s)| rendezvous(s.seed, key))
-                    .filter(|(_, s)| s.has_room())
+                    .filter(|(_, s)| s.has_room_for(bytes))
                     .map(|(&k, _)| k),
                 None => least(&self.members),
             },
@@ -665,12 +694,15 @@ impl GroupState {
     fn deliver(&mut self, key: MemberKey, m: &Arc<Message>, now: Instant) {
         let id = m.id;
         let deadline = now + self.settings.ack_timeout;
+        let bytes = weight(m);
         let e = self.entries.entry(id).or_insert(Entry {
             deliveries: 0,
+            bytes,
             state: EntryState::Waiting { due: deadline },
             last_member: None,
         });
         e.deliveries += 1;
+        e.bytes = bytes;
         e.last_member = Some(key);
         e.state = EntryState::Delivered {
             member: key,
@@ -686,6 +718,7 @@ impl GroupState {
         self.turn += 1;
         if let Some(s) = self.members.get_mut(&key) {
             s.inflight += 1;
+            s.inflight_bytes += bytes;
             s.delivered += 1;
             s.last_turn = self.turn;
         }
@@ -801,6 +834,8 @@ impl GroupState {
                     ack: s.ack,
                     max_inflight: s.max_inflight,
                     inflight: s.inflight,
+                    max_inflight_bytes: s.max_inflight_bytes,
+                    inflight_bytes: s.inflight_bytes,
                     delivered: s.delivered,
                     acked: s.acked,
                     weight: s.weight,
@@ -829,6 +864,13 @@ impl GroupState {
             EntryState::Waiting { due } => (None, due),
         })
     }
+}
+
+/// A message's size as counted against a member's `max_inflight_bytes`:
+/// payload, topic and headers.
+fn weight(m: &Message) -> u64 {
+    let headers: usize = m.headers.iter().map(|h| h.name.len() + h.value.len()).sum();
+    (m.payload.len() + m.topic.as_str().len() + headers) as u64
 }
 
 fn candidate(s: &Slot) -> Candidate {

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use switchyard_model::Message;
 
-use super::DEFAULT_MAX_INFLIGHT;
+use super::{DEFAULT_MAX_INFLIGHT, DEFAULT_MAX_INFLIGHT_BYTES};
 use crate::RouterError;
 
 /// How a group chooses the member for each message.
@@ -105,6 +105,11 @@ pub struct GroupOptions {
     pub max_deliveries: Option<u32>,
     /// Where the group starts when this join creates it.
     pub start: GroupStart,
+    /// When set, this join may create the group only while the node holds
+    /// fewer groups than this (joins without admin rights get a lower
+    /// limit than the node's [`MAX_GROUPS`](super::MAX_GROUPS)); joining
+    /// an existing group is not limited.
+    pub create_limit: Option<usize>,
 }
 
 /// Settings of one member.
@@ -114,10 +119,20 @@ pub struct MemberOptions {
     pub ack: AckMode,
     /// Most unacknowledged messages it holds (1 to [`MAX_INFLIGHT`]).
     pub max_inflight: u32,
+    /// Most bytes of unacknowledged messages it holds (1 to
+    /// [`MAX_INFLIGHT_BYTES`]; payload, topic and headers counted). A
+    /// member with nothing in flight always gets the next message, however
+    /// large, so a message over the bound is still delivered.
+    #[serde(default = "default_max_inflight_bytes")]
+    pub max_inflight_bytes: u64,
     /// Its weight, for pick plugins (1 by default).
     pub weight: u32,
     /// Labels for pick plugins.
     pub labels: Vec<(String, String)>,
+}
+
+fn default_max_inflight_bytes() -> u64 {
+    DEFAULT_MAX_INFLIGHT_BYTES
 }
 
 impl Default for MemberOptions {
@@ -125,6 +140,7 @@ impl Default for MemberOptions {
         MemberOptions {
             ack: AckMode::Manual,
             max_inflight: DEFAULT_MAX_INFLIGHT,
+            max_inflight_bytes: DEFAULT_MAX_INFLIGHT_BYTES,
             weight: 1,
             labels: Vec::new(),
         }
@@ -223,6 +239,10 @@ pub struct MemberInfo {
     pub max_inflight: u32,
     /// Its unacknowledged messages.
     pub inflight: u32,
+    /// Its cap of bytes of unacknowledged messages.
+    pub max_inflight_bytes: u64,
+    /// Bytes of its unacknowledged messages.
+    pub inflight_bytes: u64,
     /// Messages delivered to it.
     pub delivered: u64,
     /// Messages it acknowledged.

@@ -2,12 +2,13 @@
 //! bindings for groups, filter bindings per subscription, each with its
 //! error policy, and the dead-letter copies they make.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use switchyard_model::{Header, Message, Topic};
 use switchyard_plugin_host::{
-    Binding, CallPermit, Candidate, ErrorPolicy, FilterDecision, Hook, PluginError, PluginMessage,
+    Binding, Candidate, ErrorPolicy, FilterDecision, Hook, PluginError, PluginMessage,
     RouteDecision,
 };
 use switchyard_store::Append;
@@ -42,11 +43,12 @@ impl Plugins {
                 payload: &current.payload,
                 timestamp_ms: ts,
             };
-            let result = {
-                let _permit = b.permit().await;
-                b.route(&msg)
-            }
-            .and_then(|d| self.apply(b, &current, d));
+            // On the plugin threads: a slow plugin does not hold up this
+            // worker's other connections.
+            let result = b
+                .route_async(&msg)
+                .await
+                .and_then(|d| self.apply(b, &current, d));
             match result {
                 Ok(Applied::Continue(None)) => {}
                 Ok(Applied::Continue(Some(next))) => current = next,
@@ -150,8 +152,10 @@ impl Plugins {
     }
 
     /// A filter for one subscription: the binding `name` with the
-    /// subscription's own configuration, if given.
-    pub fn filter(
+    /// subscription's own configuration, if given. A configuration not in
+    /// use yet gets instances of its own, whose `init` runs on the plugin
+    /// threads (under the binding's limits) while this awaits.
+    pub async fn filter(
         self: &Arc<Self>,
         name: &str,
         config: Option<String>,
@@ -163,13 +167,20 @@ impl Plugins {
             generation: 0,
             binding: None,
         };
-        f.refresh()?;
+        f.refresh().await?;
         Ok(f)
     }
 
     /// Asks the pick binding `name` which of `candidates` gets `m`. `None`
     /// when the binding does not apply to the topic or leaves the choice to
     /// the group's default.
+    ///
+    /// The group state machine that asks is synchronous, so this blocks
+    /// its caller until the answer comes; on a multi-threaded runtime it
+    /// does so in `block_in_place` (the worker's other tasks move to
+    /// another thread) and the call itself runs on the plugin threads. On
+    /// any other runtime (tests, tools) the call runs on the caller's
+    /// thread.
     pub(crate) fn pick(
         &self,
         name: &str,
@@ -192,14 +203,13 @@ impl Plugins {
             return Ok(None);
         }
         let msg = plugin_message(m);
-        b.pick(&msg, candidates).map_err(RouterError::Plugin)
-    }
-
-    /// Waits until a call of pick binding `name` would find an instance
-    /// (see [`Binding::permit`]); `None` when there is no such binding.
-    pub(crate) async fn pick_permit(&self, name: &str) -> Option<CallPermit> {
-        let binding = self.snapshot().bindings.get(name)?.binding.clone();
-        binding.permit().await
+        let r = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(|| h.block_on(b.pick_async(&msg, candidates)))
+            }
+            _ => b.pick(&msg, candidates),
+        };
+        r.map_err(RouterError::Plugin)
     }
 
     /// Checks that `name` is a pick binding.
@@ -217,7 +227,7 @@ impl Plugins {
         }
     }
 
-    fn filter_binding(
+    async fn filter_binding(
         &self,
         name: &str,
         config: Option<&str>,
@@ -244,27 +254,42 @@ impl Plugins {
             )));
         }
         let key = (name.to_owned(), entry.version, config.to_owned());
-        let mut variants = self.variants.lock();
-        if let Some(b) = variants.get(&key).and_then(std::sync::Weak::upgrade) {
+        let in_use = |variants: &mut BTreeMap<_, std::sync::Weak<Binding>>| {
+            if let Some(b) = variants.get(&key).and_then(std::sync::Weak::upgrade) {
+                return Ok(Some(b));
+            }
+            variants.retain(|_, w| w.strong_count() > 0);
+            if variants.len() >= MAX_FILTER_VARIANTS {
+                return Err(RouterError::PluginSetting(format!(
+                    "{MAX_FILTER_VARIANTS} subscriber filter configurations are in use already; \
+                     subscribe with the binding's own configuration or one already in use"
+                )));
+            }
+            Ok(None)
+        };
+        if let Some(b) = in_use(&mut self.variants.lock())? {
             return Ok((snap.generation, b));
-        }
-        variants.retain(|_, w| w.strong_count() > 0);
-        if variants.len() >= MAX_FILTER_VARIANTS {
-            return Err(RouterError::PluginSetting(format!(
-                "{MAX_FILTER_VARIANTS} subscriber filter configurations are in use already; \
-                 subscribe with the binding's own configuration or one already in use"
-            )));
         }
         let mut spec = base.spec().clone();
         spec.config = config.to_owned();
-        let b = Binding::new(
-            &self.engine,
+        // `init` runs on the plugin threads, not on this request's worker.
+        let (engine, plugin, kv, stats) = (
+            self.engine.clone(),
             base.plugin().clone(),
-            spec,
             self.kv.clone(),
             base.stats().clone(),
-        )
-        .map_err(RouterError::Plugin)?;
+        );
+        let b = self
+            .engine
+            .run(move || Binding::new(&engine, plugin, spec, kv, stats))
+            .await
+            .and_then(|r| r)
+            .map_err(RouterError::Plugin)?;
+        let mut variants = self.variants.lock();
+        // Another subscriber may have created it meanwhile.
+        if let Some(other) = in_use(&mut variants)? {
+            return Ok((snap.generation, other));
+        }
         variants.insert(key, Arc::downgrade(&b));
         Ok((snap.generation, b))
     }
@@ -357,34 +382,32 @@ pub(crate) enum Filtered {
 }
 
 impl Filter {
-    fn refresh(&mut self) -> Result<&Arc<Binding>, RouterError> {
+    async fn refresh(&mut self) -> Result<Arc<Binding>, RouterError> {
         let generation = self.plugins.current.read().generation;
-        if self.binding.is_none() || generation != self.generation {
-            let (g, b) = self
-                .plugins
-                .filter_binding(&self.name, self.config.as_deref())?;
-            self.generation = g;
-            self.binding = Some(b);
+        match &self.binding {
+            Some(b) if generation == self.generation => Ok(b.clone()),
+            _ => {
+                let (g, b) = self
+                    .plugins
+                    .filter_binding(&self.name, self.config.as_deref())
+                    .await?;
+                self.generation = g;
+                self.binding = Some(b.clone());
+                Ok(b)
+            }
         }
-        Ok(self.binding.as_ref().expect("just set"))
     }
 
-    /// Waits until the filter's calls would find an instance free; hold
-    /// the permit while applying it (see [`Binding::permit`]).
-    pub(crate) async fn permit(&mut self) -> Result<Option<CallPermit>, RouterError> {
-        let b = self.refresh()?.clone();
-        Ok(b.permit().await)
-    }
-
-    /// Applies the filter to one message.
-    pub(crate) fn apply(&mut self, m: Arc<Message>) -> Result<Filtered, RouterError> {
-        let b = self.refresh()?.clone();
+    /// Applies the filter to one message; the call runs on the plugin
+    /// threads.
+    pub(crate) async fn apply(&mut self, m: Arc<Message>) -> Result<Filtered, RouterError> {
+        let b = self.refresh().await?;
         let spec = b.spec();
         if !spec.applies_to(m.topic.as_str()) {
             return Ok(Filtered::Keep(m));
         }
         let msg = plugin_message(&m);
-        match b.filter(&msg) {
+        match b.filter_async(&msg).await {
             Ok(FilterDecision::Keep) => Ok(Filtered::Keep(m)),
             Ok(FilterDecision::Skip) => Ok(Filtered::Skip),
             Ok(FilterDecision::Transform(p)) => {

@@ -143,8 +143,8 @@ impl KvBackend for StoreKv {
     fn delete(&self, scope: &str, key: &str) -> Result<(), String> {
         self.0.kv_delete(scope, key).map_err(|e| e.to_string())
     }
-    fn count(&self, scope: &str) -> Result<usize, String> {
-        self.0.kv_count(scope).map_err(|e| e.to_string())
+    fn usage(&self, scope: &str) -> Result<(u64, u64), String> {
+        self.0.kv_usage(scope).map_err(|e| e.to_string())
     }
     fn clear(&self, scope: &str) -> Result<(), String> {
         self.0.kv_clear(scope).map_err(|e| e.to_string())
@@ -174,7 +174,7 @@ pub fn validate_name(name: &str) -> Result<(), RouterError> {
 
 /// The plugin bindings of a node.
 pub struct Plugins {
-    engine: PluginEngine,
+    engine: Arc<PluginEngine>,
     store: Arc<Store>,
     kv: Arc<dyn KvBackend>,
     defaults: Limits,
@@ -197,7 +197,7 @@ impl Plugins {
         if engine_config.cache_dir.is_none() {
             engine_config.cache_dir = Some(store.config().path.join("plugin-cache"));
         }
-        let engine = PluginEngine::new(engine_config).map_err(RouterError::Plugin)?;
+        let engine = Arc::new(PluginEngine::new(engine_config).map_err(RouterError::Plugin)?);
         let plugins = Plugins {
             engine,
             kv: Arc::new(StoreKv(store.clone())),
@@ -228,7 +228,23 @@ impl Plugins {
                     other => other,
                 })?;
         }
+        plugins.prune_cache();
         Ok(plugins)
+    }
+
+    /// Removes compiled artifacts no binding uses from the compile cache:
+    /// those of unbound plugins and of engine settings no longer in use.
+    fn prune_cache(&self) {
+        let keep: Vec<String> = self
+            .snapshot()
+            .bindings
+            .values()
+            .map(|e| e.binding.plugin().sha256())
+            .collect();
+        let removed = self.engine.prune_cache(&keep);
+        if removed > 0 {
+            tracing::debug!(removed, "unused compiled plugins removed from the cache");
+        }
     }
 
     fn load_persisted(&self) -> Result<(), RouterError> {
@@ -342,12 +358,13 @@ impl Plugins {
         let stats = old
             .as_ref()
             .map_or_else(|| Arc::new(Stats::default()), |o| o.binding.stats().clone());
-        let binding = Binding::new(
+        let binding = Binding::new_replacing(
             &self.engine,
             plugin.clone(),
             settings.clone(),
             self.kv.clone(),
             stats,
+            old.as_ref().map(|o| &*o.binding),
         )
         .map_err(RouterError::Plugin)?;
         let version = old.as_ref().map_or(1, |o| o.version + 1);
@@ -366,6 +383,10 @@ impl Plugins {
                 .put_plugin(&settings.name, &raw, &plugin.sha256(), &bytes)?;
         }
         let old_sha = old.as_ref().map(|o| o.binding.plugin().sha256());
+        if let Some(o) = &old {
+            // The new version took over its share of the memory budget.
+            o.binding.release_budget();
+        }
         self.install(
             settings.name.clone(),
             Some(Entry {
@@ -383,6 +404,7 @@ impl Plugins {
             // The old component is no longer referenced.
             let _ = self.store.remove_component(&sha);
         }
+        self.prune_cache();
         tracing::info!(plugin = %settings.name, hook = %settings.hook, sha256 = %plugin.sha256(), version, "plugin bound");
         Ok(self.info(&settings.name).expect("just installed"))
     }
@@ -406,9 +428,11 @@ impl Plugins {
             )));
         }
         self.install(name.to_owned(), None);
+        old.binding.release_budget();
         let sha = old.binding.plugin().sha256();
         let drop_component = (!self.uses_component(&sha)).then_some(sha.as_str());
         self.store.remove_plugin(name, drop_component)?;
+        self.prune_cache();
         tracing::info!(plugin = %name, "plugin unbound");
         Ok(())
     }

@@ -274,6 +274,7 @@ async fn settings_conflicts_and_delete() {
         ack_timeout: Some(Duration::from_secs(10)),
         max_deliveries: Some(3),
         start: GroupStart::Latest,
+        create_limit: None,
     };
     let a = join(&router, "set", &["s.>"], options, MemberOptions::default()).await;
     let groups = router.groups();

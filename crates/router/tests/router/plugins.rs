@@ -119,7 +119,7 @@ async fn a_filter_plugin_thins_a_subscription_and_a_pull() {
         .subscribe(patterns(&["payments"]), &Start::Earliest)
         .await
         .unwrap();
-    sub.set_filter(router.plugins().filter("big", None).unwrap());
+    sub.set_filter(router.plugins().filter("big", None).await.unwrap());
     let d = sub.next().await.unwrap();
     assert_eq!(payloads(&d.messages), [texts[1].as_str(), &texts[3]]);
     assert_eq!(d.skipped, 3);
@@ -137,7 +137,13 @@ async fn a_filter_plugin_thins_a_subscription_and_a_pull() {
             &Start::Earliest,
             10,
             Duration::ZERO,
-            Some(router.plugins().filter("big", Some(own.into())).unwrap()),
+            Some(
+                router
+                    .plugins()
+                    .filter("big", Some(own.into()))
+                    .await
+                    .unwrap(),
+            ),
         )
         .await
         .unwrap();

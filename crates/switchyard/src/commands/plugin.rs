@@ -2,6 +2,7 @@
 //! [`crate::plugin_cli`].
 
 use std::io::Write;
+use std::path::Path;
 
 use anyhow::{Result, bail};
 use bytes::Bytes;
@@ -12,8 +13,8 @@ use crate::client::Client;
 use crate::config::LogFormat;
 use crate::plugin_cli::{self, PluginList};
 
-/// Runs one `plugin` command.
-pub(crate) async fn run(cmd: PluginCommand) -> Result<()> {
+/// Runs one `plugin` command; `ca` is `--ca-file`.
+pub(crate) async fn run(cmd: PluginCommand, ca: Option<&Path>) -> Result<()> {
     match cmd {
         PluginCommand::Push {
             file,
@@ -27,7 +28,7 @@ pub(crate) async fn run(cmd: PluginCommand) -> Result<()> {
             url,
             token,
         } => {
-            let client = Client::new(&url)?.with_token(token)?;
+            let client = Client::with_ca_file(&url, ca)?.with_token(token)?;
             let bound = plugin_cli::push(
                 &client,
                 &plugin_cli::Push {
@@ -49,7 +50,7 @@ pub(crate) async fn run(cmd: PluginCommand) -> Result<()> {
             Ok(())
         }
         PluginCommand::List { json, url, token } => {
-            let v = Client::new(&url)?
+            let v = Client::with_ca_file(&url, ca)?
                 .with_token(token)?
                 .get_json("/v1/plugins")
                 .await?;
@@ -62,7 +63,7 @@ pub(crate) async fn run(cmd: PluginCommand) -> Result<()> {
             Ok(())
         }
         PluginCommand::Rm { name, url, token } => {
-            let client = Client::new(&url)?.with_token(token)?;
+            let client = Client::with_ca_file(&url, ca)?.with_token(token)?;
             let req = client
                 .request(http::Method::DELETE, &format!("/v1/plugins/{name}"))
                 .body(Full::new(Bytes::new()))?;

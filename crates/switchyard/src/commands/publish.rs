@@ -1,6 +1,7 @@
 //! `switchyard publish`: one message from text, a file or standard input.
 
 use std::io::Read;
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
@@ -8,9 +9,10 @@ use bytes::Bytes;
 use crate::args::PublishArgs;
 use crate::client::Client;
 
-/// Publishes the message and prints the node's answer as it came.
-pub(crate) async fn run(a: PublishArgs) -> Result<()> {
-    let client = Client::new(&a.url)?.with_token(a.token.clone())?;
+/// Publishes the message and prints the node's answer as it came; `ca`
+/// is `--ca-file`.
+pub(crate) async fn run(a: PublishArgs, ca: Option<&Path>) -> Result<()> {
+    let client = Client::with_ca_file(&a.url, ca)?.with_token(a.token.clone())?;
     let payload = read_data(a.data.as_deref())?;
     let headers = parse_headers(&a.headers)?;
     let answer = client

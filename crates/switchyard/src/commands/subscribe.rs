@@ -7,6 +7,7 @@
 //! not acknowledged.
 
 use std::io::Write;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -23,16 +24,16 @@ const RECONNECT_FOR: Duration = Duration::from_secs(30);
 /// The pause between two connection attempts.
 const RECONNECT_PAUSE: Duration = Duration::from_millis(500);
 
-/// Runs `subscribe`, with or without `--group`.
-pub(crate) async fn run(a: SubscribeArgs) -> Result<()> {
+/// Runs `subscribe`, with or without `--group`; `ca` is `--ca-file`.
+pub(crate) async fn run(a: SubscribeArgs, ca: Option<&Path>) -> Result<()> {
     match &a.group {
         Some(group) => {
             let mut member = GroupMember::new(&a, group)?;
-            let client = Client::new(&a.url)?.with_token(a.token.clone())?;
+            let client = Client::with_ca_file(&a.url, ca)?.with_token(a.token.clone())?;
             follow(&client, &mut member).await
         }
         None => {
-            let client = Client::new(&a.url)?.with_token(a.token.clone())?;
+            let client = Client::with_ca_file(&a.url, ca)?.with_token(a.token.clone())?;
             let mut follower = Plain::new(&client, &a).await?;
             follow(&client, &mut follower).await
         }
@@ -95,7 +96,11 @@ async fn follow(client: &Client, f: &mut impl Follower) -> Result<()> {
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            if f.handle(client, parser.push(&data)).await? {
+            let events = parser.push(&data);
+            if let Some(e) = parser.error() {
+                bail!("{e}; stopped reading the stream");
+            }
+            if f.handle(client, events).await? {
                 return Ok(());
             }
         }

@@ -107,6 +107,9 @@ pub enum ConfigError {
         /// The HTTP listen address.
         listen: SocketAddr,
     },
+    /// The TLS certificate, key or CA file cannot be used.
+    #[error("[tls]: {0}")]
+    Tls(String),
     /// Gossip listens on a wildcard address and no `gossip_advertise` is set.
     #[error(
         "gossip listens on {listen}, which other nodes cannot reach; set cluster.gossip_advertise"

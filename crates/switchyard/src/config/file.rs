@@ -49,6 +49,26 @@ pub struct FileConfig {
     /// Authorization of the client API (JWT keys, anonymous access).
     #[serde(default)]
     pub auth: AuthSection,
+    /// TLS on the HTTP listener and between nodes.
+    #[serde(default)]
+    pub tls: TlsSection,
+}
+
+/// `[tls]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain of the listener, the node's certificate
+    /// first; with `key_file` the listener speaks TLS only.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate.
+    pub key_file: Option<PathBuf>,
+    /// PEM CA certificates that peers' certificates must chain to; without
+    /// it any peer certificate is taken (the sealed envelope authenticates
+    /// peers).
+    pub ca_file: Option<PathBuf>,
+    /// Seconds between checks of the certificate and key files for changes.
+    pub poll_interval_secs: Option<u64>,
 }
 
 /// `[auth]`
@@ -135,6 +155,21 @@ pub struct PluginsSection {
     pub max_instances: Option<usize>,
     /// Default most host calls per hook call.
     pub max_host_calls: Option<u32>,
+    /// The most fuel per call a binding may ask for (default 10^9).
+    pub max_fuel: Option<u64>,
+    /// Memory all plugin instances may take together, in bytes (default
+    /// 1 GiB).
+    pub memory_budget_bytes: Option<u64>,
+    /// Longest a component may take to compile, in ms (default 10000).
+    pub compile_timeout_ms: Option<u64>,
+    /// Most key-value bytes per binding (default 4 MiB).
+    pub kv_max_bytes: Option<u64>,
+    /// Log lines a second per binding (default 100).
+    pub log_lines_per_sec: Option<u32>,
+    /// Log bytes a second per binding (default 65536).
+    pub log_bytes_per_sec: Option<u64>,
+    /// Threads running plugin calls (default: one per core, at most 8).
+    pub threads: Option<usize>,
 }
 
 /// One `[[plugin]]` binding.
@@ -223,6 +258,14 @@ pub struct LimitsSection {
     pub max_connections_per_ip: Option<usize>,
     /// Most concurrent requests (HTTP/2 streams) on one client connection.
     pub max_streams_per_connection: Option<u32>,
+    /// Most groups a join without admin rights may bring the node to.
+    pub max_groups_without_admin: Option<usize>,
+    /// Bytes of batch bodies read, parsed and stored at once.
+    pub max_batch_bytes_in_flight: Option<usize>,
+    /// Budget of response output handed to connections and not taken yet.
+    pub max_pending_output_bytes: Option<usize>,
+    /// Time a client connection may leave its output untaken, in seconds.
+    pub output_stall_timeout_secs: Option<u64>,
     /// Requests per second one address may make (no limit when unset).
     pub requests_per_sec_per_ip: Option<u32>,
     /// Requests one address may make at once before the rate applies.

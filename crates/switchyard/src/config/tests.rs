@@ -402,3 +402,42 @@ fn beyond_loopback_needs_keys_or_consent() {
         );
     }
 }
+
+#[test]
+fn tls_files_go_together() {
+    for (toml, over, expect) in [
+        (
+            "[tls]\ncert_file = \"c.pem\"\n",
+            Overrides::default(),
+            "go together",
+        ),
+        (
+            "",
+            Overrides {
+                tls_key: Some("k.pem".into()),
+                ..Default::default()
+            },
+            "go together",
+        ),
+        (
+            "[tls]\nca_file = \"ca.pem\"\n",
+            Overrides::default(),
+            "needs cert_file",
+        ),
+        (
+            "[tls]\ncert_file = \"/nonexistent/c.pem\"\nkey_file = \"/nonexistent/k.pem\"\n",
+            Overrides::default(),
+            "cannot read /nonexistent/c.pem",
+        ),
+    ] {
+        let e = build(toml, over).unwrap_err();
+        assert!(matches!(e, ConfigError::Tls(_)), "{e}");
+        assert!(e.to_string().contains(expect), "{e}");
+    }
+    let c = build("[tls]\npoll_interval_secs = 9\n", Overrides::default()).unwrap();
+    assert!(c.gateway.tls.is_none());
+    assert!(matches!(
+        build("[tls]\npoll_interval_secs = 0\n", Overrides::default()),
+        Err(ConfigError::NotPositive("tls.poll_interval_secs"))
+    ));
+}

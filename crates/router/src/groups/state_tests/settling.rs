@@ -403,6 +403,7 @@ fn info_reports_members_and_messages() {
             max_inflight: 3,
             weight: 2,
             labels: vec![("zone".into(), "eu".into())],
+            ..MemberOptions::default()
         },
     );
     assert!(f.offer(&msgs(1..=2), f.t0));
@@ -427,6 +428,7 @@ fn commands_are_plain_data() {
                 max_inflight: 7,
                 weight: 2,
                 labels: vec![("a".into(), "b".into())],
+                ..MemberOptions::default()
             },
         },
         GroupCommand::Settle {

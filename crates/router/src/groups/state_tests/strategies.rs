@@ -206,6 +206,80 @@ fn max_inflight_caps_what_a_member_holds() {
     assert_eq!(f.g.room(), 1);
 }
 
+/// A message of `bytes` payload bytes on `t.a` (3 bytes of topic).
+fn sized(seq: u64, bytes: usize) -> Arc<Message> {
+    let mut m = (*msg(seq, None)).clone();
+    m.payload = Bytes::from(vec![b'x'; bytes]);
+    Arc::new(m)
+}
+
+#[test]
+fn max_inflight_bytes_caps_what_a_member_holds_in_bytes() {
+    let mut f = Fixture::new(Strategy::LeastInflight);
+    f.join_with(
+        1,
+        MemberOptions {
+            max_inflight: 100,
+            max_inflight_bytes: 1_000,
+            ..MemberOptions::default()
+        },
+    );
+    // 3 × (297 + 3) = 900 bytes fit; a fourth would make 1,200.
+    let batch: Vec<_> = (1..=5).map(|s| sized(s, 297)).collect();
+    assert!(!f.offer(&batch, f.t0));
+    assert_eq!(f.delivered_to(), vec![1, 1, 1]);
+    assert_eq!(f.g.cursor(), &end(3));
+    let info = f.g.info(f.t0);
+    assert_eq!(info.members[0].inflight_bytes, 900);
+    assert_eq!(info.members[0].max_inflight_bytes, 1_000);
+    // An ack gives back its bytes.
+    f.settle(Some(1), &[1], Settle::Ack, f.t0).expect("ack");
+    assert_eq!(f.g.info(f.t0).members[0].inflight_bytes, 600);
+    assert!(!f.offer(&batch[3..], f.t0));
+    assert_eq!(f.delivered_to(), vec![1]);
+    // An expired deadline gives back its bytes too.
+    f.g.tick(f.at(TIMEOUT.as_secs() + 1));
+    assert_eq!(f.g.info(f.t0).members[0].inflight_bytes, 0);
+}
+
+#[test]
+fn a_member_holding_nothing_takes_a_message_over_its_byte_bound() {
+    let mut f = Fixture::new(Strategy::LeastInflight);
+    f.join_with(
+        1,
+        MemberOptions {
+            max_inflight_bytes: 100,
+            ..MemberOptions::default()
+        },
+    );
+    assert!(!f.offer(&[sized(1, 5_000), sized(2, 1)], f.t0));
+    assert_eq!(f.delivered_to(), vec![1], "one, however large");
+    assert_eq!(f.g.room(), 0, "a member over its bound has no room");
+    assert!(!f.g.has_room());
+}
+
+#[test]
+fn a_message_goes_to_a_member_with_room_for_its_bytes() {
+    let mut f = Fixture::new(Strategy::RoundRobin);
+    f.join_with(
+        1,
+        MemberOptions {
+            max_inflight_bytes: 1_000,
+            ..MemberOptions::default()
+        },
+    );
+    f.join_with(
+        2,
+        MemberOptions {
+            max_inflight_bytes: 10_000,
+            ..MemberOptions::default()
+        },
+    );
+    // Member 1 takes 500; the next 800 fit only member 2, and so on.
+    assert!(f.offer(&[sized(1, 497), sized(2, 797), sized(3, 797)], f.t0));
+    assert_eq!(f.delivered_to(), vec![1, 2, 2]);
+}
+
 #[test]
 fn a_batch_taken_whole_moves_the_position_to_its_end() {
     let mut f = Fixture::new(Strategy::LeastInflight);
