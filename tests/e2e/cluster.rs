@@ -38,15 +38,29 @@ fn member(dir: &Path, key: &str, gossip: &str, seeds: &[String]) -> Node {
 
 /// [`member`] with extra command-line arguments.
 fn member_with(dir: &Path, key: &str, gossip: &str, seeds: &[String], extra: &[&str]) -> Node {
+    member_env(dir, gossip, seeds, "never", extra, &[])
+}
+
+/// A member with the test cluster's key, its data and log under `dir`,
+/// gossip on `gossip`, joining through `seeds`, with fsync mode `fsync`,
+/// extra arguments and environment variables.
+pub(crate) fn member_env(
+    dir: &Path,
+    gossip: &str,
+    seeds: &[String],
+    fsync: &str,
+    extra: &[&str],
+    env: &[(&str, &Path)],
+) -> Node {
     std::fs::create_dir_all(dir).unwrap();
-    let toml = format!("[cluster]\nkey = \"{key}\"\n");
-    let mut args = vec!["--fsync", "never", "--gossip-listen", gossip];
+    let toml = format!("[cluster]\nkey = \"{KEY}\"\n");
+    let mut args = vec!["--fsync", fsync, "--gossip-listen", gossip];
     args.extend_from_slice(extra);
     for s in seeds {
         args.push("--join");
         args.push(s);
     }
-    Node::start_with_config(dir, &toml, &args)
+    Node::start_with_config_env(dir, &toml, &args, env)
 }
 
 async fn cluster_view(node: &Node) -> Value {
@@ -87,7 +101,7 @@ async fn state_of(node: &Node, id: &str) -> Option<String> {
 }
 
 /// Waits (at most 20 s) until `node` sees member `id` in `state`.
-async fn wait_state(node: &Node, id: &str, state: &str) {
+pub(crate) async fn wait_state(node: &Node, id: &str, state: &str) {
     wait_until(
         Duration::from_secs(20),
         &format!("member {id} {state}"),

@@ -87,11 +87,21 @@ impl Node {
 
     /// Starts a node with a config file written from `toml`.
     pub fn start_with_config(dir: &Path, toml: &str, args: &[&str]) -> Node {
+        Node::start_with_config_env(dir, toml, args, &[])
+    }
+
+    /// [`Node::start_with_config`] with extra environment variables.
+    pub fn start_with_config_env(
+        dir: &Path,
+        toml: &str,
+        args: &[&str],
+        env: &[(&str, &Path)],
+    ) -> Node {
         let path = dir.join("switchyard.toml");
         std::fs::write(&path, toml).expect("write config");
         let mut all = vec!["--config", path.to_str().expect("utf-8 path")];
         all.extend_from_slice(args);
-        Node::start(dir, &all)
+        Node::start_with_env(dir, &all, env)
     }
 
     pub fn pid(&self) -> u32 {

@@ -149,8 +149,21 @@ pub struct IdempotencyRecord {
     pub timestamp: u64,
 }
 
+/// What a peer knows of one idempotency key.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum IdempotencyAnswer {
+    /// The peer holds no message under the key and none is on its way.
+    Absent,
+    /// The message the peer holds under the key.
+    Held(IdempotencyRecord),
+    /// A publish with the key is on its way to the peer's log (or failed
+    /// in a way that may still have stored it): a message may soon exist
+    /// under the key.
+    InFlight,
+}
+
 /// The answer to an [`IdempotencyLookup`]: one entry per pair, in order.
-pub type IdempotencyFound = Vec<Option<IdempotencyRecord>>;
+pub type IdempotencyFound = Vec<IdempotencyAnswer>;
 
 /// The answer to a [`GroupTake`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

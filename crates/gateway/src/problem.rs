@@ -24,6 +24,8 @@ pub(crate) struct Problem {
     /// The `WWW-Authenticate` challenge of a 401 or 403 (its description
     /// is `detail`).
     pub www_authenticate: Option<Challenge>,
+    /// Seconds for a `Retry-After` header.
+    pub retry_after: Option<&'static str>,
 }
 
 impl Problem {
@@ -35,6 +37,7 @@ impl Problem {
             extra: None,
             allow: None,
             www_authenticate: None,
+            retry_after: None,
         }
     }
 
@@ -59,6 +62,10 @@ impl Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
+        }
         if let Some(allow) = self.allow {
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
@@ -255,6 +262,15 @@ impl From<RouterError> for Problem {
                 ..Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "not_replicated",
+                    e.to_string(),
+                )
+            },
+            RouterError::KeyInFlight { ref keys } => Problem {
+                extra: Some(("keys", json!(keys))),
+                retry_after: Some("1"),
+                ..Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "key_in_flight",
                     e.to_string(),
                 )
             },

@@ -121,6 +121,17 @@ pub enum RouterError {
         /// [`crate::Published::key_checked`]).
         key_checked: bool,
     },
+    /// A publish with the same idempotency key is on its way to another
+    /// node's log: storing this one now could store a second copy. A
+    /// retry once that publish is decided answers its message.
+    #[error(
+        "a publish with idempotency key {} is still on its way to another node's log; retry shortly",
+        keys.join(", ")
+    )]
+    KeyInFlight {
+        /// The keys in flight elsewhere.
+        keys: Vec<String>,
+    },
     /// A node-to-node request was refused.
     #[error("{0}")]
     Cluster(String),

@@ -9,6 +9,14 @@
 //! [`LOOKUP_TIME`]) whether they hold a message under that key, and if one
 //! does, answers with that message instead of storing a second one.
 //!
+//! An earlier attempt may also still be on its way to a peer's log: held
+//! by a disk that does not answer, or queued behind a large commit. The
+//! peer then answers that the key is in flight (it holds its keys from
+//! before its own lookup until its commit has decided, see
+//! [`switchyard_store::Store::hold_keys`]), and the publish is refused with
+//! `503 key_in_flight` instead of storing a second copy; a retry once the
+//! first attempt is decided gets its message.
+//!
 //! The lookup cannot reach a member that is partitioned away, paused, or
 //! down: an earlier attempt it stored (answered `503`, or not answered)
 //! is then unknown here, and a retry stores a second copy. Such a lookup
@@ -20,7 +28,8 @@
 use std::time::Duration;
 
 use switchyard_cluster::transport::{
-    IdempotencyFound, IdempotencyLookup, IdempotencyRecord, MAX_IDEMPOTENCY_LOOKUP,
+    IdempotencyAnswer, IdempotencyFound, IdempotencyLookup, IdempotencyRecord,
+    MAX_IDEMPOTENCY_LOOKUP,
 };
 use switchyard_cluster::{Cluster, MemberState};
 use switchyard_model::{MessageId, NodeId, Timestamp, Topic};
@@ -45,14 +54,21 @@ pub(crate) fn answer(
         .iter()
         .map(|(topic, key)| {
             let Ok(topic) = topic.parse::<Topic>() else {
-                return Ok(None);
+                return Ok(IdempotencyAnswer::Absent);
             };
-            Ok(store.idempotent(&topic, key)?.map(|a| IdempotencyRecord {
-                origin: a.id.origin.0,
-                seq: a.id.seq,
-                stream_seq: a.stream_seq,
-                timestamp: a.timestamp.0,
-            }))
+            if let Some(a) = store.idempotent(&topic, key)? {
+                return Ok(IdempotencyAnswer::Held(IdempotencyRecord {
+                    origin: a.id.origin.0,
+                    seq: a.id.seq,
+                    stream_seq: a.stream_seq,
+                    timestamp: a.timestamp.0,
+                }));
+            }
+            Ok(if store.key_in_flight(&topic, key) {
+                IdempotencyAnswer::InFlight
+            } else {
+                IdempotencyAnswer::Absent
+            })
         })
         .collect()
 }
@@ -63,6 +79,10 @@ pub(crate) struct Lookup {
     /// this node holds none. `None` for a request without a key, one this
     /// node knows, or one no peer answered for.
     pub(crate) found: Vec<Option<Appended>>,
+    /// The requests whose key no peer holds, but a peer has a publish
+    /// with it on its way to its log: storing them now could store a
+    /// second copy.
+    pub(crate) in_flight: Vec<usize>,
     /// Whether every member that may hold a copy answered: every live
     /// peer did, and no member went away within the idempotency window.
     /// True when nothing had to be asked.
@@ -103,9 +123,11 @@ pub(crate) async fn held_elsewhere(
     if entries.is_empty() || cluster.replication_factor() < 2 {
         return Lookup {
             found: out,
+            in_flight: Vec::new(),
             complete: true,
         };
     }
+    let mut in_flight = vec![false; batch.len()];
     let window_ms = store.config().idempotency_window.as_millis() as u64;
     let mut complete = !recently_gone(cluster, window_ms);
     let req = IdempotencyLookup { entries };
@@ -119,8 +141,15 @@ pub(crate) async fn held_elsewhere(
             complete = false;
             continue;
         };
-        for (slot, record) in asked.iter().zip(found) {
-            let Some(rec) = record else { continue };
+        for (slot, answer) in asked.iter().zip(found) {
+            let rec = match answer {
+                IdempotencyAnswer::Held(rec) => rec,
+                IdempotencyAnswer::InFlight => {
+                    in_flight[*slot] = true;
+                    continue;
+                }
+                IdempotencyAnswer::Absent => continue,
+            };
             if out[*slot].is_none() {
                 out[*slot] = Some(Appended {
                     id: MessageId {
@@ -135,8 +164,12 @@ pub(crate) async fn held_elsewhere(
             }
         }
     }
+    let in_flight = (0..batch.len())
+        .filter(|i| in_flight[*i] && out[*i].is_none())
+        .collect();
     Lookup {
         found: out,
+        in_flight,
         complete,
     }
 }

@@ -382,10 +382,23 @@ impl Router {
             });
         }
         if !self.plugins.has_routes() {
-            // A repeat of a message that reached another node first.
+            // A repeat of a message that reached another node first. The
+            // keys are held as in flight from before the lookup, so that a
+            // peer looking for them meanwhile learns of this attempt.
+            let keys = batch
+                .iter()
+                .filter_map(|r| Some((&r.topic, r.idempotency_key.as_deref()?)));
+            let _hold = self.cluster.get().map(|_| self.store.hold_keys(keys));
             let (elsewhere, complete) = match self.cluster.get() {
                 Some(c) => {
                     let l = crate::idempotency::held_elsewhere(&self.store, c, &batch).await;
+                    if !l.in_flight.is_empty() {
+                        let keys = l.in_flight.iter();
+                        let keys = keys.filter_map(|i| batch[*i].idempotency_key.clone());
+                        return Err(RouterError::KeyInFlight {
+                            keys: keys.collect(),
+                        });
+                    }
                     (l.found, l.complete)
                 }
                 None => (vec![None; batch.len()], true),

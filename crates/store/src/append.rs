@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use switchyard_model::{Header, IDEMPOTENCY_HEADER, Message, MessageId, NodeId, Timestamp, Topic};
 use tokio::sync::oneshot;
 
@@ -14,7 +15,7 @@ use crate::batch::{Durability, Staged};
 use crate::codec::{decode_u64s, encode_u64s};
 use crate::error::Storage;
 use crate::keys;
-use crate::writer::{Writer, now_ms, steady_ms};
+use crate::writer::{Writer, now_ms};
 
 /// What a committed group of append requests gives: each request's
 /// results, and the new messages for the readers' tail.
@@ -97,7 +98,103 @@ fn decode_idem(topic: &Topic, b: &[u8]) -> Result<(Appended, u64), StoreError> {
     Ok((appended, expires))
 }
 
+/// Idempotency keys on their way to the log, each with the number of
+/// holders: publishes that are asking their peers about it
+/// ([`crate::Store::hold_keys`]) and appends the writer has not decided
+/// yet. A key whose commit failed stays held until the store is reopened:
+/// the failed batch may still be in the journal and come back, so no other
+/// copy may be stored meanwhile.
+#[derive(Debug, Default)]
+pub(crate) struct KeysInFlight(Mutex<HashMap<Vec<u8>, usize>>);
+
+impl KeysInFlight {
+    pub(crate) fn add(&self, keys: &[Vec<u8>]) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut held = self.0.lock();
+        for k in keys {
+            *held.entry(k.clone()).or_default() += 1;
+        }
+    }
+
+    pub(crate) fn release(&self, keys: &[Vec<u8>]) {
+        if keys.is_empty() {
+            return;
+        }
+        let mut held = self.0.lock();
+        for k in keys {
+            if let Some(n) = held.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    held.remove(k);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, key: &[u8]) -> bool {
+        self.0.lock().contains_key(key)
+    }
+}
+
+/// The `idem` keys of the keyed appends of `batch`.
+pub(crate) fn idem_keys(batch: &[Append]) -> Vec<Vec<u8>> {
+    batch
+        .iter()
+        .filter_map(|a| {
+            let k = a.idempotency_key.as_ref()?;
+            Some(keys::idem_key(&a.topic, k))
+        })
+        .collect()
+}
+
+/// Idempotency keys held as in flight until this drops (see
+/// [`crate::Store::hold_keys`]).
+#[must_use = "the keys are released when the hold drops"]
+pub struct KeyHold {
+    shared: Arc<crate::store::Shared>,
+    keys: Vec<Vec<u8>>,
+}
+
+impl Drop for KeyHold {
+    fn drop(&mut self) {
+        self.shared.keys_in_flight.release(&self.keys);
+    }
+}
+
 impl crate::Store {
+    /// Holds the idempotency keys `keys` ((topic, key) pairs) as in flight
+    /// until the returned hold drops, so that [`Store::key_in_flight`]
+    /// says a message may soon be stored under them. A publish holds its
+    /// keys while it asks its peers whether they hold them; from
+    /// [`Store::append`] on, the store holds them itself until its commit
+    /// has decided (and for good, until the store is reopened, when the
+    /// commit failed and the batch may still come back).
+    ///
+    /// [`Store::key_in_flight`]: crate::Store::key_in_flight
+    /// [`Store::append`]: crate::Store::append
+    pub fn hold_keys<'a>(&self, keys: impl IntoIterator<Item = (&'a Topic, &'a str)>) -> KeyHold {
+        let keys: Vec<Vec<u8>> = keys
+            .into_iter()
+            .map(|(topic, key)| keys::idem_key(topic, key))
+            .collect();
+        self.shared.keys_in_flight.add(&keys);
+        KeyHold {
+            shared: self.shared.clone(),
+            keys,
+        }
+    }
+
+    /// Whether a message may soon be stored on this node under idempotency
+    /// key `key` on `topic`: a publish with that key is on its way to the
+    /// log, or one failed in a way that may still have stored it.
+    pub fn key_in_flight(&self, topic: &Topic, key: &str) -> bool {
+        self.shared
+            .keys_in_flight
+            .contains(&keys::idem_key(topic, key))
+    }
+
     /// The message stored under idempotency key `key` on `topic` within
     /// the idempotency window (this node's own, or one of another origin
     /// that this node holds), as a repeat would be answered.
@@ -107,29 +204,37 @@ impl crate::Store {
             return Ok(None);
         };
         let (prev, expires) = decode_idem(topic, &v)?;
-        Ok((expires > steady_ms()).then_some(prev))
+        Ok((expires > sh.steady.now_ms()).then_some(prev))
     }
 }
 
 /// Stages the idempotency record of `m`, a message of another origin that
 /// carries its key in the [`IDEMPOTENCY_HEADER`] header, unless the record
 /// exists or has expired (the window counts from the message's
-/// timestamp). A publish on this node with the same topic and key then
-/// answers the original message, as on its origin.
+/// timestamp, and lasts at most the window from now). A publish on this
+/// node with the same topic and key then answers the original message, as
+/// on its origin. `wall_ms` is the wall clock now; the record's expiry is
+/// kept on the store's steady clock, as this node's own.
 pub(crate) fn stage_remote_idem(
     sh: &crate::store::Shared,
     staged: &mut Staged<'_>,
     m: &Message,
-    now_ms: u64,
+    wall_ms: u64,
 ) -> Result<(), StoreError> {
     let Some(key) = m.header(IDEMPOTENCY_HEADER) else {
         return Ok(());
     };
     let window = sh.config.idempotency_window.as_millis() as u64;
-    let expires = m.timestamp.millis().saturating_add(window);
-    if expires <= now_ms {
+    let left = m
+        .timestamp
+        .millis()
+        .saturating_add(window)
+        .saturating_sub(wall_ms)
+        .min(window);
+    if left == 0 {
         return Ok(());
     }
+    let expires = sh.steady.now_ms() + left;
     let ik = keys::idem_key(&m.topic, key);
     if sh.idem.get(&ik).storage()?.is_some() {
         return Ok(());
@@ -175,7 +280,7 @@ impl Writer {
         let sh = &*self.shared;
         let local = sh.node_id;
         let now = now_ms();
-        let idem_now = steady_ms();
+        let idem_now = sh.steady.now_ms();
         let window = sh.config.idempotency_window.as_millis() as u64;
         let mut staged = Staged::new(sh, "publish", Durability::Publish);
         let mut seen_idem: HashMap<Vec<u8>, Appended> = HashMap::new();

@@ -62,7 +62,7 @@ mod store;
 mod tail;
 mod writer;
 
-pub use append::{Append, Appended};
+pub use append::{Append, Appended, KeyHold};
 pub use catalog::{StreamInfo, TopicInfo};
 pub use config::{FsyncMode, RetentionPolicy, RetentionRule, StoreConfig};
 pub use error::{StorageError, StoreError};

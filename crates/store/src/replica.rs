@@ -15,7 +15,7 @@ use crate::codec::decode_index;
 use crate::error::Storage;
 use crate::keys;
 use crate::store::Shared;
-use crate::writer::{Writer, now_ms, steady_ms};
+use crate::writer::{Writer, now_ms};
 
 /// How far past this node's wall clock a peer's message timestamp may move
 /// this node's hybrid logical clock.
@@ -75,7 +75,7 @@ impl Writer {
         let now = now_ms();
         for m in messages.into_iter().filter(|m| m.id.seq > held) {
             if staged.push_head(&m) {
-                stage_remote_idem(sh, &mut staged, &m, steady_ms())?;
+                stage_remote_idem(sh, &mut staged, &m, now)?;
                 // A peer whose wall clock was stepped ahead stamps ahead
                 // until its clock catches up; its messages are kept as
                 // stamped, but move this node's clock at most
@@ -115,7 +115,7 @@ impl Writer {
         let held = sh.catalog.read().visible.get(&origin).copied().unwrap_or(0);
         let through = through.min(held);
         let mut staged = Staged::new(sh, "fill", Durability::Publish);
-        let now = steady_ms();
+        let now = now_ms();
         for m in &messages {
             if m.id.origin != origin || m.id.seq <= after || m.id.seq > through {
                 continue;

@@ -119,7 +119,7 @@ fn plan(
 }
 
 fn expire_idempotency(sh: &Shared, tx: &mpsc::Sender<Command>) -> Result<(), StoreError> {
-    let now = crate::writer::steady_ms();
+    let now = sh.steady.now_ms();
     let mut expired = Vec::new();
     for item in sh.idem.iter() {
         let (k, v) = item.into_inner().storage()?;
@@ -161,7 +161,7 @@ impl Writer {
     /// Removes the idempotency records `keys` that are still expired.
     pub(crate) fn expire_idem(&mut self, keys: Vec<Vec<u8>>) -> Result<(), StoreError> {
         let sh = &*self.shared;
-        let now = crate::writer::steady_ms();
+        let now = sh.steady.now_ms();
         let mut staged = Staged::new(sh, "idempotency expiry", Durability::Deferred);
         for k in keys {
             if let Some(v) = sh.idem.get(&k).storage()? {

@@ -54,6 +54,11 @@ pub(crate) struct Shared {
     /// (milliseconds since the Unix epoch): with commits in progress, how
     /// long the disk has made no progress.
     pub progress_ms: AtomicU64,
+    /// Idempotency keys on their way to the log (see
+    /// [`Store::hold_keys`]).
+    pub keys_in_flight: crate::append::KeysInFlight,
+    /// The clock of idempotency windows.
+    pub steady: crate::writer::Steady,
 }
 
 /// Counts a commit in progress for as long as it lives (see
@@ -294,6 +299,8 @@ impl Store {
         let next_seq = catalog.origins.get(&node_id).map_or(0, |o| o.last_seq) + 1;
         tracing::info!(node = %node_id, path = %config.path.display(), next_seq, topics = catalog.streams.len(), "store opened");
         let (changes, _) = watch::channel(0);
+        let newest = catalog.origins.values().map(|o| o.last_ts).max();
+        let steady = crate::writer::Steady::start(newest.unwrap_or_default());
         let shared = Arc::new(Shared {
             tail: RwLock::new(Tail::new(next_seq - 1, config.tail_cache_bytes)),
             remote_tails: RwLock::new(std::collections::HashMap::new()),
@@ -311,6 +318,8 @@ impl Store {
             poisoned: AtomicBool::new(false),
             commits: AtomicUsize::new(0),
             progress_ms: AtomicU64::new(0),
+            keys_in_flight: Default::default(),
+            steady,
             config,
         });
         let (tx, rx) = mpsc::channel(shared.config.write_queue.max(1));
@@ -444,6 +453,11 @@ impl Store {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
+        // The writer releases the keys once its commit has decided
+        // ([`crate::writer::Writer::commit_appends`]), also when this
+        // request is gone by then.
+        let keys = crate::append::idem_keys(&batch);
+        self.shared.keys_in_flight.add(&keys);
         let (reply, rx) = oneshot::channel();
         // With `fsync = never` a commit is memory work plus one buffered
         // write. When no other append is in flight and the writer is free,
@@ -459,10 +473,11 @@ impl Store {
         {
             writer.commit_appends(vec![(batch, reply)]);
         } else {
-            self.tx
-                .send(Command::Append { batch, reply })
-                .await
-                .map_err(|_| StoreError::Closed)?;
+            let sent = self.tx.send(Command::Append { batch, reply }).await;
+            if sent.is_err() {
+                self.shared.keys_in_flight.release(&keys);
+                return Err(StoreError::Closed);
+            }
         }
         rx.await.map_err(|_| StoreError::Closed)?
     }

@@ -150,16 +150,35 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Milliseconds since the Unix epoch as the wall clock read when the
-/// process first asked, advanced by the monotonic clock since: time that
-/// a step of the wall clock does not move. Idempotency windows run on it,
-/// so a clock stepped ahead does not end them early (a step of +5 min
-/// made retries within the 2-minute window store duplicates), nor one
-/// stepped back make them last longer.
-pub(crate) fn steady_ms() -> u64 {
-    static ANCHOR: std::sync::OnceLock<(u64, std::time::Instant)> = std::sync::OnceLock::new();
-    let (wall, at) = ANCHOR.get_or_init(|| (now_ms(), std::time::Instant::now()));
-    wall + at.elapsed().as_millis() as u64
+/// The clock idempotency windows run on: milliseconds on the Unix epoch's
+/// scale, read from the wall clock once when the store opens and advanced
+/// by the monotonic clock since, so that a step of the wall clock does not
+/// move a window (a step of +5 min made retries within the 2-minute window
+/// store duplicates). It starts no later than the newest message the store
+/// holds, so neither does a restart while the wall clock stands ahead:
+/// time the node is down does not count.
+#[derive(Debug)]
+pub(crate) struct Steady {
+    anchor_ms: u64,
+    at: std::time::Instant,
+}
+
+impl Steady {
+    /// Starts at the wall clock, or at `newest` (the newest timestamp the
+    /// store holds) when that is earlier.
+    pub(crate) fn start(newest: Timestamp) -> Steady {
+        let wall = now_ms();
+        let newest = newest.millis();
+        Steady {
+            anchor_ms: if newest > 0 { wall.min(newest) } else { wall },
+            at: std::time::Instant::now(),
+        }
+    }
+
+    /// Now, on this clock.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.anchor_ms + self.at.elapsed().as_millis() as u64
+    }
 }
 
 /// The write side of the store: sequence assignment, the HLC, commits,
@@ -294,8 +313,16 @@ impl Writer {
     }
 
     /// Commits a group of append requests as one batch and answers each.
+    /// The idempotency keys of the group are released once the commit has
+    /// decided: stored, or refused without a write. After a failed commit
+    /// they stay held (see [`crate::append::KeysInFlight`]).
     pub(crate) fn commit_appends(&mut self, mut group: Vec<Pending>) {
+        let keys: Vec<Vec<u8>> = group
+            .iter()
+            .flat_map(|(batch, _)| crate::append::idem_keys(batch))
+            .collect();
         if self.shared.poisoned.load(Ordering::SeqCst) {
+            self.shared.keys_in_flight.release(&keys);
             for (_, reply) in group {
                 let _ = reply.send(Err(StoreError::Poisoned));
             }
@@ -303,6 +330,7 @@ impl Writer {
         }
         match self.guarded("publish", |w| w.write_group(&mut group)) {
             Ok(results) => {
+                self.shared.keys_in_flight.release(&keys);
                 for ((_, reply), result) in group.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));
                 }
@@ -312,6 +340,10 @@ impl Writer {
                 self.notify();
             }
             Err(_) => {
+                // A failure before anything was written does not poison.
+                if !self.shared.poisoned.load(Ordering::SeqCst) {
+                    self.shared.keys_in_flight.release(&keys);
+                }
                 for (_, reply) in group {
                     let _ = reply.send(Err(StoreError::Poisoned));
                 }
