@@ -11,7 +11,7 @@ use switchyard_model::Timestamp;
 
 use crate::support::*;
 
-const KEY: &str = "an end-to-end cluster key";
+pub(crate) const KEY: &str = "an end-to-end cluster key";
 /// The documented failure detection time with the default timing.
 const DETECTION: Duration = Duration::from_millis(4500);
 
@@ -38,14 +38,15 @@ fn member(dir: &Path, key: &str, gossip: &str, seeds: &[String]) -> Node {
 
 /// [`member`] with extra command-line arguments.
 fn member_with(dir: &Path, key: &str, gossip: &str, seeds: &[String], extra: &[&str]) -> Node {
-    member_env(dir, gossip, seeds, "never", extra, &[])
+    member_env(dir, key, gossip, seeds, "never", extra, &[])
 }
 
-/// A member with the test cluster's key, its data and log under `dir`,
-/// gossip on `gossip`, joining through `seeds`, with fsync mode `fsync`,
-/// extra arguments and environment variables.
+/// A member with cluster key `key`, its data and log under `dir`, gossip
+/// on `gossip`, joining through `seeds`, with fsync mode `fsync`, extra
+/// arguments and environment variables.
 pub(crate) fn member_env(
     dir: &Path,
+    key: &str,
     gossip: &str,
     seeds: &[String],
     fsync: &str,
@@ -53,7 +54,7 @@ pub(crate) fn member_env(
     env: &[(&str, &Path)],
 ) -> Node {
     std::fs::create_dir_all(dir).unwrap();
-    let toml = format!("[cluster]\nkey = \"{KEY}\"\n");
+    let toml = format!("[cluster]\nkey = \"{key}\"\n");
     let mut args = vec!["--fsync", fsync, "--gossip-listen", gossip];
     args.extend_from_slice(extra);
     for s in seeds {
@@ -2127,7 +2128,8 @@ async fn a_paused_origin_loses_nothing_and_resumed_streams_repeat_nothing() {
 
 /// A repeat of an idempotent publish that reaches a node holding no copy of
 /// the original (not one of its origin's replicas) is answered with the
-/// original: the node asks its peers before storing.
+/// original: the node asks its peers before storing. It acknowledges only
+/// the copies the peers vouch for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_repeat_on_a_node_without_a_copy_finds_the_original() {
     let dir = tempfile::tempdir().unwrap();
@@ -2167,6 +2169,17 @@ async fn a_repeat_on_a_node_without_a_copy_finds_the_original() {
     assert_eq!(again["id"], first["id"], "{again:#}");
     assert_eq!(again["duplicate"], true, "{again:#}");
     assert_eq!(headers["idempotent-replayed"], "true");
+    // With A's replica paused, only A vouches for the original: one copy
+    // is not the quorum of two, so the repeat is no acknowledgement (and
+    // stores nothing, below).
+    let replica = (1..3).find(|i| replicas.contains(&ids[*i].0)).unwrap();
+    signal(&nodes[replica], libc::SIGSTOP);
+    let (status, _, body) = outsider.raw(keyed(outsider), "again").await;
+    signal(&nodes[replica], libc::SIGCONT);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 503, "{v:#}");
+    assert_eq!(v["code"], "not_replicated", "{v:#}");
+    assert_eq!(v["copies"]["reached"], 1, "{v:#}");
     for node in &nodes {
         let v = node
             .get_json("/v1/messages?topic=idem.x&from=earliest")

@@ -742,7 +742,7 @@ async fn a_stalled_disk_makes_the_node_unready_until_it_answers() {
 /// answers the original, and the cluster holds one copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_elsewhere_waits_for_a_keyed_publish_in_flight() {
-    use crate::cluster::{member_env, wait_state, whoami};
+    use crate::cluster::{KEY, member_env, wait_state, whoami};
 
     let dir = tempfile::tempdir().unwrap();
     let shim = build_failsync(dir.path());
@@ -750,6 +750,7 @@ async fn a_retry_elsewhere_waits_for_a_keyed_publish_in_flight() {
     let env = [("LD_PRELOAD", shim.as_path()), ("FAILSYNC_STALL", &stall)];
     let a = member_env(
         &dir.path().join("a"),
+        KEY,
         "127.0.0.1:0",
         &[],
         "always",
@@ -759,6 +760,7 @@ async fn a_retry_elsewhere_waits_for_a_keyed_publish_in_flight() {
     let (a_id, seed) = whoami(&a).await;
     let b = member_env(
         &dir.path().join("b"),
+        KEY,
         "127.0.0.1:0",
         &[seed],
         "never",

@@ -24,8 +24,6 @@ pub(crate) struct Problem {
     /// The `WWW-Authenticate` challenge of a 401 or 403 (its description
     /// is `detail`).
     pub www_authenticate: Option<Challenge>,
-    /// Seconds for a `Retry-After` header.
-    pub retry_after: Option<&'static str>,
 }
 
 impl Problem {
@@ -37,7 +35,6 @@ impl Problem {
             extra: None,
             allow: None,
             www_authenticate: None,
-            retry_after: None,
         }
     }
 
@@ -62,7 +59,8 @@ impl Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        if let Some(secs) = self.retry_after {
+        // Refusals that a retry soon resolves say when to retry.
+        if let Some(secs) = (self.code == "key_in_flight").then_some("1") {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
         }
@@ -267,7 +265,6 @@ impl From<RouterError> for Problem {
             },
             RouterError::KeyInFlight { ref keys } => Problem {
                 extra: Some(("keys", json!(keys))),
-                retry_after: Some("1"),
                 ..Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "key_in_flight",

@@ -102,10 +102,11 @@ pub enum RouterError {
     /// The `acks` mode is not one of local, quorum or all.
     #[error("{0}")]
     InvalidAcks(String),
-    /// The messages are stored on this node (and will still replicate) but
-    /// did not reach the copies the publish asked for in time.
+    /// The messages are stored (on this node, or for a repeat answered
+    /// with a message only peers hold, on them) and will still replicate,
+    /// but did not reach the copies the publish asked for in time.
     #[error(
-        "stored on this node, but only {copies} of the {needed} copies acks={acks} asks for exist after {timeout_ms} ms; the message will still replicate (retry with the same Idempotency-Key to learn when)"
+        "stored, but only {copies} of the {needed} copies acks={acks} asks for are known after {timeout_ms} ms; the message will still replicate (retry with the same Idempotency-Key to learn when)"
     )]
     NotReplicated {
         /// The mode asked for.

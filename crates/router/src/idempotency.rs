@@ -56,6 +56,11 @@ pub(crate) fn answer(
             let Ok(topic) = topic.parse::<Topic>() else {
                 return Ok(IdempotencyAnswer::Absent);
             };
+            // A record whose commit has not decided yet (its sync may still
+            // fail) is in flight, not held.
+            if store.key_in_flight(&topic, key) {
+                return Ok(IdempotencyAnswer::InFlight);
+            }
             if let Some(a) = store.idempotent(&topic, key)? {
                 return Ok(IdempotencyAnswer::Held(IdempotencyRecord {
                     origin: a.id.origin.0,
@@ -64,11 +69,7 @@ pub(crate) fn answer(
                     timestamp: a.timestamp.0,
                 }));
             }
-            Ok(if store.key_in_flight(&topic, key) {
-                IdempotencyAnswer::InFlight
-            } else {
-                IdempotencyAnswer::Absent
-            })
+            Ok(IdempotencyAnswer::Absent)
         })
         .collect()
 }
@@ -79,6 +80,8 @@ pub(crate) struct Lookup {
     /// this node holds none. `None` for a request without a key, one this
     /// node knows, or one no peer answered for.
     pub(crate) found: Vec<Option<Appended>>,
+    /// For each request: how many peers said they hold its message.
+    pub(crate) holders: Vec<usize>,
     /// The requests whose key no peer holds, but a peer has a publish
     /// with it on its way to its log: storing them now could store a
     /// second copy.
@@ -122,12 +125,14 @@ pub(crate) async fn held_elsewhere(
     let peers = cluster.peers();
     if entries.is_empty() || cluster.replication_factor() < 2 {
         return Lookup {
+            holders: vec![0; batch.len()],
             found: out,
             in_flight: Vec::new(),
             complete: true,
         };
     }
     let mut in_flight = vec![false; batch.len()];
+    let mut holders = vec![0; batch.len()];
     let window_ms = store.config().idempotency_window.as_millis() as u64;
     let mut complete = !recently_gone(cluster, window_ms);
     let req = IdempotencyLookup { entries };
@@ -150,6 +155,7 @@ pub(crate) async fn held_elsewhere(
                 }
                 IdempotencyAnswer::Absent => continue,
             };
+            holders[*slot] += 1;
             if out[*slot].is_none() {
                 out[*slot] = Some(Appended {
                     id: MessageId {
@@ -169,6 +175,7 @@ pub(crate) async fn held_elsewhere(
         .collect();
     Lookup {
         found: out,
+        holders,
         in_flight,
         complete,
     }

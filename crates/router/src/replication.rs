@@ -225,7 +225,8 @@ impl Progress {
 /// Copies `acks` asks for: a majority of the replication factor, capped by
 /// the members known (down ones count, so that a side of a partition does
 /// not reach a quorum alone), or the origin and every live replica.
-fn needed(cluster: &Cluster, me: NodeId, acks: Acks) -> usize {
+/// Copies `acks` asks for of a message of origin `me`.
+pub(crate) fn needed(cluster: &Cluster, me: NodeId, acks: Acks) -> usize {
     let factor = cluster.replication_factor().min(cluster.known_members());
     match acks {
         Acks::Local => 1,

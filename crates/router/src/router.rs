@@ -89,6 +89,9 @@ pub struct Published {
     /// (one did not answer, or went away recently): a copy stored there
     /// by an earlier attempt may exist (see the `idempotency` module).
     pub key_checked: bool,
+    /// For a repeat answered with a message that only peers hold: how
+    /// many of them said so (the copies this node can vouch for).
+    pub(crate) held_by_peers: Option<usize>,
 }
 
 impl Published {
@@ -100,6 +103,7 @@ impl Published {
             plugin_error: None,
             copies: None,
             key_checked: true,
+            held_by_peers: None,
         }
     }
 }
@@ -348,14 +352,39 @@ impl Router {
                 }
                 copies
             }
-            // A retry answered with a message of another origin that this
-            // node holds: the origin and this node have it.
+            // A retry answered with a message of another origin: held
+            // here, the origin and this node have it; found only on peers,
+            // the peers that said so do. Fewer than `acks` asks for is not
+            // an acknowledgement: this node cannot watch the copies grow,
+            // and the holders can (a retry there answers when enough exist).
             _ if published
                 .iter()
                 .flat_map(|p| &p.results)
                 .any(|a| a.id.origin != me) =>
             {
-                2
+                let copies = published
+                    .iter()
+                    .filter(|p| p.results.iter().any(|a| a.id.origin != me))
+                    .map(|p| p.held_by_peers.unwrap_or(2))
+                    .min()
+                    .unwrap_or(2);
+                let origin = published
+                    .iter()
+                    .flat_map(|p| &p.results)
+                    .map(|a| a.id.origin)
+                    .find(|o| *o != me)
+                    .unwrap_or(me);
+                let needed = crate::replication::needed(cluster, origin, acks);
+                if copies < needed {
+                    return Err(RouterError::NotReplicated {
+                        acks,
+                        copies,
+                        needed,
+                        timeout_ms: 0,
+                        key_checked: true,
+                    });
+                }
+                copies
             }
             _ => 1,
         };
@@ -389,7 +418,7 @@ impl Router {
                 .iter()
                 .filter_map(|r| Some((&r.topic, r.idempotency_key.as_deref()?)));
             let _hold = self.cluster.get().map(|_| self.store.hold_keys(keys));
-            let (elsewhere, complete) = match self.cluster.get() {
+            let (elsewhere, holders, complete) = match self.cluster.get() {
                 Some(c) => {
                     let l = crate::idempotency::held_elsewhere(&self.store, c, &batch).await;
                     if !l.in_flight.is_empty() {
@@ -399,9 +428,9 @@ impl Router {
                             keys: keys.collect(),
                         });
                     }
-                    (l.found, l.complete)
+                    (l.found, l.holders, l.complete)
                 }
-                None => (vec![None; batch.len()], true),
+                None => (vec![None; batch.len()], vec![0; batch.len()], true),
             };
             // A keyed message stored new: checked only if the lookup was.
             let keyed: Vec<bool> = batch.iter().map(|r| r.idempotency_key.is_some()).collect();
@@ -429,8 +458,12 @@ impl Router {
             return Ok(elsewhere
                 .into_iter()
                 .zip(keyed)
-                .filter_map(|(e, k)| match e {
-                    Some(found) => Some(Published::stored(found)),
+                .zip(holders)
+                .filter_map(|((e, k), holders)| match e {
+                    Some(found) => Some(Published {
+                        held_by_peers: Some(holders),
+                        ..Published::stored(found)
+                    }),
                     None => stored_new.next().map(|a| stored((a, k))),
                 })
                 .collect());
@@ -458,6 +491,7 @@ impl Router {
                 plugin_error: r.failure,
                 copies: None,
                 key_checked: true,
+                held_by_peers: None,
             })
             .collect())
     }
