@@ -47,7 +47,15 @@ pub(super) struct Actor {
     pub(super) warned_cluster: Option<String>,
     /// When members not yet in the view were last heard from.
     pub(super) heard: HashMap<u64, Instant>,
+    /// The last rejoin, and how many rejoins followed each other within
+    /// [`QUICK_REJOIN`] up to it.
+    pub(super) rejoins: Option<(Instant, u32)>,
 }
+
+/// Rejoins closer together than this mean the new generations keep losing
+/// their gossip address to an identity this node cannot see (see
+/// [`Actor::rejoined`]).
+const QUICK_REJOIN: Duration = Duration::from_secs(1);
 
 impl Actor {
     pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
@@ -162,12 +170,7 @@ impl Actor {
                 }
             };
             for addr in addrs.into_iter().filter(|a| *a != local) {
-                let dst = NodeIdentity {
-                    node: 0,
-                    generation: 0,
-                    gossip: addr,
-                    http: String::new(),
-                };
+                let dst = NodeIdentity::new(0, 0, addr, String::new());
                 if let Err(e) = self.foca.announce(dst, &mut self.runtime) {
                     tracing::debug!(%addr, error = %e, "announce failed");
                 }
@@ -214,13 +217,7 @@ impl Actor {
         }
         while let Some(n) = self.runtime.to_notify() {
             match n {
-                OwnedNotification::Rejoin(id) => {
-                    tracing::info!(
-                        generation = id.generation,
-                        "declared down by the cluster; rejoined with a new generation"
-                    );
-                    *self.shared.local.lock() = id;
-                }
+                OwnedNotification::Rejoin(id) => self.rejoined(id),
                 OwnedNotification::Defunct => {
                     tracing::warn!("this node was declared down and cannot rejoin");
                 }
@@ -228,6 +225,32 @@ impl Actor {
             }
         }
         self.sync_view();
+    }
+
+    /// This node was declared down and took a new generation `id`. When
+    /// that keeps happening (a peer still holds an identity of this gossip
+    /// address with a higher generation, from a run whose wall clock stood
+    /// ahead, and declares each new one down), the next generation leaps:
+    /// by 1 s after the second quick rejoin, doubling each time up to
+    /// about 17 min, so a lead of minutes is passed in a dozen rejoins
+    /// instead of one per millisecond of it.
+    fn rejoined(&mut self, id: NodeIdentity) {
+        let now = Instant::now();
+        let streak = match self.rejoins {
+            Some((last, n)) if now.duration_since(last) < QUICK_REJOIN => n + 1,
+            _ => 0,
+        };
+        self.rejoins = Some((now, streak));
+        if streak > 0 {
+            let leap = 1u64 << (streak + 9).min(20);
+            id.saw_at_address(id.generation.saturating_add(leap));
+        }
+        tracing::info!(
+            generation = id.generation,
+            quick_rejoins = streak,
+            "declared down by the cluster; rejoined with a new generation"
+        );
+        *self.shared.local.lock() = id;
     }
 
     /// Compares foca's membership with the view, records changes and
@@ -238,8 +261,12 @@ impl Actor {
         // One entry per node: a node that came back on another address is
         // listed by foca under both identities until the old one is removed.
         let mut current: HashMap<u64, (NodeIdentity, State)> = HashMap::new();
+        let me = self.foca.identity();
         for m in self.foca.iter_membership_state() {
             let id = m.id();
+            if id.gossip == me.gossip && id != me {
+                me.saw_at_address(id.generation);
+            }
             if id.node == 0 || id.node == local {
                 continue;
             }

@@ -58,7 +58,7 @@ fn now_ms() -> u64 {
 /// the node rejoins after being declared down, and on every start), and
 /// its addresses. Two identities with the same gossip address are the same
 /// member; the higher generation wins.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NodeIdentity {
     /// Node id (0 for a seed not yet heard from).
     pub node: u64,
@@ -68,14 +68,64 @@ pub struct NodeIdentity {
     pub gossip: SocketAddr,
     /// HTTP address (`host:port`).
     pub http: String,
+    /// The highest generation seen of another identity at this gossip
+    /// address (an earlier run of this node, or of the node that had the
+    /// address before): a renewed identity must win against it. Shared by
+    /// the clones of this node's own identity; not part of the wire form
+    /// or of equality.
+    #[serde(skip)]
+    floor: Arc<AtomicU64>,
+}
+
+impl NodeIdentity {
+    fn new(node: u64, generation: u64, gossip: SocketAddr, http: String) -> NodeIdentity {
+        NodeIdentity {
+            node,
+            generation,
+            gossip,
+            http,
+            floor: Arc::default(),
+        }
+    }
+
+    /// Records that another identity at this gossip address has
+    /// generation `generation`.
+    pub(crate) fn saw_at_address(&self, generation: u64) {
+        self.floor.fetch_max(generation, Ordering::Relaxed);
+    }
+}
+
+impl PartialEq for NodeIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        (self.node, self.generation, self.gossip, &self.http)
+            == (other.node, other.generation, other.gossip, &other.http)
+    }
+}
+
+impl Eq for NodeIdentity {}
+
+impl std::hash::Hash for NodeIdentity {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.node, self.generation, self.gossip, &self.http).hash(state);
+    }
 }
 
 impl Identity for NodeIdentity {
     type Addr = SocketAddr;
 
+    /// The next generation: above this one, the wall clock, and every
+    /// generation seen of another identity at this address. Without the
+    /// last, a node that restarts while an earlier run's generation is
+    /// ahead of its wall clock (stamped while the clock stood ahead) loses
+    /// the address to that dead identity, is declared down, renews by one,
+    /// loses again: thousands of rejoins a second until the clock
+    /// catches up (seen in the long chaos run of seed 103).
     fn renew(&self) -> Option<Self> {
+        let floor = self.floor.load(Ordering::Relaxed);
         Some(NodeIdentity {
-            generation: (self.generation + 1).max(now_ms()),
+            generation: (self.generation + 1)
+                .max(now_ms())
+                .max(floor.saturating_add(1)),
             ..self.clone()
         })
     }
@@ -292,12 +342,7 @@ impl Cluster {
                 "gossip listens on {bound}, which other nodes cannot reach; set cluster.gossip_advertise"
             )));
         }
-        let identity = NodeIdentity {
-            node,
-            generation: now_ms(),
-            gossip,
-            http: http.clone(),
-        };
+        let identity = NodeIdentity::new(node, now_ms(), gossip, http.clone());
         let shared = Arc::new(Shared {
             local: Mutex::new(identity.clone()),
             members: Mutex::new(HashMap::new()),
@@ -326,6 +371,7 @@ impl Cluster {
             left: HashMap::new(),
             warned_cluster: None,
             heard: HashMap::new(),
+            rejoins: None,
         };
         tracing::info!(node = %format!("{node:016x}"), %gossip, cluster = %config.name,
             seeds = config.seeds.len(), "gossip started");
