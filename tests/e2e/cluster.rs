@@ -2190,7 +2190,8 @@ async fn a_repeat_on_a_node_without_a_copy_finds_the_original() {
 
 /// A keyed publish says when its key could not be checked with every
 /// member that may hold a copy: a member that does not answer (paused),
-/// or one that went down within the idempotency window. A retry that
+/// one that went down within the idempotency window, or any member at
+/// all when the node knows no live peer. A retry that
 /// moved there from a node it cannot reach may then store a second copy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keyed_publish_says_when_a_member_could_not_be_asked() {
@@ -2234,6 +2235,11 @@ async fn a_keyed_publish_says_when_a_member_could_not_be_asked() {
             .await,
     );
     assert!(plain.get("key_checked").is_none(), "{plain}");
+    // A member that knows no live peer (one that has not joined yet, here
+    // one started without seeds) cannot have asked anyone.
+    let lone = member(&dir.path().join("lone"), KEY, "127.0.0.1:0", &[]);
+    let alone = answer(lone.raw(publish(&lone, "k-5"), "5").await);
+    assert_eq!(alone["key_checked"], false, "{alone}");
 }
 
 /// A replica remembers across a restart that it holds an origin's whole

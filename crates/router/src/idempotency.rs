@@ -134,7 +134,10 @@ pub(crate) async fn held_elsewhere(
     let mut in_flight = vec![false; batch.len()];
     let mut holders = vec![0; batch.len()];
     let window_ms = store.config().idempotency_window.as_millis() as u64;
-    let mut complete = !recently_gone(cluster, window_ms);
+    // A node that knows no live peer (it has not joined yet, or every
+    // other member is gone) cannot have asked the members that may hold
+    // a copy.
+    let mut complete = !peers.is_empty() && !recently_gone(cluster, window_ms);
     let req = IdempotencyLookup { entries };
     let mut calls = tokio::task::JoinSet::new();
     for (_, addr) in peers {
