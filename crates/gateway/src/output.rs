@@ -1,7 +1,7 @@
 //! The node-wide budget for pending output: the bytes of response bodies
-//! the node has produced and handed to a connection that has not taken
-//! them yet (a chunk is "taken" when the connection asks for the next
-//! one, which it does once its write buffer has room again).
+//! the node has produced and handed to a connection that has not written
+//! them to its socket yet (a chunk is "taken" when the connection lets go
+//! of the last of it; a body hands over its next chunk only then).
 //!
 //! Two rules keep that memory bounded while clients that do not read stay
 //! connected:

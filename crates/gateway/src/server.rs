@@ -273,30 +273,52 @@ impl Drop for InFlight {
 }
 
 /// A response body that holds its request's [`InFlight`] and counts its
-/// output in the node's [`Output`] until the connection takes it.
+/// output in the node's [`Output`] until the connection has written it.
+///
+/// Each data chunk goes out wrapped in a [`Handed`], whose drop (when the
+/// connection has written the last of it to the socket, or is gone) gives
+/// its bytes back; the next chunk is asked of the inner body only then.
+/// So a client that does not read holds one chunk in the connection's
+/// buffers, however much room the HTTP/1.1 write buffer or the HTTP/2
+/// send queue would leave, and the pending output counts what is held.
 struct Tracked {
     inner: Body,
     in_flight: InFlight,
     output: Arc<Output>,
     serial: u64,
-    /// Bytes of the last chunk handed over, not taken yet.
-    handed: usize,
+    /// The chunk handed over last, while the connection holds it.
+    handed: Arc<Written>,
 }
 
-impl Tracked {
-    /// The connection came back for more: the last chunk was taken.
-    fn taken(&mut self) {
-        if self.handed > 0 {
-            self.output.take(self.handed);
-            self.handed = 0;
-            lock(&self.in_flight.conn.handed).remove(&self.serial);
-        }
+/// Whether the last chunk a body handed over is still held by its
+/// connection, and who waits for it to be written.
+#[derive(Default)]
+struct Written {
+    held: AtomicBool,
+    waker: futures_util::task::AtomicWaker,
+}
+
+/// A chunk of output held by a connection (see [`Tracked`]).
+struct Handed {
+    bytes: Bytes,
+    output: Arc<Output>,
+    conn: Arc<Conn>,
+    serial: u64,
+    written: Arc<Written>,
+}
+
+impl AsRef<[u8]> for Handed {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
     }
 }
 
-impl Drop for Tracked {
+impl Drop for Handed {
     fn drop(&mut self) {
-        self.taken();
+        self.output.take(self.bytes.len());
+        lock(&self.conn.handed).remove(&self.serial);
+        self.written.held.store(false, Ordering::Release);
+        self.written.waker.wake();
     }
 }
 
@@ -308,17 +330,32 @@ impl http_body::Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.taken();
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-            && !data.is_empty()
-        {
-            self.handed = data.len();
-            self.output.add(self.handed);
-            lock(&self.in_flight.conn.handed).insert(self.serial, Instant::now());
+        if self.handed.held.load(Ordering::Acquire) {
+            self.handed.waker.register(cx.waker());
+            if self.handed.held.load(Ordering::Acquire) {
+                return Poll::Pending;
+            }
         }
-        polled
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let Poll::Ready(Some(Ok(frame))) = polled else {
+            return polled;
+        };
+        let frame = match frame.into_data() {
+            Ok(data) if !data.is_empty() => data,
+            Ok(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+            Err(frame) => return Poll::Ready(Some(Ok(frame))),
+        };
+        self.output.add(frame.len());
+        lock(&self.in_flight.conn.handed).insert(self.serial, Instant::now());
+        self.handed.held.store(true, Ordering::Release);
+        let handed = Handed {
+            bytes: frame,
+            output: self.output.clone(),
+            conn: self.in_flight.conn.clone(),
+            serial: self.serial,
+            written: self.handed.clone(),
+        };
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_owner(handed)))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -329,6 +366,16 @@ impl http_body::Body for Tracked {
         self.inner.size_hint()
     }
 }
+
+/// Most bytes a client connection's socket holds that the kernel has not
+/// sent yet (`TCP_NOTSENT_LOWAT`). Without it the kernel takes output up
+/// to its send buffer (autotuned to megabytes) whether or not the client
+/// reads: thousands of SSE subscribers that never read then cost the node
+/// a copy of every event into kernel memory, and the CPU for it, until
+/// their buffers fill. With it, a client that does not read stops taking
+/// output after about this much; one that reads is held back only by its
+/// window, as before (what is in flight is not counted).
+const SEND_LOWAT: u32 = 32 * 1024;
 
 /// `503 overloaded`, with `Retry-After`.
 fn overloaded(detail: &str, close: bool) -> Response<Body> {
@@ -437,7 +484,7 @@ async fn serve_request(
             in_flight,
             output,
             serial,
-            handed: 0,
+            handed: Arc::default(),
         }
         .boxed_unsync()
     })
@@ -720,6 +767,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(SEND_LOWAT);
         let conn = Arc::new(Conn {
             kind: Mutex::new(Kind::Unknown),
             open: AtomicUsize::new(0),

@@ -35,7 +35,7 @@ pub(crate) enum Format {
 fn put_data(buf: &mut BytesMut, text: &str) {
     let mut rest = text.as_bytes();
     loop {
-        let cut = rest.iter().position(|&b| b == b'\n' || b == b'\r');
+        let cut = memchr::memchr2(b'\n', b'\r', rest);
         buf.put_slice(b"data: ");
         match cut {
             None => {
