@@ -495,6 +495,10 @@ fn entry_request(
     })
 }
 
+/// Batch bodies from this size on wait while the storage engine is behind
+/// (see [`switchyard_router::Router::under_write_pressure`]).
+const BULK_BATCH_BYTES: usize = 256 * 1024;
+
 async fn publish_batch(
     app: &App,
     req: Request<Incoming>,
@@ -630,6 +634,21 @@ async fn publish_batch(
         );
         p.extra = Some(("errors", Value::Array(errors)));
         return Err(p);
+    }
+    // A large batch waits while the storage engine is behind, so that it
+    // does not push the engine into holding every write: single publishes
+    // and small batches go on meanwhile.
+    if body.len() >= BULK_BATCH_BYTES {
+        while app.router.under_write_pressure() {
+            if body_deadline().is_some_and(|d| tokio::time::Instant::now() >= d) {
+                return Err(Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "the storage engine is behind on writing; large batches wait for it; retry",
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     let results = match app.router.publish_with(requests, acks).await {
         // A batch of one reports its error like a batch.

@@ -294,6 +294,13 @@ impl Router {
         &self.config
     }
 
+    /// Whether the store's engine is behind on its background work, so
+    /// that bulk writes should wait (see
+    /// [`Store::under_write_pressure`](switchyard_store::Store::under_write_pressure)).
+    pub fn under_write_pressure(&self) -> bool {
+        self.store.under_write_pressure()
+    }
+
     /// Whether the node accepts publishes (the store is healthy and open)
     /// and its disk answers (no write stalled for
     /// [`switchyard_store::STALLED_AFTER`]).

@@ -440,6 +440,19 @@ impl Store {
                 > STALLED_AFTER.as_millis() as u64
     }
 
+    /// Whether the storage engine is behind on its background work on the
+    /// log: memtables sealed and waiting for their flush, or level-0
+    /// tables waiting for compaction. A little further on, the engine
+    /// holds every write (at 4 sealed memtables, or 20 level-0 tables), so
+    /// bulk writers wait while this holds and leave the room to single
+    /// publishes.
+    pub fn under_write_pressure(&self) -> bool {
+        let sh = &*self.shared;
+        [&sh.log, &sh.index]
+            .iter()
+            .any(|ks| ks.sealed_memtable_count() >= 2 || ks.l0_table_count() >= 12)
+    }
+
     /// Appends messages atomically: all of them are stored or none. Resolves
     /// once they are as durable as the fsync mode promises. Waits for room in
     /// the writer queue (backpressure).
