@@ -827,6 +827,23 @@ const FAKETIME_LIBS: [&str; 2] = [
     "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",
 ];
 
+/// The environment that steps a node's wall clock to the offset written
+/// in `clock` (for example `+600`, read again on every call), leaving its
+/// monotonic clock alone.
+fn faketime_env(clock: &Path) -> [(&'static str, &Path); 4] {
+    let lib = FAKETIME_LIBS
+        .iter()
+        .map(Path::new)
+        .find(|p| p.exists())
+        .expect("libfaketime is installed (scripts/test.sh installs it)");
+    [
+        ("LD_PRELOAD", lib),
+        ("FAKETIME_TIMESTAMP_FILE", clock),
+        ("FAKETIME_NO_CACHE", Path::new("1")),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", Path::new("1")),
+    ]
+}
+
 /// The idempotency window runs on a clock that a step of the wall clock
 /// does not move: a retry after the node's wall clock was stepped ten
 /// minutes ahead (past the 2-minute window) still answers the original
@@ -835,22 +852,12 @@ const FAKETIME_LIBS: [&str; 2] = [
 /// run of seed 103: after steps of up to +287 s, retries stored copies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stepped_wall_clock_does_not_move_the_idempotency_window() {
-    let lib = FAKETIME_LIBS
-        .iter()
-        .map(Path::new)
-        .find(|p| p.exists())
-        .expect("libfaketime is installed (scripts/test.sh installs it)");
     let dir = tempfile::tempdir().unwrap();
     let clock = dir.path().join("clock");
     std::fs::write(&clock, "+0\n").unwrap();
     let data = dir.path().join("n");
     std::fs::create_dir_all(&data).unwrap();
-    let env = [
-        ("LD_PRELOAD", lib),
-        ("FAKETIME_TIMESTAMP_FILE", clock.as_path()),
-        ("FAKETIME_NO_CACHE", Path::new("1")),
-        ("FAKETIME_DONT_FAKE_MONOTONIC", Path::new("1")),
-    ];
+    let env = faketime_env(&clock);
     let mut node = Node::start_with_env(&data, &["--fsync", "always"], &env);
     let publish = async |node: &Node| {
         let req = node
@@ -896,21 +903,11 @@ async fn a_stepped_wall_clock_does_not_move_the_idempotency_window() {
 async fn a_restart_behind_its_previous_generation_does_not_storm() {
     use crate::cluster::{KEY, member_env, wait_state, whoami};
 
-    let lib = FAKETIME_LIBS
-        .iter()
-        .map(Path::new)
-        .find(|p| p.exists())
-        .expect("libfaketime is installed (scripts/test.sh installs it)");
     let dir = tempfile::tempdir().unwrap();
     let clock = dir.path().join("clock");
     std::fs::write(&clock, "+25\n").unwrap();
-    let env = [
-        ("LD_PRELOAD", lib),
-        ("FAKETIME_TIMESTAMP_FILE", clock.as_path()),
-        ("FAKETIME_NO_CACHE", Path::new("1")),
-        ("FAKETIME_DONT_FAKE_MONOTONIC", Path::new("1")),
-        ("SWITCHYARD_LOG", Path::new("info")),
-    ];
+    let mut env = faketime_env(&clock).to_vec();
+    env.push(("SWITCHYARD_LOG", Path::new("info")));
     let a_dir = dir.path().join("a");
     let a = member_env(&a_dir, KEY, "127.0.0.1:0", &[], "never", &[], &[]);
     let (a_id, seed) = whoami(&a).await;
