@@ -1694,6 +1694,17 @@ async fn publishes_wait_for_the_copies_their_acks_ask_for() {
     assert!(text.contains("not_replicated"), "{text}");
     let (status, _, _) = post("/v1/topics/q.a?acks=local", "local").await;
     assert_eq!(status, 201);
+    // Once A declares both down, it has no live replica left: acks=all
+    // still asks for a quorum, never fewer copies than acks=quorum (the
+    // long chaos run of seed 105 lost 85 messages acknowledged with all by
+    // an isolated origin whose disk was then lost).
+    for id in &ids {
+        wait_state(a, id, "down").await;
+    }
+    let (status, _, body) = post("/v1/topics/q.a?acks=all", "alone").await;
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("not_replicated"), "{text}");
     // The message that missed its quorum was stored all the same.
     let v = a
         .get_json("/v1/messages?topic=q.a&from=earliest&limit=100")

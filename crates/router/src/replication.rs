@@ -27,7 +27,8 @@ pub enum Acks {
     /// On a majority of the origin and its replicas.
     #[default]
     Quorum,
-    /// On the origin and every live replica.
+    /// On the origin and every live replica, and never fewer than
+    /// [`Acks::Quorum`] asks for.
     All,
 }
 
@@ -228,16 +229,21 @@ impl Progress {
 /// Copies `acks` asks for of a message of origin `me`.
 pub(crate) fn needed(cluster: &Cluster, me: NodeId, acks: Acks) -> usize {
     let factor = cluster.replication_factor().min(cluster.known_members());
+    let quorum = factor / 2 + 1;
     match acks {
         Acks::Local => 1,
-        Acks::Quorum => factor / 2 + 1,
+        Acks::Quorum => quorum,
+        // Every live replica, and never fewer than a quorum: an origin cut
+        // off from its replicas sees none live, and would otherwise count
+        // its own copy as all.
         Acks::All => {
             let mut live: Vec<u64> = cluster.peers().into_iter().map(|(n, _)| n).collect();
             live.push(me.0);
-            1 + live
+            let replicas = live
                 .iter()
                 .filter(|&&n| n != me.0 && cluster.replicates(n, me.0, &live))
-                .count()
+                .count();
+            (1 + replicas).max(quorum)
         }
     }
 }
