@@ -89,6 +89,15 @@ BIG = 65536
 # ---------------------------------------------------------------- the node
 
 
+def run_workers(one, count, stop, q, stats):
+    """Runs one(k) for k in range(count) on daemon threads, waits for
+    `stop`, then hands the attack's `stats` to the parent through `q`."""
+    for k in range(count):
+        threading.Thread(target=one, args=(k,), daemon=True).start()
+    stop.wait()
+    q.put(stats)
+
+
 def pick_bin(arg):
     if arg:
         return arg
@@ -637,11 +646,7 @@ def attack_h2_flood(port, stop, q, conns, streams):
             finally:
                 s.close()
 
-    ts = [threading.Thread(target=one, args=(k,), daemon=True) for k in range(conns)]
-    for t in ts:
-        t.start()
-    stop.wait()
-    q.put(stats)
+    run_workers(one, conns, stop, q, stats)
 
 
 def batch_body():
@@ -664,11 +669,7 @@ def attack_batches(port, stop, q, parallel):
             with lock:
                 stats[str(st)] = stats.get(str(st), 0) + 1
 
-    ts = [threading.Thread(target=one, daemon=True) for _ in range(parallel)]
-    for t in ts:
-        t.start()
-    stop.wait()
-    q.put(stats)
+    run_workers(lambda _k: one(), parallel, stop, q, stats)
 
 
 def attack_headers(port, stop, q):
@@ -791,11 +792,7 @@ def attack_garbage(port, stop, q, parallel):
             finally:
                 s.close()
 
-    ts = [threading.Thread(target=one, args=(k,), daemon=True) for k in range(parallel)]
-    for t in ts:
-        t.start()
-    stop.wait()
-    q.put(stats)
+    run_workers(one, parallel, stop, q, stats)
 
 
 def attacker(case, port, stop, q):
