@@ -41,8 +41,11 @@ probes use 127.0.0.1):
                    acknowledge the node's SETTINGS (GET of the 64 KiB
                    topic's SSE stream from the start), and never send a
                    WINDOW_UPDATE; a stream reset or ended is asked again
-  big-batches      8 clients that each post, again and again, a 16.2 MB
-                   NDJSON batch of 10,000 entries of 1,600 B (stored)
+  big-batches      8 clients that each post, again and again, the largest
+                   batch the default limits take: 1,000 NDJSON entries of
+                   4,000 B (4.0 MB, stored). BATCH_ENTRIES and BATCH_PAYLOAD
+                   change the batch (raise the node's limits to match with
+                   --node-arg --config=FILE)
   header-flood     8 HTTP/1.1 keep-alive connections sending requests of
                    99 headers (98 of 600 B, about 60 KB) and, one in four,
                    101 headers (100 of 700 B, refused), plus 2 HTTP/2
@@ -649,8 +652,13 @@ def attack_h2_flood(port, stop, q, conns, streams):
     run_workers(one, conns, stop, q, stats)
 
 
+# The largest batch the default limits take: 1,000 entries (in 4 MiB).
+BATCH_ENTRIES = int(os.environ.get("BATCH_ENTRIES", "1000"))
+BATCH_PAYLOAD = int(os.environ.get("BATCH_PAYLOAD", "4000"))
+
+
 def batch_body():
-    return ("{\"payload\":\"" + "x" * 1600 + "\"}\n").encode() * 10000
+    return ("{\"payload\":\"" + "x" * BATCH_PAYLOAD + "\"}\n").encode() * BATCH_ENTRIES
 
 
 def attack_batches(port, stop, q, parallel):

@@ -658,9 +658,10 @@ async fn connections_per_address_are_capped() {
 async fn batch_entries_are_counted_while_reading() {
     let dir = tempfile::tempdir().unwrap();
     let node = Node::start(dir.path(), &["--fsync", "never"]);
-    // NDJSON and a JSON array with one entry too many.
-    let ndjson = "{}\n".repeat(10_001);
-    let array = format!("[{}{{}}]", "{},".repeat(10_000));
+    // NDJSON and a JSON array with one entry too many (the default limit
+    // is 1,000).
+    let ndjson = "{}\n".repeat(1_001);
+    let array = format!("[{}{{}}]", "{},".repeat(1_000));
     for (ct, body) in [
         ("application/x-ndjson", ndjson),
         ("application/json", array),
@@ -676,17 +677,17 @@ async fn batch_entries_are_counted_while_reading() {
             "{ct}: {answer}"
         );
     }
-    // The refusal comes as soon as entry 10,001 arrives: the body declares
-    // 16 MiB but stops after it, and the answer does not wait for the rest
-    // (the body deadline is 30 s).
+    // The refusal comes as soon as entry 1,001 arrives: the body declares
+    // just under the 4 MiB limit but stops after it, and the answer does
+    // not wait for the rest (the body deadline is 30 s).
     let a = addr(&node);
     let mut s = TcpStream::connect(&a).await.unwrap();
     let head = format!(
         "POST /v1/batch?topic=many.t HTTP/1.1\r\nhost: {a}\r\ncontent-type: application/x-ndjson\r\ncontent-length: {}\r\n\r\n",
-        16 * 1024 * 1024 - 1
+        4 * 1024 * 1024 - 1
     );
     s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all("{}\n".repeat(10_001).as_bytes()).await.unwrap();
+    s.write_all("{}\n".repeat(1_001).as_bytes()).await.unwrap();
     let start = Instant::now();
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
@@ -696,13 +697,13 @@ async fn batch_entries_are_counted_while_reading() {
     let answer = String::from_utf8_lossy(&buf[..n]);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("batch_too_large"), "{answer}");
-    eprintln!("refused {:?} after entry 10,001", start.elapsed());
+    eprintln!("refused {:?} after entry 1,001", start.elapsed());
     assert!(node.pull_all("many.t").await.is_empty());
     // Exactly the limit is stored.
     let req = node
         .request("POST", "/v1/batch?topic=many.t")
         .header("content-type", "application/x-ndjson");
-    let (status, _, answer) = node.raw(req, "{}\n".repeat(10_000)).await;
+    let (status, _, answer) = node.raw(req, "{}\n".repeat(1_000)).await;
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&answer));
 }
 

@@ -3,10 +3,13 @@ use std::time::Duration;
 use crate::auth::AuthConfig;
 use crate::tls::ServerCert;
 
-/// Default most bytes of a batch publish body (16 MiB).
-pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
-/// Default most messages in one batch publish.
-pub const DEFAULT_MAX_BATCH_MESSAGES: usize = 10_000;
+/// Default most bytes of a batch publish body (4 MiB).
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Default most messages in one batch publish. A batch is committed
+/// atomically, and every other publish on the node waits for its commit
+/// (a few microseconds per message), so the bound is also the longest
+/// such wait.
+pub const DEFAULT_MAX_BATCH_MESSAGES: usize = 1_000;
 /// Default most concurrent client connections. Each SSE subscriber holds
 /// one; the open-files limit of the process must be higher.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;

@@ -34,6 +34,7 @@
 
 pub mod auth;
 mod batch_body;
+mod bulk;
 mod cluster;
 mod config;
 mod cors;

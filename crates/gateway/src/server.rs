@@ -116,6 +116,8 @@ pub(crate) struct App {
     pub batch_bytes: Arc<Semaphore>,
     /// The permits `batch_bytes` started with.
     pub batch_budget_bytes: usize,
+    /// Low-priority threads that decode large batch bodies.
+    pub bulk: crate::bulk::BulkPool,
 }
 
 /// The node-wide connection budgets.
@@ -740,6 +742,7 @@ pub async fn serve(
         )),
         batch_bytes: Arc::new(Semaphore::new(batch_budget)),
         batch_budget_bytes: batch_budget,
+        bulk: crate::bulk::BulkPool::start(2, 64)?,
         config,
         shutdown: stop_rx.clone(),
         hosts,

@@ -72,6 +72,8 @@ pub(crate) struct Staged<'a> {
     batch: OwnedWriteBatch,
     /// Messages stored by the batch.
     messages: usize,
+    /// About how many bytes the batch writes to the journal.
+    bytes: u64,
     changes: Changes,
 }
 
@@ -96,12 +98,15 @@ impl<'a> Staged<'a> {
             durability,
             batch: sh.db.batch(),
             messages: 0,
+            bytes: 0,
             changes: Changes::default(),
         }
     }
 
     /// Stages a raw write of `key` in `ks`.
     pub fn insert(&mut self, ks: &Keyspace, key: impl Into<UserKey>, value: impl Into<UserValue>) {
+        let (key, value) = (key.into(), value.into());
+        self.bytes += (key.len() + value.len()) as u64;
         self.batch.insert(ks, key, value);
     }
 
@@ -157,6 +162,7 @@ impl<'a> Staged<'a> {
     fn put_message(&mut self, m: &Message, size: u64) {
         let (origin, seq) = (m.id.origin, m.id.seq);
         let sh = self.sh;
+        self.bytes += size;
         self.batch
             .insert(&sh.log, keys::log_key(origin, seq), encode_message(m));
         let iv = IndexValue {
@@ -320,6 +326,7 @@ impl<'a> Staged<'a> {
             durability,
             mut batch,
             messages,
+            bytes,
             changes,
         } = self;
         for (&origin, streams) in &changes.streams {
@@ -357,6 +364,7 @@ impl<'a> Staged<'a> {
             sh.poison(what, &e);
             return Err(e).storage();
         }
+        sh.unsynced_bytes.fetch_add(bytes, Ordering::Relaxed);
         changes.apply(sh);
         Ok(())
     }

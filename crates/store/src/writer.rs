@@ -8,10 +8,11 @@
 //! progress is answered [`StoreError::Poisoned`], and the thread lives on to
 //! refuse later writes with that error (readers are not affected).
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use fjall::PersistMode;
 use parking_lot::Mutex;
@@ -62,35 +63,147 @@ pub(crate) enum Command {
     Shutdown,
 }
 
+/// An append is bulk from this many messages on: it is committed alone,
+/// after the small appends waiting with it.
+pub(crate) const BULK_MESSAGES: usize = 64;
+/// An append is bulk from this many payload bytes on.
+pub(crate) const BULK_BYTES: usize = 256 * 1024;
+/// How often a writer holding bulk appends back looks again whether the
+/// engine has caught up, when nothing else waits.
+const PRESSURE_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+/// Small appends committed this recently make bulk ones take their share.
+const SMALL_RECENT: std::time::Duration = std::time::Duration::from_millis(100);
+/// After a bulk commit, while small appends come, bulk ones wait this many
+/// times as long as the commit took.
+const BULK_SHARE: u32 = 3;
+
+/// Whether an append request is bulk: a commit of its own that would hold
+/// small appends waiting behind it (a commit costs a few microseconds per
+/// message, so 1,000 messages hold the writer for milliseconds).
+pub(crate) fn is_bulk(batch: &[Append]) -> bool {
+    batch.len() >= BULK_MESSAGES
+        || batch.iter().map(|a| a.payload.len()).sum::<usize>() >= BULK_BYTES
+}
+
 /// The writer thread: takes commands from the bounded channel and applies
-/// them under the writer's lock. Appends that are waiting together are
-/// committed together (group commit).
+/// them under the writer's lock. Small appends that are waiting together
+/// are committed together (group commit) and ahead of bulk ones, which are
+/// committed one at a time, taking turns with the small ones: a single
+/// publish waits for at most one bulk commit, however many are queued, and
+/// bulk appends are not starved by a steady flow of small ones.
 pub(crate) struct WriterLoop {
     pub writer: Arc<Mutex<Writer>>,
     pub rx: mpsc::Receiver<Command>,
+}
+
+/// How much of the writer's time bulk appends get: all of it while no
+/// small appends come, and at most 1 / (1 + [`BULK_SHARE`]) while they do
+/// (after a bulk commit, the next waits `BULK_SHARE` times as long as it
+/// took), so that a bulk load slows down instead of holding up single
+/// publishes, and still goes on.
+#[derive(Debug, Default)]
+struct BulkShare {
+    /// When the next bulk commit may start.
+    after: Option<Instant>,
+    /// When small appends were last committed.
+    last_small: Option<Instant>,
+}
+
+impl BulkShare {
+    fn small_committed(&mut self, now: Instant) {
+        self.last_small = Some(now);
+    }
+
+    fn bulk_committed(&mut self, started: Instant, now: Instant) {
+        let small_recent = self
+            .last_small
+            .is_some_and(|t| now.saturating_duration_since(t) < SMALL_RECENT);
+        self.after =
+            small_recent.then(|| now + now.saturating_duration_since(started) * BULK_SHARE);
+    }
+
+    fn bulk_may_go(&self, now: Instant) -> bool {
+        self.after.is_none_or(|t| now >= t)
+    }
+}
+
+/// What the writer does next.
+enum Next {
+    Command(Command),
+    Bulk(Pending),
 }
 
 impl WriterLoop {
     pub fn run(mut self) {
         let shared = self.writer.lock().shared.clone();
         let mut carried: Option<Command> = None;
+        let mut bulk: VecDeque<Pending> = VecDeque::new();
+        // A bulk append goes next (after a group of small ones).
+        let mut bulk_turn = false;
+        let mut share = BulkShare::default();
         loop {
-            let cmd = match carried.take() {
-                Some(c) => c,
-                None => match self.rx.blocking_recv() {
-                    Some(c) => c,
+            let hold_bulk = !bulk.is_empty()
+                && (!share.bulk_may_go(Instant::now()) || shared.under_write_pressure());
+            let next = if let Some(c) = carried.take() {
+                Next::Command(c)
+            } else if bulk.is_empty() {
+                match self.rx.blocking_recv() {
+                    Some(c) => Next::Command(c),
                     None => break,
-                },
+                }
+            } else if hold_bulk {
+                // Bulk appends wait: for their share of the writer's time,
+                // or while the engine is behind on flushing and compacting,
+                // so that it never holds every write (which it does a
+                // little further on, 100 ms at a time). Small appends go
+                // on meanwhile.
+                match self.rx.try_recv() {
+                    Ok(c) => Next::Command(c),
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        std::thread::sleep(PRESSURE_POLL);
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        Next::Bulk(bulk.pop_front().expect("bulk is not empty"))
+                    }
+                }
+            } else if bulk_turn {
+                Next::Bulk(bulk.pop_front().expect("bulk is not empty"))
+            } else {
+                match self.rx.try_recv() {
+                    Ok(c) => Next::Command(c),
+                    Err(_) => Next::Bulk(bulk.pop_front().expect("bulk is not empty")),
+                }
             };
-            if matches!(cmd, Command::Shutdown) {
+            bulk_turn = false;
+            if matches!(next, Next::Command(Command::Shutdown)) {
                 break;
             }
             // The writer answers a panic in a request itself; this catches
             // one anywhere else, so the thread goes on refusing writes.
-            let step = catch_unwind(AssertUnwindSafe(|| {
-                self.step(cmd, &shared.config, &mut carried);
+            let step = catch_unwind(AssertUnwindSafe(|| match next {
+                Next::Command(cmd) => {
+                    bulk_turn = self.step(cmd, &shared.config, &mut carried, &mut bulk);
+                    if bulk_turn {
+                        share.small_committed(Instant::now());
+                    }
+                }
+                Next::Bulk(p) => {
+                    let started = Instant::now();
+                    self.writer.lock().commit_appends(vec![p]);
+                    share.bulk_committed(started, Instant::now());
+                }
             }));
             if let Err(panic) = step {
+                shared.poison("writer", &PanicMessage(&panic));
+            }
+        }
+        // Bulk appends already taken are answered before the close.
+        for p in bulk {
+            let one = catch_unwind(AssertUnwindSafe(|| {
+                self.writer.lock().commit_appends(vec![p]);
+            }));
+            if let Err(panic) = one {
                 shared.poison("writer", &PanicMessage(&panic));
             }
         }
@@ -100,19 +213,34 @@ impl WriterLoop {
         }
     }
 
-    /// Applies one command; an append takes whatever other appends are
-    /// already waiting, up to the commit caps, into the same commit. A
-    /// command that is not an append ends the group and is `carried` over.
-    fn step(&mut self, cmd: Command, config: &crate::StoreConfig, carried: &mut Option<Command>) {
+    /// Applies one command. A small append takes the other small appends
+    /// already waiting, up to the commit caps, into the same commit; bulk
+    /// appends met on the way are set aside in `bulk`. A command that is
+    /// not an append ends the group and is `carried` over. Returns whether
+    /// small appends were committed (a bulk append's turn comes next).
+    fn step(
+        &mut self,
+        cmd: Command,
+        config: &crate::StoreConfig,
+        carried: &mut Option<Command>,
+        bulk: &mut VecDeque<Pending>,
+    ) -> bool {
         let Command::Append { batch, reply } = cmd else {
             self.writer.lock().handle(cmd);
-            return;
+            return false;
         };
+        if is_bulk(&batch) {
+            bulk.push_back((batch, reply));
+            return false;
+        }
         let mut messages = batch.len();
         let mut bytes: usize = batch.iter().map(|a| a.payload.len()).sum();
         let mut group: Vec<Pending> = vec![(batch, reply)];
         while messages < config.max_commit_messages && bytes < config.max_commit_bytes {
             match self.rx.try_recv() {
+                Ok(Command::Append { batch, reply }) if is_bulk(&batch) => {
+                    bulk.push_back((batch, reply));
+                }
                 Ok(Command::Append { batch, reply }) => {
                     messages += batch.len();
                     bytes += batch.iter().map(|a| a.payload.len()).sum::<usize>();
@@ -126,6 +254,7 @@ impl WriterLoop {
             }
         }
         self.writer.lock().commit_appends(group);
+        true
     }
 }
 
@@ -395,3 +524,7 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "writer_tests.rs"]
+mod tests;

@@ -1,0 +1,156 @@
+//! The order in which the writer thread commits what waits for it.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::MutexGuard;
+use switchyard_model::Topic;
+use tokio::sync::oneshot;
+
+use super::{BULK_BYTES, BULK_MESSAGES, Command, Writer};
+use crate::{Append, Appended, Store, StoreConfig, StoreError};
+
+fn topic(s: &str) -> Topic {
+    s.parse().expect("valid topic")
+}
+
+fn appends(n: usize, t: &str) -> Vec<Append> {
+    (0..n)
+        .map(|i| Append::new(topic(t), Bytes::from(format!("{t}-{i}"))))
+        .collect()
+}
+
+/// Polls `cond` until it holds, for at most 10 s. It blocks the calling
+/// thread: the tests hold the writer's lock meanwhile, which must not be
+/// held across an await.
+fn until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+type Answer = oneshot::Receiver<Result<Vec<Appended>, StoreError>>;
+
+/// Puts an append request in the writer's queue, as [`Store::append`]
+/// does, and returns where its answer comes.
+fn queue(store: &Store, batch: Vec<Append>) -> Answer {
+    let (reply, rx) = oneshot::channel();
+    store
+        .tx
+        .try_send(Command::Append { batch, reply })
+        .unwrap_or_else(|_| panic!("the writer's queue has room"));
+    rx
+}
+
+/// The first origin sequence of an answered append.
+async fn first_seq(answer: Answer) -> u64 {
+    answer
+        .await
+        .expect("the writer answers")
+        .expect("append stored")[0]
+        .id
+        .seq
+}
+
+/// A store whose writer thread has committed one message (sequence 1).
+async fn started(dir: &tempfile::TempDir) -> Store {
+    let store = Store::open(StoreConfig::new(dir.path())).expect("store opens");
+    store.append(appends(1, "warm")).await.expect("stored");
+    store
+}
+
+/// Holds the writer's lock and has the writer thread take `first` and
+/// wait for the lock; what is queued next waits in the channel.
+fn hold_writer(store: &Store, first: Vec<Append>) -> (MutexGuard<'_, Writer>, Answer) {
+    let held = store.writer.lock();
+    let answer = queue(store, first);
+    let room = store.tx.max_capacity();
+    until("the writer to take the first append", || {
+        store.tx.capacity() == room
+    });
+    (held, answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_append_waiting_behind_bulk_ones_commits_before_them() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = started(&dir).await;
+
+    let (held, first) = hold_writer(&store, appends(1, "first"));
+    let bulk_a = queue(&store, appends(BULK_MESSAGES, "bulk"));
+    let bulk_b = queue(&store, appends(BULK_MESSAGES * 2, "bulk"));
+    let small = queue(&store, appends(2, "small"));
+    drop(held);
+
+    // The small append was queued last but is committed right after the
+    // first; the bulk ones follow in the order they came, each whole.
+    assert_eq!(first_seq(first).await, 2);
+    assert_eq!(first_seq(small).await, 3, "the small append goes ahead");
+    assert_eq!(first_seq(bulk_a).await, 5);
+    assert_eq!(first_seq(bulk_b).await, 5 + BULK_MESSAGES as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_appends_take_turns_with_small_ones() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = started(&dir).await;
+    let bulk = BULK_MESSAGES as u64;
+
+    // Two bulk appends between small ones: each commit of the small ones
+    // waiting gives one bulk append its turn, so a steady flow of small
+    // appends does not hold bulk ones back for good.
+    let (held, s1) = hold_writer(&store, appends(1, "s1"));
+    let b1 = queue(&store, appends(BULK_MESSAGES, "bulk"));
+    let b2 = queue(&store, appends(BULK_MESSAGES, "bulk"));
+    let s2 = queue(&store, appends(1, "s2"));
+    drop(held);
+    // s1 alone; s2 (met while the writer set b1 and b2 aside); b1; then b2.
+    assert_eq!(first_seq(s1).await, 2);
+    assert_eq!(first_seq(s2).await, 3);
+    assert_eq!(first_seq(b1).await, 4);
+    assert_eq!(first_seq(b2).await, 4 + bulk);
+
+    // Bytes make an append bulk too: one message of BULK_BYTES.
+    let (held, s3) = hold_writer(&store, appends(1, "s3"));
+    let big = queue(
+        &store,
+        vec![Append::new(
+            topic("big"),
+            Bytes::from(vec![b'x'; BULK_BYTES]),
+        )],
+    );
+    let s4 = queue(&store, appends(1, "s4"));
+    drop(held);
+    let after = 4 + 2 * bulk;
+    assert_eq!(first_seq(s3).await, after);
+    assert_eq!(first_seq(s4).await, after + 1);
+    assert_eq!(first_seq(big).await, after + 2);
+}
+
+#[test]
+fn bulk_appends_get_a_quarter_of_the_time_while_small_ones_come() {
+    use super::{BULK_SHARE, BulkShare, SMALL_RECENT};
+    let ms = Duration::from_millis;
+    let t0 = Instant::now();
+    let mut share = BulkShare::default();
+    // No small appends: bulk ones follow each other at once.
+    assert!(share.bulk_may_go(t0));
+    share.bulk_committed(t0, t0 + ms(4));
+    assert!(share.bulk_may_go(t0 + ms(4)));
+
+    // Small appends committed: a bulk commit of 4 ms is followed by
+    // BULK_SHARE times 4 ms without bulk commits.
+    share.small_committed(t0 + ms(10));
+    share.bulk_committed(t0 + ms(11), t0 + ms(15));
+    let pause = ms(4) * BULK_SHARE;
+    assert!(!share.bulk_may_go(t0 + ms(15)));
+    assert!(!share.bulk_may_go(t0 + ms(15) + pause - ms(1)));
+    assert!(share.bulk_may_go(t0 + ms(15) + pause));
+
+    // Once small appends stop coming, bulk ones have the writer again.
+    let later = t0 + ms(15) + SMALL_RECENT + ms(1);
+    share.bulk_committed(later, later + ms(4));
+    assert!(share.bulk_may_go(later + ms(4)));
+}
