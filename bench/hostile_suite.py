@@ -381,6 +381,21 @@ def source(i):
     return f"127.0.{n // 250}.{n % 250}" if n >= 250 else f"127.0.0.{n}"
 
 
+# Linux's IP_BIND_ADDRESS_NO_PORT (not named in every Python's socket module).
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+def bind_source(s, i):
+    """Binds socket `s` to the attacker's i-th source address (see
+    `source`), leaving the port to connect(). A port taken by bind() is
+    kept from every later connect() of the machine while its socket lingers
+    in TIME_WAIT: at 40,000 short connections in 30 s (the garbage attack
+    on a quiet machine) that used up all ephemeral ports, and the probes
+    on 127.0.0.1 could not connect at all."""
+    s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+    s.bind((source(i), 0))
+
+
 class Pool:
     """Keeps `count` sockets open to the node from a single thread, each
     driven by `proto`: open(i) -> (first bytes, state); tick(state, now) ->
@@ -397,7 +412,7 @@ class Pool:
         s.setblocking(False)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind((source(i), 0))
+            bind_source(s, i)
             s.connect_ex(("127.0.0.1", self.port))
         except OSError:
             s.close()
@@ -573,7 +588,7 @@ def attack_nonreading(port, stop, q, count):
         s = socket.socket()
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         try:
-            s.bind((source(i), 0))
+            bind_source(s, i)
             s.settimeout(5)
             s.connect(("127.0.0.1", port))
             s.sendall(NonReadingSSE(port).open(i)[0])
@@ -601,7 +616,7 @@ def attack_h2_flood(port, stop, q, conns, streams):
         while not stop.is_set():
             s = socket.socket()
             try:
-                s.bind((source(k), 0))
+                bind_source(s, k)
                 s.connect(("127.0.0.1", port))
             except OSError:
                 s.close()
@@ -697,7 +712,7 @@ def attack_headers(port, stop, q):
         while not stop.is_set():
             s = socket.socket()
             try:
-                s.bind((source(k), 0))
+                bind_source(s, k)
                 s.settimeout(5)
                 s.connect(("127.0.0.1", port))
                 f = s.makefile("rb")
@@ -730,7 +745,7 @@ def attack_headers(port, stop, q):
         while not stop.is_set():
             s = socket.socket()
             try:
-                s.bind((source(k), 0))
+                bind_source(s, k)
                 s.settimeout(5)
                 s.connect(("127.0.0.1", port))
                 s.sendall(PREFACE + settings(ENABLE_PUSH=0)
@@ -777,7 +792,7 @@ def attack_garbage(port, stop, q, parallel):
         while not stop.is_set():
             s = socket.socket()
             try:
-                s.bind((source(k), 0))
+                bind_source(s, k)
                 s.settimeout(2)
                 s.connect(("127.0.0.1", port))
                 n = rnd.randint(1, 65536)

@@ -34,11 +34,17 @@ pub(crate) async fn handle(
             let plugins = app.router.plugins();
             let list: Vec<Value> = plugins.list().iter().map(info_json).collect();
             let (used, total) = plugins.engine().memory_budget();
+            let (slots_used, slots) = plugins.engine().instance_slots();
             Ok(json_response(
                 StatusCode::OK,
                 &json!({
                     "plugins": list,
-                    "memory_budget": { "reserved_bytes": used, "total_bytes": total },
+                    "memory_budget": {
+                        "reserved_bytes": used,
+                        "total_bytes": total,
+                        "reserved_instances": slots_used,
+                        "pooled_instances": slots,
+                    },
                 }),
             ))
         }

@@ -10,7 +10,7 @@ use wasmtime::{Engine, Store, Trap};
 
 use crate::bindings::route::switchyard::plugin::types as wit;
 use crate::bindings::{filter, pick, route};
-use crate::budget::Reservation;
+use crate::budget::{Reservation, Shortfall};
 use crate::engine::{Plugin, PluginEngine};
 use crate::executor::Executor;
 use crate::host::{HostState, Shared};
@@ -144,19 +144,29 @@ impl Binding {
             ));
         }
         let need = (l.memory_bytes as u64).saturating_mul(l.max_instances as u64);
-        let reservation = engine
-            .budget
-            .reserve(need, old.map(|o| &o.reservation))
-            .map_err(|left| {
-                PluginError::OverBudget(format!(
-                    "binding {} needs {need} bytes ({} instances of {} bytes); \
-                     {left} of the node's {} bytes are left (lower memory_mb or \
-                     max_instances, or unbind another plugin)",
-                    spec.name,
-                    l.max_instances,
-                    l.memory_bytes,
-                    engine.budget.total()
-                ))
+        let budget = &engine.budget;
+        let reservation = budget
+            .reserve(need, l.max_instances as u64, old.map(|o| &o.reservation))
+            .map_err(|short| {
+                PluginError::OverBudget(match short {
+                    Shortfall::Bytes(left) => format!(
+                        "binding {} needs {need} bytes ({} instances of {} bytes); \
+                         {left} of the node's {} bytes are left (lower memory_mb or \
+                         max_instances, or unbind another plugin)",
+                        spec.name,
+                        l.max_instances,
+                        l.memory_bytes,
+                        budget.total()
+                    ),
+                    Shortfall::Slots(left) => format!(
+                        "binding {} needs {} instance slots; {left} of the node's {} \
+                         pooled instance slots are left (lower max_instances, unbind \
+                         another plugin, or raise plugins.pooled_instances)",
+                        spec.name,
+                        l.max_instances,
+                        budget.slots()
+                    ),
+                })
             })?;
         let (kv_keys, kv_bytes) = kv.usage(&spec.name).map_err(PluginError::Engine)?;
         stats.kv_keys.store(kv_keys, Ordering::Relaxed);

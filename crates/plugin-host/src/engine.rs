@@ -122,12 +122,16 @@ impl PluginEngine {
     /// Builds the engine. Falls back from the pooling allocator to on-demand
     /// allocation when the address space cannot be reserved.
     pub fn new(config: EngineConfig) -> Result<PluginEngine, PluginError> {
-        let engine = match Engine::new(&wasmtime_config(&config, config.pooled_instances > 0)) {
-            Ok(e) => e,
+        let (engine, pooled) = match Engine::new(&wasmtime_config(
+            &config,
+            config.pooled_instances > 0,
+        )) {
+            Ok(e) => (e, config.pooled_instances > 0),
             Err(e) if config.pooled_instances > 0 => {
                 tracing::warn!(error = %e, "pooling allocator unavailable; allocating plugin instances on demand");
-                Engine::new(&wasmtime_config(&config, false))
-                    .map_err(|e| PluginError::Engine(format!("{e:#}")))?
+                let e = Engine::new(&wasmtime_config(&config, false))
+                    .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+                (e, false)
             }
             Err(e) => return Err(PluginError::Engine(format!("{e:#}"))),
         };
@@ -148,7 +152,13 @@ impl PluginEngine {
             n => n,
         };
         let exec = Arc::new(Executor::new(threads)?);
-        let budget = MemoryBudget::new(config.memory_budget_bytes);
+        // With the pooling allocator, its slots bound the instances too.
+        let slots = if pooled {
+            u64::from(config.pooled_instances)
+        } else {
+            u64::MAX
+        };
+        let budget = MemoryBudget::new(config.memory_budget_bytes, slots);
         Ok(PluginEngine {
             engine,
             linker,
@@ -175,6 +185,17 @@ impl PluginEngine {
     /// budget's size.
     pub fn memory_budget(&self) -> (u64, u64) {
         (self.budget.used(), self.budget.total())
+    }
+
+    /// Instance slots reserved by bindings now, and how many the pooling
+    /// allocator has (`None`: instances are allocated on demand, and only
+    /// the memory budget bounds them).
+    pub fn instance_slots(&self) -> (u64, Option<u64>) {
+        let total = self.budget.slots();
+        (
+            self.budget.used_slots(),
+            (total != u64::MAX).then_some(total),
+        )
     }
 
     /// Runs `f` (plugin work: building a binding, which runs `init`) on

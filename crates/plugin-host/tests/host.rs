@@ -591,6 +591,45 @@ fn bindings_share_the_node_memory_budget() {
 }
 
 #[test]
+fn bindings_share_the_pooled_instance_slots() {
+    let e = PluginEngine::new(EngineConfig {
+        pooled_instances: 6,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    assert_eq!(e.instance_slots(), (0, Some(6)));
+    let with = |name: &str, instances: usize| {
+        let mut s = spec(name, Hook::Route, "");
+        s.limits.max_instances = instances;
+        s
+    };
+    let kv: Arc<dyn KvBackend> = Arc::new(MemoryKv::default());
+    let a = bind_with(&e, "passthrough", with("a", 4), kv.clone()).unwrap();
+    assert_eq!(e.instance_slots(), (4, Some(6)));
+    // Memory is left, pool slots are not: refused before any instance is
+    // made, with what is left.
+    match bind_with(&e, "passthrough", with("b", 3), kv.clone()) {
+        Err(PluginError::OverBudget(m)) => {
+            assert!(m.contains("2 of the node's 6 pooled instance slots"), "{m}")
+        }
+        other => panic!("{:?}", other.err()),
+    }
+    let b = bind_with(&e, "passthrough", with("b", 2), kv.clone()).unwrap();
+    for binding in [&a, &b] {
+        binding.route(&msg("slots.t", b"x", &[])).unwrap();
+    }
+    drop((a, b));
+    assert_eq!(e.instance_slots(), (0, Some(6)));
+    // Without pooling, only memory bounds the instances.
+    let e = PluginEngine::new(EngineConfig {
+        pooled_instances: 0,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    assert_eq!(e.instance_slots(), (0, None));
+}
+
+#[test]
 fn kv_writes_stop_at_the_binding_byte_limit() {
     let e = PluginEngine::new(EngineConfig {
         kv_max_bytes: 1024 * 1024,
