@@ -142,8 +142,6 @@ impl WriterLoop {
         let mut bulk_turn = false;
         let mut share = BulkShare::default();
         loop {
-            let hold_bulk = !bulk.is_empty()
-                && (!share.bulk_may_go(Instant::now()) || shared.under_write_pressure());
             let next = if let Some(c) = carried.take() {
                 Next::Command(c)
             } else if bulk.is_empty() {
@@ -151,7 +149,7 @@ impl WriterLoop {
                     Some(c) => Next::Command(c),
                     None => break,
                 }
-            } else if hold_bulk {
+            } else if !share.bulk_may_go(Instant::now()) || shared.under_write_pressure() {
                 // Bulk appends wait: for their share of the writer's time,
                 // or while the engine is behind on flushing and compacting,
                 // so that it never holds every write (which it does a
