@@ -2338,3 +2338,55 @@ async fn relayed_joins_without_admin_rights_are_limited_too() {
     }
     assert!(relayed > 0, "some of the groups are coordinated by A");
 }
+
+/// A graceful leave waits until the replicas hold the leaving node's whole
+/// log: A's replicas are paused while A stores messages with `acks=local`
+/// and is told to stop; A is still there when they resume, and once it has
+/// gone (and its data directory with it) both of them serve every message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_leave_waits_until_its_replicas_hold_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, _) = start_cluster(dir.path(), 3).await;
+    let warm = publish_texts(&nodes[0], "gl", &["gl-0".to_owned()]).await;
+    for node in &nodes[1..] {
+        signal(node, libc::SIGSTOP);
+    }
+    let mut published = warm;
+    for chunk in 0..4 {
+        let entries: Vec<Value> = (0..50)
+            .map(|i| serde_json::json!({"payload": format!("gl-{}", 1 + chunk * 50 + i)}))
+            .collect();
+        let req = nodes[0]
+            .request("POST", "/v1/batch?topic=gl&acks=local")
+            .header("content-type", "application/json");
+        let (status, _, body) = nodes[0]
+            .raw(req, serde_json::to_vec(&entries).unwrap())
+            .await;
+        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["results"][0]["copies"], 1, "{v:#}");
+        published.extend(
+            v["results"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["id"].as_str().unwrap().to_owned()),
+        );
+    }
+    signal(&nodes[0], libc::SIGTERM);
+    // Shorter than the suspect timeout, so A still counts them as live
+    // replicas it must wait for.
+    assert!(
+        !nodes[0].wait_exit(Duration::from_millis(1000)),
+        "A left while its replicas lacked its last messages"
+    );
+    for node in &nodes[1..] {
+        signal(node, libc::SIGCONT);
+    }
+    assert!(nodes[0].wait_exit(Duration::from_secs(15)), "A never left");
+    std::fs::remove_dir_all(dir.path().join("n0")).unwrap();
+    for (i, node) in nodes.iter().enumerate().skip(1) {
+        let got = pulled(node, "gl").await;
+        assert_all_once(&got, &published, &format!("replica {i}"));
+    }
+}
