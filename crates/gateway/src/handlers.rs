@@ -495,10 +495,6 @@ fn entry_request(
     })
 }
 
-/// Batch bodies from this size on wait while the storage engine is behind
-/// (see [`switchyard_router::Router::under_write_pressure`]).
-const BULK_BATCH_BYTES: usize = 256 * 1024;
-
 /// Batch bodies from this size on are decoded on the bulk threads.
 const PARSE_ASIDE_BYTES: usize = 64 * 1024;
 
@@ -670,8 +666,10 @@ async fn publish_batch(
     }
     // A large batch waits while the storage engine is behind, so that it
     // does not push the engine into holding every write: single publishes
-    // and small batches go on meanwhile.
-    if body.len() >= BULK_BATCH_BYTES {
+    // and small batches go on meanwhile. The writer holds bulk appends back
+    // on the same condition; waiting here as well keeps the queue to the
+    // writer short and answers 503 once the body's deadline has passed.
+    if body.len() >= switchyard_router::BULK_BYTES {
         while app.router.under_write_pressure() {
             if body_deadline().is_some_and(|d| tokio::time::Instant::now() >= d) {
                 return Err(Problem::new(

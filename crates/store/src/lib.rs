@@ -70,3 +70,4 @@ pub use groups::{GroupWrite, StoredGroup};
 pub use read::{Gap, ReadBatch, ReadQuery};
 pub use replica::OriginTrim;
 pub use store::{STALLED_AFTER, Store};
+pub use writer::BULK_BYTES;

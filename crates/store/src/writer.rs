@@ -66,8 +66,9 @@ pub(crate) enum Command {
 /// An append is bulk from this many messages on: it is committed alone,
 /// after the small appends waiting with it.
 pub(crate) const BULK_MESSAGES: usize = 64;
-/// An append is bulk from this many payload bytes on.
-pub(crate) const BULK_BYTES: usize = 256 * 1024;
+/// An append is bulk from this many payload bytes on. Batch requests this
+/// large also wait at the API while the engine is behind.
+pub const BULK_BYTES: usize = 256 * 1024;
 /// How often a writer holding bulk appends back looks again whether the
 /// engine has caught up, when nothing else waits.
 const PRESSURE_POLL: std::time::Duration = std::time::Duration::from_millis(1);

@@ -67,12 +67,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let (file, overrides) = args.into_overrides();
     let config = NodeConfig::load(file.as_deref(), overrides)?;
     switchyard::logging::init(config.log_format);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| NodeError::Listen {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = listen(config.listen).map_err(|source| NodeError::Listen {
+        addr: config.listen,
+        source,
+    })?;
     // Installed before the node reports itself ready, so that a signal from
     // then on always means a graceful stop.
     let signals = Signals::install()?;
@@ -87,6 +85,25 @@ async fn serve(args: ServeArgs) -> Result<()> {
     std::io::stdout().flush()?;
     node.run(signals.first_then_watch()).await?;
     Ok(())
+}
+
+/// The accept queue asked for; the kernel caps it at `net.core.somaxconn`
+/// (4,096 by default since Linux 5.4). tokio's `TcpListener::bind` asks for
+/// 1,024: thousands of clients reconnecting at once overflowed that, and the
+/// kernel dropped their SYNs, which clients retry only after 1 s.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the client listener (with `SO_REUSEADDR`, as `TcpListener::bind`
+/// does) and listens with [`LISTEN_BACKLOG`].
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Reads the TLS certificate and key again on every SIGHUP (the new pair
