@@ -160,12 +160,22 @@ impl Events for MemberEvents {
     }
 }
 
+/// Over the node's output budget, a stream whose connection took its last
+/// chunk within this long goes on reading: it keeps up, so what it is
+/// handed is written at once and holds no memory for long. The others
+/// wait for room, so clients that do not read cannot hold back the ones
+/// that do.
+const KEEPS_UP: Duration = Duration::from_millis(50);
+
 struct State<E> {
     events: E,
     heartbeat: Duration,
     shutdown: watch::Receiver<bool>,
     prelude: Option<Bytes>,
     output: Arc<Output>,
+    /// When the last chunk after the prelude was handed over. The body is
+    /// asked for its next chunk only once the connection has taken it.
+    handed: Option<tokio::time::Instant>,
 }
 
 /// The body of an SSE response: a `retry:` hint and `prelude` events, then
@@ -173,7 +183,8 @@ struct State<E> {
 /// idle for `heartbeat`. It reads only when hyper asks for more, so a
 /// client that does not read holds one chunk at most; and while the
 /// node's pending `output` is over its budget it reads nothing more (the
-/// stream lags in the log) until connections take their output.
+/// stream lags in the log) until connections take their output, unless
+/// its connection took its last chunk within [`KEEPS_UP`].
 pub(crate) fn body<E: Events>(
     events: E,
     prelude: &str,
@@ -192,6 +203,7 @@ pub(crate) fn body<E: Events>(
         shutdown,
         prelude: Some(prelude),
         output,
+        handed: None,
     };
     let events = stream::unfold(state, |mut st| async move {
         if let Some(p) = st.prelude.take() {
@@ -200,17 +212,20 @@ pub(crate) fn body<E: Events>(
         if *st.shutdown.borrow() {
             return None;
         }
-        if st.output.is_over() {
+        let keeps_up = st.handed.is_some_and(|t| t.elapsed() <= KEEPS_UP);
+        if st.output.is_over() && !keeps_up {
             tokio::select! {
                 () = st.output.room() => {}
                 _ = st.shutdown.changed() => return None,
             }
         }
-        tokio::select! {
-            chunk = st.events.next_chunk() => chunk.map(|c| (Ok(Frame::data(c)), st)),
-            () = tokio::time::sleep(st.heartbeat) => Some((Ok(Frame::data(Bytes::from_static(b": heartbeat\n\n"))), st)),
-            _ = st.shutdown.changed() => None,
-        }
+        let chunk = tokio::select! {
+            chunk = st.events.next_chunk() => chunk?,
+            () = tokio::time::sleep(st.heartbeat) => Bytes::from_static(b": heartbeat\n\n"),
+            _ = st.shutdown.changed() => return None,
+        };
+        st.handed = Some(tokio::time::Instant::now());
+        Some((Ok(Frame::data(chunk)), st))
     });
     StreamBody::new(events).boxed_unsync()
 }
@@ -228,6 +243,51 @@ mod tests {
         let mut b = BytesMut::new();
         put_data(&mut b, text);
         String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    /// Chunks sent on a channel, as a subscription would produce them.
+    struct Chunks(tokio::sync::mpsc::UnboundedReceiver<Bytes>);
+
+    impl Events for Chunks {
+        async fn next_chunk(&mut self) -> Option<Bytes> {
+            self.0.recv().await
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn over_the_budget_only_a_stream_that_keeps_up_reads_on() {
+        let output = Arc::new(Output::new(100, Duration::from_secs(60)));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (_stop, shutdown) = watch::channel(false);
+        let mut body = super::body(
+            Chunks(rx),
+            "",
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+            shutdown,
+            output.clone(),
+        );
+        let mut next = async || {
+            let frame = tokio::time::timeout(Duration::from_secs(1), body.frame()).await;
+            frame
+                .ok()
+                .flatten()
+                .map(|f| f.unwrap().into_data().unwrap())
+        };
+        assert!(next().await.is_some(), "the prelude");
+        tx.send(Bytes::from_static(b"a")).unwrap();
+        assert_eq!(next().await.unwrap(), "a");
+        // Other connections hold more than the budget.
+        output.add(1000);
+        // This one took "a" at once: it reads on.
+        tx.send(Bytes::from_static(b"b")).unwrap();
+        assert_eq!(next().await.unwrap(), "b");
+        // It took "b" only after 100 ms: it waits for room.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        tx.send(Bytes::from_static(b"c")).unwrap();
+        assert_eq!(next().await, None, "read over the budget");
+        output.take(1000);
+        assert_eq!(next().await.unwrap(), "c");
     }
 
     #[test]
