@@ -8,7 +8,8 @@
 //!
 //! - While the pending output is over the budget, event streams read
 //!   nothing more from the log: a stream waits, lagging in the log, until
-//!   the total falls below the budget. Other answers are not held back.
+//!   the total falls below the budget. Other answers are not held back,
+//!   nor is a stream whose connection keeps up (see `sse::KEEPS_UP`).
 //! - A connection whose output has not been taken for the stall timeout
 //!   is closed; while the pending output is over the budget, after at
 //!   most [`STALL_UNDER_PRESSURE`]. An event stream closed this way
