@@ -4,13 +4,17 @@
 # hide the cost). Uses the shared suite's load generator.
 #
 #   bench/idle.sh [subscribers...]     # default: 1000 5000
+#   SWITCHYARD_BIN=/path/to/switchyard bench/idle.sh   # a given build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SUITE_SRC=${SUITE_SRC:-$ROOT/../shared/bench}
 PORT=${PORT:-7091}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-cargo build --release -p switchyard
+if [ -z "${SWITCHYARD_BIN:-}" ]; then
+    cargo build --release -p switchyard
+fi
+. bench/bin.sh
 LOADGEN=$SUITE_SRC/loadgen/target/release/sse_bench
 if [ ! -x "$LOADGEN" ]; then
     WORK=$(mktemp -d); cp -r "$SUITE_SRC" "$WORK/"
@@ -23,7 +27,7 @@ for n in "${@:-1000 5000}"; do
         DATA=$(mktemp -d)
         # Every subscriber comes from 127.0.0.1: lift the per-address cap.
         printf '[limits]\nmax_connections_per_ip = %d\n' $((n1 + 16)) >"$DATA.toml"
-        "$ROOT/target/release/switchyard" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" --fsync never \
+        "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" --fsync never \
             --config "$DATA.toml" >"$DATA.out" 2>"$DATA.log" &
         PID=$!
         until grep -q listening "$DATA.out" 2>/dev/null; do sleep 0.1; done

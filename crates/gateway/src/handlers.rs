@@ -129,13 +129,16 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
         // Health endpoints are open; node-to-node ones check signatures.
         Access::trusted()
     };
+    // The handlers off the hot paths (single publishes and event streams)
+    // are boxed, so that this future, allocated for every request, stays
+    // the size of those two.
     let result = match (path.as_str(), path.strip_prefix("/v1/topics/")) {
         (_, Some(topic)) if !topic.is_empty() => match method {
             Method::POST => publish(&app, topic, req, &access).await,
             _ => Err(not_allowed("POST")),
         },
         ("/v1/batch", _) => match method {
-            Method::POST => publish_batch(&app, req, &access).await,
+            Method::POST => Box::pin(publish_batch(&app, req, &access)).await,
             _ => Err(not_allowed("POST")),
         },
         ("/v1/events", _) => match method {
@@ -143,37 +146,37 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
             _ => Err(not_allowed("GET")),
         },
         ("/v1/messages", _) => match method {
-            Method::GET => pull(&app, &req, &access).await,
+            Method::GET => Box::pin(pull(&app, &req, &access)).await,
             _ => Err(not_allowed("GET")),
         },
-        ("/v1/plugins", _) => crate::plugins::handle(&app, None, req).await,
+        ("/v1/plugins", _) => Box::pin(crate::plugins::handle(&app, None, req)).await,
         (p, _) if p.starts_with("/v1/plugins/") => {
             let name = &p["/v1/plugins/".len()..];
-            crate::plugins::handle(&app, Some(name), req).await
+            Box::pin(crate::plugins::handle(&app, Some(name), req)).await
         }
-        ("/v1/groups", _) => crate::groups::handle(&app, None, req).await,
+        ("/v1/groups", _) => Box::pin(crate::groups::handle(&app, None, req)).await,
         (p, _) if p.starts_with("/v1/groups/") => {
             let rest = &p["/v1/groups/".len()..];
-            crate::groups::handle(&app, Some(rest), req).await
+            Box::pin(crate::groups::handle(&app, Some(rest), req)).await
         }
         ("/v1/cluster", _) => match method {
             Method::GET => crate::cluster::members(&app, &req),
             _ => Err(not_allowed("GET")),
         },
         (switchyard_cluster::transport::FEED_PATH, _) => match method {
-            Method::POST => crate::cluster::feed(&app, req).await,
+            Method::POST => Box::pin(crate::cluster::feed(&app, req)).await,
             _ => Err(not_allowed("POST")),
         },
         (switchyard_cluster::transport::GROUP_TAKE_PATH, _) => match method {
-            Method::POST => crate::cluster::take(&app, req).await,
+            Method::POST => Box::pin(crate::cluster::take(&app, req)).await,
             _ => Err(not_allowed("POST")),
         },
         (switchyard_cluster::transport::IDEMPOTENCY_PATH, _) => match method {
-            Method::POST => crate::cluster::idempotency(&app, req).await,
+            Method::POST => Box::pin(crate::cluster::idempotency(&app, req)).await,
             _ => Err(not_allowed("POST")),
         },
         (switchyard_cluster::transport::GROUP_GIVE_PATH, _) => match method {
-            Method::POST => crate::cluster::give(&app, req).await,
+            Method::POST => Box::pin(crate::cluster::give(&app, req)).await,
             _ => Err(not_allowed("POST")),
         },
         ("/v1/topics", _) => match method {

@@ -476,8 +476,11 @@ async fn serve_request(
     }
     let deadline = Instant::now() + app.config.body_read_timeout;
     let output = app.output.clone();
+    // Boxed: hyper keeps a place for the service's future for as long as
+    // the connection lives, so an idle subscriber would hold one the size
+    // of the largest handler's (about 5 KiB); this way it holds a pointer.
     let resp = crate::handlers::BODY_DEADLINE
-        .scope(deadline, crate::handlers::handle(app, req))
+        .scope(deadline, Box::pin(crate::handlers::handle(app, req)))
         .await;
     let serial = conn.bodies.fetch_add(1, Ordering::Relaxed);
     resp.map(|inner| {
