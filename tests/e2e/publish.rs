@@ -363,3 +363,28 @@ async fn cors_for_allowed_browser_origins() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cors.allow_origins"));
 }
+
+/// `/readyz` reports the store's commits: each publish is one (or shares
+/// one), and none here is slow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_reports_the_stores_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--fsync", "never"]);
+    let before = node.get_json("/readyz").await;
+    assert_eq!(before["status"], "ready", "{before}");
+    assert_eq!(before["storage"]["slow_commit_ms"], 20, "{before}");
+    for i in 0..5 {
+        node.publish("ready.t", format!("m{i}")).await;
+    }
+    let after = node.get_json("/readyz").await;
+    let commits = |v: &Value| v["storage"]["commits"].as_u64().unwrap();
+    assert!(commits(&after) >= commits(&before) + 5, "{before} {after}");
+    assert!(
+        after["storage"]["slowest_commit_ms"].as_f64().unwrap() > 0.0,
+        "{after}"
+    );
+    assert!(
+        after["storage"]["slow_commits"].as_u64().is_some(),
+        "{after}"
+    );
+}

@@ -70,6 +70,32 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
     resp
 }
 
+/// `/readyz`: whether the store accepts writes, and its commit counts.
+fn readiness(app: &App) -> Response<Body> {
+    let c = app.router.commit_stats();
+    let storage = json!({
+        "commits": c.commits,
+        "slow_commits": c.slow,
+        "slow_commit_ms": switchyard_router::SLOW_COMMIT.as_millis() as u64,
+        "slowest_commit_ms": c.slowest.as_micros() as f64 / 1000.0,
+    });
+    if app.router.is_ready() {
+        json_response(
+            StatusCode::OK,
+            &json!({"status": "ready", "storage": storage}),
+        )
+    } else {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({
+                "status": "not ready",
+                "detail": "the store refuses writes, or its disk has not finished a write for 5 s",
+                "storage": storage,
+            }),
+        )
+    }
+}
+
 /// Paths of node-to-node requests.
 pub(crate) const NODE_TO_NODE_PREFIX: &str = "/cluster/v1/";
 
@@ -190,14 +216,7 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
             StatusCode::OK,
             &json!({"status": "ok", "node": app.router.node_id().to_string()}),
         )),
-        ("/readyz", _) => Ok(if app.router.is_ready() {
-            json_response(StatusCode::OK, &json!({"status": "ready"}))
-        } else {
-            json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"status": "not ready", "detail": "the store refuses writes, or its disk has not finished a write for 5 s"}),
-            )
-        }),
+        ("/readyz", _) => Ok(readiness(&app)),
         _ => Err(Problem::new(
             StatusCode::NOT_FOUND,
             "not_found",

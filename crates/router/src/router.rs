@@ -5,7 +5,9 @@ use std::time::Duration;
 use switchyard_cluster::transport::{FeedRequest, FeedResponse};
 use switchyard_cluster::{Cluster, ClusterEvent};
 use switchyard_model::{Cursor, Message, NodeId, Timestamp, Topic, TopicSet};
-use switchyard_store::{Append, Appended, Gap, ReadQuery, Store, StoreConfig, TopicInfo};
+use switchyard_store::{
+    Append, Appended, CommitStats, Gap, ReadQuery, Store, StoreConfig, TopicInfo,
+};
 use tokio::sync::mpsc;
 
 use crate::background::Background;
@@ -306,6 +308,12 @@ impl Router {
     /// [`switchyard_store::STALLED_AFTER`]).
     pub fn is_ready(&self) -> bool {
         self.store.is_writable() && !self.store.is_stalled()
+    }
+
+    /// The store's commits so far: how many, how many were slow, the
+    /// slowest (see [`switchyard_store::Store::commit_stats`]).
+    pub fn commit_stats(&self) -> CommitStats {
+        self.store.commit_stats()
     }
 
     /// Validates every message, runs the route plugins that apply, then

@@ -21,8 +21,10 @@ use crate::store::Shared;
 use crate::tail::Tail;
 use crate::{FsyncMode, StoreError, keys};
 
-/// A commit slower than this is logged: it delays every caller waiting in it.
-const SLOW_COMMIT: Duration = Duration::from_millis(50);
+/// A commit slower than this is logged and counted (see
+/// [`Store::commit_stats`](crate::Store::commit_stats)): it delays every
+/// caller waiting in it.
+pub const SLOW_COMMIT: Duration = Duration::from_millis(20);
 
 /// Each other origin's tail gets this share of `tail_cache_bytes`.
 const REMOTE_TAIL_SHARE: usize = 4;
@@ -352,7 +354,11 @@ impl<'a> Staged<'a> {
         });
         drop(committing);
         let took = started.elapsed();
+        sh.commits_done.fetch_add(1, Ordering::Relaxed);
+        sh.slowest_commit_us
+            .fetch_max(took.as_micros() as u64, Ordering::Relaxed);
         if took > SLOW_COMMIT {
+            sh.slow_commits.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
                 took_ms = took.as_millis() as u64,
                 messages,

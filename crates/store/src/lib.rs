@@ -63,11 +63,12 @@ mod tail;
 mod writer;
 
 pub use append::{Append, Appended, KeyHold};
+pub use batch::SLOW_COMMIT;
 pub use catalog::{StreamInfo, TopicInfo};
 pub use config::{FsyncMode, RetentionPolicy, RetentionRule, StoreConfig};
 pub use error::{StorageError, StoreError};
 pub use groups::{GroupWrite, StoredGroup};
 pub use read::{Gap, ReadBatch, ReadQuery};
 pub use replica::OriginTrim;
-pub use store::{STALLED_AFTER, Store};
+pub use store::{CommitStats, STALLED_AFTER, Store};
 pub use writer::BULK_BYTES;

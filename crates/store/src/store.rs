@@ -62,6 +62,23 @@ pub(crate) struct Shared {
     /// About how many bytes were committed since the journal writeback
     /// thread last synced the journal.
     pub unsynced_bytes: AtomicU64,
+    /// Commits finished since the store opened.
+    pub commits_done: AtomicU64,
+    /// Of those, the ones slower than [`SLOW_COMMIT`](crate::SLOW_COMMIT).
+    pub slow_commits: AtomicU64,
+    /// The slowest commit since the store opened, in microseconds.
+    pub slowest_commit_us: AtomicU64,
+}
+
+/// Counts of the store's commits (see [`Store::commit_stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Commits finished since the store opened.
+    pub commits: u64,
+    /// Commits that took longer than [`SLOW_COMMIT`](crate::SLOW_COMMIT).
+    pub slow: u64,
+    /// The slowest commit's duration.
+    pub slowest: std::time::Duration,
 }
 
 /// Counts a commit in progress for as long as it lives (see
@@ -330,6 +347,9 @@ impl Store {
             progress_ms: AtomicU64::new(0),
             keys_in_flight: Default::default(),
             unsynced_bytes: AtomicU64::new(0),
+            commits_done: AtomicU64::new(0),
+            slow_commits: AtomicU64::new(0),
+            slowest_commit_us: AtomicU64::new(0),
             steady,
             config,
         });
@@ -449,6 +469,19 @@ impl Store {
         sh.commits.load(Ordering::SeqCst) > 0
             && crate::writer::now_ms().saturating_sub(sh.progress_ms.load(Ordering::SeqCst))
                 > STALLED_AFTER.as_millis() as u64
+    }
+
+    /// How many commits (writes, and syncs with `fsync = always`, of
+    /// appends, received messages, group and plugin state) finished since
+    /// the store opened, how many took longer than
+    /// [`SLOW_COMMIT`](crate::SLOW_COMMIT), and the slowest one.
+    pub fn commit_stats(&self) -> CommitStats {
+        let sh = &*self.shared;
+        CommitStats {
+            commits: sh.commits_done.load(Ordering::Relaxed),
+            slow: sh.slow_commits.load(Ordering::Relaxed),
+            slowest: std::time::Duration::from_micros(sh.slowest_commit_us.load(Ordering::Relaxed)),
+        }
     }
 
     /// Whether the storage engine is behind on its background work on the

@@ -1890,3 +1890,21 @@ async fn a_flipped_byte_in_the_journal_is_refused_at_open() {
         Ok(_) => panic!("a damaged journal was opened"),
     }
 }
+
+/// Every commit is counted, and the slowest one is kept; a fresh store has
+/// none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_are_counted() {
+    let dir = tempdir();
+    let store = open(config(&dir));
+    let before = store.commit_stats();
+    assert_eq!(before.slow, 0);
+    for i in 0..3 {
+        append_one(&store, plain("stats.t", format!("m{i}"))).await;
+    }
+    let after = store.commit_stats();
+    assert!(after.commits >= before.commits + 3, "{before:?} {after:?}");
+    assert!(after.slowest > std::time::Duration::ZERO, "{after:?}");
+    assert!(after.slow <= after.commits, "{after:?}");
+    shut(store);
+}
