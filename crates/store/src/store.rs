@@ -755,19 +755,22 @@ const WRITEBACK_TICK: Duration = Duration::from_millis(10);
 const WRITEBACK_BYTES: u64 = 1024 * 1024;
 const WRITEBACK_PERIOD: Duration = Duration::from_millis(250);
 
-/// Writes the active fjall journal back to disk in the background, without
-/// holding fjall's journal lock. fjall syncs the journal under that lock at
-/// every memtable flush, and every commit waits for that sync: with
-/// `fsync = never` or `interval`, tens of MiB of dirty journal would pile
-/// up by then, and the sync took 50-300 ms (measured: a 64 MiB sync on
-/// this kind of disk takes ~40 ms, more under load). Written back every
-/// MiB (and at least every 250 ms), the sync under the lock finds little
-/// to write. This relies on fjall 3 keeping journals as
-/// `<data dir>/<id>.jnl`; if it does not, the thread finds nothing and does
-/// nothing.
+/// Writes the storage engine's recent writes back to disk in the
+/// background, without holding fjall's journal lock. fjall syncs the
+/// journal under that lock at every memtable flush, and every commit waits
+/// for that sync: with `fsync = never` or `interval`, tens of MiB of dirty
+/// journal would pile up by then, and the sync took 50-300 ms (measured: a
+/// 64 MiB sync on this kind of disk takes ~40 ms, more under load).
+/// Written back every MiB committed (and at least every 250 ms), the sync
+/// under the lock finds little to write.
+///
+/// fjall has no public handle on its journal file, so this syncs the
+/// filesystem that holds the data directory (`syncfs(2)`), which needs no
+/// knowledge of fjall's files. It also writes back the tables fjall's own
+/// threads are writing, which the kernel would write back within 30 s
+/// anyway.
 fn journal_writeback(sh: &Shared, stopper: &Stopper) {
-    let dir = &sh.config.path;
-    let mut current: Option<(std::path::PathBuf, std::fs::File)> = None;
+    let dir = std::fs::File::open(&sh.config.path).ok();
     let mut last = std::time::Instant::now();
     while !stopper.wait(WRITEBACK_TICK) {
         let pending = sh.unsynced_bytes.load(Ordering::Relaxed);
@@ -776,21 +779,8 @@ fn journal_writeback(sh: &Shared, stopper: &Stopper) {
         }
         sh.unsynced_bytes.fetch_sub(pending, Ordering::Relaxed);
         last = std::time::Instant::now();
-        let newest = std::fs::read_dir(dir).ok().and_then(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "jnl"))
-                .filter_map(|p| Some((p.file_stem()?.to_str()?.parse::<u64>().ok()?, p)))
-                .max_by_key(|(id, _)| *id)
-                .map(|(_, p)| p)
-        });
-        let Some(path) = newest else { continue };
-        if current.as_ref().is_none_or(|(p, _)| *p != path) {
-            current = std::fs::File::open(&path).ok().map(|f| (path, f));
-        }
-        if let Some((_, file)) = &current {
-            let _ = file.sync_data();
+        if let Some(dir) = &dir {
+            let _ = rustix::fs::syncfs(dir);
         }
     }
 }

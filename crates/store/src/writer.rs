@@ -72,6 +72,9 @@ pub const BULK_BYTES: usize = 256 * 1024;
 /// How often a writer holding bulk appends back looks again whether the
 /// engine has caught up, when nothing else waits.
 const PRESSURE_POLL: std::time::Duration = std::time::Duration::from_millis(1);
+/// While the engine is behind, the writer waits this long before each
+/// commit of small appends.
+const PRESSURE_PACE: std::time::Duration = std::time::Duration::from_millis(2);
 /// Small appends committed this recently make bulk ones take their share.
 const SMALL_RECENT: std::time::Duration = std::time::Duration::from_millis(100);
 /// After a bulk commit, while small appends come, bulk ones wait this many
@@ -182,7 +185,7 @@ impl WriterLoop {
             // one anywhere else, so the thread goes on refusing writes.
             let step = catch_unwind(AssertUnwindSafe(|| match next {
                 Next::Command(cmd) => {
-                    bulk_turn = self.step(cmd, &shared.config, &mut carried, &mut bulk);
+                    bulk_turn = self.step(cmd, &shared, &mut carried, &mut bulk);
                     if bulk_turn {
                         share.small_committed(Instant::now());
                     }
@@ -220,10 +223,11 @@ impl WriterLoop {
     fn step(
         &mut self,
         cmd: Command,
-        config: &crate::StoreConfig,
+        shared: &crate::store::Shared,
         carried: &mut Option<Command>,
         bulk: &mut VecDeque<Pending>,
     ) -> bool {
+        let config = &shared.config;
         let Command::Append { batch, reply } = cmd else {
             self.writer.lock().handle(cmd);
             return false;
@@ -231,6 +235,12 @@ impl WriterLoop {
         if is_bulk(&batch) {
             bulk.push_back((batch, reply));
             return false;
+        }
+        if shared.under_write_pressure() {
+            // The engine is behind on flushing: commit less often, in
+            // larger groups, and leave its threads the processor, before
+            // it holds every write 100 ms at a time.
+            std::thread::sleep(PRESSURE_PACE);
         }
         let mut messages = batch.len();
         let mut bytes: usize = batch.iter().map(|a| a.payload.len()).sum();
