@@ -41,8 +41,21 @@ pub struct NodeId(pub u64);
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
+        let text = hex16(self.0);
+        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
     }
+}
+
+/// `v` as 16 lowercase hex digits (what `{:016x}` writes, without the
+/// formatting machinery: ids are written for every message published and
+/// delivered).
+fn hex16(v: u64) -> [u8; 16] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 16];
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = DIGITS[((v >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    out
 }
 
 impl fmt::Debug for NodeId {
@@ -76,7 +89,24 @@ pub struct MessageId {
 
 impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.origin, self.seq)
+        // origin (16 hex digits), '-', seq (up to 20 decimal digits)
+        let mut text = [0u8; 37];
+        text[..16].copy_from_slice(&hex16(self.origin.0));
+        text[16] = b'-';
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut v = self.seq;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        let len = 17 + digits.len() - at;
+        text[17..len].copy_from_slice(&digits[at..]);
+        f.write_str(std::str::from_utf8(&text[..len]).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -140,5 +170,37 @@ impl Message {
             .map(|h| h.name.len() + h.value.len())
             .sum();
         (self.payload.len() + self.key.as_ref().map_or(0, |k| k.len()) + headers) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_written_as_the_general_formatter_would() {
+        let values = [
+            0,
+            1,
+            9,
+            10,
+            0xabcdef,
+            u64::from(u32::MAX),
+            1 << 63,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        for origin in values {
+            let node = NodeId(origin);
+            assert_eq!(node.to_string(), format!("{origin:016x}"));
+            for seq in values {
+                let id = MessageId { origin: node, seq };
+                let text = id.to_string();
+                assert_eq!(text, format!("{origin:016x}-{seq}"));
+                // Sequences start at 1.
+                let parsed = text.parse::<MessageId>().ok();
+                assert_eq!(parsed, (seq > 0).then_some(id), "{text}");
+            }
+        }
     }
 }
