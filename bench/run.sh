@@ -5,6 +5,7 @@
 #
 #   bench/run.sh                 # everything, 3 runs per case
 #   RUNS=1 ONLY=pub bench/run.sh # a quick subset
+#   SWITCHYARD_BIN=/path/to/switchyard bench/run.sh   # a given build
 #
 # Results: bench/results/<name>-http.md (copied from the suite's folder).
 set -euo pipefail
@@ -18,7 +19,10 @@ PORT=${PORT:-7070}
 if ! command -v wrk >/dev/null || ! dpkg -s libnginx-mod-nchan >/dev/null 2>&1; then
     apt-get install -y nginx libnginx-mod-nchan wrk >/dev/null
 fi
-cargo build --release -p switchyard
+if [ -z "${SWITCHYARD_BIN:-}" ]; then
+    cargo build --release -p switchyard
+fi
+. bench/bin.sh
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 WORK=$(mktemp -d)
@@ -51,7 +55,7 @@ for variant in never always always-nogroup; do
     fi
     echo "== $name"
     DATA=$(mktemp -d)
-    "$ROOT/target/release/switchyard" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" --fsync "$fsync" \
+    "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA" --fsync "$fsync" \
         "${extra[@]}" >"$DATA.out" 2>"$DATA.log" &
     PID=$!
     trap 'kill $PID 2>/dev/null || true' EXIT
