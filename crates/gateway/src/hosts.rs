@@ -25,8 +25,9 @@ pub(crate) struct AllowedHosts {
 }
 
 /// Splits an authority (`host`, `host:port`, `[v6]`, `[v6]:port`) into a
-/// lowercased host (IPv6 in brackets, no trailing dot) and a port.
-fn split(authority: &str) -> Option<(String, Option<u16>)> {
+/// host (IPv6 in brackets, no trailing dot, ASCII only, case as given) and
+/// a port. It runs for every request, so it borrows instead of copying.
+fn split(authority: &str) -> Option<(&str, Option<u16>)> {
     let (host, port) = if authority.starts_with('[') {
         let end = authority.find(']')?;
         let (host, rest) = authority.split_at(end + 1);
@@ -41,7 +42,7 @@ fn split(authority: &str) -> Option<(String, Option<u16>)> {
             None => (authority, None),
         }
     };
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let host = host.trim_end_matches('.');
     let ok = !host.is_empty()
         && host
             .bytes()
@@ -67,11 +68,11 @@ fn parse_entry(entry: &str) -> Option<Option<Entry>> {
     if let Some(suffix) = entry.strip_prefix("*.") {
         let (host, port) = split(suffix)?;
         return (port.is_none() && !host.starts_with('['))
-            .then(|| Some(Entry::Suffix(format!(".{host}"))));
+            .then(|| Some(Entry::Suffix(format!(".{}", host.to_ascii_lowercase()))));
     }
     match split(entry)? {
-        (host, Some(port)) => Some(Some(Entry::NamePort(host, port))),
-        (host, None) => Some(Some(Entry::Name(host))),
+        (host, Some(port)) => Some(Some(Entry::NamePort(host.to_ascii_lowercase(), port))),
+        (host, None) => Some(Some(Entry::Name(host.to_ascii_lowercase()))),
     }
 }
 
@@ -133,10 +134,16 @@ impl AllowedHosts {
         let Some((host, port)) = split(authority) else {
             return false;
         };
+        // Entries are lowercase; `split` let only ASCII through, so the
+        // suffix's cut falls on a character boundary.
         self.entries.iter().any(|e| match e {
-            Entry::Name(n) => *n == host,
-            Entry::NamePort(n, p) => *n == host && port.unwrap_or(80) == *p,
-            Entry::Suffix(s) => host.ends_with(s.as_str()),
+            Entry::Name(n) => n.eq_ignore_ascii_case(host),
+            Entry::NamePort(n, p) => n.eq_ignore_ascii_case(host) && port.unwrap_or(80) == *p,
+            Entry::Suffix(s) => host
+                .len()
+                .checked_sub(s.len())
+                .and_then(|at| host.get(at..))
+                .is_some_and(|tail| tail.eq_ignore_ascii_case(s)),
         })
     }
 
@@ -217,6 +224,9 @@ mod tests {
         assert!(!h.allows(Some("10.0.0.5:7071")));
         assert!(!h.allows(Some("10.0.0.5")));
         assert!(h.allows(Some("a.svc.example:1")));
+        assert!(h.allows(Some("A.SVC.Example.:1")));
+        assert!(hosts(&["Node.Example.COM", "*.Svc.Example"]).allows(Some("node.example.com")));
+        assert!(hosts(&["*.Svc.Example"]).allows(Some("b.svc.EXAMPLE")));
         assert!(!h.allows(Some("svc.example")));
         assert!(!h.allows(Some("evilsvc.example")));
         assert!(h.allows(Some("[FE80::1]:7070")));
