@@ -58,12 +58,10 @@ impl Timestamp {
         let (days, rem) = (secs / 86_400, secs % 86_400);
         let (y, m, d) = civil_from_days(days as i64);
         let (hh, mm, ss) = (rem / 3600, rem % 3600 / 60, rem % 60);
-        let Ok(year) = u64::try_from(y) else {
-            return Self::push_rfc3339_slow(out, (y, m, d), (hh, mm, ss, ms));
+        let year = match u64::try_from(y) {
+            Ok(year) if year <= 9999 => year,
+            _ => return Self::push_rfc3339_slow(out, (y, m, d), (hh, mm, ss, ms)),
         };
-        if year > 9999 {
-            return Self::push_rfc3339_slow(out, (y, m, d), (hh, mm, ss, ms));
-        }
         let mut text = *b"0000-00-00T00:00:00.000Z";
         put_digits(&mut text[0..4], year);
         put_digits(&mut text[5..7], u64::from(m));
