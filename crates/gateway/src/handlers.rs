@@ -217,6 +217,11 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
             &json!({"status": "ok", "node": app.router.node_id().to_string()}),
         )),
         ("/readyz", _) => Ok(readiness(&app)),
+        ("/", _) => match method {
+            Method::GET | Method::HEAD => Ok(redirect("/ui/")),
+            _ => Err(not_allowed("GET")),
+        },
+        (p, _) if p == "/ui" || p.starts_with("/ui/") => crate::ui::serve(p, &method),
         _ => Err(Problem::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -277,6 +282,15 @@ fn authorize(app: &App, req: &Request<Incoming>) -> Result<Access, Problem> {
         }
     }
     Ok(access)
+}
+
+/// A 302 to `location` on this node.
+fn redirect(location: &'static str) -> Response<Body> {
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = StatusCode::FOUND;
+    resp.headers_mut()
+        .insert(header::LOCATION, HeaderValue::from_static(location));
+    resp
 }
 
 pub(crate) fn not_allowed(allow: &'static str) -> Problem {

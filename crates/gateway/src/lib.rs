@@ -49,6 +49,7 @@ mod query;
 mod server;
 mod sse;
 pub mod tls;
+mod ui;
 
 pub use auth::{Anonymous, AuthConfig, Authorizer, Scope, VerifyKey};
 pub use config::GatewayConfig;
