@@ -4,7 +4,7 @@
 # and runs every test of the workspace (unit, store integration, router
 # tests in process, plugin host tests on real components, and end-to-end
 # tests that start the real binary), then the short fault-injection run
-# (scripts/chaos.sh).
+# (scripts/chaos.sh), and the operations tests of tests/ops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +46,12 @@ cargo test --workspace --locked "$@"
 # The example plugins' own unit tests, run natively with the SDK's
 # in-process host functions.
 cargo test --manifest-path plugins/Cargo.toml --locked
+# Operations tests driven from Python against the real binary: /metrics
+# through the Prometheus client's OpenMetrics parser, the OpenAPI
+# description through schemathesis, the dashboard in headless Chromium,
+# the systemd unit through systemd-analyze (scripts/ops-tests.sh installs
+# what they need).
+./scripts/ops-tests.sh
 # Fault injection, short profile (about 1.5 minutes): five nodes through
 # kills, wipes, pauses, partitions and slow links, with a fixed seed
 # unless CHAOS_SEED says otherwise.

@@ -73,11 +73,18 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
 /// `/readyz`: whether the store accepts writes, and its commit counts.
 fn readiness(app: &App) -> Response<Body> {
     let c = app.router.commit_stats();
+    let e = app.router.engine_state();
     let storage = json!({
         "commits": c.commits,
         "slow_commits": c.slow,
         "slow_commit_ms": switchyard_router::SLOW_COMMIT.as_millis() as u64,
         "slowest_commit_ms": c.slowest.as_micros() as f64 / 1000.0,
+        "poisoned": e.poisoned,
+        "stalled": e.stalled,
+        "write_halted": e.write_halted,
+        "write_pressure": e.write_pressure,
+        "sealed_memtables": e.sealed_memtables,
+        "l0_tables": e.l0_tables,
     });
     if app.router.is_ready() {
         json_response(
@@ -131,7 +138,30 @@ pub(crate) fn body_timed_out() -> Problem {
     )
 }
 
+/// Routes a request; times and counts publishes (see `/metrics`).
 async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
+    use crate::metrics::PublishEndpoint;
+    let path = req.uri().path();
+    let publish = if req.method() != Method::POST {
+        None
+    } else if path == "/v1/batch" {
+        Some(PublishEndpoint::Batch)
+    } else if path.starts_with("/v1/topics/") {
+        Some(PublishEndpoint::Topic)
+    } else {
+        None
+    };
+    let Some(endpoint) = publish else {
+        return serve_route(app, req).await;
+    };
+    let started = std::time::Instant::now();
+    let resp = serve_route(app, req).await;
+    app.metrics
+        .publish_answered(endpoint, resp.status(), started.elapsed());
+    resp
+}
+
+async fn serve_route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
     let app = app.clone();
     if req
         .uri()
@@ -140,13 +170,15 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
     {
         return match crate::cluster::unwrap_relayed(&app, req).await {
             // Served here: a relayed request is never relayed again.
-            Ok((inner, unwrapped)) => unwrapped.seal(&app, Box::pin(route(&app, inner)).await),
+            Ok((inner, unwrapped)) => {
+                unwrapped.seal(&app, Box::pin(serve_route(&app, inner)).await)
+            }
             Err(refused) => refused,
         };
     }
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
-    let access = if path.starts_with("/v1/") {
+    let access = if path.starts_with("/v1/") || path == "/metrics" {
         match authorize(&app, &req) {
             Ok(a) => a,
             Err(p) => return p.into_response(),
@@ -217,6 +249,10 @@ async fn route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
             &json!({"status": "ok", "node": app.router.node_id().to_string()}),
         )),
         ("/readyz", _) => Ok(readiness(&app)),
+        ("/metrics", _) => match method {
+            Method::GET | Method::HEAD => Box::pin(crate::metrics::scrape(&app)).await,
+            _ => Err(not_allowed("GET")),
+        },
         ("/", _) => match method {
             Method::GET | Method::HEAD => Ok(redirect("/ui/")),
             _ => Err(not_allowed("GET")),
@@ -270,6 +306,8 @@ fn authorize(app: &App, req: &Request<Incoming>) -> Result<Access, Problem> {
         }
     } else if path == "/v1/topics" {
         access.read("the topic list")?;
+    } else if path == "/metrics" {
+        access.read("the metrics")?;
     } else if path == "/v1/groups" {
         access.read("the group list")?;
     } else if let Some(rest) = path.strip_prefix("/v1/groups/") {
@@ -456,6 +494,7 @@ async fn publish(
     switchyard_router::validate(&request, usize::MAX).map_err(invalid)?;
     request.payload = read_body(body, &parts.headers, app.router.config().max_payload).await?;
     let results = app.router.publish_with(vec![request], acks).await?;
+    app.metrics.published(&results);
     let result = &results[0];
     let status = if result.results.is_empty() {
         StatusCode::OK
@@ -722,6 +761,7 @@ async fn publish_batch(
         Err(RouterError::Invalid(e)) => return Err(RouterError::InvalidBatch(vec![(0, e)]).into()),
         other => other?,
     };
+    app.metrics.published(&results);
     let results: Vec<String> = results.iter().map(published).collect();
     Ok(json_text(
         StatusCode::CREATED,
@@ -833,6 +873,7 @@ pub(crate) fn sse_response(app: &App, events: impl sse::Events, prelude: &str) -
         app.config.retry,
         app.shutdown.clone(),
         app.output.clone(),
+        app.metrics.clone(),
     );
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
@@ -870,6 +911,8 @@ async fn pull(
             return Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the node is shutting down"));
         }
     };
+    app.metrics
+        .delivered(crate::metrics::Via::Pull, batch.messages.len() as u64);
     let messages: Vec<Value> = batch.messages.iter().map(|m| envelope(m)).collect();
     let mut gaps: Vec<Value> = batch.gaps.iter().map(gap).collect();
     gaps.extend(batch.unavailable.iter().map(unavailable));

@@ -42,6 +42,7 @@ mod envelope;
 mod groups;
 mod handlers;
 mod hosts;
+mod metrics;
 mod output;
 mod plugins;
 mod problem;

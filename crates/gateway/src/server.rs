@@ -118,6 +118,8 @@ pub(crate) struct App {
     pub batch_budget_bytes: usize,
     /// Low-priority threads that decode large batch bodies.
     pub bulk: crate::bulk::BulkPool,
+    /// The counters only the HTTP layer keeps (see `/metrics`).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The node-wide connection budgets.
@@ -424,6 +426,7 @@ async fn serve_request(
                 drop(kind);
                 conn.close.store(true, Ordering::Release);
                 conn.wake.notify_one();
+                app.metrics.overloaded();
                 return overloaded("the node serves as many connections as it may", !h2);
             }
         }
@@ -471,7 +474,10 @@ async fn serve_request(
         }
         match budgets.clients.clone().try_acquire_owned() {
             Ok(p) => in_flight._extra = Some(p),
-            Err(_) => return overloaded("the node serves as many requests as it may", false),
+            Err(_) => {
+                app.metrics.overloaded();
+                return overloaded("the node serves as many requests as it may", false);
+            }
         }
     }
     let deadline = Instant::now() + app.config.body_read_timeout;
@@ -746,6 +752,7 @@ pub async fn serve(
         batch_bytes: Arc::new(Semaphore::new(batch_budget)),
         batch_budget_bytes: batch_budget,
         bulk: crate::bulk::BulkPool::start(2, 64)?,
+        metrics: Arc::default(),
         config,
         shutdown: stop_rx.clone(),
         hosts,
@@ -770,8 +777,10 @@ pub async fn serve(
         };
         let Some(slot) = budgets.enter(peer.ip().to_canonical()) else {
             tracing::debug!(%peer, "too many connections from this address; closed");
+            app.metrics.refused_per_ip();
             continue;
         };
+        let counted = app.metrics.connection();
         let _ = stream.set_nodelay(true);
         let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(SEND_LOWAT);
         let conn = Arc::new(Conn {
@@ -789,7 +798,7 @@ pub async fn serve(
         let stop = stop_rx.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let _held = (place, slot);
+            let _held = (place, slot, counted);
             let mut stopped = stop.clone();
             // The TLS handshake, like the first bytes of a cleartext
             // connection, must be over within `header_read_timeout`.

@@ -17,6 +17,7 @@ use switchyard_router::{Delivery, Member, Subscription};
 use tokio::sync::watch;
 
 use crate::envelope::{envelope, gap};
+use crate::metrics::{Metrics, SubscriberGuard, Via};
 use crate::output::Output;
 use crate::server::Body;
 
@@ -106,9 +107,13 @@ pub(crate) fn format_delivery(d: &Delivery, format: Format) -> Bytes {
 
 /// Where an SSE stream's events come from.
 pub(crate) trait Events: Send + 'static {
-    /// The next chunk of events; `None` ends the stream. Must be
-    /// cancel-safe: the stream drops it for heartbeats and shutdown.
-    fn next_chunk(&mut self) -> impl Future<Output = Option<Bytes>> + Send;
+    /// How the messages reach their client (for `/metrics`).
+    const VIA: Via;
+
+    /// The next chunk of events and the messages in it; `None` ends the
+    /// stream. Must be cancel-safe: the stream drops it for heartbeats
+    /// and shutdown.
+    fn next_chunk(&mut self) -> impl Future<Output = Option<(Bytes, u64)>> + Send;
 }
 
 /// A fan-out subscription's events.
@@ -118,9 +123,11 @@ pub(crate) struct SubscriptionEvents {
 }
 
 impl Events for SubscriptionEvents {
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    const VIA: Via = Via::Stream;
+
+    async fn next_chunk(&mut self) -> Option<(Bytes, u64)> {
         match self.sub.next().await {
-            Ok(d) => Some(format_delivery(&d, self.format)),
+            Ok(d) => Some((format_delivery(&d, self.format), 1)),
             Err(e) => {
                 tracing::debug!(error = %e, "subscription ended");
                 None
@@ -137,7 +144,9 @@ pub(crate) struct MemberEvents {
 }
 
 impl Events for MemberEvents {
-    async fn next_chunk(&mut self) -> Option<Bytes> {
+    const VIA: Via = Via::Group;
+
+    async fn next_chunk(&mut self) -> Option<(Bytes, u64)> {
         let batch = self.member.next().await?;
         let size: usize = batch.iter().map(|d| d.message.payload.len() + 128).sum();
         let mut buf = BytesMut::with_capacity(size);
@@ -156,7 +165,7 @@ impl Events for MemberEvents {
                 Format::Raw => put_message(&mut buf, &d.message, &id, Format::Raw),
             }
         }
-        Some(buf.freeze())
+        Some((buf.freeze(), batch.len() as u64))
     }
 }
 
@@ -176,6 +185,9 @@ struct State<E> {
     /// When the last chunk after the prelude was handed over. The body is
     /// asked for its next chunk only once the connection has taken it.
     handed: Option<tokio::time::Instant>,
+    metrics: Arc<Metrics>,
+    /// Counts the stream among the node's subscribers while it lives.
+    _subscriber: SubscriberGuard,
 }
 
 /// The body of an SSE response: a `retry:` hint and `prelude` events, then
@@ -192,6 +204,7 @@ pub(crate) fn body<E: Events>(
     retry: Duration,
     shutdown: watch::Receiver<bool>,
     output: Arc<Output>,
+    metrics: Arc<Metrics>,
 ) -> Body {
     let prelude = Bytes::from(format!(
         "retry: {}\n: connected\n\n{prelude}",
@@ -204,6 +217,8 @@ pub(crate) fn body<E: Events>(
         prelude: Some(prelude),
         output,
         handed: None,
+        _subscriber: metrics.subscriber(matches!(E::VIA, Via::Group)),
+        metrics,
     };
     let events = stream::unfold(state, |mut st| async move {
         if let Some(p) = st.prelude.take() {
@@ -220,7 +235,11 @@ pub(crate) fn body<E: Events>(
             }
         }
         let chunk = tokio::select! {
-            chunk = st.events.next_chunk() => chunk?,
+            chunk = st.events.next_chunk() => {
+                let (chunk, messages) = chunk?;
+                st.metrics.delivered(E::VIA, messages);
+                chunk
+            }
             () = tokio::time::sleep(st.heartbeat) => Bytes::from_static(b": heartbeat\n\n"),
             _ = st.shutdown.changed() => return None,
         };
@@ -249,8 +268,10 @@ mod tests {
     struct Chunks(tokio::sync::mpsc::UnboundedReceiver<Bytes>);
 
     impl Events for Chunks {
-        async fn next_chunk(&mut self) -> Option<Bytes> {
-            self.0.recv().await
+        const VIA: Via = Via::Stream;
+
+        async fn next_chunk(&mut self) -> Option<(Bytes, u64)> {
+            self.0.recv().await.map(|b| (b, 1))
         }
     }
 
@@ -266,6 +287,7 @@ mod tests {
             Duration::from_secs(1),
             shutdown,
             output.clone(),
+            Arc::default(),
         );
         let mut next = async || {
             let frame = tokio::time::timeout(Duration::from_secs(1), body.frame()).await;

@@ -17,6 +17,7 @@
 
 mod cursor;
 mod error;
+pub mod histogram;
 mod hlc;
 mod message;
 mod topic;

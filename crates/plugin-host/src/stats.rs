@@ -44,6 +44,8 @@ pub struct Stats {
     logs: AtomicU64,
     logs_dropped: AtomicU64,
     log_limiter: Mutex<LogLimiter>,
+    /// How long hook calls took.
+    call_time: switchyard_model::histogram::Histogram,
 }
 
 /// A copy of a binding's counters.
@@ -77,6 +79,7 @@ impl Stats {
     pub(crate) fn call(&self, ns: u64) {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.time_ns.fetch_add(ns, Ordering::Relaxed);
+        self.call_time.observe(std::time::Duration::from_nanos(ns));
     }
 
     pub(crate) fn failure(&self, kind: FailureKind) {
@@ -118,6 +121,11 @@ impl Stats {
             self.logs_dropped.fetch_add(1, Ordering::Relaxed);
         }
         ok
+    }
+
+    /// How long hook calls took.
+    pub fn call_times(&self) -> switchyard_model::histogram::HistogramSnapshot {
+        self.call_time.snapshot()
     }
 
     /// A consistent-enough copy for listing.

@@ -47,7 +47,7 @@ pub use switchyard_plugin_host::{
     BindingSpec, EngineConfig, ErrorPolicy, Hook, Limits, PluginEngine, PluginError, StatsSnapshot,
 };
 pub use switchyard_store::{
-    Appended, BULK_BYTES, CommitStats, FsyncMode, Gap, RetentionPolicy, RetentionRule, SLOW_COMMIT,
-    StoreConfig, StoreError, StreamInfo, TopicInfo,
+    Appended, BULK_BYTES, CommitStats, EngineState, FsyncMode, Gap, RetentionPolicy, RetentionRule,
+    SLOW_COMMIT, StoreConfig, StoreError, StreamInfo, TopicInfo,
 };
 pub use validate::{MAX_IDEMPOTENCY_KEY, validate};

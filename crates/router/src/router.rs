@@ -316,6 +316,28 @@ impl Router {
         self.store.commit_stats()
     }
 
+    /// How long the store's commits took.
+    pub fn commit_times(&self) -> switchyard_model::histogram::HistogramSnapshot {
+        self.store.commit_times()
+    }
+
+    /// The storage engine's state (see
+    /// [`Store::engine_state`](switchyard_store::Store::engine_state)).
+    pub fn engine_state(&self) -> switchyard_store::EngineState {
+        self.store.engine_state()
+    }
+
+    /// How far this node holds its own log (its last origin sequence).
+    pub fn log_head(&self) -> u64 {
+        self.store.held_through(self.store.node_id())
+    }
+
+    /// Bytes the store takes on disk. May wait behind a sync: call it off
+    /// the async workers.
+    pub fn disk_bytes(&self) -> Result<u64, RouterError> {
+        Ok(self.store.disk_bytes()?)
+    }
+
     /// Validates every message, runs the route plugins that apply, then
     /// appends what they decided atomically and in order. A batch with any
     /// invalid entry is refused entirely ([`RouterError::InvalidBatch`] names

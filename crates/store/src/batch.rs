@@ -355,6 +355,7 @@ impl<'a> Staged<'a> {
         drop(committing);
         let took = started.elapsed();
         sh.commits_done.fetch_add(1, Ordering::Relaxed);
+        sh.commit_time.observe(took);
         sh.slowest_commit_us
             .fetch_max(took.as_micros() as u64, Ordering::Relaxed);
         if took > SLOW_COMMIT {

@@ -70,5 +70,7 @@ pub use error::{StorageError, StoreError};
 pub use groups::{GroupWrite, StoredGroup};
 pub use read::{Gap, ReadBatch, ReadQuery};
 pub use replica::OriginTrim;
-pub use store::{CommitStats, STALLED_AFTER, Store};
+pub use store::{
+    CommitStats, EngineState, HALT_L0_TABLES, HALT_SEALED_MEMTABLES, STALLED_AFTER, Store,
+};
 pub use writer::BULK_BYTES;

@@ -68,6 +68,8 @@ pub(crate) struct Shared {
     pub slow_commits: AtomicU64,
     /// The slowest commit since the store opened, in microseconds.
     pub slowest_commit_us: AtomicU64,
+    /// How long commits took.
+    pub commit_time: switchyard_model::histogram::Histogram,
 }
 
 /// Counts of the store's commits (see [`Store::commit_stats`]).
@@ -80,6 +82,33 @@ pub struct CommitStats {
     /// The slowest commit's duration.
     pub slowest: std::time::Duration,
 }
+
+/// The storage engine's state as [`Store::engine_state`] reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineState {
+    /// A write or sync failed (in a commit, or in one of the engine's
+    /// background threads): the store refuses every write.
+    pub poisoned: bool,
+    /// A write or sync has been in progress for more than
+    /// [`STALLED_AFTER`] (see [`Store::is_stalled`]).
+    pub stalled: bool,
+    /// The engine is behind on flushes or compactions
+    /// ([`Store::under_write_pressure`]).
+    pub write_pressure: bool,
+    /// The engine holds every write until a flush or compaction finishes:
+    /// a keyspace has [`HALT_SEALED_MEMTABLES`] sealed memtables or
+    /// [`HALT_L0_TABLES`] level-0 tables.
+    pub write_halted: bool,
+    /// The most sealed memtables waiting for their flush in one keyspace.
+    pub sealed_memtables: usize,
+    /// The most level-0 tables waiting for compaction in one keyspace.
+    pub l0_tables: usize,
+}
+
+/// Sealed memtables in one keyspace at which fjall holds writes.
+pub const HALT_SEALED_MEMTABLES: usize = 4;
+/// Level-0 tables in one keyspace at which fjall holds writes.
+pub const HALT_L0_TABLES: usize = 20;
 
 /// Counts a commit in progress for as long as it lives (see
 /// [`Shared::committing`]).
@@ -350,6 +379,7 @@ impl Store {
             commits_done: AtomicU64::new(0),
             slow_commits: AtomicU64::new(0),
             slowest_commit_us: AtomicU64::new(0),
+            commit_time: Default::default(),
             steady,
             config,
         });
@@ -482,6 +512,37 @@ impl Store {
             slow: sh.slow_commits.load(Ordering::Relaxed),
             slowest: std::time::Duration::from_micros(sh.slowest_commit_us.load(Ordering::Relaxed)),
         }
+    }
+
+    /// How long the store's commits took (see [`Store::commit_stats`]).
+    pub fn commit_times(&self) -> switchyard_model::histogram::HistogramSnapshot {
+        self.shared.commit_time.snapshot()
+    }
+
+    /// The storage engine's state: poisoned, stalled, behind on its
+    /// background work or holding writes. Cheap: reads counters only.
+    pub fn engine_state(&self) -> EngineState {
+        let sh = &*self.shared;
+        let (mut sealed, mut l0) = (0, 0);
+        for ks in [&sh.log, &sh.index, &sh.meta] {
+            sealed = ks.sealed_memtable_count().max(sealed);
+            l0 = ks.l0_table_count().max(l0);
+        }
+        EngineState {
+            poisoned: sh.poisoned.load(Ordering::SeqCst),
+            stalled: self.is_stalled(),
+            write_pressure: sh.under_write_pressure(),
+            write_halted: sealed >= HALT_SEALED_MEMTABLES || l0 >= HALT_L0_TABLES,
+            sealed_memtables: sealed,
+            l0_tables: l0,
+        }
+    }
+
+    /// Bytes the store takes on disk: its tables and its journal. Takes
+    /// the engine's journal lock, so it may wait behind a sync: call it
+    /// off the async workers.
+    pub fn disk_bytes(&self) -> Result<u64, StoreError> {
+        self.shared.db.disk_space().storage()
     }
 
     /// Whether the storage engine is behind on its background work on the

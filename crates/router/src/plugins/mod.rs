@@ -112,6 +112,8 @@ pub struct PluginInfo {
     pub source: Source,
     /// Counters since the node started (kept across versions).
     pub stats: StatsSnapshot,
+    /// How long its hook calls took since the node started.
+    pub call_times: switchyard_model::histogram::HistogramSnapshot,
 }
 
 pub(crate) struct Entry {
@@ -512,5 +514,6 @@ fn info_of(name: &str, e: &Entry) -> PluginInfo {
         updated_ms: e.updated_ms,
         source: e.source,
         stats: e.binding.stats().snapshot(),
+        call_times: e.binding.stats().call_times(),
     }
 }
