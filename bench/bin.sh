@@ -15,3 +15,7 @@ if [ ! -x "$BIN" ]; then
     echo "error: no binary at $BIN; run cargo build --release -p switchyard" >&2
     exit 1
 fi
+
+# The nodes run without the access log, as nginx runs with `access_log off`
+# in the comparison; everything else logs as by default.
+export SWITCHYARD_LOG=${SWITCHYARD_LOG:-info,fjall=warn,lsm_tree=warn,switchyard::access=off}

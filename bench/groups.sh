@@ -133,7 +133,8 @@ BENCH=$ROOT/target/release/examples/group_bench
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 DATA=$(mktemp -d)
-"$ROOT/target/release/switchyard" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA/data" \
+SWITCHYARD_LOG=${SWITCHYARD_LOG:-info,fjall=warn,lsm_tree=warn,switchyard::access=off} \
+    "$ROOT/target/release/switchyard" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA/data" \
     --fsync "$FSYNC" >"$DATA/out" 2>"$DATA/log" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; rm -rf "$DATA"' EXIT

@@ -28,7 +28,11 @@ def binary() -> str:
 
 
 class Node:
-    """A running node: `url` is its base URL, `dir` its temporary directory."""
+    """A running node: `url` is its base URL, `dir` its temporary directory.
+
+    `env` adds environment variables (a value of None removes one); the
+    node's log filter is `warn` unless `env` sets SWITCHYARD_LOG.
+    """
 
     def __init__(self, args=(), config=None, env=None):
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="switchyard-ops-"))
@@ -40,7 +44,12 @@ class Node:
         cmd += list(args)
         full_env = dict(os.environ)
         full_env.setdefault("SWITCHYARD_LOG", "warn")
-        full_env.update(env or {})
+        for k, v in (env or {}).items():
+            # None leaves the variable out (e.g. SWITCHYARD_LOG: the default filter).
+            if v is None:
+                full_env.pop(k, None)
+            else:
+                full_env[k] = v
         self.log = open(self.dir / "node.log", "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=full_env)
         line = self.proc.stdout.readline().decode().strip()

@@ -394,6 +394,37 @@ fn overloaded(detail: &str, close: bool) -> Response<Body> {
     resp
 }
 
+/// The target of access-log events.
+const ACCESS_LOG: &str = "switchyard::access";
+
+/// One access-log line: written when the answer's head is ready, so
+/// `ms` is the time to the head and `bytes` the body's size when known
+/// in advance (absent for streams). The path is logged without its query,
+/// which may hold a token (`?authorization=`).
+fn access_log(
+    peer: bool,
+    ip: IpAddr,
+    method: &http::Method,
+    path: &str,
+    version: http::Version,
+    resp: &Response<Body>,
+    took: Duration,
+) {
+    let status = resp.status().as_u16();
+    let bytes = http_body::Body::size_hint(resp.body()).exact();
+    let ms = took.as_micros() as f64 / 1000.0;
+    let version = match version {
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    };
+    if peer {
+        tracing::debug!(target: ACCESS_LOG, %ip, %method, path, version, status, ms, bytes, "peer request");
+    } else {
+        tracing::info!(target: ACCESS_LOG, %ip, %method, path, version, status, ms, bytes, "request");
+    }
+}
+
 /// Serves one request of connection `conn`: classifies the connection at
 /// its first request, takes the request's place in the budgets, and runs
 /// the handler with the body deadline set.
@@ -480,14 +511,32 @@ async fn serve_request(
             }
         }
     }
-    let deadline = Instant::now() + app.config.body_read_timeout;
+    let started = Instant::now();
+    let deadline = started + app.config.body_read_timeout;
     let output = app.output.clone();
+    // The access log: client requests at `info`, node-to-node ones at
+    // `debug`. Off (`switchyard::access=off`), this costs one cached check.
+    let logged = if peer {
+        tracing::enabled!(target: ACCESS_LOG, tracing::Level::DEBUG)
+    } else {
+        tracing::enabled!(target: ACCESS_LOG, tracing::Level::INFO)
+    };
+    let logged = logged.then(|| {
+        (
+            req.method().clone(),
+            req.uri().path().to_owned(),
+            req.version(),
+        )
+    });
     // Boxed: hyper keeps a place for the service's future for as long as
     // the connection lives, so an idle subscriber would hold one the size
     // of the largest handler's (about 5 KiB); this way it holds a pointer.
     let resp = crate::handlers::BODY_DEADLINE
         .scope(deadline, Box::pin(crate::handlers::handle(app, req)))
         .await;
+    if let Some((method, path, version)) = logged {
+        access_log(peer, ip, &method, &path, version, &resp, started.elapsed());
+    }
     let serial = conn.bodies.fetch_add(1, Ordering::Relaxed);
     resp.map(|inner| {
         Tracked {

@@ -154,7 +154,10 @@ impl Nodes {
             // Nodes listen on the namespaces' 10.213.0.x addresses; the
             // workload's clients carry no tokens.
             .arg("--allow-anonymous")
-            .env("SWITCHYARD_LOG", "info,fjall=warn,lsm_tree=warn")
+            .env(
+                "SWITCHYARD_LOG",
+                "info,fjall=warn,lsm_tree=warn,switchyard::access=off",
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log));
