@@ -17,5 +17,6 @@ mod patterns;
 mod peer_tamper;
 mod plugins;
 mod publish;
+mod reload;
 mod resume;
 mod tls;

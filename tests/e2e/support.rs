@@ -108,6 +108,21 @@ impl Node {
         self.child.id()
     }
 
+    /// SIGHUP, as `systemctl reload` sends it.
+    #[allow(unsafe_code)]
+    pub fn hangup(&self) {
+        // SAFETY: kill(2) on the pid of a child process this test started.
+        let r = unsafe { libc::kill(self.pid() as i32, libc::SIGHUP) };
+        assert_eq!(r, 0);
+    }
+
+    /// The node's log so far (`dir/node.log`, at `E2E_NODE_LOG`, default
+    /// `warn`).
+    pub fn log(&self) -> String {
+        let dir = self.data_dir.parent().expect("data dir in the test dir");
+        std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+    }
+
     /// SIGKILL, as `kill -9` does.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();

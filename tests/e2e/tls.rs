@@ -338,11 +338,8 @@ async fn still_flows(node: &Node, sse: &mut Sse, topic: &str, payload: &str) {
     }
 }
 
-#[allow(unsafe_code)]
 fn hangup(node: &Node) {
-    // SAFETY: kill(2) on the pid of a child process this test started.
-    let r = unsafe { libc::kill(node.pid() as i32, libc::SIGHUP) };
-    assert_eq!(r, 0);
+    node.hangup();
 }
 
 #[tokio::test]

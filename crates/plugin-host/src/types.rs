@@ -132,7 +132,7 @@ impl Default for Limits {
 }
 
 /// What binds a plugin to a hook.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct BindingSpec {
     /// The binding's name: unique per node, also the key-value scope.
     pub name: String,

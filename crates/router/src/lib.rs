@@ -31,7 +31,7 @@ pub use groups::{
 };
 pub use plugins::{
     ConfiguredBinding, ERROR_HEADER, Filter, MAX_BINDINGS, MAX_CONFIG, MAX_FILTER_VARIANTS,
-    PLUGIN_HEADER, PluginInfo, Plugins, PluginsConfig, Source, validate_name,
+    PLUGIN_HEADER, PluginInfo, Plugins, PluginsConfig, Reloaded, Source, validate_name,
 };
 pub use replication::{
     Acks, DEFAULT_ACK_TIMEOUT as DEFAULT_PUBLISH_ACK_TIMEOUT, OriginReplicas, ReplicaView,

@@ -16,4 +16,5 @@ pub mod config;
 pub mod logging;
 pub mod node;
 pub mod plugin_cli;
+pub mod reload;
 pub mod sse;

@@ -10,6 +10,7 @@ use clap::Parser;
 use switchyard::args::{Cli, Command, ServeArgs};
 use switchyard::config::NodeConfig;
 use switchyard::node::{Node, NodeError};
+use switchyard::reload::Reloader;
 
 /// mimalloc instead of the system allocator, with `--features mimalloc`
 /// (see docs/BENCHMARKS.md, "Allocator").
@@ -74,11 +75,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // Installed before the node reports itself ready, so that a signal from
     // then on always means a graceful stop.
     let signals = Signals::install()?;
+    let hangups = Hangups::install()?;
     let tls = config.gateway.tls.clone();
-    if let Some(cert) = &tls {
-        reload_on_hangup(cert.clone())?;
-    }
     let node = Node::start(config, listener).await?;
+    hangups.reload_with(Reloader::new(
+        node.router().clone(),
+        tls.clone(),
+        file,
+        Box::new(load_again),
+    ));
     // The first stdout line tells scripts and tests where the node listens.
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("switchyard listening on {scheme}://{}", node.addr());
@@ -106,24 +111,46 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Reads the TLS certificate and key again on every SIGHUP (the new pair
-/// serves new connections; a pair that does not load is logged and the
-/// current one kept).
-fn reload_on_hangup(cert: switchyard_gateway::tls::ServerCert) -> Result<()> {
+/// Loads the configuration again from the same command line, environment
+/// and file as at start (see [`switchyard::reload`]).
+fn load_again() -> Result<NodeConfig, String> {
+    let cli = Cli::try_parse().map_err(|e| e.to_string())?;
+    let Command::Serve(args) = cli.command else {
+        return Err("not a serve command line".into());
+    };
+    let (file, overrides) = args.into_overrides();
+    NodeConfig::load(file.as_deref(), overrides).map_err(|e| format!("{e:#}"))
+}
+
+/// SIGHUP, registered before the node reports ready (so that a reload
+/// never stops it), served once the node runs.
+struct Hangups {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangup = signal(SignalKind::hangup())?;
-        tokio::spawn(async move {
-            while hangup.recv().await.is_some() {
-                let cert = cert.clone();
-                let _ = tokio::task::spawn_blocking(move || cert.reload()).await;
-            }
-        });
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Hangups {
+    fn install() -> Result<Hangups> {
+        Ok(Hangups {
+            #[cfg(unix)]
+            hangup: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?,
+        })
     }
-    #[cfg(not(unix))]
-    let _ = cert;
-    Ok(())
+
+    /// Reloads the configuration on every SIGHUP, one reload at a time.
+    fn reload_with(self, reloader: Reloader) {
+        #[cfg(unix)]
+        {
+            let mut hangup = self.hangup;
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    reloader.reload().await;
+                }
+            });
+        }
+        #[cfg(not(unix))]
+        let _ = (self, reloader);
+    }
 }
 
 /// Ctrl-C and SIGTERM. The streams are registered once, so that no signal

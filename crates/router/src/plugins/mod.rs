@@ -58,6 +58,22 @@ pub struct ConfiguredBinding {
     pub settings: BindingSpec,
 }
 
+/// What a reload of the configuration file did to one of its bindings
+/// (see [`Plugins::reload_configured`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reloaded {
+    /// Newly listed: bound.
+    Bound,
+    /// Its settings or component changed: bound again (a new version).
+    Rebound,
+    /// Unchanged: left running.
+    Unchanged,
+    /// No longer listed: unbound.
+    Removed,
+    /// Refused; a running version, if any, goes on.
+    Failed(String),
+}
+
 /// Where a binding came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -429,6 +445,72 @@ impl Plugins {
                 "plugin {name} is bound by the configuration file; remove it there"
             )));
         }
+        self.unbind(name, &old)
+    }
+
+    /// Makes the configuration file's bindings what `bindings` lists (a
+    /// reload of the file): binds the new ones, binds again those whose
+    /// settings or component file changed, leaves the others running
+    /// (their counters, instances and key-value data stay), and unbinds
+    /// the ones no longer listed. A binding that fails keeps its current
+    /// version, if any; API bindings are never touched. Blocking.
+    pub fn reload_configured(&self, bindings: &[ConfiguredBinding]) -> Vec<(String, Reloaded)> {
+        let current = self.snapshot();
+        let mut out = Vec::new();
+        for c in bindings {
+            let name = c.settings.name.clone();
+            let old = current.bindings.get(&name);
+            if old.is_some_and(|o| o.source == Source::Api) {
+                out.push((
+                    name,
+                    Reloaded::Failed(
+                        "a binding of that name was made through the API; delete it first".into(),
+                    ),
+                ));
+                continue;
+            }
+            let bytes = match std::fs::read(&c.file) {
+                Ok(b) => b,
+                Err(e) => {
+                    let why = format!("cannot read {}: {e}", c.file.display());
+                    out.push((name, Reloaded::Failed(why)));
+                    continue;
+                }
+            };
+            if let Some(o) = old
+                && o.binding.spec() == &c.settings
+                && self
+                    .engine
+                    .load(&bytes)
+                    .is_ok_and(|p| p.sha256() == o.binding.plugin().sha256())
+            {
+                out.push((name, Reloaded::Unchanged));
+                continue;
+            }
+            let change = match self.bind(c.settings.clone(), Some(&bytes), Source::Config) {
+                Ok(_) if old.is_some() => Reloaded::Rebound,
+                Ok(_) => Reloaded::Bound,
+                Err(e) => Reloaded::Failed(e.to_string()),
+            };
+            out.push((name, change));
+        }
+        for (name, e) in &current.bindings {
+            if e.source != Source::Config || bindings.iter().any(|c| &c.settings.name == name) {
+                continue;
+            }
+            let _changing = self.changing.lock();
+            let change = match self.unbind(name, e) {
+                Ok(()) => Reloaded::Removed,
+                Err(e) => Reloaded::Failed(e.to_string()),
+            };
+            out.push((name.clone(), change));
+        }
+        out
+    }
+
+    /// Takes `old`, the binding `name`, out of service and deletes its
+    /// key-value data. The caller holds `changing`.
+    fn unbind(&self, name: &str, old: &Entry) -> Result<(), RouterError> {
         self.install(name.to_owned(), None);
         old.binding.release_budget();
         let sha = old.binding.plugin().sha256();
