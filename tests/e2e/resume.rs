@@ -109,6 +109,21 @@ async fn last_event_id_precedence_and_restart() {
     .await
     .unwrap();
     assert_eq!(s.next(Duration::from_secs(5)).await.unwrap().data, "3");
+    // ...also under Mercure's name, but not under both names at once...
+    let mut s = Sse::connect(
+        &node,
+        &format!("/v1/events?topic=p.t&lastEventID={}", ids[1]),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.next(Duration::from_secs(5)).await.unwrap().data, "2");
+    let both = format!(
+        "/v1/events?topic=p.t&lastEventID={}&last_event_id={}",
+        ids[1], ids[1]
+    );
+    let (status, _, body) = node.raw(node.request("GET", &both), "").await;
+    assert_eq!(status, 400, "{body:?}");
     // ...and the header wins over both the parameter and `from`.
     let path = format!(
         "/v1/events?topic=p.t&from=earliest&last_event_id={}",

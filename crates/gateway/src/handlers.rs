@@ -805,6 +805,7 @@ async fn events(
             "topic",
             "from",
             "last_event_id",
+            "lastEventID",
             "format",
             "filter",
             "filter_config",
@@ -844,11 +845,21 @@ async fn events(
     }
     let filter = filter_of(app, &query).await?;
     // Precedence: the Last-Event-ID header (a reconnecting EventSource), then
-    // ?last_event_id= (a first EventSource request cannot set headers), then ?from=.
+    // ?last_event_id= (a first EventSource request cannot set headers; also
+    // as Mercure's ?lastEventID=), then ?from=.
+    let in_query = match (query.one("last_event_id")?, query.one("lastEventID")?) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::bad_request(
+                "invalid_parameter",
+                "last_event_id= and lastEventID= are the same parameter; give one",
+            ));
+        }
+        (a, b) => a.or(b),
+    };
     let start =
         if let Some(id) = header_str(req.headers(), "last-event-id")?.filter(|s| !s.is_empty()) {
             Start::After(id.parse::<Cursor>()?)
-        } else if let Some(id) = query.one("last_event_id")? {
+        } else if let Some(id) = in_query {
             Start::After(id.parse::<Cursor>()?)
         } else {
             query.one("from")?.map_or(Ok(Start::Latest), parse_start)?
