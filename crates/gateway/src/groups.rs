@@ -94,7 +94,7 @@ pub(crate) async fn join(
     query: &Query,
     admin: bool,
 ) -> Result<Response<Body>, Problem> {
-    for p in ["last_event_id", "filter", "filter_config"] {
+    for p in ["last_event_id", "lastEventID", "filter", "filter_config"] {
         if query.one(p)?.is_some() {
             return Err(Problem::bad_request(
                 "invalid_parameter",
