@@ -175,6 +175,33 @@ def scrapes_need_a_token_when_the_node_does():
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def alert_rules_name_only_exported_metrics():
+    """Every metric examples/prometheus/switchyard-alerts.yml uses is one a
+    node exports (a node with gossip on, so the cluster families exist)."""
+    import base64
+    import os
+    import re
+
+    import yaml
+
+    rules = yaml.safe_load((pathlib.Path(__file__).parents[2] / "examples/prometheus/switchyard-alerts.yml").read_text())
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    assert len(exprs) >= 10, exprs
+    key = base64.b64encode(os.urandom(32)).decode()
+    with Node(args=["--gossip-listen", "127.0.0.1:0"], env={"SWITCHYARD_CLUSTER_KEY": key}) as node:
+        families = set(scrape(node))
+    used = set()
+    for e in exprs:
+        for name in re.findall(r"\b((?:switchyard|process)_[a-z0-9_]+)", e):
+            used.add(re.sub(r"_(total|bucket|sum|count)$", "", name))
+    assert len(used) >= 12, used
+    missing = sorted(used - families)
+    assert not missing, f"alert rules use metrics no node exports: {missing}"
+    for family in ("switchyard_cluster_members", "switchyard_gossip_packets", "switchyard_cluster_refused",
+                   "switchyard_replication_factor", "switchyard_replication_lag_messages"):
+        assert family in families, family
+
+
 def other_methods_are_refused():
     with Node() as node:
         status, h, body = request(node.url + "/metrics", "POST", b"")
@@ -184,6 +211,7 @@ def other_methods_are_refused():
 
 
 if __name__ == "__main__":
-    for test in (traffic_is_counted, scrapes_need_a_token_when_the_node_does, other_methods_are_refused):
+    for test in (traffic_is_counted, scrapes_need_a_token_when_the_node_does,
+                 alert_rules_name_only_exported_metrics, other_methods_are_refused):
         test()
         print(f"ok: {test.__name__}")

@@ -716,15 +716,43 @@ fn encode_cluster(e: &mut DescriptorEncoder, c: &ClusterNumbers) -> std::fmt::Re
     for (state, v) in MEMBER_STATES.iter().zip(c.members) {
         ConstGauge::new(v).encode(m.encode_family(&[("state", *state)])?)?;
     }
+    let gossip = |name: &str| c.gossip.iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| *v);
+    for (metric, help, what) in [
+        (
+            "switchyard_gossip_packets",
+            "Gossip packets sent (out) and received and accepted (in).",
+            "packets",
+        ),
+        (
+            "switchyard_gossip_bytes",
+            "Gossip bytes sent (out) and received (in, accepted or not).",
+            "bytes",
+        ),
+    ] {
+        let mut m = e.encode_descriptor(metric, help, None, MetricType::Counter)?;
+        for dir in ["in", "out"] {
+            ConstCounter::new(gossip(&format!("{what}_{dir}")))
+                .encode(m.encode_family(&[("direction", dir)])?)?;
+        }
+    }
     let mut m = e.encode_descriptor(
-        "switchyard_gossip",
-        "Gossip and node-to-node traffic counters: packets and bytes in and out, refusals by reason.",
+        "switchyard_cluster_refused",
+        "Gossip packets and node-to-node requests and answers refused, by reason (malformed, \
+         wrong_cluster, bad_auth, replayed, stale, invalid; http_* for node-to-node HTTP).",
         None,
         MetricType::Counter,
     )?;
     for (what, v) in &c.gossip {
-        ConstCounter::new(*v).encode(m.encode_family(&[("counter", *what)])?)?;
+        if let Some(reason) = what.strip_prefix("refused_") {
+            ConstCounter::new(*v).encode(m.encode_family(&[("reason", reason)])?)?;
+        }
     }
+    counter(
+        e,
+        "switchyard_gossip_events_dropped",
+        "Membership events dropped because the node did not take them in time.",
+        gossip("events_dropped"),
+    )?;
     gauge(
         e,
         "switchyard_replication_factor",
