@@ -5,7 +5,7 @@
 # Python virtual environment with the pinned packages of
 # tests/ops/requirements.txt (in $SWITCHYARD_VENV, default
 # ~/.cache/switchyard/ops-venv), and Debian's chromium and chromium-driver
-# for the dashboard test. Pass test file names to run only those.
+# when the dashboard test runs. Pass test file names to run only those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,16 +17,6 @@ if [ ! -x "$venv/bin/python" ] || ! cmp -s "$req" "$venv/requirements.txt"; then
     cp "$req" "$venv/requirements.txt"
 fi
 
-if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
-    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null ||
-            { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
-    else
-        echo "error: the dashboard test needs Debian's chromium and chromium-driver; install them" >&2
-        exit 1
-    fi
-fi
-
 if [ -z "${SWITCHYARD_BIN:-}" ]; then
     cargo build -p switchyard --locked --quiet
 fi
@@ -34,6 +24,19 @@ fi
 tests=("$@")
 if [ ${#tests[@]} -eq 0 ]; then
     mapfile -t tests < <(ls tests/ops/test_*.py)
+fi
+
+# The dashboard test drives Debian's chromium through chromium-driver.
+if printf '%s\n' "${tests[@]}" | grep -q dashboard; then
+    if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null ||
+                { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+        else
+            echo "error: the dashboard test needs Debian's chromium and chromium-driver; install them" >&2
+            exit 1
+        fi
+    fi
 fi
 status=0
 for t in "${tests[@]}"; do
