@@ -2390,3 +2390,54 @@ async fn a_graceful_leave_waits_until_its_replicas_hold_its_log() {
         assert_all_once(&got, &published, &format!("replica {i}"));
     }
 }
+
+/// A value of `/metrics`: the sample line that starts with `series`
+/// (name and labels, as the node writes them).
+async fn metric(node: &Node, series: &str) -> Option<f64> {
+    let (status, _, body) = node.raw(node.request("GET", "/metrics"), "").await;
+    assert_eq!(status, 200);
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_show_the_members_and_how_far_each_replica_holds_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, ids) = start_cluster(dir.path(), 3).await;
+    let (a, b) = (&nodes[0], &ids[1].0);
+    assert_eq!(
+        metric(a, r#"switchyard_cluster_members{state="alive"}"#).await,
+        Some(3.0)
+    );
+    assert_eq!(metric(a, "switchyard_replication_factor").await, Some(3.0));
+    for i in 0..20 {
+        a.publish("m.t", format!("{i}")).await;
+    }
+    let lag_of_b = format!(r#"switchyard_replication_lag_messages{{replica="{b}"}}"#);
+    wait_until(Duration::from_secs(10), "B holds A's log", || async {
+        metric(a, &lag_of_b).await == Some(0.0)
+    })
+    .await;
+    let held = format!(
+        r#"switchyard_replication_held_through{{origin="{}",replica="{b}"}}"#,
+        ids[0].0
+    );
+    // A's log holds the 20 messages and its `$sys.cluster` events.
+    assert!(metric(a, &held).await.is_some_and(|h| h >= 20.0));
+    // A paused replica falls behind by what A stores meanwhile (a quorum
+    // still answers: A and C).
+    signal(&nodes[1], libc::SIGSTOP);
+    for i in 0..7 {
+        a.publish("m.t", format!("late {i}")).await;
+    }
+    // (At least: a `$sys.cluster` event about B may join them.)
+    assert!(metric(a, &lag_of_b).await.is_some_and(|l| l >= 7.0));
+    signal(&nodes[1], libc::SIGCONT);
+    wait_until(Duration::from_secs(10), "B catches up", || async {
+        metric(a, &lag_of_b).await == Some(0.0)
+    })
+    .await;
+    let stored = metric(a, r#"switchyard_published_messages_total{result="stored"}"#).await;
+    assert_eq!(stored, Some(27.0));
+}
