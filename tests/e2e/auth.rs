@@ -590,7 +590,7 @@ fn serve_on(dir: &std::path::Path, listen: &str, args: &[&str]) -> Result<String
 fn beyond_loopback_without_keys_needs_allow_anonymous() {
     let dir = tempfile::tempdir().unwrap();
     let err = serve_on(dir.path(), "0.0.0.0:0", &[]).unwrap_err();
-    assert!(err.starts_with("Some(1)"), "{err}");
+    assert!(err.starts_with("Some(2)"), "{err}");
     assert!(
         err.contains("--allow-anonymous") && err.contains("[auth]"),
         "{err}"

@@ -440,7 +440,7 @@ fn a_node_with_bad_tls_files_does_not_start() {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
         assert!(
             stderr.contains("[tls]") && stderr.contains(expect),
             "{expect}: {stderr}"

@@ -35,67 +35,78 @@ pub struct Cli {
 pub enum Command {
     /// Run a node (defaults: 127.0.0.1:7070, data in ./switchyard-data, fsync=always).
     Serve(ServeArgs),
+    /// Print or check the configuration `serve` would run with.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// A command that talks to a node (or runs a plugin locally).
     #[command(flatten)]
     Client(ClientCommand),
 }
 
-/// `switchyard serve`.
+/// What `serve --help` says after the flags.
+const SERVE_AFTER_HELP: &str = "\
+Every configuration key can also be set by an environment variable: key k of
+section [s] by SWITCHYARD_S_K (e.g. SWITCHYARD_LIMITS_MAX_PAYLOAD_BYTES), a
+top-level key by SWITCHYARD_K (e.g. SWITCHYARD_LISTEN); lists are
+comma-separated. A flag wins over a variable, a variable over the file, the
+file over the default. `switchyard config show` prints the result and where
+each value comes from; docs/configuration.md lists every key.";
+
+/// `switchyard serve`, and the configuration of `switchyard config`.
 #[derive(Args)]
+#[command(after_help = SERVE_AFTER_HELP)]
 pub struct ServeArgs {
     /// TOML config file (see docs/configuration.md).
     #[arg(long, env = "SWITCHYARD_CONFIG")]
     pub config: Option<PathBuf>,
-    /// HTTP listen address; port 0 picks a free port.
-    #[arg(long, env = "SWITCHYARD_LISTEN")]
+    /// HTTP listen address; port 0 picks a free port [key: listen].
+    #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// Data directory.
-    #[arg(long, env = "SWITCHYARD_DATA_DIR")]
+    /// Data directory [key: data_dir].
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Durability: always, interval or never.
-    #[arg(long, env = "SWITCHYARD_FSYNC", hide_possible_values = true)]
+    /// Durability: always, interval or never [key: storage.fsync].
+    #[arg(long, hide_possible_values = true)]
     pub fsync: Option<FsyncArg>,
-    /// Log format: pretty or json.
-    #[arg(long, env = "SWITCHYARD_LOG_FORMAT", hide_possible_values = true)]
+    /// Log format: pretty or json [key: log_format].
+    #[arg(long, hide_possible_values = true)]
     pub log_format: Option<LogFormat>,
     /// UDP address for cluster gossip; the node joins a cluster only
-    /// when this is set (the key comes from SWITCHYARD_CLUSTER_KEY).
-    #[arg(long, env = "SWITCHYARD_GOSSIP_LISTEN")]
+    /// when this is set (the key comes from SWITCHYARD_CLUSTER_KEY)
+    /// [key: cluster.gossip_listen].
+    #[arg(long)]
     pub gossip_listen: Option<SocketAddr>,
-    /// Gossip address (host:port) of a node to join through (repeatable).
-    #[arg(long = "join", env = "SWITCHYARD_JOIN", value_delimiter = ',')]
+    /// Gossip address (host:port) of a node to join through (repeatable;
+    /// replaces cluster.seeds) [key: cluster.seeds].
+    #[arg(long = "join", value_delimiter = ',')]
     pub join: Vec<String>,
-    /// Cluster name (nodes of another name are refused).
-    #[arg(long, env = "SWITCHYARD_CLUSTER_NAME")]
+    /// Cluster name (nodes of another name are refused) [key: cluster.name].
+    #[arg(long)]
     pub cluster_name: Option<String>,
-    /// Nodes holding each origin's whole log, the origin included (1 to 7).
-    #[arg(long, env = "SWITCHYARD_REPLICATION_FACTOR")]
+    /// Nodes holding each origin's whole log, the origin included (1 to 7)
+    /// [key: cluster.replication_factor].
+    #[arg(long)]
     pub replication_factor: Option<usize>,
-    /// A host name the node answers to (repeatable): name, name:port,
-    /// *.suffix or * (see http.allowed_hosts).
-    #[arg(
-        long = "allowed-host",
-        env = "SWITCHYARD_ALLOWED_HOSTS",
-        value_delimiter = ','
-    )]
+    /// A host name the node answers to (repeatable; replaces the list):
+    /// name, name:port, *.suffix or * [key: http.allowed_hosts].
+    #[arg(long = "allowed-host", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
     /// Start on a non-loopback address without [auth] keys (or with
     /// anonymous = "all"): every client that reaches it may publish and
-    /// administer. For trusted networks only.
-    #[arg(long, env = "SWITCHYARD_ALLOW_ANONYMOUS")]
+    /// administer. For trusted networks only [key: auth.allow_anonymous].
+    #[arg(long)]
     pub allow_anonymous: bool,
-    /// PEM certificate chain: the listener speaks TLS only (with --tls-key;
-    /// see tls.cert_file). Reloaded on SIGHUP and when the file changes.
-    #[arg(long, env = "SWITCHYARD_TLS_CERT")]
+    /// PEM certificate chain: the listener speaks TLS only (with --tls-key).
+    /// Reloaded on SIGHUP and when the file changes [key: tls.cert_file].
+    #[arg(long)]
     pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert.
-    #[arg(long, env = "SWITCHYARD_TLS_KEY")]
+    /// PEM private key of --tls-cert [key: tls.key_file].
+    #[arg(long)]
     pub tls_key: Option<PathBuf>,
 }
 
 impl ServeArgs {
-    /// The config file to read and the values that override it; the
-    /// cluster key is read from `SWITCHYARD_CLUSTER_KEY` here.
+    /// The config file to read and the values that override it.
     pub fn into_overrides(self) -> (Option<PathBuf>, Overrides) {
         let over = Overrides {
             listen: self.listen,
@@ -107,15 +118,46 @@ impl ServeArgs {
             cluster_name: self.cluster_name,
             replication_factor: self.replication_factor,
             allowed_hosts: self.allowed_hosts,
-            cluster_key: std::env::var("SWITCHYARD_CLUSTER_KEY")
-                .ok()
-                .filter(|k| !k.is_empty()),
+            cluster_key: None,
             allow_anonymous: self.allow_anonymous,
             tls_cert: self.tls_cert,
             tls_key: self.tls_key,
         };
         (self.config, over)
     }
+}
+
+/// `switchyard config ...`: the configuration `serve` would run with, from
+/// the same file, variables and flags.
+#[derive(Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration, each value with where it comes
+    /// from (default, the file, a variable, a flag). Secrets are not printed.
+    Show {
+        /// toml (commented) or json.
+        #[arg(long, value_enum, default_value_t = ShowFormat::Toml, hide_possible_values = true)]
+        format: ShowFormat,
+        /// The configuration, as `serve` takes it.
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+    /// Validate the configuration as `serve` does before it binds anything
+    /// (key and certificate files are read): exit status 0 when it is valid,
+    /// 2 with the reason when not.
+    Check {
+        /// The configuration, as `serve` takes it.
+        #[command(flatten)]
+        serve: ServeArgs,
+    },
+}
+
+/// `config show --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ShowFormat {
+    /// TOML, each value followed by a comment naming its origin.
+    Toml,
+    /// JSON: `{"section": {"key": {"value": ..., "source": ...}}}`.
+    Json,
 }
 
 /// The commands that do not run a node.

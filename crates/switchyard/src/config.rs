@@ -1,13 +1,16 @@
-//! The node configuration: a TOML file, then environment variables, then
-//! flags (flags win). [`NodeConfig::build`] validates everything, the
-//! addresses the node will announce included, before any socket opens; a
-//! refused configuration is a [`ConfigError`] naming the key.
-//! `docs/configuration.md` documents every option.
+//! The node configuration: built-in defaults, a TOML file, `SWITCHYARD_*`
+//! environment variables and flags, in rising precedence ([`sources`]).
+//! [`NodeConfig::build`] validates everything, the addresses the node will
+//! announce included, before any socket opens; a refused configuration is
+//! a [`ConfigError`] naming the key and where its value came from.
+//! `docs/configuration.md` documents every key.
 
 mod error;
 mod file;
+pub mod sources;
 
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,6 +28,7 @@ pub use file::{
     PluginBindingSection, PluginsSection, PublishSection, RetentionSection, RetentionTopic,
     SseSection, StorageSection, TlsSection,
 };
+pub use sources::{Layered, Origin};
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -41,6 +45,16 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// The name the configuration spells it with.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Pretty => "pretty",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 impl std::str::FromStr for LogFormat {
     type Err = ConfigError;
     fn from_str(s: &str) -> Result<LogFormat, ConfigError> {
@@ -52,36 +66,38 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// Values given on the command line or in the environment; they override the file.
+/// Values given on the command line (or by the code that embeds a node);
+/// they override the environment and the file. [`sources::FLAGS`] lists
+/// the flag of each key.
 #[derive(Debug, Default)]
 pub struct Overrides {
-    /// `--listen` / `SWITCHYARD_LISTEN`.
+    /// `--listen`.
     pub listen: Option<SocketAddr>,
-    /// `--data-dir` / `SWITCHYARD_DATA_DIR`.
+    /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
-    /// `--fsync` / `SWITCHYARD_FSYNC`.
+    /// `--fsync`.
     pub fsync: Option<FsyncMode>,
-    /// `--log-format` / `SWITCHYARD_LOG_FORMAT`.
+    /// `--log-format`.
     pub log_format: Option<LogFormat>,
-    /// `--gossip-listen` / `SWITCHYARD_GOSSIP_LISTEN`.
+    /// `--gossip-listen`.
     pub gossip_listen: Option<SocketAddr>,
-    /// `--join` / `SWITCHYARD_JOIN` (replaces the file's seeds when given).
+    /// `--join` (replaces `cluster.seeds` when given).
     pub join: Vec<String>,
-    /// `--cluster-name` / `SWITCHYARD_CLUSTER_NAME`.
+    /// `--cluster-name`.
     pub cluster_name: Option<String>,
-    /// `--replication-factor` / `SWITCHYARD_REPLICATION_FACTOR`.
+    /// `--replication-factor`.
     pub replication_factor: Option<usize>,
-    /// `SWITCHYARD_CLUSTER_KEY` (an environment variable only, so that the
-    /// secret never shows in a process list).
+    /// The cluster key. No flag sets it, so that the secret never shows in
+    /// a process list: the binary reads `SWITCHYARD_CLUSTER_KEY` through
+    /// the environment layer; this is for code that embeds a node.
     pub cluster_key: Option<String>,
-    /// `--allowed-host` / `SWITCHYARD_ALLOWED_HOSTS` (replaces the file's
-    /// `http.allowed_hosts` when given).
+    /// `--allowed-host` (replaces `http.allowed_hosts` when given).
     pub allowed_hosts: Vec<String>,
-    /// `--allow-anonymous` / `SWITCHYARD_ALLOW_ANONYMOUS`.
+    /// `--allow-anonymous`.
     pub allow_anonymous: bool,
-    /// `--tls-cert` / `SWITCHYARD_TLS_CERT`.
+    /// `--tls-cert`.
     pub tls_cert: Option<PathBuf>,
-    /// `--tls-key` / `SWITCHYARD_TLS_KEY`.
+    /// `--tls-key`.
     pub tls_key: Option<PathBuf>,
 }
 
@@ -102,120 +118,74 @@ pub struct NodeConfig {
     pub http_advertise: Option<String>,
 }
 
-/// `v`, refused when it is zero.
-fn positive(name: &'static str, v: Option<u64>) -> Result<Option<u64>, ConfigError> {
-    match v {
-        Some(0) => Err(ConfigError::NotPositive(name)),
-        other => Ok(other),
+/// A duration of `v` seconds.
+fn secs(v: NonZeroU64) -> Duration {
+    Duration::from_secs(v.get())
+}
+
+/// A duration of `v` milliseconds.
+fn ms(v: NonZeroU64) -> Duration {
+    Duration::from_millis(v.get())
+}
+
+/// A retention policy from its optional limits.
+fn policy(max_age_secs: Option<NonZeroU64>, max_bytes: Option<NonZeroU64>) -> RetentionPolicy {
+    RetentionPolicy {
+        max_age: max_age_secs.map(secs),
+        max_bytes: max_bytes.map(NonZeroU64::get),
     }
 }
 
 impl NodeConfig {
-    /// Reads the file (if any) and applies the overrides.
+    /// Layers the file (if any), the process's `SWITCHYARD_*` variables and
+    /// the overrides, and validates the result.
     pub fn load(file: Option<&Path>, over: Overrides) -> Result<NodeConfig, ConfigError> {
-        let mut fc: FileConfig = match file {
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                    path: p.to_owned(),
-                    source,
-                })?;
-                toml::from_str(&text).map_err(|source| ConfigError::Parse {
-                    path: p.to_owned(),
-                    source: Box::new(source),
-                })?
-            }
-            None => FileConfig::default(),
-        };
-        if let Some(dir) = file.and_then(Path::parent) {
-            for b in &mut fc.plugin {
-                if b.file.is_relative() {
-                    b.file = dir.join(&b.file);
-                }
-            }
-            let a = &mut fc.auth;
-            let t = &mut fc.tls;
-            for f in a
-                .hs256_secret_file
-                .iter_mut()
-                .chain(&mut a.public_key_files)
-                .chain(&mut t.cert_file)
-                .chain(&mut t.key_file)
-                .chain(&mut t.ca_file)
-            {
-                if f.is_relative() {
-                    *f = dir.join(&*f);
-                }
-            }
-        }
-        NodeConfig::build(fc, over)
+        let layered = Layered::gather(file, std::env::vars_os(), over)?;
+        NodeConfig::from_layered(&layered)
     }
 
-    /// Builds and validates a config from a parsed file and overrides.
+    /// Validates a layered configuration; the refusal of a key's value
+    /// names where the value came from.
+    pub fn from_layered(layered: &Layered) -> Result<NodeConfig, ConfigError> {
+        NodeConfig::validate(layered.config.clone()).map_err(|error| {
+            match error.key().map(|key| layered.origin(key)) {
+                None | Some(Origin::Default) => error,
+                Some(origin) => ConfigError::Sourced {
+                    origin: origin.to_string(),
+                    error: Box::new(error),
+                },
+            }
+        })
+    }
+
+    /// Applies `over` to `fc` and validates the result. The environment is
+    /// not read: this is for code that embeds a node, and for tests.
     pub fn build(fc: FileConfig, over: Overrides) -> Result<NodeConfig, ConfigError> {
-        let listen = over
-            .listen
-            .or(fc.listen)
-            .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default"));
-        let data_dir = over
-            .data_dir
-            .or(fc.data_dir)
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let log_format = match (over.log_format, fc.log_format) {
-            (Some(f), _) => f,
-            (None, Some(text)) => text.parse()?,
-            (None, None) => LogFormat::default(),
-        };
-        let mut router = RouterConfig::new(data_dir);
+        NodeConfig::validate(over.apply(fc)?)
+    }
+
+    /// Turns the configuration into the components' settings, refusing
+    /// values out of range and settings that do not hold together.
+    fn validate(fc: FileConfig) -> Result<NodeConfig, ConfigError> {
+        let listen = fc.listen;
+        let log_format = fc.log_format.parse()?;
+        let mut router = RouterConfig::new(fc.data_dir);
+        let st = &fc.storage;
         let s = &mut router.store;
-        s.fsync = match (over.fsync, fc.storage.fsync) {
-            (Some(m), _) => m,
-            (None, Some(text)) => text.parse().map_err(|detail| ConfigError::Invalid {
-                key: "storage.fsync",
-                detail,
-            })?,
-            (None, None) => FsyncMode::Always,
-        };
-        if let Some(ms) = positive("storage.fsync_interval_ms", fc.storage.fsync_interval_ms)? {
-            s.fsync_interval = Duration::from_millis(ms);
-        }
-        if let Some(v) = fc.storage.tail_cache_bytes {
-            s.tail_cache_bytes = v;
-        }
-        if let Some(v) = fc.storage.cache_bytes {
-            s.cache_bytes = v;
-        }
-        if let Some(v) = positive(
-            "storage.write_queue",
-            fc.storage.write_queue.map(|v| v as u64),
-        )? {
-            s.write_queue = v as usize;
-        }
-        if let Some(v) = positive(
-            "storage.max_commit_bytes",
-            fc.storage.max_commit_bytes.map(|v| v as u64),
-        )? {
-            s.max_commit_bytes = v as usize;
-        }
-        if let Some(v) = positive(
-            "storage.max_commit_messages",
-            fc.storage.max_commit_messages.map(|v| v as u64),
-        )? {
-            s.max_commit_messages = v as usize;
-        }
-        if let Some(secs) = positive(
-            "publish.idempotency_window_secs",
-            fc.publish.idempotency_window_secs,
-        )? {
-            s.idempotency_window = Duration::from_secs(secs);
-        }
+        s.fsync = st.fsync.parse().map_err(|detail| ConfigError::Invalid {
+            key: "storage.fsync",
+            detail,
+        })?;
+        s.fsync_interval = ms(st.fsync_interval_ms);
+        s.tail_cache_bytes = st.tail_cache_bytes;
+        s.cache_bytes = st.cache_bytes;
+        s.write_queue = st.write_queue.get();
+        s.max_commit_bytes = st.max_commit_bytes.get();
+        s.max_commit_messages = st.max_commit_messages.get();
+        s.idempotency_window = secs(fc.publish.idempotency_window_secs);
         let r = &fc.retention;
-        s.retention_default = RetentionPolicy {
-            max_age: positive("retention.max_age_secs", r.max_age_secs)?.map(Duration::from_secs),
-            max_bytes: positive("retention.max_bytes", r.max_bytes)?,
-        };
-        if let Some(ms) = positive("retention.interval_ms", r.interval_ms)? {
-            s.retention_interval = Duration::from_millis(ms);
-        }
+        s.retention_default = policy(r.max_age_secs, r.max_bytes);
+        s.retention_interval = ms(r.interval_ms);
         for rule in &r.topics {
             let pattern =
                 rule.pattern
@@ -226,169 +196,62 @@ impl NodeConfig {
                     })?;
             s.retention_rules.push(RetentionRule {
                 pattern,
-                policy: RetentionPolicy {
-                    max_age: positive("retention.topics.max_age_secs", rule.max_age_secs)?
-                        .map(Duration::from_secs),
-                    max_bytes: positive("retention.topics.max_bytes", rule.max_bytes)?,
-                },
+                policy: policy(rule.max_age_secs, rule.max_bytes),
             });
         }
         let l = &fc.limits;
-        if let Some(v) = positive(
-            "limits.max_payload_bytes",
-            l.max_payload_bytes.map(|v| v as u64),
-        )? {
-            router.max_payload = v as usize;
-        }
+        router.max_payload = l.max_payload_bytes.get();
+        router.read_limit = fc.sse.read_limit.get();
+        router.read_max_bytes = fc.sse.read_max_bytes.get();
         let mut gateway = GatewayConfig::default();
-        if let Some(v) = positive(
-            "limits.max_batch_bytes",
-            l.max_batch_bytes.map(|v| v as u64),
-        )? {
-            gateway.max_batch_bytes = v as usize;
+        let g = &mut gateway;
+        g.max_batch_bytes = l.max_batch_bytes.get();
+        g.max_batch_messages = l.max_batch_messages.get();
+        g.max_connections = l.max_connections.get();
+        g.max_peer_connections = l.max_peer_connections.get();
+        g.max_connections_per_ip = l.max_connections_per_ip.get();
+        g.max_batch_bytes_in_flight = l.max_batch_bytes_in_flight.get();
+        g.max_pending_output_bytes = l.max_pending_output_bytes.get();
+        g.output_stall_timeout = secs(l.output_stall_timeout_secs);
+        if l.max_groups_without_admin > switchyard_router::MAX_GROUPS {
+            return Err(ConfigError::Invalid {
+                key: "limits.max_groups_without_admin",
+                detail: format!(
+                    "{} is above the node's limit of {} groups",
+                    l.max_groups_without_admin,
+                    switchyard_router::MAX_GROUPS
+                ),
+            });
         }
-        if let Some(v) = positive(
-            "limits.max_batch_messages",
-            l.max_batch_messages.map(|v| v as u64),
-        )? {
-            gateway.max_batch_messages = v as usize;
+        g.max_groups_without_admin = l.max_groups_without_admin;
+        g.max_streams_per_connection = l.max_streams_per_connection.get();
+        if l.request_burst_per_ip.is_some() && l.requests_per_sec_per_ip.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "limits.request_burst_per_ip",
+                detail: "it needs limits.requests_per_sec_per_ip".into(),
+            });
         }
-        if let Some(v) = positive(
-            "limits.max_connections",
-            l.max_connections.map(|v| v as u64),
-        )? {
-            gateway.max_connections = v as usize;
+        g.requests_per_sec_per_ip = l.requests_per_sec_per_ip.map(NonZeroU32::get);
+        g.request_burst_per_ip = l.request_burst_per_ip.map(NonZeroU32::get);
+        g.header_read_timeout = secs(l.header_read_timeout_secs);
+        g.idle_timeout = secs(l.idle_timeout_secs);
+        g.body_read_timeout = secs(l.body_read_timeout_secs);
+        g.h2_keepalive_interval = secs(l.h2_keepalive_interval_secs);
+        g.h2_keepalive_timeout = secs(l.h2_keepalive_timeout_secs);
+        g.max_request_headers = l.max_request_headers.get();
+        g.max_pull_limit = l.max_pull_limit.get();
+        g.max_pull_wait = Duration::from_secs(l.max_pull_wait_secs);
+        // hyper's connection buffer cannot be smaller than 8 KiB.
+        if l.max_header_bytes < 8192 {
+            return Err(ConfigError::TooSmall {
+                key: "limits.max_header_bytes",
+                bound: "8192",
+            });
         }
-        if let Some(v) = positive(
-            "limits.max_peer_connections",
-            l.max_peer_connections.map(|v| v as u64),
-        )? {
-            gateway.max_peer_connections = v as usize;
-        }
-        if let Some(v) = positive(
-            "limits.max_connections_per_ip",
-            l.max_connections_per_ip.map(|v| v as u64),
-        )? {
-            gateway.max_connections_per_ip = v as usize;
-        }
-        if let Some(v) = positive(
-            "limits.max_batch_bytes_in_flight",
-            l.max_batch_bytes_in_flight.map(|v| v as u64),
-        )? {
-            gateway.max_batch_bytes_in_flight = v as usize;
-        }
-        if let Some(v) = positive(
-            "limits.max_pending_output_bytes",
-            l.max_pending_output_bytes.map(|v| v as u64),
-        )? {
-            gateway.max_pending_output_bytes = v as usize;
-        }
-        if let Some(v) = positive(
-            "limits.output_stall_timeout_secs",
-            l.output_stall_timeout_secs,
-        )? {
-            gateway.output_stall_timeout = Duration::from_secs(v);
-        }
-        if let Some(v) = l.max_groups_without_admin {
-            if v > switchyard_router::MAX_GROUPS {
-                return Err(ConfigError::Invalid {
-                    key: "limits.max_groups_without_admin",
-                    detail: format!(
-                        "{v} is above the node's limit of {} groups",
-                        switchyard_router::MAX_GROUPS
-                    ),
-                });
-            }
-            gateway.max_groups_without_admin = v;
-        }
-        if let Some(v) = positive(
-            "limits.max_streams_per_connection",
-            l.max_streams_per_connection.map(u64::from),
-        )? {
-            gateway.max_streams_per_connection = v as u32;
-        }
-        if let Some(v) = positive(
-            "limits.requests_per_sec_per_ip",
-            l.requests_per_sec_per_ip.map(u64::from),
-        )? {
-            gateway.requests_per_sec_per_ip = Some(v as u32);
-        }
-        if let Some(v) = positive(
-            "limits.request_burst_per_ip",
-            l.request_burst_per_ip.map(u64::from),
-        )? {
-            if l.requests_per_sec_per_ip.is_none() {
-                return Err(ConfigError::Invalid {
-                    key: "limits.request_burst_per_ip",
-                    detail: "it needs limits.requests_per_sec_per_ip".into(),
-                });
-            }
-            gateway.request_burst_per_ip = Some(v as u32);
-        }
-        if let Some(v) = positive(
-            "limits.header_read_timeout_secs",
-            l.header_read_timeout_secs,
-        )? {
-            gateway.header_read_timeout = Duration::from_secs(v);
-        }
-        if let Some(v) = positive("limits.idle_timeout_secs", l.idle_timeout_secs)? {
-            gateway.idle_timeout = Duration::from_secs(v);
-        }
-        if let Some(v) = positive("limits.body_read_timeout_secs", l.body_read_timeout_secs)? {
-            gateway.body_read_timeout = Duration::from_secs(v);
-        }
-        if let Some(v) = positive(
-            "limits.h2_keepalive_interval_secs",
-            l.h2_keepalive_interval_secs,
-        )? {
-            gateway.h2_keepalive_interval = Duration::from_secs(v);
-        }
-        if let Some(v) = positive(
-            "limits.h2_keepalive_timeout_secs",
-            l.h2_keepalive_timeout_secs,
-        )? {
-            gateway.h2_keepalive_timeout = Duration::from_secs(v);
-        }
-        if let Some(v) = positive(
-            "limits.max_request_headers",
-            l.max_request_headers.map(|v| v as u64),
-        )? {
-            gateway.max_request_headers = v as usize;
-        }
-        if let Some(v) = positive("limits.max_pull_limit", l.max_pull_limit.map(|v| v as u64))? {
-            gateway.max_pull_limit = v as usize;
-        }
-        if let Some(v) = l.max_pull_wait_secs {
-            gateway.max_pull_wait = Duration::from_secs(v);
-        }
-        if let Some(v) = l.max_header_bytes {
-            // hyper's connection buffer cannot be smaller than 8 KiB.
-            if v < 8192 {
-                return Err(ConfigError::TooSmall {
-                    key: "limits.max_header_bytes",
-                    bound: "8192",
-                });
-            }
-            gateway.max_header_bytes = v;
-        }
-        if let Some(v) = l.shutdown_grace_secs {
-            gateway.shutdown_grace = Duration::from_secs(v);
-        }
-        if let Some(v) = positive("sse.read_limit", fc.sse.read_limit.map(|v| v as u64))? {
-            router.read_limit = v as usize;
-        }
-        if let Some(v) = positive(
-            "sse.read_max_bytes",
-            fc.sse.read_max_bytes.map(|v| v as u64),
-        )? {
-            router.read_max_bytes = v as usize;
-        }
-        if let Some(v) = positive("sse.heartbeat_secs", fc.sse.heartbeat_secs)? {
-            gateway.heartbeat = Duration::from_secs(v);
-        }
-        if let Some(v) = fc.sse.retry_ms {
-            gateway.retry = Duration::from_millis(v);
-        }
+        g.max_header_bytes = l.max_header_bytes;
+        g.shutdown_grace = Duration::from_secs(l.shutdown_grace_secs);
+        g.heartbeat = secs(fc.sse.heartbeat_secs);
+        g.retry = Duration::from_millis(fc.sse.retry_ms);
         for origin in &fc.cors.allow_origins {
             let ok = origin == "*"
                 || ((origin.starts_with("http://") || origin.starts_with("https://"))
@@ -403,13 +266,8 @@ impl NodeConfig {
                 });
             }
         }
-        gateway.cors_origins = fc.cors.allow_origins;
-        let allowed_hosts = if over.allowed_hosts.is_empty() {
-            fc.http.allowed_hosts
-        } else {
-            Some(over.allowed_hosts)
-        };
-        for host in allowed_hosts.iter().flatten() {
+        g.cors_origins = fc.cors.allow_origins;
+        for host in fc.http.allowed_hosts.iter().flatten() {
             switchyard_gateway::check_allowed_host(host).map_err(|detail| {
                 ConfigError::Invalid {
                     key: "http.allowed_hosts",
@@ -417,8 +275,8 @@ impl NodeConfig {
                 }
             })?;
         }
-        gateway.allowed_hosts = allowed_hosts;
-        let allow_anonymous = over.allow_anonymous || fc.auth.allow_anonymous == Some(true);
+        g.allowed_hosts = fc.http.allowed_hosts;
+        let allow_anonymous = fc.auth.allow_anonymous;
         gateway.auth = auth(fc.auth)?;
         plugins(&mut router, &mut gateway, fc.plugins, fc.plugin)?;
         if gateway.max_batch_bytes < router.max_payload {
@@ -431,23 +289,17 @@ impl NodeConfig {
         if let Some(h) = &http_advertise {
             check_host_port(h)?;
         }
-        if let Some(a) = &fc.cluster.acks {
-            router.acks = a.parse().map_err(|e: switchyard_router::RouterError| {
-                ConfigError::Cluster(format!("cluster.acks: {e}"))
+        router.acks = fc
+            .cluster
+            .acks
+            .parse()
+            .map_err(|e: switchyard_router::RouterError| ConfigError::Invalid {
+                key: "cluster.acks",
+                detail: e.to_string(),
             })?;
-        }
-        if let Some(v) = positive("cluster.ack_timeout_ms", fc.cluster.ack_timeout_ms)? {
-            router.ack_timeout = Duration::from_millis(v);
-        }
-        let mut cluster = cluster(
-            fc.cluster,
-            over.gossip_listen,
-            over.join,
-            over.cluster_name,
-            over.cluster_key,
-            over.replication_factor,
-        )?;
-        let peer_ca = tls(&mut gateway, fc.tls, over.tls_cert, over.tls_key)?;
+        router.ack_timeout = ms(fc.cluster.ack_timeout_ms);
+        let mut cluster = cluster(fc.cluster)?;
+        let peer_ca = tls(&mut gateway, fc.tls)?;
         if let (Some(cc), Some(_)) = (&mut cluster, &gateway.tls) {
             let peer = switchyard_cluster::transport::peer_tls_config(peer_ca)
                 .map_err(|e| ConfigError::Tls(format!("ca_file: {e}")))?;
@@ -554,34 +406,22 @@ fn auth(a: AuthSection) -> Result<AuthConfig, ConfigError> {
                 .into(),
         });
     }
-    if let Some(v) = a.leeway_secs {
-        config.leeway = Duration::from_secs(v);
-    }
-    if let Some(v) = a.require_exp {
-        config.require_exp = v;
-    }
+    config.leeway = Duration::from_secs(a.leeway_secs);
+    config.require_exp = a.require_exp;
     config.audience = a.audience;
     config.issuer = a.issuer;
-    if let Some(v) = positive("auth.token_cache", a.token_cache.map(|v| v as u64))? {
-        config.cache_entries = v as usize;
-    }
+    config.cache_entries = a.token_cache.get();
     Ok(config)
 }
 
-/// The `[tls]` section with its overrides: loads the listener's
-/// certificate into `gateway`, and returns the CA certificates peers'
-/// certificates must chain to, when given.
+/// The `[tls]` section: loads the listener's certificate into `gateway`,
+/// and returns the CA certificates peers' certificates must chain to, when
+/// given.
 fn tls(
     gateway: &mut GatewayConfig,
     t: TlsSection,
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
 ) -> Result<Option<Vec<rustls_pki_types::CertificateDer<'static>>>, ConfigError> {
-    let poll_interval = positive("tls.poll_interval_secs", t.poll_interval_secs)?.map_or(
-        switchyard_gateway::tls::DEFAULT_TLS_POLL_INTERVAL,
-        Duration::from_secs,
-    );
-    let (cert, key) = match (cert.or(t.cert_file), key.or(t.key_file)) {
+    let (cert, key) = match (t.cert_file, t.key_file) {
         (Some(c), Some(k)) => (c, k),
         (None, None) => {
             if t.ca_file.is_some() {
@@ -600,7 +440,7 @@ fn tls(
     let settings = switchyard_gateway::tls::TlsSettings {
         cert_file: cert,
         key_file: key,
-        poll_interval,
+        poll_interval: secs(t.poll_interval_secs),
     };
     gateway.tls =
         Some(switchyard_gateway::tls::ServerCert::load(settings).map_err(ConfigError::Tls)?);
@@ -627,47 +467,25 @@ fn check_host_port(value: &str) -> Result<(), ConfigError> {
     }
 }
 
-/// The `[cluster]` section with its overrides; `None` without a gossip address.
-fn cluster(
-    c: ClusterSection,
-    gossip_listen: Option<SocketAddr>,
-    join: Vec<String>,
-    name: Option<String>,
-    key: Option<String>,
-    replication_factor: Option<usize>,
-) -> Result<Option<ClusterConfig>, ConfigError> {
-    let Some(listen) = gossip_listen.or(c.gossip_listen) else {
-        if !join.is_empty() || !c.seeds.is_empty() {
+/// The `[cluster]` section; `None` without a gossip address.
+fn cluster(c: ClusterSection) -> Result<Option<ClusterConfig>, ConfigError> {
+    let Some(listen) = c.gossip_listen else {
+        if !c.seeds.is_empty() {
             return Err(ConfigError::SeedsWithoutGossip);
         }
         return Ok(None);
     };
-    let key = key.or(c.key).ok_or(ConfigError::NoClusterKey)?;
+    let key = c.key.ok_or(ConfigError::NoClusterKey)?;
     let mut cc = ClusterConfig::new(listen, key.into_bytes());
-    if let Some(n) = name.or(c.name) {
-        cc.name = n;
-    }
+    cc.name = c.name;
     cc.gossip_advertise = c.gossip_advertise;
-    cc.seeds = if join.is_empty() { c.seeds } else { join };
-    let ms = Duration::from_millis;
-    if let Some(v) = positive("cluster.probe_period_ms", c.probe_period_ms)? {
-        cc.probe_period = ms(v);
-    }
-    if let Some(v) = positive("cluster.probe_rtt_ms", c.probe_rtt_ms)? {
-        cc.probe_rtt = ms(v);
-    }
-    if let Some(v) = positive("cluster.suspect_timeout_ms", c.suspect_timeout_ms)? {
-        cc.suspect_timeout = ms(v);
-    }
-    if let Some(v) = positive("cluster.gossip_interval_ms", c.gossip_interval_ms)? {
-        cc.gossip_interval = ms(v);
-    }
-    if let Some(v) = c.gossip_fanout {
-        cc.gossip_fanout = v;
-    }
-    if let Some(v) = replication_factor.or(c.replication_factor) {
-        cc.replication_factor = v;
-    }
+    cc.seeds = c.seeds;
+    cc.probe_period = ms(c.probe_period_ms);
+    cc.probe_rtt = ms(c.probe_rtt_ms);
+    cc.suspect_timeout = ms(c.suspect_timeout_ms);
+    cc.gossip_interval = ms(c.gossip_interval_ms);
+    cc.gossip_fanout = c.gossip_fanout;
+    cc.replication_factor = c.replication_factor;
     cc.validate().map_err(ConfigError::Cluster)?;
     Ok(Some(cc))
 }
@@ -680,71 +498,28 @@ fn plugins(
     bindings: Vec<PluginBindingSection>,
 ) -> Result<(), ConfigError> {
     let p = &mut router.plugins;
-    if section.compile_cache == Some(false) {
-        p.engine.cache_dir = None;
-    } else {
-        p.engine.cache_dir = Some(router.store.path.join("plugin-cache"));
-    }
-    if let Some(v) = section.pooled_instances {
-        p.engine.pooled_instances = v;
-    }
-    if let Some(v) = positive(
-        "plugins.max_memory_mb",
-        section.max_memory_mb.map(|v| v as u64),
-    )? {
-        p.engine.max_memory_bytes = (v as usize) << 20;
-    }
-    if let Some(v) = positive(
-        "plugins.max_upload_bytes",
-        section.max_upload_bytes.map(|v| v as u64),
-    )? {
-        gateway.max_plugin_bytes = v as usize;
-    }
+    p.engine.cache_dir = section
+        .compile_cache
+        .then(|| router.store.path.join("plugin-cache"));
+    gateway.max_plugin_bytes = section.max_upload_bytes.get();
     let e = &mut p.engine;
-    if let Some(v) = positive("plugins.max_fuel", section.max_fuel)? {
-        e.max_fuel = v;
-    }
-    if let Some(v) = positive("plugins.memory_budget_bytes", section.memory_budget_bytes)? {
-        e.memory_budget_bytes = v;
-    }
-    if let Some(v) = positive("plugins.compile_timeout_ms", section.compile_timeout_ms)? {
-        e.compile_timeout = std::time::Duration::from_millis(v);
-    }
-    if let Some(v) = positive("plugins.kv_max_bytes", section.kv_max_bytes)? {
-        e.kv_max_bytes = v;
-    }
-    if let Some(v) = positive(
-        "plugins.log_lines_per_sec",
-        section.log_lines_per_sec.map(u64::from),
-    )? {
-        e.log_lines_per_sec = v.min(u64::from(u32::MAX)) as u32;
-    }
-    if let Some(v) = positive("plugins.log_bytes_per_sec", section.log_bytes_per_sec)? {
-        e.log_bytes_per_sec = v;
-    }
-    if let Some(v) = positive("plugins.threads", section.threads.map(|v| v as u64))? {
-        e.threads = v.min(256) as usize;
+    e.pooled_instances = section.pooled_instances;
+    e.max_memory_bytes = section.max_memory_mb.get() << 20;
+    e.max_fuel = section.max_fuel.get();
+    e.memory_budget_bytes = section.memory_budget_bytes.get();
+    e.compile_timeout = ms(section.compile_timeout_ms);
+    e.kv_max_bytes = section.kv_max_bytes.get();
+    e.log_lines_per_sec = section.log_lines_per_sec.get();
+    e.log_bytes_per_sec = section.log_bytes_per_sec.get();
+    if let Some(v) = section.threads {
+        e.threads = v.get().min(256);
     }
     let d = &mut p.limits;
     d.max_output_bytes = router.max_payload;
-    if let Some(v) = positive("plugins.fuel", section.fuel)? {
-        d.fuel = v;
-    }
-    if let Some(v) = positive("plugins.memory_mb", section.memory_mb.map(|v| v as u64))? {
-        d.memory_bytes = (v as usize) << 20;
-    }
-    if let Some(v) = positive(
-        "plugins.max_instances",
-        section.max_instances.map(|v| v as u64),
-    )? {
-        d.max_instances = v as usize;
-    }
-    if let Some(v) = positive(
-        "plugins.max_host_calls",
-        section.max_host_calls.map(u64::from),
-    )? {
-        d.max_host_calls = v as u32;
-    }
+    d.fuel = section.fuel.get();
+    d.memory_bytes = section.memory_mb.get() << 20;
+    d.max_instances = section.max_instances.get();
+    d.max_host_calls = section.max_host_calls.get();
     let defaults = *d;
     for b in bindings {
         let invalid = |detail: &dyn std::fmt::Display| ConfigError::Plugin {
@@ -772,13 +547,12 @@ fn plugins(
                 .map_or(Ok(ErrorPolicy::default()), str::parse)
                 .map_err(|e| invalid(&e))?,
             limits: Limits {
-                fuel: positive("plugin.fuel", b.fuel)?.unwrap_or(defaults.fuel),
-                memory_bytes: positive("plugin.memory_mb", b.memory_mb.map(|v| v as u64))?
-                    .map_or(defaults.memory_bytes, |v| (v as usize) << 20),
-                max_instances: positive("plugin.max_instances", b.max_instances.map(|v| v as u64))?
-                    .map_or(defaults.max_instances, |v| v as usize),
-                max_host_calls: positive("plugin.max_host_calls", b.max_host_calls.map(u64::from))?
-                    .map_or(defaults.max_host_calls, |v| v as u32),
+                fuel: b.fuel.map_or(defaults.fuel, NonZeroU64::get),
+                memory_bytes: b.memory_mb.map_or(defaults.memory_bytes, |v| v.get() << 20),
+                max_instances: b.max_instances.map_or(defaults.max_instances, |v| v.get()),
+                max_host_calls: b
+                    .max_host_calls
+                    .map_or(defaults.max_host_calls, |v| v.get()),
                 ..defaults
             },
         };

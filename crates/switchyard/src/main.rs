@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
-use switchyard::args::{Cli, Command, ServeArgs};
-use switchyard::config::NodeConfig;
+use switchyard::args::{Cli, Command, ConfigCommand, ServeArgs, ShowFormat};
+use switchyard::config::{ConfigError, Layered, NodeConfig};
 use switchyard::node::{Node, NodeError};
 use switchyard::reload::Reloader;
 
@@ -50,6 +50,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Config(cmd) => config(cmd),
             Command::Client(cmd) => switchyard::commands::run(cmd, cli.ca_file.as_deref()).await,
         }
     });
@@ -57,9 +58,40 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // A refused configuration exits with 2, as a refused flag does.
+            if e.downcast_ref::<ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// `switchyard config show` and `switchyard config check`.
+fn config(cmd: ConfigCommand) -> Result<()> {
+    match cmd {
+        ConfigCommand::Show { format, serve } => {
+            let (file, overrides) = serve.into_overrides();
+            let layered = Layered::gather(file.as_deref(), std::env::vars_os(), overrides)?;
+            let mut out = std::io::stdout().lock();
+            match format {
+                ShowFormat::Toml => out.write_all(layered.to_toml()?.as_bytes())?,
+                ShowFormat::Json => {
+                    serde_json::to_writer_pretty(&mut out, &layered.to_json()?)?;
+                    out.write_all(b"\n")?;
+                }
+            }
+            out.flush()?;
+        }
+        ConfigCommand::Check { serve } => {
+            let (file, overrides) = serve.into_overrides();
+            let layered = Layered::gather(file.as_deref(), std::env::vars_os(), overrides)?;
+            NodeConfig::from_layered(&layered)?;
+            println!("configuration is valid");
+        }
+    }
+    Ok(())
 }
 
 /// `switchyard serve`: validates the whole configuration, binds, starts the

@@ -4,12 +4,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// A configuration that cannot be used. Nothing was opened or bound when
-/// this is returned: the node refuses to start, and only a changed file,
-/// flag or environment variable helps.
+/// this is returned: the node refuses to start (exit status 2), and only a
+/// changed file, flag or environment variable helps.
 ///
-/// The message names the key (as the config file spells it) and the
-/// problem; an underlying I/O or TOML error is the [`source`] and not part
-/// of the message, so print the chain (`{:#}` with `anyhow`).
+/// The message names the key (as the config file spells it), where its
+/// value came from, and the problem; an underlying I/O or TOML error is the
+/// [`source`] and not part of the message, so print the chain (`{:#}` with
+/// `anyhow`).
 ///
 /// [`source`]: std::error::Error::source
 #[derive(Debug, thiserror::Error)]
@@ -33,9 +34,56 @@ pub enum ConfigError {
         #[source]
         source: Box<toml::de::Error>,
     },
-    /// A number that must be above zero is zero.
-    #[error("{0} must be greater than 0")]
-    NotPositive(&'static str),
+    /// An environment variable's value does not fit its key.
+    #[error("{var} (key {key}): {detail}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// The key it sets.
+        key: String,
+        /// What is wrong with the value, and the type expected.
+        detail: String,
+    },
+    /// A `SWITCHYARD_*` variable that looks like a configuration key (it
+    /// starts with a section's name, or is one letter away from a key's
+    /// variable) but names none: most likely a typo, which would otherwise
+    /// leave the setting at its default unnoticed.
+    #[error("{var} names no configuration key{hint}")]
+    UnknownEnv {
+        /// The variable.
+        var: String,
+        /// ` (did you mean ...?)`, or empty.
+        hint: String,
+    },
+    /// A variable names an array of tables, which only the file can hold.
+    #[error("{var}: {key} is an array of tables, which only the config file can set{hint}")]
+    EnvFileOnly {
+        /// The variable.
+        var: String,
+        /// The key, such as `plugin` or `retention.topics`.
+        key: String,
+        /// ` (did you mean ...?)`, or empty.
+        hint: String,
+    },
+    /// A key's variable and its older name are both set, to different values.
+    #[error("{canonical} and {alias} (its older name) are both set, to different values: keep one")]
+    EnvTwice {
+        /// The variable named by the rule.
+        canonical: String,
+        /// The older name.
+        alias: String,
+    },
+    /// A `SWITCHYARD_*` variable whose value is not UTF-8.
+    #[error("{0}: the value is not UTF-8")]
+    EnvNotUnicode(String),
+    /// A refusal of a value that came from somewhere other than the defaults.
+    #[error("{error} (from {origin})")]
+    Sourced {
+        /// Where the refused value came from: a file, a variable or a flag.
+        origin: String,
+        /// The refusal.
+        error: Box<ConfigError>,
+    },
     /// A value is below its lower bound (a number, or another key).
     #[error("{key} must be at least {bound}")]
     TooSmall {
@@ -118,4 +166,17 @@ pub enum ConfigError {
         /// The gossip listen address.
         listen: SocketAddr,
     },
+}
+
+impl ConfigError {
+    /// The key this refusal is about, when it is about one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::TooSmall { key, .. } | ConfigError::Invalid { key, .. } => Some(key),
+            ConfigError::LogFormat(_) => Some("log_format"),
+            ConfigError::HttpAdvertise { .. } => Some("cluster.http_advertise"),
+            ConfigError::NoGossipAddress { .. } => Some("cluster.gossip_listen"),
+            _ => None,
+        }
+    }
 }
