@@ -8,6 +8,7 @@ mod support;
 mod auth;
 mod bad_input;
 mod cluster;
+mod config;
 mod crash;
 mod faults;
 mod groups;
