@@ -59,48 +59,54 @@ pub struct ServeArgs {
     /// TOML config file (see docs/configuration.md).
     #[arg(long, env = "SWITCHYARD_CONFIG")]
     pub config: Option<PathBuf>,
-    /// HTTP listen address; port 0 picks a free port [key: listen].
+    /// HTTP listen address; port 0 picks a free port
+    /// [key: listen, env: SWITCHYARD_LISTEN].
     #[arg(long)]
     pub listen: Option<SocketAddr>,
-    /// Data directory [key: data_dir].
+    /// Data directory [key: data_dir, env: SWITCHYARD_DATA_DIR].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Durability: always, interval or never [key: storage.fsync].
+    /// Durability: always, interval or never
+    /// [key: storage.fsync, env: SWITCHYARD_STORAGE_FSYNC].
     #[arg(long, hide_possible_values = true)]
     pub fsync: Option<FsyncArg>,
-    /// Log format: pretty or json [key: log_format].
+    /// Log format: pretty or json [key: log_format, env: SWITCHYARD_LOG_FORMAT].
     #[arg(long, hide_possible_values = true)]
     pub log_format: Option<LogFormat>,
     /// UDP address for cluster gossip; the node joins a cluster only
     /// when this is set (the key comes from SWITCHYARD_CLUSTER_KEY)
-    /// [key: cluster.gossip_listen].
+    /// [key: cluster.gossip_listen, env: SWITCHYARD_CLUSTER_GOSSIP_LISTEN].
     #[arg(long)]
     pub gossip_listen: Option<SocketAddr>,
     /// Gossip address (host:port) of a node to join through (repeatable;
-    /// replaces cluster.seeds) [key: cluster.seeds].
+    /// replaces cluster.seeds) [key: cluster.seeds, env: SWITCHYARD_CLUSTER_SEEDS].
     #[arg(long = "join", value_delimiter = ',')]
     pub join: Vec<String>,
-    /// Cluster name (nodes of another name are refused) [key: cluster.name].
+    /// Cluster name (nodes of another name are refused)
+    /// [key: cluster.name, env: SWITCHYARD_CLUSTER_NAME].
     #[arg(long)]
     pub cluster_name: Option<String>,
     /// Nodes holding each origin's whole log, the origin included (1 to 7)
-    /// [key: cluster.replication_factor].
+    /// [key: cluster.replication_factor, env: SWITCHYARD_CLUSTER_REPLICATION_FACTOR].
     #[arg(long)]
     pub replication_factor: Option<usize>,
     /// A host name the node answers to (repeatable; replaces the list):
-    /// name, name:port, *.suffix or * [key: http.allowed_hosts].
+    /// name, name:port, *.suffix or *
+    /// [key: http.allowed_hosts, env: SWITCHYARD_HTTP_ALLOWED_HOSTS].
     #[arg(long = "allowed-host", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
     /// Start on a non-loopback address without [auth] keys (or with
     /// anonymous = "all"): every client that reaches it may publish and
-    /// administer. For trusted networks only [key: auth.allow_anonymous].
+    /// administer. For trusted networks only
+    /// [key: auth.allow_anonymous, env: SWITCHYARD_AUTH_ALLOW_ANONYMOUS].
     #[arg(long)]
     pub allow_anonymous: bool,
     /// PEM certificate chain: the listener speaks TLS only (with --tls-key).
-    /// Reloaded on SIGHUP and when the file changes [key: tls.cert_file].
+    /// Reloaded on SIGHUP and when the file changes
+    /// [key: tls.cert_file, env: SWITCHYARD_TLS_CERT_FILE].
     #[arg(long)]
     pub tls_cert: Option<PathBuf>,
-    /// PEM private key of --tls-cert [key: tls.key_file].
+    /// PEM private key of --tls-cert [key: tls.key_file, env: SWITCHYARD_TLS_KEY_FILE].
     #[arg(long)]
     pub tls_key: Option<PathBuf>,
 }
@@ -551,6 +557,24 @@ mod tests {
     #[test]
     fn the_command_line_is_well_formed() {
         <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn serve_flags_name_their_key_and_variable() {
+        let cli = <Cli as clap::CommandFactory>::command();
+        let serve = cli.find_subcommand("serve").expect("serve");
+        for (flag, key) in crate::config::sources::FLAGS {
+            let arg = serve
+                .get_arguments()
+                .find(|a| a.get_long() == flag.strip_prefix("--"))
+                .unwrap_or_else(|| panic!("{flag}"));
+            let help = arg.get_help().expect("help").to_string();
+            let var = crate::config::sources::env_name(key);
+            assert!(
+                help.ends_with(&format!("[key: {key}, env: {var}]")),
+                "{flag}: {help}"
+            );
+        }
     }
 
     #[test]

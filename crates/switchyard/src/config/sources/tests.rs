@@ -302,6 +302,9 @@ fn a_typo_in_a_variable_is_refused() {
         ("SWITCHYARD_CA_FILE", "ca.pem"),
         ("SWITCHYARD_BIN", "target/release/switchyard"),
         ("SWITCHYARD_VENV", "/tmp/venv"),
+        ("SWITCHYARD_OPS_ARTIFACTS", "/tmp/artifacts"),
+        ("SWITCHYARD_CHROMIUM", "/usr/bin/chromium"),
+        ("SWITCHYARD_CHROMEDRIVER", "/usr/bin/chromedriver"),
         ("OTHER_LIMITS_MAX_PAYLOAD_BYTES", "x"),
     ];
     assert!(layered("", &others, Overrides::default()).is_ok());
