@@ -716,7 +716,12 @@ fn encode_cluster(e: &mut DescriptorEncoder, c: &ClusterNumbers) -> std::fmt::Re
     for (state, v) in MEMBER_STATES.iter().zip(c.members) {
         ConstGauge::new(v).encode(m.encode_family(&[("state", *state)])?)?;
     }
-    let gossip = |name: &str| c.gossip.iter().find(|(n, _)| *n == name).map_or(0, |(_, v)| *v);
+    let gossip = |name: &str| {
+        c.gossip
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, v)| *v)
+    };
     for (metric, help, what) in [
         (
             "switchyard_gossip_packets",
