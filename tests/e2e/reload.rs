@@ -56,7 +56,7 @@ async fn sighup_rebinds_the_files_plugins_and_names_what_needs_a_restart() {
     .expect("guest plugins build");
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("switchyard.toml");
-    let node = Node::start_with_config(
+    let mut node = Node::start_with_config(
         dir.path(),
         &tagger(&wasm_dir, "tag", "v1"),
         &["--fsync", "never"],
@@ -107,6 +107,21 @@ async fn sighup_rebinds_the_files_plugins_and_names_what_needs_a_restart() {
         "{h}"
     );
 
+    // `switchyard reload` (the pid file in the data directory) does what
+    // SIGHUP does; with a file that does not load, it signals nothing.
+    let data_dir = node.data_dir.clone();
+    let reload = |config: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("reload")
+            .arg("--config")
+            .arg(config)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .output()
+            .unwrap()
+    };
+    let out = reload(&config);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
     // Removed from the file: unbound; unchanged: left as it was. (The
     // limit stays in the file: a binding's output limit follows
     // `max_payload_bytes`, so removing it would change `mark` too.)
@@ -118,11 +133,30 @@ async fn sighup_rebinds_the_files_plugins_and_names_what_needs_a_restart() {
         ),
     )
     .unwrap();
-    node.hangup();
+    let out = reload(&config);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("asked the node"),
+        "{out:?}"
+    );
     let h = published_headers(&node, |h| h.get("x-tag").is_none()).await;
     assert!(h.get("x-tag").is_none(), "{h}");
     assert_eq!(h["x-mark"], "on", "{h}");
     let plugins = node.get_json("/v1/plugins").await;
     assert_eq!(plugins["plugins"].as_array().unwrap().len(), 1, "{plugins}");
     assert_eq!(plugins["plugins"][0]["version"], 1, "{plugins}");
+    // The pid file lives as long as the node.
+    let pid_file = node.data_dir.join("switchyard.pid");
+    assert_eq!(
+        std::fs::read_to_string(&pid_file).unwrap().trim(),
+        node.pid().to_string()
+    );
+    assert!(node.terminate(), "the node did not stop on SIGTERM");
+    assert!(!pid_file.exists(), "the pid file outlived the node");
+    let out = reload(&config);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("switchyard.pid"),
+        "{out:?}"
+    );
 }

@@ -116,6 +116,16 @@ impl Node {
         assert_eq!(r, 0);
     }
 
+    /// SIGTERM, then waits (up to 30 s) for the process to exit; returns
+    /// whether it did.
+    #[allow(unsafe_code)]
+    pub fn terminate(&mut self) -> bool {
+        // SAFETY: kill(2) on the pid of a child process this test started.
+        let r = unsafe { libc::kill(self.pid() as i32, libc::SIGTERM) };
+        assert_eq!(r, 0);
+        self.wait_exit(Duration::from_secs(30))
+    }
+
     /// The node's log so far (`dir/node.log`, at `E2E_NODE_LOG`, default
     /// `warn`).
     pub fn log(&self) -> String {

@@ -38,6 +38,10 @@ pub enum Command {
     /// Print or check the configuration `serve` would run with.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Ask a running node to reload its configuration file (as SIGHUP
+    /// does): checks the configuration first, then signals the node whose
+    /// pid file is in the data directory.
+    Reload(ReloadArgs),
     /// A command that talks to a node (or runs a plugin locally).
     #[command(flatten)]
     Client(ClientCommand),
@@ -155,6 +159,19 @@ pub enum ConfigCommand {
         #[command(flatten)]
         serve: ServeArgs,
     },
+}
+
+/// `switchyard reload`.
+#[derive(Args)]
+pub struct ReloadArgs {
+    /// The node's process id, instead of the pid file
+    /// (`<data_dir>/switchyard.pid`).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// The configuration, as `serve` takes it: it is checked before the
+    /// node is signalled, and names the data directory.
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 /// `config show --format`.

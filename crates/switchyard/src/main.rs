@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
-use switchyard::args::{Cli, Command, ConfigCommand, ServeArgs, ShowFormat};
+use switchyard::args::{Cli, Command, ConfigCommand, ReloadArgs, ServeArgs, ShowFormat};
 use switchyard::config::{ConfigError, Layered, NodeConfig};
 use switchyard::node::{Node, NodeError};
 use switchyard::reload::Reloader;
@@ -51,6 +51,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Config(cmd) => config(cmd),
+            Command::Reload(args) => reload(args),
             Command::Client(cmd) => switchyard::commands::run(cmd, cli.ca_file.as_deref()).await,
         }
     });
@@ -94,6 +95,60 @@ fn config(cmd: ConfigCommand) -> Result<()> {
     Ok(())
 }
 
+/// The file in the data directory that holds a running node's process id.
+const PID_FILE: &str = "switchyard.pid";
+
+/// `switchyard reload`: checks the configuration as `serve` would load it,
+/// then sends SIGHUP to the node that runs on its data directory.
+fn reload(args: ReloadArgs) -> Result<()> {
+    let (file, overrides) = args.serve.into_overrides();
+    let config = NodeConfig::load(file.as_deref(), overrides)?;
+    let pid_file = config.router.store.path.join(PID_FILE);
+    let pid = match args.pid {
+        Some(p) => p,
+        None => std::fs::read_to_string(&pid_file)
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read {}: {e}; is a node running on this data directory? (or give --pid)",
+                    pid_file.display()
+                )
+            })?
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{} does not hold a process id: {e}", pid_file.display()))?,
+    };
+    // A pid file left by a node that was killed may name another process now.
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if !cmdline.split(|&b| b == 0).any(|a| a == b"serve") {
+        anyhow::bail!("process {pid} is not a running switchyard node");
+    }
+    let target = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| anyhow::anyhow!("{pid} is not a process id"))?;
+    rustix::process::kill_process(target, rustix::process::Signal::HUP)
+        .map_err(|e| anyhow::anyhow!("cannot signal process {pid}: {e}"))?;
+    println!("asked the node (pid {pid}) to reload; its log names what changed");
+    Ok(())
+}
+
+/// Writes the pid file while the node runs; removes it when dropped.
+struct PidFile(std::path::PathBuf);
+
+impl PidFile {
+    fn create(data_dir: &std::path::Path) -> std::io::Result<PidFile> {
+        let path = data_dir.join(PID_FILE);
+        std::fs::write(&path, format!("{}\n", std::process::id()))?;
+        Ok(PidFile(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// `switchyard serve`: validates the whole configuration, binds, starts the
 /// node, prints where it listens, and runs it until Ctrl-C or SIGTERM.
 async fn serve(args: ServeArgs) -> Result<()> {
@@ -109,7 +164,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let signals = Signals::install()?;
     let hangups = Hangups::install()?;
     let tls = config.gateway.tls.clone();
+    let data_dir = config.router.store.path.clone();
     let node = Node::start(config, listener).await?;
+    // After the store is open: it holds the data directory's lock.
+    let _pid_file = PidFile::create(&data_dir)
+        .inspect_err(|e| tracing::warn!(target: "switchyard", error = %e, "cannot write the pid file; `switchyard reload` needs --pid"))
+        .ok();
     hangups.reload_with(Reloader::new(
         node.router().clone(),
         tls.clone(),
