@@ -160,3 +160,31 @@ async fn sighup_rebinds_the_files_plugins_and_names_what_needs_a_restart() {
         "{out:?}"
     );
 }
+
+#[tokio::test]
+async fn sighup_changes_the_log_filter_of_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    // The file's filter applies: SWITCHYARD_LOG is empty (unset) here.
+    let node = Node::start_with_config_env(
+        dir.path(),
+        "log = \"error\"\n",
+        &["--fsync", "never"],
+        &[("SWITCHYARD_LOG", Path::new(""))],
+    );
+    node.publish("t", "x").await;
+    std::fs::write(&config, "log = \"warn,switchyard::access=info\"\n").unwrap();
+    node.hangup();
+    wait_log(&node, "log filter changed").await;
+    let before = node.log().matches("switchyard::access").count();
+    node.publish("t", "y").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.log().matches("switchyard::access").count() == before {
+        assert!(Instant::now() < deadline, "no access line:\n{}", node.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A filter that does not parse is refused with the whole file.
+    std::fs::write(&config, "log = \"warn,=[\"\n").unwrap();
+    node.hangup();
+    wait_log(&node, "configuration not reloaded").await;
+}

@@ -108,6 +108,8 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// Log output format.
     pub log_format: LogFormat,
+    /// The log filter (`tracing` `EnvFilter` directives), checked.
+    pub log_filter: String,
     /// Engine and store settings.
     pub router: RouterConfig,
     /// HTTP settings.
@@ -169,6 +171,8 @@ impl NodeConfig {
     fn validate(fc: FileConfig) -> Result<NodeConfig, ConfigError> {
         let listen = fc.listen;
         let log_format = fc.log_format.parse()?;
+        let log_filter = crate::logging::check_filter(&fc.log)
+            .map_err(|detail| ConfigError::Invalid { key: "log", detail })?;
         let mut router = RouterConfig::new(fc.data_dir);
         let st = &fc.storage;
         let s = &mut router.store;
@@ -308,6 +312,7 @@ impl NodeConfig {
         let config = NodeConfig {
             listen,
             log_format,
+            log_filter,
             router,
             gateway,
             cluster,

@@ -154,7 +154,8 @@ impl Drop for PidFile {
 async fn serve(args: ServeArgs) -> Result<()> {
     let (file, overrides) = args.into_overrides();
     let config = NodeConfig::load(file.as_deref(), overrides)?;
-    switchyard::logging::init(config.log_format);
+    let log_filter = switchyard::logging::init(config.log_format, &config.log_filter);
+    let filter = config.log_filter.clone();
     let listener = listen(config.listen).map_err(|source| NodeError::Listen {
         addr: config.listen,
         source,
@@ -175,6 +176,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tls.clone(),
         file,
         Box::new(load_again),
+        log_filter,
+        filter,
     ));
     // The first stdout line tells scripts and tests where the node listens.
     let scheme = if tls.is_some() { "https" } else { "http" };

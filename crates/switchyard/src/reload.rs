@@ -7,7 +7,8 @@
 //!   changed ones (settings or component file) bound again, removed ones
 //!   unbound; unchanged ones keep running;
 //! - the TLS certificate and key files are read again (the node also
-//!   notices changed files by itself within a few seconds).
+//!   notices changed files by itself within a few seconds);
+//! - the log filter (`log`, or `SWITCHYARD_LOG`, which wins over the file).
 //!
 //! The rest of the configuration (listen address, limits, storage, auth
 //! keys, cluster settings) is fixed at start: a change to it in the file is
@@ -38,6 +39,8 @@ pub struct Outcome {
     pub tls: Option<bool>,
     /// Keys of the file that changed and take effect only at a restart.
     pub restart_needed: Vec<String>,
+    /// The new log filter, when it changed.
+    pub log_filter: Option<String>,
 }
 
 /// Reloads a node's configuration on demand.
@@ -48,16 +51,22 @@ pub struct Reloader {
     load: Loader,
     /// The file's values as last loaded, by dotted key.
     seen: Mutex<BTreeMap<String, toml::Value>>,
+    log: crate::logging::FilterReload,
+    /// The log filter in force.
+    filter: Mutex<String>,
 }
 
 impl Reloader {
     /// A reloader for the node whose engine is `router`, loaded from
-    /// `file` (if any) by `load`.
+    /// `file` (if any) by `load`, whose log filter is `filter` (replaced
+    /// through `log`).
     pub fn new(
         router: Router,
         tls: Option<switchyard_gateway::tls::ServerCert>,
         file: Option<PathBuf>,
         load: Loader,
+        log: crate::logging::FilterReload,
+        filter: String,
     ) -> Reloader {
         let seen = file.as_deref().map(flat_file).unwrap_or_default();
         Reloader {
@@ -66,6 +75,8 @@ impl Reloader {
             file,
             load,
             seen: Mutex::new(seen),
+            log,
+            filter: Mutex::new(filter),
         }
     }
 
@@ -100,6 +111,28 @@ impl Reloader {
             tls,
             ..Outcome::default()
         };
+        {
+            let mut current = self.filter.lock().unwrap_or_else(|e| e.into_inner());
+            if *current != config.log_filter {
+                match self.log.set(&config.log_filter) {
+                    // At `warn`, so that it shows under most filters.
+                    Ok(()) => {
+                        tracing::warn!(
+                            target: "switchyard",
+                            filter = %config.log_filter,
+                            "log filter changed"
+                        );
+                        current.clone_from(&config.log_filter);
+                        out.log_filter = Some(config.log_filter.clone());
+                    }
+                    Err(error) => tracing::warn!(
+                        target: "switchyard",
+                        %error,
+                        "log filter not changed"
+                    ),
+                }
+            }
+        }
         let router = self.router.clone();
         let bindings = config.router.plugins.bindings.clone();
         out.plugins =
@@ -157,7 +190,7 @@ impl Reloader {
 
 /// Whether a changed file key takes effect on a reload.
 fn applied_on_reload(key: &str) -> bool {
-    key == "plugin" || key.starts_with("plugin[") || key.starts_with("plugin.")
+    key == "log" || key == "plugin" || key.starts_with("plugin[") || key.starts_with("plugin.")
 }
 
 /// The file's values by dotted key (`limits.max_payload_bytes`; arrays of

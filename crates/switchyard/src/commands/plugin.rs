@@ -80,7 +80,9 @@ pub(crate) async fn run(cmd: PluginCommand, ca: Option<&Path>) -> Result<()> {
             fuel,
             memory_mb,
         } => {
-            crate::logging::init(LogFormat::Pretty);
+            let filter = std::env::var("SWITCHYARD_LOG")
+                .unwrap_or_else(|_| crate::logging::DEFAULT_FILTER.into());
+            crate::logging::init(LogFormat::Pretty, &filter);
             let t = plugin_cli::Test {
                 file: &file,
                 hook: hook.into(),

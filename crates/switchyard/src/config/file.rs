@@ -53,6 +53,8 @@ pub struct FileConfig {
     pub data_dir: PathBuf,
     /// `pretty` or `json`.
     pub log_format: String,
+    /// The log filter (`tracing` `EnvFilter` directives).
+    pub log: String,
     /// Storage settings.
     pub storage: StorageSection,
     /// Request and connection limits.
@@ -85,6 +87,7 @@ impl Default for FileConfig {
             listen: super::DEFAULT_LISTEN.parse().expect("valid default"),
             data_dir: PathBuf::from(super::DEFAULT_DATA_DIR),
             log_format: "pretty".into(),
+            log: crate::logging::DEFAULT_FILTER.into(),
             storage: StorageSection::default(),
             limits: LimitsSection::default(),
             sse: SseSection::default(),

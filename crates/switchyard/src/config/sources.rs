@@ -31,7 +31,7 @@ use super::{ConfigError, Overrides};
 pub const ENV_PREFIX: &str = "SWITCHYARD_";
 
 /// The top-level keys that are not sections.
-const TOP_LEVEL: [&str; 3] = ["listen", "data_dir", "log_format"];
+const TOP_LEVEL: [&str; 4] = ["listen", "data_dir", "log_format", "log"];
 
 /// Keys only the file can set: arrays of tables.
 pub const FILE_ONLY: [&str; 2] = ["plugin", "retention.topics"];
@@ -56,12 +56,12 @@ pub const ENV_ALIASES: [(&str, &str); 8] = [
 ];
 
 /// Variables of the binary that are not configuration keys: the config
-/// file's path, the log filter, and the client commands' node URL, token
-/// and CA file (`SWITCHYARD_CA_FILE` is the client's, not `tls.ca_file`,
-/// whose variable is `SWITCHYARD_TLS_CA_FILE`).
-pub const OTHER_VARS: [&str; 5] = [
+/// file's path, and the client commands' node URL, token and CA file
+/// (`SWITCHYARD_CA_FILE` is the client's, not `tls.ca_file`, whose
+/// variable is `SWITCHYARD_TLS_CA_FILE`). The log filter,
+/// `SWITCHYARD_LOG`, is the top-level key `log`.
+pub const OTHER_VARS: [&str; 4] = [
     "SWITCHYARD_CONFIG",
-    "SWITCHYARD_LOG",
     "SWITCHYARD_URL",
     "SWITCHYARD_TOKEN",
     "SWITCHYARD_CA_FILE",
