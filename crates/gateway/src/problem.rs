@@ -59,8 +59,10 @@ impl Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        // Refusals that a retry soon resolves say when to retry.
-        if let Some(secs) = (self.code == "key_in_flight").then_some("1") {
+        // Refusals that a retry soon resolves say when to retry: every
+        // `overloaded` (connections, batch bytes, a storage engine behind)
+        // as well as `key_in_flight`.
+        if let Some(secs) = matches!(self.code, "key_in_flight" | "overloaded").then_some("1") {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
         }
@@ -312,6 +314,32 @@ impl From<RouterError> for Problem {
                 "internal",
                 other.to_string(),
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_a_retry_resolves_carry_retry_after() {
+        for (status, code, retry) in [
+            (StatusCode::SERVICE_UNAVAILABLE, "overloaded", Some("1")),
+            (StatusCode::SERVICE_UNAVAILABLE, "key_in_flight", Some("1")),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
+            (StatusCode::BAD_REQUEST, "invalid_topic", None),
+        ] {
+            let resp = Problem::new(status, code, "detail").into_response();
+            let got = resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.to_str().unwrap());
+            assert_eq!(got, retry, "{code}");
+            assert_eq!(
+                resp.headers().get(header::CONTENT_TYPE).unwrap(),
+                "application/problem+json"
+            );
         }
     }
 }
