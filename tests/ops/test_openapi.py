@@ -19,7 +19,8 @@ the description documents for it.
 Also checked here: each path answers a method it does not take with `405`
 and an `Allow` header naming exactly the methods the description lists for
 it (HEAD aside); a node with a key answers `401` and `403` as described;
-the node logs no panic or error; and the run can fail: a copy of the
+a cluster of two nodes answers `/v1/cluster`, publishes and group requests
+as described; the nodes log no panic or error; and the run can fail: a copy of the
 description with one deliberate mismatch must make schemathesis report it.
 
 Run with `./scripts/ops-tests.sh tests/ops/test_openapi.py`. Exits
@@ -33,6 +34,7 @@ import os
 import pathlib
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -483,6 +485,55 @@ def check_auth(workdir, excluded):
         check_log(node)
 
 
+# --- a cluster ---------------------------------------------------------------------
+
+
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_cluster(workdir):
+    """Two nodes in a cluster: what only a cluster answers (the members'
+    addresses, gossip counters and replication of `/v1/cluster`, the copies
+    a publish reached) must be as described."""
+    ports = [free_udp_port(), free_udp_port()]
+    key = "openapi-cluster-key-" + "k" * 16
+
+    def config(own, seeds):
+        return (CONFIG + f'\n[cluster]\nname = "openapi"\nkey = "{key}"\n'
+                f'gossip_listen = "127.0.0.1:{own}"\nseeds = {json.dumps(seeds)}\nreplication_factor = 2\n')
+
+    with Node(config=config(ports[0], [])) as a, Node(config=config(ports[1], [f"127.0.0.1:{ports[0]}"])) as b:
+        client = Client(a.url)
+        deadline = time.monotonic() + 20
+        while True:
+            _, _, view = call_checked(client, "GET", "/v1/cluster", "/v1/cluster")
+            if view and sum(m.get("state") == "alive" for m in view["members"]) == 2 and view.get("replication"):
+                break
+            if time.monotonic() > deadline:
+                fail(f"the two nodes did not see each other alive: {view}")
+                return
+            time.sleep(0.2)
+        _, _, answer = call_checked(client, "POST", "/v1/topics/orders.eu?acks=all", "/v1/topics/{topic}",
+                                    body="replicated", headers={"Idempotency-Key": "cluster-1"}, expect=(201,))
+        if not answer or "copies" not in answer:
+            fail(f"a publish with acks=all in a cluster did not report its copies: {answer}")
+        call_checked(Client(b.url), "POST", "/v1/topics/orders.eu", "/v1/topics/{topic}", body="replicated",
+                     headers={"Idempotency-Key": "cluster-1"}, expect=(201,))
+        code, output = schemathesis(SPEC_PATH, a.url, workdir,
+                                    ["--max-examples", "10", "--phases", "examples,coverage,fuzzing",
+                                     "--include-path-regex", r"^/v1/(cluster|groups|topics|batch|messages)"],
+                                    "cluster.log")
+        show(output[output.find("=== FAILURES"):] if code != 0 and "=== FAILURES" in output
+             else output[output.find("Test cases:"):] if "Test cases:" in output else output)
+        if code != 0:
+            fail(f"schemathesis found mismatches (a cluster, exit {code})")
+        check_log(b)
+        check_log(a)
+
+
 # --- schemathesis ------------------------------------------------------------------
 
 
@@ -582,6 +633,8 @@ def main():
         check_log(node)
     step("a node with a key")
     check_auth(workdir, excluded)
+    step("a cluster of two nodes")
+    check_cluster(workdir)
     elapsed = time.monotonic() - STARTED
     if failures:
         print(f"test_openapi: {len(failures)} failures ({elapsed:.0f} s); schemathesis logs in {workdir}")
