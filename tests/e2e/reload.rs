@@ -188,3 +188,47 @@ async fn sighup_changes_the_log_filter_of_the_file() {
     node.hangup();
     wait_log(&node, "configuration not reloaded").await;
 }
+
+#[tokio::test]
+async fn sighup_applies_limits_that_can_change_and_names_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("switchyard.toml");
+    let node = Node::start_with_config(dir.path(), "", &["--fsync", "never"]);
+    let batch = |n: usize| {
+        (0..n)
+            .map(|i| format!("{{\"topic\":\"b\",\"payload\":\"{i}\"}}\n"))
+            .collect::<String>()
+    };
+    let post = |body: String| {
+        node.raw(
+            node.request("POST", "/v1/batch")
+                .header("content-type", "application/x-ndjson"),
+            body,
+        )
+    };
+    assert_eq!(post(batch(3)).await.0, 201);
+    std::fs::write(
+        &config,
+        "[limits]\nmax_batch_messages = 2\nmax_connections = 500\n",
+    )
+    .unwrap();
+    node.hangup();
+    wait_log(&node, "needs_restart=limits.max_connections").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _, body) = post(batch(3)).await;
+        if status == 413 {
+            assert!(String::from_utf8_lossy(&body).contains("batch_too_large"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new limit did not apply");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(post(batch(2)).await.0, 201);
+    // The summary names only what waits for a restart.
+    assert!(
+        !node
+            .log()
+            .contains("needs_restart=limits.max_batch_messages")
+    );
+}

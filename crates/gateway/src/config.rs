@@ -1,4 +1,7 @@
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::RwLock;
 
 use crate::auth::AuthConfig;
 use crate::tls::ServerCert;
@@ -139,7 +142,87 @@ pub struct GatewayConfig {
     /// The listener's certificate: `Some` serves TLS only (no cleartext on
     /// the port), `None` cleartext HTTP.
     pub tls: Option<ServerCert>,
+    /// Where a running server reads the settings a reload may change; a
+    /// clone kept by the caller changes them ([`Live::apply`]).
+    pub live: Live,
 }
+
+/// The settings of a running server that a configuration reload changes
+/// without a restart: body and batch limits, pull limits, timeouts between
+/// requests and of bodies, SSE timing, the group-creation cap and the CORS
+/// origins. The connection budgets, the listener, TLS and authorization
+/// are fixed at start. Clones share the same settings.
+#[derive(Clone, Debug, Default)]
+pub struct Live(Arc<RwLock<Option<Arc<GatewayConfig>>>>);
+
+impl Live {
+    /// Sets the settings the server starts with.
+    pub(crate) fn install(&self, config: &GatewayConfig) {
+        let mut start = config.clone();
+        start.live = Live::default();
+        *self.0.write() = Some(Arc::new(start));
+    }
+
+    /// The settings in force (`fallback` before the server installed any).
+    pub(crate) fn get(&self, fallback: &GatewayConfig) -> Arc<GatewayConfig> {
+        match &*self.0.read() {
+            Some(c) => c.clone(),
+            None => Arc::new(fallback.clone()),
+        }
+    }
+
+    /// Takes the reloadable settings of `new`; returns the configuration
+    /// keys whose values changed (`limits.max_batch_bytes`, ...). Nothing
+    /// when no server runs with these settings.
+    pub fn apply(&self, new: &GatewayConfig) -> Vec<&'static str> {
+        let mut slot = self.0.write();
+        let Some(current) = slot.as_ref() else {
+            return Vec::new();
+        };
+        let mut next = GatewayConfig::clone(current);
+        let mut changed = Vec::new();
+        macro_rules! take {
+            ($($field:ident => $key:literal),* $(,)?) => {$(
+                if next.$field != new.$field {
+                    next.$field = new.$field.clone();
+                    changed.push($key);
+                }
+            )*};
+        }
+        take! {
+            max_batch_bytes => "limits.max_batch_bytes",
+            max_batch_messages => "limits.max_batch_messages",
+            idle_timeout => "limits.idle_timeout_secs",
+            body_read_timeout => "limits.body_read_timeout_secs",
+            max_pull_limit => "limits.max_pull_limit",
+            max_pull_wait => "limits.max_pull_wait_secs",
+            max_groups_without_admin => "limits.max_groups_without_admin",
+            heartbeat => "sse.heartbeat_secs",
+            retry => "sse.retry_ms",
+            cors_origins => "cors.allow_origins",
+            max_plugin_bytes => "plugins.max_upload_bytes",
+        }
+        if !changed.is_empty() {
+            *slot = Some(Arc::new(next));
+        }
+        changed
+    }
+}
+
+/// The configuration keys [`Live::apply`] changes on a running server.
+pub const LIVE_KEYS: [&str; 11] = [
+    "limits.max_batch_bytes",
+    "limits.max_batch_messages",
+    "limits.idle_timeout_secs",
+    "limits.body_read_timeout_secs",
+    "limits.max_pull_limit",
+    "limits.max_pull_wait_secs",
+    "limits.max_groups_without_admin",
+    "sse.heartbeat_secs",
+    "sse.retry_ms",
+    "cors.allow_origins",
+    "plugins.max_upload_bytes",
+];
 
 impl Default for GatewayConfig {
     fn default() -> Self {
@@ -173,6 +256,7 @@ impl Default for GatewayConfig {
             output_stall_timeout: DEFAULT_OUTPUT_STALL_TIMEOUT,
             auth: AuthConfig::default(),
             tls: None,
+            live: Live::default(),
         }
     }
 }

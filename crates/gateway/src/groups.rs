@@ -119,7 +119,7 @@ pub(crate) async fn join(
         ack_timeout: number(query, "ack_timeout_ms")?.map(Duration::from_millis),
         max_deliveries: number(query, "max_deliveries")?.map(saturate),
         start,
-        create_limit: (!admin).then_some(app.config.max_groups_without_admin),
+        create_limit: (!admin).then_some(app.live().max_groups_without_admin),
     };
     let labels = query
         .all("label")

@@ -49,7 +49,7 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
             .into_response();
         }
         if req.method() != Method::OPTIONS
-            && !cors::origin_permitted(&app.config.cors_origins, req.headers(), host)
+            && !cors::origin_permitted(&app.live().cors_origins, req.headers(), host)
         {
             return Problem::new(
                 StatusCode::FORBIDDEN,
@@ -59,7 +59,7 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
             .into_response();
         }
     }
-    let origin = cors::allowed_origin(&app.config.cors_origins, req.headers());
+    let origin = cors::allowed_origin(&app.live().cors_origins, req.headers());
     if req.method() == Method::OPTIONS {
         return cors::preflight(origin, req.headers());
     }
@@ -665,7 +665,8 @@ async fn publish_batch(
         }
     };
     let (parts, body) = req.into_parts();
-    let max = app.config.max_batch_messages;
+    let live = app.live();
+    let max = live.max_batch_messages;
     // The node-wide budget of batch bytes being read, parsed and stored:
     // a batch waits for its declared size (the largest allowed when it
     // declares none) until its body deadline.
@@ -673,8 +674,8 @@ async fn publish_batch(
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .unwrap_or(app.config.max_batch_bytes)
-        .clamp(1, app.config.max_batch_bytes);
+        .unwrap_or(live.max_batch_bytes)
+        .clamp(1, live.max_batch_bytes);
     let wanted = u32::try_from(declared.min(app.batch_budget_bytes)).unwrap_or(u32::MAX);
     let acquire = app.batch_bytes.clone().acquire_many_owned(wanted);
     let _budget = match body_deadline() {
@@ -689,14 +690,8 @@ async fn publish_batch(
         )
     })?
     .map_err(|_| Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the node is shutting down"))?;
-    let body = crate::batch_body::read(
-        body,
-        &parts.headers,
-        app.config.max_batch_bytes,
-        max,
-        ndjson,
-    )
-    .await?;
+    let body =
+        crate::batch_body::read(body, &parts.headers, live.max_batch_bytes, max, ndjson).await?;
     // Decoding a large body takes milliseconds of CPU (about 3 ms per MiB
     // here); it runs on the low-priority bulk threads so that it holds no
     // async worker, and under load yields the CPU to the requests that
@@ -880,8 +875,8 @@ pub(crate) fn sse_response(app: &App, events: impl sse::Events, prelude: &str) -
     let body = sse::body(
         events,
         prelude,
-        app.config.heartbeat,
-        app.config.retry,
+        app.live().heartbeat,
+        app.live().retry,
         app.shutdown.clone(),
         app.output.clone(),
         app.metrics.clone(),
@@ -912,8 +907,9 @@ async fn pull(
     let start = query
         .one("from")?
         .map_or(Ok(Start::Earliest), parse_start)?;
-    let limit = query.number("limit", 100, 1, app.config.max_pull_limit as u64)?;
-    let wait = query.number("wait", 0, 0, app.config.max_pull_wait.as_secs())?;
+    let live = app.live();
+    let limit = query.number("limit", 100, 1, live.max_pull_limit as u64)?;
+    let wait = query.number("wait", 0, 0, live.max_pull_wait.as_secs())?;
     // A long-poll ends when the node shuts down, so that it does not hold the drain.
     let mut shutdown = app.shutdown.clone();
     let batch = tokio::select! {

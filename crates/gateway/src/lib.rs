@@ -53,7 +53,7 @@ pub mod tls;
 mod ui;
 
 pub use auth::{Anonymous, AuthConfig, Authorizer, Scope, VerifyKey};
-pub use config::GatewayConfig;
+pub use config::{GatewayConfig, LIVE_KEYS, Live};
 pub use hosts::check_allowed_host;
 pub use server::serve;
 pub use switchyard_router::Router;

@@ -128,7 +128,7 @@ async fn put(app: &App, name: &str, req: Request<Incoming>) -> Result<Response<B
         ..base
     };
     let (parts, body) = req.into_parts();
-    let bytes = read_body(body, &parts.headers, app.config.max_plugin_bytes).await?;
+    let bytes = read_body(body, &parts.headers, app.live().max_plugin_bytes).await?;
     let component = (!bytes.is_empty()).then_some(bytes);
     let settings = BindingSpec {
         name: name.to_owned(),

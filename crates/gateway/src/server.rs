@@ -122,6 +122,14 @@ pub(crate) struct App {
     pub metrics: Arc<crate::metrics::Metrics>,
 }
 
+impl App {
+    /// The settings a reload may change, as they are now (see
+    /// [`crate::config::Live`]); the rest of `config` is fixed at start.
+    pub fn live(&self) -> Arc<GatewayConfig> {
+        self.config.live.get(&self.config)
+    }
+}
+
 /// The node-wide connection budgets.
 struct Budgets {
     /// Client connections, and client streams beyond a connection's first.
@@ -512,7 +520,7 @@ async fn serve_request(
         }
     }
     let started = Instant::now();
-    let deadline = started + app.config.body_read_timeout;
+    let deadline = started + app.live().body_read_timeout;
     let output = app.output.clone();
     // The access log: client requests at `info`, node-to-node ones at
     // `debug`. Off (`switchyard::access=off`), this costs one cached check.
@@ -582,7 +590,7 @@ async fn drive<C>(
             conn.stalled_since()
                 .map_or(check, |t| check.min(t + app.output.stall_limit()))
         });
-        let wake_at = drop_at.or_else(|| match (conn.idle_deadline(&app.config), stall_check) {
+        let wake_at = drop_at.or_else(|| match (conn.idle_deadline(&app.live()), stall_check) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         });
@@ -618,7 +626,7 @@ async fn drive<C>(
                         return;
                     }
                 } else if conn
-                    .idle_deadline(&app.config)
+                    .idle_deadline(&app.live())
                     .is_some_and(|t| Instant::now() >= t)
                 {
                     tracing::debug!(%peer, "idle connection closed");
@@ -727,6 +735,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
+    config.live.install(&config);
     let grace = config.shutdown_grace;
     let local = listener.local_addr()?;
     let hosts = AllowedHosts::new(config.allowed_hosts.as_deref(), local);

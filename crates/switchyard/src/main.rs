@@ -166,6 +166,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let hangups = Hangups::install()?;
     let tls = config.gateway.tls.clone();
     let data_dir = config.router.store.path.clone();
+    let live = config.gateway.live.clone();
     let node = Node::start(config, listener).await?;
     // After the store is open: it holds the data directory's lock.
     let _pid_file = PidFile::create(&data_dir)
@@ -178,6 +179,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         Box::new(load_again),
         log_filter,
         filter,
+        live,
     ));
     // The first stdout line tells scripts and tests where the node listens.
     let scheme = if tls.is_some() { "https" } else { "http" };

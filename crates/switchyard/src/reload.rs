@@ -8,7 +8,10 @@
 //!   unbound; unchanged ones keep running;
 //! - the TLS certificate and key files are read again (the node also
 //!   notices changed files by itself within a few seconds);
-//! - the log filter (`log`, or `SWITCHYARD_LOG`, which wins over the file).
+//! - the log filter (`log`, or `SWITCHYARD_LOG`, which wins over the file);
+//! - the limits of [`switchyard_gateway::LIVE_KEYS`]: body, batch and pull
+//!   limits, idle and body timeouts, SSE timing, the group-creation cap,
+//!   the CORS origins.
 //!
 //! The rest of the configuration (listen address, limits, storage, auth
 //! keys, cluster settings) is fixed at start: a change to it in the file is
@@ -41,6 +44,8 @@ pub struct Outcome {
     pub restart_needed: Vec<String>,
     /// The new log filter, when it changed.
     pub log_filter: Option<String>,
+    /// Keys of [`switchyard_gateway::LIVE_KEYS`] whose new values apply.
+    pub limits: Vec<&'static str>,
 }
 
 /// Reloads a node's configuration on demand.
@@ -54,12 +59,15 @@ pub struct Reloader {
     log: crate::logging::FilterReload,
     /// The log filter in force.
     filter: Mutex<String>,
+    /// The running server's reloadable settings.
+    live: switchyard_gateway::Live,
 }
 
 impl Reloader {
     /// A reloader for the node whose engine is `router`, loaded from
     /// `file` (if any) by `load`, whose log filter is `filter` (replaced
-    /// through `log`).
+    /// through `log`) and whose server reads its reloadable settings from
+    /// `live`.
     pub fn new(
         router: Router,
         tls: Option<switchyard_gateway::tls::ServerCert>,
@@ -67,6 +75,7 @@ impl Reloader {
         load: Loader,
         log: crate::logging::FilterReload,
         filter: String,
+        live: switchyard_gateway::Live,
     ) -> Reloader {
         let seen = file.as_deref().map(flat_file).unwrap_or_default();
         Reloader {
@@ -77,6 +86,7 @@ impl Reloader {
             seen: Mutex::new(seen),
             log,
             filter: Mutex::new(filter),
+            live,
         }
     }
 
@@ -132,6 +142,14 @@ impl Reloader {
                     ),
                 }
             }
+        }
+        out.limits = self.live.apply(&config.gateway);
+        if !out.limits.is_empty() {
+            tracing::info!(
+                target: "switchyard",
+                keys = %out.limits.join(", "),
+                "limits changed"
+            );
         }
         let router = self.router.clone();
         let bindings = config.router.plugins.bindings.clone();
@@ -190,7 +208,11 @@ impl Reloader {
 
 /// Whether a changed file key takes effect on a reload.
 fn applied_on_reload(key: &str) -> bool {
-    key == "log" || key == "plugin" || key.starts_with("plugin[") || key.starts_with("plugin.")
+    key == "log"
+        || key == "plugin"
+        || key.starts_with("plugin[")
+        || key.starts_with("plugin.")
+        || switchyard_gateway::LIVE_KEYS.contains(&key)
 }
 
 /// The file's values by dotted key (`limits.max_payload_bytes`; arrays of
@@ -284,10 +306,8 @@ mod tests {
             .into_iter()
             .filter(|k| !applied_on_reload(k))
             .collect();
-        assert_eq!(
-            restart,
-            ["limits.max_batch_bytes", "limits.max_payload_bytes"]
-        );
+        // max_batch_bytes applies on a reload; max_payload_bytes does not.
+        assert_eq!(restart, ["limits.max_payload_bytes"]);
         assert!(changed_keys(&new, &new).is_empty());
     }
 
