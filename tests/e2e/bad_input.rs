@@ -86,6 +86,20 @@ async fn bad_input_answers_4xx_and_changes_nothing() {
             "invalid_batch",
         ),
         (
+            "batch entry as an array",
+            node.request("POST", "/v1/batch").header("content-type", "application/json"),
+            br#"[{"topic":"ok.t","payload":"a"},["ok.t","x",null,null,{},null]]"#.to_vec(),
+            400,
+            "invalid_batch",
+        ),
+        (
+            "batch NDJSON line as an array",
+            node.request("POST", "/v1/batch?topic=ok.t").header("content-type", "application/x-ndjson"),
+            b"{\"payload\":\"a\"}\n[\"ok.t\",\"x\"]\n".to_vec(),
+            400,
+            "invalid_batch",
+        ),
+        (
             "batch not JSON",
             node.request("POST", "/v1/batch").header("content-type", "application/json"),
             b"[{".to_vec(),

@@ -206,7 +206,7 @@ def other_methods_are_refused():
     with Node() as node:
         status, h, body = request(node.url + "/metrics", "POST", b"")
         assert status == 405, status
-        assert h.get("Allow") == "GET", h
+        assert h.get("Allow") == "GET, HEAD", h
         assert json.loads(body)["code"] == "method_not_allowed"
 
 

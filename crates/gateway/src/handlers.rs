@@ -242,7 +242,7 @@ async fn serve_route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
             _ => Err(not_allowed("GET")),
         },
         ("/healthz" | "/readyz", _) if method != Method::GET && method != Method::HEAD => {
-            Err(not_allowed("GET"))
+            Err(not_allowed("GET, HEAD"))
         }
         ("/healthz", _) => Ok(json_response(
             StatusCode::OK,
@@ -251,11 +251,11 @@ async fn serve_route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
         ("/readyz", _) => Ok(readiness(&app)),
         ("/metrics", _) => match method {
             Method::GET | Method::HEAD => Box::pin(crate::metrics::scrape(&app)).await,
-            _ => Err(not_allowed("GET")),
+            _ => Err(not_allowed("GET, HEAD")),
         },
         ("/", _) => match method {
             Method::GET | Method::HEAD => Ok(redirect("/ui/")),
-            _ => Err(not_allowed("GET")),
+            _ => Err(not_allowed("GET, HEAD")),
         },
         (p, _) if p == "/ui" || p.starts_with("/ui/") => crate::ui::serve(p, &method),
         _ => Err(Problem::new(
@@ -522,6 +522,15 @@ struct BatchEntry {
     idempotency_key: Option<String>,
 }
 
+/// One entry from its JSON text. Only an object is an entry: serde would
+/// also take the fields in order from an array.
+fn batch_entry(text: &str) -> Result<BatchEntry, String> {
+    if !text.trim_start().starts_with('{') {
+        return Err("an entry is a JSON object".into());
+    }
+    serde_json::from_str::<BatchEntry>(text).map_err(|e| e.to_string())
+}
+
 fn entry_request(
     e: BatchEntry,
     default_topic: Option<&Topic>,
@@ -592,13 +601,13 @@ fn batch_requests(
             if raw.len() == max {
                 return Err(crate::batch_body::too_many(max));
             }
-            raw.push(serde_json::from_str::<BatchEntry>(l).map_err(|e| e.to_string()));
+            raw.push(batch_entry(l));
         }
         raw
     } else {
         crate::batch_body::json_entries(body, max)?
             .into_iter()
-            .map(|v| serde_json::from_str::<BatchEntry>(v.get()).map_err(|e| e.to_string()))
+            .map(|v| batch_entry(v.get()))
             .collect()
     };
     if raw.is_empty() {

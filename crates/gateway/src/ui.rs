@@ -42,7 +42,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 /// Serves `path` (which starts with `/ui`) for a GET or HEAD.
 pub(crate) fn serve(path: &str, method: &Method) -> Result<Response<Body>, Problem> {
     if method != Method::GET && method != Method::HEAD {
-        return Err(not_allowed("GET"));
+        return Err(not_allowed("GET, HEAD"));
     }
     let Some((_, media, text)) = FILES.iter().find(|(p, _, _)| *p == path) else {
         return Err(Problem::new(
