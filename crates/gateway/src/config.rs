@@ -151,7 +151,9 @@ pub struct GatewayConfig {
 /// without a restart: body and batch limits, pull limits, timeouts between
 /// requests and of bodies, SSE timing, the group-creation cap and the CORS
 /// origins. The connection budgets, the listener, TLS and authorization
-/// are fixed at start. Clones share the same settings.
+/// are fixed at start. Clones share the same settings, so a caller keeps
+/// one to change them; two servers in one process each need their own
+/// (`GatewayConfig::default()` makes a new one).
 #[derive(Clone, Debug, Default)]
 pub struct Live(Arc<RwLock<Option<Arc<GatewayConfig>>>>);
 
