@@ -12,7 +12,14 @@ cd "$(dirname "$0")/.."
 venv=${SWITCHYARD_VENV:-$HOME/.cache/switchyard/ops-venv}
 req=tests/ops/requirements.txt
 if [ ! -x "$venv/bin/python" ] || ! cmp -s "$req" "$venv/requirements.txt"; then
-    python3 -m venv "$venv"
+    # Debian's own python3 needs python3-venv for this.
+    if ! python3 -m venv "$venv" 2>/dev/null; then
+        if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null ||
+                { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
+        fi
+        python3 -m venv "$venv"
+    fi
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
     cp "$req" "$venv/requirements.txt"
 fi
