@@ -996,3 +996,193 @@ async fn a_slow_compilation_is_refused() {
     assert_eq!(node.get_json("/v1/plugins").await["plugins"], json!([]));
     assert_eq!(node.get_json("/healthz").await["status"], "ok");
 }
+
+/// Runs the CLI with `SWITCHYARD_URL` set; returns success, stdout, stderr.
+fn run_cli(args: &[&str], url: &str) -> (bool, String, String) {
+    let out = std::process::Command::new(BIN)
+        .args(args)
+        .env("SWITCHYARD_URL", url)
+        .output()
+        .expect("run the CLI");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `plugin test --replay` pulls what a node stored, page by page, and runs a
+/// local component over it; `--summary` counts the decisions. The envelopes
+/// `GET /v1/messages` answers are accepted by `--message` too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_test_replays_stored_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--fsync", "never"]);
+    let router = wasm_dir().join("field_router.wasm");
+    let router = router.to_str().unwrap();
+    // 1300 messages: regions eu, us and none in turn.
+    let entries: Vec<Value> = (0..1300)
+        .map(|i| match i % 3 {
+            0 => json!({"payload": format!(r#"{{"region":"eu","n":{i}}}"#), "key": "k"}),
+            1 => json!({"payload": format!(r#"{{"region":"us","n":{i}}}"#)}),
+            _ => json!({"payload": format!(r#"{{"n":{i}}}"#), "headers": {"x": "y"}}),
+        })
+        .collect();
+    crate::support::publish_batch(&node, "orders", &entries).await;
+    node.publish("other", r#"{"region":"eu"}"#).await;
+
+    let config = r#"{"field": "/region"}"#;
+    let replay = |extra: &[&str]| {
+        let mut args = vec![
+            "plugin", "test", router, "--hook", "route", "--config", config, "--replay", "orders",
+        ];
+        args.extend_from_slice(extra);
+        run_cli(&args, &node.url)
+    };
+    // Two pages (1000 + 200), stopped by --limit.
+    let (ok, out, err) = replay(&["--limit", "1200", "--summary"]);
+    assert!(ok, "{out}{err}");
+    let s: Value = serde_json::from_str(&out).expect("one JSON summary");
+    assert_eq!(s["messages"], 1200, "{s}");
+    assert_eq!(
+        s["decisions"],
+        json!({"reroute": 800, "deliver": 400}),
+        "{s}"
+    );
+    assert_eq!(
+        s["reroute_topics"],
+        json!({"orders.eu": 400, "orders.us": 400}),
+        "{s}"
+    );
+    assert_eq!(s["errors"], json!({}), "{s}");
+    let (mean, p99) = (
+        s["mean_micros"].as_f64().unwrap(),
+        s["p99_micros"].as_f64().unwrap(),
+    );
+    assert!(mean > 0.0 && p99 >= mean, "{s}");
+    // The default limit (1000) over everything stored; the end of the
+    // stream also stops a replay.
+    let (ok, out, err) = replay(&["--summary"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["messages"],
+        1000
+    );
+    let (ok, out, err) = replay(&["--summary", "--limit", "5000"]);
+    assert!(ok, "{out}{err}");
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["messages"], 1300, "{s}");
+    assert_eq!(
+        s["reroute_topics"],
+        json!({"orders.eu": 434, "orders.us": 433}),
+        "{s}"
+    );
+
+    // Without --summary: one line per message, naming the message; from a
+    // cursor, the messages after it.
+    let page = node.get_json("/v1/messages?topic=orders&limit=1000").await;
+    let page = node
+        .get_json(&format!(
+            "/v1/messages?topic=orders&limit=298&from={}",
+            enc(page["cursor"].as_str().unwrap())
+        ))
+        .await;
+    let cursor = page["cursor"].as_str().unwrap();
+    let (ok, out, err) = replay(&["--from", cursor]);
+    assert!(ok, "{out}{err}");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Then the plugin's own counters.
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(
+        lines[2],
+        json!({"counters": {"fallback": 1, "rerouted": 1}}),
+        "{out}"
+    );
+    assert_eq!(lines[0]["decision"], "deliver", "{out}");
+    assert_eq!(lines[1]["decision"], "reroute", "{out}");
+    assert_eq!(lines[1]["topics"], json!(["orders.eu"]), "{out}");
+    let stored = node
+        .get_json("/v1/messages?topic=orders&from=earliest&limit=3")
+        .await;
+    let all = node.pull_all("orders").await;
+    assert_eq!(all.len(), 1300);
+    assert_eq!(lines[0]["message"], all[1298]["id"], "{out}");
+    assert_eq!(lines[1]["message"], all[1299]["id"], "{out}");
+
+    // The envelopes of a pull, saved as JSON lines, are accepted as they are.
+    let envelopes: String = stored["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| format!("{m}\n"))
+        .collect();
+    let file = dir.path().join("stored.ndjson");
+    std::fs::write(&file, envelopes).unwrap();
+    let (ok, out, err) = run_cli(
+        &[
+            "plugin",
+            "test",
+            router,
+            "--hook",
+            "route",
+            "--config",
+            config,
+            "--message",
+            &format!("@{}", file.display()),
+        ],
+        &node.url,
+    );
+    assert!(ok, "{out}{err}");
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ids: Vec<&Value> = stored["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["id"])
+        .collect();
+    assert_eq!(
+        lines[..3].iter().map(|l| &l["message"]).collect::<Vec<_>>(),
+        ids,
+        "{out}"
+    );
+    assert_eq!(lines[0]["topics"], json!(["orders.eu"]), "{out}");
+    assert_eq!(lines[2]["decision"], "deliver", "{out}");
+
+    // A failing component: errors by kind, and a non-zero exit.
+    let trap = wasm_dir().join("trap.wasm");
+    let (ok, out, err) = run_cli(
+        &[
+            "plugin",
+            "test",
+            trap.to_str().unwrap(),
+            "--hook",
+            "route",
+            "--replay",
+            "orders",
+            "--limit",
+            "10",
+            "--summary",
+        ],
+        &node.url,
+    );
+    assert!(!ok, "{out}");
+    assert!(err.contains("failed"), "{err}");
+    let s: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(s["messages"], 10, "{s}");
+    assert_eq!(
+        s["errors"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|n| n.as_u64().unwrap())
+            .sum::<u64>(),
+        10,
+        "{s}"
+    );
+}

@@ -441,7 +441,9 @@ pub enum PluginCommand {
         #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
-    /// Run a hook locally, without a node, and print each decision as JSON.
+    /// Run a hook locally and print each decision as JSON: on messages
+    /// given with --message, or on the messages a node stored (--replay).
+    #[command(after_help = TEST_AFTER_HELP)]
     Test {
         /// The component (.wasm).
         file: PathBuf,
@@ -451,9 +453,24 @@ pub enum PluginCommand {
         /// Configuration string passed to init.
         #[arg(long, default_value = "")]
         config: String,
-        /// A JSON message {"topic", "payload", "key", "headers", ...}, several as JSON lines, or @file.
+        /// A JSON message {"topic", "payload", "key", "headers", ...} or an
+        /// envelope as GET /v1/messages answers it, several as JSON lines, or @file.
+        #[arg(long, required_unless_present = "replay", conflicts_with = "replay")]
+        message: Option<String>,
+        /// Pull the messages a node stored under this topic pattern
+        /// (GET /v1/messages, page by page) and run the hook on each.
+        #[arg(long, value_name = "PATTERN")]
+        replay: Option<String>,
+        /// With --replay: earliest, latest, a cursor, or an RFC 3339 time.
+        #[arg(long, default_value = "earliest", requires = "replay")]
+        from: String,
+        /// With --replay: most messages to run.
+        #[arg(long, default_value_t = 1000, requires = "replay")]
+        limit: u64,
+        /// Print only the counts per decision, the errors by kind and the
+        /// mean and p99 time per call, as one JSON object.
         #[arg(long)]
-        message: String,
+        summary: bool,
         /// For pick: a JSON array of candidates [{"id", "inflight", "weight", "labels"}], or @file.
         #[arg(long)]
         candidates: Option<String>,
@@ -463,8 +480,23 @@ pub enum PluginCommand {
         /// Memory cap per instance, in MiB.
         #[arg(long)]
         memory_mb: Option<u64>,
+        /// With --replay: node URL (http:// or https://).
+        #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
+        url: String,
+        /// With --replay: bearer token sent with every request (see `switchyard token issue`).
+        #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
 }
+
+/// What `plugin test --help` says after the flags.
+const TEST_AFTER_HELP: &str = "\
+Examples:
+  switchyard plugin test router.wasm --hook route --message '{\"topic\": \"orders\", \"payload\": \"{}\"}'
+  switchyard plugin test router.wasm --hook route --message @messages.ndjson
+  switchyard plugin test router.wasm --hook route --config '{\"field\": \"/region\"}' \\
+      --replay 'orders' --from earliest --limit 5000 --summary --url http://node:7070
+The exit status is non-zero when any call failed.";
 
 /// `--fsync`: when a publish is acknowledged (see [`FsyncMode`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

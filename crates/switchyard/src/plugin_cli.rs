@@ -137,21 +137,133 @@ pub fn format_list(list: &PluginList) -> String {
     out
 }
 
-/// A message as `plugin test --message` takes it.
-#[derive(Deserialize)]
+/// A message as `plugin test --message` takes it: the short form
+/// (`topic`, `payload` or `payload_base64`, `key`, `headers`,
+/// `timestamp_ms`) or the envelope `GET /v1/messages` and `format=json`
+/// events answer (adding `id`, `origin`, `seq`, an RFC 3339 `timestamp`, a
+/// null `key` or a `key_base64`). Other members are refused, so that a
+/// misspelt name is not silently ignored.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TestMessage {
-    topic: String,
+pub struct TestMessage {
+    /// Topic the message was published to.
+    pub topic: String,
+    /// Payload as text.
     #[serde(default)]
-    payload: Option<String>,
+    pub payload: Option<String>,
+    /// Payload in standard base64.
     #[serde(default)]
-    payload_base64: Option<String>,
+    pub payload_base64: Option<String>,
+    /// Key as text (`null`: none).
     #[serde(default)]
-    key: Option<String>,
+    pub key: Option<String>,
+    /// Key in standard base64.
     #[serde(default)]
-    headers: std::collections::BTreeMap<String, String>,
+    pub key_base64: Option<String>,
+    /// Headers, name to value.
     #[serde(default)]
-    timestamp_ms: Option<u64>,
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Publish time in ms since the Unix epoch.
+    #[serde(default)]
+    pub timestamp_ms: Option<u64>,
+    /// Publish time in RFC 3339 (the envelope's form).
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    /// Envelope: message id (shown in results, not passed to the hook).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Envelope: origin node (not passed to the hook).
+    #[serde(default)]
+    pub origin: Option<String>,
+    /// Envelope: stream sequence (not passed to the hook).
+    #[serde(default)]
+    pub seq: Option<u64>,
+}
+
+/// A [`TestMessage`] decoded into what a hook receives.
+#[derive(Debug, PartialEq, Eq)]
+pub struct OwnedMessage {
+    /// Topic.
+    pub topic: String,
+    /// Key bytes.
+    pub key: Option<Vec<u8>>,
+    /// Headers in name order.
+    pub headers: Vec<Header>,
+    /// Payload bytes.
+    pub payload: Vec<u8>,
+    /// Publish time in ms since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// The envelope's id, when given.
+    pub id: Option<String>,
+}
+
+impl TestMessage {
+    /// Decodes payload, key and time; refuses contradicting members.
+    pub fn decode(self) -> anyhow::Result<OwnedMessage> {
+        let payload = match (self.payload, self.payload_base64) {
+            (Some(p), None) => p.into_bytes(),
+            (None, Some(b)) => STANDARD
+                .decode(b)
+                .map_err(|_| anyhow::anyhow!("payload_base64 is not base64"))?,
+            (None, None) => Vec::new(),
+            (Some(_), Some(_)) => anyhow::bail!("give payload or payload_base64, not both"),
+        };
+        let key = match (self.key, self.key_base64) {
+            (Some(k), None) => Some(k.into_bytes()),
+            (None, Some(b)) => Some(
+                STANDARD
+                    .decode(b)
+                    .map_err(|_| anyhow::anyhow!("key_base64 is not base64"))?,
+            ),
+            (None, None) => None,
+            (Some(_), Some(_)) => anyhow::bail!("give key or key_base64, not both"),
+        };
+        let timestamp_ms = match (self.timestamp_ms, self.timestamp) {
+            (Some(ms), None) => ms,
+            (None, Some(t)) => switchyard_model::Timestamp::parse_rfc3339(&t)
+                .map_err(|e| anyhow::anyhow!("timestamp {t:?}: {e}"))?
+                .millis(),
+            (None, None) => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            (Some(_), Some(_)) => anyhow::bail!("give timestamp or timestamp_ms, not both"),
+        };
+        Ok(OwnedMessage {
+            topic: self.topic,
+            key,
+            headers: self
+                .headers
+                .into_iter()
+                .map(|(name, value)| Header { name, value })
+                .collect(),
+            payload,
+            timestamp_ms,
+            id: self.id,
+        })
+    }
+}
+
+/// Parses `--message`: one JSON message (short form or envelope), or
+/// several as JSON lines (NDJSON), each of either form.
+pub fn parse_messages(text: &str) -> anyhow::Result<Vec<OwnedMessage>> {
+    let raw: Vec<TestMessage> = match serde_json::from_str::<TestMessage>(text) {
+        Ok(m) => vec![m],
+        Err(_) => text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l).map_err(|e| anyhow::anyhow!("message {}: {e}", i + 1))
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    raw.into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            m.decode()
+                .map_err(|e| anyhow::anyhow!("message {}: {e}", i + 1))
+        })
+        .collect()
 }
 
 /// A candidate as `plugin test --candidates` takes it.
@@ -189,8 +301,6 @@ pub struct Test<'a> {
     pub hook: Hook,
     /// Plugin configuration.
     pub config: &'a str,
-    /// One JSON message, several as JSON lines, or `@file` holding either.
-    pub message: &'a str,
     /// For `pick`: a JSON array of candidates, or `@file`.
     pub candidates: Option<&'a str>,
     /// Fuel per call.
@@ -199,107 +309,173 @@ pub struct Test<'a> {
     pub memory_mb: Option<u64>,
 }
 
-/// Runs a hook locally on each given message in order (one instance, one
-/// in-memory key-value store, as on a node) and returns one JSON line per
-/// decision. A failed call is reported as `{"error": ...}` and makes the
-/// result an error after the remaining messages ran.
-pub fn test(t: &Test<'_>) -> anyhow::Result<(Vec<Value>, bool)> {
-    let hook = t.hook;
-    let bytes = std::fs::read(t.file)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", t.file.display()))?;
-    let engine = PluginEngine::new(EngineConfig {
-        pooled_instances: 0,
-        ..EngineConfig::default()
-    })?;
-    let plugin = engine.load(&bytes)?;
-    let mut limits = Limits::default();
-    if let Some(f) = t.fuel {
-        limits.fuel = f;
+/// One loaded binding that runs a hook locally, message after message (one
+/// instance, one in-memory key-value store, as on a node), and keeps the
+/// tallies of `--summary`.
+pub struct Runner {
+    binding: Arc<Binding>,
+    hook: Hook,
+    candidates: Vec<Candidate>,
+    summary: Summary,
+}
+
+/// What `--summary` counts.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Messages run.
+    pub messages: u64,
+    /// Calls by decision (`deliver`, `drop`, `reroute`, `replace`; `keep`,
+    /// `skip`, `transform`; `pick`, `none`).
+    pub decisions: std::collections::BTreeMap<String, u64>,
+    /// Route: messages per rerouted topic; pick: picks per member id.
+    pub targets: std::collections::BTreeMap<String, u64>,
+    /// Failed calls by error kind.
+    pub errors: std::collections::BTreeMap<String, u64>,
+    /// Time per call, in µs.
+    pub micros: Vec<f64>,
+}
+
+impl Summary {
+    /// Whether any call failed.
+    pub fn failed(&self) -> bool {
+        !self.errors.is_empty()
     }
-    if let Some(m) = t.memory_mb {
-        limits.memory_bytes = (m as usize) << 20;
+
+    fn record(&mut self, hook: Hook, v: &Value, micros: f64) {
+        self.messages += 1;
+        self.micros.push(micros);
+        if let Some(e) = v.get("error") {
+            let kind = e["kind"].as_str().unwrap_or("other").to_owned();
+            *self.errors.entry(kind).or_default() += 1;
+            return;
+        }
+        let decision = v["decision"].as_str().unwrap_or("?").to_owned();
+        match (hook, decision.as_str()) {
+            (Hook::Route, "reroute") => {
+                for t in v["topics"].as_array().into_iter().flatten() {
+                    let t = t.as_str().unwrap_or("?").to_owned();
+                    *self.targets.entry(t).or_default() += 1;
+                }
+            }
+            (Hook::Pick, "pick") => {
+                let id = v["id"].as_str().unwrap_or("?").to_owned();
+                *self.targets.entry(id).or_default() += 1;
+            }
+            _ => {}
+        }
+        *self.decisions.entry(decision).or_default() += 1;
     }
-    let spec = BindingSpec {
-        name: "test".into(),
-        hook,
-        topics: vec![">".parse::<TopicPattern>().expect("valid pattern")],
-        config: t.config.to_owned(),
-        on_error: ErrorPolicy::Drop,
-        limits,
-    };
-    let binding = Binding::new(
-        &engine,
-        plugin,
-        spec,
-        Arc::new(MemoryKv::default()),
-        Arc::new(Stats::default()),
-    )?;
-    let text = text_or_file(t.message)?;
-    let messages: Vec<TestMessage> = match serde_json::from_str::<TestMessage>(&text) {
-        Ok(m) => vec![m],
-        Err(_) => text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .enumerate()
-            .map(|(i, l)| {
-                serde_json::from_str(l).map_err(|e| anyhow::anyhow!("message {}: {e}", i + 1))
-            })
-            .collect::<anyhow::Result<_>>()?,
-    };
-    if messages.is_empty() {
-        anyhow::bail!("--message holds no message");
-    }
-    let candidates: Vec<Candidate> = match (hook, t.candidates) {
-        (Hook::Pick, Some(c)) => serde_json::from_str::<Vec<TestCandidate>>(&text_or_file(c)?)
-            .map_err(|e| anyhow::anyhow!("--candidates: {e}"))?
-            .into_iter()
-            .map(|c| Candidate {
-                id: c.id,
-                inflight: c.inflight,
-                weight: c.weight,
-                labels: c
-                    .labels
-                    .into_iter()
-                    .map(|(name, value)| Header { name, value })
-                    .collect(),
-            })
-            .collect(),
-        (Hook::Pick, None) => anyhow::bail!("--candidates is required for the pick hook"),
-        (_, Some(_)) => anyhow::bail!("--candidates is only for the pick hook"),
-        _ => Vec::new(),
-    };
-    let mut out = Vec::new();
-    let mut failed = false;
-    for m in messages {
-        let payload = match (m.payload, m.payload_base64) {
-            (Some(p), None) => p.into_bytes(),
-            (None, Some(b)) => STANDARD
-                .decode(b)
-                .map_err(|_| anyhow::anyhow!("payload_base64 is not base64"))?,
-            (None, None) => Vec::new(),
-            (Some(_), Some(_)) => anyhow::bail!("give payload or payload_base64, not both"),
+
+    /// The summary as one JSON object: `messages`, `decisions`,
+    /// `reroute_topics` (route) or `picked` (pick), `errors`,
+    /// `mean_micros`, `p99_micros`.
+    pub fn to_json(&self, hook: Hook) -> Value {
+        let mut sorted = self.micros.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let mean = if n == 0 {
+            0.0
+        } else {
+            sorted.iter().sum::<f64>() / n as f64
         };
-        let headers: Vec<Header> = m
-            .headers
-            .into_iter()
-            .map(|(name, value)| Header { name, value })
-            .collect();
+        let p99 = match n {
+            0 => 0.0,
+            _ => sorted[(n * 99).div_ceil(100).clamp(1, n) - 1],
+        };
+        let round = |x: f64| (x * 10.0).round() / 10.0;
+        let mut v = json!({
+            "messages": self.messages,
+            "decisions": self.decisions,
+            "errors": self.errors,
+            "mean_micros": round(mean),
+            "p99_micros": round(p99),
+        });
+        match hook {
+            Hook::Route => v["reroute_topics"] = json!(self.targets),
+            Hook::Pick => v["picked"] = json!(self.targets),
+            Hook::Filter => {}
+        }
+        v
+    }
+}
+
+impl Runner {
+    /// Loads the component and binds it as a node would.
+    pub fn new(t: &Test<'_>) -> anyhow::Result<Runner> {
+        let hook = t.hook;
+        let bytes = std::fs::read(t.file)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", t.file.display()))?;
+        let candidates: Vec<Candidate> = match (hook, t.candidates) {
+            (Hook::Pick, Some(c)) => serde_json::from_str::<Vec<TestCandidate>>(&text_or_file(c)?)
+                .map_err(|e| anyhow::anyhow!("--candidates: {e}"))?
+                .into_iter()
+                .map(|c| Candidate {
+                    id: c.id,
+                    inflight: c.inflight,
+                    weight: c.weight,
+                    labels: c
+                        .labels
+                        .into_iter()
+                        .map(|(name, value)| Header { name, value })
+                        .collect(),
+                })
+                .collect(),
+            (Hook::Pick, None) => anyhow::bail!("--candidates is required for the pick hook"),
+            (_, Some(_)) => anyhow::bail!("--candidates is only for the pick hook"),
+            _ => Vec::new(),
+        };
+        let engine = PluginEngine::new(EngineConfig {
+            pooled_instances: 0,
+            ..EngineConfig::default()
+        })?;
+        let plugin = engine.load(&bytes)?;
+        let mut limits = Limits::default();
+        if let Some(f) = t.fuel {
+            limits.fuel = f;
+        }
+        if let Some(m) = t.memory_mb {
+            limits.memory_bytes = (m as usize) << 20;
+        }
+        let spec = BindingSpec {
+            name: "test".into(),
+            hook,
+            topics: vec![">".parse::<TopicPattern>().expect("valid pattern")],
+            config: t.config.to_owned(),
+            on_error: ErrorPolicy::Drop,
+            limits,
+        };
+        let binding = Binding::new(
+            &engine,
+            plugin,
+            spec,
+            Arc::new(MemoryKv::default()),
+            Arc::new(Stats::default()),
+        )?;
+        Ok(Runner {
+            binding,
+            hook,
+            candidates,
+            summary: Summary::default(),
+        })
+    }
+
+    /// Runs the hook on one message; returns its decision as JSON (with
+    /// `micros`, and `message` when the message has an id), or
+    /// `{"error": {"kind", "detail"}}` for a failed call.
+    pub fn run(&mut self, m: &OwnedMessage) -> Value {
         let msg = PluginMessage {
             topic: &m.topic,
-            key: m.key.as_deref().map(str::as_bytes),
-            headers: &headers,
-            payload: &payload,
-            timestamp_ms: m.timestamp_ms.unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64)
-            }),
+            key: m.key.as_deref(),
+            headers: &m.headers,
+            payload: &m.payload,
+            timestamp_ms: m.timestamp_ms,
         };
+        let candidates = &self.candidates;
         let start = Instant::now();
-        let result = match hook {
-            Hook::Route => binding.route(&msg).map(route_json),
-            Hook::Filter => binding.filter(&msg).map(filter_json),
-            Hook::Pick => binding.pick(&msg, &candidates).map(|i| match i {
+        let result = match self.hook {
+            Hook::Route => self.binding.route(&msg).map(route_json),
+            Hook::Filter => self.binding.filter(&msg).map(filter_json),
+            Hook::Pick => self.binding.pick(&msg, candidates).map(|i| match i {
                 Some(i) => json!({"decision": "pick", "index": i, "id": candidates[i].id}),
                 None => json!({"decision": "none"}),
             }),
@@ -308,18 +484,103 @@ pub fn test(t: &Test<'_>) -> anyhow::Result<(Vec<Value>, bool)> {
         let mut v = match result {
             Ok(v) => v,
             Err(e) => {
-                failed = true;
                 json!({"error": {"kind": e.kind().map(|k| k.as_str()), "detail": e.to_string()}})
             }
         };
+        self.summary.record(self.hook, &v, micros);
         v["micros"] = json!((micros * 10.0).round() / 10.0);
-        out.push(v);
+        if let Some(id) = &m.id {
+            v["message"] = json!(id);
+        }
+        v
     }
-    let custom = binding.stats().snapshot().custom;
-    if !custom.is_empty() {
-        out.push(json!({ "counters": custom }));
+
+    /// The tallies so far.
+    pub fn summary(&self) -> &Summary {
+        &self.summary
     }
-    Ok((out, failed))
+
+    /// The plugin's own counters (`metrics` import), when it kept any.
+    pub fn counters(&self) -> Option<Value> {
+        let custom = self.binding.stats().snapshot().custom;
+        (!custom.is_empty()).then(|| json!({ "counters": custom }))
+    }
+}
+
+/// Runs a hook locally on each message of `message` (one JSON message, or
+/// several as JSON lines, or `@file` holding either) in order, and returns
+/// one JSON line per decision, then the plugin's counters if any. A failed
+/// call is reported as `{"error": ...}`; the runner's summary tells whether
+/// any did.
+pub fn test(runner: &mut Runner, message: &str) -> anyhow::Result<Vec<Value>> {
+    let text = text_or_file(message)?;
+    let messages = parse_messages(&text)?;
+    if messages.is_empty() {
+        anyhow::bail!("--message holds no message");
+    }
+    let mut out: Vec<Value> = messages.iter().map(|m| runner.run(m)).collect();
+    out.extend(runner.counters());
+    Ok(out)
+}
+
+/// Settings of `plugin test --replay`.
+pub struct Replay<'a> {
+    /// Topic pattern whose stored messages are pulled.
+    pub pattern: &'a str,
+    /// `earliest`, `latest`, a cursor or an RFC 3339 time.
+    pub from: &'a str,
+    /// Most messages to run.
+    pub limit: u64,
+}
+
+/// The most messages one `GET /v1/messages` answers.
+const PAGE: u64 = 1000;
+
+/// Pulls the stored messages of a pattern through `GET /v1/messages`, page
+/// after page from `from`, and runs the hook on each; `each` receives every
+/// result. Stops after `limit` messages or at the first empty page (from
+/// `latest`, a page waits up to 5 s for a message to be published).
+pub async fn replay(
+    client: &Client,
+    r: &Replay<'_>,
+    runner: &mut Runner,
+    mut each: impl FnMut(&Value) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let wait = if r.from == "latest" { 5 } else { 0 };
+    let mut from = r.from.to_owned();
+    let mut left = r.limit;
+    while left > 0 {
+        let path = format!(
+            "/v1/messages?{}",
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("topic", r.pattern)
+                .append_pair("from", &from)
+                .append_pair("limit", &left.min(PAGE).to_string())
+                .append_pair("wait", &wait.to_string())
+                .finish()
+        );
+        let page = client.get_json(&path).await?;
+        let messages = page["messages"].as_array().cloned().unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        let decoded = messages
+            .into_iter()
+            .map(|v| {
+                serde_json::from_value::<TestMessage>(v)
+                    .map_err(anyhow::Error::from)
+                    .and_then(TestMessage::decode)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()
+            .map_err(|e| anyhow::anyhow!("a stored message: {e}"))?;
+        left = left.saturating_sub(decoded.len() as u64);
+        tokio::task::block_in_place(|| decoded.iter().try_for_each(|m| each(&runner.run(m))))?;
+        match page["cursor"].as_str() {
+            Some(c) => from = c.to_owned(),
+            None => anyhow::bail!("the node's answer has no cursor"),
+        }
+    }
+    Ok(())
 }
 
 fn payload_json(p: &[u8]) -> Value {
@@ -390,5 +651,106 @@ mod tests {
         );
         let none: PluginList = serde_json::from_value(json!({"plugins": []})).unwrap();
         assert_eq!(format_list(&none), "no plugins\n");
+    }
+
+    #[test]
+    fn parses_the_short_form() {
+        let m = parse_messages(
+            r#"{"topic": "orders", "payload": "hi", "key": "k", "headers": {"a": "1"}, "timestamp_ms": 5}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m,
+            [OwnedMessage {
+                topic: "orders".into(),
+                key: Some(b"k".to_vec()),
+                headers: vec![Header {
+                    name: "a".into(),
+                    value: "1".into()
+                }],
+                payload: b"hi".to_vec(),
+                timestamp_ms: 5,
+                id: None,
+            }]
+        );
+        let m = parse_messages(r#"{"topic": "t", "payload_base64": "AP8="}"#).unwrap();
+        assert_eq!(m[0].payload, [0, 255]);
+        assert_eq!(m[0].key, None);
+        assert!(parse_messages(r#"{"topic": "t", "paylod": "x"}"#).is_err());
+        assert!(parse_messages(r#"{"topic": "t", "payload": "x", "payload_base64": ""}"#).is_err());
+    }
+
+    #[test]
+    fn parses_the_envelope_of_get_messages() {
+        let m = parse_messages(
+            r#"{"topic":"orders.eu","id":"abf6944292ab4b2e-1","origin":"abf6944292ab4b2e","seq":1,
+               "timestamp":"2026-11-26T02:37:50.131Z","key":"cust-42",
+               "headers":{"content-type":"application/json","trace":"abc"},"payload":"{\"id\":1}"}"#,
+        )
+        .unwrap();
+        assert_eq!(m.len(), 1);
+        let m = &m[0];
+        assert_eq!(m.topic, "orders.eu");
+        assert_eq!(m.id.as_deref(), Some("abf6944292ab4b2e-1"));
+        assert_eq!(m.key.as_deref(), Some(&b"cust-42"[..]));
+        assert_eq!(m.payload, br#"{"id":1}"#);
+        assert_eq!(m.headers.len(), 2);
+        // date -u -d 2026-11-26T02:37:50.131Z +%s%3N
+        assert_eq!(m.timestamp_ms, 1_795_660_670_131);
+        // A null key, a binary key and payload.
+        let m = parse_messages(
+            r#"{"topic":"t","id":"a-2","origin":"a","seq":2,"timestamp":"2026-11-26T02:37:50Z",
+               "key":null,"headers":{},"payload_base64":"AQI="}"#,
+        )
+        .unwrap();
+        assert_eq!((m[0].key.clone(), m[0].payload.clone()), (None, vec![1, 2]));
+        let m = parse_messages(r#"{"topic":"t","key_base64":"/w==","headers":{},"payload":""}"#)
+            .unwrap();
+        assert_eq!(m[0].key.as_deref(), Some(&[255u8][..]));
+        assert!(parse_messages(r#"{"topic":"t","timestamp":"yesterday"}"#).is_err());
+    }
+
+    #[test]
+    fn parses_json_lines_of_both_forms() {
+        let text = concat!(
+            r#"{"topic": "a", "payload": "1"}"#,
+            "\n\n",
+            r#"{"topic":"b","id":"x-1","origin":"x","seq":1,"timestamp":"2026-11-26T02:37:50.131Z","key":null,"headers":{},"payload":"2"}"#,
+            "\n"
+        );
+        let m = parse_messages(text).unwrap();
+        let topics: Vec<&str> = m.iter().map(|m| m.topic.as_str()).collect();
+        assert_eq!(topics, ["a", "b"]);
+        let err = parse_messages("{\"topic\": \"a\"}\n{\"nope\": 1}\n").unwrap_err();
+        assert!(err.to_string().contains("message 2"), "{err}");
+    }
+
+    #[test]
+    fn summary_counts_decisions_targets_errors_and_times() {
+        let mut s = Summary::default();
+        s.record(
+            Hook::Route,
+            &json!({"decision": "reroute", "topics": ["o.eu"]}),
+            1.0,
+        );
+        s.record(
+            Hook::Route,
+            &json!({"decision": "reroute", "topics": ["o.eu"]}),
+            2.0,
+        );
+        s.record(Hook::Route, &json!({"decision": "deliver"}), 3.0);
+        s.record(
+            Hook::Route,
+            &json!({"error": {"kind": "trap", "detail": "x"}}),
+            100.0,
+        );
+        let v = s.to_json(Hook::Route);
+        assert_eq!(v["messages"], 4);
+        assert_eq!(v["decisions"], json!({"reroute": 2, "deliver": 1}));
+        assert_eq!(v["reroute_topics"], json!({"o.eu": 2}));
+        assert_eq!(v["errors"], json!({"trap": 1}));
+        assert_eq!(v["mean_micros"], 26.5);
+        assert_eq!(v["p99_micros"], 100.0);
+        assert!(s.failed());
     }
 }

@@ -76,28 +76,68 @@ pub(crate) async fn run(cmd: PluginCommand, ca: Option<&Path>) -> Result<()> {
             hook,
             config,
             message,
+            replay,
+            from,
+            limit,
+            summary,
             candidates,
             fuel,
             memory_mb,
+            url,
+            token,
         } => {
             let filter = std::env::var("SWITCHYARD_LOG")
                 .unwrap_or_else(|_| crate::logging::DEFAULT_FILTER.into());
             crate::logging::init(LogFormat::Pretty, &filter);
+            let hook = hook.into();
             let t = plugin_cli::Test {
                 file: &file,
-                hook: hook.into(),
+                hook,
                 config: &config,
-                message: &message,
                 candidates: candidates.as_deref(),
                 fuel,
                 memory_mb,
             };
-            let (lines, failed) = tokio::task::block_in_place(|| plugin_cli::test(&t))?;
-            let mut out = std::io::stdout().lock();
-            for l in lines {
-                writeln!(out, "{l}")?;
+            let mut runner = tokio::task::block_in_place(|| plugin_cli::Runner::new(&t))?;
+            match (replay, message) {
+                (Some(pattern), _) => {
+                    let client = Client::with_ca_file(&url, ca)?.with_token(token)?;
+                    let r = plugin_cli::Replay {
+                        pattern: &pattern,
+                        from: &from,
+                        limit,
+                    };
+                    plugin_cli::replay(&client, &r, &mut runner, |v| {
+                        if !summary {
+                            writeln!(std::io::stdout().lock(), "{v}")?;
+                        }
+                        Ok(())
+                    })
+                    .await?;
+                    if !summary && let Some(c) = runner.counters() {
+                        println!("{c}");
+                    }
+                }
+                (None, Some(message)) => {
+                    let lines =
+                        tokio::task::block_in_place(|| plugin_cli::test(&mut runner, &message))?;
+                    if !summary {
+                        let mut out = std::io::stdout().lock();
+                        for l in lines {
+                            writeln!(out, "{l}")?;
+                        }
+                    }
+                }
+                (None, None) => bail!("give --message or --replay"),
             }
-            if failed {
+            if summary {
+                let mut v = runner.summary().to_json(hook);
+                if let Some(c) = runner.counters() {
+                    v["counters"] = c["counters"].clone();
+                }
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            }
+            if runner.summary().failed() {
                 bail!("the plugin failed on at least one message");
             }
             Ok(())
