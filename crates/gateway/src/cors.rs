@@ -94,16 +94,21 @@ pub(crate) fn decorate(resp: &mut Response<Body>, origin: HeaderValue) {
 /// Answers an `OPTIONS` preflight: 204 with the API's methods and those of
 /// the requested headers the API reads when the origin is allowed, a bare
 /// 204 otherwise (the browser then refuses the real request).
-pub(crate) fn preflight(origin: Option<HeaderValue>, headers: &HeaderMap) -> Response<Body> {
+pub(crate) fn preflight(
+    origin: Option<HeaderValue>,
+    headers: &HeaderMap,
+    path: &str,
+) -> Response<Body> {
+    let methods = methods_of(path);
     let mut resp = Response::new(full(""));
     *resp.status_mut() = StatusCode::NO_CONTENT;
     resp.headers_mut()
-        .insert(header::ALLOW, HeaderValue::from_static(METHODS));
+        .insert(header::ALLOW, HeaderValue::from_static(methods));
     if let Some(origin) = origin {
         let h = resp.headers_mut();
         h.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static(METHODS),
+            HeaderValue::from_static(methods),
         );
         let granted: Vec<&str> = headers
             .get_all(header::ACCESS_CONTROL_REQUEST_HEADERS)
@@ -127,9 +132,49 @@ pub(crate) fn preflight(origin: Option<HeaderValue>, headers: &HeaderMap) -> Res
     resp
 }
 
+/// The methods the endpoint at `path` takes, `OPTIONS` included; every
+/// method of the API for a path no endpoint serves.
+fn methods_of(path: &str) -> &'static str {
+    const POST: &str = "POST, OPTIONS";
+    const GET: &str = "GET, OPTIONS";
+    const GET_HEAD: &str = "GET, HEAD, OPTIONS";
+    match path {
+        "/v1/batch" => POST,
+        "/v1/events" | "/v1/messages" | "/v1/topics" | "/v1/cluster" | "/v1/plugins"
+        | "/v1/groups" => GET,
+        "/healthz" | "/readyz" | "/metrics" | "/" | "/ui" => GET_HEAD,
+        p if p.starts_with("/ui/") => GET_HEAD,
+        p if p.len() > "/v1/topics/".len() && p.starts_with("/v1/topics/") => POST,
+        p if p.len() > "/v1/plugins/".len() && p.starts_with("/v1/plugins/") => {
+            "GET, PUT, DELETE, OPTIONS"
+        }
+        p if p.len() > "/v1/groups/".len() && p.starts_with("/v1/groups/") => {
+            if p["/v1/groups/".len()..].contains('/') {
+                POST
+            } else {
+                "GET, DELETE, OPTIONS"
+            }
+        }
+        _ => METHODS,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn preflight_names_the_methods_of_the_path() {
+        let allow =
+            |path| preflight(None, &HeaderMap::new(), path).headers()[header::ALLOW].clone();
+        assert_eq!(allow("/v1/topics/orders.eu"), "POST, OPTIONS");
+        assert_eq!(allow("/v1/events"), "GET, OPTIONS");
+        assert_eq!(allow("/v1/groups/workers"), "GET, DELETE, OPTIONS");
+        assert_eq!(allow("/v1/groups/workers/ack"), "POST, OPTIONS");
+        assert_eq!(allow("/v1/plugins/tag"), "GET, PUT, DELETE, OPTIONS");
+        assert_eq!(allow("/metrics"), "GET, HEAD, OPTIONS");
+        assert_eq!(allow("/nowhere"), METHODS);
+    }
 
     fn with_origin(origin: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -187,14 +232,18 @@ mod tests {
             header::ACCESS_CONTROL_REQUEST_HEADERS,
             HeaderValue::from_static("content-type, Authorization,x-other,switchyard-header-a"),
         );
-        let resp = preflight(Some(HeaderValue::from_static("https://app.example")), &h);
+        let resp = preflight(
+            Some(HeaderValue::from_static("https://app.example")),
+            &h,
+            "/v1/plugins/x",
+        );
         assert_eq!(
             resp.headers()[header::ACCESS_CONTROL_ALLOW_HEADERS],
             "content-type,Authorization,switchyard-header-a"
         );
         assert_eq!(
             resp.headers()[header::ACCESS_CONTROL_ALLOW_METHODS],
-            METHODS
+            "GET, PUT, DELETE, OPTIONS"
         );
         assert_eq!(
             resp.headers()[header::ACCESS_CONTROL_ALLOW_CREDENTIALS],
@@ -213,6 +262,7 @@ mod tests {
         let resp = preflight(
             Some(HeaderValue::from_static("*")),
             &with_origin("https://x.example"),
+            "/v1/events",
         );
         assert!(
             !resp

@@ -61,7 +61,7 @@ pub(crate) async fn handle(app: Arc<App>, req: Request<Incoming>) -> Response<Bo
     }
     let origin = cors::allowed_origin(&app.live().cors_origins, req.headers());
     if req.method() == Method::OPTIONS {
-        return cors::preflight(origin, req.headers());
+        return cors::preflight(origin, req.headers(), req.uri().path());
     }
     let mut resp = route(&app, req).await;
     if let Some(origin) = origin {
