@@ -224,8 +224,25 @@ async fn peer_groups(app: &App, req: &Request<Incoming>) -> Vec<Value> {
 struct SettleBody {
     ids: Vec<String>,
     member: Option<String>,
-    delay_ms: Option<u64>,
+    /// A whole number of milliseconds; JSON writes it `1000` or `1000.0`.
+    delay_ms: Option<serde_json::Number>,
     reason: Option<String>,
+}
+
+/// `n` as a whole number of milliseconds (`1000` and `1000.0` alike).
+fn whole_millis(n: &serde_json::Number) -> Result<u64, Problem> {
+    n.as_u64()
+        .or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f < u64::MAX as f64)
+                .map(|f| f as u64)
+        })
+        .ok_or_else(|| {
+            Problem::bad_request(
+                "invalid_body",
+                format!("delay_ms is {n}; it takes a whole number of milliseconds, 0 or more"),
+            )
+        })
 }
 
 pub(crate) async fn handle(
@@ -334,7 +351,13 @@ async fn settle(
         .collect::<Result<Vec<_>, _>>()?;
     let op = match op {
         "ack" => Settle::Ack,
-        "nack" => Settle::Nack(Duration::from_millis(b.delay_ms.unwrap_or(0))),
+        "nack" => Settle::Nack(Duration::from_millis(
+            b.delay_ms
+                .as_ref()
+                .map(whole_millis)
+                .transpose()?
+                .unwrap_or(0),
+        )),
         "progress" => Settle::Progress,
         _ => Settle::Term(b.reason),
     };
@@ -343,4 +366,24 @@ async fn settle(
         StatusCode::OK,
         &json!({"group": name, "applied": settled.applied, "stale": settled.stale}),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delay_is_a_whole_number_of_milliseconds() {
+        let n = |s: &str| serde_json::from_str::<serde_json::Number>(s).unwrap();
+        assert_eq!(whole_millis(&n("1000")).unwrap(), 1000);
+        assert_eq!(whole_millis(&n("1000.0")).unwrap(), 1000);
+        assert_eq!(whole_millis(&n("1e3")).unwrap(), 1000);
+        for bad in ["1000.5", "-1", "-0.5", "1e30"] {
+            assert_eq!(
+                whole_millis(&n(bad)).unwrap_err().code,
+                "invalid_body",
+                "{bad}"
+            );
+        }
+    }
 }
