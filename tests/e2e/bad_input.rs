@@ -37,6 +37,8 @@ async fn bad_input_answers_4xx_and_changes_nothing() {
         ("bad topic characters", node.request("POST", "/v1/topics/a%20b"), b"x".to_vec(), 400, "invalid_topic"),
         ("wildcard topic", node.request("POST", "/v1/topics/a.*"), b"x".to_vec(), 400, "invalid_topic"),
         ("reserved topic", node.request("POST", "/v1/topics/$sys.x"), b"x".to_vec(), 400, "reserved_topic"),
+        ("reserved topic, encoded", node.request("POST", "/v1/topics/%24sys.x"), b"x".to_vec(), 400, "reserved_topic"),
+        ("encoded slash in a topic", node.request("POST", "/v1/topics/a%2Fb"), b"x".to_vec(), 400, "invalid_topic"),
         ("too many headers", many_headers, b"x".to_vec(), 431, "headers_too_large"),
         (
             "header too large",

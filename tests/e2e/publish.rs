@@ -388,3 +388,23 @@ async fn readiness_reports_the_stores_commits() {
         "{after}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn path_parameters_are_percent_decoded() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--fsync", "never"]);
+    let (status, _, body) = node
+        .raw(node.request("POST", "/v1/topics/orders%2Eeu"), "x")
+        .await;
+    assert_eq!(status, 201, "{body:?}");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["topic"], "orders.eu");
+    assert_eq!(node.pull_all("orders.eu").await.len(), 1);
+    // A group's name too.
+    let (status, _, body) = node
+        .raw(node.request("GET", "/v1/groups/no%2Dsuch"), "")
+        .await;
+    assert_eq!(status, 404, "{body:?}");
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert!(v["detail"].as_str().unwrap().contains("no-such"), "{v}");
+}

@@ -192,7 +192,7 @@ async fn serve_route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
     // the size of those two.
     let result = match (path.as_str(), path.strip_prefix("/v1/topics/")) {
         (_, Some(topic)) if !topic.is_empty() => match method {
-            Method::POST => publish(&app, topic, req, &access).await,
+            Method::POST => publish(&app, &path_param(topic), req, &access).await,
             _ => Err(not_allowed("POST")),
         },
         ("/v1/batch", _) => match method {
@@ -209,13 +209,18 @@ async fn serve_route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
         },
         ("/v1/plugins", _) => Box::pin(crate::plugins::handle(&app, None, req)).await,
         (p, _) if p.starts_with("/v1/plugins/") => {
-            let name = &p["/v1/plugins/".len()..];
-            Box::pin(crate::plugins::handle(&app, Some(name), req)).await
+            let name = path_param(&p["/v1/plugins/".len()..]);
+            Box::pin(crate::plugins::handle(&app, Some(&name), req)).await
         }
         ("/v1/groups", _) => Box::pin(crate::groups::handle(&app, None, req)).await,
         (p, _) if p.starts_with("/v1/groups/") => {
             let rest = &p["/v1/groups/".len()..];
-            Box::pin(crate::groups::handle(&app, Some(rest), req)).await
+            // The group's name decoded; what follows it is a fixed word.
+            let rest = match rest.split_once('/') {
+                Some((name, op)) => format!("{}/{op}", path_param(name)),
+                None => path_param(rest).into_owned(),
+            };
+            Box::pin(crate::groups::handle(&app, Some(&rest), req)).await
         }
         ("/v1/cluster", _) => match method {
             Method::GET => crate::cluster::members(&app, &req),
@@ -320,6 +325,21 @@ fn authorize(app: &App, req: &Request<Incoming>) -> Result<Access, Problem> {
         }
     }
     Ok(access)
+}
+
+/// A path parameter (topic, group or plugin name) with its
+/// percent-encoding decoded (`orders%2Eeu` is `orders.eu`). One that does
+/// not decode to UTF-8, or decodes to a `/` (which would change what the
+/// path names after it was authorized), stays as sent, and its `%` fails
+/// the name's check.
+fn path_param(raw: &str) -> std::borrow::Cow<'_, str> {
+    if !raw.contains('%') {
+        return raw.into();
+    }
+    match percent_encoding::percent_decode_str(raw).decode_utf8() {
+        Ok(decoded) if !decoded.contains('/') => decoded,
+        _ => raw.into(),
+    }
 }
 
 /// A 302 to `location` on this node.
