@@ -1186,3 +1186,180 @@ async fn plugin_test_replays_stored_messages() {
         "{s}"
     );
 }
+
+/// The SDK crate builds from its own copy of the WIT contract (so that it
+/// can be packaged); the copy must be the contract.
+#[test]
+fn sdk_wit_copy_is_the_contract() {
+    let repo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let names = |dir: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let contract = repo.join("sdk/wit");
+    let copy = repo.join("sdk/rust/wit");
+    assert_eq!(
+        names(&contract),
+        names(&copy),
+        "sdk/rust/wit lists other files than sdk/wit"
+    );
+    for name in names(&contract) {
+        assert!(
+            std::fs::read(contract.join(&name)).unwrap()
+                == std::fs::read(copy.join(&name)).unwrap(),
+            "sdk/rust/wit/{name} differs from sdk/wit/{name}: copy the contract into the SDK \
+             (cp sdk/wit/{name} sdk/rust/wit/)"
+        );
+    }
+}
+
+/// `plugin new` writes a crate for each hook that builds for wasm32-wasip2
+/// against the SDK, passes its own unit test natively, and runs in
+/// `plugin test`; it refuses a directory that is not empty.
+#[test]
+fn plugin_new_scaffolds_a_crate_that_builds_and_runs() {
+    let repo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+        .canonicalize()
+        .unwrap();
+    // The example plugins' build compiles the SDK and its dependencies into
+    // plugins/target; the scaffolded crates share that directory and the
+    // workspace's lock file, so they compile only their own code.
+    let built = wasm_dir();
+    let target = repo.join("plugins/target");
+    let dir = tempfile::tempdir().unwrap();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let cargo_in = |crate_dir: &Path, args: &[&str]| {
+        let out = std::process::Command::new(&cargo)
+            .args(args)
+            .arg("--target-dir")
+            .arg(&target)
+            .current_dir(crate_dir)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .output()
+            .expect("run cargo");
+        assert!(
+            out.status.success(),
+            "cargo {args:?} in {}:\n{}",
+            crate_dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let sdk = repo.join("sdk/rust");
+    let cases = [
+        (
+            "route",
+            "orders",
+            r#"{"topic": "orders.eu", "payload": "x"}"#,
+            None,
+            json!({"decision": "drop", "reason": "messages on orders.eu need a key"}),
+        ),
+        (
+            "filter",
+            "urgent",
+            r#"{"topic": "alerts", "payload": "urgent: disk full"}"#,
+            None,
+            json!({"decision": "keep"}),
+        ),
+        (
+            "pick",
+            "eu-1",
+            r#"{"topic": "jobs"}"#,
+            Some(
+                r#"[{"id": "a", "labels": {"zone": "us-1"}}, {"id": "b", "labels": {"zone": "eu-1"}}]"#,
+            ),
+            json!({"decision": "pick", "index": 1, "id": "b"}),
+        ),
+    ];
+    for (hook, config, message, candidates, expected) in cases {
+        let name = format!("scaffolded-{hook}");
+        let crate_dir = dir.path().join(&name);
+        let (ok, out, err) = run_cli(
+            &[
+                "plugin",
+                "new",
+                crate_dir.to_str().unwrap(),
+                "--hook",
+                hook,
+                "--sdk-path",
+                sdk.to_str().unwrap(),
+            ],
+            "http://127.0.0.1:9",
+        );
+        assert!(ok, "{out}{err}");
+        assert!(out.contains(&format!("created {name}")), "{out}");
+        std::fs::copy(
+            repo.join("plugins/Cargo.lock"),
+            crate_dir.join("Cargo.lock"),
+        )
+        .unwrap();
+        cargo_in(
+            &crate_dir,
+            &["build", "--release", "--target", "wasm32-wasip2"],
+        );
+        cargo_in(&crate_dir, &["test"]);
+        let component = built.join(format!("scaffolded_{hook}.wasm"));
+        assert!(component.is_file(), "{}", component.display());
+        let mut args = vec![
+            "plugin",
+            "test",
+            component.to_str().unwrap(),
+            "--hook",
+            hook,
+            "--config",
+            config,
+            "--message",
+            message,
+        ];
+        if let Some(c) = candidates {
+            args.extend(["--candidates", c]);
+        }
+        let (ok, out, err) = run_cli(&args, "http://127.0.0.1:9");
+        assert!(ok, "{out}{err}");
+        let mut first: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+        first.as_object_mut().unwrap().remove("micros");
+        assert_eq!(first, expected, "{hook}: {out}");
+        // Not over an existing crate.
+        let (ok, _, err) = run_cli(
+            &["plugin", "new", crate_dir.to_str().unwrap(), "--hook", hook],
+            "http://127.0.0.1:9",
+        );
+        assert!(!ok && err.contains("not empty"), "{err}");
+    }
+}
+
+/// `cargo package` of the SDK takes the WIT contract along, so the package
+/// builds outside a checkout.
+#[test]
+fn sdk_package_lists_the_wit() {
+    let repo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args(["package", "--list", "--allow-dirty", "--no-verify"])
+        .arg("--manifest-path")
+        .arg(repo.join("sdk/rust/Cargo.toml"))
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .expect("run cargo package");
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{list}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files: Vec<&str> = list.lines().collect();
+    for f in [
+        "wit/plugin.wit",
+        "README.md",
+        "src/lib.rs",
+        "src/bindings.rs",
+    ] {
+        assert!(files.contains(&f), "{f} is not in the package: {list}");
+    }
+}

@@ -441,6 +441,22 @@ pub enum PluginCommand {
         #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Write a new Rust plugin crate for one hook: Cargo.toml, src/lib.rs
+    /// with a working example and a unit test, README.md.
+    New {
+        /// Directory to create; an existing one must be empty.
+        dir: PathBuf,
+        /// route, filter or pick.
+        #[arg(long, hide_possible_values = true)]
+        hook: HookArg,
+        /// Crate name (default: the directory's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Depend on the SDK by path, e.g. the sdk/rust directory of a
+        /// Switchyard checkout (default: the published version 0.1).
+        #[arg(long, value_name = "PATH")]
+        sdk_path: Option<PathBuf>,
+    },
     /// Run a hook locally and print each decision as JSON: on messages
     /// given with --message, or on the messages a node stored (--replay).
     #[command(after_help = TEST_AFTER_HELP)]

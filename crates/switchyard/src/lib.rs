@@ -6,7 +6,7 @@
 //!   HTTP API, stopped by a shutdown future);
 //! - every other command is a client of a node's HTTP API ([`commands`],
 //!   built on [`client`] and the SSE parser [`sse`]), or runs a plugin
-//!   locally ([`plugin_cli`]).
+//!   locally ([`plugin_cli`]), or writes a new plugin crate ([`scaffold`]).
 #![warn(missing_docs)]
 
 pub mod args;
@@ -17,4 +17,5 @@ pub mod logging;
 pub mod node;
 pub mod plugin_cli;
 pub mod reload;
+pub mod scaffold;
 pub mod sse;

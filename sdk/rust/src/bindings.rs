@@ -1,4 +1,5 @@
-//! wit-bindgen output for the Switchyard plugin contract (`sdk/wit/plugin.wit`).
+//! wit-bindgen output for the Switchyard plugin contract (`wit/plugin.wit`
+//! in this crate, a copy of `sdk/wit/plugin.wit` kept identical by a test).
 //!
 //! The three worlds of the contract (`route-plugin`, `filter-plugin`,
 //! `pick-plugin`) all export `lifecycle`. wit-bindgen names the export macro
@@ -22,7 +23,7 @@
 /// Imports plus the `lifecycle` export.
 pub mod lifecycle {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         inline: "
             package switchyard:sdk;
 
@@ -42,7 +43,7 @@ pub mod lifecycle {
 /// The `route` hook export.
 pub mod route {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         inline: "
             package switchyard:sdk;
 
@@ -65,7 +66,7 @@ pub mod route {
 /// The `filter` hook export.
 pub mod filter {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         inline: "
             package switchyard:sdk;
 
@@ -89,7 +90,7 @@ pub mod filter {
 /// The `pick` hook export.
 pub mod pick {
     wit_bindgen::generate!({
-        path: "../wit",
+        path: "wit",
         inline: "
             package switchyard:sdk;
 

@@ -1,7 +1,8 @@
 //! Write [Switchyard](https://example.invalid/switchyard) plugins in plain Rust.
 //!
 //! A Switchyard plugin is a WebAssembly component that implements one hook of
-//! the plugin contract (`switchyard:plugin@0.1.0`, in `sdk/wit/plugin.wit`):
+//! the plugin contract (`switchyard:plugin@0.1.0`, in this crate's
+//! `wit/plugin.wit`, a copy of `sdk/wit/plugin.wit` in the repository):
 //!
 //! | hook | trait | export macro | runs |
 //! | --- | --- | --- | --- |
@@ -38,7 +39,8 @@
 //! crate-type = ["cdylib"]
 //!
 //! [dependencies]
-//! switchyard-plugin-sdk = { path = "../switchyard/sdk/rust" }
+//! switchyard-plugin-sdk = "0.1"
+//! # or from a checkout: { path = "../switchyard/sdk/rust" }
 //!
 //! [profile.release]
 //! opt-level = "s"

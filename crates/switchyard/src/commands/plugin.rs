@@ -71,6 +71,37 @@ pub(crate) async fn run(cmd: PluginCommand, ca: Option<&Path>) -> Result<()> {
             println!("removed {name}");
             Ok(())
         }
+        PluginCommand::New {
+            dir,
+            hook,
+            name,
+            sdk_path,
+        } => {
+            let hook: switchyard_plugin_host::Hook = hook.into();
+            let w = crate::scaffold::new(&crate::scaffold::New {
+                dir: &dir,
+                hook,
+                name: name.as_deref(),
+                sdk_path: sdk_path.as_deref(),
+            })?;
+            println!(
+                "created {} ({} plugin) in {}",
+                w.name,
+                hook.as_str(),
+                dir.display()
+            );
+            for f in &w.files {
+                println!("  {}", f.display());
+            }
+            println!(
+                "next: cd {} && cargo test && cargo build --release --target wasm32-wasip2\n\
+                 the component: {}; README.md shows how to try it \
+                 (switchyard plugin test) and bind it (switchyard plugin push)",
+                dir.display(),
+                w.component.display(),
+            );
+            Ok(())
+        }
         PluginCommand::Test {
             file,
             hook,
