@@ -1059,7 +1059,9 @@ async fn plugin_test_replays_stored_messages() {
         s["mean_micros"].as_f64().unwrap(),
         s["p99_micros"].as_f64().unwrap(),
     );
-    assert!(mean > 0.0 && p99 >= mean, "{s}");
+    // (The mean may exceed the p99: the first calls, which warm the
+    // instance up, are slower by far.)
+    assert!(mean > 0.0 && p99 > 0.0, "{s}");
     // The default limit (1000) over everything stored; the end of the
     // stream also stops a replay.
     let (ok, out, err) = replay(&["--summary"]);
@@ -1362,4 +1364,127 @@ fn sdk_package_lists_the_wit() {
     ] {
         assert!(files.contains(&f), "{f} is not in the package: {list}");
     }
+}
+
+/// `GET /v1/plugins/{name}/logs` streams a binding's log lines as SSE; a
+/// reader that falls behind loses lines and is told how many;
+/// `switchyard plugin logs` follows the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_logs_stream_live_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    // Rate limits high enough that each call's 900 lines of 4 KiB all pass.
+    let node = Node::start_with_config(
+        dir.path(),
+        "[plugins]\nlog_lines_per_sec = 1000000\nlog_bytes_per_sec = 10000000000\n",
+        &["--fsync", "never"],
+    );
+    bind_ok(&node, "flood", "log_flooder", "hook=route&topic=noisy").await;
+    let (status, _, _) = node
+        .raw(node.request("GET", "/v1/plugins/nope/logs"), "")
+        .await;
+    assert_eq!(status, 404);
+    let (status, _, _) = node
+        .raw(node.request("POST", "/v1/plugins/flood/logs"), "")
+        .await;
+    assert_eq!(status, 405);
+
+    // A reader that reads.
+    let mut reader = Sse::connect(&node, "/v1/plugins/flood/logs", None)
+        .await
+        .unwrap();
+    // A reader that does not read until the end.
+    let mut slow = Sse::connect(&node, "/v1/plugins/flood/logs", None)
+        .await
+        .unwrap();
+    node.publish("noisy", "one").await;
+    let ev = reader
+        .next(Duration::from_secs(10))
+        .await
+        .expect("an event");
+    assert_eq!(ev.event, "log", "{ev:?}");
+    let line: Value = serde_json::from_str(&ev.data).unwrap();
+    assert_eq!(line["level"], "warn", "{line}");
+    assert_eq!(line["message"].as_str().unwrap(), "x".repeat(4096));
+    assert!(line["time"].as_str().unwrap().ends_with('Z'), "{line}");
+    assert!(
+        line["time_ms"].as_u64().unwrap() > 1_700_000_000_000,
+        "{line}"
+    );
+    // Everything the reader gets is a log line or a count of lost ones:
+    // 900 lines in all.
+    let (mut lines, mut dropped) = (1u64, 0u64);
+    while lines + dropped < 900 {
+        let ev = reader
+            .next(Duration::from_secs(10))
+            .await
+            .expect("an event");
+        match ev.event.as_str() {
+            "log" => lines += 1,
+            "dropped" => {
+                let v: Value = serde_json::from_str(&ev.data).unwrap();
+                dropped += v["dropped"].as_u64().unwrap();
+            }
+            other => panic!("unexpected event {other}: {ev:?}"),
+        }
+    }
+    assert_eq!(lines + dropped, 900);
+
+    // 3600 lines (14 MiB) while the slow reader reads nothing: it gets what
+    // the connection buffered and the channel held, then a count of the
+    // rest; the node keeps nothing more for it.
+    for i in 0..4 {
+        node.publish("noisy", format!("{i}")).await;
+    }
+    let (mut lines, mut dropped) = (0u64, 0u64);
+    while lines + dropped < 4500 {
+        let ev = slow.next(Duration::from_secs(10)).await.expect("an event");
+        match ev.event.as_str() {
+            "log" => lines += 1,
+            "dropped" => {
+                let v: Value = serde_json::from_str(&ev.data).unwrap();
+                dropped += v["dropped"].as_u64().unwrap();
+            }
+            other => panic!("unexpected event {other}: {ev:?}"),
+        }
+    }
+    assert_eq!(lines + dropped, 4500);
+    assert!(
+        dropped > 0 && lines < 4500,
+        "lines {lines}, dropped {dropped}"
+    );
+
+    // The CLI: --count lines as JSON, then exits.
+    let mut child = std::process::Command::new(BIN)
+        .args(["plugin", "logs", "flood", "--json", "--count", "3"])
+        .env("SWITCHYARD_URL", &node.url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "plugin logs did not exit");
+        node.publish("noisy", "again").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let logs: Vec<&Value> = printed
+        .iter()
+        .filter(|v| v.get("level").is_some())
+        .collect();
+    assert_eq!(logs.len(), 3, "{stdout}");
+    assert_eq!(logs[0]["level"], "warn", "{stdout}");
+    // Unknown binding: the command fails.
+    let (ok, _, err) = run_cli(&["plugin", "logs", "nope"], &node.url);
+    assert!(!ok, "{err}");
 }

@@ -1,6 +1,11 @@
 //! `/v1/plugins`: bind, list and unbind WebAssembly plugins.
 
+use std::convert::Infallible;
+
+use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 use switchyard_model::TopicPattern;
@@ -28,6 +33,11 @@ pub(crate) async fn handle(
     name: Option<&str>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Problem> {
+    if let Some(binding) = name.and_then(|n| n.strip_suffix("/logs"))
+        && !binding.contains('/')
+    {
+        return logs(app, binding, req);
+    }
     match (name, req.method().clone()) {
         (None, Method::GET) => {
             Query::parse(req.uri().query(), &[])?;
@@ -68,6 +78,81 @@ pub(crate) async fn handle(
         }
         (Some(_), _) => Err(not_allowed("GET, PUT, DELETE")),
     }
+}
+
+/// `GET /v1/plugins/{name}/logs`: the binding's log lines as they are
+/// written (those its log rate limit admits), as SSE `log` events whose
+/// data is `{"level", "message", "time", "time_ms"}`. A reader that falls
+/// more than [`switchyard_router::LOG_TAIL_CAPACITY`] lines behind loses
+/// the oldest and receives a `dropped` event `{"dropped": n}`; nothing
+/// else is kept for it. The stream ends when the binding is removed.
+fn logs(app: &App, name: &str, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
+    if req.method() != Method::GET {
+        return Err(not_allowed("GET"));
+    }
+    Query::parse(req.uri().query(), &[])?;
+    let rx = app
+        .router
+        .plugins()
+        .subscribe_logs(name)
+        .ok_or_else(|| switchyard_router::RouterError::PluginNotFound(name.to_owned()))?;
+    struct State {
+        rx: tokio::sync::broadcast::Receiver<switchyard_router::LogLine>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+        heartbeat: std::time::Duration,
+        prelude: Option<Bytes>,
+    }
+    let state = State {
+        rx,
+        shutdown: app.shutdown.clone(),
+        heartbeat: app.live().heartbeat,
+        prelude: Some(Bytes::from(format!(
+            "retry: {}\n: connected\n\n",
+            app.live().retry.as_millis()
+        ))),
+    };
+    let events = futures_util::stream::unfold(state, |mut st| async move {
+        use tokio::sync::broadcast::error::RecvError;
+        if let Some(p) = st.prelude.take() {
+            return Some((Ok::<_, Infallible>(Frame::data(p)), st));
+        }
+        if *st.shutdown.borrow() {
+            return None;
+        }
+        let chunk = tokio::select! {
+            line = st.rx.recv() => match line {
+                Ok(l) => {
+                    let data = json!({
+                        "level": l.level,
+                        "message": l.message,
+                        "time": switchyard_model::Timestamp::from_millis(l.time_ms).to_rfc3339(),
+                        "time_ms": l.time_ms,
+                    });
+                    Bytes::from(crate::sse::event("log", &data.to_string()))
+                }
+                Err(RecvError::Lagged(n)) => Bytes::from(crate::sse::event(
+                    "dropped",
+                    &json!({ "dropped": n }).to_string(),
+                )),
+                Err(RecvError::Closed) => return None,
+            },
+            () = tokio::time::sleep(st.heartbeat) => Bytes::from_static(b": heartbeat\n\n"),
+            _ = st.shutdown.changed() => return None,
+        };
+        Some((Ok(Frame::data(chunk)), st))
+    });
+    let mut resp = Response::new(StreamBody::new(events).boxed_unsync());
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    h.insert("x-accel-buffering", http::HeaderValue::from_static("no"));
+    Ok(resp)
 }
 
 fn parse<T: std::str::FromStr>(raw: &str, what: &str) -> Result<T, Problem>

@@ -145,6 +145,14 @@ impl log::Host for HostState {
         ) {
             return Ok(());
         }
+        let name = match level {
+            log::Level::Trace => "trace",
+            log::Level::Debug => "debug",
+            log::Level::Info => "info",
+            log::Level::Warn => "warn",
+            log::Level::Error => "error",
+        };
+        shared.stats.tail_log(name, &message);
         let plugin = &*shared.name;
         match level {
             log::Level::Trace => tracing::trace!(target: "switchyard::plugin", plugin, "{message}"),

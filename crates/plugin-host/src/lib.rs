@@ -47,7 +47,7 @@ pub use binding::{Binding, CallPermit};
 pub use engine::{EngineConfig, MAX_COMPILES, Plugin, PluginEngine};
 pub use error::{FailureKind, PluginError};
 pub use kv::{DEFAULT_KV_MAX_BYTES, KvBackend, MAX_KV_KEY, MAX_KV_KEYS, MAX_KV_VALUE, MemoryKv};
-pub use stats::{Stats, StatsSnapshot};
+pub use stats::{LOG_TAIL_CAPACITY, LogLine, Stats, StatsSnapshot};
 pub use types::{
     BindingSpec, Candidate, ErrorPolicy, FilterDecision, Hook, Limits, MAX_REROUTE_TOPICS,
     PluginMessage, RouteDecision,

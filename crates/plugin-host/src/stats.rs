@@ -1,6 +1,7 @@
 //! Per-binding counters.
 
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -8,6 +9,22 @@ use parking_lot::Mutex;
 
 use crate::error::FailureKind;
 use crate::ratelimit::LogLimiter;
+
+/// Log lines a follower of a binding's log (`subscribe_logs`) may fall
+/// behind by before it loses lines: the channel holds at most this many,
+/// each at most 4 KiB.
+pub const LOG_TAIL_CAPACITY: usize = 256;
+
+/// One log line of a plugin, as its followers receive it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    /// `trace`, `debug`, `info`, `warn` or `error`.
+    pub level: &'static str,
+    /// The line (at most 4 KiB).
+    pub message: String,
+    /// When it was written, in ms since the Unix epoch.
+    pub time_ms: u64,
+}
 
 /// Most custom counter names per binding.
 pub const MAX_CUSTOM_COUNTERS: usize = 64;
@@ -44,6 +61,8 @@ pub struct Stats {
     logs: AtomicU64,
     logs_dropped: AtomicU64,
     log_limiter: Mutex<LogLimiter>,
+    /// The admitted log lines, for followers; made by the first follower.
+    log_tail: OnceLock<tokio::sync::broadcast::Sender<LogLine>>,
     /// How long hook calls took.
     call_time: switchyard_model::histogram::Histogram,
 }
@@ -123,6 +142,33 @@ impl Stats {
         ok
     }
 
+    /// Hands an admitted log line to the binding's followers, if it has
+    /// any (nothing is kept otherwise).
+    pub(crate) fn tail_log(&self, level: &'static str, message: &str) {
+        if let Some(tx) = self.log_tail.get()
+            && tx.receiver_count() > 0
+        {
+            let time_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let _ = tx.send(LogLine {
+                level,
+                message: message.to_owned(),
+                time_ms,
+            });
+        }
+    }
+
+    /// Follows the binding's log lines (those the rate limit admits), from
+    /// now on. A receiver more than [`LOG_TAIL_CAPACITY`] lines behind
+    /// loses the oldest and is told how many (`RecvError::Lagged`); the
+    /// channel ends when the binding is gone.
+    pub fn subscribe_logs(&self) -> tokio::sync::broadcast::Receiver<LogLine> {
+        self.log_tail
+            .get_or_init(|| tokio::sync::broadcast::channel(LOG_TAIL_CAPACITY).0)
+            .subscribe()
+    }
+
     /// How long hook calls took.
     pub fn call_times(&self) -> switchyard_model::histogram::HistogramSnapshot {
         self.call_time.snapshot()
@@ -147,5 +193,36 @@ impl Stats {
             logs: self.logs.load(Ordering::Relaxed),
             logs_dropped: self.logs_dropped.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::broadcast::error::TryRecvError;
+
+    #[test]
+    fn log_followers_get_admitted_lines_and_lose_the_oldest_when_behind() {
+        let stats = Stats::default();
+        // No follower: nothing is kept.
+        stats.tail_log("info", "before");
+        let mut rx = stats.subscribe_logs();
+        stats.tail_log("warn", "one");
+        let line = rx.try_recv().unwrap();
+        assert_eq!((line.level, line.message.as_str()), ("warn", "one"));
+        assert!(line.time_ms > 0);
+        assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Empty);
+        for i in 0..LOG_TAIL_CAPACITY + 10 {
+            stats.tail_log("info", &i.to_string());
+        }
+        assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Lagged(10));
+        assert_eq!(rx.try_recv().unwrap().message, "10");
+        drop(stats);
+        let mut n = 0;
+        while rx.try_recv().is_ok() {
+            n += 1;
+        }
+        assert_eq!(n, LOG_TAIL_CAPACITY - 1);
+        assert_eq!(rx.try_recv().unwrap_err(), TryRecvError::Closed);
     }
 }

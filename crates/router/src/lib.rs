@@ -44,7 +44,8 @@ pub use router::{
 pub use subscription::{Delivery, Subscription};
 pub use switchyard_cluster::{Cluster, ClusterConfig, ClusterEvent, MemberState, MemberView};
 pub use switchyard_plugin_host::{
-    BindingSpec, EngineConfig, ErrorPolicy, Hook, Limits, PluginEngine, PluginError, StatsSnapshot,
+    BindingSpec, EngineConfig, ErrorPolicy, Hook, LOG_TAIL_CAPACITY, Limits, LogLine, PluginEngine,
+    PluginError, StatsSnapshot,
 };
 pub use switchyard_store::{
     Appended, BULK_BYTES, CommitStats, EngineState, FsyncMode, Gap, RetentionPolicy, RetentionRule,

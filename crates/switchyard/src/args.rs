@@ -441,6 +441,24 @@ pub enum PluginCommand {
         #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Follow a binding's log lines as the plugin writes them (those its
+    /// log rate limit admits), one per line, until interrupted.
+    Logs {
+        /// Binding name.
+        name: String,
+        /// Print each line as the node's JSON {"level", "message", "time", "time_ms"}.
+        #[arg(long)]
+        json: bool,
+        /// Exit after this many lines.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Node URL (http:// or https://).
+        #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
+        url: String,
+        /// Bearer token sent with every request (see `switchyard token issue`).
+        #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Write a new Rust plugin crate for one hook: Cargo.toml, src/lib.rs
     /// with a working example and a unit test, README.md.
     New {

@@ -532,6 +532,19 @@ impl Plugins {
         self.snapshot().bindings.get(name).map(|e| info_of(name, e))
     }
 
+    /// Follows the log lines of binding `name` from now on (see
+    /// [`switchyard_plugin_host::Stats::subscribe_logs`]); `None` when there
+    /// is no such binding.
+    pub fn subscribe_logs(
+        &self,
+        name: &str,
+    ) -> Option<tokio::sync::broadcast::Receiver<switchyard_plugin_host::LogLine>> {
+        self.snapshot()
+            .bindings
+            .get(name)
+            .map(|e| e.binding.stats().subscribe_logs())
+    }
+
     /// Limits of a binding that sets none.
     pub fn default_limits(&self) -> Limits {
         self.defaults

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 
 use crate::args::PluginCommand;
 use crate::client::Client;
@@ -70,6 +70,16 @@ pub(crate) async fn run(cmd: PluginCommand, ca: Option<&Path>) -> Result<()> {
             client.send(req).await?;
             println!("removed {name}");
             Ok(())
+        }
+        PluginCommand::Logs {
+            name,
+            json,
+            count,
+            url,
+            token,
+        } => {
+            let client = Client::with_ca_file(&url, ca)?.with_token(token)?;
+            follow_logs(&client, &name, json, count).await
         }
         PluginCommand::New {
             dir,
@@ -174,4 +184,65 @@ pub(crate) async fn run(cmd: PluginCommand, ca: Option<&Path>) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Prints the `log` events of `GET /v1/plugins/{name}/logs` until the
+/// stream ends (the binding was removed) or `count` lines were printed.
+async fn follow_logs(client: &Client, name: &str, json: bool, count: Option<u64>) -> Result<()> {
+    let req = client
+        .request(http::Method::GET, &format!("/v1/plugins/{name}/logs"))
+        .header("accept", "text/event-stream")
+        .body(Full::new(Bytes::new()))?;
+    let resp = client.send(req).await?;
+    let mut parser = crate::sse::SseParser::new();
+    let mut body = resp.into_body();
+    let mut printed = 0u64;
+    if count == Some(0) {
+        return Ok(());
+    }
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        let events = parser.push(&data);
+        if let Some(e) = parser.error() {
+            bail!("{e}; stopped reading the stream");
+        }
+        let mut out = std::io::stdout().lock();
+        for ev in events {
+            match ev.event.as_str() {
+                "log" if json => writeln!(out, "{}", ev.data)?,
+                "log" => {
+                    let v: serde_json::Value = serde_json::from_str(&ev.data)?;
+                    writeln!(
+                        out,
+                        "{} {:<5} {}",
+                        v["time"].as_str().unwrap_or("?"),
+                        v["level"].as_str().unwrap_or("?").to_uppercase(),
+                        v["message"].as_str().unwrap_or(""),
+                    )?;
+                }
+                "dropped" if json => {
+                    writeln!(out, "{}", ev.data)?;
+                    continue;
+                }
+                "dropped" => {
+                    let v: serde_json::Value = serde_json::from_str(&ev.data)?;
+                    eprintln!(
+                        "{} log lines dropped: this reader fell behind",
+                        v["dropped"]
+                    );
+                    continue;
+                }
+                _ => continue,
+            }
+            out.flush()?;
+            printed += 1;
+            if count.is_some_and(|c| printed >= c) {
+                return Ok(());
+            }
+        }
+    }
+    eprintln!("the log stream of {name} ended (the binding was removed, or the node stopped)");
+    Ok(())
 }
