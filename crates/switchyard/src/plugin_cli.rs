@@ -141,7 +141,7 @@ pub fn format_list(list: &PluginList) -> String {
 /// (`topic`, `payload` or `payload_base64`, `key`, `headers`,
 /// `timestamp_ms`) or the envelope `GET /v1/messages` and `format=json`
 /// events answer (adding `id`, `origin`, `seq`, an RFC 3339 `timestamp`, a
-/// null `key` or a `key_base64`). Other members are refused, so that a
+/// null `key` or a `key_base64`, and a group member's `delivery`). Other members are refused, so that a
 /// misspelt name is not silently ignored.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -178,6 +178,10 @@ pub struct TestMessage {
     /// Envelope: stream sequence (not passed to the hook).
     #[serde(default)]
     pub seq: Option<u64>,
+    /// Envelope of a consumer group member's event: the delivery count
+    /// (not passed to the hook).
+    #[serde(default)]
+    pub delivery: Option<u64>,
 }
 
 /// A [`TestMessage`] decoded into what a hook receives.
@@ -704,6 +708,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!((m[0].key.clone(), m[0].payload.clone()), (None, vec![1, 2]));
+        // A group member's event carries its delivery count.
+        let m = parse_messages(
+            r#"{"topic":"t","id":"a-3","origin":"a","seq":3,"timestamp":"2026-11-26T02:37:50Z",
+               "key":"k","headers":{},"payload":"p","delivery":2}"#,
+        )
+        .unwrap();
+        assert_eq!(m[0].payload, b"p");
         let m = parse_messages(r#"{"topic":"t","key_base64":"/w==","headers":{},"payload":""}"#)
             .unwrap();
         assert_eq!(m[0].key.as_deref(), Some(&[255u8][..]));
