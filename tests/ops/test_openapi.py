@@ -564,6 +564,10 @@ def check_log(node):
             show("\n".join(lines)[:4000])
 
 
+# A binding's log stream: like /v1/events, it never ends.
+LOGS_PATH = "/v1/plugins/{name}/logs"
+
+
 def run_schemathesis(node, workdir, excluded):
     # First the operations on one group or binding, with the seeded names
     # (randomly generated names find nothing to act on), then every
@@ -571,7 +575,8 @@ def run_schemathesis(node, workdir, excluded):
     pinned = pathlib.Path(workdir) / "pinned.toml"
     pinned.write_text('[parameters]\n"path.group" = "workers"\n"path.name" = "region"\n')
     runs = [
-        ("seeded names", pinned, ["--max-examples", str(MAX_EXAMPLES), "--include-path-regex", r"\{(group|name)\}"]),
+        ("seeded names", pinned, ["--max-examples", str(MAX_EXAMPLES), "--include-path-regex", r"\{(group|name)\}",
+                                  "--exclude-path", LOGS_PATH]),
         ("every operation", None, ["--max-examples", str(MAX_EXAMPLES),
                                    *[a for p in excluded for a in ("--exclude-path", p)]]),
         # Event streams: schemathesis reads a stream until it ends, sends
@@ -582,6 +587,9 @@ def run_schemathesis(node, workdir, excluded):
         # each (an answer that is not a stream takes milliseconds).
         ("event streams", None, ["--max-examples", str(EVENTS_MAX_EXAMPLES), "--include-path", "/v1/events",
                                  "--request-timeout", "1.5", "--phases", "examples,coverage,fuzzing"]),
+        # A plugin's log stream, on the seeded binding and on generated names.
+        ("plugin log streams", pinned, ["--max-examples", "10", "--include-path", LOGS_PATH,
+                                        "--request-timeout", "1.5", "--phases", "examples,coverage"]),
     ]
     for title, config, args in runs:
         step(f"schemathesis, {title}")
@@ -616,7 +624,7 @@ def main():
         step("seeding it")
         held = seed(client)
         try:
-            excluded = ["/v1/events"]
+            excluded = ["/v1/events", LOGS_PATH]
             status, _, body = client.call("GET", "/metrics")
             if status == 404 and b'"not_found"' in body:
                 # Described ahead of the node: skipped until the node serves it.
@@ -625,7 +633,7 @@ def main():
             step("checking /v1/events")
             check_events(client)
             step("checking 405 and Allow")
-            check_methods(client, [p for p in excluded if p != "/v1/events"])
+            check_methods(client, [p for p in excluded if p not in ("/v1/events", LOGS_PATH)])
             run_schemathesis(node, workdir, excluded)
         finally:
             held.close()
