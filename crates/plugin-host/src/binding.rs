@@ -289,6 +289,7 @@ impl Binding {
                 (Inst::Pick(i), r)
             }
         };
+        store.data().wasi.end_call();
         match init {
             Ok(Ok(())) => Ok(Slot { store, inst }),
             Ok(Err(msg)) => Err(PluginError::ConfigRejected(msg)),
@@ -381,11 +382,13 @@ impl Binding {
         let data = slot.store.data_mut();
         data.host_calls = 0;
         data.last_error = None;
+        data.wasi.start_call();
         let result = match fuel {
             Ok(()) => f(&mut slot.store, &slot.inst),
             Err(e) => Err(e),
         };
         self.shared.stats.call(start.elapsed().as_nanos() as u64);
+        slot.store.data().wasi.end_call();
         match result {
             Ok(v) => {
                 self.release(slot, true);
@@ -651,9 +654,15 @@ fn classify(store: &Store<HostState>, e: wasmtime::Error) -> PluginError {
     // The root cause names the trap (or the host's reason); the wasm
     // backtrace above it is noise for operators.
     let mut detail = one_line(&e.root_cause().to_string());
+    if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        detail = format!("the plugin called exit({})", exit.0);
+    }
     if let Some(last) = &state.last_error {
         detail.push_str("; last error log: ");
         detail.push_str(&one_line(last));
+    } else if let Some(last) = state.wasi.take_last_stderr() {
+        detail.push_str("; last stderr line: ");
+        detail.push_str(&one_line(&last));
     }
     let kind = if state.limiter.exceeded {
         FailureKind::MemoryLimit

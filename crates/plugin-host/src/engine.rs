@@ -138,6 +138,8 @@ impl PluginEngine {
         let mut linker = Linker::new(&engine);
         route::RoutePlugin::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
             .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+        crate::wasi::add_to_linker(&mut linker)
+            .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         env!("CARGO_PKG_VERSION").hash(&mut h);

@@ -85,11 +85,14 @@ pub(crate) struct HostState {
     /// The last error-level log line of the current call (the SDK logs a
     /// panic's message this way before the guest traps).
     pub last_error: Option<String>,
+    /// WASI: a context that grants nothing, stdout and stderr to the log.
+    pub wasi: crate::wasi::Wasi,
 }
 
 impl HostState {
     pub fn new(shared: Arc<Shared>, memory_bytes: usize, max_host_calls: u32) -> Self {
         HostState {
+            wasi: crate::wasi::Wasi::new(&shared),
             shared,
             limiter: Limiter {
                 memory_bytes,

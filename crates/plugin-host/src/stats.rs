@@ -169,6 +169,12 @@ impl Stats {
             .subscribe()
     }
 
+    /// Counts a log line dropped before the rate limiter (stdout or
+    /// stderr output over its per-call cap).
+    pub(crate) fn log_dropped(&self) {
+        self.logs_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// How long hook calls took.
     pub fn call_times(&self) -> switchyard_model::histogram::HistogramSnapshot {
         self.call_time.snapshot()

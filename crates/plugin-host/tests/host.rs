@@ -738,3 +738,99 @@ async fn async_calls_run_off_the_callers_thread() {
         "a 10 ms sleep took {worst:?}"
     );
 }
+
+/// A `tracing` writer that keeps what is written, to read log lines back.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `f` with the thread's log lines captured; returns them.
+fn capture_logs(f: impl FnOnce()) -> String {
+    let out = Captured::default();
+    let w = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || w.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+}
+
+#[test]
+fn stdout_and_stderr_go_to_the_binding_log() {
+    let e = engine();
+    let mut b = None;
+    let logs = capture_logs(|| {
+        let bound = bind(&e, "printer", Hook::Route, "");
+        assert_eq!(
+            bound.route(&msg("t.a", b"print", &[])).unwrap(),
+            RouteDecision::Deliver
+        );
+        b = Some(bound);
+    });
+    let b = b.unwrap();
+    for line in [
+        "printer: init",
+        "printer: to stdout on t.a",
+        "printer: to stderr on t.a",
+    ] {
+        assert!(logs.contains(line), "{line:?} missing from {logs}");
+    }
+    assert!(logs.contains("stream=\"stdout\""), "{logs}");
+    assert!(logs.contains("stream=\"stderr\""), "{logs}");
+    let s = b.stats().snapshot();
+    assert_eq!((s.logs, s.logs_dropped), (3, 0), "{s:?}");
+}
+
+#[test]
+fn output_past_the_per_call_cap_is_dropped_and_counted() {
+    let e = engine();
+    let b = bind(&e, "printer", Hook::Route, "");
+    for _ in 0..2 {
+        assert_eq!(
+            b.route(&msg("t", b"flood", &[])).unwrap(),
+            RouteDecision::Deliver
+        );
+    }
+    let s = b.stats().snapshot();
+    // 1 MiB without line breaks a call: 16 KiB kept, cut into 4 KiB lines
+    // (the rate limiter admits 64 KiB a second), the rest one dropped line.
+    assert_eq!(s.logs, 1 + 2 * 4, "{s:?}");
+    assert_eq!(s.logs_dropped, 2, "{s:?}");
+}
+
+#[test]
+fn exit_is_contained_as_a_trap_and_the_instance_rebuilt() {
+    let e = engine();
+    let b = bind(&e, "printer", Hook::Route, "");
+    let detail = expect_failure(b.route(&msg("t", b"exit", &[])), FailureKind::Trap);
+    // WASI 0.2 has `exit(result)`: any non-zero status arrives as 1.
+    assert!(detail.contains("the plugin called exit(1)"), "{detail}");
+    assert!(detail.contains("printer: exiting"), "{detail}");
+    assert_eq!(
+        b.route(&msg("t", b"print", &[])).unwrap(),
+        RouteDecision::Deliver
+    );
+    let s = b.stats().snapshot();
+    assert_eq!(s.instances_created, 2, "{s:?}");
+}
+
+#[test]
+fn the_wasi_context_grants_nothing() {
+    let e = engine();
+    let b = bind(&e, "printer", Hook::Route, "");
+    assert_eq!(
+        b.route(&msg("t", b"probe", &[])).unwrap(),
+        RouteDecision::Drop("env=0 args=0 root=false file=false stdin=Some(0)".into())
+    );
+}
