@@ -1488,3 +1488,254 @@ async fn plugin_logs_stream_live_and_bounded() {
     let (ok, _, err) = run_cli(&["plugin", "logs", "nope"], &node.url);
     assert!(!ok, "{err}");
 }
+
+/// The node settings for guest-language components: a CPython component
+/// is about 18 MB (over the default 16 MiB upload limit), and compiling
+/// one takes tens of seconds on a small machine (over the default 10 s
+/// compile limit).
+const GUEST_LANGUAGE_CONFIG: &str =
+    "[plugins]\nmax_upload_bytes = 33554432\ncompile_timeout_ms = 300000\n";
+
+/// The node log filter of these tests: plugin output (stdout at `info`)
+/// as well as warnings.
+const PLUGIN_LOG: &str = "warn,switchyard::plugin=info";
+
+/// Builds a language's example plugins with its script into `out`. The
+/// script installs the pinned toolchain from its package registry when it
+/// is missing; a build that cannot get it fails the test, loudly.
+fn build_guest_language(script: &str, out: &Path) {
+    let repo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    let started = Instant::now();
+    let status = std::process::Command::new("bash")
+        .arg(repo.join("scripts").join(script))
+        .arg(out)
+        .status()
+        .expect("run the guest build script");
+    assert!(
+        status.success(),
+        "\n\n*** scripts/{script} failed: the guest-language toolchain could not be \
+         installed or the examples did not build (see its output above). These \
+         tests need the npm registry and PyPI. ***\n"
+    );
+    eprintln!("scripts/{script}: {:?}", started.elapsed());
+}
+
+/// PUT /v1/plugins/{name}?{query} with component bytes; returns status,
+/// JSON, and how long the bind (upload, compile, init) took.
+async fn bind_component(
+    node: &Node,
+    name: &str,
+    bytes: Vec<u8>,
+    query: &str,
+) -> (u16, Value, Duration) {
+    let started = Instant::now();
+    let (status, _, body) = node
+        .raw(
+            node.request("PUT", &format!("/v1/plugins/{name}?{query}"))
+                .header("content-type", "application/wasm"),
+            bytes,
+        )
+        .await;
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+        started.elapsed(),
+    )
+}
+
+/// Binds the route and filter examples of one language (`route_<suffix>`
+/// and `filter_<suffix>` in `dir`) and checks what they do: the route
+/// plugin reroutes by a payload field and prints each decision into the
+/// binding's log; the filter plugin keeps the matching messages. A second
+/// bind of the same component is served from the compile cache.
+async fn guest_language_examples_work(dir: &Path, suffix: &str, memory_mb: u32) {
+    let data = tempfile::tempdir().unwrap();
+    let node = Node::start_with_config_env(
+        data.path(),
+        GUEST_LANGUAGE_CONFIG,
+        &["--fsync", "never"],
+        &[("SWITCHYARD_LOG", Path::new(PLUGIN_LOG))],
+    );
+    let rss_before = node.rss_kib();
+    let route = std::fs::read(dir.join(format!("route_{suffix}.wasm"))).unwrap();
+    let filter = std::fs::read(dir.join(format!("filter_{suffix}.wasm"))).unwrap();
+    let limits = format!("memory_mb={memory_mb}&max_instances=1");
+
+    let (status, v, took) = bind_component(
+        &node,
+        "router",
+        route.clone(),
+        &format!(
+            "hook=route&topic=orders&{limits}&config={}",
+            enc(r#"{"field": "region", "prefix": "orders", "print": true}"#)
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    eprintln!(
+        "{suffix}: route component of {} bytes bound in {took:?}; node RSS {} -> {} KiB",
+        route.len(),
+        rss_before,
+        node.rss_kib()
+    );
+    let (status, v) = post(&node, "orders", r#"{"region":"eu","n":1}"#, None).await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["topic"], "orders.eu", "{v}");
+    let (_, v) = post(&node, "orders", r#"{"region":"us","n":2}"#, None).await;
+    assert_eq!(v["topic"], "orders.us", "{v}");
+    let (_, v) = post(&node, "orders", r#"{"n":3}"#, None).await;
+    assert_eq!(v["topic"], "orders", "{v}");
+    let (_, v) = post(&node, "orders", "not json", None).await;
+    assert_eq!(v["topic"], "orders", "{v}");
+    assert_eq!(
+        payloads(&node.pull_all("orders.eu").await),
+        [r#"{"region":"eu","n":1}"#]
+    );
+    // The guest's print() went to the binding's log, marked as stdout.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = node.log();
+        if log.contains("route: orders -> orders.eu") && log.contains("route: orders -> orders.us")
+        {
+            assert!(log.contains("stdout"), "{log}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no guest output in the log:\n{log}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(counters(&node, "router").await["logs"], 2);
+
+    // The same component again: its compiled form comes from the cache.
+    let (status, v, took) = bind_component(
+        &node,
+        "router",
+        route,
+        &format!(
+            "hook=route&topic=orders&{limits}&config={}",
+            enc(r#"{"field": "region"}"#)
+        ),
+    )
+    .await;
+    assert!(status == 200 || status == 201, "{v}");
+    eprintln!("{suffix}: the same route component bound again in {took:?}");
+    let (_, v) = post(&node, "orders", r#"{"region":"apac"}"#, None).await;
+    assert_eq!(v["topic"], "orders.apac", "{v}");
+
+    // A rejected configuration names the problem.
+    let (status, v, _) = bind_component(
+        &node,
+        "keep",
+        filter.clone(),
+        &format!("hook=filter&{limits}&config={}", enc("[1]")),
+    )
+    .await;
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (422, Some("config_rejected")),
+        "{v}"
+    );
+
+    let (status, v, took) = bind_component(
+        &node,
+        "keep",
+        filter,
+        &format!(
+            "hook=filter&{limits}&config={}",
+            enc(r#"{"field": "level", "value": "error"}"#)
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    eprintln!("{suffix}: filter component bound in {took:?}");
+    for p in [
+        r#"{"level":"info","n":1}"#,
+        r#"{"level":"error","n":2}"#,
+        "not json",
+        r#"{"n":4}"#,
+        r#"{"level":"error","n":5}"#,
+    ] {
+        post(&node, "logs", p, None).await;
+    }
+    let kept = node.get_json("/v1/messages?topic=logs&filter=keep").await;
+    assert_eq!(
+        payloads(kept["messages"].as_array().unwrap()),
+        [r#"{"level":"error","n":2}"#, r#"{"level":"error","n":5}"#]
+    );
+    let mut sse = Sse::connect(
+        &node,
+        "/v1/events?topic=logs&from=earliest&filter=keep",
+        None,
+    )
+    .await
+    .expect("subscribe");
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        got.push(
+            sse.next(Duration::from_secs(30))
+                .await
+                .expect("filtered event")
+                .data,
+        );
+    }
+    assert_eq!(
+        got,
+        [r#"{"level":"error","n":2}"#, r#"{"level":"error","n":5}"#]
+    );
+    assert_eq!(node.get_json("/healthz").await["status"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_plugins_route_and_filter() {
+    let out = tempfile::tempdir().unwrap();
+    build_guest_language("build-guest-python.sh", out.path());
+    guest_language_examples_work(out.path(), "py", 128).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_plugins_route_and_filter() {
+    let out = tempfile::tempdir().unwrap();
+    build_guest_language("build-guest-js.sh", out.path());
+    guest_language_examples_work(out.path(), "js", 128).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_printing_or_exiting_guest_is_contained() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start_with_env(
+        dir.path(),
+        &["--fsync", "never"],
+        &[("SWITCHYARD_LOG", Path::new(PLUGIN_LOG))],
+    );
+    bind_ok(
+        &node,
+        "printer",
+        "printer",
+        "hook=route&topic=p.%3E&on_error=drop",
+    )
+    .await;
+    let (status, v) = post(&node, "p.a", "print", None).await;
+    assert_eq!((status, &v["topic"]), (201, &json!("p.a")), "{v}");
+    let log = node.log();
+    assert!(log.contains("printer: to stdout on p.a"), "{log}");
+    assert!(log.contains("printer: to stderr on p.a"), "{log}");
+    // exit fails the call (the default error policy drops the message),
+    // and the next call runs on a new instance.
+    let (status, v) = post(&node, "p.a", "exit", None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["dropped"], true, "{v}");
+    let (status, v) = post(&node, "p.a", "print", None).await;
+    assert_eq!(status, 201, "{v}");
+    let c = counters(&node, "printer").await;
+    assert_eq!(c["failures"]["trap"], 1, "{c}");
+    assert!(node.log().contains("the plugin called exit(1)"));
+    // The sandbox shows the guest no environment, arguments, files or stdin.
+    let (_, v) = post(&node, "p.a", "probe", None).await;
+    assert_eq!(
+        v["reason"], "env=0 args=0 root=false file=false stdin=Some(0)",
+        "{v}"
+    );
+    assert_eq!(node.get_json("/healthz").await["status"], "ok");
+}
