@@ -12,7 +12,8 @@
 //! - denies every socket: TCP, UDP and name lookups are disabled and
 //!   every address check answers no;
 //! - sends stdout and stderr to the binding's log, line by line, through
-//!   the binding's log rate limiter (the limiter the `log` import uses),
+//!   the binding's log rate limiter (the limiter the `log` import uses;
+//!   followers of `GET /v1/plugins/{name}/logs` see the lines too),
 //!   at most [`MAX_OUTPUT_PER_CALL`] bytes of each stream per call (the
 //!   rest is dropped and counted as dropped log lines);
 //! - turns `exit` into a trap: the call fails and the instance is
@@ -146,6 +147,13 @@ impl LogPipe {
         ) {
             return;
         }
+        // Followers of the binding's log see the line too, at the level
+        // it is logged at.
+        let level = match self.which {
+            Stdio::Stdout => "info",
+            Stdio::Stderr => "warn",
+        };
+        shared.stats.tail_log(level, line);
         let plugin = &*shared.name;
         let stream = self.which.name();
         match self.which {
