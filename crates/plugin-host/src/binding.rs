@@ -244,6 +244,10 @@ impl Binding {
     /// A new instance with `init` run. An `init` error is a
     /// `PluginError::ConfigRejected`; a trap in it a `Call` failure.
     fn instantiate(&self) -> Result<Slot, PluginError> {
+        off_runtime(|| self.instantiate_here())
+    }
+
+    fn instantiate_here(&self) -> Result<Slot, PluginError> {
         let state = HostState::new(
             self.shared.clone(),
             self.spec.limits.memory_bytes,
@@ -372,7 +376,14 @@ impl Binding {
 
     /// Runs one hook call on a pooled instance with fresh budgets; a failed
     /// instance is discarded.
-    fn call<R>(
+    fn call<R: Send>(
+        &self,
+        f: impl FnOnce(&mut Store<HostState>, &Inst) -> wasmtime::Result<R> + Send,
+    ) -> Result<R, PluginError> {
+        off_runtime(|| self.call_here(f))
+    }
+
+    fn call_here<R>(
         &self,
         f: impl FnOnce(&mut Store<HostState>, &Inst) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
@@ -641,6 +652,29 @@ fn model_headers(headers: Vec<wit::Header>) -> Vec<Header> {
             value: h.value,
         })
         .collect()
+}
+
+/// Runs plugin code (`f`) where `wasmtime-wasi` may block.
+///
+/// `wasmtime-wasi`'s blocking stream and poll functions (a guest that
+/// prints) enter a Tokio runtime with `Handle::block_on`, which panics on
+/// a thread that runs async tasks. The plugin threads run none, so `f`
+/// runs right there; where a runtime is current (a tool's, a test's, a
+/// current-thread runtime's), it runs on a short-lived thread of its own.
+fn off_runtime<R: Send>(
+    f: impl FnOnce() -> Result<R, PluginError> + Send,
+) -> Result<R, PluginError> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("plugin-call".into())
+            .spawn_scoped(s, f)
+            .map_err(|e| PluginError::Engine(format!("cannot start a thread: {e}")))?
+            .join()
+            .unwrap_or_else(|_| Err(PluginError::Engine("a plugin call panicked".into())))
+    })
 }
 
 /// Collapses whitespace runs (including newlines) into single spaces.

@@ -15,8 +15,10 @@
 //! host calls. A call that traps or exceeds a limit returns a
 //! [`PluginError::Call`]; its instance and store are discarded (a trapped
 //! store cannot be entered again) and the next call gets a fresh instance.
-//! Plugins get no filesystem, network, environment or stdio: of WASI they
-//! get random numbers and clocks, and every other WASI function traps.
+//! Plugins get WASI 0.2 with a context that grants nothing: no
+//! filesystem, network, environment or arguments; random numbers and
+//! clocks; stdout and stderr go to the binding's rate-limited log, and
+//! `exit` fails the call (see `wasi.rs`).
 //!
 //! Node-wide limits bound what all bindings together may take (see
 //! [`EngineConfig`]): calls run on a fixed set of plugin threads, never on

@@ -834,3 +834,16 @@ fn the_wasi_context_grants_nothing() {
         RouteDecision::Drop("env=0 args=0 root=false file=false stdin=Some(0)".into())
     );
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_printing_guest_called_on_a_runtime_thread_does_not_panic() {
+    // wasmtime-wasi's blocking write enters a Tokio runtime; on this
+    // thread one is running already.
+    let e = engine();
+    let b = bind(&e, "printer", Hook::Route, "");
+    assert_eq!(
+        b.route(&msg("t", b"print", &[])).unwrap(),
+        RouteDecision::Deliver
+    );
+    assert_eq!(b.stats().snapshot().logs, 3);
+}
