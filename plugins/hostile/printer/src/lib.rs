@@ -43,7 +43,9 @@ impl Route for Printer {
             }
             b"probe" => {
                 let mut stdin = Vec::new();
-                let stdin = std::io::stdin().read_to_end(&mut stdin).map(|_| stdin.len());
+                let stdin = std::io::stdin()
+                    .read_to_end(&mut stdin)
+                    .map(|_| stdin.len());
                 RouteDecision::Drop(format!(
                     "env={} args={} root={} file={} stdin={:?}",
                     std::env::vars().count(),
