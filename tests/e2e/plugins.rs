@@ -1412,21 +1412,7 @@ async fn plugin_logs_stream_live_and_bounded() {
     );
     // Everything the reader gets is a log line or a count of lost ones:
     // 900 lines in all.
-    let (mut lines, mut dropped) = (1u64, 0u64);
-    while lines + dropped < 900 {
-        let ev = reader
-            .next(Duration::from_secs(10))
-            .await
-            .expect("an event");
-        match ev.event.as_str() {
-            "log" => lines += 1,
-            "dropped" => {
-                let v: Value = serde_json::from_str(&ev.data).unwrap();
-                dropped += v["dropped"].as_u64().unwrap();
-            }
-            other => panic!("unexpected event {other}: {ev:?}"),
-        }
-    }
+    let (lines, dropped) = count_log_events(&mut reader, 1, 900).await;
     assert_eq!(lines + dropped, 900);
 
     // 3600 lines (14 MiB) while the slow reader reads nothing: it gets what
@@ -1435,18 +1421,7 @@ async fn plugin_logs_stream_live_and_bounded() {
     for i in 0..4 {
         node.publish("noisy", format!("{i}")).await;
     }
-    let (mut lines, mut dropped) = (0u64, 0u64);
-    while lines + dropped < 4500 {
-        let ev = slow.next(Duration::from_secs(10)).await.expect("an event");
-        match ev.event.as_str() {
-            "log" => lines += 1,
-            "dropped" => {
-                let v: Value = serde_json::from_str(&ev.data).unwrap();
-                dropped += v["dropped"].as_u64().unwrap();
-            }
-            other => panic!("unexpected event {other}: {ev:?}"),
-        }
-    }
+    let (lines, dropped) = count_log_events(&mut slow, 0, 4500).await;
     assert_eq!(lines + dropped, 4500);
     assert!(
         dropped > 0 && lines < 4500,
@@ -1738,4 +1713,23 @@ async fn a_printing_or_exiting_guest_is_contained() {
         "{v}"
     );
     assert_eq!(node.get_json("/healthz").await["status"], "ok");
+}
+
+/// Reads a plugin log stream until `total` lines are accounted for, as
+/// `log` events or counted in `dropped` ones, starting from `lines` read
+/// already; returns (lines, dropped).
+async fn count_log_events(sse: &mut Sse, mut lines: u64, total: u64) -> (u64, u64) {
+    let mut dropped = 0;
+    while lines + dropped < total {
+        let ev = sse.next(Duration::from_secs(10)).await.expect("an event");
+        match ev.event.as_str() {
+            "log" => lines += 1,
+            "dropped" => {
+                let v: Value = serde_json::from_str(&ev.data).unwrap();
+                dropped += v["dropped"].as_u64().unwrap();
+            }
+            other => panic!("unexpected event {other}: {ev:?}"),
+        }
+    }
+    (lines, dropped)
 }
