@@ -624,18 +624,7 @@ async fn invalid_uploads_and_settings_are_refused_and_change_nothing() {
 async fn bindings_survive_restarts_and_the_cli_and_config_file_work() {
     let dir = tempfile::tempdir().unwrap();
     let wasm_dir = wasm_dir();
-    let cli = |args: &[&str], url: &str| {
-        let out = std::process::Command::new(BIN)
-            .args(args)
-            .env("SWITCHYARD_URL", url)
-            .output()
-            .expect("run the CLI");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let cli = run_cli;
     let router = wasm_dir.join("field_router.wasm");
     let router = router.to_str().unwrap();
     {
