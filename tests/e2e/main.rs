@@ -20,4 +20,5 @@ mod plugins;
 mod publish;
 mod reload;
 mod resume;
+mod rollout;
 mod tls;

@@ -22,6 +22,7 @@
 mod config;
 pub mod envelope;
 mod membership;
+pub mod rollout;
 pub mod seal;
 pub mod transport;
 

@@ -633,13 +633,28 @@ impl PeerClient {
         Ok(out)
     }
 
-    /// One sealed request with a postcard body and a postcard answer.
-    async fn call<Q: Serialize, A: for<'de> Deserialize<'de>>(
+    /// One sealed request with a postcard body and a postcard answer of at
+    /// most [`MAX_RESPONSE`] bytes.
+    pub(crate) async fn call<Q: Serialize, A: for<'de> Deserialize<'de>>(
         &self,
         addr: &str,
         path: &str,
         req: &Q,
         timeout: Duration,
+    ) -> Result<A, TransportError> {
+        self.call_limited(addr, path, req, timeout, MAX_RESPONSE)
+            .await
+    }
+
+    /// One sealed request with a postcard body and a postcard answer of at
+    /// most `max_answer` bytes.
+    pub(crate) async fn call_limited<Q: Serialize, A: for<'de> Deserialize<'de>>(
+        &self,
+        addr: &str,
+        path: &str,
+        req: &Q,
+        timeout: Duration,
+        max_answer: usize,
     ) -> Result<A, TransportError> {
         let unreachable = |detail: String| TransportError::Unreachable {
             addr: addr.to_owned(),
@@ -665,7 +680,7 @@ impl PeerClient {
         let resp = refused_unless_ok(addr, resp, timeout).await?;
         let body = tokio::time::timeout(
             timeout,
-            Limited::new(resp.into_body(), MAX_RESPONSE + ANSWER_OVERHEAD).collect(),
+            Limited::new(resp.into_body(), max_answer + ANSWER_OVERHEAD).collect(),
         )
         .await
         .map_err(|_| unreachable("timed out reading the answer".into()))?

@@ -25,6 +25,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 use switchyard_cluster::envelope::{AnswerHead, Refusal, RequestId, Target};
+use switchyard_cluster::rollout;
 use switchyard_cluster::transport::{
     self, AUTH_HEADER, CONTENT_TYPE, FORWARD_PREFIX, FeedRequest, ForwardedRequest, GroupGive,
     GroupTake, OpenedBody, SealedBody,
@@ -313,6 +314,88 @@ pub(crate) async fn give(app: &App, req: Request<Incoming>) -> Result<Response<B
         Ok(app.router.groups().receive(request).await?)
     })
     .await
+}
+
+/// `POST /cluster/v1/plugins/sync`: a peer sends its binding table digest
+/// and takes this node's newer entries.
+pub(crate) async fn plugin_sync(
+    app: &App,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Problem> {
+    sealed_call(
+        app,
+        req,
+        rollout::MAX_SYNC_REQUEST,
+        |sender, request: rollout::SyncRequest| async move {
+            Ok(app.router.plugins().answer_sync(sender, &request))
+        },
+    )
+    .await
+}
+
+/// `POST /cluster/v1/plugins/status`: what this node runs of some cluster
+/// bindings.
+pub(crate) async fn plugin_status(
+    app: &App,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Problem> {
+    sealed_call(
+        app,
+        req,
+        rollout::MAX_SYNC_REQUEST,
+        |_, request: rollout::StatusRequest| async move {
+            Ok(rollout::StatusAnswer {
+                bindings: app.router.plugins().node_status(&request.names),
+            })
+        },
+    )
+    .await
+}
+
+/// Frames of a component answer: the sealed answer is sent in frames of
+/// this size, below the largest frame an opener accepts.
+const COMPONENT_CHUNK: usize = 1024 * 1024;
+
+/// `POST /cluster/v1/plugins/component`: a peer fetches a component by
+/// sha256 (`bytes` is `None` when this node does not hold it).
+pub(crate) async fn plugin_component(
+    app: &App,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Problem> {
+    let (cluster, id, _, body) = open_request(app, req, transport::MAX_REQUEST).await?;
+    let answer = match transport::decode::<rollout::ComponentRequest>(&body) {
+        Ok(request) => {
+            let plugins = app.router.plugins().clone();
+            tokio::task::spawn_blocking(move || plugins.component(&request.sha256))
+                .await
+                .map_err(|_| switchyard_router::RouterError::ShuttingDown)
+                .and_then(|r| r)
+                .map_err(Problem::from)
+        }
+        Err(e) => Err(Problem::bad_request("invalid_body", e)),
+    };
+    match answer {
+        Ok(bytes) => {
+            let encoded = Bytes::from(transport::encode(&rollout::ComponentAnswer { bytes }));
+            let frames: Vec<Result<Frame<Bytes>, Infallible>> = (0..encoded.len())
+                .step_by(COMPONENT_CHUNK)
+                .map(|at| {
+                    let end = (at + COMPONENT_CHUNK).min(encoded.len());
+                    Ok(Frame::data(encoded.slice(at..end)))
+                })
+                .collect();
+            let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+            Ok(seal_response(
+                cluster,
+                &id,
+                Response::new(BodyExt::boxed_unsync(body)),
+            ))
+        }
+        Err(p) => {
+            cluster.stats().refused_request();
+            Ok(seal_response(cluster, &id, p.into_response()))
+        }
+    }
 }
 
 /// A request a peer relayed, opened: serve the inner request with

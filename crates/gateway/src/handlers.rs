@@ -242,6 +242,18 @@ async fn serve_route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
             Method::POST => Box::pin(crate::cluster::give(&app, req)).await,
             _ => Err(not_allowed("POST")),
         },
+        (switchyard_cluster::rollout::SYNC_PATH, _) => match method {
+            Method::POST => Box::pin(crate::cluster::plugin_sync(&app, req)).await,
+            _ => Err(not_allowed("POST")),
+        },
+        (switchyard_cluster::rollout::COMPONENT_PATH, _) => match method {
+            Method::POST => Box::pin(crate::cluster::plugin_component(&app, req)).await,
+            _ => Err(not_allowed("POST")),
+        },
+        (switchyard_cluster::rollout::STATUS_PATH, _) => match method {
+            Method::POST => Box::pin(crate::cluster::plugin_status(&app, req)).await,
+            _ => Err(not_allowed("POST")),
+        },
         ("/v1/topics", _) => match method {
             Method::GET => topics(&app, &req),
             _ => Err(not_allowed("GET")),

@@ -26,6 +26,7 @@ const PUT_PARAMS: &[&str] = &[
     "memory_mb",
     "max_instances",
     "max_host_calls",
+    "scope",
 ];
 
 pub(crate) async fn handle(
@@ -61,11 +62,7 @@ pub(crate) async fn handle(
         (None, _) => Err(not_allowed("GET")),
         (Some(name), Method::GET) => {
             Query::parse(req.uri().query(), &[])?;
-            let info =
-                app.router.plugins().info(name).ok_or_else(|| {
-                    switchyard_router::RouterError::PluginNotFound(name.to_owned())
-                })?;
-            Ok(json_response(StatusCode::OK, &info_json(&info)))
+            Ok(json_response(StatusCode::OK, &one(app, name).await?))
         }
         (Some(name), Method::PUT) => put(app, name, req).await,
         (Some(name), Method::DELETE) => {
@@ -163,11 +160,127 @@ where
         .map_err(|e| Problem::bad_request("invalid_parameter", format!("{what}={raw:?}: {e}")))
 }
 
+/// `GET /v1/plugins/{name}`: the binding as this node runs it; for a
+/// cluster binding also the table's version and what every live member
+/// runs of it (`rollout`). A cluster binding this node does not run (it
+/// refused it, or a binding made here alone shadows it) is shown from the
+/// table.
+async fn one(app: &App, name: &str) -> Result<Value, Problem> {
+    let plugins = app.router.plugins();
+    let table = plugins
+        .table_entry(name)
+        .filter(|(e, _)| e.binding.is_some());
+    let mut v = match (plugins.info(name), &table) {
+        (Some(info), _) => info_json(&info),
+        (None, Some((e, _))) => table_json(e),
+        (None, None) => {
+            return Err(switchyard_router::RouterError::PluginNotFound(name.to_owned()).into());
+        }
+    };
+    if let (Some(cluster), Some((entry, _))) = (app.router.cluster(), &table) {
+        let members = switchyard_router::rollout(plugins, cluster, name).await;
+        v["cluster"] = json!({
+            "version": entry.binding.as_ref().map_or(0, |d| d.version),
+            "sha256": entry.binding.as_ref().map_or("", |d| d.sha256.as_str()),
+            "stamp": stamp_json(entry.stamp),
+        });
+        v["rollout"] = members
+            .iter()
+            .map(|m| rollout_json(m, entry.stamp))
+            .collect();
+    }
+    Ok(v)
+}
+
+fn stamp_json(s: switchyard_cluster::rollout::Stamp) -> Value {
+    json!({
+        "time": switchyard_model::Timestamp(s.time).to_rfc3339(),
+        "hlc": s.time,
+        "node": switchyard_model::NodeId(s.node).to_string(),
+    })
+}
+
+/// One member's line of a rollout: `state` is `running`, `pending`,
+/// `refused`, `shadowed`, `deleted`, `unknown` (its table has no entry
+/// yet) or `unreachable`; `current` tells whether it runs the table's
+/// version this node holds.
+fn rollout_json(
+    m: &switchyard_router::MemberRollout,
+    want: switchyard_cluster::rollout::Stamp,
+) -> Value {
+    let mut v = json!({
+        "node": m.node,
+        "http_addr": m.http_addr,
+        "self": m.is_self,
+    });
+    match &m.status {
+        Ok(Some(s)) => {
+            v["state"] = json!(s.state);
+            v["version"] = json!(s.version);
+            v["sha256"] = json!(s.sha256);
+            v["stamp"] = stamp_json(s.stamp);
+            v["current"] = json!(s.stamp == want && s.state == "running");
+            if !s.detail.is_empty() {
+                v["detail"] = json!(s.detail);
+            }
+        }
+        Ok(None) => {
+            v["state"] = json!("unknown");
+            v["current"] = json!(false);
+        }
+        Err(e) => {
+            v["state"] = json!("unreachable");
+            v["current"] = json!(false);
+            v["detail"] = json!(e);
+        }
+    }
+    v
+}
+
+/// A cluster binding this node does not run, as its table holds it.
+fn table_json(e: &switchyard_cluster::rollout::Entry) -> Value {
+    let d = e.binding.as_ref();
+    json!({
+        "name": e.name,
+        "hook": d.map(|d| d.hook.as_str()),
+        "topics": d.map(|d| &d.topics),
+        "config": d.map(|d| d.config.as_str()),
+        "on_error": d.map(|d| d.on_error.as_str()),
+        "sha256": d.map(|d| d.sha256.as_str()),
+        "size": d.map(|d| d.size),
+        "version": d.map(|d| d.version),
+        "source": "cluster",
+        "scope": "cluster",
+        "running_here": false,
+    })
+}
+
 async fn put(app: &App, name: &str, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
     switchyard_router::validate_name(name)?;
     let query = Query::parse(req.uri().query(), PUT_PARAMS)?;
     let plugins = app.router.plugins().clone();
     let existing = plugins.info(name);
+    let in_cluster = app.router.cluster().is_some();
+    let source = match (query.one("scope")?, &existing) {
+        (Some("node"), _) => Source::Api,
+        (Some("cluster"), _) if in_cluster => Source::Cluster,
+        (Some("cluster"), _) => {
+            return Err(Problem::bad_request(
+                "invalid_parameter",
+                "scope=cluster: this node is not part of a cluster",
+            ));
+        }
+        (Some(other), _) => {
+            return Err(Problem::bad_request(
+                "invalid_parameter",
+                format!("scope={other:?}: use node or cluster"),
+            ));
+        }
+        (None, Some(e)) if e.source == Source::Cluster => Source::Cluster,
+        (None, Some(_)) => Source::Api,
+        (None, None) if in_cluster => Source::Cluster,
+        (None, None) => Source::Api,
+    };
     let hook: Hook = match (query.one("hook")?, &existing) {
         (Some(h), _) => parse(h, "hook")?,
         (None, Some(e)) => e.hook,
@@ -224,11 +337,10 @@ async fn put(app: &App, name: &str, req: Request<Incoming>) -> Result<Response<B
         limits,
     };
     let created = existing.is_none();
-    let info = tokio::task::spawn_blocking(move || {
-        plugins.bind(settings, component.as_deref(), Source::Api)
-    })
-    .await
-    .map_err(|_| switchyard_router::RouterError::ShuttingDown)??;
+    let info =
+        tokio::task::spawn_blocking(move || plugins.bind(settings, component.as_deref(), source))
+            .await
+            .map_err(|_| switchyard_router::RouterError::ShuttingDown)??;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -250,7 +362,10 @@ pub(crate) fn info_json(p: &PluginInfo) -> Value {
         "size": p.size,
         "version": p.version,
         "updated_ms": p.updated_ms,
-        "source": match p.source { Source::Api => "api", Source::Config => "config" },
+        "source": p.source.as_str(),
+        "scope": match p.source { Source::Cluster => "cluster", Source::Api | Source::Config => "node" },
+        "running_here": true,
+        "stamp": p.stamp.map(stamp_json),
         "limits": {
             "fuel": p.limits.fuel,
             "memory_bytes": p.limits.memory_bytes,

@@ -736,6 +736,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     config.live.install(&config);
+    router.plugins().set_max_component(config.max_plugin_bytes);
     let grace = config.shutdown_grace;
     let local = listener.local_addr()?;
     let hosts = AllowedHosts::new(config.allowed_hosts.as_deref(), local);

@@ -409,6 +409,12 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The sha256 of a component's bytes, in hex: the name a component goes
+/// by (see [`Plugin::sha256`]).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
 /// A validated, compiled component.
 pub struct Plugin {
     sha256: [u8; 32],

@@ -30,8 +30,9 @@ pub use groups::{
     StaleId, Strategy, validate_group_name,
 };
 pub use plugins::{
-    ConfiguredBinding, ERROR_HEADER, Filter, MAX_BINDINGS, MAX_CONFIG, MAX_FILTER_VARIANTS,
-    PLUGIN_HEADER, PluginInfo, Plugins, PluginsConfig, Reloaded, Source, validate_name,
+    Applied, ConfiguredBinding, DEFAULT_MAX_COMPONENT, ERROR_HEADER, Filter, MAX_BINDINGS,
+    MAX_CONFIG, MAX_FILTER_VARIANTS, MAX_TOMBSTONES, MemberRollout, NEED_COMPONENT, PLUGIN_HEADER,
+    PluginInfo, Plugins, PluginsConfig, Reloaded, SYNC_EVERY, Source, rollout, validate_name,
 };
 pub use replication::{
     Acks, DEFAULT_ACK_TIMEOUT as DEFAULT_PUBLISH_ACK_TIMEOUT, OriginReplicas, ReplicaView,

@@ -215,6 +215,12 @@ impl Router {
             return;
         }
         self.groups.attach_cluster(cluster.clone());
+        let (pulls_tx, pulls) = mpsc::channel(crate::plugins::PULL_QUEUE);
+        if self.plugins.pulls.set(pulls_tx).is_ok() {
+            let (plugins, cluster) = (self.plugins.clone(), cluster.clone());
+            self.background
+                .spawn(move |stop| crate::plugins::sync_task(plugins, cluster, pulls, stop));
+        }
         let (store, interest) = (self.store.clone(), self.interest.clone());
         self.background.spawn(move |stop| {
             crate::background::cluster_task(store, interest, cluster, events, stop)

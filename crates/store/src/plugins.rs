@@ -2,6 +2,7 @@
 //! data. The store keeps these as opaque bytes; the router gives them meaning.
 //!
 //! Keyspace `plugins`: `b` + binding name -> binding record;
+//! `t` + binding name -> cluster binding table entry;
 //! `c` + sha256 (hex) -> component bytes.
 //! Keyspace `plugin_kv`: binding name + 0x00 + key -> value.
 
@@ -12,6 +13,13 @@ use crate::{Store, StoreError};
 fn binding_key(name: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + name.len());
     k.push(b'b');
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+fn table_key(name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + name.len());
+    k.push(b't');
     k.extend_from_slice(name.as_bytes());
     k
 }
@@ -71,6 +79,44 @@ impl Store {
             batch.remove(&sh.plugin_kv, item.key().storage()?);
         }
         batch.commit()
+    }
+
+    /// Stores a cluster binding table entry and, when given, a component
+    /// (sha256 in hex, bytes), durably. Replaces an earlier entry of the
+    /// same name.
+    pub fn put_plugin_entry(
+        &self,
+        name: &str,
+        entry: &[u8],
+        component: Option<(&str, &[u8])>,
+    ) -> Result<(), StoreError> {
+        let sh = &*self.shared;
+        let mut batch = Staged::new(sh, "plugin table entry", Durability::Synced);
+        if let Some((sha256, bytes)) = component {
+            batch.insert(&sh.plugins, component_key(sha256), bytes);
+        }
+        batch.insert(&sh.plugins, table_key(name), entry);
+        batch.commit()
+    }
+
+    /// Forgets a cluster binding table entry.
+    pub fn remove_plugin_entry(&self, name: &str) -> Result<(), StoreError> {
+        let sh = &*self.shared;
+        let mut batch = Staged::new(sh, "plugin table entry removal", Durability::Deferred);
+        batch.remove(&sh.plugins, table_key(name));
+        batch.commit()
+    }
+
+    /// Every stored cluster binding table entry, by name.
+    pub fn plugin_entries(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.shared.plugins.prefix(b"t") {
+            let (k, v) = item.into_inner().storage()?;
+            let name = std::str::from_utf8(&k[1..])
+                .map_err(|_| StoreError::Corrupt("plugin table key"))?;
+            out.push((name.to_owned(), v.to_vec()));
+        }
+        Ok(out)
     }
 
     /// Removes a component no binding uses any more.

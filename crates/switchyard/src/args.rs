@@ -411,6 +411,10 @@ pub enum PluginCommand {
         /// Memory cap per instance, in MiB.
         #[arg(long)]
         memory_mb: Option<u64>,
+        /// `cluster` (every node; the default in a cluster) or `node`
+        /// (this node alone; the default outside a cluster).
+        #[arg(long)]
+        scope: Option<ScopeArg>,
         /// Node URL (http:// or https://).
         #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
         url: String,
@@ -608,6 +612,25 @@ impl From<HookArg> for Hook {
             HookArg::Route => Hook::Route,
             HookArg::Filter => Hook::Filter,
             HookArg::Pick => Hook::Pick,
+        }
+    }
+}
+
+/// `--scope`: where a binding runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ScopeArg {
+    /// This node alone.
+    Node,
+    /// Every node of the cluster.
+    Cluster,
+}
+
+impl ScopeArg {
+    /// The value of the API's `scope=` parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScopeArg::Node => "node",
+            ScopeArg::Cluster => "cluster",
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct Push<'a> {
     pub fuel: Option<u64>,
     /// Memory cap in MiB.
     pub memory_mb: Option<u64>,
+    /// `node` or `cluster` (the node's default when not given).
+    pub scope: Option<&'a str>,
 }
 
 /// A binding as the node describes it (`GET /v1/plugins` lists these; a
@@ -100,6 +102,9 @@ pub async fn push(client: &Client, p: &Push<'_>) -> anyhow::Result<PluginEntry> 
     }
     if let Some(m) = p.memory_mb {
         q.append_pair("memory_mb", &m.to_string());
+    }
+    if let Some(s) = p.scope {
+        q.append_pair("scope", s);
     }
     let path = format!("/v1/plugins/{}?{}", p.name, q.finish());
     let answer = client

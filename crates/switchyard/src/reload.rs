@@ -144,6 +144,9 @@ impl Reloader {
             }
         }
         out.limits = self.live.apply(&config.gateway);
+        self.router
+            .plugins()
+            .set_max_component(config.gateway.max_plugin_bytes);
         if !out.limits.is_empty() {
             tracing::info!(
                 target: "switchyard",

@@ -12,6 +12,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
+use switchyard_cluster::rollout::{Desired, Entry as TableEntry, Stamp};
+use switchyard_model::Hlc;
 use switchyard_plugin_host::{
     Binding, BindingSpec, EngineConfig, ErrorPolicy, Hook, KvBackend, Limits, PluginEngine,
     PluginError, Stats, StatsSnapshot,
@@ -21,8 +23,15 @@ use switchyard_store::Store;
 use crate::RouterError;
 
 mod calls;
+mod cluster;
+mod rollout;
+mod sync;
 pub use calls::Filter;
 pub(crate) use calls::{Filtered, Routed, as_append, dead_letter};
+pub use cluster::NEED_COMPONENT;
+pub use rollout::{Applied, MAX_TOMBSTONES};
+pub use sync::{MemberRollout, SYNC_EVERY, rollout};
+pub(crate) use sync::{PULL_QUEUE, sync_task};
 
 /// Header that carries a plugin failure on a dead-lettered message.
 pub const ERROR_HEADER: &str = "switchyard-error";
@@ -32,6 +41,9 @@ pub const PLUGIN_HEADER: &str = "switchyard-plugin";
 pub const MAX_BINDINGS: usize = 64;
 /// Longest binding configuration string.
 pub const MAX_CONFIG: usize = 64 * 1024;
+/// Largest component fetched from a peer unless the node sets another
+/// bound (`plugins.max_upload_bytes`).
+pub const DEFAULT_MAX_COMPONENT: usize = 16 * 1024 * 1024;
 /// Most filter configurations given by subscribers (`filter_config=`) in
 /// use at once on a node: each has its own instances.
 pub const MAX_FILTER_VARIANTS: usize = 64;
@@ -78,10 +90,24 @@ pub enum Reloaded {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
-    /// The HTTP API (persisted in the store).
+    /// The HTTP API with `scope=node`: this node alone (persisted in the
+    /// store).
     Api,
-    /// The configuration file.
+    /// The configuration file (this node alone).
     Config,
+    /// The cluster binding table: bound on every node (`scope=cluster`).
+    Cluster,
+}
+
+impl Source {
+    /// `api`, `config` or `cluster`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Api => "api",
+            Source::Config => "config",
+            Source::Cluster => "cluster",
+        }
+    }
 }
 
 /// The persisted form of a binding.
@@ -124,8 +150,10 @@ pub struct PluginInfo {
     pub version: u64,
     /// When this version was bound, in ms since the Unix epoch.
     pub updated_ms: u64,
-    /// API or configuration file.
+    /// API, configuration file or cluster table.
     pub source: Source,
+    /// The cluster table's stamp of this version (cluster bindings).
+    pub stamp: Option<Stamp>,
     /// Counters since the node started (kept across versions).
     pub stats: StatsSnapshot,
     /// How long its hook calls took since the node started.
@@ -137,6 +165,8 @@ pub(crate) struct Entry {
     source: Source,
     version: u64,
     updated_ms: u64,
+    /// The cluster table entry it runs (cluster bindings).
+    stamp: Option<Stamp>,
 }
 
 /// An immutable set of bindings; replaced as a whole on every change.
@@ -175,6 +205,26 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Checks a binding's name and configuration size.
+fn check_settings(settings: &BindingSpec) -> Result<(), RouterError> {
+    validate_name(&settings.name)?;
+    if settings.config.len() > MAX_CONFIG {
+        return Err(RouterError::PluginSetting(format!(
+            "config of {} bytes; at most {MAX_CONFIG}",
+            settings.config.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The `scope=` a binding of this source has.
+fn scope_of(source: Source) -> &'static str {
+    match source {
+        Source::Cluster => "cluster",
+        Source::Api | Source::Config => "node",
+    }
+}
+
 /// Checks a binding name.
 pub fn validate_name(name: &str) -> Result<(), RouterError> {
     if name.is_empty()
@@ -203,6 +253,17 @@ pub struct Plugins {
     /// (name, binding version, config).
     variants: Mutex<BTreeMap<(String, u64, String), std::sync::Weak<Binding>>>,
     max_payload: usize,
+    /// The cluster binding table (see [`rollout`]).
+    table: Mutex<rollout::Table>,
+    /// Stamps this node's changes to the table.
+    clock: Mutex<Hlc>,
+    /// Woken when this node changed the table (the sync tells its peers).
+    table_changed: Arc<tokio::sync::Notify>,
+    /// Peers a sync showed to hold newer entries (set when the node
+    /// joins a cluster).
+    pub(crate) pulls: std::sync::OnceLock<tokio::sync::mpsc::Sender<u64>>,
+    /// Largest component fetched from a peer.
+    max_component: std::sync::atomic::AtomicUsize,
 }
 
 impl Plugins {
@@ -225,6 +286,11 @@ impl Plugins {
             changing: Mutex::new(()),
             variants: Mutex::new(BTreeMap::new()),
             max_payload,
+            table: Mutex::new(rollout::Table::default()),
+            clock: Mutex::new(Hlc::default()),
+            table_changed: Arc::new(tokio::sync::Notify::new()),
+            pulls: std::sync::OnceLock::new(),
+            max_component: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_COMPONENT),
         };
         plugins.load_persisted()?;
         for c in &config.bindings {
@@ -246,6 +312,7 @@ impl Plugins {
                     other => other,
                 })?;
         }
+        plugins.load_table()?;
         plugins.prune_cache();
         Ok(plugins)
     }
@@ -295,6 +362,7 @@ impl Plugins {
                         source: Source::Api,
                         version: r.version,
                         updated_ms: r.updated_ms,
+                        stamp: None,
                     }),
                 ),
                 // A binding that no longer loads must not keep the node down.
@@ -340,22 +408,44 @@ impl Plugins {
         component: Option<&[u8]>,
         source: Source,
     ) -> Result<PluginInfo, RouterError> {
-        validate_name(&settings.name)?;
-        if settings.config.len() > MAX_CONFIG {
-            return Err(RouterError::PluginSetting(format!(
-                "config of {} bytes; at most {MAX_CONFIG}",
-                settings.config.len()
-            )));
+        check_settings(&settings)?;
+        if source == Source::Cluster {
+            return self.bind_cluster(settings, component);
         }
         let _changing = self.changing.lock();
+        self.bind_locked(settings, component, source, None)
+    }
+
+    /// Binds (or re-binds) a plugin with the caller holding `changing`. A
+    /// cluster binding (`cluster` given) is persisted as its table entry,
+    /// which the table takes (a newer entry of this node's, or one a peer
+    /// sent that it merged already).
+    fn bind_locked(
+        &self,
+        settings: BindingSpec,
+        component: Option<&[u8]>,
+        source: Source,
+        cluster: Option<TableEntry>,
+    ) -> Result<PluginInfo, RouterError> {
         let old = self.snapshot().bindings.get(&settings.name).cloned();
         if let Some(o) = &old
             && o.source == Source::Config
-            && source == Source::Api
+            && source != Source::Config
         {
             return Err(RouterError::PluginConflict(format!(
                 "plugin {} is bound by the configuration file; change it there",
                 settings.name
+            )));
+        }
+        if let Some(o) = &old
+            && (o.source == Source::Cluster) != (source == Source::Cluster)
+            && source != Source::Config
+        {
+            return Err(RouterError::PluginConflict(format!(
+                "plugin {} is bound with scope={} here; delete it first to bind it with scope={}",
+                settings.name,
+                scope_of(o.source),
+                scope_of(source)
             )));
         }
         if old.is_none() && self.snapshot().bindings.len() >= MAX_BINDINGS {
@@ -385,8 +475,29 @@ impl Plugins {
             old.as_ref().map(|o| &*o.binding),
         )
         .map_err(RouterError::Plugin)?;
-        let version = old.as_ref().map_or(1, |o| o.version + 1);
+        let version = match &cluster {
+            Some(TableEntry {
+                binding: Some(d), ..
+            }) => d.version,
+            _ => old.as_ref().map_or(1, |o| o.version + 1),
+        };
         let updated_ms = now_ms();
+        let stamp = cluster.as_ref().map(|e| e.stamp);
+        if let Some(entry) = &cluster {
+            let bytes = match component {
+                Some(b) => b.to_vec(),
+                None => self
+                    .store
+                    .plugin_component(&plugin.sha256())?
+                    .ok_or_else(|| RouterError::PluginSetting("stored component missing".into()))?,
+            };
+            let raw = serde_json::to_vec(entry).expect("entries serialise");
+            self.store
+                .put_plugin_entry(&settings.name, &raw, Some((&plugin.sha256(), &bytes)))?;
+            let mut table = self.table.lock();
+            table.merge(entry.clone());
+            table.set_applied(&settings.name, entry.stamp, Applied::Done);
+        }
         if source == Source::Api {
             let record = record_of(&settings, &plugin.sha256(), version, updated_ms);
             let bytes = match component {
@@ -412,11 +523,12 @@ impl Plugins {
                 source,
                 version,
                 updated_ms,
+                stamp,
             }),
         );
         if let Some(sha) = old_sha
             && sha != plugin.sha256()
-            && source == Source::Api
+            && source != Source::Config
             && !self.uses_component(&sha)
         {
             // The old component is no longer referenced.
@@ -427,11 +539,14 @@ impl Plugins {
         Ok(self.info(&settings.name).expect("just installed"))
     }
 
+    /// Whether a stored binding or a cluster table entry refers to
+    /// component `sha`.
     fn uses_component(&self, sha: &str) -> bool {
         self.snapshot()
             .bindings
             .values()
-            .any(|e| e.source == Source::Api && e.binding.plugin().sha256() == sha)
+            .any(|e| e.source != Source::Config && e.binding.plugin().sha256() == sha)
+            || self.table.lock().uses_component(sha)
     }
 
     /// Unbinds a plugin and deletes its key-value data. Blocking.
@@ -440,12 +555,13 @@ impl Plugins {
         let Some(old) = self.snapshot().bindings.get(name).cloned() else {
             return Err(RouterError::PluginNotFound(name.to_owned()));
         };
-        if old.source == Source::Config {
-            return Err(RouterError::PluginConflict(format!(
+        match old.source {
+            Source::Config => Err(RouterError::PluginConflict(format!(
                 "plugin {name} is bound by the configuration file; remove it there"
-            )));
+            ))),
+            Source::Api => self.unbind(name, &old),
+            Source::Cluster => self.delete_cluster(name, &old),
         }
-        self.unbind(name, &old)
     }
 
     /// Makes the configuration file's bindings what `bindings` lists (a
@@ -469,6 +585,7 @@ impl Plugins {
                 ));
                 continue;
             }
+            // A cluster binding of that name steps aside on this node.
             let bytes = match std::fs::read(&c.file) {
                 Ok(b) => b,
                 Err(e) => {
@@ -478,6 +595,7 @@ impl Plugins {
                 }
             };
             if let Some(o) = old
+                && o.source == Source::Config
                 && o.binding.spec() == &c.settings
                 && self
                     .engine
@@ -488,8 +606,14 @@ impl Plugins {
                 continue;
             }
             let change = match self.bind(c.settings.clone(), Some(&bytes), Source::Config) {
-                Ok(_) if old.is_some() => Reloaded::Rebound,
-                Ok(_) => Reloaded::Bound,
+                Ok(_) => {
+                    self.shadow(&name);
+                    if old.is_some_and(|o| o.source == Source::Config) {
+                        Reloaded::Rebound
+                    } else {
+                        Reloaded::Bound
+                    }
+                }
                 Err(e) => Reloaded::Failed(e.to_string()),
             };
             out.push((name, change));
@@ -594,6 +718,24 @@ fn settings_of(r: &Record) -> Result<BindingSpec, String> {
     })
 }
 
+/// The settings of a cluster table entry's binding.
+fn spec_of_desired(name: &str, d: &Desired) -> Result<BindingSpec, String> {
+    settings_of(&Record {
+        name: name.to_owned(),
+        hook: d.hook.clone(),
+        topics: d.topics.clone(),
+        config: d.config.clone(),
+        on_error: d.on_error.clone(),
+        fuel: d.fuel,
+        memory_bytes: usize::try_from(d.memory_bytes).map_err(|e| e.to_string())?,
+        max_instances: d.max_instances as usize,
+        max_host_calls: d.max_host_calls,
+        sha256: d.sha256.clone(),
+        version: d.version,
+        updated_ms: 0,
+    })
+}
+
 fn info_of(name: &str, e: &Entry) -> PluginInfo {
     let spec = e.binding.spec();
     PluginInfo {
@@ -608,6 +750,7 @@ fn info_of(name: &str, e: &Entry) -> PluginInfo {
         version: e.version,
         updated_ms: e.updated_ms,
         source: e.source,
+        stamp: e.stamp,
         stats: e.binding.stats().snapshot(),
         call_times: e.binding.stats().call_times(),
     }

@@ -261,3 +261,154 @@ async fn a_rebound_plugin_applies_its_new_version_and_both_survive_a_reopen() {
         .unwrap();
     assert_eq!(header(&b.messages[0], "x-version"), None);
 }
+
+/// Two nodes' plugin bindings exchanging cluster table entries by hand
+/// (what the sync does over the network): a peer's entry is stored, waits
+/// for its component, refuses one of another hash, binds with the right
+/// one, survives a restart, and a tombstone unbinds it.
+#[tokio::test]
+async fn cluster_entries_apply_on_another_node_and_survive_a_restart() {
+    use switchyard_router::{Applied, NEED_COMPONENT};
+
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(dir_a.path());
+    let mut b = open(dir_b.path());
+    let wasm = switchyard_testkit::guest_plugin("field_router");
+    let bound = a
+        .plugins()
+        .bind(
+            spec(
+                "region",
+                Hook::Route,
+                &["orders"],
+                r#"{"field": "/region"}"#,
+            ),
+            Some(&wasm),
+            Source::Cluster,
+        )
+        .unwrap();
+    assert_eq!((bound.source, bound.version), (Source::Cluster, 1));
+    let stamp = bound.stamp.unwrap();
+
+    // B takes A's entry; it waits for its component.
+    let entries = a.plugins().table_newer_than(&b.plugins().table_digest());
+    assert_eq!(entries.len(), 1);
+    assert!(b.plugins().table_behind(&a.plugins().table_digest()));
+    assert_eq!(b.plugins().merge_entries(entries.clone()), 1);
+    assert_eq!(b.plugins().merge_entries(entries.clone()), 0, "not newer");
+    let todo = b.plugins().to_apply();
+    assert_eq!(todo, entries);
+    assert_eq!(
+        b.plugins().apply_entry(&todo[0], None),
+        Applied::Pending(NEED_COMPONENT.into())
+    );
+    let other = switchyard_testkit::guest_plugin("passthrough");
+    assert!(matches!(
+        b.plugins().apply_entry(&todo[0], Some(&other)),
+        Applied::Pending(_)
+    ));
+    assert!(b.plugins().info("region").is_none());
+    let sha = &entries[0].binding.as_ref().unwrap().sha256;
+    let bytes = a.plugins().component(sha).unwrap().unwrap();
+    assert_eq!(
+        b.plugins().apply_entry(&todo[0], Some(&bytes)),
+        Applied::Done
+    );
+    assert!(b.plugins().to_apply().is_empty());
+    let on_b = b.plugins().info("region").unwrap();
+    assert_eq!(
+        (on_b.source, on_b.version, on_b.stamp, on_b.sha256.as_str()),
+        (Source::Cluster, 1, Some(stamp), sha.as_str())
+    );
+    let routed = b
+        .publish(vec![msg("orders", r#"{"region": "eu"}"#)])
+        .await
+        .unwrap();
+    assert_eq!(routed[0].results[0].topic.as_str(), "orders.eu");
+    assert!(!a.plugins().table_behind(&b.plugins().table_digest()));
+
+    // B's status tells what runs.
+    let status = b.plugins().node_status(&[]);
+    assert_eq!(status.len(), 1);
+    assert_eq!(
+        (status[0].state.as_str(), status[0].version),
+        ("running", 1)
+    );
+
+    // B comes back from a restart with the binding, from its own copy.
+    b = reopen(b, dir_b.path()).await;
+    let on_b = b.plugins().info("region").unwrap();
+    assert_eq!((on_b.source, on_b.stamp), (Source::Cluster, Some(stamp)));
+    assert_eq!(b.plugins().table_digest(), a.plugins().table_digest());
+
+    // A deletes it: the tombstone unbinds it on B and frees the component.
+    a.plugins().remove("region").unwrap();
+    let tomb = a.plugins().table_newer_than(&b.plugins().table_digest());
+    assert_eq!(tomb.len(), 1);
+    assert!(tomb[0].binding.is_none());
+    assert_eq!(b.plugins().merge_entries(tomb.clone()), 1);
+    assert_eq!(b.plugins().apply_entry(&tomb[0], None), Applied::Done);
+    assert!(b.plugins().info("region").is_none());
+    assert!(b.plugins().component(sha).unwrap().is_none());
+    assert_eq!(b.plugins().node_status(&[])[0].state, "deleted");
+    // An older entry does not bring it back.
+    assert_eq!(b.plugins().merge_entries(entries), 0);
+    assert!(b.plugins().to_apply().is_empty());
+}
+
+/// A binding made on a node alone shadows a cluster binding of the same
+/// name there; the cluster binding runs once it is gone.
+#[tokio::test]
+async fn a_node_scoped_binding_shadows_a_cluster_binding_until_it_goes() {
+    use switchyard_router::Applied;
+
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = open(dir_a.path());
+    let b = open(dir_b.path());
+    let wasm = switchyard_testkit::guest_plugin("field_router");
+    let local = bind(
+        &b,
+        spec("region", Hook::Route, &["orders"], ""),
+        "passthrough",
+    );
+    assert_eq!(local.source, Source::Api);
+    // A cluster push of that name is refused on B itself...
+    let err = b
+        .plugins()
+        .bind(
+            spec("region", Hook::Route, &["orders"], ""),
+            Some(&wasm),
+            Source::Cluster,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("scope=node"), "{err}");
+    // ...and one from A is shadowed there.
+    a.plugins()
+        .bind(
+            spec(
+                "region",
+                Hook::Route,
+                &["orders"],
+                r#"{"field": "/region"}"#,
+            ),
+            Some(&wasm),
+            Source::Cluster,
+        )
+        .unwrap();
+    let entries = a.plugins().table_newer_than(&[]);
+    b.plugins().merge_entries(entries.clone());
+    assert!(matches!(
+        b.plugins().apply_entry(&entries[0], Some(&wasm)),
+        Applied::Shadowed(_)
+    ));
+    assert_eq!(b.plugins().info("region").unwrap().source, Source::Api);
+    assert!(b.plugins().to_apply().is_empty(), "still shadowed");
+    b.plugins().remove("region").unwrap();
+    let todo = b.plugins().to_apply();
+    assert_eq!(todo, entries);
+    assert_eq!(
+        b.plugins().apply_entry(&todo[0], Some(&wasm)),
+        Applied::Done
+    );
+    assert_eq!(b.plugins().info("region").unwrap().source, Source::Cluster);
+}

@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 
-use crate::args::PluginCommand;
+use crate::args::{PluginCommand, ScopeArg};
 use crate::client::Client;
 use crate::config::LogFormat;
 use crate::plugin_cli::{self, PluginList};
@@ -25,6 +25,7 @@ pub(crate) async fn run(cmd: PluginCommand, ca: Option<&Path>) -> Result<()> {
             on_error,
             fuel,
             memory_mb,
+            scope,
             url,
             token,
         } => {
@@ -40,6 +41,7 @@ pub(crate) async fn run(cmd: PluginCommand, ca: Option<&Path>) -> Result<()> {
                     on_error: on_error.map(Into::into),
                     fuel,
                     memory_mb,
+                    scope: scope.map(ScopeArg::as_str),
                 },
             )
             .await?;
