@@ -21,6 +21,7 @@ use switchyard_store::Store;
 use crate::RouterError;
 
 mod calls;
+mod component;
 pub use calls::Filter;
 pub(crate) use calls::{Filtered, Routed, as_append, dead_letter};
 
