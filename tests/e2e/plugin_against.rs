@@ -1,12 +1,14 @@
 //! Plugin author tools against a running node: `plugin test --against`
 //! compares a local component with the one a node binds (fetched through
-//! `GET /v1/plugins/{name}/component`).
+//! `GET /v1/plugins/{name}/component`), and plugin log lines are stored on
+//! `$sys.plugins.<name>.log`, rate-limited.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{BIN, Node, enc};
+use crate::support::{BIN, Node, Sse, enc};
 
 fn wasm_file(name: &str) -> PathBuf {
     let repo = switchyard_testkit::repo_root();
@@ -310,4 +312,192 @@ async fn a_config_file_binding_has_no_component_to_fetch() {
             .contains("configuration file"),
         "{problem}"
     );
+}
+
+/// The log lines of a binding are stored on `$sys.plugins.<name>.log` as
+/// JSON messages, for any subscriber of that topic, and follow the
+/// binding's versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_log_lines_are_published_on_their_topic() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::start(dir.path(), &["--fsync", "never"]);
+    bind(&node, "printer", "printer", "hook=route&topic=p.%3E").await;
+    let mut sse = Sse::connect(
+        &node,
+        &format!(
+            "/v1/events?topic={}&from=earliest",
+            enc("$sys.plugins.printer.log")
+        ),
+        None,
+    )
+    .await
+    .unwrap();
+    // The node follows a new binding within 100 ms: until then its lines
+    // are not forwarded, so publish until the first arrives.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        assert!(Instant::now() < deadline, "no log line on the topic");
+        node.publish("p.a", "print").await;
+        if let Some(ev) = sse.next(Duration::from_secs(1)).await {
+            break ev;
+        }
+    };
+    let line = |data: &str| -> Value { serde_json::from_str(data).unwrap() };
+    let first = line(&first.data);
+    assert_eq!(first["level"], "info", "{first}");
+    assert_eq!(first["message"], "printer: to stdout on p.a", "{first}");
+    assert_eq!(
+        (&first["version"], &first["dropped"]),
+        (&json!(1), &json!(0))
+    );
+    assert!(first["time"].as_str().unwrap().ends_with('Z'), "{first}");
+    assert!(first["time_ms"].as_u64().unwrap() > 1_700_000_000_000);
+    let second = line(&sse.next(Duration::from_secs(10)).await.unwrap().data);
+    assert_eq!(
+        (&second["level"], &second["message"]),
+        (&json!("warn"), &json!("printer: to stderr on p.a"))
+    );
+    // Lines of repeated publishes above, if any.
+    while sse.next(Duration::from_millis(300)).await.is_some() {}
+    // Each call's lines, in order.
+    node.publish("p.b", "print").await;
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let v = line(&sse.next(Duration::from_secs(10)).await.unwrap().data);
+        got.push((v["level"].clone(), v["message"].clone()));
+    }
+    assert_eq!(
+        got,
+        [
+            (json!("info"), json!("printer: to stdout on p.b")),
+            (json!("warn"), json!("printer: to stderr on p.b")),
+        ]
+    );
+    // Stored as JSON messages of this node.
+    let stored = node.pull_all("$sys.plugins.>").await;
+    assert!(stored.len() >= 4, "{stored:?}");
+    for m in &stored {
+        assert_eq!(m["topic"], "$sys.plugins.printer.log");
+        assert_eq!(m["headers"]["content-type"], "application/json");
+    }
+    // Clients cannot publish there; `>` does not see it.
+    let (status, _, _) = node
+        .raw(
+            node.request(
+                "POST",
+                &format!("/v1/topics/{}", enc("$sys.plugins.printer.log")),
+            ),
+            "x",
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        node.pull_all(">")
+            .await
+            .iter()
+            .all(|m| m["topic"] != "$sys.plugins.printer.log")
+    );
+
+    // A new version (its init prints a line too): the lines of its calls
+    // carry it once the node follows the change (within 100 ms). (Calls
+    // spaced out, to stay under the topic's rate limit.)
+    bind(&node, "printer", "", "on_error=pass").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut init = 0;
+    'calls: loop {
+        assert!(Instant::now() < deadline, "no line of version 2");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        node.publish("p.c", "print").await;
+        let mut version = None;
+        loop {
+            let v = line(&sse.next(Duration::from_secs(10)).await.unwrap().data);
+            match v["message"].as_str().unwrap() {
+                "printer: init" => init += 1,
+                "printer: to stdout on p.c" => version = Some(v["version"].clone()),
+                "printer: to stderr on p.c" if version == Some(json!(2)) => break 'calls,
+                "printer: to stderr on p.c" => break,
+                other => panic!("unexpected line {other:?}"),
+            }
+        }
+    }
+    assert_eq!(init, 1);
+}
+
+/// A plugin that floods its log fills its log topic at the rate limit, no
+/// faster, and the lines it stores count those dropped; the log topic is
+/// not routed through the plugin (no loop), and publishes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooded_log_topic_is_bounded_by_its_rate_limit() {
+    const RATE: u64 = 20; // LOG_TOPIC_LINES_PER_SEC
+    let dir = tempfile::tempdir().unwrap();
+    // The binding's own log limit lets all 900 lines of each call through.
+    let node = Node::start_with_config(
+        dir.path(),
+        "[plugins]\nlog_lines_per_sec = 1000000\nlog_bytes_per_sec = 10000000000\n",
+        &["--fsync", "never"],
+    );
+    let started = Instant::now();
+    // Bound to its log topic too: were log lines routed, each would make
+    // 900 more.
+    bind(
+        &node,
+        "flood",
+        "log_flooder",
+        &format!("hook=route&topic=noisy&topic={}", enc("$sys.>")),
+    )
+    .await;
+    // Past the follow interval: every call's lines reach the forwarder.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let calls = 10u64;
+    for i in 0..calls {
+        let t = Instant::now();
+        node.publish("noisy", format!("{i}")).await;
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "a publish took {:?}",
+            t.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The forwarder stores what it admitted; then nothing more comes.
+    let count = || async { node.pull_all("$sys.plugins.flood.log").await };
+    let mut stored = count().await;
+    let settle = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let again = count().await;
+        if again.len() == stored.len() || Instant::now() > settle {
+            stored = again;
+            break;
+        }
+        stored = again;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let n = stored.len() as u64;
+    let bound = RATE + (RATE as f64 * elapsed).ceil() as u64;
+    assert!(n >= RATE, "{n} lines stored");
+    assert!(
+        n <= bound,
+        "{n} lines stored in {elapsed:.1} s; at most {bound}"
+    );
+    let dropped: u64 = stored
+        .iter()
+        .map(|m| {
+            let v: Value = serde_json::from_str(m["payload"].as_str().unwrap()).unwrap();
+            assert_eq!(v["level"], "warn");
+            assert_eq!(v["message"].as_str().unwrap().len(), 4096);
+            v["dropped"].as_u64().unwrap()
+        })
+        .sum();
+    assert!(
+        dropped > 0 && n + dropped <= 900 * calls,
+        "{n} stored, {dropped} dropped"
+    );
+    // No loop: the plugin ran once per client publish, and a second later
+    // the topic holds the same lines.
+    let c = node.get_json("/v1/plugins/flood").await["counters"].clone();
+    assert_eq!(c["calls"], calls, "{c}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(count().await.len() as u64, n);
+    assert_eq!(node.get_json("/healthz").await["status"], "ok");
 }

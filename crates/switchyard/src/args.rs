@@ -443,6 +443,10 @@ pub enum PluginCommand {
     },
     /// Follow a binding's log lines as the plugin writes them (those its
     /// log rate limit admits), one per line, until interrupted.
+    ///
+    /// The node also stores them, at most 20 a second, on the topic
+    /// `$sys.plugins.<name>.log`: `switchyard subscribe
+    /// '$sys.plugins.<name>.log' --from earliest` reads them back.
     Logs {
         /// Binding name.
         name: String,

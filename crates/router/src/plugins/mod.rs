@@ -22,6 +22,7 @@ use crate::RouterError;
 
 mod calls;
 mod component;
+pub(crate) mod log_topic;
 pub use calls::Filter;
 pub(crate) use calls::{Filtered, Routed, as_append, dead_letter};
 
