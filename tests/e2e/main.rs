@@ -16,6 +16,7 @@ mod hostile;
 mod memory;
 mod patterns;
 mod peer_tamper;
+mod plugin_against;
 mod plugins;
 mod publish;
 mod reload;

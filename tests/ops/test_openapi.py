@@ -292,6 +292,7 @@ def seed(client):
     call_checked(client, "PUT", f"/v1/plugins/region?hook=route&topic=orders&config={config}", plugin,
                  body=component, expect=(201,))
     call_checked(client, "PUT", "/v1/plugins/region?on_error=pass", plugin, expect=(200,))
+    call_checked(client, "GET", "/v1/plugins/region/component", "/v1/plugins/{name}/component")
     _, _, answer = call_checked(client, "POST", "/v1/topics/orders", publish, body='{"region": "eu"}', expect=(201,))
     if not answer or answer.get("routed_from") != "orders":
         fail(f"a publish through the route binding was not rerouted: {answer}")

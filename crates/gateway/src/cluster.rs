@@ -366,7 +366,7 @@ pub(crate) async fn plugin_component(
     let answer = match transport::decode::<rollout::ComponentRequest>(&body) {
         Ok(request) => {
             let plugins = app.router.plugins().clone();
-            tokio::task::spawn_blocking(move || plugins.component(&request.sha256))
+            tokio::task::spawn_blocking(move || plugins.component_by_sha256(&request.sha256))
                 .await
                 .map_err(|_| switchyard_router::RouterError::ShuttingDown)
                 .and_then(|r| r)

@@ -208,6 +208,9 @@ async fn serve_route(app: &Arc<App>, req: Request<Incoming>) -> Response<Body> {
             _ => Err(not_allowed("GET")),
         },
         ("/v1/plugins", _) => Box::pin(crate::plugins::handle(&app, None, req)).await,
+        (p, _) if let Some(name) = crate::plugin_component::binding_of(p) => {
+            Box::pin(crate::plugin_component::get(&app, &path_param(name), req)).await
+        }
         (p, _) if p.starts_with("/v1/plugins/") => {
             let name = path_param(&p["/v1/plugins/".len()..]);
             Box::pin(crate::plugins::handle(&app, Some(&name), req)).await

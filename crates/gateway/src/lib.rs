@@ -44,6 +44,7 @@ mod handlers;
 mod hosts;
 mod metrics;
 mod output;
+mod plugin_component;
 mod plugins;
 mod problem;
 mod query;

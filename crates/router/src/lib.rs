@@ -29,6 +29,7 @@ pub use groups::{
     MAX_MEMBERS, MAX_SETTLE_IDS, MAX_UNSETTLED, Member, MemberInfo, MemberOptions, Settle, Settled,
     StaleId, Strategy, validate_group_name,
 };
+pub use plugins::log_topic::{LOG_TOPIC_LINES_PER_SEC, log_topic};
 pub use plugins::{
     Applied, ConfiguredBinding, DEFAULT_MAX_COMPONENT, ERROR_HEADER, Filter, MAX_BINDINGS,
     MAX_CONFIG, MAX_FILTER_VARIANTS, MAX_TOMBSTONES, MemberRollout, NEED_COMPONENT, PLUGIN_HEADER,

@@ -162,6 +162,8 @@ pub struct Router {
     background: Arc<Background>,
     /// How far the replicas hold this node's log.
     progress: Arc<Progress>,
+    /// Whether [`Router::forward_plugin_logs`] was called.
+    log_topics_started: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Topic of membership events.
@@ -199,12 +201,29 @@ impl Router {
             interest,
             background: Arc::new(Background::new()),
             progress: Arc::new(Progress::new()),
+            log_topics_started: Arc::default(),
         })
     }
 
     /// The plugin bindings.
     pub fn plugins(&self) -> &Arc<Plugins> {
         &self.plugins
+    }
+
+    /// Starts storing every binding's log lines on its topic
+    /// `$sys.plugins.<name>.log`, rate-limited (see
+    /// [`crate::LOG_TOPIC_LINES_PER_SEC`]), until the router shuts down. A
+    /// second call starts nothing more. Needs a Tokio runtime.
+    pub fn forward_plugin_logs(&self) {
+        if self
+            .log_topics_started
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return;
+        }
+        let (plugins, store) = (self.plugins.clone(), self.store.clone());
+        self.background
+            .spawn(move |stop| crate::plugins::log_topic::run(plugins, store, stop));
     }
 
     /// Attaches the cluster membership: its changes are published as JSON

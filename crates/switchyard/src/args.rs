@@ -447,6 +447,10 @@ pub enum PluginCommand {
     },
     /// Follow a binding's log lines as the plugin writes them (those its
     /// log rate limit admits), one per line, until interrupted.
+    ///
+    /// The node also stores them, at most 20 a second, on the topic
+    /// `$sys.plugins.<name>.log`: `switchyard subscribe
+    /// '$sys.plugins.<name>.log' --from earliest` reads them back.
     Logs {
         /// Binding name.
         name: String,
@@ -481,16 +485,28 @@ pub enum PluginCommand {
     },
     /// Run a hook locally and print each decision as JSON: on messages
     /// given with --message, or on the messages a node stored (--replay).
+    /// With --against, run the component a node binds under a name too,
+    /// and print only where the two decide differently.
     #[command(after_help = TEST_AFTER_HELP)]
     Test {
         /// The component (.wasm).
         file: PathBuf,
-        /// route, filter or pick.
-        #[arg(long, hide_possible_values = true)]
-        hook: HookArg,
-        /// Configuration string passed to init.
-        #[arg(long, default_value = "")]
-        config: String,
+        /// route, filter or pick (with --against: the binding's hook by
+        /// default; given, both run it).
+        #[arg(long, hide_possible_values = true, required_unless_present = "against")]
+        hook: Option<HookArg>,
+        /// Configuration string passed to init (default: empty; with
+        /// --against, the binding's config; given, the local component's
+        /// only).
+        #[arg(long)]
+        config: Option<String>,
+        /// Compare with the component the node binds under NAME, run with
+        /// that binding's hook, config and limits: print one JSON line
+        /// {"message", "topic", "local", "bound"} per message decided
+        /// differently, then {"compared", "differing", ...}. Exit status 3
+        /// when any differs.
+        #[arg(long, value_name = "NAME")]
+        against: Option<String>,
         /// A JSON message {"topic", "payload", "key", "headers", ...} or an
         /// envelope as GET /v1/messages answers it, several as JSON lines, or @file.
         #[arg(long, required_unless_present = "replay", conflicts_with = "replay")]
@@ -506,22 +522,23 @@ pub enum PluginCommand {
         #[arg(long, default_value_t = 1000, requires = "replay")]
         limit: u64,
         /// Print only the counts per decision, the errors by kind and the
-        /// mean and p99 time per call, as one JSON object.
+        /// mean and p99 time per call, as one JSON object (with --against:
+        /// only the last line, the comparison's summary).
         #[arg(long)]
         summary: bool,
         /// For pick: a JSON array of candidates [{"id", "inflight", "weight", "labels"}], or @file.
         #[arg(long)]
         candidates: Option<String>,
-        /// Fuel per hook call.
+        /// Fuel per hook call (with --against: the binding's by default).
         #[arg(long)]
         fuel: Option<u64>,
-        /// Memory cap per instance, in MiB.
+        /// Memory cap per instance, in MiB (with --against: the binding's by default).
         #[arg(long)]
         memory_mb: Option<u64>,
-        /// With --replay: node URL (http:// or https://).
+        /// With --replay or --against: node URL (http:// or https://).
         #[arg(long, env = "SWITCHYARD_URL", default_value = DEFAULT_URL)]
         url: String,
-        /// With --replay: bearer token sent with every request (see `switchyard token issue`).
+        /// With --replay or --against: bearer token sent with every request (see `switchyard token issue`).
         #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
@@ -534,7 +551,11 @@ Examples:
   switchyard plugin test router.wasm --hook route --message @messages.ndjson
   switchyard plugin test router.wasm --hook route --config '{\"field\": \"/region\"}' \\
       --replay 'orders' --from earliest --limit 5000 --summary --url http://node:7070
-The exit status is non-zero when any call failed.";
+  switchyard plugin test router-v2.wasm --replay 'orders' --against region --url http://node:7070
+The exit status is non-zero when any call failed. With --against, failed
+calls are decisions too (compared by error kind): the exit status is 0 when
+every message was decided alike, 3 when at least one was decided
+differently, 1 on an error (and 2 for a refused flag).";
 
 /// `--fsync`: when a publish is acknowledged (see [`FsyncMode`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

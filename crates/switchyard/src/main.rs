@@ -62,6 +62,9 @@ fn main() -> ExitCode {
             // A refused configuration exits with 2, as a refused flag does.
             if e.downcast_ref::<ConfigError>().is_some() {
                 ExitCode::from(2)
+            } else if e.downcast_ref::<switchyard::plugin_cli::Differ>().is_some() {
+                // `plugin test --against`: the decisions differ.
+                ExitCode::from(switchyard::plugin_cli::DIFFER_STATUS)
             } else {
                 ExitCode::FAILURE
             }

@@ -97,6 +97,7 @@ impl Node {
         let router = tokio::task::spawn_blocking(move || Router::open(router_config))
             .await?
             .map_err(|source| NodeError::Open { dir, source })?;
+        router.forward_plugin_logs();
         tracing::info!(
             target: "switchyard",
             node = %router.node_id(),

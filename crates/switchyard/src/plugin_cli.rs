@@ -293,13 +293,48 @@ fn one() -> u32 {
 }
 
 /// Text, or the contents of a file for `@path`.
-fn text_or_file(arg: &str) -> anyhow::Result<String> {
+pub fn text_or_file(arg: &str) -> anyhow::Result<String> {
     match arg.strip_prefix('@') {
         Some(path) => {
             std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))
         }
         None => Ok(arg.to_owned()),
     }
+}
+
+/// Parses `--candidates` (required for the pick hook, refused for the
+/// others).
+pub fn parse_candidates(hook: Hook, arg: Option<&str>) -> anyhow::Result<Vec<Candidate>> {
+    Ok(match (hook, arg) {
+        (Hook::Pick, Some(c)) => serde_json::from_str::<Vec<TestCandidate>>(&text_or_file(c)?)
+            .map_err(|e| anyhow::anyhow!("--candidates: {e}"))?
+            .into_iter()
+            .map(|c| Candidate {
+                id: c.id,
+                inflight: c.inflight,
+                weight: c.weight,
+                labels: c
+                    .labels
+                    .into_iter()
+                    .map(|(name, value)| Header { name, value })
+                    .collect(),
+            })
+            .collect(),
+        (Hook::Pick, None) => anyhow::bail!("--candidates is required for the pick hook"),
+        (_, Some(_)) => anyhow::bail!("--candidates is only for the pick hook"),
+        _ => Vec::new(),
+    })
+}
+
+/// A plugin engine for local runs: no instance pool, and a memory budget
+/// that two bindings of the largest memory cap (4 GiB, one instance each)
+/// fit in.
+pub fn local_engine() -> anyhow::Result<PluginEngine> {
+    Ok(PluginEngine::new(EngineConfig {
+        pooled_instances: 0,
+        memory_budget_bytes: 16 << 30,
+        ..EngineConfig::default()
+    })?)
 }
 
 /// Settings of `plugin test`.
@@ -411,33 +446,9 @@ impl Summary {
 impl Runner {
     /// Loads the component and binds it as a node would.
     pub fn new(t: &Test<'_>) -> anyhow::Result<Runner> {
-        let hook = t.hook;
         let bytes = std::fs::read(t.file)
             .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", t.file.display()))?;
-        let candidates: Vec<Candidate> = match (hook, t.candidates) {
-            (Hook::Pick, Some(c)) => serde_json::from_str::<Vec<TestCandidate>>(&text_or_file(c)?)
-                .map_err(|e| anyhow::anyhow!("--candidates: {e}"))?
-                .into_iter()
-                .map(|c| Candidate {
-                    id: c.id,
-                    inflight: c.inflight,
-                    weight: c.weight,
-                    labels: c
-                        .labels
-                        .into_iter()
-                        .map(|(name, value)| Header { name, value })
-                        .collect(),
-                })
-                .collect(),
-            (Hook::Pick, None) => anyhow::bail!("--candidates is required for the pick hook"),
-            (_, Some(_)) => anyhow::bail!("--candidates is only for the pick hook"),
-            _ => Vec::new(),
-        };
-        let engine = PluginEngine::new(EngineConfig {
-            pooled_instances: 0,
-            ..EngineConfig::default()
-        })?;
-        let plugin = engine.load(&bytes)?;
+        let candidates = parse_candidates(t.hook, t.candidates)?;
         let mut limits = Limits::default();
         if let Some(f) = t.fuel {
             limits.fuel = f;
@@ -445,16 +456,37 @@ impl Runner {
         if let Some(m) = t.memory_mb {
             limits.memory_bytes = (m as usize) << 20;
         }
+        Runner::from_bytes(
+            &local_engine()?,
+            &bytes,
+            t.hook,
+            t.config,
+            candidates,
+            limits,
+        )
+    }
+
+    /// Binds the component `bytes` on `engine` for `hook`, with `config`
+    /// and `limits`, as a node would.
+    pub fn from_bytes(
+        engine: &PluginEngine,
+        bytes: &[u8],
+        hook: Hook,
+        config: &str,
+        candidates: Vec<Candidate>,
+        limits: Limits,
+    ) -> anyhow::Result<Runner> {
+        let plugin = engine.load(bytes)?;
         let spec = BindingSpec {
             name: "test".into(),
             hook,
             topics: vec![">".parse::<TopicPattern>().expect("valid pattern")],
-            config: t.config.to_owned(),
+            config: config.to_owned(),
             on_error: ErrorPolicy::Drop,
             limits,
         };
         let binding = Binding::new(
-            &engine,
+            engine,
             plugin,
             spec,
             Arc::new(MemoryKv::default()),
@@ -466,6 +498,11 @@ impl Runner {
             candidates,
             summary: Summary::default(),
         })
+    }
+
+    /// The sha256 of the component, in hex.
+    pub fn sha256(&self) -> String {
+        self.binding.plugin().sha256()
     }
 
     /// Runs the hook on one message; returns its decision as JSON (with
@@ -555,6 +592,16 @@ pub async fn replay(
     runner: &mut Runner,
     mut each: impl FnMut(&Value) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
+    replay_messages(client, r, |m| each(&runner.run(m))).await
+}
+
+/// Pulls the stored messages of a pattern as [`replay`] does and hands
+/// each, decoded, to `each` (on a thread that may block).
+pub async fn replay_messages(
+    client: &Client,
+    r: &Replay<'_>,
+    mut each: impl FnMut(&OwnedMessage) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let wait = if r.from == "latest" { 5 } else { 0 };
     let mut from = r.from.to_owned();
     let mut left = r.limit;
@@ -583,13 +630,217 @@ pub async fn replay(
             .collect::<anyhow::Result<Vec<_>>>()
             .map_err(|e| anyhow::anyhow!("a stored message: {e}"))?;
         left = left.saturating_sub(decoded.len() as u64);
-        tokio::task::block_in_place(|| decoded.iter().try_for_each(|m| each(&runner.run(m))))?;
+        tokio::task::block_in_place(|| decoded.iter().try_for_each(&mut each))?;
         match page["cursor"].as_str() {
             Some(c) => from = c.to_owned(),
             None => anyhow::bail!("the node's answer has no cursor"),
         }
     }
     Ok(())
+}
+
+/// The exit status of `plugin test --against` when the local component
+/// decided at least one message differently from the bound one (0: every
+/// decision agreed; 1: an error, 2: a refused flag, as for every command).
+pub const DIFFER_STATUS: u8 = 3;
+
+/// The error `plugin test --against` ends with when decisions differ; the
+/// command exits with [`DIFFER_STATUS`].
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{differing} of {compared} messages decided differently by the local component and binding {name}"
+)]
+pub struct Differ {
+    /// The binding compared with.
+    pub name: String,
+    /// Messages run through both.
+    pub compared: u64,
+    /// Messages decided differently.
+    pub differing: u64,
+}
+
+/// A binding of a node, as `plugin test --against` runs it: its settings
+/// and component.
+#[derive(Debug)]
+pub struct Bound {
+    /// Binding name.
+    pub name: String,
+    /// Its hook.
+    pub hook: Hook,
+    /// Its configuration string.
+    pub config: String,
+    /// Its limits (those a local run uses).
+    pub limits: Limits,
+    /// Its version.
+    pub version: u64,
+    /// The component's sha256, in hex.
+    pub sha256: String,
+    /// The component.
+    pub component: Vec<u8>,
+}
+
+/// Reads binding `name` of the node: `GET /v1/plugins/{name}` for its
+/// settings and `GET /v1/plugins/{name}/component` for its component
+/// (read again once when the binding changed between the two).
+pub async fn fetch_bound(client: &Client, name: &str) -> anyhow::Result<Bound> {
+    for _ in 0..2 {
+        let info = client.get_json(&format!("/v1/plugins/{name}")).await?;
+        let (sha256, version, component) = fetch_component(client, name).await?;
+        if info["sha256"].as_str() != Some(sha256.as_str()) {
+            continue;
+        }
+        let hook: Hook = info["hook"]
+            .as_str()
+            .unwrap_or("?")
+            .parse()
+            .map_err(|e| anyhow::anyhow!("binding {name}: {e}"))?;
+        let l = &info["limits"];
+        let defaults = Limits::default();
+        let limits = Limits {
+            fuel: l["fuel"].as_u64().unwrap_or(defaults.fuel),
+            memory_bytes: l["memory_bytes"]
+                .as_u64()
+                .map_or(defaults.memory_bytes, |m| m as usize),
+            max_host_calls: l["max_host_calls"]
+                .as_u64()
+                .and_then(|m| u32::try_from(m).ok())
+                .unwrap_or(defaults.max_host_calls),
+            max_output_bytes: l["max_output_bytes"]
+                .as_u64()
+                .map_or(defaults.max_output_bytes, |m| m as usize),
+            ..defaults
+        };
+        return Ok(Bound {
+            name: name.to_owned(),
+            hook,
+            config: info["config"].as_str().unwrap_or_default().to_owned(),
+            limits,
+            version,
+            sha256,
+            component,
+        });
+    }
+    anyhow::bail!("binding {name} changed while it was read; try again")
+}
+
+/// `GET /v1/plugins/{name}/component`: the sha256 the node names, the
+/// binding's version, and the bytes.
+async fn fetch_component(client: &Client, name: &str) -> anyhow::Result<(String, u64, Vec<u8>)> {
+    use http_body_util::BodyExt;
+    let req = client
+        .request(http::Method::GET, &format!("/v1/plugins/{name}/component"))
+        .body(http_body_util::Full::new(Bytes::new()))?;
+    let resp = client.send(req).await?;
+    let header = |h: &str| {
+        resp.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let sha256 = header("switchyard-plugin-sha256")
+        .ok_or_else(|| anyhow::anyhow!("the node did not name the component's sha256"))?;
+    let version = header("switchyard-plugin-version")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let bytes = resp.into_body().collect().await?.to_bytes().to_vec();
+    Ok((sha256, version, bytes))
+}
+
+/// The part of a hook's result that `--against` compares: the decision
+/// without its time and message id; for a failed call, its error kind
+/// only (the detail may name code offsets that differ between builds).
+pub fn comparable(v: &Value) -> Value {
+    match v.get("error") {
+        Some(e) => json!({ "error": e["kind"] }),
+        None => without_times(v.clone()),
+    }
+}
+
+/// A result without `micros` and `message`.
+fn without_times(mut v: Value) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("micros");
+        o.remove("message");
+    }
+    v
+}
+
+/// A local component and a bound one run on the same messages, each with
+/// its own instance and key-value store.
+pub struct Against {
+    local: Runner,
+    bound: Runner,
+    binding: String,
+    version: u64,
+    compared: u64,
+    differing: u64,
+    local_errors: u64,
+    bound_errors: u64,
+}
+
+impl Against {
+    /// Compares `local` with `bound`, which runs binding `b`'s component.
+    pub fn new(local: Runner, bound: Runner, b: &Bound) -> Against {
+        Against {
+            local,
+            bound,
+            binding: b.name.clone(),
+            version: b.version,
+            compared: 0,
+            differing: 0,
+            local_errors: 0,
+            bound_errors: 0,
+        }
+    }
+
+    /// Runs both on `m`; when they decide differently, the line that says
+    /// so: `{"message", "topic", "local", "bound"}` (the two results
+    /// without their times).
+    pub fn run(&mut self, m: &OwnedMessage) -> Option<Value> {
+        let local = self.local.run(m);
+        let bound = self.bound.run(m);
+        self.compared += 1;
+        self.local_errors += u64::from(local.get("error").is_some());
+        self.bound_errors += u64::from(bound.get("error").is_some());
+        if comparable(&local) == comparable(&bound) {
+            return None;
+        }
+        self.differing += 1;
+        Some(json!({
+            "message": m.id,
+            "topic": m.topic,
+            "local": without_times(local),
+            "bound": without_times(bound),
+        }))
+    }
+
+    /// The summary line: `compared`, `differing`, the binding's name,
+    /// version and sha256, the local component's sha256, and the failed
+    /// calls of each.
+    pub fn summary(&self) -> Value {
+        json!({
+            "compared": self.compared,
+            "differing": self.differing,
+            "binding": self.binding,
+            "version": self.version,
+            "bound_sha256": self.bound.sha256(),
+            "local_sha256": self.local.sha256(),
+            "local_errors": self.local_errors,
+            "bound_errors": self.bound_errors,
+        })
+    }
+
+    /// `Err(Differ)` when any message was decided differently.
+    pub fn verdict(&self) -> Result<(), Differ> {
+        if self.differing == 0 {
+            return Ok(());
+        }
+        Err(Differ {
+            name: self.binding.clone(),
+            compared: self.compared,
+            differing: self.differing,
+        })
+    }
 }
 
 fn payload_json(p: &[u8]) -> Value {
@@ -739,6 +990,30 @@ mod tests {
         assert_eq!(topics, ["a", "b"]);
         let err = parse_messages("{\"topic\": \"a\"}\n{\"nope\": 1}\n").unwrap_err();
         assert!(err.to_string().contains("message 2"), "{err}");
+    }
+
+    #[test]
+    fn against_compares_decisions_without_times_and_failures_by_kind() {
+        assert_eq!(
+            comparable(&json!({"decision": "keep", "micros": 3.5, "message": "a-1"})),
+            json!({"decision": "keep"})
+        );
+        assert_eq!(
+            comparable(&json!({"error": {"kind": "trap", "detail": "at 0x10"}, "micros": 1.0})),
+            comparable(&json!({"error": {"kind": "trap", "detail": "at 0x24"}}))
+        );
+        assert_ne!(
+            comparable(&json!({"error": {"kind": "trap", "detail": ""}})),
+            comparable(&json!({"error": {"kind": "out-of-fuel", "detail": ""}}))
+        );
+        assert_ne!(
+            comparable(&json!({"decision": "reroute", "topics": ["o.eu"]})),
+            comparable(&json!({"decision": "reroute", "topics": ["o.us"]}))
+        );
+        assert_ne!(
+            comparable(&json!({"decision": "transform", "payload": "a"})),
+            comparable(&json!({"decision": "transform", "payload_base64": "YQ=="}))
+        );
     }
 
     #[test]

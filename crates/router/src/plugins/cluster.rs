@@ -291,7 +291,7 @@ impl Plugins {
     }
 
     /// A component held here, by sha256 (for a peer that lacks it).
-    pub fn component(&self, sha256: &str) -> Result<Option<Vec<u8>>, RouterError> {
+    pub fn component_by_sha256(&self, sha256: &str) -> Result<Option<Vec<u8>>, RouterError> {
         Ok(self.store.plugin_component(sha256)?)
     }
 

@@ -24,6 +24,8 @@ use crate::RouterError;
 
 mod calls;
 mod cluster;
+mod component;
+pub(crate) mod log_topic;
 mod rollout;
 mod sync;
 pub use calls::Filter;

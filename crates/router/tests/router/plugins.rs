@@ -309,7 +309,7 @@ async fn cluster_entries_apply_on_another_node_and_survive_a_restart() {
     ));
     assert!(b.plugins().info("region").is_none());
     let sha = &entries[0].binding.as_ref().unwrap().sha256;
-    let bytes = a.plugins().component(sha).unwrap().unwrap();
+    let bytes = a.plugins().component_by_sha256(sha).unwrap().unwrap();
     assert_eq!(
         b.plugins().apply_entry(&todo[0], Some(&bytes)),
         Applied::Done
@@ -349,7 +349,7 @@ async fn cluster_entries_apply_on_another_node_and_survive_a_restart() {
     assert_eq!(b.plugins().merge_entries(tomb.clone()), 1);
     assert_eq!(b.plugins().apply_entry(&tomb[0], None), Applied::Done);
     assert!(b.plugins().info("region").is_none());
-    assert!(b.plugins().component(sha).unwrap().is_none());
+    assert!(b.plugins().component_by_sha256(sha).unwrap().is_none());
     assert_eq!(b.plugins().node_status(&[])[0].state, "deleted");
     // An older entry does not bring it back.
     assert_eq!(b.plugins().merge_entries(entries), 0);

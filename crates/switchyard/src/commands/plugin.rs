@@ -1,4 +1,4 @@
-//! `switchyard plugin push|list|rm|test`: the printing around
+//! `switchyard plugin push|list|rm|test|logs|new`: the printing around
 //! [`crate::plugin_cli`].
 
 use std::io::Write;
@@ -12,6 +12,8 @@ use crate::args::{PluginCommand, ScopeArg};
 use crate::client::Client;
 use crate::config::LogFormat;
 use crate::plugin_cli::{self, PluginList};
+use serde_json::Value;
+use switchyard_plugin_host::Hook;
 
 /// Runs one `plugin` command; `ca` is `--ca-file`.
 pub(crate) async fn run(cmd: PluginCommand, ca: Option<&Path>) -> Result<()> {
@@ -118,6 +120,7 @@ pub(crate) async fn run(cmd: PluginCommand, ca: Option<&Path>) -> Result<()> {
             file,
             hook,
             config,
+            against,
             message,
             replay,
             from,
@@ -132,25 +135,73 @@ pub(crate) async fn run(cmd: PluginCommand, ca: Option<&Path>) -> Result<()> {
             let filter = std::env::var("SWITCHYARD_LOG")
                 .unwrap_or_else(|_| crate::logging::DEFAULT_FILTER.into());
             crate::logging::init(LogFormat::Pretty, &filter);
-            let hook = hook.into();
+            let source = match (replay, message) {
+                (Some(pattern), _) => Messages::Replay(pattern),
+                (None, Some(message)) => Messages::Given(message),
+                (None, None) => bail!("give --message or --replay"),
+            };
+            let replay = |pattern| plugin_cli::Replay {
+                pattern,
+                from: &from,
+                limit,
+            };
+            if let Some(name) = against {
+                let client = Client::with_ca_file(&url, ca)?.with_token(token)?;
+                let flags = AgainstFlags {
+                    file: &file,
+                    hook: hook.map(Into::into),
+                    config: config.as_deref(),
+                    candidates: candidates.as_deref(),
+                    fuel,
+                    memory_mb,
+                };
+                let mut cmp = against_runners(&client, &name, &flags).await?;
+                let print = |v: Option<Value>| -> Result<()> {
+                    if let Some(v) = v
+                        && !summary
+                    {
+                        writeln!(std::io::stdout().lock(), "{v}")?;
+                    }
+                    Ok(())
+                };
+                match &source {
+                    Messages::Replay(pattern) => {
+                        plugin_cli::replay_messages(&client, &replay(pattern), |m| {
+                            print(cmp.run(m))
+                        })
+                        .await?
+                    }
+                    Messages::Given(text) => {
+                        let messages =
+                            plugin_cli::parse_messages(&plugin_cli::text_or_file(text)?)?;
+                        if messages.is_empty() {
+                            bail!("--message holds no message");
+                        }
+                        tokio::task::block_in_place(|| {
+                            messages.iter().try_for_each(|m| print(cmp.run(m)))
+                        })?;
+                    }
+                }
+                println!("{}", cmp.summary());
+                cmp.verdict()?;
+                return Ok(());
+            }
+            let Some(hook) = hook.map(Into::into) else {
+                bail!("--hook is required without --against");
+            };
             let t = plugin_cli::Test {
                 file: &file,
                 hook,
-                config: &config,
+                config: config.as_deref().unwrap_or_default(),
                 candidates: candidates.as_deref(),
                 fuel,
                 memory_mb,
             };
             let mut runner = tokio::task::block_in_place(|| plugin_cli::Runner::new(&t))?;
-            match (replay, message) {
-                (Some(pattern), _) => {
+            match source {
+                Messages::Replay(pattern) => {
                     let client = Client::with_ca_file(&url, ca)?.with_token(token)?;
-                    let r = plugin_cli::Replay {
-                        pattern: &pattern,
-                        from: &from,
-                        limit,
-                    };
-                    plugin_cli::replay(&client, &r, &mut runner, |v| {
+                    plugin_cli::replay(&client, &replay(&pattern), &mut runner, |v| {
                         if !summary {
                             writeln!(std::io::stdout().lock(), "{v}")?;
                         }
@@ -161,7 +212,7 @@ pub(crate) async fn run(cmd: PluginCommand, ca: Option<&Path>) -> Result<()> {
                         println!("{c}");
                     }
                 }
-                (None, Some(message)) => {
+                Messages::Given(message) => {
                     let lines =
                         tokio::task::block_in_place(|| plugin_cli::test(&mut runner, &message))?;
                     if !summary {
@@ -171,7 +222,6 @@ pub(crate) async fn run(cmd: PluginCommand, ca: Option<&Path>) -> Result<()> {
                         }
                     }
                 }
-                (None, None) => bail!("give --message or --replay"),
             }
             if summary {
                 let mut v = runner.summary().to_json(hook);
@@ -186,6 +236,76 @@ pub(crate) async fn run(cmd: PluginCommand, ca: Option<&Path>) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Where `plugin test` takes its messages from.
+enum Messages {
+    /// `--replay PATTERN`.
+    Replay(String),
+    /// `--message`.
+    Given(String),
+}
+
+/// The flags of `plugin test --against` that set how the two run.
+struct AgainstFlags<'a> {
+    file: &'a Path,
+    hook: Option<Hook>,
+    config: Option<&'a str>,
+    candidates: Option<&'a str>,
+    fuel: Option<u64>,
+    memory_mb: Option<u64>,
+}
+
+/// Reads binding `name` of the node and builds the local runner and the
+/// bound one: both with the binding's hook and limits unless the flags
+/// set them, the local one with `--config` when given.
+async fn against_runners(
+    client: &Client,
+    name: &str,
+    f: &AgainstFlags<'_>,
+) -> Result<plugin_cli::Against> {
+    let bound = plugin_cli::fetch_bound(client, name).await?;
+    let local_bytes = std::fs::read(f.file)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.file.display()))?;
+    let hook = f.hook.unwrap_or(bound.hook);
+    let mut limits = bound.limits;
+    // Calls run one after another here: one instance each.
+    limits.max_instances = 1;
+    if let Some(fuel) = f.fuel {
+        limits.fuel = fuel;
+    }
+    if let Some(m) = f.memory_mb {
+        limits.memory_bytes = (m as usize) << 20;
+    }
+    tokio::task::block_in_place(|| {
+        let engine = plugin_cli::local_engine()?;
+        let candidates = || plugin_cli::parse_candidates(hook, f.candidates);
+        let local = plugin_cli::Runner::from_bytes(
+            &engine,
+            &local_bytes,
+            hook,
+            f.config.unwrap_or(&bound.config),
+            candidates()?,
+            limits,
+        )
+        .map_err(|e| anyhow::anyhow!("the local component: {e}"))?;
+        let theirs = plugin_cli::Runner::from_bytes(
+            &engine,
+            &bound.component,
+            hook,
+            &bound.config,
+            candidates()?,
+            limits,
+        )
+        .map_err(|e| anyhow::anyhow!("the component of binding {name}: {e}"))?;
+        if theirs.sha256() != bound.sha256 {
+            bail!(
+                "the component the node sent for {name} does not match its sha256 {}",
+                bound.sha256
+            );
+        }
+        Ok(plugin_cli::Against::new(local, theirs, &bound))
+    })
 }
 
 /// Prints the `log` events of `GET /v1/plugins/{name}/logs` until the
