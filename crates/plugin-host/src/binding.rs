@@ -25,6 +25,9 @@ use crate::{
 /// this much, or four times the per-call budget; at most the node's
 /// `max_fuel`).
 const INIT_FUEL: u64 = 200_000_000;
+/// Most host calls while an instance is created and `init` runs (at least
+/// the binding's `max_host_calls`).
+const INIT_HOST_CALLS: u32 = 100_000;
 
 enum Inst {
     Route(route::RoutePlugin),
@@ -255,6 +258,14 @@ impl Binding {
         );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
+        // Every call into the host counts against `max_host_calls`: the
+        // imports, and WASI functions, whose cost fuel does not see.
+        store.call_hook(|mut ctx, hook| match hook {
+            wasmtime::CallHook::CallingHost => ctx.data_mut().host_call(),
+            _ => Ok(()),
+        });
+        // `init` may call the host more (a guest runtime starting up).
+        store.data_mut().max_host_calls = self.spec.limits.max_host_calls.max(INIT_HOST_CALLS);
         store
             .set_fuel(
                 self.spec
@@ -294,6 +305,7 @@ impl Binding {
             }
         };
         store.data().wasi.end_call();
+        store.data_mut().max_host_calls = self.spec.limits.max_host_calls;
         match init {
             Ok(Ok(())) => Ok(Slot { store, inst }),
             Ok(Err(msg)) => Err(PluginError::ConfigRejected(msg)),

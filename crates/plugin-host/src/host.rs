@@ -105,8 +105,11 @@ impl HostState {
         }
     }
 
-    /// Counts one host call; fails (trapping the guest) past the limit.
-    fn host_call(&mut self) -> Result<()> {
+    /// Counts one call from the guest into the host (an import of ours, a
+    /// WASI function, or a runtime builtin such as a resource drop or
+    /// memory growth: the store's call hook sees them all); fails,
+    /// trapping the guest, past the limit.
+    pub(crate) fn host_call(&mut self) -> Result<()> {
         self.host_calls += 1;
         if self.host_calls > self.max_host_calls {
             self.host_calls_exceeded = true;
@@ -134,7 +137,6 @@ fn truncate(mut s: String, max: usize) -> String {
 
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) -> Result<()> {
-        self.host_call()?;
         let message = truncate(message, MAX_LOG);
         if matches!(level, log::Level::Error) {
             // Kept for the failure report even when the line is dropped.
@@ -170,21 +172,18 @@ impl log::Host for HostState {
 
 impl clock::Host for HostState {
     fn now_ms(&mut self) -> Result<u64> {
-        self.host_call()?;
         Ok(SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64))
     }
 
     fn monotonic_ns(&mut self) -> Result<u64> {
-        self.host_call()?;
         Ok(crate::wasi::monotonic_ns())
     }
 }
 
 impl kv::Host for HostState {
     fn get(&mut self, key: String) -> Result<Option<Vec<u8>>> {
-        self.host_call()?;
         if key.len() > MAX_KV_KEY {
             return Ok(None);
         }
@@ -198,7 +197,6 @@ impl kv::Host for HostState {
     }
 
     fn set(&mut self, key: String, value: Vec<u8>) -> Result<Result<(), String>> {
-        self.host_call()?;
         if key.len() > MAX_KV_KEY {
             return Ok(Err(format!(
                 "key of {} bytes; at most {MAX_KV_KEY}",
@@ -253,7 +251,6 @@ impl kv::Host for HostState {
     }
 
     fn delete(&mut self, key: String) -> Result<()> {
-        self.host_call()?;
         let shared = &self.shared;
         if let Ok(Some(v)) = shared.kv.get(&shared.name, &key)
             && shared.kv.delete(&shared.name, &key).is_ok()
@@ -267,7 +264,6 @@ impl kv::Host for HostState {
 
 impl metrics::Host for HostState {
     fn add(&mut self, name: String, delta: u64) -> Result<()> {
-        self.host_call()?;
         self.shared.stats.add_custom(&name, delta);
         Ok(())
     }

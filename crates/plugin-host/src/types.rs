@@ -112,7 +112,8 @@ pub struct Limits {
     /// plugin memory budget; on a node, calls run on the plugin threads,
     /// so more instances than threads are never in use at once.
     pub max_instances: usize,
-    /// Most host calls (kv, log, clock, metrics) per hook call (default 1000).
+    /// Most calls into the host per hook call (default 1000): imports (kv,
+    /// log, clock, metrics), WASI functions and runtime builtins.
     pub max_host_calls: u32,
     /// Largest payload a plugin may return, in bytes (default 1 MiB, the
     /// node's default payload limit).

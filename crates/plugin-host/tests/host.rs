@@ -801,6 +801,23 @@ fn exit_is_contained_as_a_trap_and_the_instance_rebuilt() {
 }
 
 #[test]
+fn wasi_calls_count_against_the_host_call_limit() {
+    let e = engine();
+    let b = bind(&e, "printer", Hook::Route, "");
+    // A million clock reads cost little fuel, but each is a host call.
+    let detail = expect_failure(
+        b.route(&msg("t", b"clock", &[])),
+        FailureKind::HostCallLimit,
+    );
+    assert!(detail.contains("more than 1000 host calls"), "{detail}");
+    // The instance is rebuilt; a call within the limit goes through.
+    assert_eq!(
+        b.route(&msg("t", b"print", &[])).unwrap(),
+        RouteDecision::Deliver
+    );
+}
+
+#[test]
 fn the_wasi_context_grants_nothing() {
     let e = engine();
     let b = bind(&e, "printer", Hook::Route, "");

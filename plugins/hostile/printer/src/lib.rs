@@ -4,6 +4,8 @@
 //! - `print`: one line to stdout and one to stderr, then delivers;
 //! - `flood`: 1 MiB to stdout without a line break, then delivers;
 //! - `exit`: calls `exit(3)`;
+//! - `clock`: reads the WASI wall clock a million times (a host call each,
+//!   which fuel alone does not bound), then delivers;
 //! - `probe`: drops the message with a reason that lists what the sandbox
 //!   let it see: environment variables, arguments, the root directory,
 //!   and stdin.
@@ -35,6 +37,14 @@ impl Route for Printer {
                     let _ = out.write_all(&block);
                 }
                 let _ = out.flush();
+                RouteDecision::Deliver
+            }
+            b"clock" => {
+                let mut latest = std::time::UNIX_EPOCH;
+                for _ in 0..1_000_000 {
+                    latest = latest.max(std::time::SystemTime::now());
+                }
+                println!("printer: read the clock up to {latest:?}");
                 RouteDecision::Deliver
             }
             b"exit" => {
