@@ -56,6 +56,66 @@ pub struct EngineConfig {
     /// Threads that run plugin calls (0, the default: one per core, at
     /// most 8).
     pub threads: usize,
+    /// Compile in a process of its own (see [`compile_worker`]): the
+    /// compiler's working set, hundreds of MiB for a guest language's
+    /// runtime, stays out of this process, and a compilation past the
+    /// timeout is killed. `None` (the default) compiles on a thread here.
+    pub compile_worker: Option<CompileWorker>,
+}
+
+/// The command that runs [`compile_worker`]: a program and its first
+/// arguments; the worker's settings are appended (`--max-memory-bytes N
+/// --pooled-instances N`).
+#[derive(Clone, Debug)]
+pub struct CompileWorker {
+    /// The program (usually the node's own executable).
+    pub program: PathBuf,
+    /// Arguments before the settings (the hidden subcommand's name).
+    pub args: Vec<String>,
+}
+
+/// Largest compiled artifact taken from a compile worker.
+const MAX_ARTIFACT: u64 = 1 << 30;
+
+/// Most bytes of a compile worker's error output kept.
+const MAX_WORKER_ERROR: u64 = 16 * 1024;
+
+/// Exit status of a compile worker whose component did not compile.
+pub const WORKER_INVALID_COMPONENT: i32 = 3;
+
+/// Compiles one component for a node (the other end of
+/// [`EngineConfig::compile_worker`]): reads the component from `input`
+/// and writes the artifact to `output`, compiled by an engine with the
+/// node's settings (`max_memory_bytes`, `pooled_instances`: 0 when the node
+/// allocates instances on demand). An error names what failed; a component
+/// that does not compile is [`WORKER_INVALID_COMPONENT`].
+pub fn compile_worker(
+    max_memory_bytes: usize,
+    pooled_instances: u32,
+    mut input: impl std::io::Read,
+    mut output: impl std::io::Write,
+) -> Result<(), (i32, String)> {
+    let config = EngineConfig {
+        max_memory_bytes,
+        pooled_instances,
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(&wasmtime_config(&config, pooled_instances > 0))
+        .map_err(|e| (1, format!("engine: {e:#}")))?;
+    let mut bytes = Vec::new();
+    input
+        .read_to_end(&mut bytes)
+        .map_err(|e| (1, format!("reading the component: {e}")))?;
+    let artifact = engine.precompile_component(&bytes).map_err(|e| {
+        (
+            WORKER_INVALID_COMPONENT,
+            crate::binding::one_line(&format!("{e:#}")),
+        )
+    })?;
+    output
+        .write_all(&artifact)
+        .and_then(|()| output.flush())
+        .map_err(|e| (1, format!("writing the artifact: {e}")))
 }
 
 impl Default for EngineConfig {
@@ -71,6 +131,7 @@ impl Default for EngineConfig {
             log_lines_per_sec: 100,
             log_bytes_per_sec: 64 * 1024,
             threads: 0,
+            compile_worker: None,
         }
     }
 }
@@ -87,6 +148,8 @@ pub struct PluginEngine {
     compiled: Mutex<HashMap<[u8; 32], Weak<Plugin>>>,
     /// Compilations running (see [`MAX_COMPILES`]).
     compiling: Arc<AtomicUsize>,
+    /// Whether instances come from the pooling allocator.
+    pooled: bool,
     pub(crate) exec: Arc<Executor>,
     pub(crate) budget: Arc<MemoryBudget>,
 }
@@ -168,6 +231,7 @@ impl PluginEngine {
             compat,
             compiled: Mutex::new(HashMap::new()),
             compiling: Arc::new(AtomicUsize::new(0)),
+            pooled,
             exec,
             budget,
         })
@@ -332,6 +396,17 @@ impl PluginEngine {
             )));
         }
         let slot = CompileSlot(self.compiling.clone());
+        if let Some(worker) = &self.config.compile_worker {
+            match self.compile_in_worker(worker, bytes) {
+                // The worker could not run (or its artifact does not fit
+                // this engine, after an upgrade of the executable on
+                // disk): compile here.
+                Err(PluginError::Engine(e)) => {
+                    tracing::warn!(error = %e, "compile worker failed; compiling in the node");
+                }
+                done => return done,
+            }
+        }
         let (tx, rx) = std::sync::mpsc::channel();
         let engine = self.engine.clone();
         let bytes = bytes.to_vec();
@@ -357,6 +432,107 @@ impl PluginEngine {
                 Err(PluginError::Engine("the compiler thread failed".into()))
             }
         }
+    }
+
+    /// Compiles in a worker process: the component goes to its stdin, the
+    /// artifact comes from its stdout and is loaded here. Past the compile
+    /// timeout the worker is killed.
+    fn compile_in_worker(
+        &self,
+        worker: &CompileWorker,
+        bytes: &[u8],
+    ) -> Result<Component, PluginError> {
+        use std::io::{Read, Write};
+        use std::process::{Command, Stdio};
+        let engine_err = |what: &str, e: &dyn std::fmt::Display| {
+            PluginError::Engine(format!(
+                "compile worker {}: {what}: {e}",
+                worker.program.display()
+            ))
+        };
+        let pooled = if self.pooled {
+            self.config.pooled_instances
+        } else {
+            0
+        };
+        let mut child = Command::new(&worker.program)
+            .args(&worker.args)
+            .arg("--max-memory-bytes")
+            .arg(self.config.max_memory_bytes.to_string())
+            .arg("--pooled-instances")
+            .arg(pooled.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| engine_err("cannot start", &e))?;
+        let (mut stdin, stdout, stderr) =
+            match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
+                (Some(i), Some(o), Some(e)) => (i, o, e),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(engine_err("pipes", &"not opened"));
+                }
+            };
+        let input = bytes.to_vec();
+        let writer = std::thread::Builder::new()
+            .name("plugin-compile-in".into())
+            .spawn(move || {
+                let _ = stdin.write_all(&input);
+            })
+            .map_err(|e| engine_err("thread", &e))?;
+        let errors = std::thread::Builder::new()
+            .name("plugin-compile-err".into())
+            .spawn(move || {
+                let mut text = String::new();
+                let _ = stderr.take(MAX_WORKER_ERROR).read_to_string(&mut text);
+                text
+            })
+            .map_err(|e| engine_err("thread", &e))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("plugin-compile-out".into())
+            .spawn(move || {
+                let mut artifact = Vec::new();
+                let read = stdout.take(MAX_ARTIFACT).read_to_end(&mut artifact);
+                let _ = tx.send(read.map(|_| artifact));
+            })
+            .map_err(|e| engine_err("thread", &e))?;
+        let read = rx.recv_timeout(self.config.compile_timeout);
+        if read.is_err() {
+            // Past the timeout (or the reader died): stop the compiler.
+            let _ = child.kill();
+        }
+        let status = child.wait().map_err(|e| engine_err("wait", &e))?;
+        let _ = writer.join();
+        let message = errors.join().unwrap_or_default();
+        let message = message.trim();
+        let artifact = match read {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                return Err(PluginError::CompileRefused(format!(
+                    "compiling took longer than the node's limit of {} ms; \
+                     make the component smaller or simpler",
+                    self.config.compile_timeout.as_millis()
+                )));
+            }
+            Err(e) => return Err(engine_err("output", &e)),
+            Ok(Err(e)) => return Err(engine_err("output", &e)),
+            Ok(Ok(a)) => a,
+        };
+        match status.code() {
+            Some(0) => {}
+            Some(WORKER_INVALID_COMPONENT) => {
+                return Err(PluginError::InvalidComponent(message.to_owned()));
+            }
+            _ => return Err(engine_err(&format!("exited with {status}"), &message)),
+        }
+        // SAFETY: the artifact was written by `Engine::precompile_component`
+        // in a worker process of this node's own executable, with this
+        // engine's settings; `deserialize` checks that the settings match.
+        #[allow(unsafe_code)]
+        let component = unsafe { Component::deserialize(&self.engine, &artifact) };
+        component.map_err(|e| engine_err("artifact", &format!("{e:#}")))
     }
 
     fn inspect(

@@ -46,7 +46,10 @@ mod types;
 mod wasi;
 
 pub use binding::{Binding, CallPermit};
-pub use engine::{EngineConfig, MAX_COMPILES, Plugin, PluginEngine, sha256_hex};
+pub use engine::{
+    CompileWorker, EngineConfig, MAX_COMPILES, Plugin, PluginEngine, WORKER_INVALID_COMPONENT,
+    compile_worker, sha256_hex,
+};
 pub use error::{FailureKind, PluginError};
 pub use kv::{DEFAULT_KV_MAX_BYTES, KvBackend, MAX_KV_KEY, MAX_KV_KEYS, MAX_KV_VALUE, MemoryKv};
 pub use stats::{LOG_TAIL_CAPACITY, LogLine, Stats, StatsSnapshot};

@@ -45,6 +45,22 @@ pub enum Command {
     /// A command that talks to a node (or runs a plugin locally).
     #[command(flatten)]
     Client(ClientCommand),
+    /// Compiles one plugin component for a node: the component on stdin,
+    /// the compiled artifact on stdout. A node runs this itself, so that
+    /// the compiler's memory stays out of the node.
+    #[command(name = "compile-plugin-worker", hide = true)]
+    CompileWorker(CompileWorkerArgs),
+}
+
+/// Settings of the compile worker: the node's engine settings.
+#[derive(Args)]
+pub struct CompileWorkerArgs {
+    /// The largest memory of a plugin instance, in bytes.
+    #[arg(long)]
+    pub max_memory_bytes: usize,
+    /// Pooled instances (0: allocated on demand).
+    #[arg(long)]
+    pub pooled_instances: u32,
 }
 
 /// What `serve --help` says after the flags.

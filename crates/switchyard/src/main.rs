@@ -35,8 +35,11 @@ fn tune_allocator() {
 }
 
 fn main() -> ExitCode {
-    tune_allocator();
     let cli = Cli::parse();
+    if let Command::CompileWorker(args) = &cli.command {
+        return compile_worker(args);
+    }
+    tune_allocator();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
             Command::Config(cmd) => config(cmd),
             Command::Reload(args) => reload(args),
             Command::Client(cmd) => switchyard::commands::run(cmd, cli.ca_file.as_deref()).await,
+            Command::CompileWorker(_) => Ok(()),
         }
     });
     match result {
@@ -68,6 +72,23 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::FAILURE
             }
+        }
+    }
+}
+
+/// The hidden `compile-plugin-worker`: one component from stdin, compiled
+/// to stdout (see `switchyard_plugin_host::compile_worker`).
+fn compile_worker(args: &switchyard::args::CompileWorkerArgs) -> ExitCode {
+    match switchyard_plugin_host::compile_worker(
+        args.max_memory_bytes,
+        args.pooled_instances,
+        std::io::stdin().lock(),
+        std::io::stdout().lock(),
+    ) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((status, message)) => {
+            eprintln!("{message}");
+            ExitCode::from(u8::try_from(status).unwrap_or(1))
         }
     }
 }

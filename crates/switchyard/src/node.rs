@@ -92,7 +92,15 @@ impl Node {
             source,
         })?;
         let http = config.advertised_http(addr)?;
-        let router_config = config.router.clone();
+        let mut router_config = config.router.clone();
+        // Components compile in a worker process of this executable.
+        router_config.plugins.engine.compile_worker =
+            std::env::current_exe()
+                .ok()
+                .map(|program| switchyard_plugin_host::CompileWorker {
+                    program,
+                    args: vec!["compile-plugin-worker".into()],
+                });
         let dir = router_config.store.path.clone();
         let router = tokio::task::spawn_blocking(move || Router::open(router_config))
             .await?
