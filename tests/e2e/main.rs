@@ -22,4 +22,5 @@ mod publish;
 mod reload;
 mod resume;
 mod rollout;
+mod scaffold_guests;
 mod tls;

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use switchyard_router::{ErrorPolicy, FsyncMode, Hook};
 
 use crate::config::{LogFormat, Overrides};
+use crate::scaffold::Lang;
 
 /// The node URL the client commands talk to unless told otherwise.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:7070";
@@ -483,19 +484,30 @@ pub enum PluginCommand {
         #[arg(long, env = "SWITCHYARD_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
-    /// Write a new Rust plugin crate for one hook: Cargo.toml, src/lib.rs
-    /// with a working example and a unit test, README.md.
+    /// Write a new plugin project for one hook: a working example, its
+    /// test, a README.
+    ///
+    /// Rust (the default): a crate with Cargo.toml and src/lib.rs.
+    /// JavaScript or Python (--lang js, --lang python): the component
+    /// module, its logic in a module of its own with a test that runs
+    /// without the component runtime, a build script for componentize-js or
+    /// componentize-py, and a copy of the WIT contract.
+    #[command(after_help = NEW_AFTER_HELP)]
     New {
         /// Directory to create; an existing one must be empty.
         dir: PathBuf,
         /// route, filter or pick.
         #[arg(long, hide_possible_values = true)]
         hook: HookArg,
-        /// Crate name (default: the directory's name).
+        /// rust, js or python.
+        #[arg(long, default_value = "rust", hide_possible_values = true)]
+        lang: LangArg,
+        /// Project name: the crate, npm package and component file name
+        /// (default: the directory's name).
         #[arg(long)]
         name: Option<String>,
-        /// Depend on the SDK by path, e.g. the sdk/rust directory of a
-        /// Switchyard checkout (default: the published version 0.1).
+        /// Rust only: depend on the SDK by path, e.g. the sdk/rust directory
+        /// of a Switchyard checkout (default: the published version 0.1).
         #[arg(long, value_name = "PATH")]
         sdk_path: Option<PathBuf>,
     },
@@ -572,6 +584,17 @@ The exit status is non-zero when any call failed. With --against, failed
 calls are decisions too (compared by error kind): the exit status is 0 when
 every message was decided alike, 3 when at least one was decided
 differently, 1 on an error (and 2 for a refused flag).";
+
+const NEW_AFTER_HELP: &str = "\
+Examples (then, in the directory):
+  switchyard plugin new my-router --hook route
+      cargo test && cargo build --release --target wasm32-wasip2
+  switchyard plugin new my-router --hook route --lang js
+      npm install && npm test && npm run build
+  switchyard plugin new my-router --hook route --lang python
+      python3 -m unittest && sh build.sh
+The JavaScript and Python builds install componentize-js or componentize-py
+(pinned versions) from the npm registry or PyPI.";
 
 /// `--fsync`: when a publish is acknowledged (see [`FsyncMode`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -672,6 +695,27 @@ impl ScopeArg {
     }
 }
 
+/// `--lang`: the language of a new plugin project.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LangArg {
+    /// A crate using the Rust SDK.
+    Rust,
+    /// JavaScript, built with componentize-js.
+    Js,
+    /// Python, built with componentize-py.
+    Python,
+}
+
+impl From<LangArg> for Lang {
+    fn from(l: LangArg) -> Lang {
+        match l {
+            LangArg::Rust => Lang::Rust,
+            LangArg::Js => Lang::Js,
+            LangArg::Python => Lang::Python,
+        }
+    }
+}
+
 /// `--on-error`: what happens to a message when its plugin call fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum OnErrorArg {
@@ -748,6 +792,14 @@ mod tests {
         for (v, want) in [("pretty", LogFormat::Pretty), ("json", LogFormat::Json)] {
             assert_eq!(LogFormat::from_str(v, false).unwrap(), want);
         }
+        for (v, want) in [
+            ("rust", Lang::Rust),
+            ("js", Lang::Js),
+            ("python", Lang::Python),
+        ] {
+            assert_eq!(Lang::from(LangArg::from_str(v, false).unwrap()), want);
+        }
+        assert_eq!(LangArg::value_variants().len(), 3);
     }
 
     #[test]

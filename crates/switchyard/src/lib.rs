@@ -6,7 +6,7 @@
 //!   HTTP API, stopped by a shutdown future);
 //! - every other command is a client of a node's HTTP API ([`commands`],
 //!   built on [`client`] and the SSE parser [`sse`]), or runs a plugin
-//!   locally ([`plugin_cli`]), or writes a new plugin crate ([`scaffold`]).
+//!   locally ([`plugin_cli`]), or writes a new plugin project ([`scaffold`]).
 #![warn(missing_docs)]
 
 pub mod args;

@@ -326,13 +326,18 @@ pub fn parse_candidates(hook: Hook, arg: Option<&str>) -> anyhow::Result<Vec<Can
     })
 }
 
-/// A plugin engine for local runs: no instance pool, and a memory budget
-/// that two bindings of the largest memory cap (4 GiB, one instance each)
-/// fit in.
+/// A plugin engine for local runs: no instance pool, a memory budget that
+/// two bindings of the largest memory cap (4 GiB, one instance each) fit
+/// in, and no compile time limit.
 pub fn local_engine() -> anyhow::Result<PluginEngine> {
     Ok(PluginEngine::new(EngineConfig {
         pooled_instances: 0,
         memory_budget_bytes: 16 << 30,
+        // The node's compile limit protects it from uploads; here the author
+        // compiles their own component (or the one bound on their node), and
+        // one that embeds a language runtime (JavaScript, Python) takes tens
+        // of seconds on a small machine.
+        compile_timeout: std::time::Duration::MAX,
         ..EngineConfig::default()
     })?)
 }

@@ -1,10 +1,36 @@
-//! `switchyard plugin new`: writes a ready-to-build Rust plugin crate for
-//! one hook (Cargo.toml, src/lib.rs with a working example and a unit test,
-//! README.md, .gitignore).
+//! `switchyard plugin new`: writes a ready-to-build plugin project for one
+//! hook. In Rust (the default): a crate with Cargo.toml, src/lib.rs with a
+//! working example and a unit test, README.md, .gitignore. In JavaScript or
+//! Python: the example's component module, its decisions in a module of
+//! their own with a test that runs without the component runtime, a build
+//! script for componentize-js or componentize-py, a copy of the WIT
+//! contract, README.md, .gitignore.
 
 use std::path::{Path, PathBuf};
 
 use switchyard_plugin_host::Hook;
+
+/// The language of a new plugin project.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    /// A crate using the Rust SDK.
+    Rust,
+    /// A JavaScript module built with componentize-js.
+    Js,
+    /// A Python module built with componentize-py.
+    Python,
+}
+
+impl Lang {
+    /// The language's name in prose.
+    pub fn title(self) -> &'static str {
+        match self {
+            Lang::Rust => "Rust",
+            Lang::Js => "JavaScript",
+            Lang::Python => "Python",
+        }
+    }
+}
 
 /// Settings of `plugin new`.
 pub struct New<'a> {
@@ -12,26 +38,47 @@ pub struct New<'a> {
     pub dir: &'a Path,
     /// Hook the plugin implements.
     pub hook: Hook,
-    /// Crate name; the directory's name when not given.
+    /// Language of the project.
+    pub lang: Lang,
+    /// Project name (the crate's, the npm package's, the component file's);
+    /// the directory's name when not given.
     pub name: Option<&'a str>,
-    /// A local copy of the SDK (`sdk/rust` of a checkout) to depend on by
-    /// path; the published version `0.1` otherwise.
+    /// Rust only: a local copy of the SDK (`sdk/rust` of a checkout) to
+    /// depend on by path; the published version `0.1` otherwise.
     pub sdk_path: Option<&'a Path>,
 }
 
 /// What [`new`] wrote.
 #[derive(Debug)]
 pub struct Written {
-    /// The crate name.
+    /// The project name.
     pub name: String,
     /// The files, relative to the directory.
     pub files: Vec<PathBuf>,
-    /// The component the release build produces, relative to the directory.
+    /// The component the build produces, relative to the directory.
     pub component: PathBuf,
+    /// The shell commands, run in the directory, that test the project and
+    /// build the component.
+    pub next: &'static str,
 }
 
-/// Whether `name` can be a crate name here: 1 to 64 ASCII letters, digits,
-/// `-` or `_`, starting with a letter.
+/// The componentize-js version JavaScript projects pin (as
+/// scripts/build-guest-js.sh does for the examples).
+pub const COMPONENTIZE_JS_VERSION: &str = "0.23.0";
+
+/// The componentize-py version Python projects pin (as
+/// scripts/build-guest-python.sh does for the examples).
+pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
+
+/// The WIT contract (sdk/wit), copied into JavaScript and Python projects:
+/// their build tools read it.
+const WIT: &[(&str, &str)] = &[(
+    "wit/plugin.wit",
+    include_str!("../../../sdk/wit/plugin.wit"),
+)];
+
+/// Whether `name` can be a project name here: 1 to 64 ASCII letters,
+/// digits, `-` or `_`, starting with a letter.
 fn valid_name(name: &str) -> bool {
     name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_alphabetic())
@@ -40,8 +87,22 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// Writes the crate; refuses a directory that exists and is not empty, or
-/// a path that is not a directory.
+/// What a language writes: the files (path relative to the directory,
+/// text), the component and the next commands.
+struct Project {
+    files: Vec<(&'static str, String)>,
+    component: PathBuf,
+    next: &'static str,
+}
+
+/// Replaces each placeholder by its value, in order.
+fn fill(template: &str, vars: &[(&str, &str)]) -> String {
+    vars.iter()
+        .fold(template.to_owned(), |t, (k, v)| t.replace(k, v))
+}
+
+/// Writes the project; refuses a directory that exists and is not empty,
+/// or a path that is not a directory.
 pub fn new(n: &New<'_>) -> anyhow::Result<Written> {
     let name = match n.name {
         Some(name) => name.to_owned(),
@@ -55,12 +116,89 @@ pub fn new(n: &New<'_>) -> anyhow::Result<Written> {
             })?,
     };
     if !valid_name(&name) {
+        let what = match n.lang {
+            Lang::Rust => "crate",
+            Lang::Js | Lang::Python => "project",
+        };
         anyhow::bail!(
-            "{name:?} is not a valid crate name: 1 to 64 ASCII letters, digits, - or _, \
+            "{name:?} is not a valid {what} name: 1 to 64 ASCII letters, digits, - or _, \
              starting with a letter (give one with --name)"
         );
     }
-    let sdk_dep = match n.sdk_path {
+    let project = match n.lang {
+        Lang::Rust => rust(&name, n.hook, n.sdk_path)?,
+        Lang::Js | Lang::Python if n.sdk_path.is_some() => anyhow::bail!(
+            "--sdk-path is for Rust plugins only: a {} project carries its own copy of the \
+             WIT contract",
+            n.lang.title()
+        ),
+        Lang::Js => js(&name, n.hook),
+        Lang::Python => python(&name, n.hook),
+    };
+    match std::fs::read_dir(n.dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                anyhow::bail!("{} exists and is not empty", n.dir.display());
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => anyhow::bail!("{}: {e}", n.dir.display()),
+    }
+    std::fs::create_dir_all(n.dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", n.dir.display()))?;
+    for (path, text) in &project.files {
+        let full = n.dir.join(path);
+        if let Some(parent) = full.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&full, text)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", full.display()))?;
+        if path.ends_with(".sh") {
+            make_executable(&full)?;
+        }
+    }
+    Ok(Written {
+        name,
+        files: project
+            .files
+            .iter()
+            .map(|(p, _)| PathBuf::from(p))
+            .collect(),
+        component: project.component,
+        next: project.next,
+    })
+}
+
+/// Adds the execute bits to a written script.
+#[cfg(unix)]
+fn make_executable(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut perm = std::fs::metadata(path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        .permissions();
+    perm.set_mode(perm.mode() | 0o111);
+    std::fs::set_permissions(path, perm).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn make_executable(_: &Path) -> anyhow::Result<()> {
+    Ok(())
+}
+
+/// The `plugin test` commands of the README for a hook (`@WASM@` is the
+/// component).
+fn try_commands(hook: Hook) -> &'static str {
+    match hook {
+        Hook::Route => ROUTE_TRY,
+        Hook::Filter => FILTER_TRY,
+        Hook::Pick => PICK_TRY,
+    }
+}
+
+/// A Rust crate on the SDK.
+fn rust(name: &str, hook: Hook, sdk_path: Option<&Path>) -> anyhow::Result<Project> {
+    let sdk_dep = match sdk_path {
         Some(p) => {
             let abs = std::fs::canonicalize(p)
                 .map_err(|e| anyhow::anyhow!("--sdk-path {}: {e}", p.display()))?;
@@ -87,47 +225,155 @@ pub fn new(n: &New<'_>) -> anyhow::Result<Written> {
                  switchyard-plugin-sdk = \"0.1\"\n"
             .to_owned(),
     };
-    match std::fs::read_dir(n.dir) {
-        Ok(mut entries) => {
-            if entries.next().is_some() {
-                anyhow::bail!("{} exists and is not empty", n.dir.display());
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => anyhow::bail!("{}: {e}", n.dir.display()),
-    }
     let lib_name = name.replace('-', "_");
     let component = PathBuf::from(format!("target/wasm32-wasip2/release/{lib_name}.wasm"));
-    let (source, test_example) = match n.hook {
-        Hook::Route => (ROUTE_LIB, ROUTE_TRY),
-        Hook::Filter => (FILTER_LIB, FILTER_TRY),
-        Hook::Pick => (PICK_LIB, PICK_TRY),
+    let source = match hook {
+        Hook::Route => ROUTE_LIB,
+        Hook::Filter => FILTER_LIB,
+        Hook::Pick => PICK_LIB,
     };
-    let fill = |t: &str| {
-        t.replace("@TRY@", test_example)
-            .replace("@NAME@", &name)
-            .replace("@HOOK@", n.hook.as_str())
-            .replace("@WASM@", &component.display().to_string())
-            .replace("@SDK@", &sdk_dep)
-    };
-    let files: [(&str, String); 4] = [
-        ("Cargo.toml", fill(CARGO_TOML)),
-        ("src/lib.rs", fill(source)),
-        ("README.md", fill(README)),
-        (".gitignore", "/target\n".to_owned()),
+    let wasm = component.display().to_string();
+    let vars = [
+        ("@TRY@", try_commands(hook)),
+        ("@NAME@", name),
+        ("@HOOK@", hook.as_str()),
+        ("@WASM@", &wasm),
+        ("@SDK@", &sdk_dep),
     ];
-    std::fs::create_dir_all(n.dir.join("src"))
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", n.dir.display()))?;
-    for (path, text) in &files {
-        let full = n.dir.join(path);
-        std::fs::write(&full, text)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", full.display()))?;
-    }
-    Ok(Written {
-        name,
-        files: files.iter().map(|(p, _)| PathBuf::from(p)).collect(),
+    Ok(Project {
+        files: vec![
+            ("Cargo.toml", fill(CARGO_TOML, &vars)),
+            ("src/lib.rs", fill(source, &vars)),
+            ("README.md", fill(README, &vars)),
+            (".gitignore", "/target\n".to_owned()),
+        ],
         component,
+        next: "cargo test && cargo build --release --target wasm32-wasip2",
     })
+}
+
+/// The placeholders of the JavaScript and Python templates.
+fn guest_vars<'a>(
+    name: &'a str,
+    package: &'a str,
+    hook: Hook,
+    wasm: &'a str,
+    world: &'a str,
+) -> [(&'a str, &'a str); 9] {
+    [
+        ("@TRY@", try_commands(hook)),
+        ("@NAME@", name),
+        ("@PACKAGE@", package),
+        ("@HOOK@", hook.as_str()),
+        ("@WORLD@", world),
+        (
+            "@CLASS@",
+            match hook {
+                Hook::Route => "Route",
+                Hook::Filter => "Filter",
+                Hook::Pick => "Pick",
+            },
+        ),
+        ("@WASM@", wasm),
+        ("@COMPONENTIZE_JS@", COMPONENTIZE_JS_VERSION),
+        ("@COMPONENTIZE_PY@", COMPONENTIZE_PY_VERSION),
+    ]
+}
+
+/// A JavaScript project for componentize-js.
+fn js(name: &str, hook: Hook) -> Project {
+    let (app, logic, test) = match hook {
+        Hook::Route => (
+            include_str!("../templates/js/route/app.js"),
+            include_str!("../templates/js/route/logic.js"),
+            include_str!("../templates/js/route/logic.test.js"),
+        ),
+        Hook::Filter => (
+            include_str!("../templates/js/filter/app.js"),
+            include_str!("../templates/js/filter/logic.js"),
+            include_str!("../templates/js/filter/logic.test.js"),
+        ),
+        Hook::Pick => (
+            include_str!("../templates/js/pick/app.js"),
+            include_str!("../templates/js/pick/logic.js"),
+            include_str!("../templates/js/pick/logic.test.js"),
+        ),
+    };
+    let component = PathBuf::from(format!("dist/{name}.wasm"));
+    let wasm = component.display().to_string();
+    let world = format!("{}-plugin", hook.as_str());
+    // npm package names are lowercase.
+    let package = name.to_ascii_lowercase();
+    let vars = guest_vars(name, &package, hook, &wasm, &world);
+    let mut files = vec![
+        (
+            "package.json",
+            fill(include_str!("../templates/js/package.json"), &vars),
+        ),
+        (
+            "build.mjs",
+            fill(include_str!("../templates/js/build.mjs"), &vars),
+        ),
+        ("app.js", app.to_owned()),
+        ("logic.js", logic.to_owned()),
+        ("logic.test.js", test.to_owned()),
+    ];
+    files.extend(WIT.iter().map(|(p, t)| (*p, (*t).to_owned())));
+    files.push((
+        "README.md",
+        fill(include_str!("../templates/js/README.md"), &vars),
+    ));
+    files.push((".gitignore", "/node_modules\n/dist\n".to_owned()));
+    Project {
+        files,
+        component,
+        next: "npm install && npm test && npm run build",
+    }
+}
+
+/// A Python project for componentize-py.
+fn python(name: &str, hook: Hook) -> Project {
+    let (app, logic, test) = match hook {
+        Hook::Route => (
+            include_str!("../templates/python/route/app.py"),
+            include_str!("../templates/python/route/logic.py"),
+            include_str!("../templates/python/route/test_logic.py"),
+        ),
+        Hook::Filter => (
+            include_str!("../templates/python/filter/app.py"),
+            include_str!("../templates/python/filter/logic.py"),
+            include_str!("../templates/python/filter/test_logic.py"),
+        ),
+        Hook::Pick => (
+            include_str!("../templates/python/pick/app.py"),
+            include_str!("../templates/python/pick/logic.py"),
+            include_str!("../templates/python/pick/test_logic.py"),
+        ),
+    };
+    let component = PathBuf::from(format!("dist/{name}.wasm"));
+    let wasm = component.display().to_string();
+    let world = format!("{}-plugin", hook.as_str());
+    let vars = guest_vars(name, name, hook, &wasm, &world);
+    let mut files = vec![
+        ("app.py", app.to_owned()),
+        ("logic.py", logic.to_owned()),
+        ("test_logic.py", test.to_owned()),
+        (
+            "build.sh",
+            fill(include_str!("../templates/python/build.sh"), &vars),
+        ),
+    ];
+    files.extend(WIT.iter().map(|(p, t)| (*p, (*t).to_owned())));
+    files.push((
+        "README.md",
+        fill(include_str!("../templates/python/README.md"), &vars),
+    ));
+    files.push((".gitignore", "/.venv\n/dist\n__pycache__/\n".to_owned()));
+    Project {
+        files,
+        component,
+        next: "python3 -m unittest && sh build.sh",
+    }
 }
 
 const CARGO_TOML: &str = r#"[package]
@@ -428,6 +674,7 @@ mod tests {
             let w = new(&New {
                 dir: &dir,
                 hook,
+                lang: Lang::Rust,
                 name: None,
                 sdk_path: None,
             })
@@ -463,6 +710,7 @@ mod tests {
             let err = new(&New {
                 dir: &dir,
                 hook,
+                lang: Lang::Rust,
                 name: None,
                 sdk_path: None,
             })
@@ -479,6 +727,7 @@ mod tests {
         new(&New {
             dir: &empty,
             hook: Hook::Route,
+            lang: Lang::Rust,
             name: Some("router_1"),
             sdk_path: Some(&sdk),
         })
@@ -496,6 +745,7 @@ mod tests {
             let err = new(&New {
                 dir: &tmp.path().join("x"),
                 hook: Hook::Route,
+                lang: Lang::Rust,
                 name: Some(bad),
                 sdk_path: None,
             })
@@ -505,10 +755,239 @@ mod tests {
         let err = new(&New {
             dir: &tmp.path().join("y"),
             hook: Hook::Route,
+            lang: Lang::Rust,
             name: None,
             sdk_path: Some(&tmp.path().join("nowhere")),
         })
         .unwrap_err();
         assert!(err.to_string().contains("--sdk-path"), "{err}");
+    }
+
+    /// The files of a JavaScript or Python project, in the order written.
+    fn guest_files(lang: Lang) -> Vec<PathBuf> {
+        let names: &[&str] = match lang {
+            Lang::Js => &[
+                "package.json",
+                "build.mjs",
+                "app.js",
+                "logic.js",
+                "logic.test.js",
+                "wit/plugin.wit",
+                "README.md",
+                ".gitignore",
+            ],
+            Lang::Python => &[
+                "app.py",
+                "logic.py",
+                "test_logic.py",
+                "build.sh",
+                "wit/plugin.wit",
+                "README.md",
+                ".gitignore",
+            ],
+            Lang::Rust => unreachable!(),
+        };
+        names.iter().map(PathBuf::from).collect()
+    }
+
+    #[test]
+    fn writes_a_javascript_or_python_project_for_each_hook() {
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+        let contract = std::fs::read_to_string(repo.join("sdk/wit/plugin.wit")).unwrap();
+        for lang in [Lang::Js, Lang::Python] {
+            for hook in [Hook::Route, Hook::Filter, Hook::Pick] {
+                let name = format!("My-{}", hook.as_str());
+                let dir = tmp.path().join(format!("{lang:?}-{}", hook.as_str()));
+                let w = new(&New {
+                    dir: &dir,
+                    hook,
+                    lang,
+                    name: Some(&name),
+                    sdk_path: None,
+                })
+                .unwrap();
+                assert_eq!(w.name, name);
+                assert_eq!(w.files, guest_files(lang));
+                assert_eq!(w.component, PathBuf::from(format!("dist/{name}.wasm")));
+                // Exactly these files, each filled in.
+                let mut on_disk = Vec::new();
+                let mut stack = vec![dir.clone()];
+                while let Some(d) = stack.pop() {
+                    for e in std::fs::read_dir(d).unwrap() {
+                        let path = e.unwrap().path();
+                        if path.is_dir() {
+                            stack.push(path);
+                        } else {
+                            on_disk.push(path.strip_prefix(&dir).unwrap().to_owned());
+                        }
+                    }
+                }
+                on_disk.sort();
+                let mut listed = w.files.clone();
+                listed.sort();
+                assert_eq!(on_disk, listed);
+                for f in &w.files {
+                    let text = std::fs::read_to_string(dir.join(f)).unwrap();
+                    for placeholder in [
+                        "@NAME@",
+                        "@PACKAGE@",
+                        "@HOOK@",
+                        "@WORLD@",
+                        "@CLASS@",
+                        "@WASM@",
+                        "@TRY@",
+                        "@COMPONENTIZE_JS@",
+                        "@COMPONENTIZE_PY@",
+                    ] {
+                        assert!(!text.contains(placeholder), "{}: {text}", f.display());
+                    }
+                }
+                // The contract, as the node knows it.
+                assert_eq!(
+                    std::fs::read_to_string(dir.join("wit/plugin.wit")).unwrap(),
+                    contract
+                );
+                let world = format!("{}-plugin", hook.as_str());
+                let readme = std::fs::read_to_string(dir.join("README.md")).unwrap();
+                let wasm = format!("dist/{name}.wasm");
+                assert!(
+                    readme.contains(&format!(
+                        "switchyard plugin test {wasm} --hook {}",
+                        hook.as_str()
+                    )),
+                    "{readme}"
+                );
+                assert!(readme.contains("switchyard plugin push"), "{readme}");
+                match lang {
+                    Lang::Js => {
+                        let package: serde_json::Value = serde_json::from_str(
+                            &std::fs::read_to_string(dir.join("package.json")).unwrap(),
+                        )
+                        .unwrap();
+                        assert_eq!(package["name"], name.to_ascii_lowercase());
+                        assert_eq!(package["type"], "module");
+                        assert_eq!(package["scripts"]["test"], "node --test");
+                        assert_eq!(package["scripts"]["build"], "node build.mjs");
+                        assert_eq!(
+                            package["devDependencies"]["@bytecodealliance/componentize-js"],
+                            COMPONENTIZE_JS_VERSION
+                        );
+                        let build = std::fs::read_to_string(dir.join("build.mjs")).unwrap();
+                        assert!(build.contains(&format!("worldName: '{world}'")), "{build}");
+                        assert!(build.contains("disableFeatures: ['http', 'fetch-event']"));
+                        assert!(build.contains(&format!("here('{wasm}')")), "{build}");
+                        let app = std::fs::read_to_string(dir.join("app.js")).unwrap();
+                        assert!(app.contains(&format!("export const {} = {{", hook.as_str())));
+                        assert!(app.contains("from './logic.js'"), "{app}");
+                        // The test imports the logic, not the component.
+                        let test = std::fs::read_to_string(dir.join("logic.test.js")).unwrap();
+                        assert!(test.contains("from './logic.js'") && !test.contains("app.js"));
+                        assert!(
+                            !std::fs::read_to_string(dir.join("logic.js"))
+                                .unwrap()
+                                .contains("switchyard:plugin")
+                        );
+                    }
+                    Lang::Python => {
+                        let build = std::fs::read_to_string(dir.join("build.sh")).unwrap();
+                        assert!(
+                            build.contains(&format!("VERSION={COMPONENTIZE_PY_VERSION}\n")),
+                            "{build}"
+                        );
+                        assert!(
+                            build.contains(&format!("-w {world} componentize -p . app -o {wasm}")),
+                            "{build}"
+                        );
+                        #[cfg(unix)]
+                        {
+                            use std::os::unix::fs::PermissionsExt;
+                            let mode = std::fs::metadata(dir.join("build.sh"))
+                                .unwrap()
+                                .permissions()
+                                .mode();
+                            assert_eq!(mode & 0o111, 0o111, "{mode:o}");
+                        }
+                        let app = std::fs::read_to_string(dir.join("app.py")).unwrap();
+                        let class = format!(
+                            "{}{}",
+                            hook.as_str()[..1].to_uppercase(),
+                            &hook.as_str()[1..]
+                        );
+                        assert!(
+                            app.contains(&format!("class {class}(exports.{class}):")),
+                            "{app}"
+                        );
+                        assert!(app.contains("import logic"), "{app}");
+                        let logic = std::fs::read_to_string(dir.join("logic.py")).unwrap();
+                        assert!(!logic.contains("wit_world") && !logic.contains("componentize_py"));
+                        let test = std::fs::read_to_string(dir.join("test_logic.py")).unwrap();
+                        assert!(test.contains("import logic") && !test.contains("import app"));
+                    }
+                    Lang::Rust => unreachable!(),
+                }
+                // Not twice.
+                let err = new(&New {
+                    dir: &dir,
+                    hook,
+                    lang,
+                    name: Some(&name),
+                    sdk_path: None,
+                })
+                .unwrap_err();
+                assert!(err.to_string().contains("not empty"), "{err}");
+            }
+            // No SDK path, and names are checked.
+            let err = new(&New {
+                dir: &tmp.path().join("with-sdk"),
+                hook: Hook::Route,
+                lang,
+                name: None,
+                sdk_path: Some(tmp.path()),
+            })
+            .unwrap_err();
+            assert!(err.to_string().contains("--sdk-path is for Rust"), "{err}");
+            assert!(!tmp.path().join("with-sdk").exists());
+            let err = new(&New {
+                dir: &tmp.path().join("x"),
+                hook: Hook::Route,
+                lang,
+                name: Some("a.b"),
+                sdk_path: None,
+            })
+            .unwrap_err();
+            assert!(err.to_string().contains("project name"), "{err}");
+        }
+    }
+
+    /// The projects pin the toolchain versions the repository's build
+    /// scripts install for the examples.
+    #[test]
+    fn pinned_toolchains_are_the_build_scripts_ones() {
+        let repo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+        for (script, version) in [
+            ("build-guest-js.sh", COMPONENTIZE_JS_VERSION),
+            ("build-guest-python.sh", COMPONENTIZE_PY_VERSION),
+        ] {
+            let text = std::fs::read_to_string(repo.join("scripts").join(script)).unwrap();
+            assert!(
+                text.lines().any(|l| l == format!("VERSION={version}")),
+                "scripts/{script} pins another version than {version}"
+            );
+        }
+    }
+
+    /// The embedded copy of the contract lists every file of sdk/wit.
+    #[test]
+    fn the_embedded_wit_is_all_of_sdk_wit() {
+        let repo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+        let mut on_disk: Vec<String> = std::fs::read_dir(repo.join("sdk/wit"))
+            .unwrap()
+            .map(|e| format!("wit/{}", e.unwrap().file_name().into_string().unwrap()))
+            .collect();
+        on_disk.sort();
+        let mut embedded: Vec<String> = WIT.iter().map(|(p, _)| (*p).to_owned()).collect();
+        embedded.sort();
+        assert_eq!(embedded, on_disk, "add the file to WIT in scaffold.rs");
     }
 }

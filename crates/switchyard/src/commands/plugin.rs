@@ -88,18 +88,25 @@ pub(crate) async fn run(cmd: PluginCommand, ca: Option<&Path>) -> Result<()> {
         PluginCommand::New {
             dir,
             hook,
+            lang,
             name,
             sdk_path,
         } => {
             let hook: switchyard_plugin_host::Hook = hook.into();
+            let lang: crate::scaffold::Lang = lang.into();
             let w = crate::scaffold::new(&crate::scaffold::New {
                 dir: &dir,
                 hook,
+                lang,
                 name: name.as_deref(),
                 sdk_path: sdk_path.as_deref(),
             })?;
+            let in_lang = match lang {
+                crate::scaffold::Lang::Rust => String::new(),
+                other => format!(" in {}", other.title()),
+            };
             println!(
-                "created {} ({} plugin) in {}",
+                "created {} ({} plugin{in_lang}) in {}",
                 w.name,
                 hook.as_str(),
                 dir.display()
@@ -108,10 +115,11 @@ pub(crate) async fn run(cmd: PluginCommand, ca: Option<&Path>) -> Result<()> {
                 println!("  {}", f.display());
             }
             println!(
-                "next: cd {} && cargo test && cargo build --release --target wasm32-wasip2\n\
+                "next: cd {} && {}\n\
                  the component: {}; README.md shows how to try it \
                  (switchyard plugin test) and bind it (switchyard plugin push)",
                 dir.display(),
+                w.next,
                 w.component.display(),
             );
             Ok(())
