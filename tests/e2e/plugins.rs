@@ -1536,11 +1536,19 @@ async fn guest_language_examples_work(dir: &Path, suffix: &str, memory_mb: u32) 
     )
     .await;
     assert_eq!(status, 201, "{v}");
+    let rss_after = node.rss_kib();
     eprintln!(
         "{suffix}: route component of {} bytes bound in {took:?}; node RSS {} -> {} KiB",
         route.len(),
         rss_before,
-        node.rss_kib()
+        rss_after
+    );
+    // The compiler ran in a worker process: its working set (300+ MiB for
+    // a language runtime) never reached the node, which holds the
+    // compiled code, the instance and the upload.
+    assert!(
+        rss_after.saturating_sub(rss_before) < 150 * 1024,
+        "node RSS grew from {rss_before} to {rss_after} KiB binding one component"
     );
     let (status, v) = post(&node, "orders", r#"{"region":"eu","n":1}"#, None).await;
     assert_eq!(status, 201, "{v}");

@@ -20,9 +20,9 @@ use crate::executor::Executor;
 use crate::host::HostState;
 use crate::{Hook, PluginError};
 
-/// Compilations that may run at once, counting those whose caller gave up
-/// at the compile timeout (wasmtime cannot interrupt a compilation: an
-/// abandoned one runs to its end on its own thread).
+/// Compilations that may run at once. A compile worker past the timeout
+/// is killed; a compilation on a thread (no worker configured) counts
+/// until it ends, since wasmtime cannot interrupt one.
 pub const MAX_COMPILES: usize = 2;
 
 /// Engine settings, shared by every plugin of a node.
@@ -65,7 +65,7 @@ pub struct EngineConfig {
 
 /// The command that runs [`compile_worker`]: a program and its first
 /// arguments; the worker's settings are appended (`--max-memory-bytes N
-/// --pooled-instances N`).
+/// --pooled-instances N --output FILE`).
 #[derive(Clone, Debug)]
 pub struct CompileWorker {
     /// The program (usually the node's own executable).
@@ -73,9 +73,6 @@ pub struct CompileWorker {
     /// Arguments before the settings (the hidden subcommand's name).
     pub args: Vec<String>,
 }
-
-/// Largest compiled artifact taken from a compile worker.
-const MAX_ARTIFACT: u64 = 1 << 30;
 
 /// Most bytes of a compile worker's error output kept.
 const MAX_WORKER_ERROR: u64 = 16 * 1024;
@@ -85,7 +82,7 @@ pub const WORKER_INVALID_COMPONENT: i32 = 3;
 
 /// Compiles one component for a node (the other end of
 /// [`EngineConfig::compile_worker`]): reads the component from `input`
-/// and writes the artifact to `output`, compiled by an engine with the
+/// and writes the artifact to the file `output`, compiled by an engine with the
 /// node's settings (`max_memory_bytes`, `pooled_instances`: 0 when the node
 /// allocates instances on demand). An error names what failed; a component
 /// that does not compile is [`WORKER_INVALID_COMPONENT`].
@@ -93,7 +90,7 @@ pub fn compile_worker(
     max_memory_bytes: usize,
     pooled_instances: u32,
     mut input: impl std::io::Read,
-    mut output: impl std::io::Write,
+    output: &std::path::Path,
 ) -> Result<(), (i32, String)> {
     let config = EngineConfig {
         max_memory_bytes,
@@ -112,10 +109,12 @@ pub fn compile_worker(
             crate::binding::one_line(&format!("{e:#}")),
         )
     })?;
-    output
-        .write_all(&artifact)
-        .and_then(|()| output.flush())
-        .map_err(|e| (1, format!("writing the artifact: {e}")))
+    std::fs::write(output, &artifact).map_err(|e| {
+        (
+            1,
+            format!("writing the artifact to {}: {e}", output.display()),
+        )
+    })
 }
 
 impl Default for EngineConfig {
@@ -289,8 +288,10 @@ impl PluginEngine {
         if let Some(p) = self.compiled.lock().get(&sha256).and_then(Weak::upgrade) {
             return Ok(p);
         }
-        let component = self.compile(bytes, &sha256)?;
-        let plugin = Arc::new(self.inspect(component, sha256, bytes.len())?);
+        let (component, artifact) = self.compile(bytes, &sha256)?;
+        let mut plugin = self.inspect(component, sha256, bytes.len())?;
+        plugin.artifact = Mutex::new(artifact);
+        let plugin = Arc::new(plugin);
         let mut compiled = self.compiled.lock();
         if let Some(p) = compiled.get(&sha256).and_then(Weak::upgrade) {
             // Compiled at the same time by another caller.
@@ -316,6 +317,15 @@ impl PluginEngine {
         };
         if path.exists() {
             return;
+        }
+        // A worker's artifact file moves into the cache as it is.
+        if let Some(mut file) = plugin.artifact.lock().take()
+            && let Some(tmp) = file.0.take()
+        {
+            if std::fs::rename(&tmp, &path).is_ok() {
+                return;
+            }
+            let _ = std::fs::remove_file(&tmp);
         }
         let Ok(artifact) = plugin.component.serialize() else {
             return;
@@ -348,7 +358,9 @@ impl PluginEngine {
             let kept = keep
                 .iter()
                 .any(|sha| name == format!("{sha}-{}.cwasm", self.compat));
-            let ours = name.ends_with(".cwasm") || name.ends_with(".tmp");
+            // Files a worker of this process is writing stay.
+            let ours = (name.ends_with(".cwasm") || name.ends_with(".tmp"))
+                && !name.starts_with(&worker_file_prefix());
             if ours && !kept && std::fs::remove_file(entry.path()).is_ok() {
                 removed += 1;
             }
@@ -356,7 +368,11 @@ impl PluginEngine {
         removed
     }
 
-    fn compile(&self, bytes: &[u8], sha256: &[u8; 32]) -> Result<Component, PluginError> {
+    fn compile(
+        &self,
+        bytes: &[u8],
+        sha256: &[u8; 32],
+    ) -> Result<(Component, Option<ArtifactFile>), PluginError> {
         let cached = self.cache_path(sha256);
         if let Some(path) = &cached
             && path.exists()
@@ -366,7 +382,7 @@ impl PluginEngine {
             // compatibility hash) into the node's own data directory.
             #[allow(unsafe_code)]
             match unsafe { Component::deserialize_file(&self.engine, path) } {
-                Ok(c) => return Ok(c),
+                Ok(c) => return Ok((c, None)),
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "ignoring unusable compiled plugin");
                 }
@@ -386,13 +402,15 @@ impl PluginEngine {
     /// thrown away; at most [`MAX_COMPILES`] run at once (counting those),
     /// and the component's size is bounded by the upload limit, so the
     /// work a client can leave behind is bounded too.
-    fn compile_bounded(&self, bytes: &[u8]) -> Result<Component, PluginError> {
+    fn compile_bounded(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(Component, Option<ArtifactFile>), PluginError> {
         let timeout = self.config.compile_timeout;
         if self.compiling.fetch_add(1, Ordering::SeqCst) >= MAX_COMPILES {
             self.compiling.fetch_sub(1, Ordering::SeqCst);
             return Err(PluginError::CompileRefused(format!(
-                "{MAX_COMPILES} compilations are running already (slow ones run to their end \
-                 after their timeout); try again later"
+                "{MAX_COMPILES} compilations are running already; try again later"
             )));
         }
         let slot = CompileSlot(self.compiling.clone());
@@ -404,7 +422,7 @@ impl PluginEngine {
                 Err(PluginError::Engine(e)) => {
                     tracing::warn!(error = %e, "compile worker failed; compiling in the node");
                 }
-                done => return done,
+                done => return done.map(|(c, f)| (c, Some(f))),
             }
         }
         let (tx, rx) = std::sync::mpsc::channel();
@@ -418,7 +436,7 @@ impl PluginEngine {
             })
             .map_err(|e| PluginError::Engine(format!("cannot start a compiler thread: {e}")))?;
         match rx.recv_timeout(timeout) {
-            Ok(r) => r.map_err(|e| {
+            Ok(r) => r.map(|c| (c, None)).map_err(|e| {
                 PluginError::InvalidComponent(crate::binding::one_line(&format!("{e:#}")))
             }),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
@@ -435,15 +453,18 @@ impl PluginEngine {
     }
 
     /// Compiles in a worker process: the component goes to its stdin, the
-    /// artifact comes from its stdout and is loaded here. Past the compile
-    /// timeout the worker is killed.
+    /// artifact comes back in a file (in the compile cache directory, or
+    /// the system's temporary one), which is mapped here, not read into
+    /// the heap, and removed. Past the compile timeout the worker is
+    /// killed.
     fn compile_in_worker(
         &self,
         worker: &CompileWorker,
         bytes: &[u8],
-    ) -> Result<Component, PluginError> {
+    ) -> Result<(Component, ArtifactFile), PluginError> {
         use std::io::{Read, Write};
         use std::process::{Command, Stdio};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
         let engine_err = |what: &str, e: &dyn std::fmt::Display| {
             PluginError::Engine(format!(
                 "compile worker {}: {what}: {e}",
@@ -455,26 +476,35 @@ impl PluginEngine {
         } else {
             0
         };
+        let dir = self
+            .config
+            .cache_dir
+            .clone()
+            .unwrap_or_else(std::env::temp_dir);
+        let path = dir.join(format!(
+            "{}{}.tmp",
+            worker_file_prefix(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let output = ArtifactFile(Some(path.clone()));
         let mut child = Command::new(&worker.program)
             .args(&worker.args)
             .arg("--max-memory-bytes")
             .arg(self.config.max_memory_bytes.to_string())
             .arg("--pooled-instances")
             .arg(pooled.to_string())
+            .arg("--output")
+            .arg(&path)
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| engine_err("cannot start", &e))?;
-        let (mut stdin, stdout, stderr) =
-            match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
-                (Some(i), Some(o), Some(e)) => (i, o, e),
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(engine_err("pipes", &"not opened"));
-                }
-            };
+        let (Some(mut stdin), Some(stderr)) = (child.stdin.take(), child.stderr.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(engine_err("pipes", &"not opened"));
+        };
         let input = bytes.to_vec();
         let writer = std::thread::Builder::new()
             .name("plugin-compile-in".into())
@@ -482,44 +512,30 @@ impl PluginEngine {
                 let _ = stdin.write_all(&input);
             })
             .map_err(|e| engine_err("thread", &e))?;
-        let errors = std::thread::Builder::new()
+        // The worker's error output, read to its end: the end comes when
+        // the worker exits (or is killed).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
             .name("plugin-compile-err".into())
             .spawn(move || {
                 let mut text = String::new();
                 let _ = stderr.take(MAX_WORKER_ERROR).read_to_string(&mut text);
-                text
+                let _ = tx.send(text);
             })
             .map_err(|e| engine_err("thread", &e))?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("plugin-compile-out".into())
-            .spawn(move || {
-                let mut artifact = Vec::new();
-                let read = stdout.take(MAX_ARTIFACT).read_to_end(&mut artifact);
-                let _ = tx.send(read.map(|_| artifact));
-            })
-            .map_err(|e| engine_err("thread", &e))?;
-        let read = rx.recv_timeout(self.config.compile_timeout);
-        if read.is_err() {
-            // Past the timeout (or the reader died): stop the compiler.
+        let Ok(message) = rx.recv_timeout(self.config.compile_timeout) else {
             let _ = child.kill();
-        }
+            let _ = child.wait();
+            let _ = writer.join();
+            return Err(PluginError::CompileRefused(format!(
+                "compiling took longer than the node's limit of {} ms; \
+                 make the component smaller or simpler",
+                self.config.compile_timeout.as_millis()
+            )));
+        };
         let status = child.wait().map_err(|e| engine_err("wait", &e))?;
         let _ = writer.join();
-        let message = errors.join().unwrap_or_default();
         let message = message.trim();
-        let artifact = match read {
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                return Err(PluginError::CompileRefused(format!(
-                    "compiling took longer than the node's limit of {} ms; \
-                     make the component smaller or simpler",
-                    self.config.compile_timeout.as_millis()
-                )));
-            }
-            Err(e) => return Err(engine_err("output", &e)),
-            Ok(Err(e)) => return Err(engine_err("output", &e)),
-            Ok(Ok(a)) => a,
-        };
         match status.code() {
             Some(0) => {}
             Some(WORKER_INVALID_COMPONENT) => {
@@ -527,12 +543,16 @@ impl PluginEngine {
             }
             _ => return Err(engine_err(&format!("exited with {status}"), &message)),
         }
-        // SAFETY: the artifact was written by `Engine::precompile_component`
-        // in a worker process of this node's own executable, with this
-        // engine's settings; `deserialize` checks that the settings match.
+        // SAFETY: the file was written by `Engine::precompile_component` in
+        // a worker process of this node's own executable, with this
+        // engine's settings (`deserialize_file` checks that they match),
+        // into a directory of the node's, under a name nothing else uses.
         #[allow(unsafe_code)]
-        let component = unsafe { Component::deserialize(&self.engine, &artifact) };
-        component.map_err(|e| engine_err("artifact", &format!("{e:#}")))
+        let component = unsafe { Component::deserialize_file(&self.engine, &path) };
+        match component {
+            Ok(c) => Ok((c, output)),
+            Err(e) => Err(engine_err("artifact", &format!("{e:#}"))),
+        }
     }
 
     fn inspect(
@@ -568,6 +588,7 @@ impl PluginEngine {
             sha256,
             size,
             component,
+            artifact: Mutex::new(None),
             route,
             filter,
             pick,
@@ -591,11 +612,30 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// A compiled artifact a compile worker wrote: removed when dropped,
+/// unless it moved into the compile cache.
+struct ArtifactFile(Option<PathBuf>);
+
+impl Drop for ArtifactFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// How the names of this process's worker artifact files begin.
+fn worker_file_prefix() -> String {
+    format!("compiling-{}-", std::process::id())
+}
+
 /// A validated, compiled component.
 pub struct Plugin {
     sha256: [u8; 32],
     size: usize,
     component: Component,
+    /// The worker's artifact file, until it moves into the compile cache.
+    artifact: Mutex<Option<ArtifactFile>>,
     pub(crate) route: Option<route::RoutePluginPre<HostState>>,
     pub(crate) filter: Option<filter::FilterPluginPre<HostState>>,
     pub(crate) pick: Option<pick::PickPluginPre<HostState>>,

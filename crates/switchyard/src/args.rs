@@ -47,7 +47,7 @@ pub enum Command {
     #[command(flatten)]
     Client(ClientCommand),
     /// Compiles one plugin component for a node: the component on stdin,
-    /// the compiled artifact on stdout. A node runs this itself, so that
+    /// the compiled artifact into a file. A node runs this itself, so that
     /// the compiler's memory stays out of the node.
     #[command(name = "compile-plugin-worker", hide = true)]
     CompileWorker(CompileWorkerArgs),
@@ -62,6 +62,9 @@ pub struct CompileWorkerArgs {
     /// Pooled instances (0: allocated on demand).
     #[arg(long)]
     pub pooled_instances: u32,
+    /// Where the compiled artifact goes.
+    #[arg(long)]
+    pub output: PathBuf,
 }
 
 /// What `serve --help` says after the flags.

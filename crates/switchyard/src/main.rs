@@ -77,13 +77,13 @@ fn main() -> ExitCode {
 }
 
 /// The hidden `compile-plugin-worker`: one component from stdin, compiled
-/// to stdout (see `switchyard_plugin_host::compile_worker`).
+/// into `--output` (see `switchyard_plugin_host::compile_worker`).
 fn compile_worker(args: &switchyard::args::CompileWorkerArgs) -> ExitCode {
     match switchyard_plugin_host::compile_worker(
         args.max_memory_bytes,
         args.pooled_instances,
         std::io::stdin().lock(),
-        std::io::stdout().lock(),
+        &args.output,
     ) {
         Ok(()) => ExitCode::SUCCESS,
         Err((status, message)) => {
