@@ -81,50 +81,52 @@ fn guest_cache() -> PathBuf {
     }
 }
 
-/// componentize-js, installed from the npm registry as
-/// scripts/build-guest-js.sh does when it is missing; its `node_modules`.
+/// Installs a guest toolchain with its build script (`--install-only`),
+/// which takes a lock, so the guest-language tests that run at the same
+/// time never install into the same directory at once.
+fn install_with(script: &str, what: &str) {
+    let repo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
+    install(
+        Command::new("bash")
+            .arg(repo.join("scripts").join(script))
+            .arg("--install-only"),
+        what,
+    );
+}
+
+/// componentize-js, installed from the npm registry by
+/// scripts/build-guest-js.sh when it is missing; its `node_modules`.
 fn componentize_js() -> PathBuf {
+    install_with(
+        "build-guest-js.sh",
+        &format!("@bytecodealliance/componentize-js {COMPONENTIZE_JS_VERSION}"),
+    );
     let cache = guest_cache().join(format!(
         "guest-js/componentize-js-{COMPONENTIZE_JS_VERSION}"
     ));
-    if !cache
-        .join("node_modules/@bytecodealliance/componentize-js/package.json")
-        .is_file()
-    {
-        let _ = std::fs::remove_dir_all(&cache);
-        std::fs::create_dir_all(&cache).unwrap();
-        std::fs::write(cache.join("package.json"), "{\"private\": true}\n").unwrap();
-        install(
-            Command::new("npm")
-                .args(["install", "--prefix"])
-                .arg(&cache)
-                .args(["--no-audit", "--no-fund", "--save-exact"])
-                .arg(format!(
-                    "@bytecodealliance/componentize-js@{COMPONENTIZE_JS_VERSION}"
-                )),
-            &format!("@bytecodealliance/componentize-js {COMPONENTIZE_JS_VERSION}"),
-        );
-    }
+    assert!(
+        cache
+            .join("node_modules/@bytecodealliance/componentize-js/package.json")
+            .is_file(),
+        "scripts/build-guest-js.sh did not install into {}",
+        cache.display()
+    );
     cache.join("node_modules")
 }
 
-/// componentize-py, installed from PyPI into a virtual environment as
-/// scripts/build-guest-python.sh does when it is missing; the environment.
+/// componentize-py, installed from PyPI into a virtual environment by
+/// scripts/build-guest-python.sh when it is missing; the environment.
 fn componentize_py() -> PathBuf {
+    install_with(
+        "build-guest-python.sh",
+        &format!("componentize-py {COMPONENTIZE_PY_VERSION}"),
+    );
     let venv = guest_cache().join(format!("guest-python/venv-{COMPONENTIZE_PY_VERSION}"));
-    if !venv.join("bin/componentize-py").is_file() {
-        let _ = std::fs::remove_dir_all(&venv);
-        install(
-            Command::new("python3").args(["-m", "venv"]).arg(&venv),
-            "a Python virtual environment",
-        );
-        install(
-            Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", "--disable-pip-version-check"])
-                .arg(format!("componentize-py=={COMPONENTIZE_PY_VERSION}")),
-            &format!("componentize-py {COMPONENTIZE_PY_VERSION}"),
-        );
-    }
+    assert!(
+        venv.join("bin/componentize-py").is_file(),
+        "scripts/build-guest-python.sh did not install into {}",
+        venv.display()
+    );
     venv
 }
 
