@@ -247,6 +247,14 @@ async fn a_binding_pushed_to_one_node_runs_on_every_node() {
         "{v:#}"
     );
     assert_eq!(routed_to(&small, r#"{"region":"eu"}"#).await, "orders");
+    let (_, _, metrics) = small
+        .raw(small.request("GET", "/metrics"), Vec::new())
+        .await;
+    let metrics = String::from_utf8_lossy(&metrics);
+    assert!(
+        metrics.contains("switchyard_plugin_cluster_bindings{state=\"refused\"} 1"),
+        "{metrics}"
+    );
     let mut small = small;
     assert!(small.terminate());
 

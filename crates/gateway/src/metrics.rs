@@ -203,6 +203,9 @@ struct Scrape {
     store: StoreNumbers,
     groups: Vec<switchyard_router::GroupInfo>,
     plugins: Vec<PluginNumbers>,
+    /// This node's cluster binding table entries by what this node made
+    /// of them ([`TABLE_STATES`]).
+    plugin_table: [u64; 5],
     cluster: Option<ClusterNumbers>,
     process: Option<Process>,
 }
@@ -314,6 +317,12 @@ impl Scrape {
                 name: p.name,
             })
             .collect();
+        let mut plugin_table = [0; 5];
+        for s in router.plugins().node_status(&[]) {
+            if let Some(i) = TABLE_STATES.iter().position(|t| *t == s.state) {
+                plugin_table[i] += 1;
+            }
+        }
         let cluster = router.cluster().map(|cl| {
             let mut members = [0; 4];
             for v in cl.members() {
@@ -347,6 +356,7 @@ impl Scrape {
             store,
             groups,
             plugins,
+            plugin_table,
             cluster,
             process: Process::read(),
         }
@@ -702,9 +712,21 @@ impl Scrape {
             ConstCounter::new(p.logs_dropped)
                 .encode(m.encode_family(&[("plugin", p.name.as_str())])?)?;
         }
+        let mut m = e.encode_descriptor(
+            "switchyard_plugin_cluster_bindings",
+            "Cluster-wide bindings in this node's table, by what this node made of them: running, pending (its component is being fetched), refused (this node cannot run the version), shadowed (a binding of the same name made on this node alone runs here), deleted.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (state, n) in TABLE_STATES.iter().zip(self.plugin_table) {
+            ConstGauge::new(n).encode(m.encode_family(&[("state", *state)])?)?;
+        }
         Ok(())
     }
 }
+
+/// The states of a cluster binding on a node, as metrics label them.
+const TABLE_STATES: [&str; 5] = ["running", "pending", "refused", "shadowed", "deleted"];
 
 fn encode_cluster(e: &mut DescriptorEncoder, c: &ClusterNumbers) -> std::fmt::Result {
     let mut m = e.encode_descriptor(
