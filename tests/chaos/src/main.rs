@@ -159,6 +159,9 @@ fn main() {
     });
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| usage(&format!("{}: {e}", dir.display())));
+    // The plugin the binder binds, built (cargo may need the network)
+    // before the harness enters its namespaces.
+    let plugin = bytes::Bytes::from(switchyard_testkit::guest_plugin("passthrough"));
     // The namespaces, entered before any other thread exists.
     let net = if Net::available() {
         match Net::create(args.nodes).and_then(|n| n.enter_hub().map(|()| n)) {
@@ -201,7 +204,7 @@ fn main() {
         .build()
         .expect("a tokio runtime");
     let nodes = Nodes::new(&args.bin, &dir, args.nodes, mode, &args.fsync);
-    let ok = runtime.block_on(run(&args, nodes, net, plan, mode));
+    let ok = runtime.block_on(run(&args, nodes, net, plan, mode, plugin));
     runtime.shutdown_timeout(Duration::from_secs(2));
     if ok && !args.keep {
         let _ = std::fs::remove_dir_all(&dir);
@@ -425,6 +428,7 @@ async fn run(
     mut net: Option<Net>,
     plan: Vec<Planned>,
     mode: Mode,
+    plugin: bytes::Bytes,
 ) -> bool {
     let n = args.nodes;
     if mode == Mode::Namespaces
@@ -477,6 +481,13 @@ async fn run(
             started,
         )));
     }
+    // Cluster-wide plugin bindings changed on random nodes throughout.
+    let binder = tokio::spawn(workload::binder(
+        args.seed ^ (0xb1d_u64 << 40),
+        targets.clone(),
+        plugin,
+        stop.clone(),
+    ));
     let ctx = Arc::new(workload::Readers {
         targets: targets.clone(),
         records: records.clone(),
@@ -579,6 +590,7 @@ async fn run(
     for p in publishers {
         let _ = p.await;
     }
+    let binding_changes = binder.await.unwrap_or(0);
     // Converge: every live node holds the same log, every stream all of
     // it, the group has acknowledged all of it.
     let converge_limit = if args.profile_name != "short" {
@@ -587,6 +599,7 @@ async fn run(
         Duration::from_secs(90)
     };
     let mut verdict;
+    let mut bindings_diverged;
     loop {
         nodes.sample_rss();
         let mut logs = Vec::new();
@@ -608,8 +621,30 @@ async fn run(
         if logs.len() < n {
             verdict.diverged_nodes += n - logs.len();
         }
-        if verdict.ok() || healed.elapsed() > converge_limit || interrupted.load(Ordering::Relaxed)
+        // Every node runs the same version of each cluster-wide binding.
+        let mut tables = Vec::new();
+        for i in 0..n {
+            if let Some(t) = workload::bindings(&nodes.url(i)).await {
+                tables.push(t);
+            }
+        }
+        bindings_diverged = n - tables.len()
+            + tables
+                .iter()
+                .filter(|t| {
+                    Some(*t) != tables.first()
+                        || t.iter().any(|b| !b.is_null() && b["running_here"] != true)
+                })
+                .count();
+        if (verdict.ok() && bindings_diverged == 0)
+            || healed.elapsed() > converge_limit
+            || interrupted.load(Ordering::Relaxed)
         {
+            if bindings_diverged > 0 {
+                for (i, t) in tables.iter().enumerate() {
+                    println!("chaos: bindings on a node ({i} of those answering): {t:?}");
+                }
+            }
             break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -661,10 +696,18 @@ async fn run(
     if interrupted.load(Ordering::Relaxed) {
         failures.push("the run was interrupted".into());
     }
-    let ok =
-        verdict.ok() && rss_ok && failures.is_empty() && (!args.profile.pauses_only || downs == 0);
+    if bindings_diverged > 0 {
+        println!(
+            "chaos: violation: {bindings_diverged} nodes run other versions of the cluster-wide bindings than the rest"
+        );
+    }
+    let ok = verdict.ok()
+        && bindings_diverged == 0
+        && rss_ok
+        && failures.is_empty()
+        && (!args.profile.pauses_only || downs == 0);
     println!(
-        "chaos: seed={} nodes={n} faults={} acked={} lost={} stream_repeats={} stream_gaps={} group_redelivered={} local_lost_disk={} max_failover_s={:.1} converge_s={:.1} stored_twice={} stored_twice_unchecked={} order_violations={} group_missing={} diverged_nodes={} downs={downs} net={} result={}",
+        "chaos: seed={} nodes={n} faults={} acked={} lost={} stream_repeats={} stream_gaps={} group_redelivered={} local_lost_disk={} max_failover_s={:.1} converge_s={:.1} stored_twice={} stored_twice_unchecked={} order_violations={} group_missing={} diverged_nodes={} binding_changes={binding_changes} bindings_diverged={bindings_diverged} downs={downs} net={} result={}",
         args.seed,
         plan.len(),
         verdict.acked,

@@ -471,3 +471,88 @@ pub async fn node_id(url: &str) -> Option<String> {
         .find(|m| m["self"] == true)
         .and_then(|m| m["id"].as_str().map(str::to_owned))
 }
+
+/// Names of the cluster-wide plugin bindings the binder changes.
+pub const BINDINGS: [&str; 3] = ["chaos-bind-0", "chaos-bind-1", "chaos-bind-2"];
+
+/// Changes cluster-wide plugin bindings on random nodes through the run
+/// (until `stop`): every 1-3 s a `PUT` with a new configuration (three
+/// times in four) or a `DELETE` of one of [`BINDINGS`], on a route hook
+/// for topics no client uses, so the messages are not touched. Returns how
+/// many changes a node accepted. At the end every node must hold the same
+/// version of each (see [`bindings`]).
+pub async fn binder(
+    seed: u64,
+    targets: Arc<Targets>,
+    component: Bytes,
+    stop: Arc<AtomicBool>,
+) -> usize {
+    let mut rng = Rng::new(seed);
+    let mut accepted = 0;
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(rng.range(1000, 3000))).await;
+        let node = rng.below(targets.urls.len());
+        let name = BINDINGS[rng.below(BINDINGS.len())];
+        let c = client(&targets.urls[node]);
+        n += 1;
+        let (method, path, body) = if rng.below(4) == 0 {
+            (
+                http::Method::DELETE,
+                format!("/v1/plugins/{name}"),
+                Bytes::new(),
+            )
+        } else {
+            (
+                http::Method::PUT,
+                format!("/v1/plugins/{name}?hook=route&topic=chaos-plugins.%3E&config=v{n}"),
+                component.clone(),
+            )
+        };
+        let Ok(req) = c
+            .request(method, &path)
+            .header("content-type", "application/wasm")
+            .body(Full::new(body))
+        else {
+            continue;
+        };
+        if let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(10), c.send(req)).await
+            && resp.status().is_success()
+        {
+            accepted += 1;
+        }
+    }
+    accepted
+}
+
+/// What the node at `url` runs of each of [`BINDINGS`]: its sha256,
+/// configuration and stamp, or `null` when it has none; `None` when the
+/// node does not answer.
+pub async fn bindings(url: &str) -> Option<Vec<Value>> {
+    let c = client(url);
+    let mut out = Vec::new();
+    for name in BINDINGS {
+        let path = format!("/v1/plugins/{name}");
+        let req = c
+            .request(http::Method::GET, &path)
+            .body(Full::new(Bytes::new()))
+            .ok()?;
+        match tokio::time::timeout(Duration::from_secs(15), c.send(req)).await {
+            Ok(Ok(resp)) => {
+                let body = resp.into_body().collect().await.ok()?.to_bytes();
+                let v: Value = serde_json::from_slice(&body).ok()?;
+                out.push(serde_json::json!({
+                    "running_here": v["running_here"],
+                    "sha256": v["sha256"],
+                    "config": v["config"],
+                    "stamp": v["stamp"],
+                }));
+            }
+            Ok(Err(ClientError::Api { status, .. })) if status == http::StatusCode::NOT_FOUND => {
+                out.push(Value::Null);
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
