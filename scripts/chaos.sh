@@ -2,8 +2,8 @@
 # Fault injection on a real cluster: builds the node and the harness
 # (tests/chaos), installs what the harness needs (iproute2 for network
 # namespaces and tc, a C compiler for the fsync fault shim, libfaketime
-# for clock jumps) when it is missing, and runs it. Arguments go to the
-# harness:
+# for clock jumps, the wasm32-wasip2 target for the plugin the harness
+# binds) when it is missing, and runs it. Arguments go to the harness:
 #
 #   scripts/chaos.sh --profile short --seed 7     # about 1.5 minutes
 #   scripts/chaos.sh --profile long --seed 7      # 20 minutes of faults
@@ -33,6 +33,10 @@ esac
 if [ ${#need[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null ||
         { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null; }
+fi
+# The binder binds a plugin built from plugins/ for wasm32-wasip2.
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2; then
+    rustup target add wasm32-wasip2
 fi
 cargo build --locked -q -p switchyard -p switchyard-chaos
 exec "$CARGO_TARGET_DIR/debug/chaos" --bin "$CARGO_TARGET_DIR/debug/switchyard" "$@"

@@ -1891,6 +1891,105 @@ async fn a_flipped_byte_in_the_journal_is_refused_at_open() {
     }
 }
 
+/// The highest journal number in `dir` (fjall names them `<n>.jnl`).
+fn newest_journal(dir: &TempDir) -> u64 {
+    std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".jnl")?.parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// 64 KiB that do not compress (the journal compresses), headed
+/// `p{publisher}-{n:05}-`.
+fn rotation_payload(p: usize, n: usize) -> Vec<u8> {
+    let mut body = format!("p{p}-{n:05}-").into_bytes();
+    let mut x = ((p as u64) << 32 | n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    while body.len() < 64 * 1024 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        body.extend_from_slice(&x.to_le_bytes());
+    }
+    body.truncate(64 * 1024);
+    body
+}
+
+/// fjall seals its journal every 64 MB and continues in a new file: with
+/// publishers committing throughout several rotations, in both fsync
+/// modes, every message is there after a reopen, whole, once, in each
+/// publisher's order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_committed_across_journal_rotations_survive_a_reopen() {
+    for fsync in [FsyncMode::Always, FsyncMode::Never] {
+        let dir = tempdir();
+        let store = Arc::new(open(StoreConfig {
+            fsync,
+            ..config(&dir)
+        }));
+        const PUBLISHERS: usize = 4;
+        const APPENDS: usize = 80;
+        const PER_APPEND: usize = 8;
+        // 4 x 80 x 8 x 64 KiB = 160 MiB: two rotations at least.
+        let mut tasks = Vec::new();
+        for p in 0..PUBLISHERS {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                for a in 0..APPENDS {
+                    let batch = (0..PER_APPEND)
+                        .map(|i| {
+                            let n = a * PER_APPEND + i;
+                            plain("rot.x", rotation_payload(p, n))
+                        })
+                        .collect();
+                    store.append(batch).await.expect("append succeeds");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let rotated = newest_journal(&dir);
+        assert!(
+            rotated >= 2,
+            "{fsync:?}: journal {rotated} is the newest: {:?}",
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect::<Vec<_>>()
+        );
+        shut(Arc::into_inner(store).expect("the only handle"));
+
+        let store = open(StoreConfig {
+            fsync,
+            ..config(&dir)
+        });
+        let read = drain(&store, &query_limit(&["rot.x"], 256), &Cursor::earliest());
+        assert_eq!(read.messages.len(), PUBLISHERS * APPENDS * PER_APPEND);
+        let mut next = [0usize; PUBLISHERS];
+        for m in &read.messages {
+            let head = std::str::from_utf8(&m.payload[..9]).expect("a payload this test wrote");
+            let p: usize = head[1..2].parse().unwrap();
+            let n: usize = head[3..8].parse().unwrap();
+            assert_eq!(
+                n, next[p],
+                "{fsync:?}: publisher {p} in order, nothing missing"
+            );
+            next[p] += 1;
+            assert!(
+                m.payload == rotation_payload(p, n),
+                "{fsync:?}: payload intact"
+            );
+        }
+        shut(store);
+    }
+}
+
 /// Every commit is counted, and the slowest one is kept; a fresh store has
 /// none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
