@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{BIN, Node, Sse, enc};
+use crate::support::{BIN, Node, Sse, enc, guest_wasm};
 
 fn wasm_file(name: &str) -> PathBuf {
     let repo = switchyard_testkit::repo_root();
@@ -23,16 +23,9 @@ async fn bind(node: &Node, name: &str, component: &str, query: &str) -> Value {
     let body = if component.is_empty() {
         Vec::new()
     } else {
-        std::fs::read(wasm_file(component)).unwrap()
+        guest_wasm(component)
     };
-    let (status, _, body) = node
-        .raw(
-            node.request("PUT", &format!("/v1/plugins/{name}?{query}"))
-                .header("content-type", "application/wasm"),
-            body,
-        )
-        .await;
-    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (status, v) = node.put_plugin(name, query, body).await;
     assert!(status == 201 || status == 200, "bind {name}: {status} {v}");
     v
 }

@@ -26,14 +26,7 @@ async fn bind(node: &Node, name: &str, component: &str, query: &str) -> (u16, Va
     } else {
         wasm(component)
     };
-    let (status, _, body) = node
-        .raw(
-            node.request("PUT", &format!("/v1/plugins/{name}?{query}"))
-                .header("content-type", "application/wasm"),
-            body,
-        )
-        .await;
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    node.put_plugin(name, query, body).await
 }
 
 async fn bind_ok(node: &Node, name: &str, component: &str, query: &str) -> Value {

@@ -3,31 +3,13 @@
 //! version, a node that joins later or comes back gets the bindings, and a
 //! deletion reaches every node.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::cluster::{KEY, member_env, start_cluster, whoami};
 use crate::support::*;
-
-fn component(name: &str) -> Vec<u8> {
-    let repo = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
-    let dir: PathBuf = switchyard_testkit::build_guest_plugins(repo).expect("guest plugins build");
-    std::fs::read(dir.join(format!("{name}.wasm"))).expect("plugin file")
-}
-
-/// `PUT /v1/plugins/{name}?{query}` with `body`; status and JSON.
-async fn put(node: &Node, name: &str, query: &str, body: Vec<u8>) -> (u16, Value) {
-    let (status, _, body) = node
-        .raw(
-            node.request("PUT", &format!("/v1/plugins/{name}?{query}"))
-                .header("content-type", "application/wasm"),
-            body,
-        )
-        .await;
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
 
 async fn get(node: &Node, name: &str) -> (u16, Value) {
     let (status, _, body) = node
@@ -93,10 +75,12 @@ fn region(field: &str) -> String {
 async fn a_binding_pushed_to_one_node_runs_on_every_node() {
     let dir = tempfile::tempdir().unwrap();
     let (nodes, _) = start_cluster(dir.path(), 3).await;
-    let router = component("field_router");
+    let router = guest_wasm("field_router");
 
     // Pushed on node 1; publishes on node 3 are routed within 2 s.
-    let (status, v) = put(&nodes[0], "region", &region("region"), router.clone()).await;
+    let (status, v) = nodes[0]
+        .put_plugin("region", &region("region"), router.clone())
+        .await;
     assert_eq!(status, 201, "{v}");
     assert_eq!(
         (v["scope"].as_str(), v["version"].as_u64()),
@@ -138,27 +122,31 @@ async fn a_binding_pushed_to_one_node_runs_on_every_node() {
     assert_eq!(v["cluster"]["version"], 1, "{v:#}");
 
     // A node-scoped binding stays on its node.
-    let (status, v) = put(
-        &nodes[0],
-        "local",
-        "hook=route&topic=local&scope=node",
-        component("passthrough"),
-    )
-    .await;
+    let (status, v) = nodes[0]
+        .put_plugin(
+            "local",
+            "hook=route&topic=local&scope=node",
+            guest_wasm("passthrough"),
+        )
+        .await;
     assert_eq!(status, 201, "{v}");
     assert_eq!(v["scope"], "node");
     // The same name with the other scope is refused.
-    let (status, v) = put(&nodes[0], "local", "scope=cluster", Vec::new()).await;
+    let (status, v) = nodes[0]
+        .put_plugin("local", "scope=cluster", Vec::new())
+        .await;
     assert_eq!(status, 409, "{v}");
-    let (status, v) = put(&nodes[1], "region", "scope=node", Vec::new()).await;
+    let (status, v) = nodes[1]
+        .put_plugin("region", "scope=node", Vec::new())
+        .await;
     assert_eq!(status, 409, "{v}");
 
     // Concurrent pushes on nodes 2 and 3 converge to one version: the one
     // with the higher stamp.
     let (zone, area) = (region("zone"), region("area"));
     let (a, b) = tokio::join!(
-        put(&nodes[1], "region", &zone, Vec::new()),
-        put(&nodes[2], "region", &area, Vec::new()),
+        nodes[1].put_plugin("region", &zone, Vec::new()),
+        nodes[2].put_plugin("region", &area, Vec::new()),
     );
     assert_eq!((a.0, b.0), (200, 200), "{a:?} {b:?}");
     let stamp = |v: &Value| {

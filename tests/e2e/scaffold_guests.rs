@@ -298,6 +298,25 @@ fn count_after(text: &str, marker: &str) -> u64 {
         .unwrap_or_else(|| panic!("no count after {marker:?} in:\n{text}"))
 }
 
+/// What a scaffolded project of `lang` in `dir` built (its `component`,
+/// relative to `dir`) decides what `case` expects; a `pick` component's
+/// `init` refuses a bad configuration; and `plugin new` will not write over
+/// the project.
+fn built_project_behaves(dir: &Path, component: &Path, case: &Case, lang: &str) {
+    let component = dir.join(component);
+    assert!(component.is_file(), "{}", component.display());
+    assert_eq!(
+        plugin_test(&component, case),
+        case.expected,
+        "{}",
+        case.hook
+    );
+    if case.hook == "pick" {
+        init_rejects(&component);
+    }
+    refuses_again(dir, lang, case.hook);
+}
+
 #[test]
 fn plugin_new_javascript_projects_build_pass_their_tests_and_run() {
     let modules = componentize_js();
@@ -325,13 +344,7 @@ fn plugin_new_javascript_projects_build_pass_their_tests_and_run() {
             Command::new("npm").args(["run", "build"]).current_dir(&dir),
             &format!("npm run build ({hook})"),
         );
-        let component = dir.join(component);
-        assert!(component.is_file(), "{}", component.display());
-        assert_eq!(plugin_test(&component, &case), case.expected, "{hook}");
-        if hook == "pick" {
-            init_rejects(&component);
-        }
-        refuses_again(&dir, "js", hook);
+        built_project_behaves(&dir, &component, &case, "js");
     }
     // The SDK path is for Rust crates.
     let dir = root.path().join("with-sdk");
@@ -382,12 +395,6 @@ fn plugin_new_python_projects_build_pass_their_tests_and_run() {
                 .env("COMPONENTIZE_PY_VENV", OsStr::new(&venv)),
             &format!("sh build.sh ({hook})"),
         );
-        let component = dir.join(component);
-        assert!(component.is_file(), "{}", component.display());
-        assert_eq!(plugin_test(&component, &case), case.expected, "{hook}");
-        if hook == "pick" {
-            init_rejects(&component);
-        }
-        refuses_again(&dir, "python", hook);
+        built_project_behaves(&dir, &component, &case, "python");
     }
 }

@@ -193,6 +193,20 @@ impl Node {
         client.request(req).await.expect("request reaches the node")
     }
 
+    /// `PUT /v1/plugins/{name}?{query}` with `component` as
+    /// `application/wasm`; the status and the JSON answer (`null` when it
+    /// is not JSON).
+    pub async fn put_plugin(&self, name: &str, query: &str, component: Vec<u8>) -> (u16, Value) {
+        let (status, _, body) = self
+            .raw(
+                self.request("PUT", &format!("/v1/plugins/{name}?{query}"))
+                    .header("content-type", "application/wasm"),
+                component,
+            )
+            .await;
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
     pub fn request(&self, method: &str, path: &str) -> http::request::Builder {
         http::Request::builder()
             .method(method)
@@ -369,4 +383,12 @@ pub async fn publish_texts(node: &Node, topic: &str, payloads: &[String]) -> Vec
         .map(|p| serde_json::json!({"payload": p}))
         .collect();
     publish_batch(node, topic, &entries).await
+}
+
+/// The component of the repository's guest plugin crate `name` (`_` for
+/// `-`), built from `plugins/`.
+pub fn guest_wasm(name: &str) -> Vec<u8> {
+    let repo = switchyard_testkit::repo_root();
+    let dir = switchyard_testkit::build_guest_plugins(repo).expect("guest plugins build");
+    std::fs::read(dir.join(format!("{name}.wasm"))).expect("plugin file")
 }

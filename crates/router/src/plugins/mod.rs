@@ -485,14 +485,19 @@ impl Plugins {
         };
         let updated_ms = now_ms();
         let stamp = cluster.as_ref().map(|e| e.stamp);
-        if let Some(entry) = &cluster {
-            let bytes = match component {
-                Some(b) => b.to_vec(),
+        // What is stored with the binding: the upload, or the component
+        // the store already holds under its sha256.
+        let component_bytes = || -> Result<Vec<u8>, RouterError> {
+            match component {
+                Some(b) => Ok(b.to_vec()),
                 None => self
                     .store
                     .plugin_component(&plugin.sha256())?
-                    .ok_or_else(|| RouterError::PluginSetting("stored component missing".into()))?,
-            };
+                    .ok_or_else(|| RouterError::PluginSetting("stored component missing".into())),
+            }
+        };
+        if let Some(entry) = &cluster {
+            let bytes = component_bytes()?;
             let raw = serde_json::to_vec(entry).expect("entries serialise");
             self.store
                 .put_plugin_entry(&settings.name, &raw, Some((&plugin.sha256(), &bytes)))?;
@@ -502,13 +507,7 @@ impl Plugins {
         }
         if source == Source::Api {
             let record = record_of(&settings, &plugin.sha256(), version, updated_ms);
-            let bytes = match component {
-                Some(b) => b.to_vec(),
-                None => self
-                    .store
-                    .plugin_component(&plugin.sha256())?
-                    .ok_or_else(|| RouterError::PluginSetting("stored component missing".into()))?,
-            };
+            let bytes = component_bytes()?;
             let raw = serde_json::to_vec(&record).expect("records serialise");
             self.store
                 .put_plugin(&settings.name, &raw, &plugin.sha256(), &bytes)?;
