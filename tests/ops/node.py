@@ -32,9 +32,10 @@ class Node:
 
     `env` adds environment variables (a value of None removes one); the
     node's log filter is `warn` unless `env` sets SWITCHYARD_LOG.
+    `stderr_unread` gives the node a standard error that is never read.
     """
 
-    def __init__(self, args=(), config=None, env=None):
+    def __init__(self, args=(), config=None, env=None, stderr_unread=False):
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="switchyard-ops-"))
         cmd = [binary(), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.dir / "data")]
         if config is not None:
@@ -51,7 +52,10 @@ class Node:
             else:
                 full_env[k] = v
         self.log = open(self.dir / "node.log", "ab")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=full_env)
+        # stderr_unread: a pipe nobody reads, which fills after 64 KiB and
+        # then blocks every write to it (a stalled log collector).
+        stderr = subprocess.PIPE if stderr_unread else self.log
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, env=full_env)
         line = self.proc.stdout.readline().decode().strip()
         prefix = "switchyard listening on "
         if not line.startswith(prefix):

@@ -2,8 +2,10 @@
 strings (which may hold a token), and none when the filter turns it off;
 the storage engine's start-up lines stay out of the default log."""
 
+import http.client
 import json
 import time
+import urllib.parse
 import urllib.error
 import urllib.request
 
@@ -64,7 +66,36 @@ def the_filter_turns_it_off():
         assert any(l.get("target") == "switchyard" for l in lines), lines
 
 
+def a_stalled_stderr_holds_no_request():
+    """A standard error that stops taking lines (a stuck log collector) costs
+    log lines, counted in /metrics, and never an answer: the lines go
+    through a bounded queue written by a thread of its own."""
+    with Node(env={"SWITCHYARD_LOG": "info"}, stderr_unread=True) as node:
+        host = urllib.parse.urlsplit(node.url).netloc
+        conn = http.client.HTTPConnection(host, timeout=5)
+        # One access-log line per request: a few hundred fill the pipe,
+        # QUEUED_LINES (16,384) more fill the queue, the rest are dropped.
+        slowest = 0.0
+        for i in range(20_000):
+            start = time.monotonic()
+            conn.request("GET", "/healthz")
+            r = conn.getresponse()
+            r.read()
+            assert r.status == 200, (i, r.status)
+            slowest = max(slowest, time.monotonic() - start)
+        conn.close()
+        assert slowest < 2.0, f"a request took {slowest:.3f} s"
+        with urllib.request.urlopen(node.url + "/metrics", timeout=5) as r:
+            text = r.read().decode()
+        dropped = [l for l in text.splitlines() if l.startswith("switchyard_log_lines_dropped_total ")]
+        assert dropped and int(float(dropped[0].split()[1])) > 0, dropped
+        # The node still stops cleanly: the queue's writer gives up on a
+        # stuck pipe instead of holding the exit.
+        node.proc.terminate()
+        assert node.proc.wait(timeout=15) == 0
+
+
 if __name__ == "__main__":
-    for test in (one_line_per_request, the_filter_turns_it_off):
+    for test in (one_line_per_request, the_filter_turns_it_off, a_stalled_stderr_holds_no_request):
         test()
         print(f"ok: {test.__name__}")

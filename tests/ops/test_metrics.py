@@ -138,6 +138,7 @@ def traffic_is_counted():
         assert value(f, "switchyard_group_members", group="billing") == 1
         assert value(f, "switchyard_group_inflight_messages", group="billing") >= 1
         assert value(f, "switchyard_group_delivered", group="billing") >= 1
+        assert value(f, "switchyard_log_lines_dropped") == 0
         assert value(f, "process_resident_memory_bytes") > 1_000_000
         assert value(f, "process_open_fds") > 0
         assert value(f, "process_cpu_seconds") > 0

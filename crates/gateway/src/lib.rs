@@ -56,5 +56,6 @@ mod ui;
 pub use auth::{Anonymous, AuthConfig, Authorizer, Scope, VerifyKey};
 pub use config::{GatewayConfig, LIVE_KEYS, Live};
 pub use hosts::check_allowed_host;
+pub use metrics::report_dropped_log_lines;
 pub use server::serve;
 pub use switchyard_router::Router;

@@ -208,6 +208,8 @@ struct Scrape {
     plugin_table: [u64; 5],
     cluster: Option<ClusterNumbers>,
     process: Option<Process>,
+    /// Lines the log writer dropped, where it reports them.
+    dropped_log_lines: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -359,8 +361,22 @@ impl Scrape {
             plugin_table,
             cluster,
             process: Process::read(),
+            dropped_log_lines: DROPPED_LOG_LINES.get().map(|count| count()),
         }
     }
+}
+
+/// Where the process's log writer reports the lines it dropped (see
+/// [`report_dropped_log_lines`]). Process-wide, like the log subscriber.
+static DROPPED_LOG_LINES: std::sync::OnceLock<Box<dyn Fn() -> u64 + Send + Sync>> =
+    std::sync::OnceLock::new();
+
+/// Makes `/metrics` report `switchyard_log_lines_dropped_total` from
+/// `count`: the log lines the process's writer dropped because its queue
+/// was full. Set once per process, by whoever installs the log writer; a
+/// second call is ignored. Without it the metric is not reported.
+pub fn report_dropped_log_lines(count: impl Fn() -> u64 + Send + Sync + 'static) {
+    let _ = DROPPED_LOG_LINES.set(Box::new(count));
 }
 
 /// Writes one unlabelled counter.
@@ -412,6 +428,14 @@ impl Collector for Scrape {
         self.encode_plugins(e)?;
         if let Some(c) = &self.cluster {
             encode_cluster(e, c)?;
+        }
+        if let Some(n) = self.dropped_log_lines {
+            counter(
+                e,
+                "switchyard_log_lines_dropped",
+                "Log lines dropped because the log writer's queue was full.",
+                n,
+            )?;
         }
         if let Some(p) = &self.process {
             p.encode(e)?;

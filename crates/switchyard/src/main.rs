@@ -178,7 +178,12 @@ impl Drop for PidFile {
 async fn serve(args: ServeArgs) -> Result<()> {
     let (file, overrides) = args.into_overrides();
     let config = NodeConfig::load(file.as_deref(), overrides)?;
-    let log_filter = switchyard::logging::init(config.log_format, &config.log_filter);
+    // Held to the end of `serve`: dropping it writes out the queued lines.
+    let logging = switchyard::logging::init(
+        config.log_format,
+        &config.log_filter,
+        switchyard::logging::Writer::Queued,
+    );
     let filter = config.log_filter.clone();
     let listener = listen(config.listen).map_err(|source| NodeError::Listen {
         addr: config.listen,
@@ -201,7 +206,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
         tls.clone(),
         file,
         Box::new(load_again),
-        log_filter,
+        logging.filter,
         filter,
         live,
     ));

@@ -142,7 +142,7 @@ pub(crate) async fn run(cmd: PluginCommand, ca: Option<&Path>) -> Result<()> {
         } => {
             let filter = std::env::var("SWITCHYARD_LOG")
                 .unwrap_or_else(|_| crate::logging::DEFAULT_FILTER.into());
-            crate::logging::init(LogFormat::Pretty, &filter);
+            crate::logging::init(LogFormat::Pretty, &filter, crate::logging::Writer::Direct);
             let source = match (replay, message) {
                 (Some(pattern), _) => Messages::Replay(pattern),
                 (None, Some(message)) => Messages::Given(message),
