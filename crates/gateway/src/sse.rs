@@ -58,6 +58,102 @@ fn put_data(buf: &mut BytesMut, text: &str) {
     }
 }
 
+/// Payloads at least this large that a `data:` line can carry as they are
+/// (UTF-8 without CR or LF) are not copied into a stream's chunk: the
+/// chunk points at the message's own bytes, which every stream reading
+/// the message shares (the store's tail holds them once). Below this, one
+/// copy into the chunk costs less than another buffer for hyper's
+/// vectored write.
+const SHARED_PAYLOAD_MIN: usize = 4096;
+
+/// What a stream hands its connection for one read: usually one buffer;
+/// a read with large payloads ([`SHARED_PAYLOAD_MIN`]) is several, the
+/// payloads among them as the messages hold them.
+#[derive(Debug)]
+pub(crate) enum Chunk {
+    /// One buffer.
+    One(Bytes),
+    /// Buffers to write in order.
+    Parts(Vec<Bytes>),
+}
+
+impl Chunk {
+    /// The chunk as one buffer (copying parts together).
+    #[cfg(test)]
+    pub(crate) fn concat(self) -> Bytes {
+        match self {
+            Chunk::One(b) => b,
+            Chunk::Parts(parts) => parts.concat().into(),
+        }
+    }
+}
+
+impl From<Bytes> for Chunk {
+    fn from(b: Bytes) -> Self {
+        Chunk::One(b)
+    }
+}
+
+/// Builds a [`Chunk`]: events are written into one buffer, and a large
+/// single-line text payload goes in as its own part without a copy.
+struct ChunkWriter {
+    buf: BytesMut,
+    parts: Vec<Bytes>,
+}
+
+impl ChunkWriter {
+    fn with_capacity(n: usize) -> Self {
+        ChunkWriter {
+            buf: BytesMut::with_capacity(n),
+            parts: Vec::new(),
+        }
+    }
+
+    /// Whether `payload` goes out as its own part: large, and text a
+    /// single `data:` line carries unchanged.
+    fn shares(payload: &[u8]) -> bool {
+        payload.len() >= SHARED_PAYLOAD_MIN
+            && memchr::memchr2(b'\n', b'\r', payload).is_none()
+            && std::str::from_utf8(payload).is_ok()
+    }
+
+    /// One message event with `id`. A shared payload's event is the
+    /// buffer up to `data: `, the payload, then the buffer again.
+    fn message(&mut self, m: &Message, id: &str, format: Format) {
+        if format == Format::Raw && Self::shares(&m.payload) {
+            let buf = &mut self.buf;
+            buf.put_slice(b"id: ");
+            buf.put_slice(id.as_bytes());
+            buf.put_slice(b"\nevent: message\ndata: ");
+            self.parts.push(buf.split().freeze());
+            self.parts.push(m.payload.clone());
+            self.buf.put_slice(b"\n\n");
+        } else {
+            put_message(&mut self.buf, m, id, format);
+        }
+    }
+
+    fn finish(mut self) -> Chunk {
+        if self.parts.is_empty() {
+            Chunk::One(self.buf.freeze())
+        } else {
+            if !self.buf.is_empty() {
+                self.parts.push(self.buf.freeze());
+            }
+            Chunk::Parts(self.parts)
+        }
+    }
+}
+
+/// The bytes a message's payload adds to a chunk's own buffer.
+fn copied_len(m: &Message, format: Format) -> usize {
+    if format == Format::Raw && ChunkWriter::shares(&m.payload) {
+        0
+    } else {
+        m.payload.len()
+    }
+}
+
 fn put_message(buf: &mut BytesMut, m: &Message, id: &str, format: Format) {
     buf.put_slice(b"id: ");
     buf.put_slice(id.as_bytes());
@@ -81,28 +177,28 @@ fn put_message(buf: &mut BytesMut, m: &Message, id: &str, format: Format) {
     buf.put_u8(b'\n');
 }
 
-/// One chunk holding every event of a delivery: gap events first, then one
-/// event per message with the cursor after it as `id:`.
-pub(crate) fn format_delivery(d: &Delivery, format: Format) -> Bytes {
-    let size: usize = d.messages.iter().map(|m| m.payload.len() + 96).sum();
-    let mut buf = BytesMut::with_capacity(size + d.gaps.len() * 160);
+/// Every event of a delivery: gap events first, then one event per
+/// message with the cursor after it as `id:`.
+pub(crate) fn format_delivery(d: &Delivery, format: Format) -> Chunk {
+    let size: usize = d.messages.iter().map(|m| copied_len(m, format) + 96).sum();
+    let mut w = ChunkWriter::with_capacity(size + d.gaps.len() * 160);
     for g in &d.gaps {
-        buf.put_slice(b"event: gap\n");
-        put_data(&mut buf, &gap(g).to_string());
-        buf.put_u8(b'\n');
+        w.buf.put_slice(b"event: gap\n");
+        put_data(&mut w.buf, &gap(g).to_string());
+        w.buf.put_u8(b'\n');
     }
     for (m, cursor) in d.with_cursors() {
-        put_message(&mut buf, m, &cursor.encode(), format);
+        w.message(m, &cursor.encode(), format);
     }
     if d.messages.is_empty() && d.skipped > 0 {
         // Everything read was filtered out: an event with only an `id:`
         // moves the client's Last-Event-ID past it without dispatching
         // anything (EventSource ignores events without data).
-        buf.put_slice(b"id: ");
-        buf.put_slice(d.cursor.encode().as_bytes());
-        buf.put_slice(b"\n\n");
+        w.buf.put_slice(b"id: ");
+        w.buf.put_slice(d.cursor.encode().as_bytes());
+        w.buf.put_slice(b"\n\n");
     }
-    buf.freeze()
+    w.finish()
 }
 
 /// Where an SSE stream's events come from.
@@ -113,7 +209,7 @@ pub(crate) trait Events: Send + 'static {
     /// The next chunk of events and the messages in it; `None` ends the
     /// stream. Must be cancel-safe: the stream drops it for heartbeats
     /// and shutdown.
-    fn next_chunk(&mut self) -> impl Future<Output = Option<(Bytes, u64)>> + Send;
+    fn next_chunk(&mut self) -> impl Future<Output = Option<(Chunk, u64)>> + Send;
 }
 
 /// A fan-out subscription's events.
@@ -125,7 +221,7 @@ pub(crate) struct SubscriptionEvents {
 impl Events for SubscriptionEvents {
     const VIA: Via = Via::Stream;
 
-    async fn next_chunk(&mut self) -> Option<(Bytes, u64)> {
+    async fn next_chunk(&mut self) -> Option<(Chunk, u64)> {
         match self.sub.next().await {
             Ok(d) => Some((format_delivery(&d, self.format), 1)),
             Err(e) => {
@@ -146,26 +242,30 @@ pub(crate) struct MemberEvents {
 impl Events for MemberEvents {
     const VIA: Via = Via::Group;
 
-    async fn next_chunk(&mut self) -> Option<(Bytes, u64)> {
+    async fn next_chunk(&mut self) -> Option<(Chunk, u64)> {
         let batch = self.member.next().await?;
-        let size: usize = batch.iter().map(|d| d.message.payload.len() + 128).sum();
-        let mut buf = BytesMut::with_capacity(size);
+        let size: usize = batch
+            .iter()
+            .map(|d| copied_len(&d.message, self.format) + 128)
+            .sum();
+        let mut w = ChunkWriter::with_capacity(size);
         for d in &batch {
             let id = d.message.id.to_string();
             match self.format {
                 Format::Json => {
                     let mut env = envelope(&d.message);
                     env["delivery"] = d.delivery.into();
+                    let buf = &mut w.buf;
                     buf.put_slice(b"id: ");
                     buf.put_slice(id.as_bytes());
                     buf.put_slice(b"\nevent: message\n");
-                    put_data(&mut buf, &env.to_string());
+                    put_data(buf, &env.to_string());
                     buf.put_u8(b'\n');
                 }
-                Format::Raw => put_message(&mut buf, &d.message, &id, Format::Raw),
+                Format::Raw => w.message(&d.message, &id, Format::Raw),
             }
         }
-        Some((buf.freeze(), batch.len() as u64))
+        Some((w.finish(), batch.len() as u64))
     }
 }
 
@@ -181,6 +281,8 @@ struct State<E> {
     heartbeat: Duration,
     shutdown: watch::Receiver<bool>,
     prelude: Option<Bytes>,
+    /// The parts of the last chunk not handed over yet.
+    rest: std::vec::IntoIter<Bytes>,
     output: Arc<Output>,
     /// When the last chunk after the prelude was handed over. The body is
     /// asked for its next chunk only once the connection has taken it.
@@ -215,6 +317,7 @@ pub(crate) fn body<E: Events>(
         heartbeat,
         shutdown,
         prelude: Some(prelude),
+        rest: Vec::new().into_iter(),
         output,
         handed: None,
         _subscriber: metrics.subscriber(matches!(E::VIA, Via::Group)),
@@ -223,6 +326,11 @@ pub(crate) fn body<E: Events>(
     let events = stream::unfold(state, |mut st| async move {
         if let Some(p) = st.prelude.take() {
             return Some((Ok::<_, Infallible>(Frame::data(p)), st));
+        }
+        // The rest of an event already begun, before anything else.
+        if let Some(part) = st.rest.next() {
+            st.handed = Some(tokio::time::Instant::now());
+            return Some((Ok(Frame::data(part)), st));
         }
         if *st.shutdown.borrow() {
             return None;
@@ -238,7 +346,13 @@ pub(crate) fn body<E: Events>(
             chunk = st.events.next_chunk() => {
                 let (chunk, messages) = chunk?;
                 st.metrics.delivered(E::VIA, messages);
-                chunk
+                match chunk {
+                    Chunk::One(b) => b,
+                    Chunk::Parts(parts) => {
+                        st.rest = parts.into_iter();
+                        st.rest.next().unwrap_or_default()
+                    }
+                }
             }
             () = tokio::time::sleep(st.heartbeat) => Bytes::from_static(b": heartbeat\n\n"),
             _ = st.shutdown.changed() => return None,
@@ -270,8 +384,8 @@ mod tests {
     impl Events for Chunks {
         const VIA: Via = Via::Stream;
 
-        async fn next_chunk(&mut self) -> Option<(Bytes, u64)> {
-            self.0.recv().await.map(|b| (b, 1))
+        async fn next_chunk(&mut self) -> Option<(Chunk, u64)> {
+            self.0.recv().await.map(|b| (b.into(), 1))
         }
     }
 
@@ -310,6 +424,135 @@ mod tests {
         assert_eq!(next().await, None, "read over the budget");
         output.take(1000);
         assert_eq!(next().await.unwrap(), "c");
+    }
+
+    fn message(seq: u64, payload: Bytes) -> Arc<Message> {
+        Arc::new(Message {
+            id: switchyard_model::MessageId {
+                origin: switchyard_model::NodeId(7),
+                seq,
+            },
+            topic: "t".parse().unwrap(),
+            stream_seq: seq,
+            timestamp: switchyard_model::Timestamp::from_millis(1),
+            key: None,
+            headers: Vec::new(),
+            payload,
+        })
+    }
+
+    fn delivery(messages: Vec<Arc<Message>>) -> Delivery {
+        let mut cursor = switchyard_model::Cursor::earliest();
+        for m in &messages {
+            cursor.advance(m.id.origin, m.id.seq);
+        }
+        Delivery {
+            gaps: Vec::new(),
+            messages,
+            start: switchyard_model::Cursor::earliest(),
+            cursor,
+            skipped: 0,
+        }
+    }
+
+    /// The events as one string, and how many of its parts point at a
+    /// message's own payload.
+    fn formatted(d: &Delivery) -> (String, usize) {
+        let chunk = format_delivery(d, Format::Raw);
+        let shared = match &chunk {
+            Chunk::One(_) => 0,
+            Chunk::Parts(parts) => parts
+                .iter()
+                .filter(|p| {
+                    d.messages
+                        .iter()
+                        .any(|m| m.payload.len() == p.len() && m.payload.as_ptr() == p.as_ptr())
+                })
+                .count(),
+        };
+        (String::from_utf8(chunk.concat().to_vec()).unwrap(), shared)
+    }
+
+    #[test]
+    fn large_single_line_payloads_are_sent_without_a_copy() {
+        let big = Bytes::from("y".repeat(SHARED_PAYLOAD_MIN));
+        let lines = Bytes::from(format!("{}\nz", "y".repeat(SHARED_PAYLOAD_MIN)));
+        let d = delivery(vec![
+            message(1, Bytes::from_static(b"small")),
+            message(2, big.clone()),
+            message(3, lines.clone()),
+            message(4, big.clone()),
+            message(5, Bytes::from_static(b"\xff\xfe")),
+        ]);
+        let (text, shared) = formatted(&d);
+        // Messages 2 and 4 are the messages' own bytes; 3 (two lines) is
+        // copied as two `data:` lines, 5 (not UTF-8) as base64.
+        assert_eq!(shared, 2);
+        let ids: Vec<String> = d.with_cursors().map(|(_, c)| c.encode()).collect();
+        let big = "y".repeat(SHARED_PAYLOAD_MIN);
+        let expected = format!(
+            "id: {}\nevent: message\ndata: small\n\n\
+             id: {}\nevent: message\ndata: {big}\n\n\
+             id: {}\nevent: message\ndata: {big}\ndata: z\n\n\
+             id: {}\nevent: message\ndata: {big}\n\n\
+             id: {}\nevent: binary\ndata: //4=\n\n",
+            ids[0], ids[1], ids[2], ids[3], ids[4]
+        );
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn payloads_below_the_threshold_are_one_buffer() {
+        let d = delivery(vec![
+            message(1, Bytes::from("y".repeat(SHARED_PAYLOAD_MIN - 1))),
+            message(2, Bytes::from_static(b"b")),
+        ]);
+        assert!(matches!(format_delivery(&d, Format::Raw), Chunk::One(_)));
+        // The JSON envelope is always written out.
+        let big = delivery(vec![message(
+            1,
+            Bytes::from("y".repeat(SHARED_PAYLOAD_MIN)),
+        )]);
+        assert!(matches!(format_delivery(&big, Format::Json), Chunk::One(_)));
+    }
+
+    #[tokio::test]
+    async fn a_chunk_of_parts_is_handed_over_whole_and_in_order() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (_stop, shutdown) = watch::channel(false);
+        let mut body = super::body(
+            Parts(rx),
+            "",
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+            shutdown,
+            Arc::new(Output::new(1 << 20, Duration::from_secs(60))),
+            Arc::default(),
+        );
+        let _prelude = body.frame().await;
+        tx.send(Chunk::Parts(vec![
+            Bytes::from_static(b"a"),
+            Bytes::from_static(b"b"),
+            Bytes::from_static(b"c"),
+        ]))
+        .unwrap();
+        tx.send(Chunk::One(Bytes::from_static(b"d"))).unwrap();
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            got.push(body.frame().await.unwrap().unwrap().into_data().unwrap());
+        }
+        assert_eq!(got, ["a", "b", "c", "d"]);
+    }
+
+    /// Chunks of any kind sent on a channel.
+    struct Parts(tokio::sync::mpsc::UnboundedReceiver<Chunk>);
+
+    impl Events for Parts {
+        const VIA: Via = Via::Stream;
+
+        async fn next_chunk(&mut self) -> Option<(Chunk, u64)> {
+            self.0.recv().await.map(|c| (c, 1))
+        }
     }
 
     #[test]
