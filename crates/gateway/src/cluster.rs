@@ -35,7 +35,7 @@ use switchyard_router::Cluster;
 use crate::handlers::{json_response, read_body};
 use crate::problem::Problem;
 use crate::query::Query;
-use crate::server::{App, Body, full};
+use crate::server::{App, Body, boxed, full, into_bytes};
 
 /// Longest wait for a relayed request's response head.
 const RELAY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -205,8 +205,8 @@ fn seal_response(cluster: &Cluster, id: &RequestId, resp: Response<Body>) -> Res
             .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
             .collect(),
     };
-    let sealed = SealedBody::new(cluster.envelope(), id, &head, body);
-    let mut out = Response::new(sealed.boxed_unsync());
+    let sealed = SealedBody::new(cluster.envelope(), id, &head, into_bytes(body));
+    let mut out = Response::new(boxed(sealed));
     out.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
     out
@@ -385,11 +385,7 @@ pub(crate) async fn plugin_component(
                 })
                 .collect();
             let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
-            Ok(seal_response(
-                cluster,
-                &id,
-                Response::new(BodyExt::boxed_unsync(body)),
-            ))
+            Ok(seal_response(cluster, &id, Response::new(boxed(body))))
         }
         Err(p) => {
             cluster.stats().refused_request();
@@ -591,7 +587,7 @@ pub(crate) async fn relay(
             let _ = stop.wait_for(|s| *s).await;
         }),
     };
-    Ok(Response::from_parts(parts, relay.boxed_unsync()))
+    Ok(Response::from_parts(parts, boxed(relay)))
 }
 
 /// A peer's response body passed through; a broken peer stream or this

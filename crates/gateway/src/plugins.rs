@@ -14,7 +14,7 @@ use switchyard_router::{BindingSpec, ErrorPolicy, Hook, Limits, PluginInfo, Sour
 use crate::handlers::{json_response, not_allowed, read_body};
 use crate::problem::Problem;
 use crate::query::Query;
-use crate::server::{App, Body};
+use crate::server::{App, Body, Out};
 
 /// Query parameters of `PUT /v1/plugins/{name}`.
 const PUT_PARAMS: &[&str] = &[
@@ -111,7 +111,7 @@ fn logs(app: &App, name: &str, req: Request<Incoming>) -> Result<Response<Body>,
     let events = futures_util::stream::unfold(state, |mut st| async move {
         use tokio::sync::broadcast::error::RecvError;
         if let Some(p) = st.prelude.take() {
-            return Some((Ok::<_, Infallible>(Frame::data(p)), st));
+            return Some((Ok::<_, Infallible>(Frame::data(Out::from(p))), st));
         }
         if *st.shutdown.borrow() {
             return None;
@@ -136,7 +136,7 @@ fn logs(app: &App, name: &str, req: Request<Incoming>) -> Result<Response<Body>,
             () = tokio::time::sleep(st.heartbeat) => Bytes::from_static(b": heartbeat\n\n"),
             _ = st.shutdown.changed() => return None,
         };
-        Some((Ok(Frame::data(chunk)), st))
+        Some((Ok(Frame::data(Out::from(chunk))), st))
     });
     let mut resp = Response::new(StreamBody::new(events).boxed_unsync());
     let h = resp.headers_mut();

@@ -27,7 +27,7 @@
 //! token bucket of `request_burst_per_ip` requests refilled at that rate;
 //! a request that finds it empty is answered `429` with `Retry-After`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -93,11 +93,32 @@ async fn is_h2(stream: &tokio::net::TcpStream) -> bool {
 }
 
 /// Response body type of every handler.
-pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
+pub(crate) type Body = UnsyncBoxBody<Out, Infallible>;
 
 /// A complete body.
 pub(crate) fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).boxed_unsync()
+    Full::new(Out::from(b.into())).boxed_unsync()
+}
+
+/// `body`, whose chunks are single buffers, as a [`Body`].
+pub(crate) fn boxed<B>(body: B) -> Body
+where
+    B: http_body::Body<Data = Bytes, Error = Infallible> + Send + 'static,
+{
+    body.map_frame(|f| f.map_data(Out::from)).boxed_unsync()
+}
+
+/// `body`'s chunks, each as one buffer (copied together where a chunk has
+/// several parts).
+pub(crate) fn into_bytes(
+    body: Body,
+) -> impl http_body::Body<Data = Bytes, Error = Infallible> + Unpin {
+    body.map_frame(|f| {
+        f.map_data(|mut out| {
+            let n = bytes::Buf::remaining(&out);
+            bytes::Buf::copy_to_bytes(&mut out, n)
+        })
+    })
 }
 
 /// What every request handler can reach.
@@ -287,7 +308,7 @@ impl Drop for InFlight {
 /// A response body that holds its request's [`InFlight`] and counts its
 /// output in the node's [`Output`] until the connection has written it.
 ///
-/// Each data chunk goes out wrapped in a [`Handed`], whose drop (when the
+/// Each data chunk goes out with a [`Handed`] guard, whose drop (when the
 /// connection has written the last of it to the socket, or is gone) gives
 /// its bytes back; the next chunk is asked of the inner body only then.
 /// So a client that does not read holds one chunk in the connection's
@@ -310,24 +331,122 @@ struct Written {
     waker: futures_util::task::AtomicWaker,
 }
 
-/// A chunk of output held by a connection (see [`Tracked`]).
+/// A chunk of a response body: buffers to write in order, with one
+/// vectored write where the connection can. An SSE event whose payload
+/// goes out as the message's own bytes is three (see `sse::ChunkWriter`);
+/// most chunks are one. A [`Tracked`] body's chunks carry the guard that
+/// gives their bytes back when the connection is done with them.
+pub(crate) struct Out {
+    parts: VecDeque<Bytes>,
+    remaining: usize,
+    _handed: Option<Handed>,
+}
+
+impl Out {
+    /// The buffers not written yet.
+    #[cfg(test)]
+    pub(crate) fn parts(&self) -> &VecDeque<Bytes> {
+        &self.parts
+    }
+}
+
+impl From<Bytes> for Out {
+    fn from(b: Bytes) -> Self {
+        Out {
+            remaining: b.len(),
+            parts: VecDeque::from([b]),
+            _handed: None,
+        }
+    }
+}
+
+impl From<Vec<Bytes>> for Out {
+    fn from(parts: Vec<Bytes>) -> Self {
+        let parts: VecDeque<Bytes> = parts.into_iter().filter(|b| !b.is_empty()).collect();
+        Out {
+            remaining: parts.iter().map(Bytes::len).sum(),
+            parts,
+            _handed: None,
+        }
+    }
+}
+
+impl bytes::Buf for Out {
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.parts.front().map_or(&[], |b| b)
+    }
+
+    fn advance(&mut self, mut cnt: usize) {
+        assert!(cnt <= self.remaining, "advance past the end of the output");
+        self.remaining -= cnt;
+        while cnt > 0 {
+            let Some(front) = self.parts.front_mut() else {
+                return;
+            };
+            if cnt < front.len() {
+                front.advance(cnt);
+                return;
+            }
+            cnt -= front.len();
+            self.parts.pop_front();
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, part) in dst.iter_mut().zip(&self.parts) {
+            *slot = std::io::IoSlice::new(part);
+            n += 1;
+        }
+        n
+    }
+
+    fn copy_to_bytes(&mut self, len: usize) -> Bytes {
+        // One part (most chunks) is handed over as it is.
+        match self.parts.front_mut() {
+            Some(front) if front.len() >= len => {
+                self.remaining -= len;
+                let taken = front.split_to(len);
+                if front.is_empty() {
+                    self.parts.pop_front();
+                }
+                taken
+            }
+            _ => {
+                use bytes::BufMut;
+                let mut out = bytes::BytesMut::with_capacity(len);
+                out.put((&mut *self).take(len));
+                out.freeze()
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Out {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Out")
+            .field("parts", &self.parts.len())
+            .field("remaining", &self.remaining)
+            .finish()
+    }
+}
+
+/// Output held by a connection (see [`Tracked`]): dropped with its [`Out`].
 struct Handed {
-    bytes: Bytes,
+    len: usize,
     output: Arc<Output>,
     conn: Arc<Conn>,
     serial: u64,
     written: Arc<Written>,
 }
 
-impl AsRef<[u8]> for Handed {
-    fn as_ref(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
 impl Drop for Handed {
     fn drop(&mut self) {
-        self.output.take(self.bytes.len());
+        self.output.take(self.len);
         lock(&self.conn.handed).remove(&self.serial);
         self.written.held.store(false, Ordering::Release);
         self.written.waker.wake();
@@ -335,13 +454,13 @@ impl Drop for Handed {
 }
 
 impl http_body::Body for Tracked {
-    type Data = Bytes;
+    type Data = Out;
     type Error = Infallible;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    ) -> Poll<Option<Result<Frame<Out>, Infallible>>> {
         if self.handed.held.load(Ordering::Acquire) {
             self.handed.waker.register(cx.waker());
             if self.handed.held.load(Ordering::Acquire) {
@@ -352,22 +471,23 @@ impl http_body::Body for Tracked {
         let Poll::Ready(Some(Ok(frame))) = polled else {
             return polled;
         };
-        let frame = match frame.into_data() {
-            Ok(data) if !data.is_empty() => data,
-            Ok(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+        let mut out = match frame.into_data() {
+            Ok(out) if out.remaining > 0 => out,
+            Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
             Err(frame) => return Poll::Ready(Some(Ok(frame))),
         };
-        self.output.add(frame.len());
+        let len = out.remaining;
+        self.output.add(len);
         lock(&self.in_flight.conn.handed).insert(self.serial, Instant::now());
         self.handed.held.store(true, Ordering::Release);
-        let handed = Handed {
-            bytes: frame,
+        out._handed = Some(Handed {
+            len,
             output: self.output.clone(),
             conn: self.in_flight.conn.clone(),
             serial: self.serial,
             written: self.handed.clone(),
-        };
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from_owner(handed)))))
+        });
+        Poll::Ready(Some(Ok(Frame::data(out))))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -914,4 +1034,88 @@ pub async fn serve(
         tracing::warn!("connections still open after the shutdown grace period; closing them");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Buf;
+    use futures_util::{StreamExt, stream};
+    use http_body_util::StreamBody;
+
+    use super::*;
+
+    fn conn() -> Arc<Conn> {
+        Arc::new(Conn {
+            kind: Mutex::new(Kind::Unknown),
+            open: AtomicUsize::new(1),
+            served: AtomicBool::new(false),
+            last_active: Mutex::new(Instant::now()),
+            wake: Notify::new(),
+            close: AtomicBool::new(false),
+            handed: Mutex::new(HashMap::new()),
+            bodies: AtomicU64::new(0),
+        })
+    }
+
+    #[test]
+    fn out_is_read_in_order_across_its_parts() {
+        let mut out = Out::from(vec![
+            Bytes::from_static(b"ab"),
+            Bytes::new(),
+            Bytes::from_static(b"cde"),
+        ]);
+        assert_eq!(out.remaining(), 5);
+        {
+            let mut slices = [std::io::IoSlice::new(&[]); 4];
+            assert_eq!(out.chunks_vectored(&mut slices), 2);
+            assert_eq!((&*slices[0], &*slices[1]), (&b"ab"[..], &b"cde"[..]));
+        }
+        assert_eq!(out.copy_to_bytes(1), "a");
+        assert_eq!(out.copy_to_bytes(3), "bcd");
+        assert_eq!((out.remaining(), out.chunk()), (1, &b"e"[..]));
+        out.advance(1);
+        assert!(!out.has_remaining());
+        assert_eq!(out.chunks_vectored(&mut [std::io::IoSlice::new(&[])]), 0);
+    }
+
+    #[test]
+    fn a_chunk_is_held_until_the_connection_has_written_it() {
+        let output = Arc::new(Output::new(1 << 20, Duration::from_secs(60)));
+        let chunks = [
+            Out::from(vec![
+                Bytes::from_static(b"id: 1\ndata: "),
+                Bytes::from_static(b"payload"),
+                Bytes::from_static(b"\n\n"),
+            ]),
+            Out::from(Bytes::from_static(b"next")),
+        ];
+        let frames = stream::iter(chunks.map(|c| Ok::<_, Infallible>(Frame::data(c))))
+            .chain(stream::pending());
+        let mut body = Tracked {
+            inner: StreamBody::new(frames).boxed_unsync(),
+            in_flight: InFlight {
+                conn: conn(),
+                _extra: None,
+            },
+            output: output.clone(),
+            serial: 0,
+            handed: Arc::default(),
+        };
+        let mut poll = || {
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            match http_body::Body::poll_frame(Pin::new(&mut body), &mut cx) {
+                Poll::Ready(Some(Ok(f))) => Some(f.into_data().ok().unwrap()),
+                Poll::Pending => None,
+                Poll::Ready(_) => panic!("the body ended"),
+            }
+        };
+        let mut first = poll().unwrap();
+        assert_eq!(output.pending(), 21);
+        assert_eq!(first.copy_to_bytes(21), "id: 1\ndata: payload\n\n");
+        assert!(poll().is_none(), "held until the connection drops it");
+        drop(first);
+        assert_eq!(output.pending(), 0);
+        let next = poll().unwrap();
+        assert_eq!(next.chunk(), b"next");
+    }
 }

@@ -19,7 +19,7 @@ use tokio::sync::watch;
 use crate::envelope::{envelope, gap};
 use crate::metrics::{Metrics, SubscriberGuard, Via};
 use crate::output::Output;
-use crate::server::Body;
+use crate::server::{Body, Out};
 
 /// How `data:` carries a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,36 +66,9 @@ fn put_data(buf: &mut BytesMut, text: &str) {
 /// vectored write.
 const SHARED_PAYLOAD_MIN: usize = 4096;
 
-/// What a stream hands its connection for one read: usually one buffer;
-/// a read with large payloads ([`SHARED_PAYLOAD_MIN`]) is several, the
-/// payloads among them as the messages hold them.
-#[derive(Debug)]
-pub(crate) enum Chunk {
-    /// One buffer.
-    One(Bytes),
-    /// Buffers to write in order.
-    Parts(Vec<Bytes>),
-}
-
-impl Chunk {
-    /// The chunk as one buffer (copying parts together).
-    #[cfg(test)]
-    pub(crate) fn concat(self) -> Bytes {
-        match self {
-            Chunk::One(b) => b,
-            Chunk::Parts(parts) => parts.concat().into(),
-        }
-    }
-}
-
-impl From<Bytes> for Chunk {
-    fn from(b: Bytes) -> Self {
-        Chunk::One(b)
-    }
-}
-
-/// Builds a [`Chunk`]: events are written into one buffer, and a large
-/// single-line text payload goes in as its own part without a copy.
+/// Builds a stream's chunk ([`Out`]): events are written into one buffer,
+/// and a large single-line text payload goes in as its own part without a
+/// copy.
 struct ChunkWriter {
     buf: BytesMut,
     parts: Vec<Bytes>,
@@ -133,14 +106,12 @@ impl ChunkWriter {
         }
     }
 
-    fn finish(mut self) -> Chunk {
+    fn finish(mut self) -> Out {
         if self.parts.is_empty() {
-            Chunk::One(self.buf.freeze())
+            Out::from(self.buf.freeze())
         } else {
-            if !self.buf.is_empty() {
-                self.parts.push(self.buf.freeze());
-            }
-            Chunk::Parts(self.parts)
+            self.parts.push(self.buf.freeze());
+            Out::from(self.parts)
         }
     }
 }
@@ -179,7 +150,7 @@ fn put_message(buf: &mut BytesMut, m: &Message, id: &str, format: Format) {
 
 /// Every event of a delivery: gap events first, then one event per
 /// message with the cursor after it as `id:`.
-pub(crate) fn format_delivery(d: &Delivery, format: Format) -> Chunk {
+pub(crate) fn format_delivery(d: &Delivery, format: Format) -> Out {
     let size: usize = d.messages.iter().map(|m| copied_len(m, format) + 96).sum();
     let mut w = ChunkWriter::with_capacity(size + d.gaps.len() * 160);
     for g in &d.gaps {
@@ -209,7 +180,7 @@ pub(crate) trait Events: Send + 'static {
     /// The next chunk of events and the messages in it; `None` ends the
     /// stream. Must be cancel-safe: the stream drops it for heartbeats
     /// and shutdown.
-    fn next_chunk(&mut self) -> impl Future<Output = Option<(Chunk, u64)>> + Send;
+    fn next_chunk(&mut self) -> impl Future<Output = Option<(Out, u64)>> + Send;
 }
 
 /// A fan-out subscription's events.
@@ -221,7 +192,7 @@ pub(crate) struct SubscriptionEvents {
 impl Events for SubscriptionEvents {
     const VIA: Via = Via::Stream;
 
-    async fn next_chunk(&mut self) -> Option<(Chunk, u64)> {
+    async fn next_chunk(&mut self) -> Option<(Out, u64)> {
         match self.sub.next().await {
             Ok(d) => Some((format_delivery(&d, self.format), 1)),
             Err(e) => {
@@ -242,7 +213,7 @@ pub(crate) struct MemberEvents {
 impl Events for MemberEvents {
     const VIA: Via = Via::Group;
 
-    async fn next_chunk(&mut self) -> Option<(Chunk, u64)> {
+    async fn next_chunk(&mut self) -> Option<(Out, u64)> {
         let batch = self.member.next().await?;
         let size: usize = batch
             .iter()
@@ -281,8 +252,6 @@ struct State<E> {
     heartbeat: Duration,
     shutdown: watch::Receiver<bool>,
     prelude: Option<Bytes>,
-    /// The parts of the last chunk not handed over yet.
-    rest: std::vec::IntoIter<Bytes>,
     output: Arc<Output>,
     /// When the last chunk after the prelude was handed over. The body is
     /// asked for its next chunk only once the connection has taken it.
@@ -317,7 +286,6 @@ pub(crate) fn body<E: Events>(
         heartbeat,
         shutdown,
         prelude: Some(prelude),
-        rest: Vec::new().into_iter(),
         output,
         handed: None,
         _subscriber: metrics.subscriber(matches!(E::VIA, Via::Group)),
@@ -325,12 +293,7 @@ pub(crate) fn body<E: Events>(
     };
     let events = stream::unfold(state, |mut st| async move {
         if let Some(p) = st.prelude.take() {
-            return Some((Ok::<_, Infallible>(Frame::data(p)), st));
-        }
-        // The rest of an event already begun, before anything else.
-        if let Some(part) = st.rest.next() {
-            st.handed = Some(tokio::time::Instant::now());
-            return Some((Ok(Frame::data(part)), st));
+            return Some((Ok::<_, Infallible>(Frame::data(Out::from(p))), st));
         }
         if *st.shutdown.borrow() {
             return None;
@@ -346,15 +309,9 @@ pub(crate) fn body<E: Events>(
             chunk = st.events.next_chunk() => {
                 let (chunk, messages) = chunk?;
                 st.metrics.delivered(E::VIA, messages);
-                match chunk {
-                    Chunk::One(b) => b,
-                    Chunk::Parts(parts) => {
-                        st.rest = parts.into_iter();
-                        st.rest.next().unwrap_or_default()
-                    }
-                }
+                chunk
             }
-            () = tokio::time::sleep(st.heartbeat) => Bytes::from_static(b": heartbeat\n\n"),
+            () = tokio::time::sleep(st.heartbeat) => Out::from(Bytes::from_static(b": heartbeat\n\n")),
             _ = st.shutdown.changed() => return None,
         };
         st.handed = Some(tokio::time::Instant::now());
@@ -384,7 +341,7 @@ mod tests {
     impl Events for Chunks {
         const VIA: Via = Via::Stream;
 
-        async fn next_chunk(&mut self) -> Option<(Chunk, u64)> {
+        async fn next_chunk(&mut self) -> Option<(Out, u64)> {
             self.0.recv().await.map(|b| (b.into(), 1))
         }
     }
@@ -405,10 +362,11 @@ mod tests {
         );
         let mut next = async || {
             let frame = tokio::time::timeout(Duration::from_secs(1), body.frame()).await;
-            frame
-                .ok()
-                .flatten()
-                .map(|f| f.unwrap().into_data().unwrap())
+            frame.ok().flatten().map(|f| {
+                let mut out = f.unwrap().into_data().unwrap();
+                let n = bytes::Buf::remaining(&out);
+                bytes::Buf::copy_to_bytes(&mut out, n)
+            })
         };
         assert!(next().await.is_some(), "the prelude");
         tx.send(Bytes::from_static(b"a")).unwrap();
@@ -458,19 +416,19 @@ mod tests {
     /// The events as one string, and how many of its parts point at a
     /// message's own payload.
     fn formatted(d: &Delivery) -> (String, usize) {
-        let chunk = format_delivery(d, Format::Raw);
-        let shared = match &chunk {
-            Chunk::One(_) => 0,
-            Chunk::Parts(parts) => parts
-                .iter()
-                .filter(|p| {
-                    d.messages
-                        .iter()
-                        .any(|m| m.payload.len() == p.len() && m.payload.as_ptr() == p.as_ptr())
-                })
-                .count(),
-        };
-        (String::from_utf8(chunk.concat().to_vec()).unwrap(), shared)
+        let mut chunk = format_delivery(d, Format::Raw);
+        let shared = chunk
+            .parts()
+            .iter()
+            .filter(|p| {
+                d.messages
+                    .iter()
+                    .any(|m| m.payload.len() == p.len() && m.payload.as_ptr() == p.as_ptr())
+            })
+            .count();
+        let n = bytes::Buf::remaining(&chunk);
+        let all = bytes::Buf::copy_to_bytes(&mut chunk, n);
+        (String::from_utf8(all.to_vec()).unwrap(), shared)
     }
 
     #[test]
@@ -507,52 +465,13 @@ mod tests {
             message(1, Bytes::from("y".repeat(SHARED_PAYLOAD_MIN - 1))),
             message(2, Bytes::from_static(b"b")),
         ]);
-        assert!(matches!(format_delivery(&d, Format::Raw), Chunk::One(_)));
+        assert_eq!(format_delivery(&d, Format::Raw).parts().len(), 1);
         // The JSON envelope is always written out.
         let big = delivery(vec![message(
             1,
             Bytes::from("y".repeat(SHARED_PAYLOAD_MIN)),
         )]);
-        assert!(matches!(format_delivery(&big, Format::Json), Chunk::One(_)));
-    }
-
-    #[tokio::test]
-    async fn a_chunk_of_parts_is_handed_over_whole_and_in_order() {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let (_stop, shutdown) = watch::channel(false);
-        let mut body = super::body(
-            Parts(rx),
-            "",
-            Duration::from_secs(30),
-            Duration::from_secs(1),
-            shutdown,
-            Arc::new(Output::new(1 << 20, Duration::from_secs(60))),
-            Arc::default(),
-        );
-        let _prelude = body.frame().await;
-        tx.send(Chunk::Parts(vec![
-            Bytes::from_static(b"a"),
-            Bytes::from_static(b"b"),
-            Bytes::from_static(b"c"),
-        ]))
-        .unwrap();
-        tx.send(Chunk::One(Bytes::from_static(b"d"))).unwrap();
-        let mut got = Vec::new();
-        for _ in 0..4 {
-            got.push(body.frame().await.unwrap().unwrap().into_data().unwrap());
-        }
-        assert_eq!(got, ["a", "b", "c", "d"]);
-    }
-
-    /// Chunks of any kind sent on a channel.
-    struct Parts(tokio::sync::mpsc::UnboundedReceiver<Chunk>);
-
-    impl Events for Parts {
-        const VIA: Via = Via::Stream;
-
-        async fn next_chunk(&mut self) -> Option<(Chunk, u64)> {
-            self.0.recv().await.map(|c| (c, 1))
-        }
+        assert_eq!(format_delivery(&big, Format::Json).parts().len(), 1);
     }
 
     #[test]
