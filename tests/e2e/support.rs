@@ -133,6 +133,24 @@ impl Node {
         std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
     }
 
+    /// The node's log once it holds every one of `lines` (the node writes
+    /// its log from a queue, a moment after the event); fails the test
+    /// after 10 s.
+    pub async fn log_with(&self, lines: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if lines.iter().all(|l| log.contains(l)) {
+                return log;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the log lacks one of {lines:?}:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// SIGKILL, as `kill -9` does.
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
