@@ -337,7 +337,10 @@ struct Written {
 /// most chunks are one. A [`Tracked`] body's chunks carry the guard that
 /// gives their bytes back when the connection is done with them.
 pub(crate) struct Out {
-    parts: VecDeque<Bytes>,
+    /// The buffer being written (empty only when everything is).
+    head: Bytes,
+    /// The buffers after it; no allocation for a chunk of one buffer.
+    rest: VecDeque<Bytes>,
     remaining: usize,
     _handed: Option<Handed>,
 }
@@ -345,8 +348,19 @@ pub(crate) struct Out {
 impl Out {
     /// The buffers not written yet.
     #[cfg(test)]
-    pub(crate) fn parts(&self) -> &VecDeque<Bytes> {
-        &self.parts
+    pub(crate) fn parts(&self) -> Vec<Bytes> {
+        std::iter::once(&self.head)
+            .chain(&self.rest)
+            .filter(|b| !b.is_empty())
+            .cloned()
+            .collect()
+    }
+
+    /// Moves to the next buffer once the head is written.
+    fn next_if_done(&mut self) {
+        if self.head.is_empty() {
+            self.head = self.rest.pop_front().unwrap_or_default();
+        }
     }
 }
 
@@ -354,7 +368,8 @@ impl From<Bytes> for Out {
     fn from(b: Bytes) -> Self {
         Out {
             remaining: b.len(),
-            parts: VecDeque::from([b]),
+            head: b,
+            rest: VecDeque::new(),
             _handed: None,
         }
     }
@@ -362,10 +377,13 @@ impl From<Bytes> for Out {
 
 impl From<Vec<Bytes>> for Out {
     fn from(parts: Vec<Bytes>) -> Self {
-        let parts: VecDeque<Bytes> = parts.into_iter().filter(|b| !b.is_empty()).collect();
+        let mut parts = parts.into_iter().filter(|b| !b.is_empty());
+        let head = parts.next().unwrap_or_default();
+        let rest: VecDeque<Bytes> = parts.collect();
         Out {
-            remaining: parts.iter().map(Bytes::len).sum(),
-            parts,
+            remaining: head.len() + rest.iter().map(Bytes::len).sum::<usize>(),
+            head,
+            rest,
             _handed: None,
         }
     }
@@ -377,28 +395,29 @@ impl bytes::Buf for Out {
     }
 
     fn chunk(&self) -> &[u8] {
-        self.parts.front().map_or(&[], |b| b)
+        &self.head
     }
 
     fn advance(&mut self, mut cnt: usize) {
         assert!(cnt <= self.remaining, "advance past the end of the output");
         self.remaining -= cnt;
         while cnt > 0 {
-            let Some(front) = self.parts.front_mut() else {
-                return;
-            };
-            if cnt < front.len() {
-                front.advance(cnt);
+            if cnt < self.head.len() {
+                self.head.advance(cnt);
                 return;
             }
-            cnt -= front.len();
-            self.parts.pop_front();
+            cnt -= self.head.len();
+            self.head = self.rest.pop_front().unwrap_or_default();
         }
+        self.next_if_done();
     }
 
     fn chunks_vectored<'a>(&'a self, dst: &mut [std::io::IoSlice<'a>]) -> usize {
         let mut n = 0;
-        for (slot, part) in dst.iter_mut().zip(&self.parts) {
+        let parts = std::iter::once(&self.head)
+            .chain(&self.rest)
+            .filter(|b| !b.is_empty());
+        for (slot, part) in dst.iter_mut().zip(parts) {
             *slot = std::io::IoSlice::new(part);
             n += 1;
         }
@@ -406,22 +425,17 @@ impl bytes::Buf for Out {
     }
 
     fn copy_to_bytes(&mut self, len: usize) -> Bytes {
-        // One part (most chunks) is handed over as it is.
-        match self.parts.front_mut() {
-            Some(front) if front.len() >= len => {
-                self.remaining -= len;
-                let taken = front.split_to(len);
-                if front.is_empty() {
-                    self.parts.pop_front();
-                }
-                taken
-            }
-            _ => {
-                use bytes::BufMut;
-                let mut out = bytes::BytesMut::with_capacity(len);
-                out.put((&mut *self).take(len));
-                out.freeze()
-            }
+        if self.head.len() >= len {
+            // Within the head (most chunks are one buffer): no copy.
+            self.remaining -= len;
+            let taken = self.head.split_to(len);
+            self.next_if_done();
+            taken
+        } else {
+            use bytes::BufMut;
+            let mut out = bytes::BytesMut::with_capacity(len);
+            out.put((&mut *self).take(len));
+            out.freeze()
         }
     }
 }
@@ -429,7 +443,7 @@ impl bytes::Buf for Out {
 impl std::fmt::Debug for Out {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Out")
-            .field("parts", &self.parts.len())
+            .field("parts", &(1 + self.rest.len()))
             .field("remaining", &self.remaining)
             .finish()
     }
