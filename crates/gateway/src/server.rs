@@ -263,6 +263,20 @@ struct Conn {
 }
 
 impl Conn {
+    /// A connection just accepted: nothing served, nothing in progress.
+    fn new() -> Conn {
+        Conn {
+            kind: Mutex::new(Kind::Unknown),
+            open: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            last_active: Mutex::new(Instant::now()),
+            wake: Notify::new(),
+            close: AtomicBool::new(false),
+            handed: Mutex::new(HashMap::new()),
+            bodies: AtomicU64::new(0),
+        }
+    }
+
     fn is_peer(&self) -> bool {
         matches!(*lock(&self.kind), Kind::Peer(_))
     }
@@ -976,16 +990,7 @@ pub async fn serve(
         let counted = app.metrics.connection();
         let _ = stream.set_nodelay(true);
         let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(SEND_LOWAT);
-        let conn = Arc::new(Conn {
-            kind: Mutex::new(Kind::Unknown),
-            open: AtomicUsize::new(0),
-            served: AtomicBool::new(false),
-            last_active: Mutex::new(Instant::now()),
-            wake: Notify::new(),
-            close: AtomicBool::new(false),
-            handed: Mutex::new(HashMap::new()),
-            bodies: AtomicU64::new(0),
-        });
+        let conn = Arc::new(Conn::new());
         let (app, budgets) = (app.clone(), budgets.clone());
         let (http1, http2) = (http1.clone(), http2.clone());
         let stop = stop_rx.clone();
@@ -1058,17 +1063,12 @@ mod tests {
 
     use super::*;
 
+    /// A connection with one request in progress, as `serve_request`
+    /// counts it.
     fn conn() -> Arc<Conn> {
-        Arc::new(Conn {
-            kind: Mutex::new(Kind::Unknown),
-            open: AtomicUsize::new(1),
-            served: AtomicBool::new(false),
-            last_active: Mutex::new(Instant::now()),
-            wake: Notify::new(),
-            close: AtomicBool::new(false),
-            handed: Mutex::new(HashMap::new()),
-            bodies: AtomicU64::new(0),
-        })
+        let conn = Conn::new();
+        conn.open.store(1, Ordering::Relaxed);
+        Arc::new(conn)
     }
 
     #[test]
