@@ -1486,18 +1486,8 @@ async fn bind_component(
     query: &str,
 ) -> (u16, Value, Duration) {
     let started = Instant::now();
-    let (status, _, body) = node
-        .raw(
-            node.request("PUT", &format!("/v1/plugins/{name}?{query}"))
-                .header("content-type", "application/wasm"),
-            bytes,
-        )
-        .await;
-    (
-        status,
-        serde_json::from_slice(&body).unwrap_or(Value::Null),
-        started.elapsed(),
-    )
+    let (status, v) = node.put_plugin(name, query, bytes).await;
+    (status, v, started.elapsed())
 }
 
 /// Binds the route and filter examples of one language (`route_<suffix>`
