@@ -2314,7 +2314,9 @@ async fn relayed_joins_without_admin_rights_are_limited_too() {
     let (b_id, _) = whoami(&b).await;
     wait_state(&b, &a_id, "alive").await;
     wait_state(&a, &b_id, "alive").await;
-    let names: Vec<String> = (0..8).map(|i| format!("g{i}")).collect();
+    // Which node coordinates a group follows from the node ids, which are
+    // random: with 8 groups, all of them fell to B in about one run in 256.
+    let names: Vec<String> = (0..24).map(|i| format!("g{i}")).collect();
     let join = |g: &str| format!("/v1/events?topic=jobs&group={g}");
     for g in &names {
         let status = crate::auth::status_of(
