@@ -102,6 +102,11 @@ impl ChunkWriter {
             self.parts.push(m.payload.clone());
             self.buf.put_slice(b"\n\n");
         } else {
+            if m.payload.len() >= SHARED_PAYLOAD_MIN {
+                // Left out of the chunk's first estimate (see
+                // `copied_len`): room for it now.
+                self.buf.reserve(m.payload.len() + 128);
+            }
             put_message(&mut self.buf, m, id, format);
         }
     }
@@ -116,9 +121,12 @@ impl ChunkWriter {
     }
 }
 
-/// The bytes a message's payload adds to a chunk's own buffer.
-fn copied_len(m: &Message, format: Format) -> usize {
-    if format == Format::Raw && ChunkWriter::shares(&m.payload) {
+/// The bytes a message's payload adds to a chunk's own buffer, as first
+/// estimated: large payloads count nothing, since most are shared, and one
+/// that is not reserves its room when it is written. So each payload is
+/// scanned once ([`ChunkWriter::shares`]), when it is written.
+fn copied_len(m: &Message) -> usize {
+    if m.payload.len() >= SHARED_PAYLOAD_MIN {
         0
     } else {
         m.payload.len()
@@ -151,7 +159,7 @@ fn put_message(buf: &mut BytesMut, m: &Message, id: &str, format: Format) {
 /// Every event of a delivery: gap events first, then one event per
 /// message with the cursor after it as `id:`.
 pub(crate) fn format_delivery(d: &Delivery, format: Format) -> Out {
-    let size: usize = d.messages.iter().map(|m| copied_len(m, format) + 96).sum();
+    let size: usize = d.messages.iter().map(|m| copied_len(m) + 96).sum();
     let mut w = ChunkWriter::with_capacity(size + d.gaps.len() * 160);
     for g in &d.gaps {
         w.buf.put_slice(b"event: gap\n");
@@ -215,10 +223,7 @@ impl Events for MemberEvents {
 
     async fn next_chunk(&mut self) -> Option<(Out, u64)> {
         let batch = self.member.next().await?;
-        let size: usize = batch
-            .iter()
-            .map(|d| copied_len(&d.message, self.format) + 128)
-            .sum();
+        let size: usize = batch.iter().map(|d| copied_len(&d.message) + 128).sum();
         let mut w = ChunkWriter::with_capacity(size);
         for d in &batch {
             let id = d.message.id.to_string();
