@@ -137,15 +137,24 @@ impl Node {
     /// its log from a queue, a moment after the event); fails the test
     /// after 10 s.
     pub async fn log_with(&self, lines: &[&str]) -> String {
+        self.log_until(&format!("one of {lines:?}"), |log| {
+            lines.iter().all(|l| log.contains(l))
+        })
+        .await
+    }
+
+    /// The node's log once `done` holds for it; fails the test after 10 s,
+    /// naming `what` the log still lacks.
+    pub async fn log_until(&self, what: &str, done: impl Fn(&str) -> bool) -> String {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let log = self.log();
-            if lines.iter().all(|l| log.contains(l)) {
+            if done(&log) {
                 return log;
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "the log lacks one of {lines:?}:\n{log}"
+                "the log lacks {what}:\n{log}"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
