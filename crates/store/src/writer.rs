@@ -129,6 +129,68 @@ impl BulkShare {
     fn bulk_may_go(&self, now: Instant) -> bool {
         self.after.is_none_or(|t| now >= t)
     }
+
+    /// Until when bulk appends wait, or `None` when one may go now: until
+    /// their share allows, and while the engine is behind (`pressure`),
+    /// [`PRESSURE_POLL`] at a time.
+    fn bulk_waits_until(&self, now: Instant, pressure: impl FnOnce() -> bool) -> Option<Instant> {
+        if !self.bulk_may_go(now) {
+            return self.after;
+        }
+        pressure().then(|| now + PRESSURE_POLL)
+    }
+}
+
+/// What [`Waiter::recv_until`] got.
+enum Received {
+    Command(Command),
+    /// The time ran out first.
+    Nothing,
+    /// Every sender is gone.
+    Closed,
+}
+
+/// Waits for the writer's next command with a deadline, so that a small
+/// append that comes while bulk appends wait their turn is taken at once
+/// instead of after a sleep. The channel is tokio's, so the wait runs on a
+/// runtime of the writer thread's own with only a timer.
+struct Waiter(Option<tokio::runtime::Runtime>);
+
+impl Waiter {
+    fn new() -> Waiter {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build();
+        if let Err(e) = &rt {
+            tracing::warn!(error = %e, "the writer polls for commands while bulk appends wait");
+        }
+        Waiter(rt.ok())
+    }
+
+    fn recv_until(&self, rx: &mut mpsc::Receiver<Command>, until: Instant) -> Received {
+        let received = match &self.0 {
+            Some(rt) => {
+                rt.block_on(async { tokio::time::timeout_at(until.into(), rx.recv()).await.ok() })
+            }
+            None => match rx.try_recv() {
+                Ok(c) => Some(Some(c)),
+                Err(mpsc::error::TryRecvError::Disconnected) => Some(None),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    std::thread::sleep(
+                        until
+                            .saturating_duration_since(Instant::now())
+                            .min(PRESSURE_POLL),
+                    );
+                    None
+                }
+            },
+        };
+        match received {
+            Some(Some(c)) => Received::Command(c),
+            Some(None) => Received::Closed,
+            None => Received::Nothing,
+        }
+    }
 }
 
 /// What the writer does next.
@@ -145,6 +207,7 @@ impl WriterLoop {
         // A bulk append goes next (after a group of small ones).
         let mut bulk_turn = false;
         let mut share = BulkShare::default();
+        let waiter = Waiter::new();
         loop {
             let next = if let Some(c) = carried.take() {
                 Next::Command(c)
@@ -153,21 +216,18 @@ impl WriterLoop {
                     Some(c) => Next::Command(c),
                     None => break,
                 }
-            } else if !share.bulk_may_go(Instant::now()) || shared.under_write_pressure() {
+            } else if let Some(until) =
+                share.bulk_waits_until(Instant::now(), || shared.under_write_pressure())
+            {
                 // Bulk appends wait: for their share of the writer's time,
                 // or while the engine is behind on flushing and compacting,
                 // so that it never holds every write (which it does a
                 // little further on, 100 ms at a time). Small appends go
-                // on meanwhile.
-                match self.rx.try_recv() {
-                    Ok(c) => Next::Command(c),
-                    Err(mpsc::error::TryRecvError::Empty) => {
-                        std::thread::sleep(PRESSURE_POLL);
-                        continue;
-                    }
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        Next::Bulk(bulk.pop_front().expect("bulk is not empty"))
-                    }
+                // on meanwhile, taken as soon as they come.
+                match waiter.recv_until(&mut self.rx, until) {
+                    Received::Command(c) => Next::Command(c),
+                    Received::Nothing => continue,
+                    Received::Closed => Next::Bulk(bulk.pop_front().expect("bulk is not empty")),
                 }
             } else if bulk_turn {
                 Next::Bulk(bulk.pop_front().expect("bulk is not empty"))

@@ -7,7 +7,7 @@ use parking_lot::MutexGuard;
 use switchyard_model::Topic;
 use tokio::sync::oneshot;
 
-use super::{BULK_BYTES, BULK_MESSAGES, Command, Writer};
+use super::{BULK_BYTES, BULK_MESSAGES, Command, PRESSURE_POLL, Writer};
 use crate::{Append, Appended, Store, StoreConfig, StoreError};
 
 fn topic(s: &str) -> Topic {
@@ -149,8 +149,57 @@ fn bulk_appends_get_a_quarter_of_the_time_while_small_ones_come() {
     assert!(!share.bulk_may_go(t0 + ms(15) + pause - ms(1)));
     assert!(share.bulk_may_go(t0 + ms(15) + pause));
 
+    // The writer waits for commands until the share allows a bulk commit.
+    assert_eq!(
+        share.bulk_waits_until(t0 + ms(15), || false),
+        Some(t0 + ms(15) + pause)
+    );
+    assert_eq!(share.bulk_waits_until(t0 + ms(15) + pause, || false), None);
+
     // Once small appends stop coming, bulk ones have the writer again.
     let later = t0 + ms(15) + SMALL_RECENT + ms(1);
     share.bulk_committed(later, later + ms(4));
     assert!(share.bulk_may_go(later + ms(4)));
+    // Unless the engine is behind: then the writer looks again shortly.
+    let now = later + ms(4);
+    assert_eq!(
+        share.bulk_waits_until(now, || true),
+        Some(now + PRESSURE_POLL)
+    );
+    assert_eq!(share.bulk_waits_until(now, || false), None);
+}
+
+#[test]
+fn the_writer_takes_a_command_as_soon_as_it_comes() {
+    use super::{Received, Waiter};
+    let waiter = Waiter::new();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    // Nothing comes: the wait ends at its deadline.
+    let t = Instant::now();
+    assert!(matches!(
+        waiter.recv_until(&mut rx, t + Duration::from_millis(30)),
+        Received::Nothing
+    ));
+    assert!(t.elapsed() >= Duration::from_millis(30));
+    // A command sent from another thread during a long wait ends it.
+    let sender = std::thread::spawn({
+        let tx = tx.clone();
+        move || {
+            std::thread::sleep(Duration::from_millis(20));
+            tx.blocking_send(Command::Sync).ok();
+        }
+    });
+    let t = Instant::now();
+    assert!(matches!(
+        waiter.recv_until(&mut rx, t + Duration::from_secs(30)),
+        Received::Command(Command::Sync)
+    ));
+    assert!(t.elapsed() < Duration::from_secs(10));
+    sender.join().unwrap();
+    // Every sender gone: the wait says so at once.
+    drop(tx);
+    assert!(matches!(
+        waiter.recv_until(&mut rx, Instant::now() + Duration::from_secs(30)),
+        Received::Closed
+    ));
 }
