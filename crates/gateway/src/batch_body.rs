@@ -41,30 +41,57 @@ impl EntryCounter {
         }
     }
 
-    /// Counts the entries `chunk` begins.
+    /// Counts the entries `chunk` begins. The bytes inside a started
+    /// NDJSON line, and inside a JSON string, are skipped with `memchr`
+    /// (a batch is mostly payload text), not looked at one by one.
     pub fn feed(&mut self, chunk: &[u8]) {
         if self.ndjson {
-            for &b in chunk {
-                if b == b'\n' {
-                    self.line_started = false;
-                } else if !self.line_started && !b.is_ascii_whitespace() {
-                    self.line_started = true;
-                    self.count += 1;
+            let mut rest = chunk;
+            while !rest.is_empty() {
+                if self.line_started {
+                    match memchr::memchr(b'\n', rest) {
+                        Some(i) => {
+                            self.line_started = false;
+                            rest = &rest[i + 1..];
+                        }
+                        None => return,
+                    }
+                } else {
+                    match rest.iter().position(|b| !b.is_ascii_whitespace()) {
+                        Some(i) => {
+                            self.line_started = true;
+                            self.count += 1;
+                            rest = &rest[i..];
+                        }
+                        None => return,
+                    }
                 }
             }
             return;
         }
-        for &b in chunk {
+        let mut i = 0;
+        while i < chunk.len() {
             if self.in_string {
                 if self.escaped {
                     self.escaped = false;
-                } else if b == b'\\' {
-                    self.escaped = true;
-                } else if b == b'"' {
-                    self.in_string = false;
+                    i += 1;
+                    continue;
                 }
-                continue;
+                match memchr::memchr2(b'"', b'\\', &chunk[i..]) {
+                    Some(j) => {
+                        if chunk[i + j] == b'"' {
+                            self.in_string = false;
+                        } else {
+                            self.escaped = true;
+                        }
+                        i += j + 1;
+                        continue;
+                    }
+                    None => return,
+                }
             }
+            let b = chunk[i];
+            i += 1;
             if b.is_ascii_whitespace() {
                 continue;
             }
@@ -251,6 +278,26 @@ mod tests {
             5
         );
         assert_eq!(count(false, "{\"a\":[1,2]}"), 0);
+    }
+
+    #[test]
+    fn counts_alike_however_the_body_is_cut() {
+        // Strings with escapes, blank lines and CRLF, cut at every point.
+        let bodies = [
+            (true, "{\"payload\":\"a\\\"b\"}\n\n  {}\r\n\t{\"x\":1}\n"),
+            (false, r#" [ {"p":"a\"],[{"}, "x\\", [1,{"y":"]"}], 3 ] "#),
+        ];
+        for (ndjson, body) in bodies {
+            let whole = count(ndjson, body);
+            for cut in 0..=body.len() {
+                let mut c = EntryCounter::new(ndjson);
+                c.feed(&body.as_bytes()[..cut]);
+                c.feed(&body.as_bytes()[cut..]);
+                assert_eq!(c.count, whole, "{body:?} cut at {cut}");
+            }
+        }
+        assert_eq!(count(true, bodies[0].1), 3);
+        assert_eq!(count(false, bodies[1].1), 4);
     }
 
     #[test]
