@@ -874,6 +874,27 @@ def setup(case, port):
             post(port, "/v1/topics/big.t", body)
 
 
+def readyz_storage(port):
+    """The node's commit statistics (`/readyz`'s `storage`), or None."""
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        c.request("GET", "/readyz")
+        body = json.loads(c.getresponse().read())
+        s = body.get("storage", {})
+        out = {k: s.get(k) for k in ("commits", "slow_commits", "slowest_commit_ms")}
+        # Commits per duration bucket (cumulative, as Prometheus has them).
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+        c.close()
+        out["commits_le_s"] = {
+            l.split('le="')[1].split('"')[0]: int(float(l.split()[-1]))
+            for l in text.splitlines()
+            if l.startswith("switchyard_store_commit_duration_seconds_bucket")}
+        return out
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+
+
 def run_case(case, a):
     node = Node(a.bin, a.node_arg)
     proc = None
@@ -910,6 +931,7 @@ def run_case(case, a):
         hwm = node.status("VmHWM")
         sampler.stop()
         alive = node.p.poll() is None
+        storage = readyz_storage(node.port) if alive else None
     finally:
         if proc is not None and proc.is_alive():
             proc.kill()
@@ -945,7 +967,7 @@ def run_case(case, a):
         "sub_p50_base_ms": round(pct(base_rcv, 0.5) * 1000, 2), "sub_p99_base_ms": round(pct(base_rcv, 0.99) * 1000, 2),
         "sub_p50_att_ms": round(pct(att_rcv, 0.5) * 1000, 2), "sub_p99_att_ms": round(pct(att_rcv, 0.99) * 1000, 2),
         "published": legit.sent, "missing": missing, "node_alive": alive,
-        "attack": stats, "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "attack": stats, "storage": storage, "loadavg": [round(x, 2) for x in os.getloadavg()],
     }
     r["rss_ok"] = alive and rss_peak < RSS_LIMIT_KIB and hwm < RSS_LIMIT_KIB
     r["healthz_ok"] = hz_fail == 0 and hz_max < HEALTHZ_LIMIT and len(hz) > 0
@@ -962,7 +984,8 @@ def line(r):
             f"healthz max {r['healthz_max_ms']} ms, {r['healthz_failed']}/{r['healthz_probes']} failed "
             f"{ok(r['healthz_ok'])} | pub p50 {r['pub_p50_base_ms']} -> {r['pub_p50_att_ms']} ms, p99 {r['pub_p99_base_ms']} -> {r['pub_p99_att_ms']} ms, "
             f"sub p99 {r['sub_p99_base_ms']} -> {r['sub_p99_att_ms']} ms, missing {r['missing']}/{r['published']} "
-            f"{ok(r['legit_ok'])} | load {r['loadavg'][0]} | attack {json.dumps(r['attack'])}")
+            f"{ok(r['legit_ok'])} | load {r['loadavg'][0]} | storage {json.dumps(r['storage'])} "
+            f"| attack {json.dumps(r['attack'])}")
 
 
 def main():
