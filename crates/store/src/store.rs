@@ -1,8 +1,9 @@
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use parking_lot::{Condvar, Mutex, RwLock};
@@ -815,8 +816,15 @@ const WRITEBACK_TICK: Duration = Duration::from_millis(10);
 /// last writeback, and otherwise every [`WRITEBACK_PERIOD`] if anything was.
 const WRITEBACK_BYTES: u64 = 1024 * 1024;
 const WRITEBACK_PERIOD: Duration = Duration::from_millis(250);
+/// How often the writeback thread lists the data directory again for the
+/// files being written.
+const WRITEBACK_RESCAN: Duration = Duration::from_millis(250);
+/// A file modified this recently is one being written.
+const WRITEBACK_RECENT: Duration = Duration::from_secs(2);
+/// How deep the writeback thread looks into the data directory.
+const WRITEBACK_DEPTH: u32 = 4;
 
-/// Writes the storage engine's recent writes back to disk in the
+/// Starts the writeback of the storage engine's recent writes in the
 /// background, without holding fjall's journal lock. fjall syncs the
 /// journal under that lock at every memtable flush, and every commit waits
 /// for that sync: with `fsync = never` or `interval`, tens of MiB of dirty
@@ -825,13 +833,18 @@ const WRITEBACK_PERIOD: Duration = Duration::from_millis(250);
 /// Written back every MiB committed (and at least every 250 ms), the sync
 /// under the lock finds little to write.
 ///
-/// fjall has no public handle on its journal file, so this syncs the
-/// filesystem that holds the data directory (`syncfs(2)`), which needs no
-/// knowledge of fjall's files. It also writes back the tables fjall's own
-/// threads are writing, which the kernel would write back within 30 s
-/// anyway.
+/// fjall has no public handle on its journal file, so this starts the
+/// writeback of every file in the data directory modified in the last
+/// [`WRITEBACK_RECENT`], whatever its name: the journal and the tables
+/// fjall's threads are writing (`sync_file_range(2)` with
+/// `SYNC_FILE_RANGE_WRITE`). It neither waits for the writes nor commits
+/// the filesystem's journal. `syncfs(2)`, used before, did both, for the
+/// whole filesystem: under a bulk load it stalled this node's commits and
+/// those of every other process writing to the same filesystem (measured:
+/// an unattacked node's publish p99 20 ms while another took 90 MB/s of
+/// batches, 5 ms with this).
 fn journal_writeback(sh: &Shared, stopper: &Stopper) {
-    let dir = std::fs::File::open(&sh.config.path).ok();
+    let mut files = Writeback::new(sh.config.path.clone());
     let mut last = std::time::Instant::now();
     while !stopper.wait(WRITEBACK_TICK) {
         let pending = sh.unsynced_bytes.load(Ordering::Relaxed);
@@ -840,15 +853,136 @@ fn journal_writeback(sh: &Shared, stopper: &Stopper) {
         }
         sh.unsynced_bytes.fetch_sub(pending, Ordering::Relaxed);
         last = std::time::Instant::now();
-        if let Some(dir) = &dir {
-            let _ = rustix::fs::syncfs(dir);
+        files.write_back(last);
+    }
+}
+
+/// The files of a data directory being written, found by listing it now
+/// and then, and written back on demand.
+struct Writeback {
+    dir: PathBuf,
+    hot: Vec<std::fs::File>,
+    listed: Option<std::time::Instant>,
+}
+
+impl Writeback {
+    fn new(dir: PathBuf) -> Writeback {
+        Writeback {
+            dir,
+            hot: Vec::new(),
+            listed: None,
+        }
+    }
+
+    /// Starts the writeback of the files being written, listing the
+    /// directory again first when the last listing is
+    /// [`WRITEBACK_RESCAN`] old.
+    fn write_back(&mut self, now: std::time::Instant) {
+        if self
+            .listed
+            .is_none_or(|t| now.saturating_duration_since(t) >= WRITEBACK_RESCAN)
+        {
+            self.listed = Some(now);
+            let mut found = Vec::new();
+            recent_files(&self.dir, WRITEBACK_DEPTH, SystemTime::now(), &mut found);
+            // Files deleted since (a sealed journal, a compacted table) are
+            // let go here; until then their descriptors keep them.
+            self.hot = found
+                .into_iter()
+                .filter_map(|p| std::fs::File::open(p).ok())
+                .collect();
+        }
+        for f in &self.hot {
+            start_writeback(f);
         }
     }
 }
+
+/// Appends to `found` the regular files under `dir` (at most `depth`
+/// levels down) modified within [`WRITEBACK_RECENT`] of `now`.
+fn recent_files(dir: &Path, depth: u32, now: SystemTime, found: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else {
+            continue;
+        };
+        if meta.is_dir() {
+            if depth > 0 {
+                recent_files(&entry.path(), depth - 1, now, found);
+            }
+        } else if meta.is_file()
+            && meta
+                .modified()
+                .is_ok_and(|m| now.duration_since(m).unwrap_or_default() < WRITEBACK_RECENT)
+        {
+            found.push(entry.path());
+        }
+    }
+}
+
+/// Starts writing `f`'s dirty pages to disk and returns at once
+/// (`sync_file_range(2)`, `SYNC_FILE_RANGE_WRITE`, the whole file). A
+/// failure is ignored: this only shortens a later sync.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn start_writeback(f: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range takes a descriptor number and three integers
+    // and touches no memory of this process; `f` keeps the descriptor open
+    // for the duration of the call.
+    let _ = unsafe { libc::sync_file_range(f.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_f: &std::fs::File) {}
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StoreError> {
     std::thread::Builder::new()
         .name(name.into())
         .spawn(f)
         .map_err(|e| StoreError::DataDir(format!("cannot start thread {name}: {e}")))
+}
+
+#[cfg(test)]
+mod writeback_tests {
+    use super::*;
+
+    fn write(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"x").unwrap();
+    }
+
+    #[test]
+    fn the_writeback_takes_the_files_being_written_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = [dir.path().join("j"), dir.path().join("k/1/tables/2")];
+        let old = dir.path().join("k/1/tables/1");
+        let too_deep = dir.path().join("a/b/c/d/e/f");
+        for p in fresh.iter().chain([&old, &too_deep]) {
+            write(p);
+        }
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(3600))
+            .unwrap();
+        let mut found = Vec::new();
+        recent_files(dir.path(), WRITEBACK_DEPTH, SystemTime::now(), &mut found);
+        found.sort();
+        assert_eq!(found, fresh);
+
+        // The directory is listed again only every WRITEBACK_RESCAN.
+        let mut files = Writeback::new(dir.path().to_path_buf());
+        let t = std::time::Instant::now();
+        files.write_back(t);
+        assert_eq!(files.hot.len(), 2);
+        write(&dir.path().join("k/2/new"));
+        files.write_back(t + WRITEBACK_RESCAN / 2);
+        assert_eq!(files.hot.len(), 2);
+        files.write_back(t + WRITEBACK_RESCAN);
+        assert_eq!(files.hot.len(), 3);
+    }
 }
