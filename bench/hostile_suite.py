@@ -61,6 +61,7 @@ probes use 127.0.0.1):
     python3 bench/hostile_suite.py                        # all cases, 60 s each
     python3 bench/hostile_suite.py --case nonreading-sse --duration 20
     python3 bench/hostile_suite.py --bin /path/to/switchyard --json out.jsonl
+    python3 bench/hostile_suite.py --case big-batches --control   # legitimate client on an unattacked node
 
 Python 3 standard library only. Prints one line per case; exits non-zero
 when a check fails. The node, the attack processes and the data
@@ -897,11 +898,16 @@ def readyz_storage(port):
 
 def run_case(case, a):
     node = Node(a.bin, a.node_arg)
+    # With --control the legitimate client uses a second node that nothing
+    # attacks: what remains of the attack's effect is the machine's (its
+    # cores, the kernel's processing of the attack's packets, the disk),
+    # not the attacked node's.
+    other = Node(a.bin, a.node_arg) if a.control else None
     proc = None
     legit = sampler = None
     try:
         setup(case, node.port)
-        legit = Legit(node.port, a.rate)
+        legit = Legit((other or node).port, a.rate)
         legit.start()
         sampler = Sampler(node, node.port)
         sampler.start()
@@ -940,6 +946,8 @@ def run_case(case, a):
         if legit:
             legit.stop_ev.set()
         node.stop()
+        if other:
+            other.stop()
 
     base_pub = [lat for due, lat, st, sq in legit.pub if b0 <= due < a0]
     att_pub = [lat for due, lat, st, sq in legit.pub if a0 <= due < a1]
@@ -954,7 +962,7 @@ def run_case(case, a):
     hz_max = max([d if d is not None else float("inf") for d in hz] or [float("inf")])
     refused = sum(1 for due, lat, st, sq in legit.pub if a0 <= due < a1 and not 200 <= st < 300)
     r = {
-        "case": case, "duration_s": a.duration, "rate": a.rate,
+        "case": case, "control": a.control, "duration_s": a.duration, "rate": a.rate,
         "rss_baseline_kib": rss_base, "rss_peak_kib": rss_peak, "vmhwm_kib": hwm, "rss_after_kib": rss_after,
         "healthz_probes": len(hz), "healthz_failed": hz_fail,
         "healthz_p50_ms": round(pct([d for d in hz if d is not None], 0.5) * 1000, 2),
@@ -979,7 +987,8 @@ def run_case(case, a):
 
 def line(r):
     ok = lambda b: "PASS" if b else "FAIL"
-    return (f"{r['case']:<16} rss peak {r['rss_peak_kib'] // 1024} MiB (hwm {r['vmhwm_kib'] // 1024}, "
+    name = r["case"] + (" (control)" if r.get("control") else "")
+    return (f"{name:<16} rss peak {r['rss_peak_kib'] // 1024} MiB (hwm {r['vmhwm_kib'] // 1024}, "
             f"base {r['rss_baseline_kib'] // 1024}, after {r['rss_after_kib'] // 1024}) {ok(r['rss_ok'])} | "
             f"healthz max {r['healthz_max_ms']} ms, {r['healthz_failed']}/{r['healthz_probes']} failed "
             f"{ok(r['healthz_ok'])} | pub p50 {r['pub_p50_base_ms']} -> {r['pub_p50_att_ms']} ms, p99 {r['pub_p99_base_ms']} -> {r['pub_p99_att_ms']} ms, "
@@ -1001,6 +1010,10 @@ def main():
     ap.add_argument("--json", help="append one JSON object per case to this file")
     ap.add_argument("--node-arg", action="append", default=[], help="extra argument for `switchyard serve`")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table of the cases at the end")
+    ap.add_argument("--control", action="store_true",
+                    help="run the legitimate client against a second node that is not attacked "
+                         "(the RSS and /healthz checks stay on the attacked one): the machine's share "
+                         "of the publisher's tail")
     a = ap.parse_args()
     a.bin = pick_bin(a.bin)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -1032,7 +1045,8 @@ def main():
               "| publish p99 baseline -> attack | SSE p99 baseline -> attack | missing | RSS | healthz | legit | load |")
         print("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['case']} | {mib(r['rss_baseline_kib'])} MiB | {mib(r['rss_peak_kib'])} MiB ({mib(r['vmhwm_kib'])}) "
+            name = r["case"] + (" (control)" if r.get("control") else "")
+            print(f"| {name} | {mib(r['rss_baseline_kib'])} MiB | {mib(r['rss_peak_kib'])} MiB ({mib(r['vmhwm_kib'])}) "
                   f"| {mib(r['rss_after_kib'])} MiB | {r['healthz_max_ms']} ms ({r['healthz_failed']}/{r['healthz_probes']}) "
                   f"| {r['pub_p99_base_ms']} -> {r['pub_p99_att_ms']} ms | {r['sub_p99_base_ms']} -> {r['sub_p99_att_ms']} ms "
                   f"| {r['missing']}/{r['published']} | {ok(r['rss_ok'])} | {ok(r['healthz_ok'])} | {ok(r['legit_ok'])} "
