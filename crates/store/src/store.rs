@@ -60,8 +60,8 @@ pub(crate) struct Shared {
     pub keys_in_flight: crate::append::KeysInFlight,
     /// The clock of idempotency windows.
     pub steady: crate::writer::Steady,
-    /// About how many bytes were committed since the journal writeback
-    /// thread last synced the journal.
+    /// About how many bytes were committed since the writeback thread last
+    /// started writing the store's files back.
     pub unsynced_bytes: AtomicU64,
     /// Commits finished since the store opened.
     pub commits_done: AtomicU64,
