@@ -39,6 +39,8 @@ from node import ROOT, Node, binary  # noqa: E402
 from selenium import webdriver  # noqa: E402
 from selenium.webdriver.chrome.options import Options  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    NoSuchElementException, StaleElementReferenceException)
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
@@ -121,12 +123,33 @@ def text_of(driver, css):
 
 
 def wait_for(driver, what, condition, timeout=10.0):
-    """Waits for condition(driver) to be true; fails naming `what`."""
+    """Waits for condition(driver) to be true; fails naming `what`.
+
+    The page replaces elements as lines and polls arrive, so an element
+    found by one step of a condition may be gone by the next: that is
+    looked at again, not a failure."""
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.05).until(
-            lambda d: condition(d) or None)
+        return WebDriverWait(
+            driver, timeout, poll_frequency=0.05,
+            ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+        ).until(lambda d: condition(d) or None)
     except Exception as e:
-        raise AssertionError(f"timed out after {timeout} s waiting for {what}") from e
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}; "
+                             f"{type(e).__name__}; the page then: {page_state(driver)}") from e
+
+
+def page_state(driver):
+    """What the live tail showed, for a failure's message."""
+    try:
+        return driver.execute_script("""
+            const t = (id) => { const e = document.getElementById(id); return e ? e.textContent : null; };
+            const first = document.querySelector('#tail li');
+            return {status: document.getElementById('tail-status')?.dataset.state,
+                    status_text: t('tail-status'), count: t('tail-count'),
+                    first_line: first ? first.textContent : null,
+                    visibility: document.visibilityState};""")
+    except Exception as e:  # the browser itself is gone
+        return f"unknown ({e})"
 
 
 def tail_live(driver):
