@@ -115,3 +115,151 @@ async fn kill_9_loses_no_acknowledged_message() {
     expected.push("after".into());
     assert_eq!(rest, expected);
 }
+
+/// Posts `body` as an NDJSON batch; `None` when the node is gone or
+/// refused it.
+async fn post_batch(node_url: &str, topic: &str, body: Vec<u8>) -> Option<Vec<u64>> {
+    use http_body_util::{BodyExt, Full};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let req = http::Request::builder()
+        .method("POST")
+        .uri(format!("{node_url}/v1/batch?topic={topic}"))
+        .header("content-type", "application/x-ndjson")
+        .body(Full::new(bytes::Bytes::from(body)))
+        .ok()?;
+    let resp = client.request(req).await.ok()?;
+    if resp.status().as_u16() != 201 {
+        return None;
+    }
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    v["results"]
+        .as_array()?
+        .iter()
+        .map(|r| r["id"].as_str().map(seq_of))
+        .collect()
+}
+
+/// Batches large enough to be written in slices before their commit, with
+/// single publishes between them: after `kill -9` each batch is there
+/// whole or not at all, every acknowledged one whole, and the log's
+/// sequences dense.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_large_batches_leaves_each_whole_or_absent() {
+    const ENTRIES: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let mut node = Node::start(dir.path(), &["--fsync", "always"]);
+    let acked_batches: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let acked_singles: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for t in 0..3 {
+        let (url, acked) = (node.url.clone(), acked_batches.clone());
+        tasks.push(tokio::spawn(async move {
+            for n in 0.. {
+                let tag = format!("b{t}-{n}");
+                let mut body = Vec::with_capacity(ENTRIES * 4020);
+                for i in 0..ENTRIES {
+                    let mut payload = format!("{tag}-{i}-");
+                    payload.push_str(&"x".repeat(4000 - payload.len()));
+                    body.extend_from_slice(
+                        serde_json::json!({ "payload": payload })
+                            .to_string()
+                            .as_bytes(),
+                    );
+                    body.push(b'\n');
+                }
+                match post_batch(&url, "crash.big", body).await {
+                    Some(seqs) => {
+                        assert_eq!(seqs.len(), ENTRIES);
+                        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "dense: {seqs:?}");
+                        acked.lock().await.insert(tag);
+                    }
+                    None => break,
+                }
+            }
+        }));
+    }
+    {
+        let (client, acked) = (node.client.clone(), acked_singles.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0u64.. {
+                match client
+                    .publish("crash.big", format!("single-{i}").into(), None, &[], None)
+                    .await
+                {
+                    Ok(v) => {
+                        acked.lock().await.insert(seq_of(v["id"].as_str().unwrap()));
+                    }
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    wait_until(Duration::from_secs(60), "6 acknowledged batches", || {
+        let acked = acked_batches.clone();
+        async move { acked.lock().await.len() >= 6 }
+    })
+    .await;
+    node.kill9();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (acked_batches, acked_singles) = (
+        acked_batches.lock().await.clone(),
+        acked_singles.lock().await.clone(),
+    );
+
+    let node = Node::start(dir.path(), &["--fsync", "always"]);
+    let all = node.pull_all("crash.big").await;
+    let mut per_batch: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    let mut singles = BTreeSet::new();
+    let mut seqs = Vec::new();
+    for m in &all {
+        let seq = seq_of(m["id"].as_str().unwrap());
+        seqs.push(seq);
+        let payload = m["payload"].as_str().unwrap();
+        if payload.starts_with("single-") {
+            singles.insert(seq);
+            continue;
+        }
+        let mut parts = payload.splitn(3, '-');
+        let (b, n, i) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        let i: usize = i.split('-').next().unwrap().parse().unwrap();
+        assert_eq!(payload.len(), 4000, "payload of {b}-{n}-{i} whole");
+        per_batch.entry(format!("{b}-{n}")).or_default().push(i);
+    }
+    for (tag, entries) in &per_batch {
+        assert_eq!(
+            entries,
+            &(0..ENTRIES).collect::<Vec<_>>(),
+            "batch {tag} is whole and in order"
+        );
+    }
+    for tag in &acked_batches {
+        assert!(per_batch.contains_key(tag), "acknowledged batch {tag} lost");
+    }
+    let lost: Vec<_> = acked_singles.difference(&singles).collect();
+    assert!(lost.is_empty(), "acknowledged publishes lost: {lost:?}");
+    eprintln!(
+        "{} batches acknowledged, {} stored; {} single publishes; an unfinished batch removed \
+         at the restart: {}",
+        acked_batches.len(),
+        per_batch.len(),
+        singles.len(),
+        node.log().contains("did not finish")
+    );
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "origin sequences dense from 1"
+    );
+    // Nothing of an unfinished batch is left: a new large batch and a
+    // single publish continue the sequence.
+    let next = node.publish("crash.big", "after").await;
+    assert_eq!(seq_of(next["id"].as_str().unwrap()), seqs.len() as u64 + 1);
+}

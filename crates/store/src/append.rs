@@ -255,12 +255,15 @@ impl Writer {
     /// Takes the messages' contents out of the requests instead of copying
     /// them. On failure nothing of the group is stored and no sequence
     /// number or timestamp is used up.
+    /// `staging` names the staging id of a group of one bulk append whose
+    /// payloads are already stored apart (see [`crate::staging`]).
     pub(crate) fn write_group(
         &mut self,
         group: &mut [Pending],
+        staging: Option<u64>,
     ) -> Result<Vec<Vec<Appended>>, StoreError> {
         let (start_seq, start_hlc) = (self.next_seq, self.hlc.clone());
-        let written = self.stage_and_commit(group);
+        let written = self.stage_and_commit(group, staging);
         match written {
             Ok((results, fresh)) => {
                 self.committed(fresh);
@@ -276,7 +279,11 @@ impl Writer {
 
     /// Stages every request of `group` and commits them; returns the
     /// results and the messages stored.
-    fn stage_and_commit(&mut self, group: &mut [Pending]) -> Result<Committed, StoreError> {
+    fn stage_and_commit(
+        &mut self,
+        group: &mut [Pending],
+        staging: Option<u64>,
+    ) -> Result<Committed, StoreError> {
         let sh = &*self.shared;
         let local = sh.node_id;
         let now = now_ms();
@@ -288,22 +295,27 @@ impl Writer {
         let mut fresh: Vec<Arc<Message>> = Vec::new();
         for (batch, _) in group.iter_mut() {
             let mut out = Vec::with_capacity(batch.len());
-            for a in batch.iter_mut() {
+            for (i, a) in batch.iter_mut().enumerate() {
+                let apart = staging.map(|id| keys::staged_key(id, crate::staging::entry(i)));
                 let idem = a
                     .idempotency_key
                     .as_ref()
                     .map(|k| keys::idem_key(&a.topic, k));
                 if let Some(ik) = &idem {
-                    if let Some(prev) = seen_idem.get(ik) {
-                        out.push(prev.clone());
-                        continue;
+                    let mut prev = seen_idem.get(ik).cloned();
+                    if prev.is_none()
+                        && let Some(v) = sh.idem.get(ik).storage()?
+                    {
+                        let (first, expires) = decode_idem(&a.topic, &v)?;
+                        prev = (expires > idem_now).then_some(first);
                     }
-                    if let Some(v) = sh.idem.get(ik).storage()? {
-                        let (prev, expires) = decode_idem(&a.topic, &v)?;
-                        if expires > idem_now {
-                            out.push(prev);
-                            continue;
+                    if let Some(prev) = prev {
+                        // A repeat stores nothing: its staged payload goes.
+                        if let Some(k) = apart {
+                            staged.remove(&sh.staged, k);
                         }
+                        out.push(prev);
+                        continue;
                     }
                 }
                 let seq = self.next_seq;
@@ -325,7 +337,7 @@ impl Writer {
                     payload: std::mem::take(&mut a.payload),
                 };
                 // It takes its stream's next sequence, so it is always staged.
-                staged.push_head(&msg);
+                staged.push_head_staged(&msg, apart);
                 let appended = Appended {
                     id: msg.id,
                     topic: a.topic.clone(),
@@ -352,7 +364,10 @@ impl Writer {
             }
             results.push(out);
         }
-        if !fresh.is_empty() {
+        if let Some(id) = staging {
+            staged.remove(&sh.meta, keys::staging_meta_key(id));
+        }
+        if !fresh.is_empty() || staging.is_some() {
             staged.commit()?;
         }
         Ok((results, fresh))

@@ -15,7 +15,7 @@ use fjall::{Keyspace, OwnedWriteBatch, PersistMode, UserKey, UserValue};
 use switchyard_model::{Message, NodeId, Timestamp, Topic};
 
 use crate::catalog::{OriginMeta, StreamMeta};
-use crate::codec::{IndexValue, encode_index, encode_message};
+use crate::codec::{IndexValue, StagedKey, encode_index, encode_message, encode_staged_message};
 use crate::error::Storage;
 use crate::store::Shared;
 use crate::tail::Tail;
@@ -51,6 +51,8 @@ pub(crate) struct TrimEntry {
     pub origin_seq: u64,
     pub stream_seq: u64,
     pub size: u64,
+    /// Where its payload is stored apart, when it is.
+    pub staged: Option<StagedKey>,
 }
 
 /// Messages of another origin that become visible once the batch commits.
@@ -160,17 +162,23 @@ impl<'a> Staged<'a> {
         })
     }
 
-    /// Stages a message's log record and index entry.
-    fn put_message(&mut self, m: &Message, size: u64) {
+    /// Stages a message's log record and index entry; a payload already
+    /// stored apart under `staged` is referred to, not written again.
+    fn put_message(&mut self, m: &Message, size: u64, staged: Option<StagedKey>) {
         let (origin, seq) = (m.id.origin, m.id.seq);
         let sh = self.sh;
-        self.bytes += size;
+        let record = match &staged {
+            Some(k) => encode_staged_message(m, k),
+            None => encode_message(m),
+        };
+        self.bytes += record.len() as u64;
         self.batch
-            .insert(&sh.log, keys::log_key(origin, seq), encode_message(m));
+            .insert(&sh.log, keys::log_key(origin, seq), record);
         let iv = IndexValue {
             stream_seq: m.stream_seq,
             size,
             timestamp: m.timestamp,
+            staged,
         };
         self.batch.insert(
             &sh.index,
@@ -188,6 +196,12 @@ impl<'a> Staged<'a> {
     /// before reads as removed, so a reader positioned before it is told of
     /// a gap instead of passing it silently.
     pub fn push_head(&mut self, m: &Message) -> bool {
+        self.push_head_staged(m, None)
+    }
+
+    /// [`Staged::push_head`] of a message whose payload is already stored
+    /// apart under `staged`, when it is.
+    pub fn push_head_staged(&mut self, m: &Message, staged: Option<StagedKey>) -> bool {
         let size = m.size();
         let meta = self.stream(&m.topic, m.id.origin);
         if m.stream_seq <= meta.last_seq {
@@ -208,7 +222,7 @@ impl<'a> Staged<'a> {
         let om = self.origin(m.id.origin);
         om.last_seq = om.last_seq.max(m.id.seq);
         om.last_ts = om.last_ts.max(m.timestamp);
-        self.put_message(m, size);
+        self.put_message(m, size, staged);
         true
     }
 
@@ -232,7 +246,7 @@ impl<'a> Staged<'a> {
         meta.last_origin_seq = meta.last_origin_seq.max(m.id.seq);
         meta.count += 1;
         meta.bytes += size;
-        self.put_message(m, size);
+        self.put_message(m, size, None);
     }
 
     /// Stages the removal of the oldest messages of stream (`topic`,
@@ -258,6 +272,9 @@ impl<'a> Staged<'a> {
                 .remove(&sh.log, keys::log_key(origin, e.origin_seq));
             self.batch
                 .remove(&sh.index, keys::index_key(topic, origin, e.origin_seq));
+            if let Some(k) = e.staged {
+                self.batch.remove(&sh.staged, k);
+            }
         }
         let meta = self.stream(topic, origin);
         for e in &entries {

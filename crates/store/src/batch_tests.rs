@@ -196,6 +196,7 @@ fn a_trim_removes_only_what_the_stream_still_holds() {
             origin_seq: i,
             stream_seq: i,
             size: 3,
+            staged: None,
         })
         .collect();
     let mut staged = Staged::new(sh, "test", Durability::Deferred);

@@ -262,7 +262,9 @@ impl Store {
             return Ok(None);
         }
         match sh.log.get(keys::log_key(id.origin, id.seq)).storage()? {
-            Some(v) => Ok(Some(Arc::new(decode_message(id.origin, id.seq, &v)?))),
+            Some(v) => {
+                Ok(decode_message(id.origin, id.seq, &v, |k| sh.staged_payload(k))?.map(Arc::new))
+            }
             None => Ok(None),
         }
     }

@@ -79,3 +79,27 @@ pub fn idem_key(topic: &Topic, key: &str) -> Vec<u8> {
     k.extend_from_slice(key.as_bytes());
     k
 }
+
+/// `staged`: staging id ++ entry index -> the payload of a large batch's
+/// entry, written before the batch is committed.
+pub fn staged_key(id: u64, entry: u32) -> crate::codec::StagedKey {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&id.to_be_bytes());
+    k[8..].copy_from_slice(&entry.to_be_bytes());
+    k
+}
+
+/// The staging id at the start of a `staged` key.
+pub fn staged_key_id(k: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(k.get(..8)?.try_into().ok()?))
+}
+
+/// `meta` key of a large batch being staged: `b` ++ staging id, written
+/// with its first slice and removed by the commit that makes the batch
+/// visible. One left by a crash names payloads that nothing refers to.
+pub fn staging_meta_key(id: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'b';
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}

@@ -58,6 +58,7 @@ mod plugins;
 mod read;
 mod replica;
 mod retention;
+mod staging;
 mod store;
 mod tail;
 mod writer;

@@ -11,6 +11,7 @@ use crate::catalog::Catalog;
 use crate::codec::{decode_message, record_topic};
 use crate::error::Storage;
 use crate::keys;
+use crate::store::Shared;
 use crate::tail::Tail;
 use crate::{Store, StoreError};
 
@@ -117,9 +118,13 @@ impl OriginRead {
         !self.messages.is_empty() && (self.messages.len() >= q.limit || self.bytes >= q.max_bytes)
     }
 
-    /// Decodes the `log` record of `seq` and adds it.
-    fn push(&mut self, seq: u64, record: &[u8]) -> Result<(), StoreError> {
-        let m = decode_message(self.origin, seq, record)?;
+    /// Decodes the `log` record of `seq` and adds it. A message whose
+    /// payload retention removed since its record was read is skipped: the
+    /// gap check after the read reports it.
+    fn push(&mut self, sh: &Shared, seq: u64, record: &[u8]) -> Result<(), StoreError> {
+        let Some(m) = decode_message(self.origin, seq, record, |k| sh.staged_payload(k))? else {
+            return Ok(());
+        };
         self.bytes += m.payload.len();
         self.messages.push(Arc::new(m));
         Ok(())
@@ -263,7 +268,7 @@ impl Store {
                 break;
             }
             if q.topics.matches_name(record_topic(&v)?) {
-                read.push(seq, &v)?;
+                read.push(sh, seq, &v)?;
             }
         }
         Ok(read)
@@ -311,7 +316,7 @@ impl Store {
             // Retention may have removed it since the index was read; the gap
             // check after the read reports that.
             if let Some(v) = sh.log.get(keys::log_key(origin, seq)).storage()? {
-                read.push(seq, &v)?;
+                read.push(sh, seq, &v)?;
             }
         }
         Ok(read)

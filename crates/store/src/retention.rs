@@ -80,7 +80,7 @@ fn pass(sh: &Arc<Shared>, tx: &mpsc::Sender<Command>, stopper: &Stopper) -> Resu
 }
 
 /// The oldest messages of a stream that the policy removes (at most one chunk).
-fn plan(
+pub(crate) fn plan(
     sh: &Shared,
     topic: &Topic,
     origin: NodeId,
@@ -113,6 +113,7 @@ fn plan(
             origin_seq: seq,
             stream_seq: iv.stream_seq,
             size: iv.size,
+            staged: iv.staged,
         });
     }
     Ok((out, None))

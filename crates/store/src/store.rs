@@ -29,6 +29,10 @@ pub(crate) struct Shared {
     pub meta: Keyspace,
     /// `idem`: (topic, idempotency key) -> first result and expiry.
     pub idem: Keyspace,
+    /// `staged`: (staging id, entry) -> payload of a large batch's entry,
+    /// written in slices before the batch's records (see
+    /// [`crate::staging`]).
+    pub staged: Keyspace,
     /// `plugins`: plugin binding records and components.
     pub plugins: Keyspace,
     /// `plugin_kv`: plugin key-value data.
@@ -127,7 +131,7 @@ impl Drop for Committing<'_> {
 impl Shared {
     /// See [`Store::under_write_pressure`].
     pub(crate) fn under_write_pressure(&self) -> bool {
-        [&self.log, &self.index]
+        [&self.log, &self.index, &self.staged]
             .iter()
             .any(|ks| ks.sealed_memtable_count() >= 2 || ks.l0_table_count() >= 12)
     }
@@ -333,6 +337,8 @@ impl Store {
         let plugins = open_keyspace(&db, "plugins")?;
         let plugin_kv = open_keyspace(&db, "plugin_kv")?;
         let groups = open_keyspace(&db, "groups")?;
+        let staged = open_keyspace(&db, "staged")?;
+        let next_staging = crate::staging::recover(&db, &meta, &staged)?;
         let boot = current_boot_id(&config);
         let marker = meta.get(keys::RUN_KEY).storage()?;
         let node_id = if previous_run_may_have_lost(marker.as_deref(), &boot) {
@@ -367,6 +373,7 @@ impl Store {
             index,
             meta,
             idem,
+            staged,
             plugins,
             plugin_kv,
             groups,
@@ -390,7 +397,7 @@ impl Store {
             cv: Condvar::new(),
         });
         let mut threads = Vec::new();
-        let writer = Arc::new(Mutex::new(Writer::new(shared.clone())));
+        let writer = Arc::new(Mutex::new(Writer::new(shared.clone(), next_staging)));
         let writer_loop = WriterLoop {
             writer: writer.clone(),
             rx,
@@ -525,7 +532,7 @@ impl Store {
     pub fn engine_state(&self) -> EngineState {
         let sh = &*self.shared;
         let (mut sealed, mut l0) = (0, 0);
-        for ks in [&sh.log, &sh.index, &sh.meta] {
+        for ks in [&sh.log, &sh.index, &sh.meta, &sh.staged] {
             sealed = ks.sealed_memtable_count().max(sealed);
             l0 = ks.l0_table_count().max(l0);
         }

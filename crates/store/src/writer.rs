@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::append::Pending;
 use crate::batch::TrimEntry;
 use crate::replica::OriginTrim;
+use crate::staging::{BulkJob, BulkStep};
 use crate::store::Shared;
 use crate::{Append, Appended, FsyncMode, StoreError, keys};
 
@@ -196,14 +197,14 @@ impl Waiter {
 /// What the writer does next.
 enum Next {
     Command(Command),
-    Bulk(Pending),
+    Bulk(BulkJob),
 }
 
 impl WriterLoop {
     pub fn run(mut self) {
         let shared = self.writer.lock().shared.clone();
         let mut carried: Option<Command> = None;
-        let mut bulk: VecDeque<Pending> = VecDeque::new();
+        let mut bulk: VecDeque<BulkJob> = VecDeque::new();
         // A bulk append goes next (after a group of small ones).
         let mut bulk_turn = false;
         let mut share = BulkShare::default();
@@ -250,9 +251,12 @@ impl WriterLoop {
                         share.small_committed(Instant::now());
                     }
                 }
-                Next::Bulk(p) => {
+                Next::Bulk(job) => {
                     let started = Instant::now();
-                    self.writer.lock().commit_appends(vec![p]);
+                    let step = self.writer.lock().bulk_step(job);
+                    if let BulkStep::More(job) = step {
+                        bulk.push_front(job);
+                    }
                     share.bulk_committed(started, Instant::now());
                 }
             }));
@@ -261,9 +265,12 @@ impl WriterLoop {
             }
         }
         // Bulk appends already taken are answered before the close.
-        for p in bulk {
+        for job in bulk {
             let one = catch_unwind(AssertUnwindSafe(|| {
-                self.writer.lock().commit_appends(vec![p]);
+                let mut step = BulkStep::More(job);
+                while let BulkStep::More(job) = step {
+                    step = self.writer.lock().bulk_step(job);
+                }
             }));
             if let Err(panic) = one {
                 shared.poison("writer", &PanicMessage(&panic));
@@ -285,7 +292,7 @@ impl WriterLoop {
         cmd: Command,
         shared: &crate::store::Shared,
         carried: &mut Option<Command>,
-        bulk: &mut VecDeque<Pending>,
+        bulk: &mut VecDeque<BulkJob>,
     ) -> bool {
         let config = &shared.config;
         let Command::Append { batch, reply } = cmd else {
@@ -293,7 +300,7 @@ impl WriterLoop {
             return false;
         };
         if is_bulk(&batch) {
-            bulk.push_back((batch, reply));
+            bulk.push_back(BulkJob::new((batch, reply)));
             return false;
         }
         if shared.under_write_pressure() {
@@ -308,7 +315,7 @@ impl WriterLoop {
         while messages < config.max_commit_messages && bytes < config.max_commit_bytes {
             match self.rx.try_recv() {
                 Ok(Command::Append { batch, reply }) if is_bulk(&batch) => {
-                    bulk.push_back((batch, reply));
+                    bulk.push_back(BulkJob::new((batch, reply)));
                 }
                 Ok(Command::Append { batch, reply }) => {
                     messages += batch.len();
@@ -390,10 +397,12 @@ pub(crate) struct Writer {
     pub(crate) next_seq: u64,
     /// Written but not yet synced ([`FsyncMode::Interval`]).
     pub(crate) pending_visible: Vec<Arc<Message>>,
+    /// The staging id of the next large batch (see [`crate::staging`]).
+    pub(crate) next_staging: u64,
 }
 
 impl Writer {
-    pub fn new(shared: Arc<Shared>) -> Self {
+    pub fn new(shared: Arc<Shared>, next_staging: u64) -> Self {
         let catalog = shared.catalog.read();
         let origin = catalog
             .origins
@@ -414,13 +423,14 @@ impl Writer {
             next_seq: origin.last_seq + 1,
             shared,
             pending_visible: Vec::new(),
+            next_staging,
         }
     }
 
     /// Runs one request. A storage error poisons the store (the store can
     /// no longer promise what it wrote); so does a panic, which is caught
     /// and answered [`StoreError::Poisoned`].
-    fn guarded<T>(
+    pub(crate) fn guarded<T>(
         &mut self,
         what: &'static str,
         f: impl FnOnce(&mut Writer) -> Result<T, StoreError>,
@@ -514,7 +524,17 @@ impl Writer {
     /// The idempotency keys of the group are released once the commit has
     /// decided: stored, or refused without a write. After a failed commit
     /// they stay held (see [`crate::append::KeysInFlight`]).
-    pub(crate) fn commit_appends(&mut self, mut group: Vec<Pending>) {
+    pub(crate) fn commit_appends(&mut self, group: Vec<Pending>) {
+        self.commit_group(group, None);
+    }
+
+    /// Commits a bulk append whose payloads are staged under staging id
+    /// `id` (see [`crate::staging`]) and answers it.
+    pub(crate) fn commit_staged(&mut self, pending: Pending, id: u64) {
+        self.commit_group(vec![pending], Some(id));
+    }
+
+    fn commit_group(&mut self, mut group: Vec<Pending>, staging: Option<u64>) {
         let keys: Vec<Vec<u8>> = group
             .iter()
             .flat_map(|(batch, _)| crate::append::idem_keys(batch))
@@ -526,7 +546,7 @@ impl Writer {
             }
             return;
         }
-        match self.guarded("publish", |w| w.write_group(&mut group)) {
+        match self.guarded("publish", |w| w.write_group(&mut group, staging)) {
             Ok(results) => {
                 self.shared.keys_in_flight.release(&keys);
                 for ((_, reply), result) in group.into_iter().zip(results) {
