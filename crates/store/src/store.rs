@@ -337,7 +337,15 @@ impl Store {
         let plugins = open_keyspace(&db, "plugins")?;
         let plugin_kv = open_keyspace(&db, "plugin_kv")?;
         let groups = open_keyspace(&db, "groups")?;
-        let staged = open_keyspace(&db, "staged")?;
+        // Large payloads only: kept in blob files apart from the keys, so
+        // that compactions move keys and not megabytes of payloads.
+        let staged = db
+            .keyspace("staged", || {
+                KeyspaceCreateOptions::default().with_kv_separation(Some(
+                    fjall::KvSeparationOptions::default().compression(fjall::CompressionType::None),
+                ))
+            })
+            .storage()?;
         let next_staging = crate::staging::recover(&db, &meta, &staged)?;
         let boot = current_boot_id(&config);
         let marker = meta.get(keys::RUN_KEY).storage()?;

@@ -1932,9 +1932,11 @@ async fn messages_committed_across_journal_rotations_survive_a_reopen() {
             ..config(&dir)
         }));
         const PUBLISHERS: usize = 4;
-        const APPENDS: usize = 80;
+        const APPENDS: usize = 100;
         const PER_APPEND: usize = 8;
-        // 4 x 80 x 8 x 64 KiB = 160 MiB: two rotations at least.
+        // 4 x 100 x 8 x 64 KiB = 200 MiB: two rotations at least, with
+        // room for when a memtable is sealed (each append's 512 KiB of
+        // payloads is staged apart, in a keyspace of its own).
         let mut tasks = Vec::new();
         for p in 0..PUBLISHERS {
             let store = store.clone();
