@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::stream;
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
-use switchyard_model::Message;
+use switchyard_model::{Cursor, Message};
 use switchyard_router::{Delivery, Member, Subscription};
 use tokio::sync::watch;
 
@@ -66,6 +67,24 @@ fn put_data(buf: &mut BytesMut, text: &str) {
 /// vectored write.
 const SHARED_PAYLOAD_MIN: usize = 4096;
 
+/// What an event's `id:` line carries.
+#[derive(Clone, Copy)]
+enum EventId<'a> {
+    /// The text as it is (a group member's message id).
+    Text(&'a str),
+    /// A cursor, encoded straight into the chunk.
+    Cursor(&'a Cursor),
+}
+
+impl EventId<'_> {
+    fn put(self, buf: &mut BytesMut) {
+        match self {
+            EventId::Text(s) => buf.put_slice(s.as_bytes()),
+            EventId::Cursor(c) => c.encode_into(buf),
+        }
+    }
+}
+
 /// Builds a stream's chunk ([`Out`]): events are written into one buffer,
 /// and a large single-line text payload goes in as its own part without a
 /// copy.
@@ -92,11 +111,11 @@ impl ChunkWriter {
 
     /// One message event with `id`. A shared payload's event is the
     /// buffer up to `data: `, the payload, then the buffer again.
-    fn message(&mut self, m: &Message, id: &str, format: Format) {
+    fn message(&mut self, m: &Message, id: EventId<'_>, format: Format) {
         if format == Format::Raw && Self::shares(&m.payload) {
             let buf = &mut self.buf;
             buf.put_slice(b"id: ");
-            buf.put_slice(id.as_bytes());
+            id.put(buf);
             buf.put_slice(b"\nevent: message\ndata: ");
             self.parts.push(buf.split().freeze());
             self.parts.push(m.payload.clone());
@@ -133,9 +152,9 @@ fn copied_len(m: &Message) -> usize {
     }
 }
 
-fn put_message(buf: &mut BytesMut, m: &Message, id: &str, format: Format) {
+fn put_message(buf: &mut BytesMut, m: &Message, id: EventId<'_>, format: Format) {
     buf.put_slice(b"id: ");
-    buf.put_slice(id.as_bytes());
+    id.put(buf);
     buf.put_u8(b'\n');
     match format {
         Format::Json => {
@@ -166,15 +185,13 @@ pub(crate) fn format_delivery(d: &Delivery, format: Format) -> Out {
         put_data(&mut w.buf, &gap(g).to_string());
         w.buf.put_u8(b'\n');
     }
-    for (m, cursor) in d.with_cursors() {
-        w.message(m, &cursor.encode(), format);
-    }
+    d.for_each_with_cursor(|m, cursor| w.message(m, EventId::Cursor(cursor), format));
     if d.messages.is_empty() && d.skipped > 0 {
         // Everything read was filtered out: an event with only an `id:`
         // moves the client's Last-Event-ID past it without dispatching
         // anything (EventSource ignores events without data).
         w.buf.put_slice(b"id: ");
-        w.buf.put_slice(d.cursor.encode().as_bytes());
+        d.cursor.encode_into(&mut w.buf);
         w.buf.put_slice(b"\n\n");
     }
     w.finish()
@@ -238,7 +255,7 @@ impl Events for MemberEvents {
                     put_data(buf, &env.to_string());
                     buf.put_u8(b'\n');
                 }
-                Format::Raw => w.message(&d.message, &id, Format::Raw),
+                Format::Raw => w.message(&d.message, EventId::Text(&id), Format::Raw),
             }
         }
         Some((w.finish(), batch.len() as u64))
@@ -255,7 +272,16 @@ const KEEPS_UP: Duration = Duration::from_millis(50);
 struct State<E> {
     events: E,
     heartbeat: Duration,
+    /// Fires when a heartbeat may be due: at the latest `heartbeat` after
+    /// the last chunk. It is moved only when it fires early, so a stream
+    /// that delivers does not touch the timer wheel for every chunk.
+    idle: Pin<Box<tokio::time::Sleep>>,
+    /// When the last chunk went out (a heartbeat is due `heartbeat` later).
+    last_out: tokio::time::Instant,
     shutdown: watch::Receiver<bool>,
+    /// Resolves when the node shuts down. Kept across chunks, so that the
+    /// stream registers with the shutdown signal once, not per chunk.
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
     prelude: Option<Bytes>,
     output: Arc<Output>,
     /// When the last chunk after the prelude was handed over. The body is
@@ -286,10 +312,18 @@ pub(crate) fn body<E: Events>(
         "retry: {}\n: connected\n\n{prelude}",
         retry.as_millis()
     ));
+    let mut stop_rx = shutdown.clone();
+    let now = tokio::time::Instant::now();
     let state = State {
         events,
         heartbeat,
+        idle: Box::pin(tokio::time::sleep_until(now + heartbeat)),
+        last_out: now,
         shutdown,
+        stop: Box::pin(async move {
+            // A change, or the sender gone: either way the node stops.
+            let _ = stop_rx.changed().await;
+        }),
         prelude: Some(prelude),
         output,
         handed: None,
@@ -307,19 +341,36 @@ pub(crate) fn body<E: Events>(
         if st.output.is_over() && !keeps_up {
             tokio::select! {
                 () = st.output.room() => {}
-                _ = st.shutdown.changed() => return None,
+                () = &mut st.stop => return None,
             }
         }
-        let chunk = tokio::select! {
-            chunk = st.events.next_chunk() => {
-                let (chunk, messages) = chunk?;
-                st.metrics.delivered(E::VIA, messages);
-                chunk
+        // Events first: a stream with events ready polls nothing else.
+        let chunk = loop {
+            tokio::select! {
+                biased;
+                chunk = st.events.next_chunk() => {
+                    let (chunk, messages) = chunk?;
+                    st.metrics.delivered(E::VIA, messages);
+                    break chunk;
+                }
+                () = &mut st.stop => return None,
+                () = &mut st.idle => {
+                    let due = st.last_out + st.heartbeat;
+                    if tokio::time::Instant::now() < due {
+                        // Chunks went out since the timer was set.
+                        st.idle.as_mut().reset(due);
+                        continue;
+                    }
+                    break Out::from(Bytes::from_static(b": heartbeat\n\n"));
+                }
             }
-            () = tokio::time::sleep(st.heartbeat) => Out::from(Bytes::from_static(b": heartbeat\n\n")),
-            _ = st.shutdown.changed() => return None,
         };
-        st.handed = Some(tokio::time::Instant::now());
+        let now = tokio::time::Instant::now();
+        st.handed = Some(now);
+        st.last_out = now;
+        if st.idle.is_elapsed() {
+            st.idle.as_mut().reset(now + st.heartbeat);
+        }
         Some((Ok(Frame::data(chunk)), st))
     });
     StreamBody::new(events).boxed_unsync()
@@ -387,6 +438,58 @@ mod tests {
         assert_eq!(next().await, None, "read over the budget");
         output.take(1000);
         assert_eq!(next().await.unwrap(), "c");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_heartbeat_comes_after_a_quiet_heartbeat_period_only_and_shutdown_ends_the_stream() {
+        let output = Arc::new(Output::new(1 << 20, Duration::from_secs(60)));
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let (stop, shutdown) = watch::channel(false);
+        let mut body = super::body(
+            Chunks(rx),
+            "",
+            Duration::from_secs(10),
+            Duration::from_secs(1),
+            shutdown,
+            output,
+            Arc::default(),
+        );
+        let start = tokio::time::Instant::now();
+        // The next frame's text and when it came (seconds since the start);
+        // None when the stream ended.
+        let mut next = async || {
+            body.frame().await.map(|f| {
+                let mut out = f.unwrap().into_data().unwrap();
+                let n = bytes::Buf::remaining(&out);
+                let b = bytes::Buf::copy_to_bytes(&mut out, n);
+                (
+                    String::from_utf8(b.to_vec()).unwrap(),
+                    start.elapsed().as_secs(),
+                )
+            })
+        };
+        assert!(next().await.is_some(), "the prelude");
+        // An event every 6 s for a minute: never 10 s quiet, no heartbeat.
+        let sender = tokio::spawn(async move {
+            for i in 0..10 {
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                tx.send(Bytes::from(format!("e{i}"))).unwrap();
+            }
+            tx
+        });
+        for i in 0..10 {
+            assert_eq!(next().await.unwrap(), (format!("e{i}"), 6 * (i + 1)));
+        }
+        let _tx = sender.await.unwrap();
+        // Then quiet: a heartbeat 10 s after the last event, and every 10 s.
+        assert_eq!(next().await.unwrap(), (": heartbeat\n\n".to_owned(), 70));
+        assert_eq!(next().await.unwrap(), (": heartbeat\n\n".to_owned(), 80));
+        // The node stops: the stream ends at once.
+        let (ended, ()) = tokio::join!(next(), async {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            stop.send(true).unwrap();
+        });
+        assert_eq!(ended, None);
     }
 
     fn message(seq: u64, payload: Bytes) -> Arc<Message> {

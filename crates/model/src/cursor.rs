@@ -52,6 +52,37 @@ impl Cursor {
         &self.entries
     }
 
+    /// Appends the encoded form ([`Cursor::encode`]) to `out`. A cursor of
+    /// up to three origins is encoded on the stack: this runs for every
+    /// event a stream sends.
+    pub fn encode_into(&self, out: &mut impl bytes::BufMut) {
+        const RAW: usize = 1 + 3 * 20;
+        if 1 + self.entries.len() * 20 > RAW {
+            out.put_slice(self.encode().as_bytes());
+            return;
+        }
+        let mut raw = [0u8; RAW];
+        raw[0] = VERSION;
+        let mut n = 1;
+        for &(origin, seq) in &self.entries {
+            for mut v in [origin.0, seq] {
+                while v >= 0x80 {
+                    raw[n] = (v as u8) | 0x80;
+                    v >>= 7;
+                    n += 1;
+                }
+                raw[n] = v as u8;
+                n += 1;
+            }
+        }
+        let mut text = [0u8; RAW.div_ceil(3) * 4];
+        match URL_SAFE_NO_PAD.encode_slice(&raw[..n], &mut text) {
+            Ok(len) => out.put_slice(&text[..len]),
+            // The buffer holds any input of RAW bytes; kept total anyway.
+            Err(_) => out.put_slice(self.encode().as_bytes()),
+        }
+    }
+
     /// The encoded form sent as an SSE `id:`.
     pub fn encode(&self) -> String {
         let mut buf = Vec::with_capacity(1 + self.entries.len() * 12);
@@ -132,6 +163,26 @@ mod tests {
         assert_eq!(back, c);
         assert_eq!(back.entries()[0], (NodeId(1), 9));
         assert!(c.encode().len() < 48);
+    }
+
+    #[test]
+    fn encode_into_writes_what_encode_returns() {
+        let mut c = Cursor::earliest();
+        let mut sizes = Vec::new();
+        for i in 0..6u64 {
+            let mut out = bytes::BytesMut::from(&b"id: "[..]);
+            c.encode_into(&mut out);
+            assert_eq!(
+                &out[4..],
+                c.encode().as_bytes(),
+                "{} origins",
+                c.entries().len()
+            );
+            sizes.push(out.len());
+            // The largest varints: origin and sequence near u64::MAX.
+            c.advance(NodeId(u64::MAX - i), u64::MAX - i);
+        }
+        assert!(sizes.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

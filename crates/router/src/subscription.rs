@@ -44,6 +44,21 @@ impl Delivery {
             }
         })
     }
+
+    /// Calls `f` with each message and the cursor just after it, as
+    /// [`Delivery::with_cursors`] gives them, without a copy of the cursor
+    /// per message.
+    pub fn for_each_with_cursor(&self, mut f: impl FnMut(&Arc<Message>, &Cursor)) {
+        let Some((last, rest)) = self.messages.split_last() else {
+            return;
+        };
+        let mut c = self.start.clone();
+        for m in rest {
+            c.advance(m.id.origin, m.id.seq);
+            f(m, &c);
+        }
+        f(last, &self.cursor);
+    }
 }
 
 /// How often a subscription holding back an origin tries to fetch its
