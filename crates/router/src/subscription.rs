@@ -97,6 +97,11 @@ pub struct Subscription {
     next_recovery: Option<tokio::time::Instant>,
     /// The pause before the next try.
     recovery_delay: Duration,
+    /// The last read took everything visible when it began (see
+    /// [`switchyard_store::ReadBatch::complete`]): until the store's change
+    /// signal moves, another read would find nothing, so [`Subscription::next`]
+    /// waits without one.
+    caught_up: bool,
     /// Keeps the patterns in the node's interest (cross-node delivery).
     _interest: InterestGuard,
 }
@@ -122,6 +127,7 @@ impl Subscription {
             recovery: None,
             next_recovery: None,
             recovery_delay: RECOVERY_RETRY,
+            caught_up: false,
             _interest: interest,
         }
     }
@@ -183,6 +189,7 @@ impl Subscription {
                 .hold_limits(&self.query.topics, &self.cursor, behind.keys());
         self.behind = behind;
         self.recovery = Some(recovery);
+        self.caught_up = false;
     }
 
     /// The origins held back now, with the range of each not held.
@@ -270,6 +277,7 @@ impl Subscription {
             // that becomes visible during the read wakes a later wait.
             self.changes.borrow_and_update();
             let batch = self.read().await?;
+            self.caught_up = batch.complete;
             let gaps: Vec<Gap> = batch
                 .gaps
                 .into_iter()
@@ -299,10 +307,19 @@ impl Subscription {
     /// if the future is dropped, nothing is lost and the position is unchanged.
     pub async fn next(&mut self) -> Result<Delivery, RouterError> {
         loop {
-            let d = self.next_available().await?;
-            if !d.messages.is_empty() || !d.gaps.is_empty() || d.skipped > 0 {
-                return Ok(d);
+            // After a read that took everything, and with nothing new since
+            // it began, a read would find nothing: wait at once.
+            let nothing_new = self.caught_up
+                && self.behind.is_empty()
+                && matches!(self.changes.has_changed(), Ok(false));
+            if !nothing_new {
+                let d = self.next_available().await?;
+                if !d.messages.is_empty() || !d.gaps.is_empty() || d.skipped > 0 {
+                    return Ok(d);
+                }
             }
+            // Whatever ends the wait below, the next turn reads.
+            self.caught_up = false;
             if self.behind.is_empty() {
                 if self.changes.changed().await.is_err() {
                     return Err(RouterError::ShuttingDown);

@@ -90,6 +90,11 @@ pub struct ReadBatch {
     /// Removed ranges between the starting cursor and the data, to report
     /// before the messages.
     pub gaps: Vec<Gap>,
+    /// Whether the read took everything matching that was visible when it
+    /// began: read again from `cursor`, it finds nothing new until the
+    /// store's change signal ([`Store::changes`]) moves. `false` when that
+    /// is not known (a read from disk, or one cut short by its limits).
+    pub complete: bool,
 }
 
 /// What one origin contributed to a read.
@@ -100,6 +105,8 @@ struct OriginRead {
     bytes: usize,
     /// Position when every returned message is delivered.
     end: u64,
+    /// Whether the read reached the origin's last visible message.
+    complete: bool,
 }
 
 impl OriginRead {
@@ -109,6 +116,7 @@ impl OriginRead {
             messages: Vec::new(),
             bytes: 0,
             end,
+            complete: false,
         }
     }
 
@@ -360,6 +368,7 @@ fn read_tail(
         // Nothing else of the origin is held up to its watermark.
         read.end = u;
     }
+    read.complete = !cut;
     Some(read)
 }
 
@@ -395,21 +404,26 @@ fn merge(q: &ReadQuery, from: &Cursor, reads: Vec<OriginRead>) -> ReadBatch {
     if reads.len() <= 1 {
         let mut batch = ReadBatch {
             cursor,
+            complete: true,
             ..Default::default()
         };
         if let Some(r) = reads.into_iter().next() {
             batch.cursor.advance(r.origin, r.end);
             batch.messages = r.messages;
+            batch.complete = r.complete;
         }
         return batch;
     }
     let mut all: Vec<Arc<Message>> = Vec::new();
     let mut ends: BTreeMap<NodeId, (u64, usize)> = BTreeMap::new();
+    let mut complete = true;
     for r in reads {
+        complete &= r.complete;
         ends.insert(r.origin, (r.end, r.messages.len()));
         all.extend(r.messages);
     }
     all.sort_by_key(|m| (m.timestamp, m.id));
+    complete &= all.len() <= q.limit;
     all.truncate(q.limit);
     let mut kept: BTreeMap<NodeId, (usize, u64)> = BTreeMap::new();
     for m in &all {
@@ -429,6 +443,7 @@ fn merge(q: &ReadQuery, from: &Cursor, reads: Vec<OriginRead>) -> ReadBatch {
         messages: all,
         cursor,
         gaps: Vec::new(),
+        complete,
     }
 }
 

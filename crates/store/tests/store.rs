@@ -2009,3 +2009,52 @@ async fn commits_are_counted() {
     assert!(after.slow <= after.commits, "{after:?}");
     shut(store);
 }
+
+/// A read from the tail says whether it took everything visible; one cut
+/// short by its limit, or one from disk, does not claim it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_says_whether_it_took_everything_visible() {
+    let dir = tempdir();
+    let store = open(config(&dir));
+    store
+        .append((0..5).map(|i| plain("c.t", format!("m{i}"))).collect())
+        .await
+        .expect("stored");
+    let all = store
+        .read_cached(&query_limit(&["c.t"], 10), &Cursor::earliest())
+        .expect("the tail covers it");
+    assert_eq!(all.messages.len(), 5);
+    assert!(all.complete);
+
+    let first = store
+        .read_cached(&query_limit(&["c.t"], 2), &Cursor::earliest())
+        .expect("the tail covers it");
+    assert_eq!(first.messages.len(), 2);
+    assert!(!first.complete, "cut short by the limit");
+    let rest = store
+        .read_cached(&query_limit(&["c.t"], 3), &first.cursor)
+        .expect("the tail covers it");
+    assert_eq!(rest.messages.len(), 3);
+    assert!(rest.complete);
+    // Caught up: nothing to read is complete too.
+    let none = store
+        .read_cached(&query_limit(&["c.t"], 3), &rest.cursor)
+        .expect("the tail covers it");
+    assert!(none.messages.is_empty() && none.complete);
+    // Other topics' messages count as taken: the cursor passes them.
+    store
+        .append(vec![plain("other", "x")])
+        .await
+        .expect("stored");
+    let passed = store
+        .read_cached(&query_limit(&["c.t"], 3), &rest.cursor)
+        .expect("the tail covers it");
+    assert!(passed.messages.is_empty() && passed.complete);
+    assert!(passed.cursor != rest.cursor);
+
+    let from_disk = store
+        .read(&query_limit(&["c.t"], 10), &Cursor::earliest())
+        .expect("read");
+    assert_eq!(from_disk.messages.len(), 5);
+    assert!(!from_disk.complete, "a read from disk does not claim it");
+}
