@@ -18,7 +18,8 @@ fi
 LOADGEN=$SUITE_SRC/loadgen/target/release/sse_bench
 if [ ! -x "$LOADGEN" ]; then
     WORK=$(mktemp -d); cp -r "$SUITE_SRC" "$WORK/"
-    (cd "$WORK/bench/loadgen" && cargo build --release -q)
+    # Its own target directory, whatever CARGO_TARGET_DIR says.
+    (cd "$WORK/bench/loadgen" && CARGO_TARGET_DIR=target cargo build --release -q)
     LOADGEN=$WORK/bench/loadgen/target/release/sse_bench
 fi
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
