@@ -10,32 +10,54 @@ use tokio::sync::Mutex;
 
 use crate::support::{Node, Sse, seq_of, wait_until};
 
+type Acked = Arc<Mutex<BTreeSet<u64>>>;
+
+/// Publishes `{prefix}{i}` to `topic` for i = 0, 1, ... until a publish
+/// fails (errors are expected once the node is killed) or `stop` is set,
+/// recording each acknowledged origin sequence in `acked`.
+fn spawn_publisher(
+    node: &Node,
+    topic: &'static str,
+    prefix: String,
+    acked: Acked,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    let client = node.client.clone();
+    tokio::spawn(async move {
+        for i in 0u64.. {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            match client
+                .publish(topic, format!("{prefix}{i}").into(), None, &[], None)
+                .await
+            {
+                Ok(v) => {
+                    acked.lock().await.insert(seq_of(v["id"].as_str().unwrap()));
+                }
+                Err(_) => break,
+            }
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_message() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = Node::start(dir.path(), &["--fsync", "always"]);
-    let acked: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    let acked: Acked = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let mut publishers = Vec::new();
-    for p in 0..8 {
-        let (client, acked, stop) = (node.client.clone(), acked.clone(), stop.clone());
-        publishers.push(tokio::spawn(async move {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                // Errors are expected once the node is killed.
-                match client
-                    .publish("crash.t", format!("p{p}-{i}").into(), None, &[], None)
-                    .await
-                {
-                    Ok(v) => {
-                        acked.lock().await.insert(seq_of(v["id"].as_str().unwrap()));
-                    }
-                    Err(_) => break,
-                }
-                i += 1;
-            }
-        }));
-    }
+    let publishers: Vec<_> = (0..8)
+        .map(|p| {
+            spawn_publisher(
+                &node,
+                "crash.t",
+                format!("p{p}-"),
+                acked.clone(),
+                stop.clone(),
+            )
+        })
+        .collect();
     // A subscriber takes an id while messages flow.
     let mut sse = Sse::connect(&node, "/v1/events?topic=crash.t&from=earliest", None)
         .await
@@ -151,7 +173,7 @@ async fn kill_9_during_large_batches_leaves_each_whole_or_absent() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = Node::start(dir.path(), &["--fsync", "always"]);
     let acked_batches: Arc<Mutex<BTreeSet<String>>> = Arc::default();
-    let acked_singles: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    let acked_singles: Acked = Arc::default();
     let mut tasks = Vec::new();
     for t in 0..3 {
         let (url, acked) = (node.url.clone(), acked_batches.clone());
@@ -180,22 +202,13 @@ async fn kill_9_during_large_batches_leaves_each_whole_or_absent() {
             }
         }));
     }
-    {
-        let (client, acked) = (node.client.clone(), acked_singles.clone());
-        tasks.push(tokio::spawn(async move {
-            for i in 0u64.. {
-                match client
-                    .publish("crash.big", format!("single-{i}").into(), None, &[], None)
-                    .await
-                {
-                    Ok(v) => {
-                        acked.lock().await.insert(seq_of(v["id"].as_str().unwrap()));
-                    }
-                    Err(_) => break,
-                }
-            }
-        }));
-    }
+    tasks.push(spawn_publisher(
+        &node,
+        "crash.big",
+        "single-".into(),
+        acked_singles.clone(),
+        Arc::default(),
+    ));
     wait_until(Duration::from_secs(60), "6 acknowledged batches", || {
         let acked = acked_batches.clone();
         async move { acked.lock().await.len() >= 6 }

@@ -402,20 +402,30 @@ mod tests {
         }
     }
 
+    /// A stream of the chunks sent on `rx`, with `heartbeat`.
+    fn chunks_body(
+        rx: tokio::sync::mpsc::UnboundedReceiver<Bytes>,
+        heartbeat: Duration,
+        shutdown: watch::Receiver<bool>,
+        output: Arc<Output>,
+    ) -> Body {
+        super::body(
+            Chunks(rx),
+            "",
+            heartbeat,
+            Duration::from_secs(1),
+            shutdown,
+            output,
+            Arc::default(),
+        )
+    }
+
     #[tokio::test(start_paused = true)]
     async fn over_the_budget_only_a_stream_that_keeps_up_reads_on() {
         let output = Arc::new(Output::new(100, Duration::from_secs(60)));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let (_stop, shutdown) = watch::channel(false);
-        let mut body = super::body(
-            Chunks(rx),
-            "",
-            Duration::from_secs(30),
-            Duration::from_secs(1),
-            shutdown,
-            output.clone(),
-            Arc::default(),
-        );
+        let mut body = chunks_body(rx, Duration::from_secs(30), shutdown, output.clone());
         let mut next = async || {
             let frame = tokio::time::timeout(Duration::from_secs(1), body.frame()).await;
             frame.ok().flatten().map(|f| {
@@ -445,15 +455,7 @@ mod tests {
         let output = Arc::new(Output::new(1 << 20, Duration::from_secs(60)));
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let (stop, shutdown) = watch::channel(false);
-        let mut body = super::body(
-            Chunks(rx),
-            "",
-            Duration::from_secs(10),
-            Duration::from_secs(1),
-            shutdown,
-            output,
-            Arc::default(),
-        );
+        let mut body = chunks_body(rx, Duration::from_secs(10), shutdown, output);
         let start = tokio::time::Instant::now();
         // The next frame's text and when it came (seconds since the start);
         // None when the stream ended.
