@@ -5,6 +5,7 @@
 #
 #   bench/run.sh                 # everything, 3 runs per case
 #   RUNS=1 ONLY=pub bench/run.sh # a quick subset
+#   LATENCY_CASES=1000:10 ONLY=latency bench/run.sh   # other latency cases
 #   SWITCHYARD_BIN=/path/to/switchyard bench/run.sh   # a given build
 #
 # Results: bench/results/<name>-http.md (copied from the suite's folder).
@@ -29,7 +30,9 @@ WORK=$(mktemp -d)
 cp -r "$SUITE_SRC" "$WORK/"
 SUITE=$WORK/bench
 mkdir -p "$ROOT/bench/results"
-COMMON=(--runs "$RUNS" --sizes 256 --conns 1,16,64 --latency-cases 1:100,100:100,1:1000,100:1000
+# subscribers:msg/s pairs of the latency workload.
+LATENCY_CASES=${LATENCY_CASES:-1:100,100:100,1:1000,100:1000}
+COMMON=(--runs "$RUNS" --sizes 256 --conns 1,16,64 --latency-cases "$LATENCY_CASES"
         --fanout-subs 1000 --idle 1000,5000 --wrk-duration 10 --duration 10)
 
 echo "== nginx + nchan"
