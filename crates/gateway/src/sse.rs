@@ -556,7 +556,8 @@ mod tests {
         // Messages 2 and 4 are the messages' own bytes; 3 (two lines) is
         // copied as two `data:` lines, 5 (not UTF-8) as base64.
         assert_eq!(shared, 2);
-        let ids: Vec<String> = d.with_cursors().map(|(_, c)| c.encode()).collect();
+        let mut ids: Vec<String> = Vec::new();
+        d.for_each_with_cursor(|_, c| ids.push(c.encode()));
         let big = "y".repeat(SHARED_PAYLOAD_MIN);
         let expected = format!(
             "id: {}\nevent: message\ndata: small\n\n\

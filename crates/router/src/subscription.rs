@@ -29,25 +29,10 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    /// Each message with the cursor just after it, for SSE `id:` lines: the
-    /// start advanced message by message, and the delivery's end cursor for
-    /// the last one (it may be further ahead, past messages that did not match).
-    pub fn with_cursors(&self) -> impl Iterator<Item = (&Arc<Message>, Cursor)> + '_ {
-        let mut c = self.start.clone();
-        let n = self.messages.len();
-        self.messages.iter().enumerate().map(move |(i, m)| {
-            c.advance(m.id.origin, m.id.seq);
-            if i + 1 == n {
-                (m, self.cursor.clone())
-            } else {
-                (m, c.clone())
-            }
-        })
-    }
-
-    /// Calls `f` with each message and the cursor just after it, as
-    /// [`Delivery::with_cursors`] gives them, without a copy of the cursor
-    /// per message.
+    /// Calls `f` with each message and the cursor just after it, for SSE
+    /// `id:` lines: the start advanced message by message, and the
+    /// delivery's end cursor for the last one (it may be further ahead,
+    /// past messages that did not match). No copy of the cursor per message.
     pub fn for_each_with_cursor(&self, mut f: impl FnMut(&Arc<Message>, &Cursor)) {
         let Some((last, rest)) = self.messages.split_last() else {
             return;

@@ -32,7 +32,7 @@ async fn resuming_after_each_message_delivers_exactly_the_rest() {
         let d = sub.next_available().await.unwrap();
         assert!(d.messages.len() <= 3, "read limit: {}", d.messages.len());
         assert!(!d.messages.is_empty(), "stopped after {}", seen.len());
-        seen.extend(d.with_cursors().map(|(m, c)| (crate::common::text(m), c)));
+        d.for_each_with_cursor(|m, c| seen.push((crate::common::text(m), c.clone())));
     }
     assert_eq!(seen.iter().map(|s| s.0.clone()).collect::<Vec<_>>(), sent);
 
