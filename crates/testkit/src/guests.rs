@@ -7,19 +7,23 @@ use std::sync::OnceLock;
 
 /// The repository's root directory (the parent of `crates/`): found from
 /// the directory of the package under test (cargo sets
-/// `CARGO_MANIFEST_DIR` when it runs a test), so that a build of this crate
-/// reused from a checkout elsewhere still finds this checkout; else from
-/// where this crate was built.
+/// `CARGO_MANIFEST_DIR` when it runs a test), else from the working
+/// directory (a harness such as `scripts/chaos.sh` runs from the
+/// repository), so that a build of this crate reused from a checkout
+/// elsewhere still finds this checkout; else from where this crate was
+/// built.
 pub fn repo_root() -> &'static Path {
     static ROOT: OnceLock<PathBuf> = OnceLock::new();
     ROOT.get_or_init(|| {
+        let holding_plugins = |dir: PathBuf| {
+            dir.ancestors()
+                .find(|d| d.join("plugins/Cargo.toml").is_file())
+                .map(Path::to_path_buf)
+        };
         std::env::var_os("CARGO_MANIFEST_DIR")
             .map(PathBuf::from)
-            .and_then(|dir| {
-                dir.ancestors()
-                    .find(|d| d.join("plugins/Cargo.toml").is_file())
-                    .map(Path::to_path_buf)
-            })
+            .and_then(holding_plugins)
+            .or_else(|| std::env::current_dir().ok().and_then(holding_plugins))
             .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")))
     })
 }
