@@ -186,13 +186,14 @@ pub struct Store {
     stopper: Arc<Stopper>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     closed: AtomicBool,
-    /// The write side, shared by the writer thread and inline publishers.
+    /// The write side, shared by the writer thread, inline publishers and
+    /// inline ingests.
     pub(crate) writer: Arc<Mutex<Writer>>,
-    /// Appends in progress.
+    /// Appends and ingests in progress.
     in_flight: AtomicUsize,
 }
 
-/// Counts an append in progress for as long as it lives.
+/// Counts an append or ingest in progress for as long as it lives.
 struct InFlight<'a> {
     counter: &'a AtomicUsize,
     /// No other append was in progress when this one started.
@@ -629,13 +630,40 @@ impl Store {
         messages: Vec<Message>,
         through: u64,
     ) -> Result<usize, StoreError> {
-        self.ask(|reply| Command::Ingest {
+        // As a lone publisher does ([`Store::append`]): with `fsync =
+        // never`, a small batch that meets no other write in flight and a
+        // free writer is committed here, without the two thread wake-ups
+        // of a hand-off to the writer thread. A node that follows a peer
+        // takes most of its answers one or a few messages at a time.
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed);
+        }
+        let in_flight = InFlight::enter(&self.in_flight);
+        let inline = self.shared.config.fsync == FsyncMode::Never
+            && in_flight.alone
+            && messages.len() < crate::writer::BULK_MESSAGES
+            && messages.iter().map(|m| m.payload.len()).sum::<usize>() < crate::writer::BULK_BYTES;
+        let (reply, rx) = oneshot::channel();
+        let command = Command::Ingest {
             origin,
             messages,
             through,
             reply,
-        })
-        .await
+        };
+        let left = match inline.then(|| self.writer.try_lock()).flatten() {
+            Some(mut writer) => {
+                writer.handle(command);
+                None
+            }
+            None => Some(command),
+        };
+        if let Some(command) = left {
+            self.tx
+                .send(command)
+                .await
+                .map_err(|_| StoreError::Closed)?;
+        }
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Sends the writer thread a command and waits for its answer.

@@ -449,7 +449,7 @@ impl Writer {
     }
 
     /// Handles a command other than an append.
-    fn handle(&mut self, cmd: Command) {
+    pub(crate) fn handle(&mut self, cmd: Command) {
         match cmd {
             Command::Append { batch, reply } => self.commit_appends(vec![(batch, reply)]),
             Command::Sync => {

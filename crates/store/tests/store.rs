@@ -1483,6 +1483,50 @@ fn remote(origin: NodeId, seq: u64, t: &str, stream_seq: u64, payload: &str) -> 
     }
 }
 
+/// Received messages are visible and wake waiting readers whichever way
+/// they are committed: by the ingesting task itself (`never`, a small
+/// answer with no other write in flight), through the writer thread
+/// (`always`), or through the thread because the answer is large.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingested_messages_wake_readers_inline_or_through_the_writer() {
+    for (mode, count) in [
+        (FsyncMode::Never, 3),
+        (FsyncMode::Always, 3),
+        (FsyncMode::Never, 200),
+    ] {
+        let dir = tempdir();
+        let store = Arc::new(open(StoreConfig {
+            fsync: mode,
+            ..config(&dir)
+        }));
+        let other = NodeId(0xfeed);
+        let mut changes = store.changes();
+        changes.borrow_and_update();
+        let waiter = tokio::spawn(async move { changes.changed().await.is_ok() });
+        let batch: Vec<Message> = (1..=count)
+            .map(|seq| remote(other, seq, "in.x", seq, &format!("r{seq}")))
+            .collect();
+        assert_eq!(
+            store.ingest(other, batch, count).await.unwrap(),
+            count as usize,
+            "{mode} {count}"
+        );
+        let woken = tokio::time::timeout(Duration::from_secs(5), waiter).await;
+        assert!(
+            matches!(woken, Ok(Ok(true))),
+            "{mode} {count}: a waiting reader is woken"
+        );
+        let got = store.read(&query(&["in.>"]), &Cursor::earliest()).unwrap();
+        assert_eq!(got.messages.len(), count as usize, "{mode} {count}");
+        assert_eq!(got.messages[0].payload, Bytes::from("r1"), "{mode} {count}");
+        // A repeat stores nothing, inline or not.
+        let again = vec![remote(other, count, "in.x", count, "again")];
+        assert_eq!(store.ingest(other, again, count).await.unwrap(), 0);
+        let store = Arc::into_inner(store).expect("one handle");
+        shut(store);
+    }
+}
+
 /// A peer's message stamped an hour ahead (its wall clock was stepped) is
 /// stored as stamped, but moves this node's clock at most 60 s ahead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
