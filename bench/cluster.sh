@@ -15,6 +15,13 @@
 #   publish to the last delivery) and the lag: how long after the last
 #   publish was answered the subscriber had everything.
 #
+# The nodes run with REPLICATION as their replication factor, 1 by
+# default: B then holds only what its subscribers ask for, and what is
+# measured is the hop. With the node's default (3, capped at the 2 live
+# members) B also copies A's whole log in the background and every publish
+# waits for that copy (`acks = quorum`), in the same-node case too; that
+# cost is bench/replication.sh's subject.
+#
 # Every measurement checks loss, duplicates and (with one publisher
 # connection; with several, sequence numbers do not follow the order in
 # which the node accepted the messages) order. The subscribers
@@ -53,6 +60,7 @@ SUBS=${SUBS:-"1 100"}
 CONNS=${CONNS:-"1 16 64"}
 ONLY=${ONLY:-latency,throughput}
 FSYNC=${FSYNC:-never}
+REPLICATION=${REPLICATION:-1}
 SETTLE_MS=${SETTLE_MS:-1000}
 DRAIN=${DRAIN:-60}
 MAX_LOAD=${MAX_LOAD:-1.5}
@@ -126,7 +134,7 @@ thr = groups("throughput", lambda r: (r["pub_conns"], r["path"] != "cross", r["p
 if thr:
     r0 = next(iter(thr.values()))[0]
     print(f"\nThroughput, closed-loop publishers on node A, {r0['size']} B, {r0['duration']:.0f} s, one subscriber, "
-          f"fsync {r0['fsync']}; median (± half the min-max spread); lag median (min-max)\n")
+          f"fsync {r0['fsync']}, replication factor {r0.get('replication', 'default')}; median (± half the min-max spread); lag median (min-max)\n")
     print("| path | publisher conns | publish req/s at A | delivered/s at subscriber | lag after last publish, ms "
           "| delivery p50 ms | delivery p99 ms | delivered/expected (all runs) | node A CPU s | node B CPU s "
           "| load avg before (max) / other load (max) |")
@@ -154,7 +162,7 @@ if [ -z "$LOADGEN" ]; then
 fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
-
+export SWITCHYARD_REPLICATION_FACTOR=$REPLICATION
 start_node a
 URL_A=$NODE_URL PID_A=$NODE_PID
 SEED=$(curl -fsS "$URL_A/v1/cluster" | python3 -c 'import json,sys; print(json.load(sys.stdin)["members"][0]["gossip_addr"])')
@@ -175,7 +183,7 @@ sleep 2
 
 RESULTS=${RESULTS:-$WORK/results.jsonl}
 : >"$RESULTS"
-export LOADGEN URL_A URL_B PID_A PID_B RUNS DURATION RATE SIZE SUBS CONNS ONLY FSYNC SETTLE_MS DRAIN \
+export LOADGEN URL_A URL_B PID_A PID_B RUNS DURATION RATE SIZE SUBS CONNS ONLY FSYNC REPLICATION SETTLE_MS DRAIN \
     MAX_LOAD QUIET_BELOW QUIET_WAIT RESULTS
 python3 - <<'PY'
 import json, os, resource, subprocess, sys, time
@@ -225,7 +233,7 @@ def measure(kind, path, args):
     r = res[0]
     gen = (c1.ru_utime + c1.ru_stime) - (c0.ru_utime + c0.ru_stime)
     other = (b1 - b0) / HZ - (a1 - a0) / HZ - (n1 - n0) / HZ - gen
-    r.update(kind=kind, path=path, fsync=E["FSYNC"], duration=float(E["DURATION"]), loadavg=la, quiet_wait_s=round(waited, 1),
+    r.update(kind=kind, path=path, fsync=E["FSYNC"], replication=int(E["REPLICATION"]), duration=float(E["DURATION"]), loadavg=la, quiet_wait_s=round(waited, 1),
              cpu_a_s=(a1 - a0) / HZ, cpu_b_s=(n1 - n0) / HZ, loadgen_cpu_s=round(gen, 2),
              other_pct=max(0.0, other) * 100 / (t1 - t0), wall_s=round(t1 - t0, 2),
              lag_ms=(r["span_s"] - r["pub_secs"]) * 1000, time=time.strftime("%H:%M:%S"))
@@ -261,5 +269,5 @@ for n in a b; do
 done
 
 echo
-echo "2 nodes on 127.0.0.1 ($(basename "$BIN") $("$BIN" --version | awk '{print $2}'), fsync $FSYNC), $RUNS runs per case"
+echo "2 nodes on 127.0.0.1 ($(basename "$BIN") $("$BIN" --version | awk '{print $2}'), fsync $FSYNC, replication factor $REPLICATION), $RUNS runs per case"
 report "$RESULTS"

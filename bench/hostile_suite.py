@@ -62,6 +62,7 @@ probes use 127.0.0.1):
     python3 bench/hostile_suite.py --case nonreading-sse --duration 20
     python3 bench/hostile_suite.py --bin /path/to/switchyard --json out.jsonl
     python3 bench/hostile_suite.py --case big-batches --control   # legitimate client on an unattacked node
+    python3 bench/hostile_suite.py --case slowloris-h2 --pin 0    # the node on CPU 0, everything else on the rest
 
 Python 3 standard library only. Prints one line per case; exits non-zero
 when a check fails. The node, the attack processes and the data
@@ -121,14 +122,17 @@ def pick_bin(arg):
 
 
 class Node:
-    def __init__(self, binary, extra_args):
+    def __init__(self, binary, extra_args, cpus=None):
         self.dir = tempfile.mkdtemp(prefix="hostile-")
         self.out = open(os.path.join(self.dir, "out"), "w+")
         self.err = open(os.path.join(self.dir, "log"), "w")
+        # With --pin the node runs on its own CPUs (its runtime sizes its
+        # worker pool from them).
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
         self.p = subprocess.Popen(
             [binary, "serve", "--listen", "127.0.0.1:0", "--data-dir", os.path.join(self.dir, "data"),
              "--fsync", "never"] + extra_args,
-            stdout=self.out, stderr=self.err, start_new_session=True)
+            stdout=self.out, stderr=self.err, start_new_session=True, preexec_fn=pin)
         self.port = None
         deadline = time.time() + 20
         while time.time() < deadline and self.port is None:
@@ -897,12 +901,12 @@ def readyz_storage(port):
 
 
 def run_case(case, a):
-    node = Node(a.bin, a.node_arg)
+    node = Node(a.bin, a.node_arg, a.node_cpus)
     # With --control the legitimate client uses a second node that nothing
     # attacks: what remains of the attack's effect is the machine's (its
     # cores, the kernel's processing of the attack's packets, the disk),
     # not the attacked node's.
-    other = Node(a.bin, a.node_arg) if a.control else None
+    other = Node(a.bin, a.node_arg, a.node_cpus) if a.control else None
     proc = None
     legit = sampler = None
     try:
@@ -1014,8 +1018,19 @@ def main():
                     help="run the legitimate client against a second node that is not attacked "
                          "(the RSS and /healthz checks stay on the attacked one): the machine's share "
                          "of the publisher's tail")
+    ap.add_argument("--pin", metavar="NODE_CPUS",
+                    help="run the node on these CPUs (e.g. 0) and this script, the legitimate client and "
+                         "the attack on the others, so that the attack's own work (its processes and the "
+                         "kernel's sending of its packets) does not take the node's processor")
     a = ap.parse_args()
     a.bin = pick_bin(a.bin)
+    a.node_cpus = a.client_cpus = None
+    if a.pin:
+        a.node_cpus = {int(c) for c in a.pin.split(",")}
+        a.client_cpus = os.sched_getaffinity(0) - a.node_cpus
+        if not a.client_cpus or not a.node_cpus <= os.sched_getaffinity(0):
+            sys.exit(f"error: --pin {a.pin} leaves no CPU for the clients or names one this process lacks")
+        os.sched_setaffinity(0, a.client_cpus)  # the attack process inherits it
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if hard < 16384:
@@ -1024,7 +1039,7 @@ def main():
     failed = False
     rows = []
     print(f"# binary={a.bin} duration={a.duration}s baseline={a.baseline}s rate={a.rate}/s "
-          f"attack-policy={a.attack_policy}", flush=True)
+          f"attack-policy={a.attack_policy} pin={a.pin or 'no'}", flush=True)
     for case in CASES if a.case == "all" else [a.case]:
         try:
             r = run_case(case, a)
