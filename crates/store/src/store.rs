@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use switchyard_model::{Cursor, Message, NodeId, Timestamp, Topic, TopicSet};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -196,7 +196,7 @@ pub struct Store {
 /// Counts an append or ingest in progress for as long as it lives.
 struct InFlight<'a> {
     counter: &'a AtomicUsize,
-    /// No other append was in progress when this one started.
+    /// No other append or ingest was in progress when this one started.
     alone: bool,
 }
 
@@ -591,21 +591,9 @@ impl Store {
         let keys = crate::append::idem_keys(&batch);
         self.shared.keys_in_flight.add(&keys);
         let (reply, rx) = oneshot::channel();
-        // With `fsync = never` a commit is memory work plus one buffered
-        // write. When no other append is in flight and the writer is free,
-        // the publisher commits itself instead of handing off to the writer
-        // thread and waiting for its answer (two thread wake-ups): a lone
-        // publisher's round trip is about a third shorter. Under concurrency
-        // requests go through the thread, whose group commits are larger
-        // and cheaper per message than many small inline ones (measured).
-        // A bulk append always goes through the thread: committing it here
-        // would hold an async worker for milliseconds.
+        // A lone publisher commits itself ([`Store::inline_writer`]).
         let in_flight = InFlight::enter(&self.in_flight);
-        if self.shared.config.fsync == FsyncMode::Never
-            && in_flight.alone
-            && !crate::writer::is_bulk(&batch)
-            && let Some(mut writer) = self.writer.try_lock()
-        {
+        if let Some(mut writer) = self.inline_writer(&in_flight, crate::writer::is_bulk(&batch)) {
             writer.commit_appends(vec![(batch, reply)]);
         } else {
             let sent = self.tx.send(Command::Append { batch, reply }).await;
@@ -630,19 +618,17 @@ impl Store {
         messages: Vec<Message>,
         through: u64,
     ) -> Result<usize, StoreError> {
-        // As a lone publisher does ([`Store::append`]): with `fsync =
-        // never`, a small batch that meets no other write in flight and a
-        // free writer is committed here, without the two thread wake-ups
-        // of a hand-off to the writer thread. A node that follows a peer
-        // takes most of its answers one or a few messages at a time.
+        // Committed here when it can be, as a lone publish is
+        // ([`Store::inline_writer`]): a node that follows a peer takes most
+        // of its answers one or a few messages at a time.
         if self.closed.load(Ordering::SeqCst) {
             return Err(StoreError::Closed);
         }
         let in_flight = InFlight::enter(&self.in_flight);
-        let inline = self.shared.config.fsync == FsyncMode::Never
-            && in_flight.alone
-            && messages.len() < crate::writer::BULK_MESSAGES
-            && messages.iter().map(|m| m.payload.len()).sum::<usize>() < crate::writer::BULK_BYTES;
+        let bulk = crate::writer::is_bulk_size(
+            messages.len(),
+            messages.iter().map(|m| m.payload.len()).sum(),
+        );
         let (reply, rx) = oneshot::channel();
         let command = Command::Ingest {
             origin,
@@ -650,7 +636,7 @@ impl Store {
             through,
             reply,
         };
-        let left = match inline.then(|| self.writer.try_lock()).flatten() {
+        let left = match self.inline_writer(&in_flight, bulk) {
             Some(mut writer) => {
                 writer.handle(command);
                 None
@@ -664,6 +650,27 @@ impl Store {
                 .map_err(|_| StoreError::Closed)?;
         }
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The writer, for a write its caller may commit itself instead of
+    /// handing it to the writer thread and waiting for its answer (two
+    /// thread wake-ups): with `fsync = never` a commit is memory work plus
+    /// one buffered write, so a write that is not bulk (which would hold an
+    /// async worker for milliseconds), met no other write in flight and
+    /// finds the writer free is committed by its caller. A lone publisher's
+    /// round trip is about a third shorter. Under concurrency writes go
+    /// through the thread, whose group commits are larger and cheaper per
+    /// message than many small inline ones (measured).
+    fn inline_writer(
+        &self,
+        in_flight: &InFlight<'_>,
+        bulk: bool,
+    ) -> Option<MutexGuard<'_, Writer>> {
+        if self.shared.config.fsync == FsyncMode::Never && in_flight.alone && !bulk {
+            self.writer.try_lock()
+        } else {
+            None
+        }
     }
 
     /// Sends the writer thread a command and waits for its answer.

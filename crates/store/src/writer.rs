@@ -86,8 +86,16 @@ const BULK_SHARE: u32 = 3;
 /// small appends waiting behind it (a commit costs a few microseconds per
 /// message, so 1,000 messages hold the writer for milliseconds).
 pub(crate) fn is_bulk(batch: &[Append]) -> bool {
-    batch.len() >= BULK_MESSAGES
-        || batch.iter().map(|a| a.payload.len()).sum::<usize>() >= BULK_BYTES
+    is_bulk_size(
+        batch.len(),
+        batch.iter().map(|a| a.payload.len()).sum::<usize>(),
+    )
+}
+
+/// Whether `messages` messages of `bytes` payload bytes in all make a bulk
+/// write ([`is_bulk`]).
+pub(crate) fn is_bulk_size(messages: usize, bytes: usize) -> bool {
+    messages >= BULK_MESSAGES || bytes >= BULK_BYTES
 }
 
 /// The writer thread: takes commands from the bounded channel and applies
