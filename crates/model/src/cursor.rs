@@ -3,6 +3,7 @@ use std::str::FromStr;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bytes::BufMut;
 
 use crate::error::{ModelError, shown};
 use crate::message::{NodeId, limits::MAX_CURSOR_ENTRIES};
@@ -55,26 +56,20 @@ impl Cursor {
     /// Appends the encoded form ([`Cursor::encode`]) to `out`. A cursor of
     /// up to three origins is encoded on the stack: this runs for every
     /// event a stream sends.
-    pub fn encode_into(&self, out: &mut impl bytes::BufMut) {
+    pub fn encode_into(&self, out: &mut impl BufMut) {
         const RAW: usize = 1 + 3 * 20;
         if 1 + self.entries.len() * 20 > RAW {
             out.put_slice(self.encode().as_bytes());
             return;
         }
         let mut raw = [0u8; RAW];
-        raw[0] = VERSION;
-        let mut n = 1;
+        let mut rest: &mut [u8] = &mut raw;
+        rest.put_u8(VERSION);
         for &(origin, seq) in &self.entries {
-            for mut v in [origin.0, seq] {
-                while v >= 0x80 {
-                    raw[n] = (v as u8) | 0x80;
-                    v >>= 7;
-                    n += 1;
-                }
-                raw[n] = v as u8;
-                n += 1;
-            }
+            varint::put(&mut rest, origin.0);
+            varint::put(&mut rest, seq);
         }
+        let n = RAW - rest.len();
         let mut text = [0u8; RAW.div_ceil(3) * 4];
         match URL_SAFE_NO_PAD.encode_slice(&raw[..n], &mut text) {
             Ok(len) => out.put_slice(&text[..len]),

@@ -1,13 +1,14 @@
 //! LEB128 unsigned varints, the building block of every compact encoding in
 //! Switchyard (cursors, stored records, node-to-node frames).
 
-/// Appends `v` as an unsigned LEB128 varint.
-pub fn put(out: &mut Vec<u8>, mut v: u64) {
+/// Appends `v` as an unsigned LEB128 varint (at most 10 bytes; a slice
+/// given as `out` must have room for them).
+pub fn put(out: &mut impl bytes::BufMut, mut v: u64) {
     while v >= 0x80 {
-        out.push((v as u8) | 0x80);
+        out.put_u8((v as u8) | 0x80);
         v >>= 7;
     }
-    out.push(v as u8);
+    out.put_u8(v as u8);
 }
 
 /// Reads one varint from the front of `buf`, advancing it. Returns `None` on
