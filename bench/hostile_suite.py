@@ -953,6 +953,12 @@ def run_case(case, a):
         if other:
             other.stop()
 
+    if a.timeline:
+        # One line per legitimate publish: seconds from the attack's start
+        # (negative during the baseline), latency in ms, HTTP status.
+        with open(a.timeline, "a") as f:
+            for due, lat, st, sq in legit.pub:
+                f.write(f"{case} {due - a0:.4f} {lat * 1000:.3f} {st}\n")
     base_pub = [lat for due, lat, st, sq in legit.pub if b0 <= due < a0]
     att_pub = [lat for due, lat, st, sq in legit.pub if a0 <= due < a1]
     due_of = {sq: due for due, lat, st, sq in legit.pub if 200 <= st < 300}
@@ -1012,6 +1018,8 @@ def main():
     ap.add_argument("--after", type=float, default=10, help="RSS is read this long after the attack stops")
     ap.add_argument("--rate", type=float, default=200, help="legitimate messages per second")
     ap.add_argument("--json", help="append one JSON object per case to this file")
+    ap.add_argument("--timeline", help="append each legitimate publish (case, seconds from the attack's start, "
+                    "latency in ms, status) to this file")
     ap.add_argument("--node-arg", action="append", default=[], help="extra argument for `switchyard serve`")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table of the cases at the end")
     ap.add_argument("--control", action="store_true",
