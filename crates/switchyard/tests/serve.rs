@@ -117,3 +117,35 @@ async fn a_refused_configuration_opens_nothing() {
     assert!(e.to_string().contains("set http_advertise"), "{e}");
     assert!(!dir.path().join("data").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_task_is_dropped_stops_listening() {
+    // The accept loop runs as a task of its own: dropping `serve` (here by
+    // aborting the task that awaits it) must end it and close the
+    // listener, not leave it accepting. (Checked to fail when the loop
+    // outlives `serve`: neither aborted nor told by its quit signal.)
+    let dir = tempfile::tempdir().unwrap();
+    let node = InProcess::start(&dir.path().join("data")).await;
+    let addr = node.url.trim_start_matches("http://").to_owned();
+    let client = Client::new(&node.url).unwrap();
+    client
+        .publish("inproc.t", Bytes::from("hello"), None, &[], None)
+        .await
+        .expect("publish");
+    node.task.abort();
+    let _ = node.task.await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::net::TcpStream::connect(&addr).await {
+            Err(_) => break,
+            Ok(_) => {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the listener still accepts 10 s after serve was dropped"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    drop(node.stop);
+}
