@@ -99,7 +99,9 @@ impl Subscription {
         from_earliest: bool,
         interest: InterestGuard,
     ) -> Self {
-        let changes = store.changes();
+        // Woken by commits of its own topics, not by every commit of the node
+        // (see `Store::changes_for`).
+        let changes = store.changes_for(&query.topics);
         Subscription {
             store,
             query,

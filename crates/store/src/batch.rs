@@ -407,6 +407,9 @@ impl Changes {
             }
         }
         let visible = self.published.map(|p| {
+            for m in &p.messages {
+                sh.signals.mark(&m.topic);
+            }
             sh.remote_tails
                 .write()
                 .entry(p.origin)

@@ -18,7 +18,8 @@
 //! reader costs disk reads, never memory.
 //!
 //! What it does not do: HTTP, subscriptions, waiting (callers wait on
-//! [`Store::changes`]), replication.
+//! [`Store::changes`], or on [`Store::changes_for`] the topics they read),
+//! replication.
 //!
 //! Locks: the store, like the other crates of the node, uses `parking_lot`
 //! locks, which are not poisoned by a panic, so one thread's panic never
@@ -58,6 +59,7 @@ mod plugins;
 mod read;
 mod replica;
 mod retention;
+mod signal;
 mod staging;
 mod store;
 mod tail;
@@ -71,6 +73,7 @@ pub use error::{StorageError, StoreError};
 pub use groups::{GroupWrite, StoredGroup};
 pub use read::{Gap, ReadBatch, ReadQuery};
 pub use replica::OriginTrim;
+pub use signal::{SHARDS, shard_of};
 pub use store::{
     CommitStats, EngineState, HALT_L0_TABLES, HALT_SEALED_MEMTABLES, STALLED_AFTER, Store,
 };

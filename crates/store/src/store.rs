@@ -48,8 +48,9 @@ pub(crate) struct Shared {
     /// Recent messages received from each other origin, once any arrived
     /// since the store opened. Written only by the writer thread.
     pub remote_tails: RwLock<std::collections::HashMap<NodeId, Tail>>,
-    /// Bumped whenever new messages become visible.
-    pub changes: watch::Sender<u64>,
+    /// Moved whenever new messages become visible (node-wide, and per
+    /// shard of topic names).
+    pub signals: crate::signal::Signals,
     /// Set after a failed write or sync, or a panic in the writer: no
     /// further writes are accepted.
     pub poisoned: AtomicBool,
@@ -370,7 +371,6 @@ impl Store {
         let catalog = load_catalog(&meta)?;
         let next_seq = catalog.origins.get(&node_id).map_or(0, |o| o.last_seq) + 1;
         tracing::info!(node = %node_id, path = %config.path.display(), next_seq, topics = catalog.streams.len(), "store opened");
-        let (changes, _) = watch::channel(0);
         let newest = catalog.origins.values().map(|o| o.last_ts).max();
         let steady = crate::writer::Steady::start(newest.unwrap_or_default());
         let shared = Arc::new(Shared {
@@ -387,7 +387,7 @@ impl Store {
             plugin_kv,
             groups,
             node_id,
-            changes,
+            signals: crate::signal::Signals::new(),
             poisoned: AtomicBool::new(false),
             commits: AtomicUsize::new(0),
             progress_ms: AtomicU64::new(0),
@@ -750,7 +750,16 @@ impl Store {
 
     /// A receiver that changes whenever new messages become visible.
     pub fn changes(&self) -> watch::Receiver<u64> {
-        self.shared.changes.subscribe()
+        self.shared.signals.all()
+    }
+
+    /// A receiver that changes at least whenever messages matching
+    /// `topics` become visible, and seldom otherwise when `topics` names
+    /// exact topics: see [`crate::signal`]. A reader that follows `topics`
+    /// waits on it instead of [`Store::changes`], so that a commit does not
+    /// wake every reader of the node.
+    pub fn changes_for(&self, topics: &TopicSet) -> watch::Receiver<u64> {
+        self.shared.signals.for_topics(topics)
     }
 
     /// The cursor just after every visible message (`from=latest`).

@@ -577,9 +577,11 @@ impl Writer {
         }
     }
 
-    /// Wakes readers waiting for new messages.
+    /// Wakes readers waiting for new messages: those of every topic whose
+    /// messages became visible since the last call, and those waiting on
+    /// the node-wide signal.
     pub(crate) fn notify(&self) {
-        self.shared.changes.send_modify(|v| *v = v.wrapping_add(1));
+        self.shared.signals.notify();
     }
 
     /// Makes local messages visible: tail first, then the watermark.
@@ -589,6 +591,9 @@ impl Writer {
             return;
         };
         let sh = &*self.shared;
+        for m in &fresh {
+            sh.signals.mark(&m.topic);
+        }
         sh.tail.write().push(fresh, last);
         sh.catalog.write().visible.insert(sh.node_id, last);
     }

@@ -1255,6 +1255,61 @@ async fn changes_wake_a_waiting_reader() {
     store.close();
 }
 
+/// A reader of one topic waits on its shard's signal (`changes_for`): it is
+/// woken by messages of its topic becoming visible, local or received, in
+/// every fsync mode, and not by messages of a topic in another shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_signal_moves_with_its_own_topic_only() {
+    let mine = "sig.0".to_owned();
+    let other_topic = (1..)
+        .map(|i| format!("sig.{i}"))
+        .find(|t| switchyard_store::shard_of(t) != switchyard_store::shard_of(&mine))
+        .unwrap();
+    for mode in [FsyncMode::Always, FsyncMode::Interval, FsyncMode::Never] {
+        let dir = tempdir();
+        let store = Arc::new(open(StoreConfig {
+            fsync: mode,
+            fsync_interval: Duration::from_millis(50),
+            ..config(&dir)
+        }));
+        let mut changes = store.changes_for(&query(&[&mine]).topics);
+        let mut all = store.changes();
+        changes.mark_unchanged();
+        all.mark_unchanged();
+
+        // Another shard's topic: the node-wide signal moves, ours does not,
+        // even once the message is visible (after the interval's sync).
+        append_one(&store, plain(&other_topic, "elsewhere")).await;
+        eventually("the other topic's message to become visible", || {
+            let b = store
+                .read(&query(&[&other_topic]), &Cursor::earliest())
+                .unwrap();
+            (b.messages.len() == 1).then_some(())
+        })
+        .await;
+        within("the node-wide signal", all.changed()).await.unwrap();
+        assert!(!changes.has_changed().unwrap(), "{mode}");
+
+        // Our topic: our signal moves.
+        append_one(&store, plain(&mine, "here")).await;
+        within("the topic's signal", changes.changed())
+            .await
+            .unwrap();
+        let b = store.read(&query(&[&mine]), &Cursor::earliest()).unwrap();
+        assert_eq!(b.messages.len(), 1, "{mode}");
+
+        // A received message of our topic moves it too.
+        changes.mark_unchanged();
+        let origin = NodeId(0xfeed);
+        let received = remote(origin, 1, &mine, 1, "received");
+        assert_eq!(store.ingest(origin, vec![received], 1).await.unwrap(), 1);
+        within("the topic's signal after an ingest", changes.changed())
+            .await
+            .unwrap();
+        store.close();
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Unclean stops: a machine restart without a sync starts a new origin.
 // ---------------------------------------------------------------------------

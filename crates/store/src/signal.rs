@@ -1,0 +1,199 @@
+//! Change signals: how readers that wait learn that new messages became
+//! visible.
+//!
+//! One node-wide signal moves with every change. Beside it, the topic names
+//! are spread over [`SHARDS`] shards by a hash, and each shard has a signal
+//! that moves only when messages of one of its topics become visible. A
+//! reader that follows exact topics all in one shard (an SSE subscription
+//! on one topic, the usual case) waits on that shard's signal, so a commit
+//! wakes the subscribers of its own topics and about 1/[`SHARDS`] of the
+//! others, not every subscriber on the node. Readers with wildcard patterns
+//! or topics in several shards wait on the node-wide signal.
+//!
+//! The writer marks the shards of the messages it makes visible
+//! ([`Signals::mark`]) and, once the commit is answered, moves the marked
+//! shards' signals and the node-wide one ([`Signals::notify`]). Marks are
+//! bits in atomics, so marking allocates nothing.
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use switchyard_model::{Topic, TopicSet};
+use tokio::sync::watch;
+
+/// How many shards topic names are spread over.
+pub const SHARDS: usize = 256;
+const WORDS: usize = SHARDS / 64;
+
+/// The node-wide change signal and one per shard of topic names.
+pub(crate) struct Signals {
+    all: watch::Sender<u64>,
+    shards: Box<[watch::Sender<u64>]>,
+    /// Shards with messages made visible since the last notify, one bit each.
+    marked: [AtomicU64; WORDS],
+}
+
+/// The shard of a topic name. `DefaultHasher::new()` has fixed keys, so
+/// the shard is the same in every process of one build, which is more than
+/// a signal needs.
+pub fn shard_of(topic: &str) -> usize {
+    let mut h = std::hash::DefaultHasher::new();
+    topic.hash(&mut h);
+    (h.finish() % SHARDS as u64) as usize
+}
+
+impl Signals {
+    pub(crate) fn new() -> Signals {
+        Signals {
+            all: watch::channel(0).0,
+            shards: (0..SHARDS).map(|_| watch::channel(0).0).collect(),
+            marked: Default::default(),
+        }
+    }
+
+    /// Notes that messages of `topic` became visible; the next
+    /// [`Signals::notify`] wakes its shard's readers.
+    pub(crate) fn mark(&self, topic: &Topic) {
+        let s = shard_of(topic.as_str());
+        self.marked[s / 64].fetch_or(1 << (s % 64), Ordering::Relaxed);
+    }
+
+    /// Moves the node-wide signal and those of the shards marked since the
+    /// last call.
+    pub(crate) fn notify(&self) {
+        self.all.send_modify(|v| *v = v.wrapping_add(1));
+        for (w, word) in self.marked.iter().enumerate() {
+            let mut bits = word.swap(0, Ordering::Relaxed);
+            while bits != 0 {
+                let b = bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                self.shards[w * 64 + b].send_modify(|v| *v = v.wrapping_add(1));
+            }
+        }
+    }
+
+    /// The node-wide signal: moves whenever messages become visible.
+    pub(crate) fn all(&self) -> watch::Receiver<u64> {
+        self.all.subscribe()
+    }
+
+    /// A signal that moves at least whenever messages matching `topics`
+    /// become visible: its shard's when every pattern names one exact topic
+    /// and all are in one shard, the node-wide one otherwise.
+    pub(crate) fn for_topics(&self, topics: &TopicSet) -> watch::Receiver<u64> {
+        let shard = topics.exact_topics().and_then(|exact| {
+            let mut shards = exact.iter().map(|t| shard_of(t.as_str()));
+            let first = shards.next()?;
+            shards.all(|s| s == first).then_some(first)
+        });
+        match shard {
+            Some(s) => self.shards[s].subscribe(),
+            None => self.all.subscribe(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(s: &str) -> Topic {
+        s.parse().expect("valid topic")
+    }
+
+    fn set(patterns: &[&str]) -> TopicSet {
+        TopicSet::new(
+            patterns
+                .iter()
+                .map(|p| p.parse().expect("valid pattern"))
+                .collect(),
+        )
+    }
+
+    /// Two topic names in different shards.
+    fn two_shards() -> (String, String) {
+        let a = "t.0".to_owned();
+        let b = (1..)
+            .map(|i| format!("t.{i}"))
+            .find(|b| shard_of(b) != shard_of(&a))
+            .expect("some name lands elsewhere");
+        (a, b)
+    }
+
+    #[test]
+    fn a_commit_wakes_its_topics_shard_and_the_node_wide_signal_only() {
+        let s = Signals::new();
+        let (a, b) = two_shards();
+        let mut on_a = s.for_topics(&set(&[&a]));
+        let on_b = s.for_topics(&set(&[&b]));
+        let mut on_all = s.all();
+        let mut wildcard = s.for_topics(&set(&["t.*"]));
+        s.mark(&topic(&a));
+        s.notify();
+        assert!(on_a.has_changed().unwrap());
+        assert!(!on_b.has_changed().unwrap());
+        assert!(on_all.has_changed().unwrap());
+        assert!(wildcard.has_changed().unwrap());
+        on_a.mark_unchanged();
+        on_all.mark_unchanged();
+        wildcard.mark_unchanged();
+        // The marks were taken: a notify with nothing marked moves only
+        // the node-wide signal.
+        s.notify();
+        assert!(!on_a.has_changed().unwrap());
+        assert!(!on_b.has_changed().unwrap());
+        assert!(on_all.has_changed().unwrap());
+        assert!(wildcard.has_changed().unwrap());
+    }
+
+    #[test]
+    fn topics_in_several_shards_wait_on_the_node_wide_signal() {
+        let s = Signals::new();
+        let (a, b) = two_shards();
+        let both = s.for_topics(&set(&[&a, &b]));
+        s.notify();
+        assert!(both.has_changed().unwrap());
+        // Two patterns for one topic stay on its shard.
+        let twice = s.for_topics(&set(&[&a, &a]));
+        s.notify();
+        assert!(!twice.has_changed().unwrap());
+        s.mark(&topic(&a));
+        s.notify();
+        assert!(twice.has_changed().unwrap());
+    }
+
+    #[test]
+    fn every_shard_can_be_marked_and_woken() {
+        let s = Signals::new();
+        let mut names: Vec<Option<String>> = vec![None; SHARDS];
+        let mut found = 0;
+        for i in 0.. {
+            let n = format!("s.{i}");
+            let slot = &mut names[shard_of(&n)];
+            if slot.is_none() {
+                *slot = Some(n);
+                found += 1;
+                if found == SHARDS {
+                    break;
+                }
+            }
+        }
+        let names: Vec<String> = names.into_iter().map(|n| n.expect("found")).collect();
+        let mut rx: Vec<_> = names.iter().map(|n| s.for_topics(&set(&[n]))).collect();
+        for n in &names {
+            s.mark(&topic(n));
+        }
+        s.notify();
+        assert!(rx.iter_mut().all(|r| r.has_changed().unwrap()));
+    }
+
+    #[test]
+    fn dropping_the_signals_ends_every_wait() {
+        let s = Signals::new();
+        let one = s.for_topics(&set(&["x"]));
+        let all = s.all();
+        drop(s);
+        assert!(one.has_changed().is_err());
+        assert!(all.has_changed().is_err());
+    }
+}
