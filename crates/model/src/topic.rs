@@ -132,6 +132,26 @@ impl TopicPattern {
             .then(|| Topic(self.text.clone()))
     }
 
+    /// The pattern's tokens before its first wildcard, as written (`a.b`
+    /// for `a.b.>` and `a.b.*.d`, the whole pattern when it has no
+    /// wildcard); `None` when it starts with one. Every topic the pattern
+    /// matches starts with these tokens.
+    pub fn literal_prefix(&self) -> Option<&str> {
+        let n = self
+            .tokens
+            .iter()
+            .take_while(|t| matches!(t, Token::Literal(_)))
+            .count();
+        if n == 0 {
+            return None;
+        }
+        if n == self.tokens.len() {
+            return Some(&self.text);
+        }
+        let end = self.text.match_indices('.').nth(n - 1).map(|(i, _)| i)?;
+        Some(&self.text[..end])
+    }
+
     /// Whether `topic` matches this pattern.
     pub fn matches(&self, topic: &Topic) -> bool {
         self.matches_name(topic.as_str())
@@ -365,6 +385,23 @@ mod tests {
     }
     fn p(s: &str) -> TopicPattern {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn literal_prefixes_stop_at_the_first_wildcard() {
+        assert_eq!(p("orders.eu").literal_prefix(), Some("orders.eu"));
+        assert_eq!(p("orders.>").literal_prefix(), Some("orders"));
+        assert_eq!(p("a.b.*.d").literal_prefix(), Some("a.b"));
+        assert_eq!(p("a.b.c.>").literal_prefix(), Some("a.b.c"));
+        assert_eq!(p(">").literal_prefix(), None);
+        assert_eq!(p("*.eu").literal_prefix(), None);
+        // Every topic a pattern matches starts with its prefix's tokens.
+        for (pat, topic) in [("a.b.*.d", "a.b.x.d"), ("orders.>", "orders.eu.x")] {
+            let pat = p(pat);
+            let prefix = pat.literal_prefix().unwrap();
+            assert!(pat.matches(&t(topic)));
+            assert!(topic.starts_with(&format!("{prefix}.")));
+        }
     }
 
     #[test]

@@ -1,19 +1,24 @@
 //! Change signals: how readers that wait learn that new messages became
 //! visible.
 //!
-//! One node-wide signal moves with every change. Beside it, the topic names
-//! are spread over [`SHARDS`] shards by a hash, and each shard has a signal
-//! that moves only when messages of one of its topics become visible. A
-//! reader that follows exact topics all in one shard (an SSE subscription
-//! on one topic, the usual case) waits on that shard's signal, so a commit
-//! wakes the subscribers of its own topics and about 1/[`SHARDS`] of the
-//! others, not every subscriber on the node. Readers with wildcard patterns
-//! or topics in several shards wait on the node-wide signal.
+//! One node-wide signal moves with every change. Beside it, names are
+//! spread over [`SHARDS`] shards by a hash, and each shard has a signal of
+//! its own. When messages of topic `a.b.c` become visible, the signals of
+//! the shards of `a`, `a.b` and `a.b.c` (each leading run of its tokens)
+//! move. A reader waits on the shard of its pattern's tokens before the
+//! first wildcard ([`TopicPattern::literal_prefix`]: `a.b.c` for the exact
+//! topic, `a` for `a.>` or `a.*.c`), which every topic it matches starts
+//! with. So a commit wakes the subscribers of its own topics and of the
+//! patterns over them, and about 1/[`SHARDS`] of the others, not every
+//! subscriber on the node. A reader whose patterns fall in several shards,
+//! or start with a wildcard (`>`, `*.eu`), waits on the node-wide signal.
 //!
 //! The writer marks the shards of the messages it makes visible
 //! ([`Signals::mark`]) and, once the commit is answered, moves the marked
 //! shards' signals and the node-wide one ([`Signals::notify`]). Marks are
 //! bits in atomics, so marking allocates nothing.
+//!
+//! [`TopicPattern::literal_prefix`]: switchyard_model::TopicPattern::literal_prefix
 
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -52,9 +57,17 @@ impl Signals {
     }
 
     /// Notes that messages of `topic` became visible; the next
-    /// [`Signals::notify`] wakes its shard's readers.
+    /// [`Signals::notify`] wakes the readers of the shards of each leading
+    /// run of its tokens.
     pub(crate) fn mark(&self, topic: &Topic) {
-        let s = shard_of(topic.as_str());
+        let name = topic.as_str();
+        for (end, _) in name.match_indices('.') {
+            self.mark_shard(shard_of(&name[..end]));
+        }
+        self.mark_shard(shard_of(name));
+    }
+
+    fn mark_shard(&self, s: usize) {
         self.marked[s / 64].fetch_or(1 << (s % 64), Ordering::Relaxed);
     }
 
@@ -78,14 +91,17 @@ impl Signals {
     }
 
     /// A signal that moves at least whenever messages matching `topics`
-    /// become visible: its shard's when every pattern names one exact topic
-    /// and all are in one shard, the node-wide one otherwise.
+    /// become visible: the shard of the patterns' literal prefixes when
+    /// they all fall in one, the node-wide one otherwise.
     pub(crate) fn for_topics(&self, topics: &TopicSet) -> watch::Receiver<u64> {
-        let shard = topics.exact_topics().and_then(|exact| {
-            let mut shards = exact.iter().map(|t| shard_of(t.as_str()));
-            let first = shards.next()?;
-            shards.all(|s| s == first).then_some(first)
-        });
+        let mut shards = topics
+            .patterns()
+            .iter()
+            .map(|p| p.literal_prefix().map(shard_of));
+        let shard = match shards.next() {
+            Some(Some(first)) => shards.all(|s| s == Some(first)).then_some(first),
+            _ => None,
+        };
         match shard {
             Some(s) => self.shards[s].subscribe(),
             None => self.all.subscribe(),
@@ -110,11 +126,12 @@ mod tests {
         )
     }
 
-    /// Two topic names in different shards.
+    /// Two one-token topic names (each marks only its own shard) in
+    /// different shards.
     fn two_shards() -> (String, String) {
-        let a = "t.0".to_owned();
+        let a = "t0".to_owned();
         let b = (1..)
-            .map(|i| format!("t.{i}"))
+            .map(|i| format!("t{i}"))
             .find(|b| shard_of(b) != shard_of(&a))
             .expect("some name lands elsewhere");
         (a, b)
@@ -127,7 +144,7 @@ mod tests {
         let mut on_a = s.for_topics(&set(&[&a]));
         let on_b = s.for_topics(&set(&[&b]));
         let mut on_all = s.all();
-        let mut wildcard = s.for_topics(&set(&["t.*"]));
+        let mut wildcard = s.for_topics(&set(&[">"]));
         s.mark(&topic(&a));
         s.notify();
         assert!(on_a.has_changed().unwrap());
@@ -144,6 +161,36 @@ mod tests {
         assert!(!on_b.has_changed().unwrap());
         assert!(on_all.has_changed().unwrap());
         assert!(wildcard.has_changed().unwrap());
+    }
+
+    #[test]
+    fn a_wildcard_pattern_waits_on_the_shard_of_its_literal_prefix() {
+        let s = Signals::new();
+        // `p.0.>` and `p.1.*` over topics below them.
+        let mut under = s.for_topics(&set(&["p.0.>"]));
+        let one = s.for_topics(&set(&["p.1.*"]));
+        s.mark(&topic("p.0.x.y"));
+        s.notify();
+        assert!(under.has_changed().unwrap());
+        under.mark_unchanged();
+        let (p0, p1) = (shard_of("p.0"), shard_of("p.1"));
+        // A one-token topic marks only its own shard: one outside both.
+        let elsewhere = (0..)
+            .map(|i| format!("q{i}"))
+            .find(|n| shard_of(n) != p0 && shard_of(n) != p1)
+            .unwrap();
+        s.mark(&topic(&elsewhere));
+        s.notify();
+        assert!(!under.has_changed().unwrap());
+        assert!(!one.has_changed().unwrap());
+        s.mark(&topic("p.1.k"));
+        s.notify();
+        assert!(one.has_changed().unwrap());
+        // A pattern that starts with a wildcard waits on the node-wide one.
+        let mut any = s.for_topics(&set(&["*.k"]));
+        s.notify();
+        assert!(any.has_changed().unwrap());
+        any.mark_unchanged();
     }
 
     #[test]
