@@ -407,9 +407,7 @@ impl Changes {
             }
         }
         let visible = self.published.map(|p| {
-            for m in &p.messages {
-                sh.signals.mark(&m.topic);
-            }
+            sh.signals.mark_all(p.messages.iter().map(|m| &m.topic));
             sh.remote_tails
                 .write()
                 .entry(p.origin)

@@ -20,7 +20,6 @@
 //!
 //! [`TopicPattern::literal_prefix`]: switchyard_model::TopicPattern::literal_prefix
 
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use switchyard_model::{Topic, TopicSet};
@@ -38,13 +37,20 @@ pub(crate) struct Signals {
     marked: [AtomicU64; WORDS],
 }
 
-/// The shard of a topic name. `DefaultHasher::new()` has fixed keys, so
-/// the shard is the same in every process of one build, which is more than
-/// a signal needs.
-pub fn shard_of(topic: &str) -> usize {
-    let mut h = std::hash::DefaultHasher::new();
-    topic.hash(&mut h);
-    (h.finish() % SHARDS as u64) as usize
+/// The shard of a name (a topic, or a leading run of a topic's tokens):
+/// XXH3 of its bytes, the same in every process.
+pub fn shard_of(name: &str) -> usize {
+    (xxhash_rust::xxh3::xxh3_64(name.as_bytes()) % SHARDS as u64) as usize
+}
+
+/// Moves a signal that someone waits on. One that nobody holds is left as
+/// it is (moving it wakes no one and costs a lock per waiter list): a
+/// receiver taken later starts from the value then, and its reader reads
+/// before it first waits, after the messages were made visible.
+fn bump(signal: &watch::Sender<u64>) {
+    if signal.receiver_count() > 0 {
+        signal.send_modify(|v| *v = v.wrapping_add(1));
+    }
 }
 
 impl Signals {
@@ -53,6 +59,18 @@ impl Signals {
             all: watch::channel(0).0,
             shards: (0..SHARDS).map(|_| watch::channel(0).0).collect(),
             marked: Default::default(),
+        }
+    }
+
+    /// Marks the topics of `messages` ([`Signals::mark`]), each run of
+    /// messages of one topic once.
+    pub(crate) fn mark_all<'a>(&self, messages: impl IntoIterator<Item = &'a Topic>) {
+        let mut last: Option<&Topic> = None;
+        for topic in messages {
+            if last != Some(topic) {
+                self.mark(topic);
+                last = Some(topic);
+            }
         }
     }
 
@@ -74,13 +92,13 @@ impl Signals {
     /// Moves the node-wide signal and those of the shards marked since the
     /// last call.
     pub(crate) fn notify(&self) {
-        self.all.send_modify(|v| *v = v.wrapping_add(1));
+        bump(&self.all);
         for (w, word) in self.marked.iter().enumerate() {
             let mut bits = word.swap(0, Ordering::Relaxed);
             while bits != 0 {
                 let b = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                self.shards[w * 64 + b].send_modify(|v| *v = v.wrapping_add(1));
+                bump(&self.shards[w * 64 + b]);
             }
         }
     }
@@ -191,6 +209,25 @@ mod tests {
         s.notify();
         assert!(any.has_changed().unwrap());
         any.mark_unchanged();
+    }
+
+    #[test]
+    fn marking_a_run_of_messages_marks_every_topic_in_it() {
+        let s = Signals::new();
+        let (a, b) = two_shards();
+        let mut on_a = s.for_topics(&set(&[&a]));
+        let mut on_b = s.for_topics(&set(&[&b]));
+        let (ta, tb) = (topic(&a), topic(&b));
+        s.mark_all([&ta, &ta, &tb, &ta]);
+        s.notify();
+        assert!(on_a.has_changed().unwrap());
+        assert!(on_b.has_changed().unwrap());
+        on_a.mark_unchanged();
+        on_b.mark_unchanged();
+        s.mark_all([&tb, &tb]);
+        s.notify();
+        assert!(!on_a.has_changed().unwrap());
+        assert!(on_b.has_changed().unwrap());
     }
 
     #[test]

@@ -591,9 +591,7 @@ impl Writer {
             return;
         };
         let sh = &*self.shared;
-        for m in &fresh {
-            sh.signals.mark(&m.topic);
-        }
+        sh.signals.mark_all(fresh.iter().map(|m| &m.topic));
         sh.tail.write().push(fresh, last);
         sh.catalog.write().visible.insert(sh.node_id, last);
     }
