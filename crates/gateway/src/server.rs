@@ -33,7 +33,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -255,11 +255,13 @@ struct Conn {
     /// to be closed.
     wake: Notify,
     close: AtomicBool,
-    /// Response bodies whose last chunk the connection has not taken yet:
-    /// body serial, and when the chunk was handed over.
-    handed: Mutex<HashMap<u64, Instant>>,
-    /// Serials of this connection's response bodies.
-    bodies: AtomicU64,
+    /// The response bodies that handed the connection a chunk: whether
+    /// each one's last chunk is still held, and since when. A body joins
+    /// with its first chunk; an entry goes when both the body and its
+    /// last chunk are gone.
+    handed: Mutex<Vec<Weak<Written>>>,
+    /// What [`Written::since`] counts from.
+    epoch: Instant,
 }
 
 impl Conn {
@@ -272,8 +274,8 @@ impl Conn {
             last_active: Mutex::new(Instant::now()),
             wake: Notify::new(),
             close: AtomicBool::new(false),
-            handed: Mutex::new(HashMap::new()),
-            bodies: AtomicU64::new(0),
+            handed: Mutex::new(Vec::new()),
+            epoch: Instant::now(),
         }
     }
 
@@ -284,7 +286,25 @@ impl Conn {
     /// When the oldest chunk of output the connection has not taken was
     /// handed to it.
     fn stalled_since(&self) -> Option<Instant> {
-        lock(&self.handed).values().min().copied()
+        lock(&self.handed)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|w| w.held.load(Ordering::Acquire))
+            .map(|w| w.since.load(Ordering::Acquire))
+            .min()
+            .map(|since| self.epoch + Duration::from_nanos(since))
+    }
+
+    /// Watches a response body's chunks from its first one on.
+    fn watch(&self, written: &Arc<Written>) {
+        let mut handed = lock(&self.handed);
+        handed.retain(|w| w.strong_count() > 0);
+        handed.push(Arc::downgrade(written));
+    }
+
+    /// Nanoseconds from [`Conn::epoch`] to now.
+    fn since_epoch(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     /// When the connection is to be closed for doing nothing, if it does
@@ -332,9 +352,10 @@ struct Tracked {
     inner: Body,
     in_flight: InFlight,
     output: Arc<Output>,
-    serial: u64,
     /// The chunk handed over last, while the connection holds it.
     handed: Arc<Written>,
+    /// The connection watches `handed` (from the first chunk on).
+    watched: bool,
 }
 
 /// Whether the last chunk a body handed over is still held by its
@@ -342,6 +363,9 @@ struct Tracked {
 #[derive(Default)]
 struct Written {
     held: AtomicBool,
+    /// When the chunk was handed over, in nanoseconds from the
+    /// connection's [`Conn::epoch`].
+    since: AtomicU64,
     waker: futures_util::task::AtomicWaker,
 }
 
@@ -467,15 +491,12 @@ impl std::fmt::Debug for Out {
 struct Handed {
     len: usize,
     output: Arc<Output>,
-    conn: Arc<Conn>,
-    serial: u64,
     written: Arc<Written>,
 }
 
 impl Drop for Handed {
     fn drop(&mut self) {
         self.output.take(self.len);
-        lock(&self.conn.handed).remove(&self.serial);
         self.written.held.store(false, Ordering::Release);
         self.written.waker.wake();
     }
@@ -506,13 +527,18 @@ impl http_body::Body for Tracked {
         };
         let len = out.remaining;
         self.output.add(len);
-        lock(&self.in_flight.conn.handed).insert(self.serial, Instant::now());
+        let conn = &self.in_flight.conn;
+        self.handed
+            .since
+            .store(conn.since_epoch(), Ordering::Release);
         self.handed.held.store(true, Ordering::Release);
+        if !self.watched {
+            conn.watch(&self.handed);
+            self.watched = true;
+        }
         out._handed = Some(Handed {
             len,
             output: self.output.clone(),
-            conn: self.in_flight.conn.clone(),
-            serial: self.serial,
             written: self.handed.clone(),
         });
         Poll::Ready(Some(Ok(Frame::data(out))))
@@ -693,14 +719,13 @@ async fn serve_request(
     if let Some((method, path, version)) = logged {
         access_log(peer, ip, &method, &path, version, &resp, started.elapsed());
     }
-    let serial = conn.bodies.fetch_add(1, Ordering::Relaxed);
     resp.map(|inner| {
         Tracked {
             inner,
             in_flight,
             output,
-            serial,
             handed: Arc::default(),
+            watched: false,
         }
         .boxed_unsync()
     })
@@ -1181,31 +1206,47 @@ mod tests {
         ];
         let frames = stream::iter(chunks.map(|c| Ok::<_, Infallible>(Frame::data(c))))
             .chain(stream::pending());
+        let c = conn();
         let mut body = Tracked {
             inner: StreamBody::new(frames).boxed_unsync(),
             in_flight: InFlight {
-                conn: conn(),
+                conn: c.clone(),
                 _extra: None,
             },
             output: output.clone(),
-            serial: 0,
             handed: Arc::default(),
+            watched: false,
         };
-        let mut poll = || {
+        fn poll(body: &mut Tracked) -> Option<Out> {
             let mut cx = Context::from_waker(std::task::Waker::noop());
-            match http_body::Body::poll_frame(Pin::new(&mut body), &mut cx) {
+            match http_body::Body::poll_frame(Pin::new(body), &mut cx) {
                 Poll::Ready(Some(Ok(f))) => Some(f.into_data().ok().unwrap()),
                 Poll::Pending => None,
                 Poll::Ready(_) => panic!("the body ended"),
             }
-        };
-        let mut first = poll().unwrap();
+        }
+        assert_eq!(c.stalled_since(), None);
+        let mut first = poll(&mut body).unwrap();
         assert_eq!(output.pending(), 21);
+        let since = c.stalled_since().expect("a chunk is held");
+        assert!(since <= Instant::now());
         assert_eq!(first.copy_to_bytes(21), "id: 1\ndata: payload\n\n");
-        assert!(poll().is_none(), "held until the connection drops it");
+        assert!(
+            poll(&mut body).is_none(),
+            "held until the connection drops it"
+        );
         drop(first);
         assert_eq!(output.pending(), 0);
-        let next = poll().unwrap();
+        assert_eq!(c.stalled_since(), None, "nothing held once written");
+        let next = poll(&mut body).unwrap();
         assert_eq!(next.chunk(), b"next");
+        assert!(c.stalled_since().is_some_and(|t| t >= since));
+        // A body that ends while the connection still holds its last
+        // chunk: the chunk still counts, until it is written.
+        drop(body);
+        assert!(c.stalled_since().is_some());
+        drop(next);
+        assert_eq!(c.stalled_since(), None);
+        assert!(lock(&c.handed).iter().all(|w| w.strong_count() == 0));
     }
 }

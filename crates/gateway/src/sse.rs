@@ -5,14 +5,14 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::{BufMut, Bytes, BytesMut};
-use futures_util::stream;
 use http_body::Frame;
-use http_body_util::{BodyExt, StreamBody};
+use http_body_util::BodyExt;
 use switchyard_model::{Cursor, Message};
 use switchyard_router::{Delivery, Member, Subscription};
 use tokio::sync::watch;
@@ -330,50 +330,142 @@ pub(crate) fn body<E: Events>(
         _subscriber: metrics.subscriber(matches!(E::VIA, Via::Group)),
         metrics,
     };
-    let events = stream::unfold(state, |mut st| async move {
+    let slot = Arc::new(Slot::default());
+    let out = slot.clone();
+    let run = async move {
+        let mut st = state;
         if let Some(p) = st.prelude.take() {
-            return Some((Ok::<_, Infallible>(Frame::data(Out::from(p))), st));
+            out.hand(Out::from(p)).await;
         }
-        if *st.shutdown.borrow() {
-            return None;
-        }
-        let keeps_up = st.handed.is_some_and(|t| t.elapsed() <= KEEPS_UP);
-        if st.output.is_over() && !keeps_up {
-            tokio::select! {
-                () = st.output.room() => {}
-                () = &mut st.stop => return None,
+        loop {
+            if *st.shutdown.borrow() {
+                return;
             }
-        }
-        // Events first: a stream with events ready polls nothing else.
-        let chunk = loop {
-            tokio::select! {
-                biased;
-                chunk = st.events.next_chunk() => {
-                    let (chunk, messages) = chunk?;
-                    st.metrics.delivered(E::VIA, messages);
-                    break chunk;
+            let keeps_up = st.handed.is_some_and(|t| t.elapsed() <= KEEPS_UP);
+            if st.output.is_over() && !keeps_up {
+                tokio::select! {
+                    () = st.output.room() => {}
+                    () = &mut st.stop => return,
                 }
-                () = &mut st.stop => return None,
-                () = &mut st.idle => {
-                    let due = st.last_out + st.heartbeat;
-                    if tokio::time::Instant::now() < due {
-                        // Chunks went out since the timer was set.
-                        st.idle.as_mut().reset(due);
-                        continue;
+            }
+            // Events first: a stream with events ready polls nothing else.
+            let chunk = loop {
+                tokio::select! {
+                    biased;
+                    chunk = st.events.next_chunk() => {
+                        let Some((chunk, messages)) = chunk else {
+                            return;
+                        };
+                        st.metrics.delivered(E::VIA, messages);
+                        break chunk;
                     }
-                    break Out::from(Bytes::from_static(b": heartbeat\n\n"));
+                    () = &mut st.stop => return,
+                    () = &mut st.idle => {
+                        let due = st.last_out + st.heartbeat;
+                        if tokio::time::Instant::now() < due {
+                            // Chunks went out since the timer was set.
+                            st.idle.as_mut().reset(due);
+                            continue;
+                        }
+                        break Out::from(Bytes::from_static(b": heartbeat\n\n"));
+                    }
                 }
+            };
+            let now = tokio::time::Instant::now();
+            st.handed = Some(now);
+            st.last_out = now;
+            if st.idle.is_elapsed() {
+                st.idle.as_mut().reset(now + st.heartbeat);
             }
-        };
-        let now = tokio::time::Instant::now();
-        st.handed = Some(now);
-        st.last_out = now;
-        if st.idle.is_elapsed() {
-            st.idle.as_mut().reset(now + st.heartbeat);
+            out.hand(chunk).await;
         }
-        Some((Ok(Frame::data(chunk)), st))
-    });
-    StreamBody::new(events).boxed_unsync()
+    };
+    SseBody {
+        run: Box::pin(run),
+        slot,
+        done: false,
+    }
+    .boxed_unsync()
+}
+
+/// The chunk an [`SseBody`]'s producing future has handed over and the
+/// body has not returned yet.
+#[derive(Default)]
+struct Slot(parking_lot::Mutex<Option<Out>>);
+
+impl Slot {
+    /// Hands `chunk` to the body and pauses the producer until the body
+    /// is asked for the chunk after it.
+    fn hand(&self, chunk: Out) -> HandOver {
+        *self.0.lock() = Some(chunk);
+        HandOver { paused: false }
+    }
+
+    fn take(&self) -> Option<Out> {
+        self.0.lock().take()
+    }
+}
+
+/// Returns `Pending` once, without arranging a wake-up: the body that
+/// polls the producer returns the handed chunk instead, and polls again
+/// only when its connection asks for more.
+struct HandOver {
+    paused: bool,
+}
+
+impl Future for HandOver {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<()> {
+        if self.paused {
+            Poll::Ready(())
+        } else {
+            self.paused = true;
+            Poll::Pending
+        }
+    }
+}
+
+/// A body whose chunks come from one long-lived future (`run`), which
+/// hands each through `slot` and pauses until the next is asked for. The
+/// future, with the stream's state and whatever it awaits, stays in one
+/// place for the stream's life: a stream built with `unfold` moved its
+/// state into a fresh future and back out for every chunk, about 900
+/// instructions of copying per delivery.
+struct SseBody<F> {
+    run: Pin<Box<F>>,
+    slot: Arc<Slot>,
+    done: bool,
+}
+
+impl<F: Future<Output = ()>> http_body::Body for SseBody<F> {
+    type Data = Out;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Out>, Infallible>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        let ended = self.run.as_mut().poll(cx).is_ready();
+        if let Some(chunk) = self.slot.take() {
+            // The producer is paused in `HandOver` (or ended right after
+            // handing its last chunk); it resumes at the next poll.
+            self.done = ended;
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
+        if ended {
+            self.done = true;
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
 }
 
 /// One event: `event: <name>` with `data` (a single line).
