@@ -262,6 +262,11 @@ struct Conn {
     handed: Mutex<Vec<Weak<Written>>>,
     /// What [`Written::since`] counts from.
     epoch: Instant,
+    /// The connection's driver is polling it (see [`Conn::drive`]).
+    driving: AtomicBool,
+    /// A chunk was taken while the driver polled the connection, and its
+    /// body's wake-up was left to the end of that poll.
+    deferred: AtomicBool,
 }
 
 impl Conn {
@@ -276,6 +281,8 @@ impl Conn {
             close: AtomicBool::new(false),
             handed: Mutex::new(Vec::new()),
             epoch: Instant::now(),
+            driving: AtomicBool::new(false),
+            deferred: AtomicBool::new(false),
         }
     }
 
@@ -300,6 +307,28 @@ impl Conn {
         let mut handed = lock(&self.handed);
         handed.retain(|w| w.strong_count() > 0);
         handed.push(Arc::downgrade(written));
+    }
+
+    /// Polls the connection with `poll`. A body whose chunk the connection
+    /// takes meanwhile ([`Handed`]'s drop) is woken at the end of the poll
+    /// unless it was polled again after the chunk went, as an HTTP/1.1
+    /// connection does when it has written a chunk and asks its body for
+    /// the next: waking it at once would poll the whole connection again
+    /// for nothing, once per chunk. An HTTP/2 stream's body, polled by a
+    /// task of its own, is woken at the end of the poll.
+    fn drive<T>(&self, poll: impl FnOnce() -> Poll<T>) -> Poll<T> {
+        self.driving.store(true, Ordering::SeqCst);
+        let polled = poll();
+        self.driving.store(false, Ordering::SeqCst);
+        if self.deferred.swap(false, Ordering::SeqCst) {
+            for w in lock(&self.handed).iter().filter_map(Weak::upgrade) {
+                if w.wake_pending.swap(false, Ordering::SeqCst) {
+                    // Schedules the body's task; takes no lock of ours.
+                    w.waker.wake();
+                }
+            }
+        }
+        polled
     }
 
     /// Nanoseconds from [`Conn::epoch`] to now.
@@ -366,6 +395,10 @@ struct Written {
     /// When the chunk was handed over, in nanoseconds from the
     /// connection's [`Conn::epoch`].
     since: AtomicU64,
+    /// The chunk was taken while the driver polled the connection; the
+    /// body is to be woken at the end of that poll unless it is polled
+    /// before (see [`Conn::drive`]).
+    wake_pending: AtomicBool,
     waker: futures_util::task::AtomicWaker,
 }
 
@@ -491,14 +524,28 @@ impl std::fmt::Debug for Out {
 struct Handed {
     len: usize,
     output: Arc<Output>,
+    conn: Arc<Conn>,
     written: Arc<Written>,
 }
 
 impl Drop for Handed {
     fn drop(&mut self) {
         self.output.take(self.len);
-        self.written.held.store(false, Ordering::Release);
-        self.written.waker.wake();
+        let (w, conn) = (&self.written, &self.conn);
+        w.held.store(false, Ordering::SeqCst);
+        if conn.driving.load(Ordering::SeqCst) {
+            w.wake_pending.store(true, Ordering::SeqCst);
+            conn.deferred.store(true, Ordering::SeqCst);
+            if conn.driving.load(Ordering::SeqCst) {
+                // The driver wakes the body after its poll, if need be.
+                return;
+            }
+            // The poll ended meanwhile: wake, unless the driver did.
+            if !w.wake_pending.swap(false, Ordering::SeqCst) {
+                return;
+            }
+        }
+        w.waker.wake();
     }
 }
 
@@ -510,12 +557,14 @@ impl http_body::Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Out>, Infallible>>> {
-        if self.handed.held.load(Ordering::Acquire) {
+        if self.handed.held.load(Ordering::SeqCst) {
             self.handed.waker.register(cx.waker());
-            if self.handed.held.load(Ordering::Acquire) {
+            if self.handed.held.load(Ordering::SeqCst) {
                 return Poll::Pending;
             }
         }
+        // Polled after the last chunk went: no wake-up is owed for it.
+        self.handed.wake_pending.store(false, Ordering::SeqCst);
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         let Poll::Ready(Some(Ok(frame))) = polled else {
             return polled;
@@ -527,7 +576,7 @@ impl http_body::Body for Tracked {
         };
         let len = out.remaining;
         self.output.add(len);
-        let conn = &self.in_flight.conn;
+        let conn = self.in_flight.conn.clone();
         self.handed
             .since
             .store(conn.since_epoch(), Ordering::Release);
@@ -539,6 +588,7 @@ impl http_body::Body for Tracked {
         out._handed = Some(Handed {
             len,
             output: self.output.clone(),
+            conn,
             written: self.handed.clone(),
         });
         Poll::Ready(Some(Ok(Frame::data(out))))
@@ -774,7 +824,7 @@ async fn drive<C>(
             }
         };
         tokio::select! {
-            ended = connection.as_mut() => {
+            ended = std::future::poll_fn(|cx| conn.drive(|| connection.as_mut().poll(cx))) => {
                 if let Err(e) = ended {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
@@ -1191,6 +1241,77 @@ mod tests {
         out.advance(1);
         assert!(!out.has_remaining());
         assert_eq!(out.chunks_vectored(&mut [std::io::IoSlice::new(&[])]), 0);
+    }
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_body_is_woken_after_its_chunk_goes_unless_the_connection_polled_it_again() {
+        let output = Arc::new(Output::new(1 << 20, Duration::from_secs(60)));
+        let chunks = ["a", "b", "c", "d"]
+            .map(|c| Ok::<_, Infallible>(Frame::data(Out::from(Bytes::from(c)))));
+        let c = conn();
+        let mut body = Tracked {
+            inner: StreamBody::new(stream::iter(chunks).chain(stream::pending())).boxed_unsync(),
+            in_flight: InFlight {
+                conn: c.clone(),
+                _extra: None,
+            },
+            output,
+            handed: Arc::default(),
+            watched: false,
+        };
+        let wakes = Arc::new(Wakes::default());
+        let waker = std::task::Waker::from(wakes.clone());
+        let poll = |body: &mut Tracked| {
+            let mut cx = Context::from_waker(&waker);
+            match http_body::Body::poll_frame(Pin::new(body), &mut cx) {
+                Poll::Ready(Some(Ok(f))) => Some(f.into_data().ok().unwrap()),
+                Poll::Pending => None,
+                Poll::Ready(_) => panic!("the body ended"),
+            }
+        };
+        let woken = || wakes.0.load(Ordering::SeqCst);
+
+        // Taken while the driver polls, and the body not polled again in
+        // that poll: woken once the poll is over.
+        let a = poll(&mut body).unwrap();
+        assert!(poll(&mut body).is_none(), "waits for its chunk to go");
+        let polled = c.drive(|| {
+            drop(a);
+            assert_eq!(woken(), 0, "not in the middle of the poll");
+            Poll::Ready(())
+        });
+        assert!(polled.is_ready());
+        assert_eq!(woken(), 1);
+
+        // Taken while the driver polls, and the body polled again in the
+        // same poll (HTTP/1.1): no wake-up.
+        let b = poll(&mut body).unwrap();
+        assert!(poll(&mut body).is_none());
+        let mut next = None;
+        let _ = c.drive(|| {
+            drop(b);
+            next = poll(&mut body);
+            Poll::Ready(())
+        });
+        assert_eq!(woken(), 1, "polled again: nothing owed");
+        let cc = next.expect("the next chunk");
+        assert_eq!(cc.chunk(), b"c");
+
+        // Taken outside any poll of the driver: woken at once.
+        assert!(poll(&mut body).is_none());
+        drop(cc);
+        assert_eq!(woken(), 2);
+        assert_eq!(poll(&mut body).unwrap().chunk(), b"d");
     }
 
     #[test]
