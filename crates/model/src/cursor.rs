@@ -4,6 +4,7 @@ use std::str::FromStr;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::BufMut;
+use smallvec::SmallVec;
 
 use crate::error::{ModelError, shown};
 use crate::message::{NodeId, limits::MAX_CURSOR_ENTRIES};
@@ -21,9 +22,15 @@ const VERSION: u8 = 1;
 /// "nothing seen from it yet".
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Cursor {
-    /// Sorted by origin, no duplicates, no zero sequences.
-    entries: Vec<(NodeId, u64)>,
+    /// Sorted by origin, no duplicates, no zero sequences. Up to
+    /// [`INLINE_ORIGINS`] entries live in the cursor itself, so that
+    /// copying the cursor of a node or a small cluster (every delivery
+    /// copies one) allocates nothing.
+    entries: SmallVec<[(NodeId, u64); INLINE_ORIGINS]>,
 }
+
+/// Origins a [`Cursor`] holds without a heap allocation.
+const INLINE_ORIGINS: usize = 3;
 
 impl Cursor {
     /// The empty cursor: nothing seen from any origin (start of every log).
@@ -108,7 +115,7 @@ impl FromStr for Cursor {
         if version != VERSION {
             return Err(bad("unknown cursor version"));
         }
-        let mut entries: Vec<(NodeId, u64)> = Vec::new();
+        let mut entries: SmallVec<[(NodeId, u64); INLINE_ORIGINS]> = SmallVec::new();
         while !rest.is_empty() {
             let origin = varint::get(&mut rest).ok_or(bad("truncated"))?;
             let seq = varint::get(&mut rest).ok_or(bad("truncated"))?;

@@ -5,7 +5,6 @@ use std::time::Duration;
 use switchyard_cluster::Cluster;
 use switchyard_model::{Cursor, Message, NodeId, Topic, TopicSet};
 use switchyard_store::{Gap, ReadBatch, ReadQuery, Store};
-use tokio::sync::watch;
 
 use crate::RouterError;
 use crate::Unavailable;
@@ -37,10 +36,12 @@ impl Delivery {
         let Some((last, rest)) = self.messages.split_last() else {
             return;
         };
-        let mut c = self.start.clone();
-        for m in rest {
-            c.advance(m.id.origin, m.id.seq);
-            f(m, &c);
+        if !rest.is_empty() {
+            let mut c = self.start.clone();
+            for m in rest {
+                c.advance(m.id.origin, m.id.seq);
+                f(m, &c);
+            }
         }
         f(last, &self.cursor);
     }
@@ -65,7 +66,7 @@ pub struct Subscription {
     store: Arc<Store>,
     query: ReadQuery,
     cursor: Cursor,
-    changes: watch::Receiver<u64>,
+    changes: switchyard_store::Changes,
     /// Gaps already reported, so that each is reported once.
     reported: HashSet<(Topic, NodeId, u64)>,
     /// Started from `earliest`: a removed range before anything was read
@@ -262,7 +263,7 @@ impl Subscription {
         loop {
             // Mark the current version seen before reading, so that anything
             // that becomes visible during the read wakes a later wait.
-            self.changes.borrow_and_update();
+            self.changes.mark_seen();
             let batch = self.read().await?;
             self.caught_up = batch.complete;
             let gaps: Vec<Gap> = batch

@@ -73,7 +73,7 @@ pub use error::{StorageError, StoreError};
 pub use groups::{GroupWrite, StoredGroup};
 pub use read::{Gap, ReadBatch, ReadQuery};
 pub use replica::OriginTrim;
-pub use signal::{SHARDS, shard_of};
+pub use signal::{Changes, Closed, SHARDS, shard_of};
 pub use store::{
     CommitStats, EngineState, HALT_L0_TABLES, HALT_SEALED_MEMTABLES, STALLED_AFTER, Store,
 };

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
 use switchyard_model::{Cursor, Message, NodeId, Topic, TopicSet};
 
 use crate::catalog::Catalog;
@@ -97,6 +98,10 @@ pub struct ReadBatch {
     pub complete: bool,
 }
 
+/// The origins' contributions to one read: a node's own log and one
+/// peer's without an allocation.
+type Reads = SmallVec<[OriginRead; 2]>;
+
 /// What one origin contributed to a read.
 struct OriginRead {
     origin: NodeId,
@@ -146,7 +151,7 @@ impl Store {
     pub fn read_cached(&self, q: &ReadQuery, from: &Cursor) -> Option<ReadBatch> {
         let sh = &*self.shared;
         let local = sh.node_id;
-        let mut reads = Vec::new();
+        let mut reads = Reads::new();
         match q.hold.get(&local) {
             None => {
                 let tail = sh.tail.read();
@@ -199,7 +204,7 @@ impl Store {
                 })
                 .collect()
         };
-        let mut reads = Vec::with_capacity(plans.len());
+        let mut reads = Reads::with_capacity(plans.len());
         for (origin, after, visible, topics) in plans {
             let read = match topics {
                 Some(topics) => self.read_by_index(q, origin, after, visible, &topics)?,
@@ -399,7 +404,7 @@ fn index_topics(catalog: &Catalog, q: &ReadQuery, o: NodeId, c: u64) -> Option<V
 
 /// Merges per-origin reads by timestamp, keeping each origin's order, and
 /// computes the cursor after the merged batch.
-fn merge(q: &ReadQuery, from: &Cursor, reads: Vec<OriginRead>) -> ReadBatch {
+fn merge(q: &ReadQuery, from: &Cursor, reads: Reads) -> ReadBatch {
     let mut cursor = from.clone();
     if reads.len() <= 1 {
         let mut batch = ReadBatch {

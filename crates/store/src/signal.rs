@@ -20,8 +20,12 @@
 //!
 //! [`TopicPattern::literal_prefix`]: switchyard_model::TopicPattern::literal_prefix
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
 
+use futures_util::task::AtomicWaker;
 use switchyard_model::{Topic, TopicSet};
 use tokio::sync::watch;
 
@@ -31,10 +35,136 @@ const WORDS: usize = SHARDS / 64;
 
 /// The node-wide change signal and one per shard of topic names.
 pub(crate) struct Signals {
-    all: watch::Sender<u64>,
-    shards: Box<[watch::Sender<u64>]>,
+    all: Signal,
+    shards: Box<[Signal]>,
     /// Shards with messages made visible since the last notify, one bit each.
     marked: [AtomicU64; WORDS],
+}
+
+/// One change signal, which readers wait on in two ways: a `watch`
+/// channel (for the few long-lived tasks that select over it), and
+/// [`Changes`], whose reader registers once for its life, not once per
+/// wait. A subscription waits after nearly every delivery, and a `watch`
+/// wait costs a lock to join the waiter list, another when it is woken
+/// and a third when the wait's future is dropped.
+struct Signal {
+    watch: watch::Sender<u64>,
+    waits: Arc<Waits>,
+}
+
+impl Signal {
+    fn new() -> Signal {
+        Signal {
+            watch: watch::channel(0).0,
+            waits: Arc::default(),
+        }
+    }
+
+    fn notify(&self) {
+        bump(&self.watch);
+        self.waits.notify();
+    }
+}
+
+/// The version of a signal and the wakers of its [`Changes`] readers.
+#[derive(Default)]
+struct Waits {
+    version: AtomicU64,
+    /// Set when the store is dropped: every wait ends.
+    closed: AtomicBool,
+    readers: parking_lot::Mutex<slab::Slab<Arc<AtomicWaker>>>,
+}
+
+impl Waits {
+    /// Moves the version, then wakes every reader that waits (a reader
+    /// that does not holds no waker, and costs an atomic operation).
+    fn notify(&self) {
+        self.version.fetch_add(1, Ordering::SeqCst);
+        let readers = self.readers.lock();
+        for (_, waker) in readers.iter() {
+            waker.wake();
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.notify();
+    }
+}
+
+/// The store has been dropped: no change will come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+/// A reader's view of a change signal ([`crate::Store::changes_for`]): a
+/// version seen, and a waker registered with the signal for the reader's
+/// life. Like a `watch` receiver without its value.
+pub struct Changes {
+    waits: Arc<Waits>,
+    waker: Arc<AtomicWaker>,
+    key: usize,
+    seen: u64,
+}
+
+impl Changes {
+    fn new(waits: &Arc<Waits>) -> Changes {
+        let waker = Arc::new(AtomicWaker::new());
+        let key = waits.readers.lock().insert(waker.clone());
+        Changes {
+            seen: waits.version.load(Ordering::SeqCst),
+            waits: waits.clone(),
+            waker,
+            key,
+        }
+    }
+
+    /// Whether the signal moved since the version last seen.
+    pub fn has_changed(&self) -> Result<bool, Closed> {
+        if self.waits.closed.load(Ordering::SeqCst) {
+            return Err(Closed);
+        }
+        Ok(self.waits.version.load(Ordering::SeqCst) != self.seen)
+    }
+
+    /// Marks the current version seen.
+    pub fn mark_seen(&mut self) {
+        self.seen = self.waits.version.load(Ordering::SeqCst);
+    }
+
+    /// Waits until the signal moves past the version seen, and marks the
+    /// new version seen. Cancel-safe.
+    pub async fn changed(&mut self) -> Result<(), Closed> {
+        poll_fn(|cx| {
+            // Registered before the version is read: a notify that moves
+            // the version after the read wakes this waker.
+            self.waker.register(cx.waker());
+            if self.waits.closed.load(Ordering::SeqCst) {
+                return Poll::Ready(Err(Closed));
+            }
+            let now = self.waits.version.load(Ordering::SeqCst);
+            if now == self.seen {
+                return Poll::Pending;
+            }
+            self.seen = now;
+            // Not waiting any more: a later notify must not wake the task
+            // while it does something else.
+            drop(self.waker.take());
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
+}
+
+impl Drop for Changes {
+    fn drop(&mut self) {
+        self.waits.readers.lock().try_remove(self.key);
+    }
+}
+
+impl std::fmt::Debug for Changes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Changes").field("seen", &self.seen).finish()
+    }
 }
 
 /// The shard of a name (a topic, or a leading run of a topic's tokens):
@@ -56,8 +186,8 @@ fn bump(signal: &watch::Sender<u64>) {
 impl Signals {
     pub(crate) fn new() -> Signals {
         Signals {
-            all: watch::channel(0).0,
-            shards: (0..SHARDS).map(|_| watch::channel(0).0).collect(),
+            all: Signal::new(),
+            shards: (0..SHARDS).map(|_| Signal::new()).collect(),
             marked: Default::default(),
         }
     }
@@ -92,26 +222,32 @@ impl Signals {
     /// Moves the node-wide signal and those of the shards marked since the
     /// last call.
     pub(crate) fn notify(&self) {
-        bump(&self.all);
+        self.all.notify();
         for (w, word) in self.marked.iter().enumerate() {
             let mut bits = word.swap(0, Ordering::Relaxed);
             while bits != 0 {
                 let b = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                bump(&self.shards[w * 64 + b]);
+                self.shards[w * 64 + b].notify();
             }
         }
     }
 
     /// The node-wide signal: moves whenever messages become visible.
     pub(crate) fn all(&self) -> watch::Receiver<u64> {
-        self.all.subscribe()
+        self.all.watch.subscribe()
     }
 
-    /// A signal that moves at least whenever messages matching `topics`
+    /// A reader of the signal that moves at least whenever messages
+    /// matching `topics` become visible (see [`Signals::signal_for`]).
+    pub(crate) fn for_topics(&self, topics: &TopicSet) -> Changes {
+        Changes::new(&self.signal_for(topics).waits)
+    }
+
+    /// The signal that moves at least whenever messages matching `topics`
     /// become visible: the shard of the patterns' literal prefixes when
     /// they all fall in one, the node-wide one otherwise.
-    pub(crate) fn for_topics(&self, topics: &TopicSet) -> watch::Receiver<u64> {
+    fn signal_for(&self, topics: &TopicSet) -> &Signal {
         let mut shards = topics
             .patterns()
             .iter()
@@ -121,8 +257,18 @@ impl Signals {
             _ => None,
         };
         match shard {
-            Some(s) => self.shards[s].subscribe(),
-            None => self.all.subscribe(),
+            Some(s) => &self.shards[s],
+            None => &self.all,
+        }
+    }
+}
+
+impl Drop for Signals {
+    /// Ends every wait: no change comes once the store is gone.
+    fn drop(&mut self) {
+        self.all.waits.close();
+        for s in &self.shards {
+            s.waits.close();
         }
     }
 }
@@ -169,9 +315,9 @@ mod tests {
         assert!(!on_b.has_changed().unwrap());
         assert!(on_all.has_changed().unwrap());
         assert!(wildcard.has_changed().unwrap());
-        on_a.mark_unchanged();
+        on_a.mark_seen();
         on_all.mark_unchanged();
-        wildcard.mark_unchanged();
+        wildcard.mark_seen();
         // The marks were taken: a notify with nothing marked moves only
         // the node-wide signal.
         s.notify();
@@ -190,7 +336,7 @@ mod tests {
         s.mark(&topic("p.0.x.y"));
         s.notify();
         assert!(under.has_changed().unwrap());
-        under.mark_unchanged();
+        under.mark_seen();
         let (p0, p1) = (shard_of("p.0"), shard_of("p.1"));
         // A one-token topic marks only its own shard: one outside both.
         let elsewhere = (0..)
@@ -208,7 +354,7 @@ mod tests {
         let mut any = s.for_topics(&set(&["*.k"]));
         s.notify();
         assert!(any.has_changed().unwrap());
-        any.mark_unchanged();
+        any.mark_seen();
     }
 
     #[test]
@@ -222,8 +368,8 @@ mod tests {
         s.notify();
         assert!(on_a.has_changed().unwrap());
         assert!(on_b.has_changed().unwrap());
-        on_a.mark_unchanged();
-        on_b.mark_unchanged();
+        on_a.mark_seen();
+        on_b.mark_seen();
         s.mark_all([&tb, &tb]);
         s.notify();
         assert!(!on_a.has_changed().unwrap());
@@ -279,5 +425,88 @@ mod tests {
         drop(s);
         assert!(one.has_changed().is_err());
         assert!(all.has_changed().is_err());
+    }
+
+    /// Counts the wake-ups of a task.
+    #[derive(Default)]
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn woken(c: &Arc<Count>) -> usize {
+        c.0.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn a_reader_is_woken_by_each_notify_it_waits_for_and_by_no_other() {
+        use std::future::Future;
+        use std::task::{Context, Waker};
+
+        let s = Signals::new();
+        let mut rx = s.for_topics(&set(&["w"]));
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+
+        for round in 1..=3 {
+            let mut wait = std::pin::pin!(rx.changed());
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+            s.mark(&topic("w"));
+            s.notify();
+            assert_eq!(woken(&count), round);
+            assert_eq!(wait.as_mut().poll(&mut cx), Poll::Ready(Ok(())));
+        }
+        assert!(!rx.has_changed().unwrap());
+
+        // Not waiting: a notify wakes nothing, and the next wait returns at
+        // once, without leaving its waker behind.
+        s.mark(&topic("w"));
+        s.notify();
+        assert_eq!(woken(&count), 3);
+        assert!(rx.has_changed().unwrap());
+        {
+            let mut wait = std::pin::pin!(rx.changed());
+            assert_eq!(wait.as_mut().poll(&mut cx), Poll::Ready(Ok(())));
+        }
+        s.mark(&topic("w"));
+        s.notify();
+        assert_eq!(woken(&count), 3, "a finished wait leaves no waker");
+
+        // The mark seen moves with `mark_seen`.
+        assert!(rx.has_changed().unwrap());
+        rx.mark_seen();
+        assert!(!rx.has_changed().unwrap());
+    }
+
+    #[test]
+    fn a_dropped_reader_leaves_the_signal_and_closing_ends_waits() {
+        use std::future::Future;
+        use std::task::{Context, Waker};
+
+        let s = Signals::new();
+        let readers = |s: &Signals| s.signal_for(&set(&["r"])).waits.readers.lock().len();
+        let a = s.for_topics(&set(&["r"]));
+        let mut b = s.for_topics(&set(&["r"]));
+        assert_eq!(readers(&s), 2);
+        drop(a);
+        assert_eq!(readers(&s), 1);
+
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let waits = s.signal_for(&set(&["r"])).waits.clone();
+        {
+            let mut wait = std::pin::pin!(b.changed());
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+            drop(s);
+            assert_eq!(woken(&count), 1);
+            assert_eq!(wait.as_mut().poll(&mut cx), Poll::Ready(Err(Closed)));
+        }
+        drop(b);
+        assert_eq!(waits.readers.lock().len(), 0);
     }
 }

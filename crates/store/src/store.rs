@@ -758,7 +758,7 @@ impl Store {
     /// exact topics: see [`crate::signal`]. A reader that follows `topics`
     /// waits on it instead of [`Store::changes`], so that a commit does not
     /// wake every reader of the node.
-    pub fn changes_for(&self, topics: &TopicSet) -> watch::Receiver<u64> {
+    pub fn changes_for(&self, topics: &TopicSet) -> crate::Changes {
         self.shared.signals.for_topics(topics)
     }
 

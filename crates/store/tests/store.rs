@@ -1275,7 +1275,7 @@ async fn a_topic_signal_moves_with_its_own_topic_only() {
         }));
         let mut changes = store.changes_for(&query(&[&mine]).topics);
         let mut all = store.changes();
-        changes.mark_unchanged();
+        changes.mark_seen();
         all.mark_unchanged();
 
         // Another shard's topic: the node-wide signal moves, ours does not,
@@ -1300,7 +1300,7 @@ async fn a_topic_signal_moves_with_its_own_topic_only() {
         assert_eq!(b.messages.len(), 1, "{mode}");
 
         // A received message of our topic moves it too.
-        changes.mark_unchanged();
+        changes.mark_seen();
         let origin = NodeId(0xfeed);
         let received = remote(origin, 1, &mine, 1, "received");
         assert_eq!(store.ingest(origin, vec![received], 1).await.unwrap(), 1);
