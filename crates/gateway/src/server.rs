@@ -379,17 +379,34 @@ impl Drop for InFlight {
 /// send queue would leave, and the pending output counts what is held.
 struct Tracked {
     inner: Body,
-    in_flight: InFlight,
-    output: Arc<Output>,
+    /// Counts the request as the connection's until the body is dropped.
+    _in_flight: InFlight,
     /// The chunk handed over last, while the connection holds it.
     handed: Arc<Written>,
     /// The connection watches `handed` (from the first chunk on).
     watched: bool,
 }
 
+impl Tracked {
+    fn new(inner: Body, in_flight: InFlight, output: Arc<Output>) -> Tracked {
+        Tracked {
+            handed: Arc::new(Written {
+                held: AtomicBool::new(false),
+                since: AtomicU64::new(0),
+                wake_pending: AtomicBool::new(false),
+                waker: futures_util::task::AtomicWaker::new(),
+                conn: in_flight.conn.clone(),
+                output,
+            }),
+            inner,
+            _in_flight: in_flight,
+            watched: false,
+        }
+    }
+}
+
 /// Whether the last chunk a body handed over is still held by its
 /// connection, and who waits for it to be written.
-#[derive(Default)]
 struct Written {
     held: AtomicBool,
     /// When the chunk was handed over, in nanoseconds from the
@@ -400,6 +417,10 @@ struct Written {
     /// before (see [`Conn::drive`]).
     wake_pending: AtomicBool,
     waker: futures_util::task::AtomicWaker,
+    /// What the chunks count against, and the connection that takes them:
+    /// here so that a chunk's guard holds one pointer, not three.
+    output: Arc<Output>,
+    conn: Arc<Conn>,
 }
 
 /// A chunk of a response body: buffers to write in order, with one
@@ -523,15 +544,14 @@ impl std::fmt::Debug for Out {
 /// Output held by a connection (see [`Tracked`]): dropped with its [`Out`].
 struct Handed {
     len: usize,
-    output: Arc<Output>,
-    conn: Arc<Conn>,
     written: Arc<Written>,
 }
 
 impl Drop for Handed {
     fn drop(&mut self) {
-        self.output.take(self.len);
-        let (w, conn) = (&self.written, &self.conn);
+        let w = &self.written;
+        let conn = &w.conn;
+        w.output.take(self.len);
         w.held.store(false, Ordering::SeqCst);
         if conn.driving.load(Ordering::SeqCst) {
             w.wake_pending.store(true, Ordering::SeqCst);
@@ -575,20 +595,16 @@ impl http_body::Body for Tracked {
             Err(frame) => return Poll::Ready(Some(Ok(frame))),
         };
         let len = out.remaining;
-        self.output.add(len);
-        let conn = self.in_flight.conn.clone();
-        self.handed
-            .since
-            .store(conn.since_epoch(), Ordering::Release);
-        self.handed.held.store(true, Ordering::Release);
+        let w = &self.handed;
+        w.output.add(len);
+        w.since.store(w.conn.since_epoch(), Ordering::Release);
+        w.held.store(true, Ordering::Release);
         if !self.watched {
-            conn.watch(&self.handed);
+            w.conn.watch(w);
             self.watched = true;
         }
         out._handed = Some(Handed {
             len,
-            output: self.output.clone(),
-            conn,
             written: self.handed.clone(),
         });
         Poll::Ready(Some(Ok(Frame::data(out))))
@@ -769,16 +785,7 @@ async fn serve_request(
     if let Some((method, path, version)) = logged {
         access_log(peer, ip, &method, &path, version, &resp, started.elapsed());
     }
-    resp.map(|inner| {
-        Tracked {
-            inner,
-            in_flight,
-            output,
-            handed: Arc::default(),
-            watched: false,
-        }
-        .boxed_unsync()
-    })
+    resp.map(|inner| Tracked::new(inner, in_flight, output).boxed_unsync())
 }
 
 /// Drives one connection to its end: closes it gracefully when the node
@@ -1259,16 +1266,14 @@ mod tests {
         let chunks = ["a", "b", "c", "d"]
             .map(|c| Ok::<_, Infallible>(Frame::data(Out::from(Bytes::from(c)))));
         let c = conn();
-        let mut body = Tracked {
-            inner: StreamBody::new(stream::iter(chunks).chain(stream::pending())).boxed_unsync(),
-            in_flight: InFlight {
+        let mut body = Tracked::new(
+            StreamBody::new(stream::iter(chunks).chain(stream::pending())).boxed_unsync(),
+            InFlight {
                 conn: c.clone(),
                 _extra: None,
             },
             output,
-            handed: Arc::default(),
-            watched: false,
-        };
+        );
         let wakes = Arc::new(Wakes::default());
         let waker = std::task::Waker::from(wakes.clone());
         let poll = |body: &mut Tracked| {
@@ -1328,16 +1333,14 @@ mod tests {
         let frames = stream::iter(chunks.map(|c| Ok::<_, Infallible>(Frame::data(c))))
             .chain(stream::pending());
         let c = conn();
-        let mut body = Tracked {
-            inner: StreamBody::new(frames).boxed_unsync(),
-            in_flight: InFlight {
+        let mut body = Tracked::new(
+            StreamBody::new(frames).boxed_unsync(),
+            InFlight {
                 conn: c.clone(),
                 _extra: None,
             },
-            output: output.clone(),
-            handed: Arc::default(),
-            watched: false,
-        };
+            output.clone(),
+        );
         fn poll(body: &mut Tracked) -> Option<Out> {
             let mut cx = Context::from_waker(std::task::Waker::noop());
             match http_body::Body::poll_frame(Pin::new(body), &mut cx) {

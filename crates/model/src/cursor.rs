@@ -78,11 +78,8 @@ impl Cursor {
         }
         let n = RAW - rest.len();
         let mut text = [0u8; RAW.div_ceil(3) * 4];
-        match URL_SAFE_NO_PAD.encode_slice(&raw[..n], &mut text) {
-            Ok(len) => out.put_slice(&text[..len]),
-            // The buffer holds any input of RAW bytes; kept total anyway.
-            Err(_) => out.put_slice(self.encode().as_bytes()),
-        }
+        let len = base64url(&raw[..n], &mut text);
+        out.put_slice(&text[..len]);
     }
 
     /// The encoded form sent as an SSE `id:`.
@@ -95,6 +92,36 @@ impl Cursor {
         }
         URL_SAFE_NO_PAD.encode(buf)
     }
+}
+
+/// Writes `raw` as base64url without padding into `text`, which holds at
+/// least `raw.len().div_ceil(3) * 4` bytes, and returns the length written.
+/// The same text as `URL_SAFE_NO_PAD`, for the few bytes of a cursor,
+/// without the general engine's setup, which cost more than the encoding
+/// itself (every SSE event carries a cursor).
+fn base64url(raw: &[u8], text: &mut [u8]) -> usize {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let sym = |v: u32| ALPHABET[(v & 63) as usize];
+    let groups = raw.chunks_exact(3);
+    let tail = groups.remainder();
+    let mut n = 0;
+    for (g, t) in groups.zip(text.chunks_exact_mut(4)) {
+        let v = (u32::from(g[0]) << 16) | (u32::from(g[1]) << 8) | u32::from(g[2]);
+        t.copy_from_slice(&[sym(v >> 18), sym(v >> 12), sym(v >> 6), sym(v)]);
+        n += 4;
+    }
+    // One byte left is two symbols, two are three.
+    let v = match *tail {
+        [a] => u32::from(a) << 16,
+        [a, b] => (u32::from(a) << 16) | (u32::from(b) << 8),
+        _ => return n,
+    };
+    let k = tail.len() + 1;
+    if let Some(t) = text.get_mut(n..n + k) {
+        t.copy_from_slice(&[sym(v >> 18), sym(v >> 12), sym(v >> 6)][..k]);
+        n += k;
+    }
+    n
 }
 
 impl FromStr for Cursor {
@@ -165,6 +192,21 @@ mod tests {
         assert_eq!(back, c);
         assert_eq!(back.entries()[0], (NodeId(1), 9));
         assert!(c.encode().len() < 48);
+    }
+
+    #[test]
+    fn base64url_is_the_standard_encoding_without_padding() {
+        let bytes: Vec<u8> = (0..=255u8).rev().collect();
+        for len in 0..64 {
+            let raw = &bytes[..len];
+            let mut text = [0u8; 88];
+            let n = base64url(raw, &mut text);
+            assert_eq!(
+                &text[..n],
+                URL_SAFE_NO_PAD.encode(raw).as_bytes(),
+                "{len} bytes"
+            );
+        }
     }
 
     #[test]
