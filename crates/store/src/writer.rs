@@ -78,9 +78,6 @@ const PRESSURE_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 const PRESSURE_PACE: std::time::Duration = std::time::Duration::from_millis(2);
 /// Small appends committed this recently make bulk ones take their share.
 const SMALL_RECENT: std::time::Duration = std::time::Duration::from_millis(100);
-/// After a bulk commit, while small appends come, bulk ones wait this many
-/// times as long as the commit took.
-const BULK_SHARE: u32 = 3;
 
 /// Whether an append request is bulk: a commit of its own that would hold
 /// small appends waiting behind it (a commit costs a few microseconds per
@@ -110,12 +107,15 @@ pub(crate) struct WriterLoop {
 }
 
 /// How much of the writer's time bulk appends get: all of it while no
-/// small appends come, and at most 1 / (1 + [`BULK_SHARE`]) while they do
-/// (after a bulk commit, the next waits `BULK_SHARE` times as long as it
+/// small appends come, and about `percent` % while they do (after a bulk
+/// commit, the next waits (100 - percent) / percent times as long as it
 /// took), so that a bulk load slows down instead of holding up single
 /// publishes, and still goes on.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct BulkShare {
+    /// Percent of the writer's time bulk appends get while small ones come
+    /// (1-100).
+    percent: u32,
     /// When the next bulk commit may start.
     after: Option<Instant>,
     /// When small appends were last committed.
@@ -123,6 +123,21 @@ struct BulkShare {
 }
 
 impl BulkShare {
+    /// A share of `percent` % (clamped to 1-100).
+    fn new(percent: u8) -> Self {
+        BulkShare {
+            percent: u32::from(percent.clamp(1, 100)),
+            after: None,
+            last_small: None,
+        }
+    }
+
+    /// How long bulk appends wait after a bulk commit that took `took`,
+    /// while small appends come.
+    fn pause_after(&self, took: std::time::Duration) -> std::time::Duration {
+        took * (100 - self.percent) / self.percent
+    }
+
     fn small_committed(&mut self, now: Instant) {
         self.last_small = Some(now);
     }
@@ -132,7 +147,7 @@ impl BulkShare {
             .last_small
             .is_some_and(|t| now.saturating_duration_since(t) < SMALL_RECENT);
         self.after =
-            small_recent.then(|| now + now.saturating_duration_since(started) * BULK_SHARE);
+            small_recent.then(|| now + self.pause_after(now.saturating_duration_since(started)));
     }
 
     fn bulk_may_go(&self, now: Instant) -> bool {
@@ -215,7 +230,7 @@ impl WriterLoop {
         let mut bulk: VecDeque<BulkJob> = VecDeque::new();
         // A bulk append goes next (after a group of small ones).
         let mut bulk_turn = false;
-        let mut share = BulkShare::default();
+        let mut share = BulkShare::new(shared.config.bulk_share_percent);
         let waiter = Waiter::new();
         loop {
             let next = if let Some(c) = carried.take() {

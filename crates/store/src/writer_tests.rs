@@ -130,21 +130,23 @@ async fn bulk_appends_take_turns_with_small_ones() {
 }
 
 #[test]
-fn bulk_appends_get_a_quarter_of_the_time_while_small_ones_come() {
-    use super::{BULK_SHARE, BulkShare, SMALL_RECENT};
+fn bulk_appends_get_their_share_of_the_time_while_small_ones_come() {
+    use super::{BulkShare, SMALL_RECENT};
     let ms = Duration::from_millis;
     let t0 = Instant::now();
-    let mut share = BulkShare::default();
+    // A quarter of the writer's time: a bulk commit is followed by three
+    // times its length without one.
+    let mut share = BulkShare::new(25);
     // No small appends: bulk ones follow each other at once.
     assert!(share.bulk_may_go(t0));
     share.bulk_committed(t0, t0 + ms(4));
     assert!(share.bulk_may_go(t0 + ms(4)));
 
     // Small appends committed: a bulk commit of 4 ms is followed by
-    // BULK_SHARE times 4 ms without bulk commits.
+    // 12 ms without bulk commits.
     share.small_committed(t0 + ms(10));
     share.bulk_committed(t0 + ms(11), t0 + ms(15));
-    let pause = ms(4) * BULK_SHARE;
+    let pause = ms(12);
     assert!(!share.bulk_may_go(t0 + ms(15)));
     assert!(!share.bulk_may_go(t0 + ms(15) + pause - ms(1)));
     assert!(share.bulk_may_go(t0 + ms(15) + pause));
@@ -202,4 +204,20 @@ fn the_writer_takes_a_command_as_soon_as_it_comes() {
         waiter.recv_until(&mut rx, Instant::now() + Duration::from_secs(30)),
         Received::Closed
     ));
+}
+
+#[test]
+fn the_bulk_share_sets_the_pause_after_a_bulk_commit() {
+    use super::BulkShare;
+    let ms = Duration::from_millis;
+    // The default: 5 %, a pause of 19 times the commit.
+    assert_eq!(
+        BulkShare::new(crate::config::DEFAULT_BULK_SHARE_PERCENT).pause_after(ms(2)),
+        ms(38)
+    );
+    assert_eq!(BulkShare::new(50).pause_after(ms(2)), ms(2));
+    // 100 %: bulk commits follow each other; out-of-range values clamp.
+    assert_eq!(BulkShare::new(100).pause_after(ms(2)), Duration::ZERO);
+    assert_eq!(BulkShare::new(200).pause_after(ms(2)), Duration::ZERO);
+    assert_eq!(BulkShare::new(0).pause_after(ms(2)), ms(198));
 }

@@ -186,6 +186,16 @@ impl NodeConfig {
         s.write_queue = st.write_queue.get();
         s.max_commit_bytes = st.max_commit_bytes.get();
         s.max_commit_messages = st.max_commit_messages.get();
+        if !(1..=100).contains(&st.bulk_share_percent) {
+            return Err(ConfigError::Invalid {
+                key: "storage.bulk_share_percent",
+                detail: format!(
+                    "{} is not a percentage from 1 to 100",
+                    st.bulk_share_percent
+                ),
+            });
+        }
+        s.bulk_share_percent = st.bulk_share_percent;
         s.idempotency_window = secs(fc.publish.idempotency_window_secs);
         let r = &fc.retention;
         s.retention_default = policy(r.max_age_secs, r.max_bytes);

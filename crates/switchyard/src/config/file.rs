@@ -122,6 +122,9 @@ pub struct StorageSection {
     pub max_commit_messages: NonZeroUsize,
     /// Most payload bytes per group commit.
     pub max_commit_bytes: NonZeroUsize,
+    /// Percent of the writer's time large batches get while single
+    /// publishes come (1-100).
+    pub bulk_share_percent: u8,
 }
 
 impl Default for StorageSection {
@@ -135,6 +138,7 @@ impl Default for StorageSection {
             write_queue: nzu(s.write_queue),
             max_commit_messages: nzu(s.max_commit_messages),
             max_commit_bytes: nzu(s.max_commit_bytes),
+            bulk_share_percent: s.bulk_share_percent,
         }
     }
 }

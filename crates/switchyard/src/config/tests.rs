@@ -81,6 +81,19 @@ fn refuses_bad_values() {
         ),
         "{e}"
     );
+    for bad in ["0", "101"] {
+        let e = build(
+            &format!("[storage]\nbulk_share_percent = {bad}"),
+            Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("storage.bulk_share_percent: {bad} is not a percentage from 1 to 100"),
+        );
+    }
+    let c = build("[storage]\nbulk_share_percent = 100", Overrides::default()).unwrap();
+    assert_eq!(c.router.store.bulk_share_percent, 100);
     let e = build("log_format = \"xml\"", Overrides::default()).unwrap_err();
     assert_eq!(e.to_string(), "log_format \"xml\": expected pretty or json");
     let e = build("[limits]\nmax_header_bytes = 100", Overrides::default()).unwrap_err();
