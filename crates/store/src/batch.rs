@@ -6,7 +6,6 @@
 //! [`Durability`] asks, logs a slow commit, poisons the store on a failure,
 //! and only then updates what readers see (tails, catalog, watermarks).
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -15,8 +14,9 @@ use fjall::{Keyspace, OwnedWriteBatch, PersistMode, UserKey, UserValue};
 use switchyard_model::{Message, NodeId, Timestamp, Topic};
 
 use crate::catalog::{OriginMeta, StreamMeta};
-use crate::codec::{IndexValue, StagedKey, encode_index, encode_message, encode_staged_message};
+use crate::codec::{IndexValue, StagedKey, index_value, message_value};
 use crate::error::Storage;
+use crate::few::FewMap;
 use crate::store::Shared;
 use crate::tail::Tail;
 use crate::{FsyncMode, StoreError, keys};
@@ -84,10 +84,11 @@ pub(crate) struct Staged<'a> {
 /// What readers see change once a batch commits.
 #[derive(Default)]
 struct Changes {
-    /// Per origin, each stream the batch changes, as it is after the batch.
-    streams: HashMap<NodeId, HashMap<Topic, StreamMeta>>,
+    /// Each stream (origin, topic) the batch changes, as it is after the
+    /// batch.
+    streams: FewMap<(NodeId, Topic), StreamMeta>,
     /// Each origin the batch changes, as it is after the batch.
-    origins: BTreeMap<NodeId, OriginMeta>,
+    origins: FewMap<NodeId, OriginMeta>,
     /// Tails that stop answering through an origin sequence: (origin, seq).
     evict: Vec<(NodeId, u64)>,
     published: Option<Published>,
@@ -129,30 +130,29 @@ impl<'a> Staged<'a> {
         let sh = self.sh;
         self.changes
             .streams
-            .entry(origin)
-            .or_default()
-            .entry(topic.clone())
-            .or_insert_with(|| sh.catalog.read().stream(topic, origin))
+            .get_or_insert_with((origin, topic.clone()), || {
+                sh.catalog.read().stream(topic, origin)
+            })
     }
 
     /// The streams of `origin` the batch changes so far.
     pub fn staged_topics(&self, origin: NodeId) -> impl Iterator<Item = &Topic> {
         self.changes
             .streams
-            .get(&origin)
-            .into_iter()
-            .flat_map(|s| s.keys())
+            .iter()
+            .filter(move |((o, _), _)| *o == origin)
+            .map(|((_, topic), _)| topic)
     }
 
     /// Whether the batch changes any stream.
     pub fn has_streams(&self) -> bool {
-        self.changes.streams.values().any(|s| !s.is_empty())
+        !self.changes.streams.is_empty()
     }
 
     /// `origin` as it is after what is staged so far.
     fn origin(&mut self, origin: NodeId) -> &mut OriginMeta {
         let sh = self.sh;
-        self.changes.origins.entry(origin).or_insert_with(|| {
+        self.changes.origins.get_or_insert_with(origin, || {
             sh.catalog
                 .read()
                 .origins
@@ -167,10 +167,7 @@ impl<'a> Staged<'a> {
     fn put_message(&mut self, m: &Message, size: u64, staged: Option<StagedKey>) {
         let (origin, seq) = (m.id.origin, m.id.seq);
         let sh = self.sh;
-        let record = match &staged {
-            Some(k) => encode_staged_message(m, k),
-            None => encode_message(m),
-        };
+        let record = message_value(m, staged.as_ref());
         self.bytes += record.len() as u64;
         self.batch
             .insert(&sh.log, keys::log_key(origin, seq), record);
@@ -182,8 +179,8 @@ impl<'a> Staged<'a> {
         };
         self.batch.insert(
             &sh.index,
-            keys::index_key(&m.topic, origin, seq),
-            encode_index(&iv),
+            keys::index_key_value(&m.topic, origin, seq),
+            index_value(&iv),
         );
         self.messages += 1;
     }
@@ -329,12 +326,13 @@ impl<'a> Staged<'a> {
             return Err(StoreError::Poisoned);
         }
         // An origin's highest removed sequence covers every stream's.
-        let removed: Vec<(NodeId, u64)> = self
-            .changes
-            .streams
-            .iter()
-            .filter_map(|(&o, s)| Some((o, s.values().map(|m| m.trimmed_origin_seq).max()?)))
-            .collect();
+        let mut removed: smallvec::SmallVec<[(NodeId, u64); 2]> = smallvec::SmallVec::new();
+        for (&(o, _), m) in self.changes.streams.iter() {
+            match removed.iter_mut().find(|(r, _)| *r == o) {
+                Some((_, seq)) => *seq = (*seq).max(m.trimmed_origin_seq),
+                None => removed.push((o, m.trimmed_origin_seq)),
+            }
+        }
         for (origin, seq) in removed {
             let om = self.origin(origin);
             om.max_trimmed_seq = om.max_trimmed_seq.max(seq);
@@ -348,16 +346,14 @@ impl<'a> Staged<'a> {
             bytes,
             changes,
         } = self;
-        for (&origin, streams) in &changes.streams {
-            for (topic, meta) in streams {
-                batch.insert(
-                    &sh.meta,
-                    keys::stream_meta_key(topic, origin),
-                    meta.encode(),
-                );
-            }
+        for ((origin, topic), meta) in changes.streams.iter() {
+            batch.insert(
+                &sh.meta,
+                keys::stream_meta_key(topic, *origin),
+                meta.encode(),
+            );
         }
-        for (&origin, om) in &changes.origins {
+        for (&origin, om) in changes.origins.iter() {
             batch.insert(&sh.meta, keys::origin_meta_key(origin), om.encode());
         }
         let started = Instant::now();
@@ -421,14 +417,12 @@ impl Changes {
             return;
         }
         let mut catalog = sh.catalog.write();
-        for (origin, streams) in self.streams {
-            for (topic, meta) in streams {
-                catalog
-                    .streams
-                    .entry(topic)
-                    .or_default()
-                    .insert(origin, meta);
-            }
+        for ((origin, topic), meta) in self.streams {
+            catalog
+                .streams
+                .entry(topic)
+                .or_default()
+                .insert(origin, meta);
         }
         catalog.origins.extend(self.origins);
         if let Some((origin, through)) = visible {

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use switchyard_model::{NodeId, Timestamp, Topic};
 
 use crate::StoreError;
-use crate::codec::{decode_u64s, encode_u64s};
+use fjall::UserValue;
+
+use crate::codec::{decode_u64s, u64s_value};
 
 /// Statistics and positions of one stream (topic, origin).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,8 +33,8 @@ pub(crate) struct StreamMeta {
 }
 
 impl StreamMeta {
-    pub fn encode(&self) -> Vec<u8> {
-        encode_u64s(&[
+    pub fn encode(&self) -> UserValue {
+        u64s_value(&[
             self.last_seq,
             self.last_origin_seq,
             self.count,
@@ -81,8 +83,8 @@ pub(crate) struct OriginMeta {
 }
 
 impl OriginMeta {
-    pub fn encode(&self) -> Vec<u8> {
-        encode_u64s(&[self.last_seq, self.last_ts.0, self.max_trimmed_seq])
+    pub fn encode(&self) -> UserValue {
+        u64s_value(&[self.last_seq, self.last_ts.0, self.max_trimmed_seq])
     }
 
     pub fn decode(b: &[u8]) -> Result<Self, StoreError> {

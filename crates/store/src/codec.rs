@@ -1,7 +1,10 @@
 //! Binary encodings of stored values: varints and length-prefixed bytes, a
 //! format byte first so that the layout can evolve.
 
+use std::cell::RefCell;
+
 use bytes::Bytes;
+use fjall::UserValue;
 use switchyard_model::{Header, Message, MessageId, NodeId, Timestamp, Topic, varint};
 
 use crate::StoreError;
@@ -38,41 +41,79 @@ fn get_str<'a>(buf: &mut &'a [u8]) -> Option<&'a str> {
 const CORRUPT: StoreError = StoreError::Corrupt("message record");
 
 /// Encodes a `log` record: everything of a message but its id (the key).
-pub fn encode_message(m: &Message) -> Vec<u8> {
-    encode_record(m, RECORD_V1, &m.payload)
+/// With `staged`, the payload is stored apart, under that key in the
+/// `staged` keyspace, and the record names it in the payload's place.
+pub fn message_value(m: &Message, staged: Option<&StagedKey>) -> UserValue {
+    with_scratch(|out| match staged {
+        Some(k) => write_record(out, m, RECORD_STAGED, k),
+        None => write_record(out, m, RECORD_V1, &m.payload),
+    })
 }
 
-/// Encodes a `log` record of a message whose payload is stored apart,
-/// under `staged` in the `staged` keyspace.
-pub fn encode_staged_message(m: &Message, staged: &StagedKey) -> Vec<u8> {
-    encode_record(m, RECORD_STAGED, staged)
+/// A scratch buffer this large or smaller is kept for the thread's next
+/// value.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
-fn encode_record(m: &Message, version: u8, tail: &[u8]) -> Vec<u8> {
+/// Encodes a value with `write` into the thread's scratch buffer and copies
+/// it out at its exact size: one allocation per value (none up to 20
+/// bytes, which the engine keeps inline) instead of a growing `Vec` and
+/// the engine's copy of it.
+fn with_scratch(write: impl FnOnce(&mut Vec<u8>)) -> UserValue {
+    SCRATCH.with(|cell| {
+        let Ok(mut out) = cell.try_borrow_mut() else {
+            // Only a `write` that encoded another value inside itself gets
+            // here; it is not worth a panic.
+            let mut own = Vec::new();
+            write(&mut own);
+            return UserValue::from(own);
+        };
+        out.clear();
+        write(&mut out);
+        let value = UserValue::new(&out);
+        if out.capacity() > SCRATCH_KEEP {
+            *out = Vec::new();
+        }
+        value
+    })
+}
+
+/// Encodes varints into a value, on the stack: at most `N` / 10 of them.
+fn small_value<const N: usize>(write: impl FnOnce(&mut &mut [u8])) -> UserValue {
+    let mut buf = [0u8; N];
+    let mut rest: &mut [u8] = &mut buf;
+    write(&mut rest);
+    let len = N - rest.len();
+    UserValue::new(&buf[..len])
+}
+
+fn write_record(out: &mut Vec<u8>, m: &Message, version: u8, tail: &[u8]) {
     let headers: usize = m
         .headers
         .iter()
         .map(|h| h.name.len() + h.value.len() + 4)
         .sum();
-    let mut out = Vec::with_capacity(32 + m.topic.as_str().len() + headers + tail.len());
+    out.reserve(32 + m.topic.as_str().len() + headers + tail.len());
     out.push(version);
-    put_bytes(&mut out, m.topic.as_str().as_bytes());
-    varint::put(&mut out, m.stream_seq);
-    varint::put(&mut out, m.timestamp.0);
+    put_bytes(out, m.topic.as_str().as_bytes());
+    varint::put(out, m.stream_seq);
+    varint::put(out, m.timestamp.0);
     match &m.key {
-        None => varint::put(&mut out, 0),
+        None => varint::put(out, 0),
         Some(k) => {
-            varint::put(&mut out, k.len() as u64 + 1);
+            varint::put(out, k.len() as u64 + 1);
             out.extend_from_slice(k);
         }
     }
-    varint::put(&mut out, m.headers.len() as u64);
+    varint::put(out, m.headers.len() as u64);
     for h in &m.headers {
-        put_bytes(&mut out, h.name.as_bytes());
-        put_bytes(&mut out, h.value.as_bytes());
+        put_bytes(out, h.name.as_bytes());
+        put_bytes(out, h.value.as_bytes());
     }
     out.extend_from_slice(tail);
-    out
 }
 
 /// The topic of a `log` record, without decoding the rest.
@@ -162,15 +203,17 @@ pub struct IndexValue {
     pub staged: Option<StagedKey>,
 }
 
-pub fn encode_index(v: &IndexValue) -> Vec<u8> {
-    let mut out = Vec::with_capacity(36);
-    varint::put(&mut out, v.stream_seq);
-    varint::put(&mut out, v.size);
-    varint::put(&mut out, v.timestamp.0);
-    if let Some(k) = &v.staged {
-        out.extend_from_slice(k);
-    }
-    out
+/// Encodes an `index` entry's value (kept inline in the engine's entry
+/// unless the payload is stored apart).
+pub fn index_value(v: &IndexValue) -> UserValue {
+    small_value::<42>(|out| {
+        varint::put(out, v.stream_seq);
+        varint::put(out, v.size);
+        varint::put(out, v.timestamp.0);
+        if let Some(k) = &v.staged {
+            bytes::BufMut::put_slice(out, k);
+        }
+    })
 }
 
 pub fn decode_index(mut b: &[u8]) -> Result<IndexValue, StoreError> {
@@ -197,6 +240,18 @@ pub fn encode_u64s(values: &[u64]) -> Vec<u8> {
         varint::put(&mut out, v);
     }
     out
+}
+
+/// [`encode_u64s`] of up to eight values, as a value to store.
+pub fn u64s_value(values: &[u64]) -> UserValue {
+    if values.len() > 8 {
+        return UserValue::from(encode_u64s(values));
+    }
+    small_value::<80>(|out| {
+        for &v in values {
+            varint::put(out, v);
+        }
+    })
 }
 
 /// Reads exactly `N` varints.
@@ -232,7 +287,7 @@ mod tests {
             }],
             payload: Bytes::from_static(b"\x00\xffpayload"),
         };
-        let enc = encode_message(&m);
+        let enc = message_value(&m, None);
         assert_eq!(record_topic(&enc).unwrap(), "a.b");
         assert_eq!(
             decode_message(NodeId(9), 77, &enc, unused).unwrap(),
@@ -244,7 +299,7 @@ mod tests {
             ..m.clone()
         };
         assert_eq!(
-            decode_message(NodeId(9), 77, &encode_message(&none), unused).unwrap(),
+            decode_message(NodeId(9), 77, &message_value(&none, None), unused).unwrap(),
             Some(none)
         );
         assert!(decode_message(NodeId(9), 77, &enc[..3], unused).is_err());
@@ -252,7 +307,7 @@ mod tests {
 
         // The payload stored apart: fetched by its key, or gone.
         let key: StagedKey = *b"staged-key-1";
-        let staged = encode_staged_message(&m, &key);
+        let staged = message_value(&m, Some(&key));
         assert_eq!(record_topic(&staged).unwrap(), "a.b");
         assert_eq!(record_timestamp(&staged).unwrap(), m.timestamp);
         let fetched = decode_message(NodeId(9), 77, &staged, |k| {
@@ -279,14 +334,62 @@ mod tests {
             timestamp: Timestamp(99),
             staged: None,
         };
-        assert_eq!(decode_index(&encode_index(&plain)).unwrap(), plain);
+        assert_eq!(decode_index(&index_value(&plain)).unwrap(), plain);
         let apart = IndexValue {
             staged: Some(*b"0123456789ab"),
             ..plain
         };
-        assert_eq!(decode_index(&encode_index(&apart)).unwrap(), apart);
-        let mut cut = encode_index(&apart);
+        assert_eq!(decode_index(&index_value(&apart)).unwrap(), apart);
+        let mut cut = index_value(&apart).to_vec();
         cut.pop();
         assert!(decode_index(&cut).is_err());
+    }
+
+    #[test]
+    fn values_built_in_place_hold_the_largest_encodings() {
+        let v = IndexValue {
+            stream_seq: u64::MAX,
+            size: u64::MAX,
+            timestamp: Timestamp(u64::MAX),
+            staged: Some([7; 12]),
+        };
+        assert_eq!(decode_index(&index_value(&v)).unwrap(), v);
+        let eight = [u64::MAX; 8];
+        assert_eq!(decode_u64s::<8>(&u64s_value(&eight), "t").unwrap(), eight);
+        let nine = [u64::MAX; 9];
+        assert_eq!(decode_u64s::<9>(&u64s_value(&nine), "t").unwrap(), nine);
+        assert_eq!(&*u64s_value(&[1, 300]), &encode_u64s(&[1, 300])[..]);
+
+        // The thread's scratch buffer gives each record its own bytes, also
+        // after one larger than it keeps.
+        let unused = |_: &StagedKey| -> Result<Option<Bytes>, StoreError> { Ok(None) };
+        let message = |payload: Vec<u8>| Message {
+            id: MessageId {
+                origin: NodeId(1),
+                seq: 1,
+            },
+            topic: "a".parse().unwrap(),
+            stream_seq: 1,
+            timestamp: Timestamp(1),
+            key: None,
+            headers: vec![],
+            payload: Bytes::from(payload),
+        };
+        let big = message(vec![1; 100_000]);
+        let small = message(vec![2; 10]);
+        let (a, b, c) = (
+            message_value(&small, None),
+            message_value(&big, None),
+            message_value(&small, None),
+        );
+        assert_eq!(
+            decode_message(NodeId(1), 1, &a, unused).unwrap(),
+            Some(small.clone())
+        );
+        assert_eq!(decode_message(NodeId(1), 1, &b, unused).unwrap(), Some(big));
+        assert_eq!(
+            decode_message(NodeId(1), 1, &c, unused).unwrap(),
+            Some(small)
+        );
     }
 }

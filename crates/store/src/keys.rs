@@ -1,7 +1,12 @@
 //! Key layouts of the keyspaces. All integers are big-endian so that byte
 //! order is numeric order.
 
+use fjall::UserKey;
+use smallvec::SmallVec;
 use switchyard_model::{NodeId, Topic};
+
+/// A key being built on the stack; most keys are shorter.
+type KeyBuf = SmallVec<[u8; 96]>;
 
 /// `log`: origin ++ origin seq.
 pub fn log_key(origin: NodeId, seq: u64) -> [u8; 16] {
@@ -30,6 +35,17 @@ pub fn index_key(topic: &Topic, origin: NodeId, seq: u64) -> Vec<u8> {
     k
 }
 
+/// [`index_key`] as a key to store: one allocation at its size (none up
+/// to 20 bytes) instead of a `Vec` and the engine's copy of it.
+pub fn index_key_value(topic: &Topic, origin: NodeId, seq: u64) -> UserKey {
+    let mut k = KeyBuf::new();
+    k.extend_from_slice(topic.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(&origin.0.to_be_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    UserKey::new(&k)
+}
+
 /// The origin seq at the end of an `index` key.
 pub fn index_key_seq(k: &[u8]) -> Option<u64> {
     let tail: [u8; 8] = k.get(k.len().checked_sub(8)?..)?.try_into().ok()?;
@@ -37,13 +53,13 @@ pub fn index_key_seq(k: &[u8]) -> Option<u64> {
 }
 
 /// `meta` key of a stream's statistics: `s` ++ topic ++ 0 ++ origin.
-pub fn stream_meta_key(topic: &Topic, origin: NodeId) -> Vec<u8> {
-    let mut k = Vec::with_capacity(topic.as_str().len() + 10);
+pub fn stream_meta_key(topic: &Topic, origin: NodeId) -> UserKey {
+    let mut k = KeyBuf::new();
     k.push(b's');
     k.extend_from_slice(topic.as_str().as_bytes());
     k.push(0);
     k.extend_from_slice(&origin.0.to_be_bytes());
-    k
+    UserKey::new(&k)
 }
 
 /// `meta` key of an origin's high-water mark: `o` ++ origin.

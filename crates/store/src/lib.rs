@@ -53,6 +53,7 @@ mod catalog;
 mod codec;
 mod config;
 mod error;
+mod few;
 mod groups;
 mod keys;
 mod plugins;

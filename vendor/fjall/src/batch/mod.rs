@@ -7,7 +7,6 @@ pub mod item;
 use crate::{Database, Keyspace, PersistMode};
 use item::Item;
 use lsm_tree::{AbstractTree, UserKey, UserValue, ValueType};
-use std::collections::HashSet;
 
 /// An atomic write batch
 ///
@@ -130,9 +129,9 @@ impl WriteBatch {
             })?;
         }
 
-        // TODO: maybe we can use a stack alloc hashset/vec here, such as smallset
-        #[expect(clippy::mutable_key_type)]
-        let mut keyspaces_with_possible_stall = HashSet::new();
+        // A batch writes to a few keyspaces: a list searched by id costs
+        // less than hashing each item's keyspace name into a set.
+        let mut keyspaces_with_possible_stall: Vec<Keyspace> = Vec::new();
 
         #[expect(clippy::expect_used)]
         let keyspaces = self
@@ -158,7 +157,12 @@ impl WriteBatch {
             batch_size += item_size;
 
             // IMPORTANT: Clone the handle, because we don't want to keep the keyspaces lock open
-            keyspaces_with_possible_stall.insert(item.keyspace.clone());
+            if !keyspaces_with_possible_stall
+                .iter()
+                .any(|k| k.0.id == item.keyspace.0.id)
+            {
+                keyspaces_with_possible_stall.push(item.keyspace);
+            }
         }
 
         self.db.supervisor.snapshot_tracker.publish(batch_seqno);
