@@ -267,6 +267,9 @@ struct Conn {
     /// A chunk was taken while the driver polled the connection, and its
     /// body's wake-up was left to the end of that poll.
     deferred: AtomicBool,
+    /// A request began or ended: the driver is to look at the connection's
+    /// deadlines again ([`Conn::rearm`]).
+    rearm: AtomicBool,
 }
 
 impl Conn {
@@ -283,6 +286,7 @@ impl Conn {
             epoch: Instant::now(),
             driving: AtomicBool::new(false),
             deferred: AtomicBool::new(false),
+            rearm: AtomicBool::new(false),
         }
     }
 
@@ -331,6 +335,23 @@ impl Conn {
         polled
     }
 
+    /// Has the driver look at the connection's deadlines again, now that a
+    /// request began (its output is watched) or the last one ended (the
+    /// idle deadline runs again). A request on HTTP/1.1 begins and ends
+    /// inside the driver's poll of the connection: the driver then finds
+    /// the flag when the poll returns, and its task is not woken, twice
+    /// per request, which cost each request a futex wake-up of another
+    /// worker. Otherwise (an HTTP/2 stream's task) the driver is woken.
+    fn rearm(&self) {
+        self.rearm.store(true, Ordering::SeqCst);
+        // Paired with the driver's store of `driving` and its look at
+        // `rearm` after it (both SeqCst): either the driver is seen not
+        // polling and is woken, or it finds the flag after its poll.
+        if !self.driving.load(Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+
     /// Nanoseconds from [`Conn::epoch`] to now.
     fn since_epoch(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
@@ -363,7 +384,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         *lock(&self.conn.last_active) = Instant::now();
         if self.conn.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.conn.wake.notify_one();
+            self.conn.rearm();
         }
     }
 }
@@ -729,7 +750,7 @@ async fn serve_request(
     let before = conn.open.fetch_add(1, Ordering::AcqRel);
     if before == 0 {
         // The driver now watches the connection's output (see `drive`).
-        conn.wake.notify_one();
+        conn.rearm();
     }
     let mut in_flight = InFlight {
         conn: conn.clone(),
@@ -831,7 +852,14 @@ async fn drive<C>(
             }
         };
         tokio::select! {
-            ended = std::future::poll_fn(|cx| conn.drive(|| connection.as_mut().poll(cx))) => {
+            ended = std::future::poll_fn(|cx| match conn.drive(|| connection.as_mut().poll(cx)) {
+                Poll::Ready(ended) => Poll::Ready(Some(ended)),
+                // A request began or ended during the poll: the deadlines
+                // are computed again.
+                Poll::Pending if conn.rearm.swap(false, Ordering::SeqCst) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }) => {
+                let Some(ended) = ended else { continue };
                 if let Err(e) = ended {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
