@@ -28,10 +28,7 @@ pub fn parse_log_key(k: &[u8]) -> Option<(NodeId, u64)> {
 /// byte, so one topic's keys never interleave with another's.
 pub fn index_key(topic: &Topic, origin: NodeId, seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(topic.as_str().len() + 17);
-    k.extend_from_slice(topic.as_str().as_bytes());
-    k.push(0);
-    k.extend_from_slice(&origin.0.to_be_bytes());
-    k.extend_from_slice(&seq.to_be_bytes());
+    put_index_key(&mut k, topic, origin, seq);
     k
 }
 
@@ -39,11 +36,16 @@ pub fn index_key(topic: &Topic, origin: NodeId, seq: u64) -> Vec<u8> {
 /// to 20 bytes) instead of a `Vec` and the engine's copy of it.
 pub fn index_key_value(topic: &Topic, origin: NodeId, seq: u64) -> UserKey {
     let mut k = KeyBuf::new();
-    k.extend_from_slice(topic.as_str().as_bytes());
-    k.push(0);
-    k.extend_from_slice(&origin.0.to_be_bytes());
-    k.extend_from_slice(&seq.to_be_bytes());
+    put_index_key(&mut k, topic, origin, seq);
     UserKey::new(&k)
+}
+
+/// Writes an `index` key to the end of `k`.
+fn put_index_key(k: &mut impl Extend<u8>, topic: &Topic, origin: NodeId, seq: u64) {
+    k.extend(topic.as_str().bytes());
+    k.extend([0]);
+    k.extend(origin.0.to_be_bytes());
+    k.extend(seq.to_be_bytes());
 }
 
 /// The origin seq at the end of an `index` key.
@@ -118,4 +120,21 @@ pub fn staging_meta_key(id: u64) -> [u8; 9] {
     k[0] = b'b';
     k[1..].copy_from_slice(&id.to_be_bytes());
     k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_index_keys_are_the_keys_reads_look_for() {
+        let short: Topic = "a".parse().unwrap();
+        let long: Topic = "x".repeat(200).parse().unwrap();
+        for topic in [short, long] {
+            let key = index_key(&topic, NodeId(7), 300);
+            assert_eq!(&*index_key_value(&topic, NodeId(7), 300), &key[..]);
+            assert_eq!(key.len(), topic.as_str().len() + 17);
+            assert_eq!(index_key_seq(&key), Some(300));
+        }
+    }
 }
