@@ -268,19 +268,15 @@ impl Subscription {
             self.changes.mark_seen();
             let batch = self.read().await?;
             self.caught_up = batch.complete;
-            let gaps: Vec<Gap> = if batch.gaps.is_empty() {
-                Vec::new()
-            } else {
-                batch
-                    .gaps
-                    .into_iter()
-                    .filter(|g| !(self.from_earliest && g.after_origin_seq == 0))
-                    .filter(|g| {
-                        self.reported
-                            .insert((g.topic.clone(), g.origin, g.through_origin_seq))
-                    })
-                    .collect()
-            };
+            let gaps: Vec<Gap> = batch
+                .gaps
+                .into_iter()
+                .filter(|g| !(self.from_earliest && g.after_origin_seq == 0))
+                .filter(|g| {
+                    self.reported
+                        .insert((g.topic.clone(), g.origin, g.through_origin_seq))
+                })
+                .collect();
             let advanced = batch.cursor != self.cursor;
             let (messages, skipped) = if self.filter.is_some() {
                 // Boxed: a plugin call's future is large, and without
