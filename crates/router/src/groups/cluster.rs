@@ -104,21 +104,26 @@ pub(super) fn rank(g: &StoredGroup) -> Option<(SettingsRecord, (u64, u64))> {
 }
 
 /// Merges the copies of a group into one: the best-ranked copy's settings
-/// and counters, each origin's highest position over all copies, and every
-/// message any copy holds in flight (with its most deliveries). Copies
-/// diverge when two nodes coordinated the group at once (a partition):
-/// whatever one of them delivered and did not see acknowledged stays in
-/// flight, to be delivered again, so nothing is dropped; a message one
-/// copy acknowledged and the other still holds is delivered once more
-/// (at-least-once). `None` when no copy has readable settings.
-fn merge(copies: Vec<StoredGroup>) -> Option<(StoredGroup, SettingsRecord)> {
+/// and counters, each origin's highest position over all copies, and the
+/// messages some copy holds in flight and no copy has settled (with their
+/// most deliveries). Copies diverge when two nodes coordinated the group
+/// at once (a partition), and a copy is stale when it was left behind by
+/// a take that was never confirmed or recorded before the coordinator's
+/// last rounds: whatever one of them delivered and did not see settled
+/// stays in flight, to be delivered again, so nothing is dropped. A copy
+/// whose position is past a message it does not hold in flight has
+/// settled that message (acknowledged or dead-lettered it: a position
+/// moves only past messages handed out), so a stale copy's entry for it
+/// is dropped instead of delivered again; the third value counts those.
+/// `None` when no copy has readable settings.
+fn merge(copies: Vec<StoredGroup>) -> Option<(StoredGroup, SettingsRecord, usize)> {
+    let mut ranked: Vec<(StoredGroup, SettingsRecord, (u64, u64))> = copies
+        .into_iter()
+        .filter_map(|g| rank(&g).map(|(record, r)| (g, record, r)))
+        .collect();
     let mut position = Cursor::earliest();
     let mut inflight: std::collections::BTreeMap<MessageId, u32> = Default::default();
-    let mut best: Option<(StoredGroup, SettingsRecord, (u64, u64))> = None;
-    for g in copies {
-        let Some((record, r)) = rank(&g) else {
-            continue;
-        };
+    for (g, _, _) in &ranked {
         for &(origin, seq) in g.cursor.entries() {
             position.advance(origin, seq);
         }
@@ -126,14 +131,24 @@ fn merge(copies: Vec<StoredGroup>) -> Option<(StoredGroup, SettingsRecord)> {
             let e = inflight.entry(id).or_insert(n);
             *e = (*e).max(n);
         }
-        if best.as_ref().is_none_or(|b| r > b.2) {
-            best = Some((g, record, r));
-        }
     }
-    let (mut g, record, _) = best?;
+    let held: Vec<std::collections::HashSet<MessageId>> = ranked
+        .iter()
+        .map(|(g, _, _)| g.inflight.iter().map(|&(id, _)| id).collect())
+        .collect();
+    let before = inflight.len();
+    inflight.retain(|id, _| {
+        !ranked
+            .iter()
+            .zip(&held)
+            .any(|((g, _, _), held)| g.cursor.get(id.origin) >= id.seq && !held.contains(id))
+    });
+    let best = (0..ranked.len()).max_by_key(|&i| (ranked[i].2, std::cmp::Reverse(i)))?;
+    let (mut g, record, _) = ranked.swap_remove(best);
     g.cursor = position;
+    let settled = before - inflight.len();
     g.inflight = inflight.into_iter().collect();
-    Some((g, record))
+    Some((g, record, settled))
 }
 
 impl Groups {
@@ -484,13 +499,10 @@ impl Groups {
             );
         }
         let total = copies.len();
-        let Some((mut g, mut record)) = merge(copies) else {
+        let Some((mut g, mut record, settled)) = merge(copies) else {
             tracing::warn!(group = name, "no copy of the group has readable settings");
             return Ok(());
         };
-        if total > 1 {
-            tracing::debug!(group = name, copies = total, "merged copies of a group");
-        }
         record.epoch += 1;
         let settings = Settings::from_record(&record)
             .map_err(|e| RouterError::GroupSetting(format!("group {name}: settings: {e}")))?;
@@ -503,6 +515,8 @@ impl Groups {
             group = name,
             epoch = record.epoch,
             inflight = g.inflight.len(),
+            copies = total,
+            settled_elsewhere = settled,
             "took over group state from a peer"
         );
         let guard = self.interest.add(&settings.topics);
@@ -645,15 +659,11 @@ mod tests {
     #[test]
     fn merged_copies_keep_every_unsettled_message_and_the_highest_positions() {
         // Two coordinators during a partition: each delivered and kept in
-        // flight messages the other never saw.
+        // flight messages the other never saw, (1, 18) and (2, 8); both
+        // hold (1, 19).
         let a = copy(3, 40, &[(1, 20), (2, 5)], &[(1, 18, 1), (1, 19, 2)]);
-        let b = copy(
-            3,
-            30,
-            &[(1, 12), (2, 9)],
-            &[(1, 11, 1), (1, 19, 3), (2, 8, 1)],
-        );
-        let (g, record) = merge(vec![b, a]).unwrap();
+        let b = copy(3, 30, &[(1, 12), (2, 9)], &[(1, 19, 3), (2, 8, 1)]);
+        let (g, record, _) = merge(vec![b, a]).unwrap();
         // The settings and counters of the better copy (more delivered).
         assert_eq!(record.epoch, 3);
         assert_eq!(g.counters, b"{\"delivered\":40}");
@@ -664,7 +674,29 @@ mod tests {
             .iter()
             .map(|(id, n)| (id.origin.0, id.seq, *n))
             .collect();
-        assert_eq!(got, [(1, 11, 1), (1, 18, 1), (1, 19, 3), (2, 8, 1)]);
+        assert_eq!(got, [(1, 18, 1), (1, 19, 3), (2, 8, 1)]);
+    }
+
+    #[test]
+    fn a_message_one_copy_settled_is_not_delivered_again_from_another() {
+        // `old` is a copy left behind before the group moved on: it still
+        // holds (1, 11) and (1, 15) in flight, and `new`, whose position is
+        // past both, settled (1, 11) and holds (1, 15) again. (1, 30) is
+        // past `new`'s position: only `old` delivered it.
+        let old = copy(2, 10, &[(1, 30)], &[(1, 11, 1), (1, 15, 1), (1, 30, 1)]);
+        let new = copy(3, 50, &[(1, 20), (2, 4)], &[(1, 15, 2), (2, 3, 1)]);
+        for copies in [vec![old.clone(), new.clone()], vec![new, old]] {
+            let (g, record, settled) = merge(copies).unwrap();
+            assert_eq!(record.epoch, 3);
+            assert_eq!(settled, 1);
+            assert_eq!(g.cursor.get(NodeId(1)), 30);
+            let got: Vec<(u64, u64, u32)> = g
+                .inflight
+                .iter()
+                .map(|(id, n)| (id.origin.0, id.seq, *n))
+                .collect();
+            assert_eq!(got, [(1, 15, 2), (1, 30, 1), (2, 3, 1)]);
+        }
     }
 
     #[test]
@@ -673,10 +705,11 @@ mod tests {
         let new = copy(2, 10, &[(1, 30)], &[(1, 29, 1)]);
         let mut junk = copy(9, 900, &[(1, 90)], &[(1, 89, 1)]);
         junk.settings = b"not json".to_vec();
-        let (g, record) = merge(vec![old, junk, new]).unwrap();
+        let (g, record, _) = merge(vec![old, junk, new]).unwrap();
         assert_eq!(record.epoch, 2);
         assert_eq!(g.cursor.get(NodeId(1)), 50);
-        assert_eq!(g.inflight.len(), 1);
+        // `old` settled (1, 29): its position is past it.
+        assert!(g.inflight.is_empty());
         assert!(
             merge(
                 vec![copy(1, 1, &[], &[])]
