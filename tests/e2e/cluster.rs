@@ -1435,8 +1435,6 @@ async fn older_messages_of_a_dead_origin_come_from_a_peer_that_holds_them() {
     publish_texts(&nodes[0], "jobs", &jobs).await;
     publish_texts(&nodes[0], "other", &texts_of("o", 5)).await;
     publish_texts(&nodes[0], "u", &["marker".to_owned()]).await;
-    // A last `jobs` message: once B has it, B holds A's log as far as C
-    // knows it (a peer can give only up to where it holds the log).
     jobs.push("last".to_owned());
     publish_texts(&nodes[0], "jobs", &jobs[100..]).await;
     let (got, _) =
@@ -1445,6 +1443,20 @@ async fn older_messages_of_a_dead_origin_come_from_a_peer_that_holds_them() {
     let (got, _) =
         messages_and_others(&mut on_c, 1, Duration::from_secs(10), &mut Vec::new()).await;
     assert_eq!(got, ["marker"]);
+    // C's watermark for A must pass `last` before A dies, and B must hold
+    // A's log as far as C knows it (a peer gives only up to where it
+    // holds the log): a second `u` message that both B and C receive.
+    // Without it, A could die after B got `last` and before A's answer
+    // moving C's watermark past it reached C; C would then not know of
+    // `last` at all.
+    let mut u_on_b = Sse::connect(&nodes[1], "/v1/events?topic=u&format=json", None)
+        .await
+        .unwrap();
+    publish_texts(&nodes[0], "u", &["marker2".to_owned()]).await;
+    for sse in [&mut u_on_b, &mut on_c] {
+        let (got, _) = messages_and_others(sse, 1, Duration::from_secs(10), &mut Vec::new()).await;
+        assert_eq!(got, ["marker2"]);
+    }
     let a_id = ids[0].0.clone();
     nodes[0].kill9();
     for node in &nodes[1..] {
