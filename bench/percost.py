@@ -58,32 +58,32 @@ else:
     pids, url = [proc.pid], "http://127.0.0.1:7392/v1/topics/bench"
 
 
+def task_files(name):
+    """The text of /proc/<pid>/task/*/<name> for every thread of the server."""
+    for pid in pids:
+        for path in glob.glob(f"/proc/{pid}/task/*/{name}"):
+            try:
+                yield open(path).read()
+            except OSError:
+                continue
+
+
 def threads():
     """User and system ticks per thread name (digits at the end dropped)."""
     out = {}
-    for pid in pids:
-        for st in glob.glob(f"/proc/{pid}/task/*/stat"):
-            try:
-                f = open(st).read()
-            except OSError:
-                continue
-            name = re.sub(r"\d+$", "", f[f.index("(") + 1:f.rfind(")")])
-            x = f[f.rfind(")") + 2:].split()
-            u, k = out.get(name, (0, 0))
-            out[name] = (u + int(x[11]), k + int(x[12]))
+    for f in task_files("stat"):
+        name = re.sub(r"\d+$", "", f[f.index("(") + 1:f.rfind(")")])
+        x = f[f.rfind(")") + 2:].split()
+        u, k = out.get(name, (0, 0))
+        out[name] = (u + int(x[11]), k + int(x[12]))
     return out
 
 
 def switches():
     v = n = 0
-    for pid in pids:
-        for st in glob.glob(f"/proc/{pid}/task/*/status"):
-            try:
-                txt = open(st).read()
-            except OSError:
-                continue
-            v += int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", txt, re.M).group(1))
-            n += int(re.search(r"^nonvoluntary_ctxt_switches:\s+(\d+)", txt, re.M).group(1))
+    for txt in task_files("status"):
+        v += int(re.search(r"^voluntary_ctxt_switches:\s+(\d+)", txt, re.M).group(1))
+        n += int(re.search(r"^nonvoluntary_ctxt_switches:\s+(\d+)", txt, re.M).group(1))
     return v, n
 
 

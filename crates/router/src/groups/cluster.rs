@@ -656,6 +656,14 @@ mod tests {
         }
     }
 
+    /// A copy's in-flight entries as (origin, seq, deliveries).
+    fn inflight(g: &StoredGroup) -> Vec<(u64, u64, u32)> {
+        g.inflight
+            .iter()
+            .map(|(id, n)| (id.origin.0, id.seq, *n))
+            .collect()
+    }
+
     #[test]
     fn merged_copies_keep_every_unsettled_message_and_the_highest_positions() {
         // Two coordinators during a partition: each delivered and kept in
@@ -669,18 +677,13 @@ mod tests {
         assert_eq!(g.counters, b"{\"delivered\":40}");
         assert_eq!(g.cursor.get(NodeId(1)), 20);
         assert_eq!(g.cursor.get(NodeId(2)), 9);
-        let got: Vec<(u64, u64, u32)> = g
-            .inflight
-            .iter()
-            .map(|(id, n)| (id.origin.0, id.seq, *n))
-            .collect();
-        assert_eq!(got, [(1, 18, 1), (1, 19, 3), (2, 8, 1)]);
+        assert_eq!(inflight(&g), [(1, 18, 1), (1, 19, 3), (2, 8, 1)]);
     }
 
     #[test]
     fn a_message_one_copy_settled_is_not_delivered_again_from_another() {
-        // `old` is a copy left behind before the group moved on: it still
-        // holds (1, 11) and (1, 15) in flight, and `new`, whose position is
+        // `old`, a copy of an earlier epoch that went on alone for a while,
+        // holds (1, 11) and (1, 15) in flight; `new`, whose position is
         // past both, settled (1, 11) and holds (1, 15) again. (1, 30) is
         // past `new`'s position: only `old` delivered it.
         let old = copy(2, 10, &[(1, 30)], &[(1, 11, 1), (1, 15, 1), (1, 30, 1)]);
@@ -690,12 +693,7 @@ mod tests {
             assert_eq!(record.epoch, 3);
             assert_eq!(settled, 1);
             assert_eq!(g.cursor.get(NodeId(1)), 30);
-            let got: Vec<(u64, u64, u32)> = g
-                .inflight
-                .iter()
-                .map(|(id, n)| (id.origin.0, id.seq, *n))
-                .collect();
-            assert_eq!(got, [(1, 15, 2), (1, 30, 1), (2, 3, 1)]);
+            assert_eq!(inflight(&g), [(1, 15, 2), (1, 30, 1), (2, 3, 1)]);
         }
     }
 
