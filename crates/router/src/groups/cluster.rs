@@ -107,9 +107,10 @@ pub(super) fn rank(g: &StoredGroup) -> Option<(SettingsRecord, (u64, u64))> {
 /// and counters, each origin's highest position over all copies, and the
 /// messages some copy holds in flight and no copy has settled (with their
 /// most deliveries). Copies diverge when two nodes coordinated the group
-/// at once (a partition), and a copy is stale when it was left behind by
-/// a take that was never confirmed or recorded before the coordinator's
-/// last rounds: whatever one of them delivered and did not see settled
+/// at once (a partition); a copy is stale when a take that was never
+/// confirmed left it behind, or when it is a snapshot recorded before its
+/// coordinator's last rounds. Whatever one of them delivered and did not
+/// see settled
 /// stays in flight, to be delivered again, so nothing is dropped. A copy
 /// whose position is past a message it does not hold in flight has
 /// settled that message (acknowledged or dead-lettered it: a position
