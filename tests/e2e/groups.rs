@@ -56,7 +56,7 @@ impl Delivery {
     }
 }
 
-fn ids_of(ds: &[Delivery]) -> Vec<String> {
+pub(crate) fn ids_of(ds: &[Delivery]) -> Vec<String> {
     ds.iter().map(|d| d.id.clone()).collect()
 }
 

@@ -234,6 +234,9 @@ impl Router {
             return;
         }
         self.groups.attach_cluster(cluster.clone());
+        let groups = self.groups.clone();
+        self.background
+            .spawn(move |stop| groups.follow_membership(stop));
         let (pulls_tx, pulls) = mpsc::channel(crate::plugins::PULL_QUEUE);
         if self.plugins.pulls.set(pulls_tx).is_ok() {
             let (plugins, cluster) = (self.plugins.clone(), cluster.clone());

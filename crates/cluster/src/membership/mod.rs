@@ -426,6 +426,13 @@ impl Cluster {
         self.shared.local.lock().node
     }
 
+    /// This node's current generation: it changes when the cluster
+    /// declared the node down (it was paused or cut off for longer than the
+    /// failure detection takes) and the node rejoined.
+    pub fn generation(&self) -> u64 {
+        self.shared.local.lock().generation
+    }
+
     /// Nodes holding each origin's whole log, the origin included.
     pub fn replication_factor(&self) -> usize {
         self.replication_factor

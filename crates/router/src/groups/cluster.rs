@@ -16,6 +16,7 @@
 //! coordinator refuses; the asking node retries for a few seconds while
 //! the membership views converge, then answers 503.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use std::sync::atomic::Ordering;
@@ -24,6 +25,7 @@ use switchyard_cluster::transport::{GroupGive, GroupSnapshot, GroupState, GroupT
 use switchyard_model::{Cursor, MessageId, NodeId};
 use switchyard_store::StoredGroup;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::actor::Request;
 use super::registry::Groups;
@@ -39,6 +41,13 @@ const TAKE_PATIENCE: Duration = Duration::from_secs(5);
 const HAND_OFF_TIME: Duration = Duration::from_secs(10);
 /// Pause between rounds of asking.
 const TAKE_RETRY: Duration = Duration::from_millis(200);
+/// How often a node checks that it runs only the groups it coordinates
+/// (see [`Groups::follow_membership`]).
+const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+/// How long this node's view must name another node the coordinator of a
+/// group running here before the group is given back, so that a view
+/// that changes for a moment moves nothing.
+const GIVE_BACK_AFTER: Duration = Duration::from_secs(1);
 
 /// A node's rendezvous score for a group: a fixed, documented mix (FNV-1a
 /// of the name, then SplitMix64 with the node id), so that nodes running
@@ -152,6 +161,76 @@ fn merge(copies: Vec<StoredGroup>) -> Option<(StoredGroup, SettingsRecord, usize
     Some((g, record, settled))
 }
 
+/// Whether merging `incoming` into `local` would change nothing:
+/// `local` ranks at least as high (its settings and counters would win),
+/// is at or past `incoming`'s position for every origin, and holds each of
+/// `incoming`'s messages in flight with at least as many deliveries or has
+/// settled it. A peer's give-back of a copy this node has already taken
+/// (the two cross when the peer gives a group back while this node takes
+/// it) then leaves the running coordinator alone instead of restarting it.
+fn covers(local: &StoredGroup, incoming: &StoredGroup) -> bool {
+    let (Some((_, mine)), Some((_, theirs))) = (rank(local), rank(incoming)) else {
+        return false;
+    };
+    mine >= theirs
+        && incoming
+            .cursor
+            .entries()
+            .iter()
+            .all(|&(origin, seq)| local.cursor.get(origin) >= seq)
+        && incoming.inflight.iter().all(|(id, n)| {
+            local.cursor.get(id.origin) >= id.seq
+                && local
+                    .inflight
+                    .iter()
+                    .find(|(held, _)| held == id)
+                    .is_none_or(|(_, m)| m >= n)
+        })
+}
+
+/// What [`Groups::follow_membership`] carries from one check to the next.
+struct Following {
+    /// Each running group whose coordinator, by this node's view, is
+    /// another node: that node's id, and since when it has been named.
+    named: HashMap<String, (u64, Instant)>,
+    /// Groups stopped here to be given back whose coordinator did not
+    /// store them: they are offered again.
+    unsent: std::collections::HashSet<String>,
+    /// This node's gossip generation at the last check.
+    generation: u64,
+}
+
+/// Which of the groups running here to give back ([`Groups::give_back`])
+/// at `now`: `running` pairs each with the node that coordinates it as
+/// this node sees the membership now (id and HTTP address; `None` for
+/// this node). A group goes back once the same other node has been named
+/// for [`GIVE_BACK_AFTER`] (since when is kept in `named`, updated here).
+/// Returns names and addresses.
+fn to_give_back(
+    named: &mut HashMap<String, (u64, Instant)>,
+    running: Vec<(String, Option<(u64, String)>)>,
+    now: Instant,
+) -> Vec<(String, String)> {
+    let mut kept = HashMap::new();
+    let mut due = Vec::new();
+    for (name, coordinator) in running {
+        let Some((node, addr)) = coordinator else {
+            continue;
+        };
+        let since = match named.get(&name) {
+            Some(&(n, since)) if n == node => since,
+            _ => now,
+        };
+        if now.duration_since(since) >= GIVE_BACK_AFTER {
+            due.push((name, addr));
+        } else {
+            kept.insert(name, (node, since));
+        }
+    }
+    *named = kept;
+    due
+}
+
 impl Groups {
     /// Lets the groups follow the cluster's membership.
     pub(crate) fn attach_cluster(&self, cluster: switchyard_cluster::Cluster) {
@@ -205,37 +284,189 @@ impl Groups {
             let Some(addr) = self.coordinator(&name) else {
                 continue;
             };
-            let _start = self.start_lock(&name).await;
-            let state = match self.release(&name).await {
-                Ok(Some(g)) => g,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(group = %name, error = %e, "could not stop a group to hand it over");
-                    continue;
+            match self.give(cluster, &name, &addr, false).await {
+                Some(true) => {
+                    tracing::info!(group = %name, to = %addr, "handed group over before leaving");
                 }
-            };
-            let req = GroupGive {
-                name: name.clone(),
-                state: to_wire(&state),
-            };
-            match cluster.client().give_group(&addr, &req, TAKE_TIMEOUT).await {
-                Ok(true) => {
-                    let (store, n) = (self.store.clone(), name.clone());
-                    match tokio::task::spawn_blocking(move || store.delete_group(&n)).await {
-                        Ok(Ok(())) => {
-                            tracing::info!(group = %name, to = %addr, "handed group over before leaving");
-                        }
-                        Ok(Err(e)) => {
-                            tracing::warn!(group = %name, error = %e, "handed group over, but could not delete the local copy");
-                        }
-                        Err(_) => {}
-                    }
-                }
-                Ok(false) | Err(_) => {
+                Some(false) => {
                     tracing::warn!(group = %name, to = %addr, "could not hand group over; it stays in this node's store");
                 }
+                None => {}
             }
         }
+    }
+
+    /// Gives back every group whose coordinator runs here while this
+    /// node's view of the membership has named another node its
+    /// coordinator for [`GIVE_BACK_AFTER`]. A coordinator that was cut off
+    /// or paused long enough to be declared down, and a stand-in that took
+    /// its groups over meanwhile, would otherwise both go on running a
+    /// group once the views agree again: each delivering new messages to
+    /// its own members, and the stand-in's members' acks relayed to the
+    /// other, which does not know them. A group that could not be given
+    /// back is offered again at each check while another node coordinates
+    /// it. Called every [`FOLLOW_EVERY`].
+    async fn give_back(&self, cluster: &switchyard_cluster::Cluster, follow: &mut Following) {
+        if self.leaving.load(Ordering::SeqCst) {
+            return;
+        }
+        let generation = cluster.generation();
+        if generation != follow.generation {
+            follow.generation = generation;
+            self.stop_all("this node was declared down by the cluster and rejoined")
+                .await;
+        }
+        for name in std::mem::take(&mut follow.unsent) {
+            // Coordinated here again, or started here since: it goes on
+            // from the stored copy.
+            let Some(addr) = self.coordinator(&name) else {
+                continue;
+            };
+            if self.running(&name).is_some() {
+                continue;
+            }
+            match self.give(cluster, &name, &addr, false).await {
+                Some(true) => {
+                    tracing::info!(group = %name, to = %addr, "gave a group back to the node that coordinates it");
+                }
+                Some(false) => {
+                    tracing::debug!(group = %name, to = %addr, "could not give a group back yet");
+                    follow.unsent.insert(name);
+                }
+                None => {}
+            }
+        }
+        let running: Vec<String> = self.table.lock().running.keys().cloned().collect();
+        let seen = running
+            .into_iter()
+            .map(|name| {
+                let (node, addr) = self.coordinating(&name);
+                (name, addr.map(|a| (node.0, a)))
+            })
+            .collect();
+        for (name, addr) in to_give_back(&mut follow.named, seen, Instant::now()) {
+            match self.give(cluster, &name, &addr, true).await {
+                Some(true) => {
+                    tracing::info!(group = %name, to = %addr, "gave a group back to the node that coordinates it");
+                }
+                Some(false) => {
+                    tracing::warn!(group = %name, to = %addr, "could not give a group back; it stays in this node's store and is offered again every second");
+                    follow.unsent.insert(name);
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// Follows the membership until `stop` turns `true`: see
+    /// [`Groups::give_back`].
+    pub(crate) async fn follow_membership(
+        self: std::sync::Arc<Self>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let Some(cluster) = self.cluster.get().cloned() else {
+            return;
+        };
+        let mut follow = Following {
+            named: HashMap::new(),
+            unsent: std::collections::HashSet::new(),
+            generation: cluster.generation(),
+        };
+        let mut tick = tokio::time::interval(FOLLOW_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                // Only `true` is ever sent; a dropped sender stops too.
+                _ = stop.changed() => break,
+                _ = tick.tick() => self.give_back(&cluster, &mut follow).await,
+            }
+        }
+    }
+
+    /// Stops every group coordinator here, keeping each group's state in
+    /// the store, not running: after this node was declared down, another
+    /// node may have taken its groups over, so none goes on from where it
+    /// stood. The next use of a group takes it again ([`Groups::ensure`]),
+    /// merging what the other node did meanwhile.
+    async fn stop_all(&self, why: &str) {
+        let running: Vec<String> = self.table.lock().running.keys().cloned().collect();
+        for name in running {
+            let _start = self.start_lock(&name).await;
+            if self.running(&name).is_none() {
+                continue;
+            }
+            if let Err(e) = self.release(&name).await {
+                tracing::warn!(group = %name, error = %e, "could not stop a group");
+                continue;
+            }
+            tracing::info!(group = %name, why, "stopped a group; its next use takes it again");
+        }
+    }
+
+    /// Stops group `name`'s coordinator here (persisting its last round)
+    /// and hands the group's state to the node at `addr`, which stores it
+    /// merged with its own copy; then deletes the copy here. With
+    /// `only_running`, a group whose coordinator does not run here is left
+    /// alone. `None` when there was nothing to hand over, otherwise whether
+    /// the other node stored it; a state it did not store stays in this
+    /// node's store, not running, for a later take.
+    ///
+    /// The start lock is not held while the other node is asked: that node
+    /// may be taking the group from this one at the same time, under its
+    /// own start lock, and this node's answer to its take needs this one.
+    async fn give(
+        &self,
+        cluster: &switchyard_cluster::Cluster,
+        name: &str,
+        addr: &str,
+        only_running: bool,
+    ) -> Option<bool> {
+        let state = {
+            let _start = self.start_lock(name).await;
+            if only_running && self.running(name).is_none() {
+                return None;
+            }
+            match self.release(name).await {
+                Ok(Some(g)) => g,
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::warn!(group = %name, error = %e, "could not stop a group to hand it over");
+                    return None;
+                }
+            }
+        };
+        let req = GroupGive {
+            name: name.to_owned(),
+            state: to_wire(&state),
+        };
+        if !matches!(
+            cluster.client().give_group(addr, &req, TAKE_TIMEOUT).await,
+            Ok(true)
+        ) {
+            return Some(false);
+        }
+        let _start = self.start_lock(name).await;
+        if let Err(e) = self.forget_copy(name).await {
+            tracing::warn!(group = %name, error = %e, "handed group over, but could not delete the local copy");
+        }
+        Some(true)
+    }
+
+    /// Deletes this node's stored copy of group `name` once another node
+    /// has stored it: only that copy, not one loaded or started here since.
+    /// Call with the group's start lock held.
+    async fn forget_copy(&self, name: &str) -> Result<(), RouterError> {
+        let held = {
+            let table = self.table.lock();
+            table.running.contains_key(name) || table.dormant.contains_key(name)
+        };
+        if held {
+            return Ok(());
+        }
+        let (store, n) = (self.store.clone(), name.to_owned());
+        Ok(tokio::task::spawn_blocking(move || store.delete_group(&n))
+            .await
+            .map_err(|_| RouterError::ShuttingDown)??)
     }
 
     /// Stops group `name`'s coordinator here, if it runs, and returns the
@@ -267,6 +498,16 @@ impl Groups {
         validate_group_name(&give.name)?;
         let g = from_wire(&give.name, give.state).map_err(RouterError::Cluster)?;
         let _start = self.start_lock(&give.name).await;
+        if self.running(&give.name).is_some() {
+            let (store, n) = (self.store.clone(), give.name.clone());
+            let local = tokio::task::spawn_blocking(move || store.group(&n))
+                .await
+                .map_err(|_| RouterError::ShuttingDown)??;
+            if local.is_some_and(|local| covers(&local, &g)) {
+                tracing::info!(group = %give.name, "a peer gave back a group whose state this node already holds");
+                return Ok(true);
+            }
+        }
         // A coordinator started here meanwhile stops; it restarts from the
         // merged state on next use.
         self.release(&give.name).await?;
@@ -537,17 +778,7 @@ impl Groups {
         validate_group_name(name)?;
         let _start = self.start_lock(name).await;
         if confirm {
-            // Only the copy handed over: not one running or loaded since.
-            let held = {
-                let table = self.table.lock();
-                table.running.contains_key(name) || table.dormant.contains_key(name)
-            };
-            if !held {
-                let (store, n) = (self.store.clone(), name.to_owned());
-                tokio::task::spawn_blocking(move || store.delete_group(&n))
-                    .await
-                    .map_err(|_| RouterError::ShuttingDown)??;
-            }
+            self.forget_copy(name).await?;
             return Ok(GroupTaken::Absent);
         }
         if self.cluster.get().is_some() && self.coordinator(name).is_none() {
@@ -721,6 +952,57 @@ mod tests {
             )
             .is_none()
         );
+    }
+
+    #[test]
+    fn a_group_goes_back_once_the_same_other_node_is_named_for_a_second() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let node = |n: u64| Some((n, format!("127.0.0.1:{n}")));
+        let mut named = HashMap::new();
+        let mut check = |ms: u64, seen: &[(&str, Option<(u64, String)>)]| {
+            let seen = seen
+                .iter()
+                .map(|(g, c)| ((*g).to_owned(), c.clone()))
+                .collect();
+            to_give_back(&mut named, seen, at(ms))
+        };
+        // First sight of another coordinator: nothing moves yet.
+        assert!(check(0, &[("a", node(2)), ("b", None), ("c", node(3))]).is_empty());
+        assert!(check(999, &[("a", node(2)), ("b", None), ("c", node(3))]).is_empty());
+        // a has named node 2 for a second; c's coordinator changed, b is
+        // this node's.
+        assert_eq!(
+            check(1000, &[("a", node(2)), ("b", None), ("c", node(4))]),
+            [("a".to_owned(), "127.0.0.1:2".to_owned())]
+        );
+        // A view back to this node in between starts over.
+        assert!(check(1500, &[("c", None)]).is_empty());
+        assert!(check(1750, &[("c", node(4))]).is_empty());
+        assert!(check(2500, &[("c", node(4))]).is_empty());
+        assert_eq!(check(2750, &[("c", node(4))]).len(), 1);
+        // A group no longer running is forgotten.
+        assert!(check(3000, &[("d", node(5))]).is_empty());
+        assert!(check(3500, &[]).is_empty());
+        assert!(check(4000, &[("d", node(5))]).is_empty());
+        assert_eq!(check(5000, &[("d", node(5))]).len(), 1);
+    }
+
+    #[test]
+    fn a_copy_covers_another_it_is_at_or_past_in_every_way() {
+        let local = copy(3, 50, &[(1, 40), (2, 10)], &[(1, 38, 2), (2, 9, 1)]);
+        // Older, behind, its in-flight entries held here or settled here.
+        let stale = copy(2, 30, &[(1, 39), (2, 10)], &[(1, 38, 1), (1, 35, 1)]);
+        assert!(covers(&local, &stale));
+        assert!(covers(&local, &local.clone()));
+        // Further along one origin, or an origin this copy never read.
+        assert!(!covers(&local, &copy(2, 30, &[(1, 41)], &[])));
+        assert!(!covers(&local, &copy(2, 30, &[(3, 1)], &[])));
+        // More deliveries of a message held in flight here.
+        assert!(!covers(&local, &copy(2, 30, &[(1, 38)], &[(1, 38, 3)])));
+        // A higher rank: its settings and counters would win.
+        assert!(!covers(&local, &copy(4, 0, &[], &[])));
+        assert!(!covers(&local, &copy(3, 51, &[], &[])));
     }
 
     #[test]
