@@ -2051,6 +2051,53 @@ async fn a_stand_in_gives_a_group_back_to_its_returning_coordinator() {
     assert_eq!(v["coordinator"], coordinator.as_str(), "{v:#}");
 }
 
+/// A coordinator declared down (paused until the others see it down)
+/// whose group no other node took meanwhile stops the group when it
+/// learns it, and the group's next use there goes on from its stored
+/// state: what was acknowledged is not delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_declared_down_goes_on_from_its_groups_state() {
+    use crate::groups::{GroupMember, counter, ids_of, info};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, ids) = start_cluster(dir.path(), 3).await;
+    let query = format!("topic={}&max_inflight=1000&from=earliest", enc("kept.>"));
+    let probe = GroupMember::join(&nodes[0], "kept", &query).await;
+    let coordinator = info(&nodes[0], "kept").await["coordinator"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    drop(probe);
+    let x = ids.iter().position(|(id, _)| *id == coordinator).unwrap();
+    let other = (x + 1) % 3;
+    let mut m = GroupMember::join(&nodes[x], "kept", &query).await;
+    let before = publish_texts(&nodes[other], "kept.a", &texts_of("before", 20)).await;
+    let got = ids_of(&m.recv(20, Duration::from_secs(10)).await);
+    assert_eq!(sorted(&got), sorted(&before));
+    m.ack(&got).await;
+
+    signal(&nodes[x], libc::SIGSTOP);
+    wait_state(&nodes[other], &coordinator, "down").await;
+    signal(&nodes[x], libc::SIGCONT);
+    wait_state(&nodes[other], &coordinator, "alive").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !m.closed {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "the group did not stop");
+        let got = ids_of(&m.next_batch(left).await);
+        assert!(got.is_empty(), "nothing new was published: {got:?}");
+    }
+    let mut m = GroupMember::join(&nodes[x], "kept", &query).await;
+    let after = publish_texts(&nodes[other], "kept.b", &texts_of("after", 20)).await;
+    let got = ids_of(&m.recv(20, Duration::from_secs(10)).await);
+    assert_eq!(sorted(&got), sorted(&after));
+    m.ack(&got).await;
+    m.expect_nothing(Duration::from_millis(500), "every message was acked")
+        .await;
+    let v = info(&nodes[x], "kept").await;
+    assert_eq!(counter(&v, "acked"), 40, "{v:#}");
+}
+
 /// The first reproduction again with the default replication: B, which
 /// follows only `u`, holds A's whole log as A's replica, so once A is dead
 /// B's pull from the start returns all of A's `jobs` messages.

@@ -399,6 +399,10 @@ impl Groups {
                 tracing::warn!(group = %name, error = %e, "could not stop a group");
                 continue;
             }
+            // Loaded again, not running: the interest in its topics stays.
+            if let Err(e) = self.reload(&name).await {
+                tracing::warn!(group = %name, error = %e, "could not load a stopped group again");
+            }
             tracing::info!(group = %name, why, "stopped a group; its next use takes it again");
         }
     }
@@ -443,6 +447,11 @@ impl Groups {
             cluster.client().give_group(addr, &req, TAKE_TIMEOUT).await,
             Ok(true)
         ) {
+            // Kept here, loaded but not running, as at the node's start.
+            let _start = self.start_lock(name).await;
+            if let Err(e) = self.reload(name).await {
+                tracing::warn!(group = %name, error = %e, "could not load a group that was not handed over");
+            }
             return Some(false);
         }
         let _start = self.start_lock(name).await;
@@ -526,11 +535,43 @@ impl Groups {
         if let Some(h) = self.running(name) {
             return Ok(Some(h));
         }
+        self.reload(name).await?;
         if self.cluster.get().is_some() {
             self.gather(name).await?;
             self.catch_up(name).await;
         }
         self.start(name)
+    }
+
+    /// Loads this node's stored copy of group `name`, if any, as a group
+    /// not running, as at the node's start, when the node holds it neither
+    /// running nor loaded: a copy released here and kept (handed to a peer
+    /// that did not store it or has not confirmed yet, or stopped because
+    /// this node was declared down) goes on from where it stood instead of
+    /// a new group being created in its place. Call with the group's start
+    /// lock held.
+    async fn reload(&self, name: &str) -> Result<(), RouterError> {
+        {
+            let table = self.table.lock();
+            if table.running.contains_key(name) || table.dormant.contains_key(name) {
+                return Ok(());
+            }
+        }
+        let (store, n) = (self.store.clone(), name.to_owned());
+        let Some(g) = tokio::task::spawn_blocking(move || store.group(&n))
+            .await
+            .map_err(|_| RouterError::ShuttingDown)??
+        else {
+            return Ok(());
+        };
+        let guard = rank(&g)
+            .and_then(|(record, _)| Settings::from_record(&record).ok())
+            .map(|s| self.interest.add(&s.topics));
+        let mut table = self.table.lock();
+        if !table.running.contains_key(name) {
+            table.dormant.insert(name.to_owned(), (g, guard));
+        }
+        Ok(())
     }
 
     /// Fetches from the peers the older messages a stored group still has
