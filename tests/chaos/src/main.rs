@@ -466,6 +466,7 @@ async fn run(
         resumes: vec![0; subscribers],
         group_acked: Vec::new(),
         group_unconfirmed: 0,
+        group_received: Vec::new(),
     }));
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicBool::new(false));
@@ -707,7 +708,7 @@ async fn run(
         && failures.is_empty()
         && (!args.profile.pauses_only || downs == 0);
     println!(
-        "chaos: seed={} nodes={n} faults={} acked={} lost={} stream_repeats={} stream_gaps={} group_redelivered={} local_lost_disk={} max_failover_s={:.1} converge_s={:.1} stored_twice={} stored_twice_unchecked={} order_violations={} group_missing={} diverged_nodes={} binding_changes={binding_changes} bindings_diverged={bindings_diverged} downs={downs} net={} result={}",
+        "chaos: seed={} nodes={n} faults={} acked={} lost={} stream_repeats={} stream_gaps={} group_redelivered={} group_received_again={} local_lost_disk={} max_failover_s={:.1} converge_s={:.1} stored_twice={} stored_twice_unchecked={} order_violations={} group_missing={} diverged_nodes={} binding_changes={binding_changes} bindings_diverged={bindings_diverged} downs={downs} net={} result={}",
         args.seed,
         plan.len(),
         verdict.acked,
@@ -715,6 +716,7 @@ async fn run(
         verdict.stream_repeats,
         verdict.stream_gaps,
         verdict.group_redelivered,
+        r.group_received_again(),
         verdict.local_lost_disk,
         verdict.max_failover.as_secs_f64(),
         converge.as_secs_f64(),

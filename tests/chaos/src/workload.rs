@@ -76,6 +76,22 @@ pub struct Records {
     pub group_acked: Vec<(String, String)>,
     /// Deliveries whose ack got no answer.
     pub group_unconfirmed: usize,
+    /// The message id of every group delivery a member received, acked or
+    /// not: a message received more than once was delivered again.
+    pub group_received: Vec<String>,
+}
+
+impl Records {
+    /// Group deliveries beyond the first of each message: what members
+    /// received again, whether or not their acks were applied (an ack
+    /// relayed to a coordinator that did not deliver the message is not).
+    pub fn group_received_again(&self) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        self.group_received
+            .iter()
+            .filter(|id| !seen.insert(id.as_str()))
+            .count()
+    }
 }
 
 pub type Shared = Arc<Mutex<Records>>;
@@ -291,7 +307,11 @@ pub async fn member(index: usize, seed: u64, ctx: Arc<Readers>) {
         "/v1/events?group={GROUP}&topic=chaos.%3E&from=earliest&ack_timeout_ms=5000&max_deliveries=1000&max_inflight=64&format=json"
     );
     let mut node = index % targets.urls.len();
+    let mut received: Vec<String> = Vec::new();
     while !done.load(Ordering::Relaxed) {
+        if !received.is_empty() {
+            records.lock().await.group_received.append(&mut received);
+        }
         let c = client(&targets.urls[node]);
         let connected =
             tokio::time::timeout(Duration::from_secs(5), c.send(get(&c, &path, None))).await;
@@ -320,6 +340,7 @@ pub async fn member(index: usize, seed: u64, ctx: Arc<Readers>) {
                         while let Ok(s) = rx.try_recv() {
                             pending.push(s);
                         }
+                        received.extend(pending.iter().map(|s| s.id.clone()));
                     }
                 }
                 if done.load(Ordering::Relaxed) {
@@ -364,6 +385,7 @@ pub async fn member(index: usize, seed: u64, ctx: Arc<Readers>) {
                     Ok(Err(_)) | Err(_) => (Vec::new(), true),
                 };
                 let mut r = records.lock().await;
+                r.group_received.append(&mut received);
                 for s in pending.drain(..) {
                     if applied.contains(&s.id) {
                         r.group_acked.push((s.id, s.payload));
@@ -382,6 +404,7 @@ pub async fn member(index: usize, seed: u64, ctx: Arc<Readers>) {
         }
         node = rng.below(targets.urls.len());
     }
+    records.lock().await.group_received.append(&mut received);
 }
 
 /// Every message of `chaos.>` that the node at `url` holds, read with
