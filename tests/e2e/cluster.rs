@@ -1921,6 +1921,27 @@ async fn a_group_resumes_after_its_coordinator_is_killed() {
     assert_eq!(counter(&v, "inflight"), 0, "{v:#}");
 }
 
+/// Starts three nodes and creates group `group` (joined with `query`)
+/// through the first; returns the nodes, the id of the group's
+/// coordinator and its index.
+async fn three_nodes_and_a_group(
+    dir: &Path,
+    group: &str,
+    query: &str,
+) -> (Vec<Node>, String, usize) {
+    use crate::groups::{GroupMember, info};
+
+    let (nodes, ids) = start_cluster(dir, 3).await;
+    let probe = GroupMember::join(&nodes[0], group, query).await;
+    let coordinator = info(&nodes[0], group).await["coordinator"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    drop(probe);
+    let x = ids.iter().position(|(id, _)| *id == coordinator).unwrap();
+    (nodes, coordinator, x)
+}
+
 fn sorted(ids: &[String]) -> Vec<String> {
     let mut v = ids.to_vec();
     v.sort();
@@ -1940,15 +1961,8 @@ async fn a_stand_in_gives_a_group_back_to_its_returning_coordinator() {
     use crate::groups::{GroupMember, ids_of, info};
 
     let dir = tempfile::tempdir().unwrap();
-    let (nodes, ids) = start_cluster(dir.path(), 3).await;
     let query = format!("topic={}&max_inflight=1000", enc("split.>"));
-    let probe = GroupMember::join(&nodes[0], "split", &query).await;
-    let coordinator = info(&nodes[0], "split").await["coordinator"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    drop(probe);
-    let x = ids.iter().position(|(id, _)| *id == coordinator).unwrap();
+    let (nodes, coordinator, x) = three_nodes_and_a_group(dir.path(), "split", &query).await;
     let others: Vec<usize> = (0..3).filter(|i| *i != x).collect();
     let mut m1 = GroupMember::join(&nodes[x], "split", &query).await;
     let before = publish_texts(&nodes[others[1]], "split.a", &texts_of("before", 10)).await;
@@ -2060,15 +2074,8 @@ async fn a_coordinator_declared_down_goes_on_from_its_groups_state() {
     use crate::groups::{GroupMember, counter, ids_of, info};
 
     let dir = tempfile::tempdir().unwrap();
-    let (nodes, ids) = start_cluster(dir.path(), 3).await;
     let query = format!("topic={}&max_inflight=1000&from=earliest", enc("kept.>"));
-    let probe = GroupMember::join(&nodes[0], "kept", &query).await;
-    let coordinator = info(&nodes[0], "kept").await["coordinator"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    drop(probe);
-    let x = ids.iter().position(|(id, _)| *id == coordinator).unwrap();
+    let (nodes, coordinator, x) = three_nodes_and_a_group(dir.path(), "kept", &query).await;
     let other = (x + 1) % 3;
     let mut m = GroupMember::join(&nodes[x], "kept", &query).await;
     let before = publish_texts(&nodes[other], "kept.a", &texts_of("before", 20)).await;

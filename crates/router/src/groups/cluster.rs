@@ -325,15 +325,8 @@ impl Groups {
             if self.running(&name).is_some() {
                 continue;
             }
-            match self.give(cluster, &name, &addr, false).await {
-                Some(true) => {
-                    tracing::info!(group = %name, to = %addr, "gave a group back to the node that coordinates it");
-                }
-                Some(false) => {
-                    tracing::debug!(group = %name, to = %addr, "could not give a group back yet");
-                    follow.unsent.insert(name);
-                }
-                None => {}
+            if !self.offer(cluster, &name, &addr, false).await {
+                follow.unsent.insert(name);
             }
         }
         let running: Vec<String> = self.table.lock().running.keys().cloned().collect();
@@ -345,16 +338,36 @@ impl Groups {
             })
             .collect();
         for (name, addr) in to_give_back(&mut follow.named, seen, Instant::now()) {
-            match self.give(cluster, &name, &addr, true).await {
-                Some(true) => {
-                    tracing::info!(group = %name, to = %addr, "gave a group back to the node that coordinates it");
-                }
-                Some(false) => {
-                    tracing::warn!(group = %name, to = %addr, "could not give a group back; it stays in this node's store and is offered again every second");
-                    follow.unsent.insert(name);
-                }
-                None => {}
+            if !self.offer(cluster, &name, &addr, true).await {
+                follow.unsent.insert(name);
             }
+        }
+    }
+
+    /// Gives group `name` back to the node at `addr` with [`Groups::give`]
+    /// (`first`: a group running here, rather than a copy offered again)
+    /// and logs how it went. `false` when that node did not store it.
+    async fn offer(
+        &self,
+        cluster: &switchyard_cluster::Cluster,
+        name: &str,
+        addr: &str,
+        first: bool,
+    ) -> bool {
+        match self.give(cluster, name, addr, first).await {
+            Some(true) => {
+                tracing::info!(group = %name, to = %addr, "gave a group back to the node that coordinates it");
+                true
+            }
+            Some(false) if first => {
+                tracing::warn!(group = %name, to = %addr, "could not give a group back; it stays in this node's store and is offered again every second");
+                false
+            }
+            Some(false) => {
+                tracing::debug!(group = %name, to = %addr, "could not give a group back yet");
+                false
+            }
+            None => true,
         }
     }
 
