@@ -426,7 +426,7 @@ impl Groups {
     /// `only_running`, a group whose coordinator does not run here is left
     /// alone. `None` when there was nothing to hand over, otherwise whether
     /// the other node stored it; a state it did not store stays in this
-    /// node's store, not running, for a later take.
+    /// node's store, loaded but not running, for a later take.
     ///
     /// The start lock is not held while the other node is asked: that node
     /// may be taking the group from this one at the same time, under its
@@ -478,11 +478,7 @@ impl Groups {
     /// has stored it: only that copy, not one loaded or started here since.
     /// Call with the group's start lock held.
     async fn forget_copy(&self, name: &str) -> Result<(), RouterError> {
-        let held = {
-            let table = self.table.lock();
-            table.running.contains_key(name) || table.dormant.contains_key(name)
-        };
-        if held {
+        if self.table.lock().holds(name) {
             return Ok(());
         }
         let (store, n) = (self.store.clone(), name.to_owned());
@@ -564,11 +560,8 @@ impl Groups {
     /// a new group being created in its place. Call with the group's start
     /// lock held.
     async fn reload(&self, name: &str) -> Result<(), RouterError> {
-        {
-            let table = self.table.lock();
-            if table.running.contains_key(name) || table.dormant.contains_key(name) {
-                return Ok(());
-            }
+        if self.table.lock().holds(name) {
+            return Ok(());
         }
         let (store, n) = (self.store.clone(), name.to_owned());
         let Some(g) = tokio::task::spawn_blocking(move || store.group(&n))

@@ -72,6 +72,11 @@ impl Table {
     fn count(&self) -> usize {
         self.running.len() + self.dormant.len() + self.creating
     }
+
+    /// Whether group `name` runs here or is loaded, not running.
+    pub(super) fn holds(&self, name: &str) -> bool {
+        self.running.contains_key(name) || self.dormant.contains_key(name)
+    }
 }
 
 /// The consumer groups of a node.
