@@ -493,6 +493,7 @@ async fn run(
         targets: targets.clone(),
         records: records.clone(),
         done: done.clone(),
+        started,
     });
     let mut readers = Vec::new();
     for i in 0..subscribers {
@@ -678,6 +679,9 @@ async fn run(
         r.group_unconfirmed,
         nodes.max_rss_kib.iter().max().copied().unwrap_or(0) / 1024
     );
+    for line in r.group_repeats_by_second() {
+        println!("chaos: group deliveries received again at {line}");
+    }
     for e in &verdict.examples {
         println!("chaos: violation: {e}");
     }

@@ -76,9 +76,22 @@ pub struct Records {
     pub group_acked: Vec<(String, String)>,
     /// Deliveries whose ack got no answer.
     pub group_unconfirmed: usize,
-    /// The message id of every group delivery a member received, acked or
-    /// not: a message received more than once was delivered again.
-    pub group_received: Vec<String>,
+    /// Every group delivery a member received, acked or not, in order of
+    /// arrival per member: a message received more than once was
+    /// delivered again.
+    pub group_received: Vec<Received>,
+}
+
+/// One group delivery as a member received it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// Message id.
+    pub id: String,
+    /// Seconds since the run started.
+    pub at: f64,
+    /// The member (index) and the node (index) it joined through.
+    pub member: usize,
+    pub node: usize,
 }
 
 impl Records {
@@ -89,8 +102,42 @@ impl Records {
         let mut seen = std::collections::HashSet::new();
         self.group_received
             .iter()
-            .filter(|id| !seen.insert(id.as_str()))
+            .filter(|r| !seen.insert(r.id.as_str()))
             .count()
+    }
+
+    /// Where and when group deliveries were received again, for the log:
+    /// the deliveries beyond the first counted per second of the run and
+    /// per pair of (member @ node) that received the first and the repeat,
+    /// each line `<second>s <count>: m<i>@n<j> -> m<k>@n<l> <count>, ...`.
+    pub fn group_repeats_by_second(&self) -> Vec<String> {
+        use std::collections::{BTreeMap, HashMap};
+        let mut first: HashMap<&str, (usize, usize)> = HashMap::new();
+        let mut by_second: BTreeMap<u64, BTreeMap<String, usize>> = BTreeMap::new();
+        for r in &self.group_received {
+            match first.get(r.id.as_str()) {
+                None => {
+                    first.insert(r.id.as_str(), (r.member, r.node));
+                }
+                Some(&(m, n)) => {
+                    let pair = format!("m{m}@n{n} -> m{}@n{}", r.member, r.node);
+                    *by_second
+                        .entry(r.at as u64)
+                        .or_default()
+                        .entry(pair)
+                        .or_default() += 1;
+                }
+            }
+        }
+        by_second
+            .into_iter()
+            .map(|(second, pairs)| {
+                let total: usize = pairs.values().sum();
+                let pairs: Vec<String> =
+                    pairs.into_iter().map(|(p, c)| format!("{p} {c}")).collect();
+                format!("{second}s {total}: {}", pairs.join(", "))
+            })
+            .collect()
     }
 }
 
@@ -102,6 +149,8 @@ pub struct Readers {
     pub targets: Arc<Targets>,
     pub records: Shared,
     pub done: Arc<AtomicBool>,
+    /// When the run started.
+    pub started: tokio::time::Instant,
 }
 
 /// The node URLs.
@@ -249,6 +298,7 @@ pub async fn subscriber(index: usize, seed: u64, ctx: Arc<Readers>) {
         targets,
         records,
         done,
+        ..
     } = &*ctx;
     let mut rng = Rng::new(seed);
     let path = format!("/v1/events?topic={}&from=earliest&format=json", "chaos.%3E");
@@ -301,13 +351,14 @@ pub async fn member(index: usize, seed: u64, ctx: Arc<Readers>) {
         targets,
         records,
         done,
+        started,
     } = &*ctx;
     let mut rng = Rng::new(seed);
     let path = format!(
         "/v1/events?group={GROUP}&topic=chaos.%3E&from=earliest&ack_timeout_ms=5000&max_deliveries=1000&max_inflight=64&format=json"
     );
     let mut node = index % targets.urls.len();
-    let mut received: Vec<String> = Vec::new();
+    let mut received: Vec<Received> = Vec::new();
     while !done.load(Ordering::Relaxed) {
         if !received.is_empty() {
             records.lock().await.group_received.append(&mut received);
@@ -340,7 +391,13 @@ pub async fn member(index: usize, seed: u64, ctx: Arc<Readers>) {
                         while let Ok(s) = rx.try_recv() {
                             pending.push(s);
                         }
-                        received.extend(pending.iter().map(|s| s.id.clone()));
+                        let at = started.elapsed().as_secs_f64();
+                        received.extend(pending.iter().map(|s| Received {
+                            id: s.id.clone(),
+                            at,
+                            member: index,
+                            node,
+                        }));
                     }
                 }
                 if done.load(Ordering::Relaxed) {
@@ -578,4 +635,41 @@ pub async fn bindings(url: &str) -> Option<Vec<Value>> {
         }
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn got(id: &str, at: f64, member: usize, node: usize) -> Received {
+        Received {
+            id: id.to_owned(),
+            at,
+            member,
+            node,
+        }
+    }
+
+    #[test]
+    fn repeats_are_counted_by_second_and_by_who_received_them() {
+        let r = Records {
+            group_received: vec![
+                got("a-1", 1.2, 0, 1),
+                got("a-2", 1.3, 0, 1),
+                got("a-1", 4.9, 2, 3),
+                got("a-2", 4.95, 2, 3),
+                got("a-1", 7.0, 0, 0),
+                got("a-3", 7.1, 1, 0),
+            ],
+            ..Records::default()
+        };
+        assert_eq!(r.group_received_again(), 3);
+        assert_eq!(
+            r.group_repeats_by_second(),
+            vec![
+                "4s 2: m0@n1 -> m2@n3 2".to_owned(),
+                "7s 1: m0@n1 -> m0@n0 1".to_owned(),
+            ]
+        );
+    }
 }
