@@ -1374,13 +1374,17 @@ async fn a_pull_never_passes_messages_of_an_unreachable_origin() {
 async fn a_group_waits_for_messages_of_an_unreachable_origin() {
     use crate::groups::GroupMember;
     let dir = tempfile::tempdir().unwrap();
-    let (mut nodes, ids) = start_cluster_with(dir.path(), 2, UNREPLICATED).await;
+    // Three nodes: the two left after A dies are a majority, and a node
+    // coordinates groups only where it sees one.
+    let (mut nodes, ids) = start_cluster_with(dir.path(), 3, UNREPLICATED).await;
     let _follow = past_unfollowed(&nodes, "work", &texts_of("w", 100)).await;
     let (a_id, a_gossip) = ids[0].clone();
     let generation = states(&nodes[1]).await[&a_id].1;
     nodes[0].kill9();
-    // B alone coordinates the group once it sees A down.
+    // B or C coordinates the group once they see A down; neither holds
+    // A's `work` messages.
     wait_state(&nodes[1], &a_id, "down").await;
+    wait_state(&nodes[2], &a_id, "down").await;
     let mut m = GroupMember::join(
         &nodes[1],
         "waits",
@@ -2103,6 +2107,93 @@ async fn a_coordinator_declared_down_goes_on_from_its_groups_state() {
         .await;
     let v = info(&nodes[x], "kept").await;
     assert_eq!(counter(&v, "acked"), 40, "{v:#}");
+}
+
+/// A node that sees fewer than a majority of the members coordinates no
+/// group: cut off from both others (they are paused until it declares
+/// them down), the coordinator stops its group, and a join through it is
+/// answered `503 unavailable`, naming the majority, while it publishes on
+/// with `acks=local`. Once the others are back, the group goes on from
+/// its state and delivers what was published meanwhile, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_majority_coordinates_no_group() {
+    use crate::groups::{GroupMember, counter, ids_of, info};
+
+    let dir = tempfile::tempdir().unwrap();
+    let query = format!("topic={}&max_inflight=1000&from=earliest", enc("side.>"));
+    let (nodes, coordinator, x) = three_nodes_and_a_group(dir.path(), "side", &query).await;
+    let others: Vec<usize> = (0..3).filter(|i| *i != x).collect();
+    let mut m = GroupMember::join(&nodes[x], "side", &query).await;
+    let before = publish_texts(&nodes[x], "side.a", &texts_of("before", 10)).await;
+    let got = ids_of(&m.recv(10, Duration::from_secs(10)).await);
+    assert_eq!(sorted(&got), sorted(&before));
+    m.ack(&got).await;
+
+    let mut other_ids = Vec::new();
+    for i in &others {
+        other_ids.push(whoami(&nodes[*i]).await.0);
+        signal(&nodes[*i], libc::SIGSTOP);
+    }
+    for id in &other_ids {
+        wait_state(&nodes[x], id, "down").await;
+    }
+    // The running coordinator stops: the member's stream ends.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !m.closed {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "the group did not stop on the minority side");
+        let got = ids_of(&m.next_batch(left).await);
+        assert!(got.is_empty(), "nothing new was published: {got:?}");
+    }
+    let path = format!("/v1/events?group=side&{query}");
+    let (status, _, body) = nodes[x].raw(nodes[x].request("GET", &path), "").await;
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["code"], "unavailable", "{v}");
+    assert!(
+        v["detail"].as_str().unwrap().contains("not a majority"),
+        "{v}"
+    );
+    // Publishing goes on where it does not ask for copies.
+    let mut during = Vec::new();
+    for t in texts_of("during", 5) {
+        let req = nodes[x]
+            .request("POST", "/v1/topics/side.b?acks=local")
+            .header("content-type", "text/plain");
+        let (status, _, body) = nodes[x].raw(req, t).await;
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(status, 201, "{v}");
+        during.push(v["id"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        nodes[x].log().contains("fewer than a majority"),
+        "the node logs why it stopped its groups"
+    );
+
+    for i in &others {
+        signal(&nodes[*i], libc::SIGCONT);
+    }
+    for id in &other_ids {
+        wait_state(&nodes[x], id, "alive").await;
+    }
+    // Joins may be refused while the nodes' views converge.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut m = loop {
+        let (status, _, _) = nodes[x].raw(nodes[x].request("GET", "/v1/groups/side"), "").await;
+        if status == 200 {
+            break GroupMember::join(&nodes[x], "side", &query).await;
+        }
+        assert!(Instant::now() < deadline, "the group did not come back: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let got = ids_of(&m.recv(5, Duration::from_secs(10)).await);
+    assert_eq!(sorted(&got), sorted(&during));
+    m.ack(&got).await;
+    m.expect_nothing(Duration::from_millis(500), "every message was acked")
+        .await;
+    let v = info(&nodes[x], "side").await;
+    assert_eq!(counter(&v, "acked"), 15, "{v:#}");
+    assert_eq!(v["coordinator"], coordinator.as_str(), "{v:#}");
 }
 
 /// The first reproduction again with the default replication: B, which

@@ -421,6 +421,22 @@ impl Cluster {
             .count()
     }
 
+    /// How much of the cluster this node sees: the members live in its
+    /// view (alive or suspect, itself included) and the members it counts
+    /// a majority against (see [`majority_counts`]). A side of a partition
+    /// sees a majority (`live * 2 > counted`) only if it holds more than
+    /// half of the members; consumer groups are coordinated only there.
+    pub fn members_seen(&self) -> (usize, usize) {
+        let me = self.shared.local.lock().clone();
+        let members = self.shared.members.lock();
+        let others: Vec<(MemberState, SocketAddr)> = members
+            .values()
+            .filter(|k| k.identity.node != me.node)
+            .map(|k| (k.state, k.identity.gossip))
+            .collect();
+        majority_counts(me.gossip, &others)
+    }
+
     /// This node's id.
     pub fn local_id(&self) -> u64 {
         self.shared.local.lock().node
@@ -506,6 +522,41 @@ impl Cluster {
     }
 }
 
+/// The members a node sees live (itself included) and the members it
+/// counts a majority against, from the node's gossip address `me` and
+/// every other member it knows (`others`: state and gossip address).
+///
+/// Live members (alive or suspect) count, and so do members that are
+/// down, so that a side of a partition does not count only itself.
+/// Members that left on purpose do not count, nor does a member that is
+/// down at a gossip address that this node or a live member now has: a
+/// node replaced on the same address (one whose data was wiped, or
+/// started anew) is one member, not two.
+pub(crate) fn majority_counts(
+    me: SocketAddr,
+    others: &[(MemberState, SocketAddr)],
+) -> (usize, usize) {
+    let live_at: std::collections::HashSet<SocketAddr> = others
+        .iter()
+        .filter(|(state, _)| matches!(state, MemberState::Alive | MemberState::Suspect))
+        .map(|&(_, addr)| addr)
+        .chain(std::iter::once(me))
+        .collect();
+    let mut live = 1;
+    let mut counted = 1;
+    for &(state, addr) in others {
+        match state {
+            MemberState::Alive | MemberState::Suspect => {
+                live += 1;
+                counted += 1;
+            }
+            MemberState::Down if !live_at.contains(&addr) => counted += 1,
+            MemberState::Down | MemberState::Left => {}
+        }
+    }
+    (live, counted)
+}
+
 fn view(
     id: &NodeIdentity,
     state: MemberState,
@@ -521,5 +572,48 @@ fn view(
         generation: id.generation,
         last_heard_ms: last_heard.map(|t| now.duration_since(t).as_millis() as u64),
         is_self,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn a_majority_counts_members_down_but_not_those_that_left_or_were_replaced() {
+        use MemberState::*;
+        let me = at(1);
+        // Alone: a majority of one.
+        assert_eq!(majority_counts(me, &[]), (1, 1));
+        // Three nodes, one down: 2 of 3. Two down: 1 of 3.
+        assert_eq!(
+            majority_counts(me, &[(Alive, at(2)), (Down, at(3))]),
+            (2, 3)
+        );
+        assert_eq!(majority_counts(me, &[(Down, at(2)), (Down, at(3))]), (1, 3));
+        // A suspect member is live.
+        assert_eq!(
+            majority_counts(me, &[(Suspect, at(2)), (Down, at(3))]),
+            (2, 3)
+        );
+        // A member that left does not count.
+        assert_eq!(majority_counts(me, &[(Left, at(2)), (Down, at(3))]), (1, 2));
+        // A node wiped and started again on its address is a new member;
+        // its old identity, down, does not count against the majority,
+        // and neither does an old identity of this node's own address.
+        assert_eq!(
+            majority_counts(
+                me,
+                &[(Alive, at(2)), (Down, at(2)), (Alive, at(3)), (Down, at(1))]
+            ),
+            (3, 3)
+        );
+        // Two nodes: the survivor of one death sees 1 of 2, no majority.
+        let (live, counted) = majority_counts(me, &[(Down, at(2))]);
+        assert!(live * 2 <= counted);
     }
 }

@@ -188,6 +188,11 @@ fn covers(local: &StoredGroup, incoming: &StoredGroup) -> bool {
         })
 }
 
+/// Whether `live` members of the `counted` ones are a majority.
+fn majority(live: usize, counted: usize) -> bool {
+    live * 2 > counted
+}
+
 /// What [`Groups::follow_membership`] carries from one check to the next.
 struct Following {
     /// Each running group whose coordinator, by this node's view, is
@@ -198,6 +203,9 @@ struct Following {
     unsent: std::collections::HashSet<String>,
     /// This node's gossip generation at the last check.
     generation: u64,
+    /// Whether this node saw fewer than a majority of the members at the
+    /// last check.
+    minority: bool,
 }
 
 /// Which of the groups running here to give back ([`Groups::give_back`])
@@ -316,6 +324,26 @@ impl Groups {
             self.stop_all("this node was declared down by the cluster and rejoined")
                 .await;
         }
+        let (live, counted) = cluster.members_seen();
+        if !majority(live, counted) {
+            if !follow.minority {
+                follow.minority = true;
+                tracing::warn!(
+                    live,
+                    members = counted,
+                    "this node sees fewer than a majority of the cluster's members; it coordinates no consumer group until it sees a majority again"
+                );
+            }
+            self.stop_all("this node sees fewer than a majority of the cluster's members")
+                .await;
+        } else if follow.minority {
+            follow.minority = false;
+            tracing::info!(
+                live,
+                members = counted,
+                "this node sees a majority of the cluster's members again; it coordinates consumer groups"
+            );
+        }
         for name in std::mem::take(&mut follow.unsent) {
             // Coordinated here again, or started here since: it goes on
             // from the stored copy.
@@ -384,6 +412,7 @@ impl Groups {
             named: HashMap::new(),
             unsent: std::collections::HashSet::new(),
             generation: cluster.generation(),
+            minority: false,
         };
         let mut tick = tokio::time::interval(FOLLOW_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -394,6 +423,28 @@ impl Groups {
                 _ = tick.tick() => self.give_back(&cluster, &mut follow).await,
             }
         }
+    }
+
+    /// Whether this node may start coordinating a group: always outside a
+    /// cluster; in one, only while it sees a majority of the members it
+    /// knows ([`switchyard_cluster::Cluster::members_seen`]). During a
+    /// partition only the side that holds a majority runs the groups, so
+    /// the two sides do not both deliver them and, when the partition
+    /// heals, the other side does not deliver again what this side
+    /// delivered meanwhile. Coordinators already running on a side that
+    /// lost its majority are stopped by [`Groups::give_back`].
+    fn may_coordinate(&self) -> Result<(), RouterError> {
+        let Some(cluster) = self.cluster.get() else {
+            return Ok(());
+        };
+        let (live, counted) = cluster.members_seen();
+        if majority(live, counted) {
+            return Ok(());
+        }
+        Err(RouterError::GroupUnavailable(format!(
+            "node {} sees {live} of the {counted} cluster members it knows, not a majority: consumer groups are coordinated only on a side of the cluster that sees a majority; retry through another node",
+            self.store.node_id()
+        )))
     }
 
     /// Stops every group coordinator here, keeping each group's state in
@@ -544,6 +595,7 @@ impl Groups {
         if let Some(h) = self.running(name) {
             return Ok(Some(h));
         }
+        self.may_coordinate()?;
         self.reload(name).await?;
         if self.cluster.get().is_some() {
             self.gather(name).await?;
