@@ -1946,6 +1946,22 @@ async fn three_nodes_and_a_group(
     (nodes, coordinator, x)
 }
 
+/// Publishes `n` texts `prefix-...` to `topic` through `node`, has member
+/// `m` receive exactly them and acknowledges them; returns their ids.
+async fn published_and_acked(
+    m: &mut crate::groups::GroupMember,
+    node: &Node,
+    topic: &str,
+    prefix: &str,
+    n: usize,
+) -> Vec<String> {
+    let ids = publish_texts(node, topic, &texts_of(prefix, n)).await;
+    let got = crate::groups::ids_of(&m.recv(n, Duration::from_secs(10)).await);
+    assert_eq!(sorted(&got), sorted(&ids));
+    m.ack(&got).await;
+    ids
+}
+
 fn sorted(ids: &[String]) -> Vec<String> {
     let mut v = ids.to_vec();
     v.sort();
@@ -1969,10 +1985,7 @@ async fn a_stand_in_gives_a_group_back_to_its_returning_coordinator() {
     let (nodes, coordinator, x) = three_nodes_and_a_group(dir.path(), "split", &query).await;
     let others: Vec<usize> = (0..3).filter(|i| *i != x).collect();
     let mut m1 = GroupMember::join(&nodes[x], "split", &query).await;
-    let before = publish_texts(&nodes[others[1]], "split.a", &texts_of("before", 10)).await;
-    let got = ids_of(&m1.recv(10, Duration::from_secs(10)).await);
-    assert_eq!(sorted(&got), sorted(&before));
-    m1.ack(&got).await;
+    let before = published_and_acked(&mut m1, &nodes[others[1]], "split.a", "before", 10).await;
 
     signal(&nodes[x], libc::SIGSTOP);
     for i in &others {
@@ -2082,10 +2095,7 @@ async fn a_coordinator_declared_down_goes_on_from_its_groups_state() {
     let (nodes, coordinator, x) = three_nodes_and_a_group(dir.path(), "kept", &query).await;
     let other = (x + 1) % 3;
     let mut m = GroupMember::join(&nodes[x], "kept", &query).await;
-    let before = publish_texts(&nodes[other], "kept.a", &texts_of("before", 20)).await;
-    let got = ids_of(&m.recv(20, Duration::from_secs(10)).await);
-    assert_eq!(sorted(&got), sorted(&before));
-    m.ack(&got).await;
+    published_and_acked(&mut m, &nodes[other], "kept.a", "before", 20).await;
 
     signal(&nodes[x], libc::SIGSTOP);
     wait_state(&nodes[other], &coordinator, "down").await;
@@ -2099,10 +2109,7 @@ async fn a_coordinator_declared_down_goes_on_from_its_groups_state() {
         assert!(got.is_empty(), "nothing new was published: {got:?}");
     }
     let mut m = GroupMember::join(&nodes[x], "kept", &query).await;
-    let after = publish_texts(&nodes[other], "kept.b", &texts_of("after", 20)).await;
-    let got = ids_of(&m.recv(20, Duration::from_secs(10)).await);
-    assert_eq!(sorted(&got), sorted(&after));
-    m.ack(&got).await;
+    published_and_acked(&mut m, &nodes[other], "kept.b", "after", 20).await;
     m.expect_nothing(Duration::from_millis(500), "every message was acked")
         .await;
     let v = info(&nodes[x], "kept").await;
@@ -2124,10 +2131,7 @@ async fn a_node_without_a_majority_coordinates_no_group() {
     let (nodes, coordinator, x) = three_nodes_and_a_group(dir.path(), "side", &query).await;
     let others: Vec<usize> = (0..3).filter(|i| *i != x).collect();
     let mut m = GroupMember::join(&nodes[x], "side", &query).await;
-    let before = publish_texts(&nodes[x], "side.a", &texts_of("before", 10)).await;
-    let got = ids_of(&m.recv(10, Duration::from_secs(10)).await);
-    assert_eq!(sorted(&got), sorted(&before));
-    m.ack(&got).await;
+    published_and_acked(&mut m, &nodes[x], "side.a", "before", 10).await;
 
     let mut other_ids = Vec::new();
     for i in &others {
@@ -2141,7 +2145,10 @@ async fn a_node_without_a_majority_coordinates_no_group() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !m.closed {
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "the group did not stop on the minority side");
+        assert!(
+            !left.is_zero(),
+            "the group did not stop on the minority side"
+        );
         let got = ids_of(&m.next_batch(left).await);
         assert!(got.is_empty(), "nothing new was published: {got:?}");
     }
@@ -2179,11 +2186,16 @@ async fn a_node_without_a_majority_coordinates_no_group() {
     // Joins may be refused while the nodes' views converge.
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut m = loop {
-        let (status, _, _) = nodes[x].raw(nodes[x].request("GET", "/v1/groups/side"), "").await;
+        let (status, _, _) = nodes[x]
+            .raw(nodes[x].request("GET", "/v1/groups/side"), "")
+            .await;
         if status == 200 {
             break GroupMember::join(&nodes[x], "side", &query).await;
         }
-        assert!(Instant::now() < deadline, "the group did not come back: {status}");
+        assert!(
+            Instant::now() < deadline,
+            "the group did not come back: {status}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let got = ids_of(&m.recv(5, Duration::from_secs(10)).await);
