@@ -143,13 +143,24 @@ pub fn check(
         .filter(|a| a.unchecked)
         .map(|a| a.payload.as_str())
         .collect();
+    let attempt_of: HashMap<&str, &Attempt> = published
+        .iter()
+        .flatten()
+        .map(|a| (a.payload.as_str(), a))
+        .collect();
     for (payload, ids) in &ids_of {
         if ids.len() > 1 {
             if unchecked.contains(payload) {
                 v.stored_twice_unchecked += 1;
             } else {
                 v.stored_twice += 1;
-                example(&mut v, format!("{payload} stored as {ids:?}"));
+                let tries = attempt_of
+                    .get(payload)
+                    .map_or_else(String::new, |a| a.tries_text());
+                example(
+                    &mut v,
+                    format!("{payload} stored as {ids:?}; its tries: {tries}"),
+                );
             }
         }
     }
@@ -226,6 +237,7 @@ mod tests {
             tries: 1,
             acked_at: Some(Duration::from_millis(at_ms)),
             unchecked: false,
+            tries_seen: Vec::new(),
         }
     }
 

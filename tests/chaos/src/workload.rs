@@ -36,6 +36,65 @@ pub struct Attempt {
     /// with every member (`key_checked: false`, in a 2xx answer or a
     /// `503 not_replicated`): a second copy is then possible.
     pub unchecked: bool,
+    /// What each try got, for the log of a violation: runs of the same
+    /// outcome on the same node are one entry.
+    pub tries_seen: Vec<Try>,
+}
+
+/// A run of tries of one message that got the same outcome from one node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Try {
+    /// The node's index.
+    pub node: usize,
+    /// `201 <id>`, `<status> <code>`, with ` key_checked=false` when the
+    /// answer said so, or `no answer`.
+    pub outcome: String,
+    /// How many tries in a row.
+    pub count: u32,
+    /// Seconds since the run started, of the first and the last.
+    pub first: f64,
+    pub last: f64,
+}
+
+impl Attempt {
+    /// Records a try's outcome from node `node` at `at` seconds.
+    pub fn saw(&mut self, node: usize, outcome: String, at: f64) {
+        self.tries += 1;
+        if let Some(t) = self.tries_seen.last_mut()
+            && t.node == node
+            && t.outcome == outcome
+        {
+            t.count += 1;
+            t.last = at;
+            return;
+        }
+        self.tries_seen.push(Try {
+            node,
+            outcome,
+            count: 1,
+            first: at,
+            last: at,
+        });
+    }
+
+    /// The tries, for a log line: `n0 no answer x3 (12.1-13.0 s); n1 201 ...`.
+    pub fn tries_text(&self) -> String {
+        let runs: Vec<String> = self
+            .tries_seen
+            .iter()
+            .map(|t| {
+                if t.count == 1 {
+                    format!("n{} {} ({:.1} s)", t.node, t.outcome, t.first)
+                } else {
+                    format!(
+                        "n{} {} x{} ({:.1}-{:.1} s)",
+                        t.node, t.outcome, t.count, t.first, t.last
+                    )
+                }
+            })
+            .collect();
+        runs.join("; ")
+    }
 }
 
 /// A message as a reader saw it.
@@ -190,6 +249,7 @@ pub async fn publisher(
                 tries: 0,
                 acked_at: None,
                 unchecked: false,
+                tries_seen: Vec::new(),
             });
             r.published[index].len() - 1
         };
@@ -205,9 +265,11 @@ pub async fn publisher(
                 .body(Full::new(Bytes::from(payload.clone())))
                 .expect("a valid request");
             let answer = tokio::time::timeout(Duration::from_secs(10), c.send(req)).await;
+            let mut status = None;
             let body = match answer {
                 Ok(Ok(resp)) => {
                     let ok = resp.status().is_success();
+                    status = Some(resp.status().as_u16());
                     resp.into_body()
                         .collect()
                         .await
@@ -220,10 +282,19 @@ pub async fn publisher(
             let unchecked = body.as_ref().is_some_and(|(_, v)| {
                 v["key_checked"] == false || v["copies"]["key_checked"] == false
             });
+            let outcome = match (&body, status) {
+                (Some((_, v)), Some(code)) => format!(
+                    "{code} {}{}",
+                    v["id"].as_str().or(v["code"].as_str()).unwrap_or("?"),
+                    if unchecked { " key_checked=false" } else { "" }
+                ),
+                (None, Some(code)) => format!("{code} (no JSON)"),
+                _ => "no answer".to_owned(),
+            };
             {
                 let mut r = records.lock().await;
                 let a = &mut r.published[index][slot];
-                a.tries += 1;
+                a.saw(node, outcome, started.elapsed().as_secs_f64());
                 a.unchecked |= unchecked;
             }
             let ok = body
@@ -648,6 +719,28 @@ mod tests {
             member,
             node,
         }
+    }
+
+    #[test]
+    fn tries_with_the_same_outcome_on_one_node_are_one_run() {
+        let mut a = Attempt {
+            payload: "p0-1".into(),
+            acks: "quorum",
+            acked: None,
+            tries: 0,
+            acked_at: None,
+            unchecked: false,
+            tries_seen: Vec::new(),
+        };
+        a.saw(0, "no answer".into(), 1.0);
+        a.saw(0, "no answer".into(), 1.3);
+        a.saw(1, "no answer".into(), 16.5);
+        a.saw(1, "201 ab-7".into(), 16.7);
+        assert_eq!(a.tries, 4);
+        assert_eq!(
+            a.tries_text(),
+            "n0 no answer x2 (1.0-1.3 s); n1 no answer (16.5 s); n1 201 ab-7 (16.7 s)"
+        );
     }
 
     #[test]
