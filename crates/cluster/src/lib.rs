@@ -28,5 +28,6 @@ pub mod transport;
 
 pub use config::{ClusterConfig, MAX_PACKET, MIN_KEY_LEN};
 pub use membership::{
-    Cluster, ClusterError, ClusterEvent, GossipStats, MemberState, MemberView, NodeIdentity,
+    Cluster, ClusterError, ClusterEvent, GossipStats, MemberState, MemberView, MembersSeen,
+    NodeIdentity,
 };

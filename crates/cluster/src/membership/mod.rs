@@ -421,12 +421,11 @@ impl Cluster {
             .count()
     }
 
-    /// How much of the cluster this node sees: the members live in its
-    /// view (alive or suspect, itself included) and the members it counts
-    /// a majority against (see [`majority_counts`]). A side of a partition
-    /// sees a majority (`live * 2 > counted`) only if it holds more than
-    /// half of the members; consumer groups are coordinated only there.
-    pub fn members_seen(&self) -> (usize, usize) {
+    /// How much of the cluster this node sees (see [`MembersSeen`] and
+    /// [`majority_counts`]): a side of a partition sees a majority only if
+    /// it holds more than half of the members; consumer groups are
+    /// coordinated only there.
+    pub fn members_seen(&self) -> MembersSeen {
         let me = self.shared.local.lock().clone();
         let members = self.shared.members.lock();
         let others: Vec<(MemberState, SocketAddr)> = members
@@ -522,9 +521,27 @@ impl Cluster {
     }
 }
 
-/// The members a node sees live (itself included) and the members it
-/// counts a majority against, from the node's gossip address `me` and
-/// every other member it knows (`others`: state and gossip address).
+/// The members a node sees live and the members it counts a majority
+/// against ([`Cluster::members_seen`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MembersSeen {
+    /// Members live in the node's view (alive or suspect), itself
+    /// included.
+    pub live: usize,
+    /// Members a majority is counted against (see [`majority_counts`]).
+    pub counted: usize,
+}
+
+impl MembersSeen {
+    /// Whether the live members are more than half of those counted.
+    pub fn majority(&self) -> bool {
+        self.live * 2 > self.counted
+    }
+}
+
+/// What a node sees of the cluster ([`MembersSeen`]), from the node's
+/// gossip address `me` and every other member it knows (`others`: state
+/// and gossip address).
 ///
 /// Live members (alive or suspect) count, and so do members that are
 /// down, so that a side of a partition does not count only itself.
@@ -532,10 +549,7 @@ impl Cluster {
 /// down at a gossip address that this node or a live member now has: a
 /// node replaced on the same address (one whose data was wiped, or
 /// started anew) is one member, not two.
-pub(crate) fn majority_counts(
-    me: SocketAddr,
-    others: &[(MemberState, SocketAddr)],
-) -> (usize, usize) {
+pub(crate) fn majority_counts(me: SocketAddr, others: &[(MemberState, SocketAddr)]) -> MembersSeen {
     let live_at: std::collections::HashSet<SocketAddr> = others
         .iter()
         .filter(|(state, _)| matches!(state, MemberState::Alive | MemberState::Suspect))
@@ -554,7 +568,7 @@ pub(crate) fn majority_counts(
             MemberState::Down | MemberState::Left => {}
         }
     }
-    (live, counted)
+    MembersSeen { live, counted }
 }
 
 fn view(
@@ -579,6 +593,10 @@ fn view(
 mod tests {
     use super::*;
 
+    fn seen(live: usize, counted: usize) -> MembersSeen {
+        MembersSeen { live, counted }
+    }
+
     fn at(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
     }
@@ -588,20 +606,26 @@ mod tests {
         use MemberState::*;
         let me = at(1);
         // Alone: a majority of one.
-        assert_eq!(majority_counts(me, &[]), (1, 1));
+        assert_eq!(majority_counts(me, &[]), seen(1, 1));
         // Three nodes, one down: 2 of 3. Two down: 1 of 3.
         assert_eq!(
             majority_counts(me, &[(Alive, at(2)), (Down, at(3))]),
-            (2, 3)
+            seen(2, 3)
         );
-        assert_eq!(majority_counts(me, &[(Down, at(2)), (Down, at(3))]), (1, 3));
+        assert_eq!(
+            majority_counts(me, &[(Down, at(2)), (Down, at(3))]),
+            seen(1, 3)
+        );
         // A suspect member is live.
         assert_eq!(
             majority_counts(me, &[(Suspect, at(2)), (Down, at(3))]),
-            (2, 3)
+            seen(2, 3)
         );
         // A member that left does not count.
-        assert_eq!(majority_counts(me, &[(Left, at(2)), (Down, at(3))]), (1, 2));
+        assert_eq!(
+            majority_counts(me, &[(Left, at(2)), (Down, at(3))]),
+            seen(1, 2)
+        );
         // A node wiped and started again on its address is a new member;
         // its old identity, down, does not count against the majority,
         // and neither does an old identity of this node's own address.
@@ -610,10 +634,10 @@ mod tests {
                 me,
                 &[(Alive, at(2)), (Down, at(2)), (Alive, at(3)), (Down, at(1))]
             ),
-            (3, 3)
+            seen(3, 3)
         );
         // Two nodes: the survivor of one death sees 1 of 2, no majority.
-        let (live, counted) = majority_counts(me, &[(Down, at(2))]);
-        assert!(live * 2 <= counted);
+        assert!(!majority_counts(me, &[(Down, at(2))]).majority());
+        assert!(majority_counts(me, &[(Alive, at(2)), (Down, at(3))]).majority());
     }
 }

@@ -188,11 +188,6 @@ fn covers(local: &StoredGroup, incoming: &StoredGroup) -> bool {
         })
 }
 
-/// Whether `live` members of the `counted` ones are a majority.
-fn majority(live: usize, counted: usize) -> bool {
-    live * 2 > counted
-}
-
 /// What [`Groups::follow_membership`] carries from one check to the next.
 struct Following {
     /// Each running group whose coordinator, by this node's view, is
@@ -324,13 +319,13 @@ impl Groups {
             self.stop_all("this node was declared down by the cluster and rejoined")
                 .await;
         }
-        let (live, counted) = cluster.members_seen();
-        if !majority(live, counted) {
+        let seen = cluster.members_seen();
+        if !seen.majority() {
             if !follow.minority {
                 follow.minority = true;
                 tracing::warn!(
-                    live,
-                    members = counted,
+                    live = seen.live,
+                    members = seen.counted,
                     "this node sees fewer than a majority of the cluster's members; it coordinates no consumer group until it sees a majority again"
                 );
             }
@@ -339,8 +334,8 @@ impl Groups {
         } else if follow.minority {
             follow.minority = false;
             tracing::info!(
-                live,
-                members = counted,
+                live = seen.live,
+                members = seen.counted,
                 "this node sees a majority of the cluster's members again; it coordinates consumer groups"
             );
         }
@@ -437,13 +432,15 @@ impl Groups {
         let Some(cluster) = self.cluster.get() else {
             return Ok(());
         };
-        let (live, counted) = cluster.members_seen();
-        if majority(live, counted) {
+        let seen = cluster.members_seen();
+        if seen.majority() {
             return Ok(());
         }
         Err(RouterError::GroupUnavailable(format!(
-            "node {} sees {live} of the {counted} cluster members it knows, not a majority: consumer groups are coordinated only on a side of the cluster that sees a majority; retry through another node",
-            self.store.node_id()
+            "node {} sees {} of the {} cluster members it knows, not a majority: consumer groups are coordinated only on a side of the cluster that sees a majority; retry through another node",
+            self.store.node_id(),
+            seen.live,
+            seen.counted
         )))
     }
 
