@@ -1968,40 +1968,37 @@ fn sorted(ids: &[String]) -> Vec<String> {
     v
 }
 
-/// A coordinator paused long enough to be declared down comes back to
-/// find a stand-in running its group. It stops the group when it learns it
-/// was declared down, and the stand-in, once it has seen the coordinator
-/// alive again for a second, gives the group back (its state merged into
-/// the coordinator's copy), so the two do not go on side by side: each
-/// delivering new messages to its own members, and the stand-in's members'
-/// acks relayed to a coordinator that does not know them. After the move
-/// every new message is delivered once and every ack is applied.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stand_in_gives_a_group_back_to_its_returning_coordinator() {
+/// Pauses the coordinator of `group` (node `x`, id `coordinator`) until
+/// the others see it down, has a member join through another node, which
+/// makes that node a stand-in, and publishes 10 messages to `topic`, which
+/// the member receives and acknowledges (with none but the `before`
+/// messages besides). Returns the member, the
+/// stand-in's id and the messages' ids. The stand-in may start from an
+/// older record of the group than the coordinator's last round (or from
+/// none): then it delivers earlier messages again too (at least once).
+async fn stood_in_for(
+    nodes: &[Node],
+    coordinator: &str,
+    x: usize,
+    group: &str,
+    query: &str,
+    topic: &str,
+    before: &[String],
+) -> (crate::groups::GroupMember, String, Vec<String>) {
     use crate::groups::{GroupMember, ids_of, info};
 
-    let dir = tempfile::tempdir().unwrap();
-    let query = format!("topic={}&max_inflight=1000", enc("split.>"));
-    let (nodes, coordinator, x) = three_nodes_and_a_group(dir.path(), "split", &query).await;
-    let others: Vec<usize> = (0..3).filter(|i| *i != x).collect();
-    let mut m1 = GroupMember::join(&nodes[x], "split", &query).await;
-    let before = published_and_acked(&mut m1, &nodes[others[1]], "split.a", "before", 10).await;
-
+    let others: Vec<usize> = (0..nodes.len()).filter(|i| *i != x).collect();
     signal(&nodes[x], libc::SIGSTOP);
     for i in &others {
-        wait_state(&nodes[*i], &coordinator, "down").await;
+        wait_state(&nodes[*i], coordinator, "down").await;
     }
-    // A member joining through a survivor makes a stand-in take the group.
-    let mut m2 = GroupMember::join(&nodes[others[0]], "split", &query).await;
-    let stand_in = info(&nodes[others[0]], "split").await["coordinator"]
+    let mut m2 = GroupMember::join(&nodes[others[0]], group, query).await;
+    let stand_in = info(&nodes[others[0]], group).await["coordinator"]
         .as_str()
         .unwrap()
         .to_owned();
     assert_ne!(stand_in, coordinator);
-    // The stand-in may start from an older record of the group than the
-    // coordinator's last round (or from none): then it delivers the first
-    // ten again too (at least once).
-    let during = publish_texts(&nodes[others[1]], "split.b", &texts_of("during", 10)).await;
+    let during = publish_texts(&nodes[others[1]], topic, &texts_of("during", 10)).await;
     let mut got = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !during.iter().all(|id| got.contains(id)) {
@@ -2021,6 +2018,30 @@ async fn a_stand_in_gives_a_group_back_to_its_returning_coordinator() {
             .all(|id| during.contains(id) || before.contains(id)),
         "{got:?}"
     );
+    (m2, stand_in, during)
+}
+
+/// A coordinator paused long enough to be declared down comes back to
+/// find a stand-in running its group. It stops the group when it learns it
+/// was declared down, and the stand-in, once it has seen the coordinator
+/// alive again for a second, gives the group back (its state merged into
+/// the coordinator's copy), so the two do not go on side by side: each
+/// delivering new messages to its own members, and the stand-in's members'
+/// acks relayed to a coordinator that does not know them. After the move
+/// every new message is delivered once and every ack is applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stand_in_gives_a_group_back_to_its_returning_coordinator() {
+    use crate::groups::{GroupMember, ids_of, info};
+
+    let dir = tempfile::tempdir().unwrap();
+    let query = format!("topic={}&max_inflight=1000", enc("split.>"));
+    let (nodes, coordinator, x) = three_nodes_and_a_group(dir.path(), "split", &query).await;
+    let others: Vec<usize> = (0..3).filter(|i| *i != x).collect();
+    let mut m1 = GroupMember::join(&nodes[x], "split", &query).await;
+    let before = published_and_acked(&mut m1, &nodes[others[1]], "split.a", "before", 10).await;
+
+    let (mut m2, _, during) =
+        stood_in_for(&nodes, &coordinator, x, "split", &query, "split.b", &before).await;
 
     signal(&nodes[x], libc::SIGCONT);
     for i in &others {
@@ -2080,6 +2101,107 @@ async fn a_stand_in_gives_a_group_back_to_its_returning_coordinator() {
     assert_eq!(unique, sorted(&after));
     let v = info(&nodes[others[0]], "split").await;
     assert_eq!(v["coordinator"], coordinator.as_str(), "{v:#}");
+}
+
+/// The latest state of group `name` that `node` holds as recorded by
+/// coordinator `by` (`$sys.groups`): messages in flight and acknowledged.
+async fn recorded_state(node: &Node, name: &str, by: &str) -> Option<(usize, u64)> {
+    let records = node.pull_all("$sys.groups.>").await;
+    let s = records
+        .iter()
+        .filter_map(|m| serde_json::from_str::<Value>(m["payload"].as_str()?).ok())
+        .rfind(|s| {
+            s["name"] == name
+                && s["origin"].as_u64().map(|o| format!("{o:016x}")).as_deref() == Some(by)
+        })?;
+    let state = &s["state"];
+    let counters: Vec<u8> = state["counters"]
+        .as_array()?
+        .iter()
+        .filter_map(|b| u8::try_from(b.as_u64()?).ok())
+        .collect();
+    let counters: Value = serde_json::from_slice(&counters).ok()?;
+    Some((
+        state["inflight"].as_array()?.len(),
+        counters["acked"].as_u64()?,
+    ))
+}
+
+/// A coordinator that comes back while the stand-in that ran its group
+/// meanwhile cannot be reached (paused in turn) does not resume the group
+/// from its own older copy: its take waits for the stand-in, refusing
+/// joins meanwhile, until the stand-in is declared down, and then goes on
+/// from the state the stand-in recorded. What the stand-in's member
+/// acknowledged is not delivered again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_coordinator_waits_for_a_stand_in_it_cannot_reach() {
+    use crate::groups::{GroupMember, counter, ids_of, info};
+
+    let dir = tempfile::tempdir().unwrap();
+    let query = format!("topic={}&max_inflight=1000", enc("back.>"));
+    let (nodes, coordinator, x) = three_nodes_and_a_group(dir.path(), "back", &query).await;
+    let mut m1 = GroupMember::join(&nodes[x], "back", &query).await;
+    let before = published_and_acked(&mut m1, &nodes[(x + 1) % 3], "back.a", "before", 10).await;
+    let mut ids = Vec::new();
+    for node in &nodes {
+        ids.push(whoami(node).await.0);
+    }
+    let (m2, stand_in, during) =
+        stood_in_for(&nodes, &coordinator, x, "back", &query, "back.b", &before).await;
+    let s = ids.iter().position(|id| *id == stand_in).unwrap();
+    let c = 3 - x - s;
+    // The third node holds the stand-in's record of the group after the
+    // acks.
+    let acked = counter(&info(&nodes[s], "back").await, "acked");
+    wait_until(
+        Duration::from_secs(20),
+        "the stand-in's state recorded",
+        || async { recorded_state(&nodes[c], "back", &stand_in).await == Some((0, acked)) },
+    )
+    .await;
+
+    signal(&nodes[s], libc::SIGSTOP);
+    signal(&nodes[x], libc::SIGCONT);
+    drop(m2);
+    // The coordinator stops the group on learning that it was declared
+    // down. Until then it may deliver the stand-in's messages once more.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut again = Vec::new();
+    while !m1.closed {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "the group did not stop");
+        again.extend(ids_of(&m1.next_batch(left).await));
+    }
+    assert!(again.iter().all(|id| during.contains(id)), "{again:?}");
+    // Joins through it are refused while the stand-in cannot be reached
+    // and is not yet declared down.
+    let mut refused = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut m3 = loop {
+        match GroupMember::try_join(&nodes[x], "back", &query).await {
+            Ok(m) => break m,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "no join succeeded: {refused:?}");
+                refused.push(e);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    println!("back: joins refused before the stand-in was declared down: {refused:?}");
+    let after = publish_texts(&nodes[c], "back.c", &texts_of("after", 10)).await;
+    let got = ids_of(&m3.recv(10, Duration::from_secs(10)).await);
+    assert_eq!(
+        sorted(&got),
+        sorted(&after),
+        "only the new messages: the stand-in's acknowledged ones are not delivered again"
+    );
+    m3.ack(&got).await;
+    m3.expect_nothing(Duration::from_millis(500), "every message was acked")
+        .await;
+    let v = info(&nodes[x], "back").await;
+    assert_eq!(v["coordinator"], coordinator.as_str(), "{v:#}");
+    assert_eq!(counter(&v, "acked"), acked + 10, "{v:#}");
+    signal(&nodes[s], libc::SIGCONT);
 }
 
 /// A coordinator declared down (paused until the others see it down)

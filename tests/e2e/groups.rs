@@ -78,22 +78,34 @@ impl GroupMember {
     /// Joins `group` with the extra query `query` (`topic=...&...`) and
     /// reads the `joined` event.
     pub(crate) async fn join(node: &Node, group: &str, query: &str) -> GroupMember {
+        match Self::try_join(node, group, query).await {
+            Ok(m) => m,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// [`GroupMember::join`], or what came instead of the `joined` event
+    /// (an error answer has none).
+    pub(crate) async fn try_join(
+        node: &Node,
+        group: &str,
+        query: &str,
+    ) -> Result<GroupMember, String> {
         let path = format!("/v1/events?group={}&{query}", enc(group));
         let mut sse = Sse::connect(node, &path, None)
             .await
-            .unwrap_or_else(|e| panic!("join {path}: {e}"));
-        let ev = sse
-            .next(Duration::from_secs(10))
-            .await
-            .unwrap_or_else(|| panic!("join {path}: no joined event"));
-        assert_eq!(ev.event, "joined", "join {path}: first event {ev:?}");
+            .map_err(|e| format!("join {path}: {e}"))?;
+        let ev = match sse.next(Duration::from_secs(10)).await {
+            Some(ev) if ev.event == "joined" => ev,
+            other => return Err(format!("join {path}: first event {other:?}")),
+        };
         let joined: Value = serde_json::from_str(&ev.data).expect("joined data is JSON");
         assert_eq!(joined["group"], group, "{joined}");
         let id = joined["member"]
             .as_str()
             .unwrap_or_else(|| panic!("joined event without a member id: {joined}"))
             .to_owned();
-        GroupMember {
+        Ok(GroupMember {
             group: group.to_owned(),
             id,
             joined,
@@ -101,7 +113,7 @@ impl GroupMember {
             url: node.url.clone(),
             http: http(),
             closed: false,
-        }
+        })
     }
 
     /// Waits up to `timeout` for the next message, then takes every message

@@ -98,6 +98,37 @@ pub struct GroupTake {
     pub name: String,
     /// The state was stored by the asking node: delete the copy handed over.
     pub confirm: bool,
+    /// The members the asking node sees live, itself included. A peer
+    /// that holds no copy answers with the snapshots recorded by the
+    /// coordinators that either node sees gone, so that a node that sees
+    /// a coordinator down before the peer does still learns its last
+    /// state. Absent from nodes of earlier versions: then the peer's own
+    /// view decides.
+    pub live: Option<Vec<u64>>,
+}
+
+/// A group take as nodes of earlier versions of this transport send it
+/// (without [`GroupTake::live`]).
+#[derive(Serialize, Deserialize)]
+struct EarlierGroupTake {
+    name: String,
+    confirm: bool,
+}
+
+impl GroupTake {
+    /// Decodes a take of this version or of an earlier one. Postcard
+    /// fields are positional: the earlier form ends where `live` starts,
+    /// and nodes of the earlier version ignore the bytes `live` adds.
+    pub fn decode(b: &[u8]) -> Result<GroupTake, String> {
+        decode::<GroupTake>(b).or_else(|e| match decode::<EarlierGroupTake>(b) {
+            Ok(t) => Ok(GroupTake {
+                name: t.name,
+                confirm: t.confirm,
+                live: None,
+            }),
+            Err(_) => Err(e),
+        })
+    }
 }
 
 /// A consumer group's persisted state, as handed from one node to another.
@@ -907,6 +938,28 @@ pub fn seal_whole(envelope: &Envelope, id: &RequestId, head: &AnswerHead, body: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_take_from_an_earlier_version_decodes_and_a_new_one_round_trips() {
+        let old = encode(&EarlierGroupTake {
+            name: "g".into(),
+            confirm: true,
+        });
+        let take = GroupTake::decode(&old).unwrap();
+        assert_eq!(take.live, None);
+        assert!(take.confirm);
+        let new = GroupTake {
+            name: "g".into(),
+            confirm: false,
+            live: Some(vec![1, 2]),
+        };
+        let bytes = encode(&new);
+        assert_eq!(GroupTake::decode(&bytes).unwrap(), new);
+        // Nodes of the earlier version read the new form.
+        let earlier: EarlierGroupTake = decode(&bytes).unwrap();
+        assert_eq!((earlier.name.as_str(), earlier.confirm), ("g", false));
+        assert!(GroupTake::decode(b"\xff").is_err());
+    }
 
     #[tokio::test]
     async fn sealed_bodies_open_frame_by_frame() {

@@ -163,8 +163,26 @@ where
     F: FnOnce(u64, Q) -> Fut,
     Fut: Future<Output = Result<A, Problem>>,
 {
+    sealed_call_with(app, req, max, |b| transport::decode::<Q>(b), serve).await
+}
+
+/// [`sealed_call`] with the request body decoded by `decode` (a request
+/// that earlier versions sent in another form).
+async fn sealed_call_with<Q, A, D, F, Fut>(
+    app: &App,
+    req: Request<Incoming>,
+    max: usize,
+    decode: D,
+    serve: F,
+) -> Result<Response<Body>, Problem>
+where
+    A: serde::Serialize,
+    D: FnOnce(&[u8]) -> Result<Q, String>,
+    F: FnOnce(u64, Q) -> Fut,
+    Fut: Future<Output = Result<A, Problem>>,
+{
     let (cluster, id, _, body) = open_request(app, req, max).await?;
-    let answer = match transport::decode::<Q>(&body) {
+    let answer = match decode(&body) {
         Ok(request) => serve(id.node, request).await,
         Err(e) => Err(Problem::bad_request("invalid_body", e)),
     };
@@ -288,15 +306,16 @@ pub(crate) async fn idempotency(
 /// `POST /cluster/v1/groups/take`: the peer that now coordinates a group
 /// takes its state from this node.
 pub(crate) async fn take(app: &App, req: Request<Incoming>) -> Result<Response<Body>, Problem> {
-    sealed_call(
+    sealed_call_with(
         app,
         req,
         transport::MAX_REQUEST,
+        GroupTake::decode,
         |_, request: GroupTake| async move {
             Ok(app
                 .router
                 .groups()
-                .surrender(&request.name, request.confirm)
+                .surrender(&request.name, request.confirm, request.live.as_deref())
                 .await?)
         },
     )

@@ -16,7 +16,7 @@
 //! coordinator refuses; the asking node retries for a few seconds while
 //! the membership views converge, then answers 503.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use std::sync::atomic::Ordering;
@@ -685,111 +685,140 @@ impl Groups {
 
     /// Collects the group's state from every live peer, keeping the best
     /// copy (with the local one) as this node's, with its epoch raised.
+    ///
+    /// Every live peer must answer: one that cannot be reached, or that
+    /// refuses while it still coordinates the group, is asked again until
+    /// [`TAKE_PATIENCE`] runs out, when the take fails with
+    /// `503 unavailable`. Going on without it would resume the group from
+    /// an older state than the one that peer may hold (a stand-in's, after
+    /// a split) and deliver again what it delivered. A peer declared down
+    /// meanwhile is no longer waited for; its recorded state is then read
+    /// again, here and from the peers that answered before it was declared
+    /// down. What the peers hand over is adopted once, with the recorded
+    /// states of coordinators that are gone, so that the epoch this take
+    /// raises does not hide a snapshot as new as the copies.
     async fn gather(&self, name: &str) -> Result<(), RouterError> {
         let Some(cluster) = self.cluster.get() else {
             return Ok(());
         };
         let deadline = tokio::time::Instant::now() + TAKE_PATIENCE;
+        let mut live: BTreeSet<u64> = cluster.peers().into_iter().map(|(n, _)| n).collect();
         // What coordinators that are gone recorded, should no live copy be
-        // as new.
-        let mut snapshots = self.dead_snapshots(name).await;
-        let mut adopted = false;
-        let mut copies: Vec<(String, StoredGroup)> = Vec::new();
-        let mut asked = std::collections::HashSet::new();
-        loop {
+        // as new: this node's copies of their logs, and the peers'.
+        let mut own_snapshots = self.dead_snapshots(name, None).await;
+        let mut peer_snapshots: BTreeMap<u64, Vec<GroupSnapshot>> = BTreeMap::new();
+        let mut copies: Vec<(u64, String, StoredGroup)> = Vec::new();
+        // Peers that answered, and whether they handed a copy over.
+        let mut answered: BTreeMap<u64, bool> = BTreeMap::new();
+        let outcome = loop {
             if let Some(addr) = self.coordinator(name) {
-                return Err(RouterError::GroupUnavailable(format!(
+                break Err(RouterError::GroupUnavailable(format!(
                     "group {name} is coordinated by the node at {addr}; retry there or through any node"
                 )));
             }
-            let peers: Vec<(u64, String)> = cluster
-                .peers()
-                .into_iter()
-                .filter(|(n, _)| !asked.contains(n))
-                .collect();
+            let peers = cluster.peers();
+            let now_live: BTreeSet<u64> = peers.iter().map(|(n, _)| *n).collect();
+            if live.difference(&now_live).next().is_some() {
+                // A peer was declared down: what it recorded now counts,
+                // and the peers that found nothing before may hold it.
+                own_snapshots = self.dead_snapshots(name, None).await;
+                answered.retain(|_, gave| *gave);
+                peer_snapshots.clear();
+            }
+            live = now_live;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let wait = TAKE_TIMEOUT.min(left).max(TAKE_RETRY);
             let req = GroupTake {
                 name: name.to_owned(),
                 confirm: false,
+                live: Some(
+                    live.iter()
+                        .copied()
+                        .chain([self.store.node_id().0])
+                        .collect(),
+                ),
             };
             let mut calls = tokio::task::JoinSet::new();
-            for (node, addr) in peers {
+            for (node, addr) in peers.into_iter().filter(|(n, _)| !answered.contains_key(n)) {
                 let (client, req) = (cluster.client().clone(), req.clone());
                 calls.spawn(async move {
-                    (
-                        node,
-                        addr.clone(),
-                        client.take_group(&addr, &req, TAKE_TIMEOUT).await,
-                    )
+                    let answer = client.take_group(&addr, &req, wait).await;
+                    (node, addr, answer)
                 });
             }
-            let mut refused = None;
+            let mut waiting_for = None;
             while let Some(joined) = calls.join_next().await {
                 let Ok((node, addr, answer)) = joined else {
                     continue;
                 };
                 match answer {
                     Ok(GroupTaken::Absent) => {
-                        asked.insert(node);
+                        answered.insert(node, false);
                     }
-                    Ok(GroupTaken::State(state)) => {
-                        asked.insert(node);
-                        match from_wire(name, state) {
-                            Ok(g) => copies.push((addr, g)),
-                            Err(e) => {
-                                tracing::warn!(group = name, peer = %addr, error = %e, "a peer handed over an unusable group state");
-                            }
+                    Ok(GroupTaken::State(state)) => match from_wire(name, state) {
+                        Ok(g) => {
+                            answered.insert(node, true);
+                            copies.push((node, addr, g));
                         }
-                    }
+                        Err(e) => {
+                            answered.insert(node, false);
+                            tracing::warn!(group = name, peer = %addr, error = %e, "a peer handed over an unusable group state");
+                        }
+                    },
                     Ok(GroupTaken::Snapshots(found)) => {
-                        asked.insert(node);
-                        snapshots.extend(found.into_iter().filter(|s| s.name == name));
+                        answered.insert(node, false);
+                        peer_snapshots
+                            .insert(node, found.into_iter().filter(|s| s.name == name).collect());
                     }
-                    Ok(GroupTaken::Refused(why)) => refused = Some(why),
+                    Ok(GroupTaken::Refused(why)) => waiting_for = Some(why),
                     Err(e) => {
-                        // An unreachable peer keeps its copy, if any; this
-                        // node goes on without it.
-                        asked.insert(node);
-                        tracing::warn!(group = name, peer = %addr, error = %e, "could not ask a peer for a group's state");
+                        // It may hold a newer copy, or still coordinate
+                        // the group: asked again until it answers or is
+                        // declared down.
+                        tracing::debug!(group = name, peer = %addr, error = %e, "could not ask a peer for a group's state");
+                        waiting_for = Some(format!("the node at {addr} did not answer: {e}"));
                     }
                 }
             }
-            // Whatever was handed over is kept before anything else, and
-            // then the peers that handed it over delete their copies.
-            if !copies.is_empty() {
-                let (givers, states): (Vec<String>, Vec<StoredGroup>) =
-                    std::mem::take(&mut copies).into_iter().unzip();
-                self.adopt(name, states, std::mem::take(&mut snapshots))
-                    .await?;
-                adopted = true;
-                let confirm = GroupTake {
-                    name: name.to_owned(),
-                    confirm: true,
-                };
-                let mut confirms = tokio::task::JoinSet::new();
-                for addr in givers {
-                    let (client, req) = (cluster.client().clone(), confirm.clone());
-                    confirms.spawn(async move {
-                        if let Err(e) = client.take_group(&addr, &req, TAKE_TIMEOUT).await {
-                            // Its copy stays, with a lower epoch than this one.
-                            tracing::warn!(peer = %addr, error = %e, "could not confirm a group take-over");
-                        }
-                    });
-                }
-                while confirms.join_next().await.is_some() {}
-            }
-            let Some(why) = refused else {
-                if !adopted && !snapshots.is_empty() {
-                    self.adopt(name, Vec::new(), snapshots).await?;
-                }
-                return Ok(());
+            let Some(why) = waiting_for else {
+                break Ok(());
             };
-            if tokio::time::Instant::now() >= deadline {
-                return Err(RouterError::GroupUnavailable(format!(
+            if tokio::time::Instant::now() + TAKE_RETRY >= deadline {
+                tracing::warn!(group = name, reason = %why, "gave up taking a group over");
+                break Err(RouterError::GroupUnavailable(format!(
                     "group {name} is moving between nodes ({why}); retry shortly"
                 )));
             }
             tokio::time::sleep(TAKE_RETRY).await;
+        };
+        // Whatever was handed over is kept, even when the take failed, and
+        // then the peers that handed it over delete their copies.
+        let snapshots: Vec<GroupSnapshot> = own_snapshots
+            .into_iter()
+            .chain(peer_snapshots.into_values().flatten())
+            .collect();
+        let givers: Vec<String> = copies.iter().map(|(_, addr, _)| addr.clone()).collect();
+        let states: Vec<StoredGroup> = copies.into_iter().map(|(_, _, g)| g).collect();
+        if !states.is_empty() || (outcome.is_ok() && !snapshots.is_empty()) {
+            self.adopt(name, states, snapshots).await?;
         }
+        let confirm = GroupTake {
+            name: name.to_owned(),
+            confirm: true,
+            live: None,
+        };
+        let mut confirms = tokio::task::JoinSet::new();
+        for addr in givers {
+            let (client, req) = (cluster.client().clone(), confirm.clone());
+            confirms.spawn(async move {
+                if let Err(e) = client.take_group(&addr, &req, TAKE_TIMEOUT).await {
+                    // Its copy stays, with a lower epoch than this one.
+                    tracing::warn!(peer = %addr, error = %e, "could not confirm a group take-over");
+                }
+            });
+        }
+        while confirms.join_next().await.is_some() {}
+        outcome
     }
 
     /// Keeps the best of `copies`, this node's stored copy and the
@@ -870,7 +899,15 @@ impl Groups {
     /// stored state, which stays stored until the taker confirms (then,
     /// with `confirm`, it is deleted). Refused while this node still sees
     /// itself as the coordinator.
-    pub async fn surrender(&self, name: &str, confirm: bool) -> Result<GroupTaken, RouterError> {
+    ///
+    /// Holding no copy, it answers with the snapshots of the coordinators
+    /// that it or the asking node (which sees `live` live) sees gone.
+    pub async fn surrender(
+        &self,
+        name: &str,
+        confirm: bool,
+        live: Option<&[u64]>,
+    ) -> Result<GroupTaken, RouterError> {
         validate_group_name(name)?;
         let _start = self.start_lock(name).await;
         if confirm {
@@ -894,7 +931,7 @@ impl Groups {
                 GroupTaken::State(to_wire(&g))
             }
             None => {
-                let found = self.dead_snapshots(name).await;
+                let found = self.dead_snapshots(name, live).await;
                 if found.is_empty() {
                     GroupTaken::Absent
                 } else {
@@ -905,15 +942,22 @@ impl Groups {
     }
 
     /// The latest snapshot of group `name` that each coordinator no longer
-    /// a live member recorded, as this node holds their logs.
-    async fn dead_snapshots(&self, name: &str) -> Vec<GroupSnapshot> {
+    /// a live member recorded, as this node holds their logs. With
+    /// `also_live`, a member counts as live only when that list names it
+    /// too (another node's view).
+    async fn dead_snapshots(&self, name: &str, also_live: Option<&[u64]>) -> Vec<GroupSnapshot> {
         let Some(cluster) = self.cluster.get() else {
             return Vec::new();
         };
         if cluster.replication_factor() < 2 {
             return Vec::new();
         }
-        let live: Vec<u64> = cluster.peers().into_iter().map(|(n, _)| n).collect();
+        let live: Vec<u64> = cluster
+            .peers()
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| also_live.is_none_or(|l| l.contains(n)))
+            .collect();
         let (store, n) = (self.store.clone(), name.to_owned());
         match tokio::task::spawn_blocking(move || snapshots::read_dead(&store, &n, &live)).await {
             Ok(Ok(found)) => found,
