@@ -2204,6 +2204,82 @@ async fn a_returning_coordinator_waits_for_a_stand_in_it_cannot_reach() {
     signal(&nodes[s], libc::SIGCONT);
 }
 
+/// A peer that the membership sees alive but that answers no node-to-node
+/// request (it advertises an HTTP address nothing listens on) holds group
+/// takes up for a while, since it may hold a newer state of the group, but
+/// not for good: joins are answered `503` at first and go through within
+/// the 20 s takes wait for such a peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_answers_no_take_holds_groups_up_for_a_while_only() {
+    use crate::groups::{GroupMember, ids_of};
+
+    let dir = tempfile::tempdir().unwrap();
+    let a = configured(&dir.path().join("a"), "", &[]);
+    let seed = whoami(&a).await.1;
+    let b = configured(&dir.path().join("b"), "", std::slice::from_ref(&seed));
+    let c = configured(
+        &dir.path().join("c"),
+        "http_advertise = \"127.0.0.1:9\"\n",
+        std::slice::from_ref(&seed),
+    );
+    let nodes = [a, b, c];
+    let mut ids = Vec::new();
+    for node in &nodes {
+        ids.push(whoami(node).await.0);
+    }
+    for node in &nodes[..2] {
+        for id in &ids {
+            wait_state(node, id, "alive").await;
+        }
+    }
+    // A group that node a or b coordinates: its take waits for c.
+    let started = Instant::now();
+    let mut chosen = None;
+    for i in 0..20 {
+        let name = format!("held{i}");
+        let query = format!("topic={}&max_inflight=100", enc(&format!("{name}.>")));
+        let path = format!("/v1/events?group={name}&{query}");
+        let (status, _, body) = nodes[0].raw(nodes[0].request("GET", &path), "").await;
+        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        assert_eq!(status, 503, "{v}");
+        if v["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("did not answer"))
+        {
+            chosen = Some((name, query));
+            break;
+        }
+    }
+    let (name, query) = chosen.expect("a group that node a or b coordinates");
+    let mut refused = 1;
+    let mut m = loop {
+        match GroupMember::try_join(&nodes[0], &name, &query).await {
+            Ok(m) => break m,
+            Err(e) => {
+                refused += 1;
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "joins are still refused: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    println!(
+        "held: the group was joined {:?} after the first refusal, {refused} refusals",
+        started.elapsed()
+    );
+    assert!(
+        nodes[0].log().contains("without a live peer")
+            || nodes[1].log().contains("without a live peer"),
+        "the node that took the group over logs that it went on without c"
+    );
+    let topic = format!("{name}.x");
+    let sent = publish_texts(&nodes[1], &topic, &texts_of("m", 5)).await;
+    let got = ids_of(&m.recv(5, Duration::from_secs(10)).await);
+    assert_eq!(sorted(&got), sorted(&sent));
+}
+
 /// A coordinator declared down (paused until the others see it down)
 /// whose group no other node took meanwhile stops the group when it
 /// learns it, and the group's next use there goes on from its stored

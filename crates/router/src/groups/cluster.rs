@@ -41,6 +41,12 @@ const TAKE_PATIENCE: Duration = Duration::from_secs(5);
 const HAND_OFF_TIME: Duration = Duration::from_secs(10);
 /// Pause between rounds of asking.
 const TAKE_RETRY: Duration = Duration::from_millis(200);
+/// How long takes wait for a peer that the membership sees alive but that
+/// answers no take (its node-to-node HTTP is unreachable while its gossip
+/// gets through: a wrong `http_advertise`, a firewall, a skewed clock).
+/// After that, takes go on without it, so such a peer does not stop every
+/// group in the cluster; what it holds may then be delivered again.
+pub(crate) const UNANSWERED_LIMIT: Duration = Duration::from_secs(20);
 /// How often a node checks that it runs only the groups it coordinates
 /// (see [`Groups::follow_membership`]).
 const FOLLOW_EVERY: Duration = Duration::from_millis(250);
@@ -726,6 +732,8 @@ impl Groups {
                 peer_snapshots.clear();
             }
             live = now_live;
+            // A peer that was declared down starts anew when it is back.
+            self.unanswered.lock().retain(|n, _| live.contains(n));
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let wait = TAKE_TIMEOUT.min(left).max(TAKE_RETRY);
             let req = GroupTake {
@@ -751,6 +759,9 @@ impl Groups {
                 let Ok((node, addr, answer)) = joined else {
                     continue;
                 };
+                if answer.is_ok() {
+                    self.unanswered.lock().remove(&node);
+                }
                 match answer {
                     Ok(GroupTaken::Absent) => {
                         answered.insert(node, false);
@@ -774,9 +785,19 @@ impl Groups {
                     Err(e) => {
                         // It may hold a newer copy, or still coordinate
                         // the group: asked again until it answers or is
-                        // declared down.
-                        tracing::debug!(group = name, peer = %addr, error = %e, "could not ask a peer for a group's state");
-                        waiting_for = Some(format!("the node at {addr} did not answer: {e}"));
+                        // declared down, for a while.
+                        let since = *self
+                            .unanswered
+                            .lock()
+                            .entry(node)
+                            .or_insert_with(tokio::time::Instant::now);
+                        if since.elapsed() >= UNANSWERED_LIMIT {
+                            answered.insert(node, false);
+                            tracing::warn!(group = name, peer = %addr, error = %e, "taking a group over without a live peer that has answered no take for 20 s");
+                        } else {
+                            tracing::debug!(group = name, peer = %addr, error = %e, "could not ask a peer for a group's state");
+                            waiting_for = Some(format!("the node at {addr} did not answer: {e}"));
+                        }
                     }
                 }
             }

@@ -98,6 +98,9 @@ pub struct Groups {
     pub(super) cluster: std::sync::OnceLock<switchyard_cluster::Cluster>,
     /// Set when the node is leaving the cluster: it coordinates no group.
     pub(super) leaving: AtomicBool,
+    /// Live peers that did not answer a take, each since when (cleared by
+    /// an answer): see [`super::cluster::UNANSWERED_LIMIT`].
+    pub(super) unanswered: Mutex<HashMap<u64, tokio::time::Instant>>,
 }
 
 /// A group's start lock, held; the lock's entry goes when nobody holds or
@@ -157,6 +160,7 @@ impl Groups {
             },
             cluster: std::sync::OnceLock::new(),
             leaving: AtomicBool::new(false),
+            unanswered: Mutex::new(HashMap::new()),
         })
     }
 
