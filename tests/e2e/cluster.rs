@@ -2634,14 +2634,12 @@ async fn a_paused_origin_loses_nothing_and_resumed_streams_repeat_nothing() {
     }
 }
 
-/// A repeat of an idempotent publish that reaches a node holding no copy of
-/// the original (not one of its origin's replicas) is answered with the
-/// original: the node asks its peers before storing. It acknowledges only
-/// the copies the peers vouch for.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_repeat_on_a_node_without_a_copy_finds_the_original() {
-    let dir = tempfile::tempdir().unwrap();
-    let (nodes, ids) = start_cluster_with(dir.path(), 3, &["--replication-factor", "2"]).await;
+/// Three nodes with a replication factor of 2; returns them, their ids,
+/// the index of the node that is not a replica of the first node's log
+/// (it holds no copy of the first node's messages unless it follows
+/// them), and the ids of that log's replicas.
+async fn with_an_outsider(dir: &Path) -> (Vec<Node>, Vec<(String, String)>, usize, Vec<String>) {
+    let (nodes, ids) = start_cluster_with(dir, 3, &["--replication-factor", "2"]).await;
     let a_id = &ids[0].0;
     // The node that is not A's replica.
     let replicas_of_a = || async {
@@ -2662,8 +2660,19 @@ async fn a_repeat_on_a_node_without_a_copy_finds_the_original() {
     })
     .await;
     let replicas = replicas_of_a().await;
-    let outsider = (1..3).find(|i| !replicas.contains(&ids[*i].0));
-    let outsider = &nodes[outsider.unwrap()];
+    let outsider = (1..3).find(|i| !replicas.contains(&ids[*i].0)).unwrap();
+    (nodes, ids, outsider, replicas)
+}
+
+/// A repeat of an idempotent publish that reaches a node holding no copy of
+/// the original (not one of its origin's replicas) is answered with the
+/// original: the node asks its peers before storing. It acknowledges only
+/// the copies the peers vouch for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_on_a_node_without_a_copy_finds_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, ids, outsider, replicas) = with_an_outsider(dir.path()).await;
+    let outsider = &nodes[outsider];
     let keyed = |node: &Node| {
         node.request("POST", "/v1/topics/idem.x")
             .header("idempotency-key", "order-7")
@@ -2694,6 +2703,68 @@ async fn a_repeat_on_a_node_without_a_copy_finds_the_original() {
             .await;
         assert_eq!(payloads(&v), ["first"], "{v:#}");
     }
+}
+
+/// The same with a route plugin bound (a binding changes how publishes are
+/// stored): the node that holds no copy answers a repeat with the original,
+/// rerouted message instead of storing a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_elsewhere_is_found_while_a_route_plugin_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (nodes, _, outsider, _) = with_an_outsider(dir.path()).await;
+    let config = enc(r#"{"field": "/region"}"#);
+    let query = format!("hook=route&topic=orders&config={config}");
+    let (status, v) = nodes[0]
+        .put_plugin("region", &query, guest_wasm("field_router"))
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let keyed = |node: &Node| {
+        node.request("POST", "/v1/topics/orders")
+            .header("idempotency-key", "order-9")
+    };
+    let body = r#"{"region":"eu"}"#;
+    // Every node runs the binding once a publish there is rerouted.
+    for (i, node) in nodes.iter().enumerate().filter(|(i, _)| *i != outsider) {
+        wait_until(Duration::from_secs(10), "the binding runs", || async {
+            let req = node.request("POST", "/v1/topics/orders");
+            let (_, _, answer) = node.raw(req, format!(r#"{{"region":"n{i}"}}"#)).await;
+            serde_json::from_slice::<Value>(&answer).is_ok_and(|v| {
+                v["topic"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("orders.n"))
+            })
+        })
+        .await;
+    }
+    let (status, _, answer) = nodes[0].raw(keyed(&nodes[0]), body).await;
+    let first: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(status, 201, "{first}");
+    assert_eq!(first["topic"], "orders.eu", "{first}");
+    let o = &nodes[outsider];
+    wait_until(
+        Duration::from_secs(10),
+        "the binding runs there",
+        || async {
+            let req = o.request("POST", "/v1/topics/orders");
+            let (_, _, answer) = o.raw(req, r#"{"region":"probe"}"#).await;
+            serde_json::from_slice::<Value>(&answer).is_ok_and(|v| v["topic"] == "orders.probe")
+        },
+    )
+    .await;
+    let (status, headers, answer) = o.raw(keyed(o), body).await;
+    let again: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(status, 201, "{again}");
+    assert_eq!(again["id"], first["id"], "the original answers: {again:#}");
+    assert_eq!(again["duplicate"], true, "{again:#}");
+    assert_eq!(headers["idempotent-replayed"], "true");
+    let v = nodes[0]
+        .get_json("/v1/messages?topic=orders.eu&from=earliest")
+        .await;
+    assert_eq!(payloads(&v), [body], "{v:#}");
+    let v = o
+        .get_json("/v1/messages?topic=orders.eu&from=earliest")
+        .await;
+    assert_eq!(payloads(&v), [body], "one copy: {v:#}");
 }
 
 /// A keyed publish says when its key could not be checked with every

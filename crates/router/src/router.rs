@@ -459,6 +459,72 @@ impl Router {
         Ok(published)
     }
 
+    /// Stores each of `batch` on this node, one [`Published`] each, unless
+    /// it repeats a message under the same idempotency key: one this node
+    /// holds (the store answers it), or, in a replicated cluster, one a
+    /// live peer holds (that message answers it). A key that a peer has on
+    /// its way to its log refuses the batch with
+    /// [`RouterError::KeyInFlight`]. A keyed message stored new is
+    /// `key_checked` only if every member that may hold a copy answered.
+    async fn store_once(&self, batch: Vec<Append>) -> Result<Vec<Published>, RouterError> {
+        // A repeat of a message that reached another node first. The
+        // keys are held as in flight from before the lookup, so that a
+        // peer looking for them meanwhile learns of this attempt.
+        let keys = batch
+            .iter()
+            .filter_map(|r| Some((&r.topic, r.idempotency_key.as_deref()?)));
+        let _hold = self.cluster.get().map(|_| self.store.hold_keys(keys));
+        let (elsewhere, holders, complete) = match self.cluster.get() {
+            Some(c) => {
+                let l = crate::idempotency::held_elsewhere(&self.store, c, &batch).await;
+                if !l.in_flight.is_empty() {
+                    let keys = l.in_flight.iter();
+                    let keys = keys.filter_map(|i| batch[*i].idempotency_key.clone());
+                    return Err(RouterError::KeyInFlight {
+                        keys: keys.collect(),
+                    });
+                }
+                (l.found, l.holders, l.complete)
+            }
+            None => (vec![None; batch.len()], vec![0; batch.len()], true),
+        };
+        // A keyed message stored new: checked only if the lookup was.
+        let keyed: Vec<bool> = batch.iter().map(|r| r.idempotency_key.is_some()).collect();
+        let stored = |(a, keyed): (Appended, bool)| {
+            let mut p = Published::stored(a);
+            p.key_checked = complete || !keyed || p.results.iter().all(|a| a.duplicate);
+            p
+        };
+        if elsewhere.iter().all(Option::is_none) {
+            let appended = self.store.append(batch).await?;
+            return Ok(appended.into_iter().zip(keyed).map(stored).collect());
+        }
+        let fresh: Vec<PublishRequest> = batch
+            .into_iter()
+            .zip(&elsewhere)
+            .filter(|(_, e)| e.is_none())
+            .map(|(r, _)| r)
+            .collect();
+        let mut stored_new = if fresh.is_empty() {
+            Vec::new()
+        } else {
+            self.store.append(fresh).await?
+        }
+        .into_iter();
+        Ok(elsewhere
+            .into_iter()
+            .zip(keyed)
+            .zip(holders)
+            .filter_map(|((e, k), holders)| match e {
+                Some(found) => Some(Published {
+                    held_by_peers: Some(holders),
+                    ..Published::stored(found)
+                }),
+                None => stored_new.next().map(|a| stored((a, k))),
+            })
+            .collect())
+    }
+
     async fn publish_local(
         &self,
         batch: Vec<PublishRequest>,
@@ -476,62 +542,7 @@ impl Router {
             });
         }
         if !self.plugins.has_routes() {
-            // A repeat of a message that reached another node first. The
-            // keys are held as in flight from before the lookup, so that a
-            // peer looking for them meanwhile learns of this attempt.
-            let keys = batch
-                .iter()
-                .filter_map(|r| Some((&r.topic, r.idempotency_key.as_deref()?)));
-            let _hold = self.cluster.get().map(|_| self.store.hold_keys(keys));
-            let (elsewhere, holders, complete) = match self.cluster.get() {
-                Some(c) => {
-                    let l = crate::idempotency::held_elsewhere(&self.store, c, &batch).await;
-                    if !l.in_flight.is_empty() {
-                        let keys = l.in_flight.iter();
-                        let keys = keys.filter_map(|i| batch[*i].idempotency_key.clone());
-                        return Err(RouterError::KeyInFlight {
-                            keys: keys.collect(),
-                        });
-                    }
-                    (l.found, l.holders, l.complete)
-                }
-                None => (vec![None; batch.len()], vec![0; batch.len()], true),
-            };
-            // A keyed message stored new: checked only if the lookup was.
-            let keyed: Vec<bool> = batch.iter().map(|r| r.idempotency_key.is_some()).collect();
-            let stored = |(a, keyed): (Appended, bool)| {
-                let mut p = Published::stored(a);
-                p.key_checked = complete || !keyed || p.results.iter().all(|a| a.duplicate);
-                p
-            };
-            if elsewhere.iter().all(Option::is_none) {
-                let appended = self.store.append(batch).await?;
-                return Ok(appended.into_iter().zip(keyed).map(stored).collect());
-            }
-            let fresh: Vec<PublishRequest> = batch
-                .into_iter()
-                .zip(&elsewhere)
-                .filter(|(_, e)| e.is_none())
-                .map(|(r, _)| r)
-                .collect();
-            let mut stored_new = if fresh.is_empty() {
-                Vec::new()
-            } else {
-                self.store.append(fresh).await?
-            }
-            .into_iter();
-            return Ok(elsewhere
-                .into_iter()
-                .zip(keyed)
-                .zip(holders)
-                .filter_map(|((e, k), holders)| match e {
-                    Some(found) => Some(Published {
-                        held_by_peers: Some(holders),
-                        ..Published::stored(found)
-                    }),
-                    None => stored_new.next().map(|a| stored((a, k))),
-                })
-                .collect());
+            return self.store_once(batch).await;
         }
         let mut routed: Vec<Routed> = Vec::with_capacity(batch.len());
         for r in batch {
@@ -541,22 +552,27 @@ impl Router {
             .iter()
             .flat_map(|r| r.stored.iter().cloned())
             .collect();
-        let mut appended = if appends.is_empty() {
+        // Rerouted copies keep the publish's idempotency key, and are
+        // checked with the peers under their own topics like any publish.
+        let mut stored = if appends.is_empty() {
             Vec::new()
         } else {
-            self.store.append(appends).await?
+            self.store_once(appends).await?
         }
         .into_iter();
         Ok(routed
             .into_iter()
-            .map(|r| Published {
-                results: appended.by_ref().take(r.stored.len()).collect(),
-                routed_from: r.routed_from,
-                dropped: r.dropped,
-                plugin_error: r.failure,
-                copies: None,
-                key_checked: true,
-                held_by_peers: None,
+            .map(|r| {
+                let each: Vec<Published> = stored.by_ref().take(r.stored.len()).collect();
+                Published {
+                    key_checked: each.iter().all(|p| p.key_checked),
+                    held_by_peers: each.iter().filter_map(|p| p.held_by_peers).min(),
+                    results: each.into_iter().flat_map(|p| p.results).collect(),
+                    routed_from: r.routed_from,
+                    dropped: r.dropped,
+                    plugin_error: r.failure,
+                    copies: None,
+                }
             })
             .collect())
     }
