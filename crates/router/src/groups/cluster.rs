@@ -598,6 +598,11 @@ impl Groups {
         if let Some(h) = self.running(name) {
             return Ok(Some(h));
         }
+        if validate_group_name(name).is_err() {
+            // No node holds a group of that name: the peers need not be
+            // asked (they refuse the name).
+            return Ok(None);
+        }
         self.may_coordinate()?;
         self.reload(name).await?;
         if self.cluster.get().is_some() {
