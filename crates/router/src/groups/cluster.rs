@@ -718,7 +718,8 @@ impl Groups {
         // as new: this node's copies of their logs, and the peers'.
         let mut own_snapshots = self.dead_snapshots(name, None).await;
         let mut peer_snapshots: BTreeMap<u64, Vec<GroupSnapshot>> = BTreeMap::new();
-        let mut copies: Vec<(u64, String, StoredGroup)> = Vec::new();
+        // What the peers handed over, with the addresses that confirm it.
+        let mut copies: Vec<(String, StoredGroup)> = Vec::new();
         // Peers that answered, and whether they handed a copy over.
         let mut answered: BTreeMap<u64, bool> = BTreeMap::new();
         let outcome = loop {
@@ -774,7 +775,7 @@ impl Groups {
                     Ok(GroupTaken::State(state)) => match from_wire(name, state) {
                         Ok(g) => {
                             answered.insert(node, true);
-                            copies.push((node, addr, g));
+                            copies.push((addr, g));
                         }
                         Err(e) => {
                             answered.insert(node, false);
@@ -823,8 +824,7 @@ impl Groups {
             .into_iter()
             .chain(peer_snapshots.into_values().flatten())
             .collect();
-        let givers: Vec<String> = copies.iter().map(|(_, addr, _)| addr.clone()).collect();
-        let states: Vec<StoredGroup> = copies.into_iter().map(|(_, _, g)| g).collect();
+        let (givers, states): (Vec<String>, Vec<StoredGroup>) = copies.into_iter().unzip();
         if !states.is_empty() || (outcome.is_ok() && !snapshots.is_empty()) {
             self.adopt(name, states, snapshots).await?;
         }
