@@ -2634,6 +2634,21 @@ async fn a_paused_origin_loses_nothing_and_resumed_streams_repeat_nothing() {
     }
 }
 
+/// The replicas of `origin`'s log as `node` sees them.
+async fn replicas_of(node: &Node, origin: &str) -> Vec<String> {
+    let r = &cluster_view(node).await["replication"];
+    r["origins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["origin"] == origin)
+        .and_then(|o| o["replicas"].as_array().cloned())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|x| x["node"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Three nodes with a replication factor of 2; returns them, their ids,
 /// the index of the node that is not a replica of the first node's log
 /// (it holds no copy of the first node's messages unless it follows
@@ -2641,25 +2656,17 @@ async fn a_paused_origin_loses_nothing_and_resumed_streams_repeat_nothing() {
 async fn with_an_outsider(dir: &Path) -> (Vec<Node>, Vec<(String, String)>, usize, Vec<String>) {
     let (nodes, ids) = start_cluster_with(dir, 3, &["--replication-factor", "2"]).await;
     let a_id = &ids[0].0;
-    // The node that is not A's replica.
-    let replicas_of_a = || async {
-        let r = &cluster_view(&nodes[0]).await["replication"];
-        r["origins"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|o| o["origin"] == a_id.as_str())
-            .and_then(|o| o["replicas"].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|x| x["node"].as_str().map(str::to_owned))
-            .collect::<Vec<String>>()
-    };
-    wait_until(Duration::from_secs(20), "A's replica known", || async {
-        replicas_of_a().await.len() == 1
+    // Every node names the same single replica of A's log (a view taken
+    // while the membership still converges may name another node).
+    wait_until(Duration::from_secs(20), "A's replica agreed on", || async {
+        let mut seen = Vec::new();
+        for node in &nodes {
+            seen.push(replicas_of(node, a_id).await);
+        }
+        seen[0].len() == 1 && seen.iter().all(|r| *r == seen[0])
     })
     .await;
-    let replicas = replicas_of_a().await;
+    let replicas = replicas_of(&nodes[0], a_id).await;
     let outsider = (1..3).find(|i| !replicas.contains(&ids[*i].0)).unwrap();
     (nodes, ids, outsider, replicas)
 }
